@@ -1,0 +1,61 @@
+"""syvain-metrics: an object-style Python SDK for the Syvain Metrics REST API.
+
+Example:
+    >>> import syvain_metrics as sm
+    >>> sm.connect("ak_org_...")                                    # doctest: +SKIP
+    >>> exp = sm.Experiment.create("mamba-run-001")                 # doctest: +SKIP
+    >>> with exp.run():                                             # doctest: +SKIP
+    ...     exp.log("loss", 0.5, step=0)
+"""
+
+from syvain_metrics._version import __version__
+from syvain_metrics.errors import (
+    MetricsApiAuthError,
+    MetricsApiError,
+    MetricsApiRequestError,
+    MetricsApiResponseError,
+    MetricsValidationError,
+    PartialIngestError,
+)
+from syvain_metrics.resources.annotation import Annotation
+from syvain_metrics.resources.auth_status import AuthStatus, whoami
+from syvain_metrics.resources.catalog import CatalogEntry, CatalogValues
+from syvain_metrics.resources.experiment import UNSET, Experiment, IngestResult
+from syvain_metrics.resources.folder import Folder
+from syvain_metrics.resources.ingestion_key import IngestionKey
+from syvain_metrics.resources.metric import Metric, MetricRows, Series, compare
+from syvain_metrics.resources.paging import PagingError
+from syvain_metrics.resources.point import MetricPoint
+from syvain_metrics.retry import RetryPolicy
+from syvain_metrics.session import Session, connect, get_session, set_default_session
+
+__all__ = [
+    "UNSET",
+    "Annotation",
+    "AuthStatus",
+    "CatalogEntry",
+    "CatalogValues",
+    "Experiment",
+    "Folder",
+    "IngestResult",
+    "IngestionKey",
+    "Metric",
+    "MetricPoint",
+    "MetricRows",
+    "MetricsApiAuthError",
+    "MetricsApiError",
+    "MetricsApiRequestError",
+    "MetricsApiResponseError",
+    "MetricsValidationError",
+    "PagingError",
+    "PartialIngestError",
+    "RetryPolicy",
+    "Series",
+    "Session",
+    "__version__",
+    "compare",
+    "connect",
+    "get_session",
+    "set_default_session",
+    "whoami",
+]

@@ -1,0 +1,148 @@
+"""The exception tree of the SDK.
+
+Every failure the SDK raises on purpose derives from :class:`MetricsApiError`::
+
+    MetricsApiError
+    ├── MetricsApiRequestError      HTTP error status, or the service could not be reached
+    │   └── PartialIngestError    a multi-request ingest stopped part way
+    ├── MetricsApiResponseError     a 2xx answer that breaks the contract
+    ├── MetricsApiAuthError         credentials could not be resolved
+    └── MetricsValidationError      bad input, caught before any request (also a ValueError)
+
+Example:
+    >>> import syvain_metrics as sm
+    >>> try:
+    ...     sm.Experiment.get("missing")
+    ... except sm.MetricsApiRequestError as error:
+    ...     print(error.status_code, error.error_code)  # doctest: +SKIP
+    404 not_found
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+
+class MetricsApiError(RuntimeError):
+    """Base class of every error the SDK raises on purpose.
+
+    Example:
+        >>> issubclass(MetricsValidationError, MetricsApiError)
+        True
+    """
+
+
+class MetricsApiRequestError(MetricsApiError):
+    """The service answered with an HTTP error, or could not be reached.
+
+    Attributes:
+        status_code: the HTTP status, or ``None`` for a network failure.
+        error_code: the machine-readable ``code=`` part of the error details, if any.
+        retryable: whether the same call may succeed if tried again.
+
+    Example:
+        >>> err = MetricsApiRequestError("HTTP 404: not found", status_code=404,
+        ...                              error_code="not_found", retryable=False)
+        >>> err.status_code, err.retryable
+        (404, False)
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status_code: int | None = None,
+        error_code: str | None = None,
+        retryable: bool = False,
+    ) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+        self.error_code = error_code
+        self.retryable = retryable
+
+
+class PartialIngestError(MetricsApiRequestError):
+    """An ingest of several requests stopped part way.
+
+    ``stored`` metrics (the first ones, in order) were accepted; ``pending`` holds
+    every metric that was not, already carrying its ``client_event_id``, so
+    ``experiment.ingest(error.pending)`` resumes without loss or duplication.
+
+    Example:
+        >>> try:
+        ...     exp.ingest(points)  # doctest: +SKIP
+        ... except PartialIngestError as error:
+        ...     exp.ingest(error.pending)
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        stored: int,
+        pending: Sequence[Mapping[str, Any]],
+        cause: MetricsApiError,
+    ) -> None:
+        status = cause.status_code if isinstance(cause, MetricsApiRequestError) else None
+        code = cause.error_code if isinstance(cause, MetricsApiRequestError) else None
+        retryable = cause.retryable if isinstance(cause, MetricsApiRequestError) else False
+        super().__init__(message, status_code=status, error_code=code, retryable=retryable)
+        self.stored = stored
+        self.pending: list[dict[str, Any]] = [dict(m) for m in pending]
+
+
+class MetricsApiResponseError(MetricsApiError):
+    """A successful HTTP answer whose body breaks the contract.
+
+    Raised for a body that is not JSON, not an envelope, or whose ``data`` does
+    not have the documented shape. The message names the operation.
+
+    Example:
+        >>> str(MetricsApiResponseError("Response for get_experiment did not match"))
+        'Response for get_experiment did not match'
+    """
+
+
+class MetricsApiAuthError(MetricsApiError):
+    """Credentials could not be resolved (missing or broken ``auth.json``, empty key, bad host).
+
+    Example:
+        >>> import syvain_metrics as sm
+        >>> sm.connect("   ")  # doctest: +SKIP
+        Traceback (most recent call last):
+        MetricsApiAuthError: Metrics API key must not be empty.
+    """
+
+
+class MetricsValidationError(MetricsApiError, ValueError):
+    """Input that breaks a limit of the contract, caught before any request is sent.
+
+    ``errors`` maps each bad field (``"data[3].value"``) to what is wrong with it.
+
+    Example:
+        >>> err = MetricsValidationError({"name": ["Length must be between 1 and 200."]})
+        >>> err.errors
+        {'name': ['Length must be between 1 and 200.']}
+        >>> str(err)
+        'Invalid input: name: Length must be between 1 and 200.'
+    """
+
+    def __init__(self, errors: Mapping[str, Sequence[str]] | str) -> None:
+        if isinstance(errors, str):
+            self.errors: dict[str, list[str]] = {"_": [errors]}
+            super().__init__(f"Invalid input: {errors}")
+            return
+        self.errors = {field: list(msgs) for field, msgs in errors.items()}
+        parts = [f"{field}: {' '.join(msgs)}" for field, msgs in self.errors.items()]
+        super().__init__("Invalid input: " + "; ".join(parts))
+
+
+__all__ = [
+    "MetricsApiAuthError",
+    "MetricsApiError",
+    "MetricsApiRequestError",
+    "MetricsApiResponseError",
+    "MetricsValidationError",
+    "PartialIngestError",
+]

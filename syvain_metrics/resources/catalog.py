@@ -1,0 +1,62 @@
+"""The metric catalog of an experiment: which metrics it has and their metadata values.
+
+Example:
+    >>> exp.catalog()                              # doctest: +SKIP
+    [<CatalogEntry loss keys=['split']>, <CatalogEntry lr keys=[]>]
+    >>> exp.catalog_values("loss", keys="split").values("split")  # doctest: +SKIP
+    ['train', 'valid']
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from syvain_metrics.resources.base import Resource, wire
+
+
+class CatalogEntry(Resource):
+    """A metric name and the metadata keys seen with it."""
+
+    _id_field = "metric_name"
+
+    metric_name = wire[str]()
+    metadata_keys = wire[list[str]]()
+
+    def __repr__(self) -> str:
+        return f"<CatalogEntry {self.metric_name} keys={self.metadata_keys}>"
+
+
+class CatalogValues(Resource):
+    """Metadata values of one metric: ``keys`` is a list of ``{key, values, value_count}``.
+
+    Example:
+        >>> cv = CatalogValues({"metric_name": "loss", "scanned_event_count": 2,
+        ...     "keys": [{"key": "split", "values": ["train"], "value_count": 1}]}, session=None)
+        >>> cv.values("split"), cv.value_count("split")
+        (['train'], 1)
+    """
+
+    _id_field = "metric_name"
+
+    metric_name = wire[str]()
+    scanned_event_count = wire[int]()
+    keys = wire[list[dict[str, Any]]]()
+
+    def _entry(self, key: str) -> dict[str, Any]:
+        for entry in self.keys:
+            if entry["key"] == key:
+                return entry
+        raise KeyError(f"No values were listed for metadata key {key!r}.")
+
+    def values(self, key: str) -> list[Any]:
+        """The listed values of one metadata key."""
+        return list(self._entry(key)["values"])
+
+    def value_count(self, key: str) -> int:
+        """How many distinct values the key has (before the ``limit`` cut)."""
+        count: int = self._entry(key)["value_count"]
+        return count
+
+    def __repr__(self) -> str:
+        keys = [entry["key"] for entry in self.keys]
+        return f"<CatalogValues {self.metric_name} scanned={self.scanned_event_count} keys={keys}>"

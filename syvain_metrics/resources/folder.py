@@ -1,0 +1,242 @@
+"""Folders: a tree that organises experiments.
+
+Example:
+    >>> import syvain_metrics as sm
+    >>> root = sm.Folder.create("baselines")            # doctest: +SKIP
+    >>> sub = root.create_subfolder("mamba")            # doctest: +SKIP
+    >>> sub.path_name                                   # doctest: +SKIP
+    'baselines/mamba'
+"""
+
+from __future__ import annotations
+
+import builtins
+from typing import TYPE_CHECKING, Any
+
+from syvain_metrics.errors import MetricsApiError
+from syvain_metrics.resources.base import Resource, wire
+from syvain_metrics.schemas.base import load_request
+from syvain_metrics.schemas.experiment import FolderContentsReply
+from syvain_metrics.schemas.folder import (
+    FolderCreateRequest,
+    FolderListQuery,
+    FolderListReply,
+    FolderPatchRequest,
+    FolderReply,
+)
+from syvain_metrics.session import Session, get_session, path
+
+if TYPE_CHECKING:
+    from syvain_metrics.resources.experiment import Experiment
+
+FOLDERS = "/folders"
+FOLDER = "/folders/{}"
+
+
+def folder_id_of(folder: Folder | str | None) -> str | None:
+    """The id of a ``Folder``, an id string, or ``None`` (the root).
+
+    Example:
+        >>> folder_id_of("7b0f6a52"), folder_id_of(None)
+        ('7b0f6a52', None)
+    """
+    if folder is None or isinstance(folder, str):
+        return folder
+    if isinstance(folder, Folder):
+        return folder.id
+    raise TypeError(f"Expected a Folder, a folder id or None, got {type(folder).__name__}.")
+
+
+class Folder(Resource):
+    """A folder. ``id`` is the wire ``folder_id``; ``path_name`` reads like ``"baselines/mamba"``.
+
+    Example:
+        >>> folder = sm.Folder.get("7b0f6a52-...")     # doctest: +SKIP
+        >>> folder.subfolders, folder.experiments      # doctest: +SKIP
+        ([<Folder baselines/mamba id=...>], [])
+    """
+
+    _id_field = "folder_id"
+    _repr_fields = ("path_name",)
+
+    id = wire[str]("folder_id")
+    org_id = wire[str]()
+    parent_id_path = wire[builtins.list[str]]()
+    path_name = wire[str]()
+
+    def __init__(self, data: Any, *, session: Session | None) -> None:
+        super().__init__(data, session=session)
+        self._contents: tuple[builtins.list[Folder], builtins.list[Experiment]] | None = None
+        self._pending_name: str | None = None
+
+    # -- fields -------------------------------------------------------------------
+
+    @property
+    def name(self) -> str:
+        """The folder's name; assign a new one and call :meth:`save` to rename."""
+        return self._pending_name if self._pending_name is not None else self._data["name"]
+
+    @name.setter
+    def name(self, value: str) -> None:
+        self._pending_name = value
+
+    @property
+    def parent_id(self) -> str | None:
+        """Id of the parent folder, or ``None`` at the root."""
+        return self.parent_id_path[-1] if self.parent_id_path else None
+
+    @property
+    def subfolders(self) -> builtins.list[Folder]:
+        """Child folders, as loaded by :meth:`get` or :meth:`refresh` (never a hidden request)."""
+        return list(self._loaded_contents()[0])
+
+    @property
+    def experiments(self) -> builtins.list[Experiment]:
+        """Experiments in this folder, newest first, as loaded by :meth:`get` or :meth:`refresh`."""
+        return list(self._loaded_contents()[1])
+
+    def _loaded_contents(self) -> tuple[builtins.list[Folder], builtins.list[Experiment]]:
+        if self._contents is None:
+            raise MetricsApiError(
+                "Folder contents are not loaded: call folder.refresh() or sm.Folder.get(id)."
+            )
+        return self._contents
+
+    # -- class-level operations ---------------------------------------------------
+
+    @classmethod
+    def list(
+        cls, path: str | None = None, *, session: Session | None = None
+    ) -> builtins.list[Folder]:
+        """Every folder of the organization, or the one whose ``path_name`` is ``path``.
+
+        Example:
+            >>> sm.Folder.list(path="baselines/mamba")  # doctest: +SKIP
+            [<Folder baselines/mamba id=...>]
+        """
+        bound = get_session(session)
+        query = load_request(FolderListQuery(), {"path": path})
+        data = bound.call(
+            "GET", FOLDERS, operation="list_folders", reply=FolderListReply(), query=query
+        )
+        return [cls._from_wire(item, bound) for item in data["folders"]]
+
+    @classmethod
+    def create(
+        cls,
+        name: str,
+        parent: Folder | str | None = None,
+        *,
+        session: Session | None = None,
+    ) -> Folder:
+        """Create a folder under ``parent`` (a ``Folder``, an id, or ``None`` for the root).
+
+        Example:
+            >>> sm.Folder.create("baselines")  # doctest: +SKIP
+            <Folder baselines id=...>
+        """
+        bound = get_session(session)
+        body = load_request(
+            FolderCreateRequest(), {"name": name, "parent_id": folder_id_of(parent)}
+        )
+        data = bound.call(
+            "POST", FOLDERS, operation="create_folder", reply=FolderReply(), body=body
+        )
+        return cls._from_wire(data["folder"], bound)
+
+    @classmethod
+    def get(cls, folder_id: str, *, session: Session | None = None) -> Folder:
+        """Fetch a folder with its contents (``subfolders``, ``experiments``).
+
+        Example:
+            >>> sm.Folder.get("7b0f6a52-...").path_name  # doctest: +SKIP
+            'baselines'
+        """
+        bound = get_session(session)
+        folder = cls({"folder_id": folder_id}, session=bound)
+        folder.refresh()
+        return folder
+
+    # -- instance operations ------------------------------------------------------
+
+    def refresh(self) -> Folder:
+        """Reload this folder and its contents.
+
+        Example:
+            >>> folder.refresh().experiments  # doctest: +SKIP
+            [<Experiment mamba-run-001 running id=...>]
+        """
+        from syvain_metrics.resources.experiment import Experiment
+
+        bound = self._bind(None)
+        data = bound.call(
+            "GET", path(FOLDER, self.id), operation="get_folder", reply=FolderContentsReply()
+        )
+        self._update(data["folder"])
+        self._session = bound
+        self._pending_name = None
+        self._contents = (
+            [Folder._from_wire(item, bound) for item in data["folders"]],
+            [Experiment._from_wire(item, bound) for item in data["experiments"]],
+        )
+        return self
+
+    def _patch(self, changes: dict[str, Any]) -> Folder:
+        bound = self._bind(None)
+        body = load_request(FolderPatchRequest(), changes)
+        data = bound.call(
+            "PATCH", path(FOLDER, self.id), operation="patch_folder", reply=FolderReply(), body=body
+        )
+        self._update(data["folder"])
+        self._pending_name = None
+        return self
+
+    def rename(self, name: str) -> Folder:
+        """Rename this folder (sends only ``{name}``; the parent is left alone).
+
+        Example:
+            >>> sub.rename("mamba-v2").path_name  # doctest: +SKIP
+            'baselines/mamba-v2'
+        """
+        return self._patch({"name": name})
+
+    def move(self, parent: Folder | str | None) -> Folder:
+        """Move under ``parent`` (a ``Folder``, an id, or ``None`` for the root).
+
+        Example:
+            >>> sub.move(None).path_name  # doctest: +SKIP
+            'mamba-v2'
+        """
+        return self._patch({"parent_id": folder_id_of(parent)})
+
+    def save(self) -> Folder:
+        """Send a ``name`` assigned since the last load (nothing to send: no request).
+
+        Example:
+            >>> sub.name = "mamba-v3"; sub.save()  # doctest: +SKIP
+            <Folder baselines/mamba-v3 id=...>
+        """
+        if self._pending_name is None or self._pending_name == self._data.get("name"):
+            self._pending_name = None
+            return self
+        return self._patch({"name": self._pending_name})
+
+    def create_subfolder(self, name: str) -> Folder:
+        """Create a folder inside this one.
+
+        Example:
+            >>> root.create_subfolder("mamba").path_name  # doctest: +SKIP
+            'baselines/mamba'
+        """
+        return Folder.create(name, parent=self, session=self._bind(None))
+
+    def create_experiment(self, slug: str, **kwargs: Any) -> Experiment:
+        """Create an experiment in this folder; takes the arguments of ``Experiment.create``.
+
+        Example:
+            >>> sub.create_experiment("mamba-run-001", description="Baseline")  # doctest: +SKIP
+            <Experiment mamba-run-001 created id=...>
+        """
+        from syvain_metrics.resources.experiment import Experiment
+
+        return Experiment.create(slug, folder=self, session=self._bind(None), **kwargs)

@@ -1,0 +1,338 @@
+"""Metric rows and series: what reads return, and how runs are compared.
+
+Example:
+    >>> rows = exp.metrics("loss", metadata={"split": "train"})   # doctest: +SKIP
+    >>> rows[0].value, rows[0].step, rows[0].metadata             # doctest: +SKIP
+    (0.91, 0, {'split': 'train'})
+    >>> sm.compare([a.series("loss"), b.series("loss")])          # doctest: +SKIP
+    <MetricRows 200 rows>
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from itertools import repeat
+from typing import TYPE_CHECKING, Any, overload
+
+from syvain_metrics.resources.base import from_ms
+from syvain_metrics.resources.paging import RowReader
+from syvain_metrics.schemas.base import load_request
+from syvain_metrics.schemas.metric import (
+    CompareQuery,
+    CompareSeriesList,
+    MetricRowsReply,
+    series_param,
+)
+from syvain_metrics.session import Session, get_session
+
+if TYPE_CHECKING:
+    import pandas
+
+    from syvain_metrics.resources.experiment import Experiment
+
+COMPARE = "/metrics"
+
+
+class Metric:
+    """One metric event as read back. Built only when a row is used.
+
+    ``name``, ``value``, ``step`` (an ``int`` or ``None``) and ``metadata`` (a ``dict``) are
+    friendly views of ``metric_name``, ``metric_value``, ``step`` and ``event_metadata_json``;
+    every other row field (``event_id``, ``experiment_slug``, ``client_timestamp_ms``, and any
+    the service adds) reads as an attribute.
+
+    Example:
+        >>> m = Metric({"event_id": "e1", "metric_name": "loss", "metric_value": 0.5,
+        ...             "step": 3.0, "event_metadata_json": '{"split":"train"}'})
+        >>> m.name, m.value, m.step, m.metadata
+        ('loss', 0.5, 3, {'split': 'train'})
+    """
+
+    __slots__ = ("_row",)
+
+    def __init__(self, row: dict[str, Any]) -> None:
+        self._row = row
+
+    @property
+    def name(self) -> str:
+        """The metric name."""
+        name: str = self._row["metric_name"]
+        return name
+
+    @property
+    def value(self) -> float:
+        """The metric value."""
+        value: float = self._row["metric_value"]
+        return value
+
+    @property
+    def step(self) -> int | None:
+        """The step as an ``int``, or ``None`` when the event had no step."""
+        step = self._row["step"]
+        return None if step is None else int(step)
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        """The event's metadata object."""
+        text = self._row.get("event_metadata_json")
+        loaded: dict[str, Any] = json.loads(text) if text else {}
+        return loaded
+
+    @property
+    def experiment_metadata(self) -> dict[str, Any] | None:
+        """The experiment's metadata when read with ``include_experiment_meta_as_of=True``."""
+        text = self._row.get("experiment_metadata_json")
+        return None if text is None else dict(json.loads(text))
+
+    @property
+    def timestamp(self) -> dt.datetime | None:
+        """The client timestamp as an aware UTC ``datetime``."""
+        return from_ms(self._row.get("client_timestamp_ms"))
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self._row[name]
+        except KeyError:
+            raise AttributeError(f"Metric has no field {name!r}") from None
+
+    def __dir__(self) -> list[str]:
+        return sorted({*object.__dir__(self), *self._row})
+
+    def to_dict(self) -> dict[str, Any]:
+        """The row as the service sent it."""
+        return dict(self._row)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Metric):
+            return NotImplemented
+        return bool(self._row.get("event_id") == other._row.get("event_id"))
+
+    def __hash__(self) -> int:
+        return hash(self._row.get("event_id"))
+
+    def __repr__(self) -> str:
+        return (
+            f"<Metric {self._row.get('experiment_slug')}/{self.name} step={self.step} "
+            f"value={self.value!r} metadata={self._row.get('event_metadata_json')}>"
+        )
+
+
+class MetricRows(Sequence[Metric]):
+    """The rows of a metrics read: a sequence of :class:`Metric`, plus whole columns.
+
+    ``values``, ``steps`` and :meth:`column` read a field of every row without building
+    row objects; :meth:`to_pandas` and :meth:`plot` serve notebooks.
+
+    Example:
+        >>> rows = MetricRows([{"event_id": "e1", "metric_name": "loss", "metric_value": 0.5,
+        ...                     "step": 1.0, "event_metadata_json": "{}"}])
+        >>> len(rows), rows.values, rows.steps
+        (1, [0.5], [1])
+    """
+
+    def __init__(self, rows: list[dict[str, Any]]) -> None:
+        self._rows = rows
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    @overload
+    def __getitem__(self, index: int) -> Metric: ...
+    @overload
+    def __getitem__(self, index: slice) -> MetricRows: ...
+    def __getitem__(self, index: int | slice) -> Metric | MetricRows:
+        if isinstance(index, slice):
+            return MetricRows(self._rows[index])
+        return Metric(self._rows[index])
+
+    def __iter__(self) -> Iterator[Metric]:
+        return map(Metric, self._rows)
+
+    def column(self, field_name: str) -> list[Any]:
+        """Every row's value of one wire field (``None`` where absent).
+
+        Example:
+            >>> rows.column("event_id")  # doctest: +SKIP
+            ['e1']
+        """
+        return list(map(dict.get, self._rows, repeat(field_name)))
+
+    @property
+    def values(self) -> list[float]:
+        """Every row's value, in order."""
+        return self.column("metric_value")
+
+    @property
+    def steps(self) -> list[int | None]:
+        """Every row's step as an ``int`` (or ``None``), in order."""
+        return [None if s is None else int(s) for s in self.column("step")]
+
+    @property
+    def names(self) -> list[str]:
+        """Every row's metric name, in order."""
+        return self.column("metric_name")
+
+    def to_dicts(self) -> list[dict[str, Any]]:
+        """The rows as the service sent them."""
+        return [dict(row) for row in self._rows]
+
+    def to_pandas(self, *, expand_metadata: bool = True) -> pandas.DataFrame:
+        """One row per event with typed columns (needs the ``pandas`` extra).
+
+        Example:
+            >>> exp.metrics("loss").to_pandas()[["step", "value"]]  # doctest: +SKIP
+        """
+        from syvain_metrics.frames import rows_to_frame
+
+        return rows_to_frame(self._rows, expand_metadata=expand_metadata)
+
+    def plot(self, *, x: str = "step", ax: Any = None) -> Any:
+        """Plot one line per series (experiment, metric, metadata); needs the ``plot`` extra.
+
+        Example:
+            >>> exp.metrics("loss").plot()  # doctest: +SKIP
+        """
+        from syvain_metrics.frames import plot_rows
+
+        return plot_rows(self._rows, x=x, ax=ax)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, MetricRows):
+            return self._rows == other._rows
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        names = sorted(set(self.names))
+        shown = ", ".join(names[:5]) + (", …" if len(names) > 5 else "")
+        return f"<MetricRows {len(self):,} rows{': ' + shown if shown else ''}>"
+
+    def _repr_html_(self) -> str:
+        import html
+
+        head = self._rows[:10]
+        cells = "".join(
+            f"<tr><td>{html.escape(str(r.get('experiment_slug')))}</td>"
+            f"<td>{html.escape(str(r.get('metric_name')))}</td><td>{r.get('step')}</td>"
+            f"<td>{r.get('metric_value')}</td>"
+            f"<td>{html.escape(str(r.get('event_metadata_json')))}</td></tr>"
+            for r in head
+        )
+        more = f"<p>… {len(self) - len(head):,} more rows</p>" if len(self) > len(head) else ""
+        return (
+            f"<b>MetricRows</b> ({len(self):,} rows)<table><tr><th>experiment</th><th>name</th>"
+            f"<th>step</th><th>value</th><th>metadata</th></tr>{cells}</table>{more}"
+        )
+
+
+def read_rows(
+    session: Session, route: str, operation: str, params: dict[str, Any], limit: int | None
+) -> MetricRows:
+    """Read rows through :class:`RowReader`: all of them, or at most ``limit``."""
+    reply = MetricRowsReply()
+
+    def fetch(page_params: dict[str, Any]) -> list[dict[str, Any]]:
+        data = session.call("GET", route, operation=operation, reply=reply, query=page_params)
+        rows: list[dict[str, Any]] = data["rows"].rows
+        return rows
+
+    reader = RowReader(fetch=fetch, page_size=session.page_size)
+    return MetricRows(reader.read(params, limit=limit))
+
+
+@dataclass(frozen=True)
+class Series:
+    """One metric of one experiment, optionally narrowed by a metadata filter, for :func:`compare`.
+
+    ``metadata`` is a one-key dict (``{"split": "train"}``) or a bare key (``"split"``).
+
+    Example:
+        >>> Series("0f8e2c1a", "loss", metadata={"split": "train"}).to_param()
+        '{"experiment_id":"0f8e2c1a","metric_name":"loss","metadata_key":"split","metadata_value":"train"}'
+    """
+
+    experiment_id: str
+    name: str
+    metadata: Mapping[str, Any] | str | None = None
+    session: Session | None = field(default=None, repr=False, compare=False)
+
+    def __init__(
+        self,
+        experiment_id: str | Experiment,
+        name: str,
+        *,
+        metadata: Mapping[str, Any] | str | None = None,
+        session: Session | None = None,
+    ) -> None:
+        from syvain_metrics.resources.experiment import Experiment
+
+        if isinstance(experiment_id, Experiment):
+            session = session or experiment_id._session
+            experiment_id = experiment_id.id
+        object.__setattr__(self, "experiment_id", experiment_id)
+        object.__setattr__(self, "name", name)
+        object.__setattr__(self, "metadata", metadata)
+        object.__setattr__(self, "session", session)
+
+    def _wire(self) -> dict[str, Any]:
+        return {
+            "experiment_id": self.experiment_id,
+            "metric_name": self.name,
+            "metadata": self.metadata,
+        }
+
+    def to_param(self) -> str:
+        """The compact JSON text sent as one ``series`` query value."""
+        loaded = load_request(CompareSeriesList(), {"series": [self._wire()]})
+        return series_param(loaded["series"][0])
+
+
+def compare(
+    series: Sequence[Series],
+    *,
+    from_step: int | None = None,
+    to_step: int | None = None,
+    from_time: int | dt.datetime | None = None,
+    to_time: int | dt.datetime | None = None,
+    sort_by: str | Sequence[str] | None = None,
+    sort_direction: str | None = None,
+    limit: int | None = None,
+    include_experiment_meta_as_of: bool | None = None,
+    session: Session | None = None,
+) -> MetricRows:
+    """Read several series (up to 64) in one answer; without ``limit``, every row.
+
+    ``sort_by`` may also name ``"series"`` (the order of ``series``).
+
+    Example:
+        >>> rows = sm.compare([a.series("loss", metadata={"split": "train"}),
+        ...                    b.series("loss", metadata={"split": "train"})], to_step=100)  # doctest: +SKIP
+        >>> rows.to_pandas().groupby("experiment_slug")["value"].min()  # doctest: +SKIP
+    """
+    items = list(series)
+    if not all(isinstance(s, Series) for s in items):
+        from syvain_metrics.errors import MetricsValidationError
+
+        raise MetricsValidationError({"series": ["Each item must be an sm.Series."]})
+    loaded = load_request(CompareSeriesList(), {"series": [s._wire() for s in items]})
+    query = load_request(
+        CompareQuery(),
+        {
+            "from_step": from_step,
+            "to_step": to_step,
+            "from_time": from_time,
+            "to_time": to_time,
+            "sort_by": sort_by,
+            "sort_direction": sort_direction,
+            "limit": limit,
+            "include_experiment_meta_as_of": include_experiment_meta_as_of,
+        },
+    )
+    bound = get_session(session or next((s.session for s in items if s.session), None))
+    limit_value = query.pop("limit", None)
+    params = {"series": [series_param(s) for s in loaded["series"]], **query}
+    return read_rows(bound, COMPARE, "compare_metrics", params, limit_value)

@@ -1,0 +1,179 @@
+"""Reading every row of a metrics query without a cursor.
+
+The contract has no cursor, so a read without ``limit`` pages by moving the sort
+key's bound past the last row seen (``from_step`` ascending, ``to_step``
+descending; ``from_time`` / ``to_time`` for time order). The bound is inclusive, so
+rows at the boundary come again and are dropped by ``event_id``. A page that
+cannot advance (every row at one step) is read again inside that step, moving the
+time bound; a page that still cannot advance (every row at one step and one
+millisecond) is read once more with the largest page the service allows, and if
+even that is full the read stops with an error rather than loop or drop rows.
+
+Rows with a null step sort first ascending and last descending, and no step bound
+selects them, so they are read as their own block: with no step bound, ordered by
+step ascending, moving ``from_time`` until a non-null step shows up.
+
+Example:
+    >>> plan = RowReader(fetch=lambda params: [], page_size=1000)
+    >>> plan.read({"metric_name": "loss"}, limit=None)
+    []
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from syvain_metrics.errors import MetricsApiError
+from syvain_metrics.schemas.limits import MAX_METRIC_ROWS_LIMIT
+
+Row = dict[str, Any]
+Fetch = Callable[[dict[str, Any]], list[Row]]
+
+_STEP_BOUNDS = ("step", "from_step", "to_step")
+_TIME_KEY = {"client_timestamp": "client_timestamp_ms", "server_timestamp": "server_timestamp_ms"}
+
+
+class PagingError(MetricsApiError):
+    """The rows of one sort position exceed the largest page: reading on would lose rows."""
+
+
+@dataclass
+class RowReader:
+    """Reads all rows (or the first ``limit``) of a query through ``fetch(params) -> rows``."""
+
+    fetch: Fetch
+    page_size: int = 10_000
+
+    def read(self, params: dict[str, Any], *, limit: int | None) -> list[Row]:
+        """Rows in the service's order; at most ``limit`` when given, else all of them."""
+        if limit is not None and limit <= min(self.page_size, MAX_METRIC_ROWS_LIMIT):
+            return self.fetch({**params, "limit": limit})
+        out: list[Row] = []
+        for row in self._all(params):
+            out.append(row)
+            if limit is not None and len(out) >= limit:
+                break
+        return out
+
+    # -- strategy by sort key ---------------------------------------------------------
+
+    def _all(self, params: dict[str, Any]) -> Iterator[Row]:
+        sort_by = str(params.get("sort_by") or "step").split(",")
+        primary = sort_by[0]
+        descending = params.get("sort_direction") == "desc"
+        seen: set[str] = set()
+        if primary == "step":
+            nulls: list[Row] = []
+            if not any(params.get(k) is not None for k in _STEP_BOUNDS):
+                nulls = self._null_step_block(params, seen)
+            if not descending:
+                yield from nulls
+            yield from self._by_step(params, descending, seen, secondary=sort_by[1:])
+            if descending:
+                yield from reversed(nulls)
+        elif primary == "client_timestamp":
+            yield from self._by_time(params, descending, seen)
+        else:  # server_timestamp or series: no bound moves with them
+            yield from self._single_page(params)
+
+    def _page(self, params: dict[str, Any], size: int | None = None) -> tuple[list[Row], bool]:
+        size = size or self.page_size
+        rows = self.fetch({**params, "limit": size})
+        return rows, len(rows) >= size
+
+    def _single_page(self, params: dict[str, Any]) -> list[Row]:
+        rows, full = self._page(params, MAX_METRIC_ROWS_LIMIT)
+        if full:
+            raise PagingError(
+                f"More than {MAX_METRIC_ROWS_LIMIT:,} rows in an order that cannot be paged "
+                f"(sort_by={params.get('sort_by')}); pass limit=, narrow the query, or sort by "
+                "step or client_timestamp."
+            )
+        return rows
+
+    @staticmethod
+    def _fresh(rows: list[Row], seen: set[str]) -> Iterator[Row]:
+        for row in rows:
+            event_id = row["event_id"]
+            if event_id not in seen:
+                seen.add(event_id)
+                yield row
+
+    def _null_step_block(self, params: dict[str, Any], seen: set[str]) -> list[Row]:
+        """Rows whose step is null, in ascending order (they sort before every step)."""
+        block: list[Row] = []
+        query = {**params, "sort_by": "step,client_timestamp", "sort_direction": "asc"}
+        while True:
+            rows, full = self._page(query)
+            nulls = [row for row in rows if row["step"] is None]
+            block.extend(self._fresh(nulls, seen))
+            if not full or len(nulls) < len(rows):
+                return block
+            last = nulls[-1]["client_timestamp_ms"]
+            if query.get("from_time") == last:
+                rows, full = self._page(query, MAX_METRIC_ROWS_LIMIT)
+                block.extend(self._fresh([r for r in rows if r["step"] is None], seen))
+                if full and rows[-1]["step"] is None:
+                    raise PagingError(
+                        f"More than {MAX_METRIC_ROWS_LIMIT:,} rows without a step share one "
+                        "client timestamp; they cannot be read completely."
+                    )
+                return block
+            query["from_time"] = last
+
+    def _by_step(
+        self, params: dict[str, Any], descending: bool, seen: set[str], *, secondary: list[str]
+    ) -> Iterator[Row]:
+        bound = "to_step" if descending else "from_step"
+        query = dict(params)
+        if params.get("step") is None and query.get(bound) is None and not descending:
+            query[bound] = 0  # null steps were read as their own block
+        while True:
+            rows, full = self._page(query)
+            stepped = [row for row in rows if row["step"] is not None]
+            yield from self._fresh(stepped, seen)
+            # Null steps sort after every step descending: once one shows, the steps are done.
+            if not full or not stepped or len(stepped) < len(rows):
+                return
+            last = int(stepped[-1]["step"])
+            if int(stepped[0]["step"]) == last:
+                # A whole page at one step: read that step alone, then move past it.
+                yield from self._within_step(params, last, descending, seen, secondary)
+                if descending and last == 0:
+                    return
+                last = last - 1 if descending else last + 1
+            query[bound] = last
+
+    def _within_step(
+        self,
+        params: dict[str, Any],
+        step: int,
+        descending: bool,
+        seen: set[str],
+        secondary: list[str],
+    ) -> Iterator[Row]:
+        narrowed = {k: v for k, v in params.items() if k not in ("from_step", "to_step")}
+        narrowed["step"] = step
+        if secondary and secondary[0] != "client_timestamp":
+            yield from self._fresh(self._single_page(narrowed), seen)
+            return
+        narrowed["sort_by"] = "step,client_timestamp"
+        yield from self._by_time(narrowed, descending, seen)
+
+    def _by_time(self, params: dict[str, Any], descending: bool, seen: set[str]) -> Iterator[Row]:
+        bound = "to_time" if descending else "from_time"
+        query = dict(params)
+        while True:
+            rows, full = self._page(query)
+            yield from self._fresh(rows, seen)
+            if not full:
+                return
+            last = rows[-1]["client_timestamp_ms"]
+            if rows[0]["client_timestamp_ms"] == last:
+                # A whole page at one millisecond: take it in one largest page.
+                exact = {**query, "from_time": last, "to_time": last}
+                yield from self._fresh(self._single_page(exact), seen)
+                last = last - 1 if descending else last + 1
+            query[bound] = last

@@ -1,0 +1,133 @@
+"""Schema bases and the two ways a load can fail: bad user input, or a server that broke the contract.
+
+Example:
+    >>> from marshmallow import fields
+    >>> class Named(RequestSchema):
+    ...     name = fields.String(required=True)
+    >>> load_request(Named(), {})
+    Traceback (most recent call last):
+    ...
+    syvain_metrics.errors.MetricsValidationError: Invalid input: name: Missing data for required field.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+from marshmallow import INCLUDE, RAISE, Schema, ValidationError, post_load
+
+from syvain_metrics.errors import MetricsApiResponseError, MetricsValidationError
+
+
+class RequestSchema(Schema):
+    """Validates what the user asks to send. Unknown keys are an error."""
+
+    class Meta:
+        unknown = RAISE
+
+
+class ResponseSchema(Schema):
+    """Loads what the service sent. Unknown keys are kept: the service adds fields over time."""
+
+    class Meta:
+        unknown = INCLUDE
+
+
+class QuerySchema(Schema):
+    """Validates query parameters and loads them under their wire names, in wire order.
+
+    ``None`` means "leave the parameter out". A field whose loaded value is a dict
+    (such as a metadata filter) contributes that dict's keys in its place.
+    """
+
+    wire_order: ClassVar[tuple[str, ...]] = ()
+    """Field names in the order their parameters are sent (declaration order if empty)."""
+
+    class Meta:
+        unknown = RAISE
+
+    @post_load
+    def _to_wire(self, data: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for name in self.wire_order or tuple(self.fields):
+            value = data.get(name)
+            if value is None:
+                continue
+            if isinstance(value, dict):
+                out.update(value)
+            else:
+                out[self.fields[name].data_key or name] = value
+        return out
+
+
+def flatten_messages(messages: Any, prefix: str = "") -> dict[str, list[str]]:
+    """Turn marshmallow's nested error messages into ``{"data[3].value": [...]}``.
+
+    Example:
+        >>> flatten_messages({"data": {3: {"value": ["Must be a number."]}}})
+        {'data[3].value': ['Must be a number.']}
+    """
+    if isinstance(messages, Mapping):
+        flat: dict[str, list[str]] = {}
+        for key, value in messages.items():
+            if isinstance(key, int):
+                path = f"{prefix}[{key}]"
+            elif key == "_schema":
+                path = prefix or "_schema"
+            else:
+                path = f"{prefix}.{key}" if prefix else str(key)
+            for sub_path, sub_messages in flatten_messages(value, path).items():
+                flat.setdefault(sub_path, []).extend(sub_messages)
+        return flat
+    if isinstance(messages, list | tuple):
+        if all(isinstance(m, str) for m in messages):
+            return {prefix or "_schema": [str(m) for m in messages]}
+        merged: dict[str, list[str]] = {}
+        for item in messages:
+            for sub_path, sub_messages in flatten_messages(item, prefix).items():
+                merged.setdefault(sub_path, []).extend(sub_messages)
+        return merged
+    return {prefix or "_schema": [str(messages)]}
+
+
+def load_request(schema: Schema, data: Mapping[str, Any]) -> dict[str, Any]:
+    """Validate user input with ``schema``; raise :class:`MetricsValidationError` naming each field.
+
+    Example:
+        >>> from syvain_metrics.schemas.folder import FolderCreateRequest
+        >>> load_request(FolderCreateRequest(), {"name": "runs"})
+        {'name': 'runs', 'parent_id': None}
+    """
+    try:
+        loaded: dict[str, Any] = schema.load(data)
+    except ValidationError as error:
+        raise MetricsValidationError(flatten_messages(error.messages)) from None
+    return loaded
+
+
+def load_response(schema: Schema, data: Any, *, operation: str) -> dict[str, Any]:
+    """Load a response ``data`` payload; raise :class:`MetricsApiResponseError` naming the operation.
+
+    Example:
+        >>> from syvain_metrics.schemas.folder import FolderReply
+        >>> load_response(FolderReply(), {"nope": 1}, operation="get_folder")
+        Traceback (most recent call last):
+        ...
+        syvain_metrics.errors.MetricsApiResponseError: Metrics API response for get_folder did not match the expected schema: folder: Missing data for required field.
+    """
+    if not isinstance(data, Mapping):
+        raise MetricsApiResponseError(
+            f"Metrics API response for {operation} did not match the expected schema: "
+            f"data must be a JSON object, got {type(data).__name__}."
+        )
+    try:
+        loaded: dict[str, Any] = schema.load(data)
+    except ValidationError as error:
+        problems = "; ".join(
+            f"{path}: {' '.join(msgs)}" for path, msgs in flatten_messages(error.messages).items()
+        )
+        raise MetricsApiResponseError(
+            f"Metrics API response for {operation} did not match the expected schema: {problems}"
+        ) from None
+    return loaded

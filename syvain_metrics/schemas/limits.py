@@ -1,0 +1,42 @@
+"""Every numeric limit of the wire contract, written once.
+
+The SDK's schemas and the local server both read these, so the two sides cannot drift.
+
+Example:
+    >>> MAX_METRICS_PER_INGEST
+    1000
+"""
+
+from __future__ import annotations
+
+MAX_SAFE_INTEGER = 2**53 - 1
+"""Largest integer the service stores exactly (its runtime keeps numbers as doubles)."""
+
+FOLDER_NAME_MAX = 200
+SLUG_MAX = 200
+DESCRIPTION_MAX = 4_000
+ERROR_NAME_MAX = 500
+ERROR_DETAIL_MAX = 8_000
+CLIENT_EVENT_ID_MAX = 200
+METRIC_NAME_MAX = 500
+ANNOTATION_MAX = 16_000
+INGESTION_KEY_NAME_MAX = 200
+INGESTION_KEY_TTL_MAX_MS = 7 * 24 * 60 * 60 * 1000
+MAX_METRICS_PER_INGEST = 1_000
+MAX_COMPARE_SERIES = 64
+
+MAX_METRIC_ROWS_LIMIT = 100_000
+"""Largest ``limit`` the service honours for metric rows (it clamps larger ones)."""
+
+EXPERIMENT_STATUSES = ("created", "running", "done", "error")
+STATUS_UPDATES = ("running", "done", "error")
+METRIC_SORT_KEYS = ("step", "client_timestamp", "server_timestamp")
+COMPARE_SORT_KEYS = ("series", *METRIC_SORT_KEYS)
+SORT_DIRECTIONS = ("asc", "desc")
+AUTH_KINDS = ("api_key", "session", "ingestion_key")
+INGEST_MODES = ("sync", "queued")
+
+DEFAULT_INGESTION_KEY_NAME = "SDK ingestion key"
+DEFAULT_ERROR_NAME = "Error"
+INGESTION_TOKEN_RENEWAL_MS = 5 * 60 * 1000
+"""A cached ingestion token is replaced once it is this close to expiry."""

@@ -1,0 +1,414 @@
+"""The session: one pooled HTTP connection set, credentials, retries, and the default-session registry.
+
+Resources never touch HTTP; they ask the session for one logical call and get the
+validated ``data`` payload back::
+
+    session.call("POST", "/folders", operation="create_folder",
+                 body={"name": "runs", "parent_id": None}, reply=FolderReply())
+
+Example:
+    >>> import syvain_metrics as sm
+    >>> with sm.Session("ak_org_123", host="http://127.0.0.1:8765") as session:
+    ...     session  # the key never shows
+    <Session http://127.0.0.1:8765 auth=api_key>
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import platform
+import threading
+import time
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Literal
+
+import requests
+from marshmallow import Schema
+from requests.adapters import HTTPAdapter
+
+from syvain_metrics._version import __version__
+from syvain_metrics.auth import Credentials, resolve_credentials
+from syvain_metrics.errors import (
+    MetricsApiError,
+    MetricsApiRequestError,
+    MetricsApiResponseError,
+    MetricsValidationError,
+)
+from syvain_metrics.retry import RetryPolicy
+from syvain_metrics.schemas.base import load_request, load_response
+from syvain_metrics.schemas.envelope import IN_PROGRESS, request_error, unwrap_envelope
+from syvain_metrics.schemas.ingestion_key import IngestionKeyCreateReply, IngestionKeyCreateRequest
+from syvain_metrics.schemas.limits import DEFAULT_INGESTION_KEY_NAME, MAX_METRIC_ROWS_LIMIT
+from syvain_metrics.tokens import IngestionTokenCache
+
+logger = logging.getLogger("syvain_metrics")
+
+API_PREFIX = "/api/v1"
+INGESTION_KEYS_ROUTE = "/experiments/{}/ingestion-keys"
+USER_AGENT = (
+    f"syvain-metrics-python/{__version__} python/{platform.python_version()} "
+    f"requests/{requests.__version__}"
+)
+QueryValue = str | int | float | bool | Sequence[str] | None
+Query = Mapping[str, QueryValue] | Sequence[tuple[str, str]]
+
+
+def path(template: str, *segments: str) -> str:
+    """Fill ``template``'s ``{}`` with percent-encoded segments (no safe characters).
+
+    Example:
+        >>> path("/experiments/{}/catalog/{}", "e/1", "loss rate")
+        '/experiments/e%2F1/catalog/loss%20rate'
+    """
+    from urllib.parse import quote
+
+    return template.format(*(quote(segment, safe="") for segment in segments))
+
+
+def query_pairs(query: Query | None) -> list[tuple[str, str]]:
+    """Encode query values: booleans as ``true``/``false``, lists repeated, ``None`` left out.
+
+    Example:
+        >>> query_pairs({"key": ["a", "b"], "sync": True, "limit": None})
+        [('key', 'a'), ('key', 'b'), ('sync', 'true')]
+    """
+    if query is None:
+        return []
+    if not isinstance(query, Mapping):
+        return [(str(k), str(v)) for k, v in query]
+    pairs: list[tuple[str, str]] = []
+    for key, value in query.items():
+        if value is None:
+            continue
+        if isinstance(value, bool):
+            pairs.append((key, "true" if value else "false"))
+        elif isinstance(value, list | tuple):
+            pairs.extend((key, str(item)) for item in value if item is not None)
+        else:
+            pairs.append((key, str(value)))
+    return pairs
+
+
+def _new_idempotency_key() -> str:
+    return f"syvain-metrics-{uuid.uuid4().hex}"
+
+
+class Session:
+    """A connection to the Syvain Metrics API (or a local server), shared by every resource.
+
+    Args:
+        api_key: an API key, ``"local"`` / ``"local-dev"`` (the CLI's login file), or ``None``
+            to read ``SYVAIN_METRICS_API_KEY`` and ``SYVAIN_METRICS_HOST``, then ``"local"``.
+        host: the service origin, e.g. ``"https://metrics.syvain.com"``.
+        timeout: seconds for ordinary calls (annotations included).
+        ingest_timeout: seconds for metric ingestion, which may wait for ``sync=True``.
+        retry: a :class:`RetryPolicy` (3 attempts, 0.25 s then 0.5 s).
+        clock: seconds since the epoch; drives ingestion-token expiry (tests inject one).
+        pool_size: connections kept alive per host.
+        page_size: rows per request when a read pages through a large result.
+
+    Example:
+        >>> import syvain_metrics as sm
+        >>> session = sm.Session("ak_org_123", host="http://127.0.0.1:8765", timeout=5)
+        >>> session.timeout, session.ingest_timeout
+        (5.0, 60.0)
+        >>> session.close()
+    """
+
+    def __init__(
+        self,
+        api_key: str | None = None,
+        *,
+        host: str | None = None,
+        timeout: float = 10.0,
+        ingest_timeout: float = 60.0,
+        retry: RetryPolicy | None = None,
+        clock: Callable[[], float] = time.time,
+        pool_size: int = 10,
+        page_size: int = 10_000,
+    ) -> None:
+        for name, value in (("timeout", timeout), ("ingest_timeout", ingest_timeout)):
+            if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+                raise MetricsValidationError({name: ["Must be a number of seconds above 0."]})
+        if not isinstance(page_size, int) or not 1 <= page_size <= MAX_METRIC_ROWS_LIMIT:
+            raise MetricsValidationError(
+                {"page_size": [f"Must be an integer between 1 and {MAX_METRIC_ROWS_LIMIT}."]}
+            )
+        self.page_size = page_size
+        self._credentials: Credentials = resolve_credentials(api_key, host=host)
+        self.host: str = self._credentials.host
+        self.timeout = float(timeout)
+        self.ingest_timeout = float(ingest_timeout)
+        self.retry = retry or RetryPolicy()
+        self.clock = clock
+        self._http = requests.Session()
+        adapter = HTTPAdapter(pool_connections=4, pool_maxsize=pool_size, max_retries=0)
+        self._http.mount("http://", adapter)
+        self._http.mount("https://", adapter)
+        self._http.headers.clear()
+        self._http.headers.update(
+            {
+                "Accept": "application/json",
+                "Content-Type": "application/json",
+                "User-Agent": USER_AGENT,
+            }
+        )
+        self._http.trust_env = False  # proxies from the environment must not see the API key
+        self.tokens = IngestionTokenCache(self._mint_ingestion_token, clock=clock)
+        self._closed = False
+        self._close_lock = threading.Lock()
+
+    # -- context management -------------------------------------------------------
+
+    def __enter__(self) -> Session:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Flush this session's pending ``log()`` buffers, then release its connections.
+
+        Example:
+            >>> session.close()  # doctest: +SKIP
+        """
+        with self._close_lock:
+            if self._closed:
+                return
+            self._closed = True
+        from syvain_metrics.resources.log_buffer import flush_session_buffers
+
+        try:
+            flush_session_buffers(self)
+        finally:
+            self._http.close()
+
+    def __repr__(self) -> str:
+        return f"<Session {self.host} auth={self._credentials.source}>"
+
+    @property
+    def auth_source(self) -> str:
+        """Where the API key came from: ``"api_key"``, ``"local"`` or ``"local-dev"``."""
+        return self._credentials.source
+
+    @property
+    def org_id(self) -> str | None:
+        """The organization id recorded by the CLI login, if known."""
+        return self._credentials.org_id
+
+    # -- the one entry point resources use -----------------------------------------
+
+    def call(
+        self,
+        method: Literal["GET", "POST", "PATCH", "DELETE"],
+        route: str,
+        *,
+        operation: str,
+        reply: Schema,
+        query: Query | None = None,
+        body: Mapping[str, Any] | None = None,
+        ingest_for: str | None = None,
+        ingest_timeout: bool = False,
+        idempotent: bool = True,
+    ) -> dict[str, Any]:
+        """Send one logical call and return its validated ``data``.
+
+        ``route`` is the path after ``/api/v1`` with segments already encoded (see
+        :func:`path`). POST and PATCH carry an ``Idempotency-Key`` reused on every retry
+        (``idempotent=False`` leaves it out). ``ingest_for`` authenticates with that
+        experiment's ingestion token instead of the API key, renewing it once on 401/403.
+        """
+        if self._closed:
+            raise MetricsApiError("This session is closed; open a new one with sm.connect().")
+        key = _new_idempotency_key() if idempotent and method in ("POST", "PATCH") else None
+        payload = None if body is None else _encode_body(body)
+        prepared = (
+            method,
+            f"{self.host}{API_PREFIX}{route}",
+            query_pairs(query),
+            payload,
+            key,
+            self.ingest_timeout if ingest_timeout else self.timeout,
+            "ingest_timeout" if ingest_timeout else "timeout",
+            operation,
+        )
+        if ingest_for is None:
+            data = self._send(*prepared, token=self._credentials.api_key)
+        else:
+            token = self.tokens.token(ingest_for)
+            try:
+                data = self._send(*prepared, token=token)
+            except MetricsApiRequestError as error:
+                if error.status_code not in (401, 403):
+                    raise
+                logger.info("ingestion token refused (%s); minting a new one", error.status_code)
+                data = self._send(*prepared, token=self.tokens.renew(ingest_for, token))
+        return load_response(reply, data, operation=operation)
+
+    def forget_ingestion_credential(self, experiment_id: str) -> None:
+        """Drop the cached ingestion token of one experiment.
+
+        Example:
+            >>> session.forget_ingestion_credential("0f8e2c1a-...")  # doctest: +SKIP
+        """
+        self.tokens.forget(experiment_id)
+
+    # -- internals ------------------------------------------------------------------
+
+    def _mint_ingestion_token(self, experiment_id: str) -> tuple[str, int]:
+        body = load_request(IngestionKeyCreateRequest(), {"name": DEFAULT_INGESTION_KEY_NAME})
+        data = self.call(
+            "POST",
+            path(INGESTION_KEYS_ROUTE, experiment_id),
+            operation="create_ingestion_key",
+            reply=IngestionKeyCreateReply(),
+            body=body,
+            idempotent=False,
+        )
+        return data["token"], data["key"]["expires_at_ms"]
+
+    def _send(
+        self,
+        method: str,
+        url: str,
+        params: list[tuple[str, str]],
+        payload: bytes | None,
+        idempotency_key: str | None,
+        timeout: float,
+        timeout_setting: str,
+        operation: str,
+        *,
+        token: str,
+    ) -> Any:
+        headers = {"Authorization": f"Bearer {token}"}
+        if idempotency_key is not None:
+            headers["Idempotency-Key"] = idempotency_key
+        policy = self.retry
+        attempt = 0
+        polls = 0
+        while True:
+            retry_after: str | None = None
+            try:
+                response = self._http.request(
+                    method, url, params=params, data=payload, headers=headers, timeout=timeout
+                )
+            except requests.Timeout as exc:
+                error: MetricsApiError = MetricsApiRequestError(
+                    f"Metrics API request for {operation} timed out after {timeout:g} s "
+                    f"(raise Session({timeout_setting}=...) if the service needs longer).",
+                    retryable=True,
+                )
+                cause: BaseException = exc
+            except requests.RequestException as exc:
+                error = MetricsApiRequestError(
+                    f"Metrics API request for {operation} could not reach {self.host}: "
+                    f"{type(exc).__name__}",
+                    retryable=True,
+                )
+                cause = exc
+            else:
+                logger.debug("%s %s -> %s", method, url, response.status_code)
+                status = response.status_code
+                if status >= 400:
+                    error = request_error(status, response.text)
+                    retry_after = response.headers.get("Retry-After")
+                    cause = error
+                else:
+                    try:
+                        decoded = json.loads(response.content)
+                    except ValueError:
+                        error = MetricsApiResponseError(
+                            f"Metrics API response for {operation} is not JSON "
+                            f"(HTTP {status}, {len(response.content)} bytes)."
+                        )
+                        cause = error
+                    else:
+                        return unwrap_envelope(decoded, operation=operation)
+            in_progress = getattr(error, "error_code", None) == IN_PROGRESS
+            if in_progress and polls < policy.poll_attempts:
+                polls += 1
+                policy.sleep(policy.poll_interval)
+                continue
+            retryable = isinstance(error, MetricsApiResponseError) or getattr(
+                error, "retryable", False
+            )
+            if in_progress or not retryable or attempt >= policy.attempts - 1:
+                raise self._redacted(error) from (None if cause is error else cause)
+            wait = policy.backoff(attempt, retry_after)
+            logger.info("%s %s failed (%s); retrying in %.2f s", method, url, error, wait)
+            policy.sleep(wait)
+            attempt += 1
+
+    def _redacted(self, error: MetricsApiError) -> MetricsApiError:
+        """Scrub the API key and cached tokens from an error message, should a server echo them."""
+        message = str(error)
+        secrets = [self._credentials.api_key, *self.tokens.secrets()]
+        if any(secret and secret in message for secret in secrets):
+            for secret in secrets:
+                message = message.replace(secret, "***")
+            error.args = (message,)
+        return error
+
+
+def _encode_body(body: Mapping[str, Any]) -> bytes:
+    try:
+        return json.dumps(body, allow_nan=False, separators=(",", ":")).encode()
+    except ValueError as error:  # validation upstream makes this unreachable for SDK bodies
+        raise MetricsValidationError(f"Request body is not finite JSON: {error}") from None
+
+
+# -- the default session -------------------------------------------------------------
+
+_default_lock = threading.Lock()
+_default: Session | None = None
+
+
+def connect(
+    api_key: str | None = None,
+    *,
+    host: str | None = None,
+    timeout: float = 10.0,
+    ingest_timeout: float = 60.0,
+    retry: RetryPolicy | None = None,
+) -> Session:
+    """Open a :class:`Session` and make it the default for class-level calls.
+
+    Example:
+        >>> import syvain_metrics as sm
+        >>> sm.connect("ak_org_123", host="http://127.0.0.1:8765")
+        <Session http://127.0.0.1:8765 auth=api_key>
+    """
+    global _default
+    session = Session(
+        api_key, host=host, timeout=timeout, ingest_timeout=ingest_timeout, retry=retry
+    )
+    with _default_lock:
+        _default = session
+    return session
+
+
+def set_default_session(session: Session | None) -> None:
+    """Make ``session`` the default (``None`` clears it)."""
+    global _default
+    with _default_lock:
+        _default = session
+
+
+def get_session(session: Session | None = None) -> Session:
+    """``session`` if given, else the default one set by :func:`connect`.
+
+    Example:
+        >>> get_session() is sm.connect("ak_org_123")  # doctest: +SKIP
+        True
+    """
+    if session is not None:
+        return session
+    with _default_lock:
+        current = _default
+    if current is None:
+        raise MetricsApiError(
+            "No session: call sm.connect(...) first, or pass session=sm.Session(...)."
+        )
+    return current
