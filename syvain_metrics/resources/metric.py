@@ -21,6 +21,7 @@ from syvain_metrics.resources.base import from_ms
 from syvain_metrics.resources.paging import RowReader
 from syvain_metrics.schemas.base import load_request
 from syvain_metrics.schemas.metric import (
+    QUERY_ORDER,
     CompareQuery,
     CompareSeriesList,
     MetricRowsReply,
@@ -236,7 +237,8 @@ def read_rows(
     reply = MetricRowsReply()
 
     def fetch(page_params: dict[str, Any]) -> list[dict[str, Any]]:
-        data = session.call("GET", route, operation=operation, reply=reply, query=page_params)
+        ordered = sorted(page_params.items(), key=lambda item: QUERY_ORDER.index(item[0]))
+        data = session.call("GET", route, operation=operation, reply=reply, query=dict(ordered))
         rows: list[dict[str, Any]] = data["rows"].rows
         return rows
 

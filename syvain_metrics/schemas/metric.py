@@ -282,6 +282,18 @@ _RANGE_ORDER = (
 )
 
 
+QUERY_ORDER = (
+    "series",
+    "metric_name",
+    "metadata_key",
+    "metadata_value",
+    "metadata_value_json",
+    "step",
+    *_RANGE_ORDER,
+)
+"""Every metrics-read query parameter, in the order it is sent (pages re-add bounds and limit)."""
+
+
 class _RangeQuery(QuerySchema):
     """The bounds, order and limit shared by list-metrics and compare."""
 
