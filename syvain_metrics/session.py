@@ -155,7 +155,6 @@ class Session:
                 "User-Agent": USER_AGENT,
             }
         )
-        self._http.trust_env = False  # proxies from the environment must not see the API key
         self.tokens = IngestionTokenCache(self._mint_ingestion_token, clock=clock)
         self._closed = False
         self._close_lock = threading.Lock()
