@@ -156,6 +156,7 @@ class Session:
             }
         )
         self.tokens = IngestionTokenCache(self._mint_ingestion_token, clock=clock)
+        self._closing = False
         self._closed = False
         self._close_lock = threading.Lock()
 
@@ -174,14 +175,15 @@ class Session:
             >>> session.close()  # doctest: +SKIP
         """
         with self._close_lock:
-            if self._closed:
+            if self._closing:
                 return
-            self._closed = True
+            self._closing = True
         from syvain_metrics.resources.log_buffer import flush_session_buffers
 
         try:
-            flush_session_buffers(self)
+            flush_session_buffers(self)  # still open: the flush sends requests
         finally:
+            self._closed = True
             self._http.close()
 
     def __repr__(self) -> str:
@@ -334,16 +336,22 @@ class Session:
                 error, "retryable", False
             )
             if in_progress or not retryable or attempt >= policy.attempts - 1:
-                raise self._redacted(error) from (None if cause is error else cause)
+                raise self._redacted(error, token) from (None if cause is error else cause)
             wait = policy.backoff(attempt, retry_after)
-            logger.info("%s %s failed (%s); retrying in %.2f s", method, url, error, wait)
+            logger.info(
+                "%s %s failed (%s); retrying in %.2f s",
+                method,
+                url,
+                self._redacted(error, token),
+                wait,
+            )
             policy.sleep(wait)
             attempt += 1
 
-    def _redacted(self, error: MetricsApiError) -> MetricsApiError:
-        """Scrub the API key and cached tokens from an error message, should a server echo them."""
+    def _redacted(self, error: MetricsApiError, token: str) -> MetricsApiError:
+        """Scrub the API key and tokens from an error message, should a server echo them."""
         message = str(error)
-        secrets = [self._credentials.api_key, *self.tokens.secrets()]
+        secrets = [self._credentials.api_key, token, *self.tokens.secrets()]
         if any(secret and secret in message for secret in secrets):
             for secret in secrets:
                 message = message.replace(secret, "***")

@@ -1,0 +1,315 @@
+"""The SQLite schema of the local server and the SQL helpers of metric reads.
+
+Metadata filters run as small Python functions registered on the connection, since
+metadata keys may hold any character (SQLite's JSON paths would need quoting) and
+``metadata_value_json`` compares by JSON equality, which SQL cannot express.
+
+Example:
+    >>> json_equal(1, 1.0), json_equal(True, 1), json_equal({"a": [1]}, {"a": [1.0]})
+    (True, False, True)
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS organizations (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    created_at_ms INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS api_keys (
+    key TEXT PRIMARY KEY,
+    org_id TEXT NOT NULL,
+    created_at_ms INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS folders (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL UNIQUE,
+    org_id TEXT NOT NULL,
+    parent_id TEXT,
+    name TEXT NOT NULL,
+    created_at_ms INTEGER NOT NULL
+);
+CREATE UNIQUE INDEX IF NOT EXISTS folders_sibling_name
+    ON folders (org_id, ifnull(parent_id, ''), name);
+CREATE TABLE IF NOT EXISTS experiments (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL UNIQUE,
+    org_id TEXT NOT NULL,
+    folder_id TEXT,
+    slug TEXT NOT NULL,
+    description TEXT NOT NULL,
+    metadata_json TEXT NOT NULL,
+    status TEXT NOT NULL,
+    error_name TEXT,
+    error_detail TEXT,
+    created_at_ms INTEGER NOT NULL,
+    updated_at_ms INTEGER NOT NULL,
+    started_at_ms INTEGER,
+    done_at_ms INTEGER,
+    last_heartbeat_at_ms INTEGER,
+    last_event_at_ms INTEGER,
+    UNIQUE (org_id, slug)
+);
+CREATE TABLE IF NOT EXISTS events (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    event_id TEXT NOT NULL UNIQUE,
+    org_id TEXT NOT NULL,
+    experiment_id TEXT NOT NULL,
+    client_event_id TEXT NOT NULL,
+    metric_name TEXT NOT NULL,
+    metric_value REAL NOT NULL,
+    step INTEGER,
+    metadata_json TEXT NOT NULL,
+    client_timestamp_ms INTEGER NOT NULL,
+    server_timestamp_ms INTEGER NOT NULL,
+    UNIQUE (experiment_id, client_event_id)
+);
+CREATE INDEX IF NOT EXISTS events_by_metric ON events (experiment_id, metric_name, step);
+CREATE TABLE IF NOT EXISTS annotations (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL UNIQUE,
+    org_id TEXT NOT NULL,
+    experiment_id TEXT NOT NULL,
+    annotation TEXT NOT NULL,
+    metadata_json TEXT NOT NULL,
+    created_at_ms INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS annotations_by_experiment ON annotations (experiment_id, created_at_ms);
+CREATE TABLE IF NOT EXISTS ingestion_keys (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL UNIQUE,
+    org_id TEXT NOT NULL,
+    experiment_id TEXT NOT NULL,
+    name TEXT NOT NULL,
+    token_hash TEXT NOT NULL UNIQUE,
+    created_at_ms INTEGER NOT NULL,
+    expires_at_ms INTEGER NOT NULL,
+    revoked_at_ms INTEGER,
+    last_used_at_ms INTEGER
+);
+CREATE TABLE IF NOT EXISTS idempotency (
+    credential TEXT NOT NULL,
+    key TEXT NOT NULL,
+    fingerprint TEXT NOT NULL,
+    status INTEGER NOT NULL,
+    body BLOB NOT NULL,
+    created_at_ms INTEGER NOT NULL,
+    PRIMARY KEY (credential, key)
+);
+"""
+
+DATA_TABLES = ("folders", "experiments", "events", "annotations", "ingestion_keys", "idempotency")
+"""Tables :meth:`Store.reset` empties; organizations and API keys survive."""
+
+
+def compact(value: Any) -> str:
+    """Compact JSON text, as the service writes metadata columns.
+
+    Example:
+        >>> compact({"split": "train", "seed": 7})
+        '{"split":"train","seed":7}'
+    """
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+def canonical(value: Any) -> str:
+    """JSON text with sorted keys: the identity of a value in catalogs and request fingerprints.
+
+    Example:
+        >>> canonical({"b": 1, "a": [True]})
+        '{"a":[true],"b":1}'
+    """
+    return json.dumps(value, separators=(",", ":"), sort_keys=True, ensure_ascii=False)
+
+
+def json_equal(left: Any, right: Any) -> bool:
+    """JSON equality: numbers compare as numbers, booleans are not numbers, key order is free."""
+    if isinstance(left, bool) or isinstance(right, bool):
+        return isinstance(left, bool) and isinstance(right, bool) and left == right
+    if isinstance(left, int | float) or isinstance(right, int | float):
+        return isinstance(left, int | float) and isinstance(right, int | float) and left == right
+    if isinstance(left, dict):
+        return (
+            isinstance(right, dict)
+            and left.keys() == right.keys()
+            and all(json_equal(left[k], right[k]) for k in left)
+        )
+    if isinstance(left, list):
+        return (
+            isinstance(right, list)
+            and len(left) == len(right)
+            and all(json_equal(a, b) for a, b in zip(left, right, strict=True))
+        )
+    return type(left) is type(right) and bool(left == right)
+
+
+@lru_cache(maxsize=4096)
+def _metadata(text: str) -> dict[str, Any]:
+    # Event metadata texts repeat a lot ({"split":"train"} on every row): parse each once.
+    loaded = json.loads(text)
+    return loaded if isinstance(loaded, dict) else {}
+
+
+@lru_cache(maxsize=256)
+def _wanted(text: str) -> Any:
+    return json.loads(text)
+
+
+def _meta_has(text: str, key: str) -> int:
+    return int(key in _metadata(text))
+
+
+def _meta_str(text: str, key: str, value: str) -> int:
+    found = _metadata(text).get(key)
+    return int(isinstance(found, str) and found == value)
+
+
+def _meta_json(text: str, key: str, wanted: str) -> int:
+    meta = _metadata(text)
+    return int(key in meta and json_equal(meta[key], _wanted(wanted)))
+
+
+def _contains(haystack: str | None, needle: str) -> int:
+    return int(haystack is not None and needle.casefold() in haystack.casefold())
+
+
+def register_functions(db: sqlite3.Connection) -> None:
+    """Add the metadata filter and search functions to a connection."""
+    db.create_function("sm_meta_has", 2, _meta_has, deterministic=True)
+    db.create_function("sm_meta_str", 3, _meta_str, deterministic=True)
+    db.create_function("sm_meta_json", 3, _meta_json, deterministic=True)
+    db.create_function("sm_contains", 2, _contains, deterministic=True)
+
+
+@dataclass(frozen=True)
+class SeriesFilter:
+    """One series: an experiment, optionally a metric name and one metadata filter."""
+
+    experiment_id: str
+    metric_name: str | None = None
+    metadata_key: str | None = None
+    metadata_value: str | None = None
+    metadata_value_json: str | None = None
+    """Compact JSON text of the wanted value (``None``: no JSON filter)."""
+
+    def sql(self) -> tuple[str, list[Any]]:
+        """The SQL condition on ``e`` (the events table) and its parameters."""
+        parts = ["e.experiment_id = ?"]
+        params: list[Any] = [self.experiment_id]
+        if self.metric_name is not None:
+            parts.append("e.metric_name = ?")
+            params.append(self.metric_name)
+        if self.metadata_value is not None:
+            parts.append("sm_meta_str(e.metadata_json, ?, ?)")
+            params += [self.metadata_key, self.metadata_value]
+        elif self.metadata_value_json is not None:
+            parts.append("sm_meta_json(e.metadata_json, ?, ?)")
+            params += [self.metadata_key, self.metadata_value_json]
+        elif self.metadata_key is not None:
+            parts.append("sm_meta_has(e.metadata_json, ?)")
+            params.append(self.metadata_key)
+        return "(" + " AND ".join(parts) + ")", params
+
+
+_SORT_COLUMNS = {
+    "step": "e.step",
+    "client_timestamp": "e.client_timestamp_ms",
+    "server_timestamp": "e.server_timestamp_ms",
+    "series": "series_index",
+}
+
+ROW_COLUMNS = (
+    "event_id",
+    "org_id",
+    "experiment_id",
+    "experiment_slug",
+    "experiment_description",
+    "experiment_metadata_json",
+    "metric_name",
+    "metric_value",
+    "step",
+    "event_metadata_json",
+    "client_timestamp_ms",
+    "server_timestamp_ms",
+)
+
+
+@dataclass
+class RowQuery:
+    """A metric read: the series (one for list-metrics), bounds, order and limit."""
+
+    org_id: str
+    series: Sequence[SeriesFilter]
+    limit: int
+    step: int | None = None
+    from_step: int | None = None
+    to_step: int | None = None
+    from_time: int | None = None
+    to_time: int | None = None
+    sort_by: Sequence[str] = field(default_factory=lambda: ("step", "client_timestamp"))
+    descending: bool = False
+    include_meta: bool = False
+
+    def sql(self) -> tuple[str, list[Any]]:
+        """The SELECT and its parameters; rows come in :data:`ROW_COLUMNS` order.
+
+        A row is tagged with the index of the first series it matches (``CASE`` stops at
+        the first true branch), which is both the compare de-duplication and the
+        ``series`` sort key. SQLite sorts NULL first ascending and last descending,
+        which is the contract's rule for null steps.
+        """
+        cases: list[str] = []
+        params: list[Any] = []
+        for index, series in enumerate(self.series):
+            condition, condition_params = series.sql()
+            cases.append(f"WHEN {condition} THEN {index}")
+            params += condition_params
+        experiments = sorted({s.experiment_id for s in self.series})
+        where = [
+            "e.org_id = ?",
+            f"e.experiment_id IN ({', '.join('?' * len(experiments))})",
+        ]
+        params += [self.org_id, *experiments]
+        for clause, value in (
+            ("e.step = ?", self.step),
+            ("e.step >= ?", self.from_step),
+            ("e.step <= ?", self.to_step),
+            ("e.client_timestamp_ms >= ?", self.from_time),
+            ("e.client_timestamp_ms <= ?", self.to_time),
+        ):
+            if value is not None:
+                where.append(clause)
+                params.append(value)
+        direction = "DESC" if self.descending else "ASC"
+        order = [f"{_SORT_COLUMNS[key]} {direction}" for key in self.sort_by]
+        order.append(f"e.event_id {direction}")  # the last key makes every order total
+        meta = "x.description, x.metadata_json" if self.include_meta else "NULL, NULL"
+        text = f"""
+            SELECT e.event_id, e.org_id, e.experiment_id, x.slug, {meta}, e.metric_name,
+                   e.metric_value, e.step, e.metadata_json, e.client_timestamp_ms,
+                   e.server_timestamp_ms,
+                   CASE {" ".join(cases)} END AS series_index
+            FROM events e JOIN experiments x ON x.id = e.experiment_id
+            WHERE {" AND ".join(where)} AND series_index IS NOT NULL
+            ORDER BY {", ".join(order)}
+            LIMIT ?
+        """
+        params.append(self.limit)
+        return text, params
+
+
+def row_wire(values: Sequence[Any]) -> dict[str, Any]:
+    """One metric row as the contract writes it (``step`` and the value as floats)."""
+    row = dict(zip(ROW_COLUMNS, values, strict=False))
+    row["metric_value"] = float(row["metric_value"])
+    if row["step"] is not None:
+        row["step"] = float(row["step"])
+    return row
