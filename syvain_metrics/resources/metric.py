@@ -94,6 +94,8 @@ class Metric:
         return from_ms(self._row.get("client_timestamp_ms"))
 
     def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):  # copy/pickle probe before ``_row`` is set
+            raise AttributeError(name)
         try:
             return self._row[name]
         except KeyError:
