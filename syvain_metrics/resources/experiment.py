@@ -384,9 +384,10 @@ class Experiment(Resource):
                         self.id, item.get("name", ""), item.get("step"), item.get("metadata")
                     )
                 except (TypeError, ValueError):
-                    event_id = None  # the validation below names the bad field
-                if event_id is not None:
-                    item = {**item, "client_event_id": event_id}
+                    # Only invalid fields make derivation fail, and validation below names
+                    # them; a placeholder keeps a second, misleading error away.
+                    event_id = "sm-underivable"
+                item = {**item, "client_event_id": event_id}
             items.append(item)
         try:
             prepared: builtins.list[dict[str, Any]] = _BATCH.deserialize(items)

@@ -23,6 +23,7 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from syvain_metrics.errors import PartialIngestError
+from syvain_metrics.schemas.fields import is_real
 from syvain_metrics.schemas.limits import MAX_METRICS_PER_INGEST
 
 if TYPE_CHECKING:
@@ -51,6 +52,8 @@ def derive_event_id(
     """
     if step is None:
         return f"sm-{uuid.uuid4().hex}"
+    if is_real(step) and float(step).is_integer():
+        step = int(step)  # 3, 3.0 and numpy's 3 are the same step on the wire
     canonical = json.dumps(
         [experiment_id, name, step, dict(metadata or {})],
         sort_keys=True,

@@ -48,10 +48,12 @@ class RowReader:
 
     def read(self, params: dict[str, Any], *, limit: int | None) -> list[Row]:
         """Rows in the service's order; at most ``limit`` when given, else all of them."""
-        if limit is not None and limit <= min(self.page_size, MAX_METRIC_ROWS_LIMIT):
+        order = _Order.of(params)
+        one_page = self.page_size if order.pageable else MAX_METRIC_ROWS_LIMIT
+        if limit is not None and limit <= min(one_page, MAX_METRIC_ROWS_LIMIT):
             return self.fetch({**params, "limit": limit})
         out: list[Row] = []
-        for row in self._all(params):
+        for row in self._all(params, order):
             out.append(row)
             if limit is not None and len(out) >= limit:
                 break
@@ -59,22 +61,19 @@ class RowReader:
 
     # -- strategy by sort key ---------------------------------------------------------
 
-    def _all(self, params: dict[str, Any]) -> Iterator[Row]:
-        sort_by = str(params.get("sort_by") or "step").split(",")
-        primary = sort_by[0]
-        descending = params.get("sort_direction") == "desc"
+    def _all(self, params: dict[str, Any], order: _Order) -> Iterator[Row]:
         seen: set[str] = set()
-        if primary == "step":
+        if order.primary == "step":
             nulls: list[Row] = []
             if not any(params.get(k) is not None for k in _STEP_BOUNDS):
-                nulls = self._null_step_block(params, seen)
-            if not descending:
+                nulls = self._null_step_block(params, order, seen)
+            if not order.descending:
                 yield from nulls
-            yield from self._by_step(params, descending, seen, secondary=sort_by[1:])
-            if descending:
+            yield from self._by_step(params, order, seen)
+            if order.descending:
                 yield from reversed(nulls)
-        elif primary == "client_timestamp":
-            yield from self._by_time(params, descending, seen)
+        elif order.primary == "client_timestamp":
+            yield from self._by_time(params, order.descending, seen)
         else:  # server_timestamp or series: no bound moves with them
             yield from self._single_page(params)
 
@@ -101,10 +100,15 @@ class RowReader:
                 seen.add(event_id)
                 yield row
 
-    def _null_step_block(self, params: dict[str, Any], seen: set[str]) -> list[Row]:
+    def _null_step_block(self, params: dict[str, Any], order: _Order, seen: set[str]) -> list[Row]:
         """Rows whose step is null, in ascending order (they sort before every step)."""
+        query = {**params, "sort_direction": "asc"}
+        if not order.ties_by_time:
+            # No bound moves inside the block in this order: one largest page holds it.
+            rows = self._single_page(query)
+            return list(self._fresh([row for row in rows if row["step"] is None], seen))
         block: list[Row] = []
-        query = {**params, "sort_by": "step,client_timestamp", "sort_direction": "asc"}
+        query["sort_by"] = "step,client_timestamp"
         while True:
             rows, full = self._page(query)
             nulls = [row for row in rows if row["step"] is None]
@@ -112,20 +116,16 @@ class RowReader:
             if not full or len(nulls) < len(rows):
                 return block
             last = nulls[-1]["client_timestamp_ms"]
-            if query.get("from_time") == last:
-                rows, full = self._page(query, MAX_METRIC_ROWS_LIMIT)
-                block.extend(self._fresh([r for r in rows if r["step"] is None], seen))
-                if full and rows[-1]["step"] is None:
-                    raise PagingError(
-                        f"More than {MAX_METRIC_ROWS_LIMIT:,} rows without a step share one "
-                        "client timestamp; they cannot be read completely."
-                    )
-                return block
+            if nulls[0]["client_timestamp_ms"] == last:
+                exact = {**query, "from_time": last, "to_time": last}
+                block.extend(
+                    self._fresh([r for r in self._single_page(exact) if r["step"] is None], seen)
+                )
+                last += 1
             query["from_time"] = last
 
-    def _by_step(
-        self, params: dict[str, Any], descending: bool, seen: set[str], *, secondary: list[str]
-    ) -> Iterator[Row]:
+    def _by_step(self, params: dict[str, Any], order: _Order, seen: set[str]) -> Iterator[Row]:
+        descending = order.descending
         bound = "to_step" if descending else "from_step"
         query = dict(params)
         if params.get("step") is None and query.get(bound) is None and not descending:
@@ -140,27 +140,22 @@ class RowReader:
             last = int(stepped[-1]["step"])
             if int(stepped[0]["step"]) == last:
                 # A whole page at one step: read that step alone, then move past it.
-                yield from self._within_step(params, last, descending, seen, secondary)
+                yield from self._within_step(params, last, order, seen)
                 if descending and last == 0:
                     return
                 last = last - 1 if descending else last + 1
             query[bound] = last
 
     def _within_step(
-        self,
-        params: dict[str, Any],
-        step: int,
-        descending: bool,
-        seen: set[str],
-        secondary: list[str],
+        self, params: dict[str, Any], step: int, order: _Order, seen: set[str]
     ) -> Iterator[Row]:
         narrowed = {k: v for k, v in params.items() if k not in ("from_step", "to_step")}
         narrowed["step"] = step
-        if secondary and secondary[0] != "client_timestamp":
+        if not order.ties_by_time:
             yield from self._fresh(self._single_page(narrowed), seen)
             return
         narrowed["sort_by"] = "step,client_timestamp"
-        yield from self._by_time(narrowed, descending, seen)
+        yield from self._by_time(narrowed, order.descending, seen)
 
     def _by_time(self, params: dict[str, Any], descending: bool, seen: set[str]) -> Iterator[Row]:
         bound = "to_time" if descending else "from_time"
@@ -177,3 +172,27 @@ class RowReader:
                 yield from self._fresh(self._single_page(exact), seen)
                 last = last - 1 if descending else last + 1
             query[bound] = last
+
+
+@dataclass(frozen=True)
+class _Order:
+    """The requested order, as far as paging cares."""
+
+    primary: str
+    descending: bool
+    ties_by_time: bool
+    """Rows equal on the primary key follow client time (so a time bound can page them)."""
+
+    @property
+    def pageable(self) -> bool:
+        return self.primary in ("step", "client_timestamp")
+
+    @classmethod
+    def of(cls, params: dict[str, Any]) -> _Order:
+        explicit = params.get("sort_by")
+        keys = str(explicit).split(",") if explicit else ["step", "client_timestamp"]
+        return cls(
+            primary=keys[0],
+            descending=params.get("sort_direction") == "desc",
+            ties_by_time=len(keys) > 1 and keys[1] == "client_timestamp",
+        )

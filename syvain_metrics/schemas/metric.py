@@ -60,9 +60,12 @@ class MetricInputSchema(RequestSchema):
     timestamp_ms = SafeInteger(minimum=0)
 
     @pre_load
-    def _drop_null_timestamp(self, data: Any, **kwargs: Any) -> Any:
-        if isinstance(data, Mapping) and "timestamp_ms" in data and data["timestamp_ms"] is None:
-            return {k: v for k, v in data.items() if k != "timestamp_ms"}
+    def _drop_null_optionals(self, data: Any, **kwargs: Any) -> Any:
+        # ``None`` means "not given" for the two keys that are sent only when given.
+        if isinstance(data, Mapping) and any(
+            data.get(key, ...) is None for key in ("metadata", "timestamp_ms")
+        ):
+            return {k: v for k, v in data.items() if v is not None or k == "step"}
         return data
 
     @post_load
@@ -85,7 +88,7 @@ def _ints_within(values: Sequence[int], low: int, high: int) -> bool:
 def _all_finite(values: Sequence[float]) -> bool:
     try:
         return math.isfinite(math.fsum(values))
-    except OverflowError:
+    except (OverflowError, ValueError):  # ValueError: inf and -inf together
         return False
 
 

@@ -1,0 +1,558 @@
+"""Writing metrics: chunked ``ingest()``, resumable partial failures, derived event ids,
+the wire form of a metric, and the ``log()`` buffer (flush points, failures, exit hook)."""
+
+from __future__ import annotations
+
+import json
+import warnings
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import responses
+
+import syvain_metrics as sm
+from syvain_metrics.resources import log_buffer
+from tests.conftest import API, API_KEY, HOST, envelope, error_body, experiment_wire, key_wire
+
+TOKEN = "ing_tok_0123456789_secret"
+
+
+@pytest.fixture(autouse=True)
+def _no_leftover_log_buffers() -> Iterator[None]:
+    """Drop buffers this test created, so the real exit hook has nothing to send."""
+    before = set(log_buffer._buffers)
+    yield
+    with log_buffer._registry_lock:
+        for key in set(log_buffer._buffers) - before:
+            log_buffer._buffers.pop(key)._events = []
+
+
+class IngestServer:
+    """Answers key minting and ingest for one experiment; stores metrics first-write-wins.
+
+    ``statuses`` scripts the HTTP status of successive ingest requests (200 once exhausted).
+    """
+
+    def __init__(
+        self,
+        mocked: responses.RequestsMock,
+        experiment_id: str = "exp-1",
+        statuses: list[int] | None = None,
+    ) -> None:
+        self.experiment_id = experiment_id
+        self.statuses = list(statuses or [])
+        self.attempts: list[tuple[Any, dict[str, Any], int]] = []  # (request, body, status)
+        self.stored: dict[str, dict[str, Any]] = {}
+        self.mints = 0
+        base = f"{API}/experiments/{experiment_id}"
+        mocked.add_callback(responses.POST, f"{base}/ingestion-keys", callback=self._mint)
+        mocked.add_callback(responses.POST, f"{base}/ingest", callback=self._ingest)
+
+    def _mint(self, request: Any) -> tuple[int, dict[str, str], str]:
+        self.mints += 1
+        data = {"key": key_wire(self.experiment_id), "token": TOKEN}
+        return 200, {}, json.dumps(envelope(data))
+
+    def _ingest(self, request: Any) -> tuple[int, dict[str, str], str]:
+        body = json.loads(request.body)
+        status = self.statuses.pop(0) if self.statuses else 200
+        self.attempts.append((request, body, status))
+        if status >= 400:
+            return status, {}, json.dumps(error_body("rejected", "validation_error", field="data"))
+        for item in body["data"]:
+            self.stored.setdefault(item["client_event_id"], item)
+        return 200, {}, json.dumps(envelope({"ok": True, "mode": "sync"}))
+
+    @property
+    def accepted(self) -> list[list[dict[str, Any]]]:
+        """The metrics of every 2xx ingest request, in order."""
+        return [body["data"] for _, body, status in self.attempts if status < 400]
+
+    @property
+    def accepted_ids(self) -> list[str]:
+        return [m["client_event_id"] for batch in self.accepted for m in batch]
+
+    @property
+    def all_bodies(self) -> list[list[dict[str, Any]]]:
+        return [body["data"] for _, body, _ in self.attempts]
+
+
+def status_callback(request: Any) -> tuple[int, dict[str, str], str]:
+    body = json.loads(request.body)
+    extra: dict[str, Any] = {"status": body["status"]}
+    if body["status"] == "error":
+        extra["error_name"] = body["error"]["name"]
+        extra["error_detail"] = body["error"]["detail"]
+    return 200, {}, json.dumps(envelope({"experiment": experiment_wire(**extra)}))
+
+
+@pytest.fixture
+def exp(session: sm.Session) -> sm.Experiment:
+    return sm.Experiment(experiment_wire(), session=session)
+
+
+def metrics(count: int, name: str = "loss") -> list[dict[str, Any]]:
+    return [
+        {"client_event_id": f"ev-{i:05d}", "name": name, "value": i / 7, "step": i}
+        for i in range(count)
+    ]
+
+
+def wire_form(item: dict[str, Any]) -> dict[str, Any]:
+    """The contract's wire form of a metric that carries its id (independent of the SDK)."""
+    out = {
+        "client_event_id": item["client_event_id"],
+        "name": item["name"],
+        "value": float(item["value"]),
+        "step": item.get("step"),
+    }
+    if item.get("metadata") is not None:
+        out["metadata"] = item["metadata"]
+    if item.get("timestamp_ms") is not None:
+        out["timestamp_ms"] = item["timestamp_ms"]
+    return out
+
+
+def url_path(call: Any) -> str:
+    return call.request.url.split("?")[0][len(API) :]
+
+
+def summary(call: Any) -> tuple[str, Any]:
+    """(path, status sent) for status updates, (path, metric count) for ingest, else (path, None)."""
+    where = url_path(call)
+    body = json.loads(call.request.body)
+    if where.endswith("/ingest"):
+        return where, len(body["data"])
+    return where, body.get("status")
+
+
+# -- chunking -------------------------------------------------------------------------
+
+
+def test_ingest_splits_into_requests_of_at_most_1000_in_order(
+    exp: sm.Experiment, mocked: responses.RequestsMock
+) -> None:
+    server = IngestServer(mocked)
+    items = metrics(2_500)
+    result = exp.ingest(items, sync=True)
+
+    assert result == sm.IngestResult(count=2_500, requests=3, mode="sync")
+    assert [len(b) for b in server.accepted] == [1_000, 1_000, 500]
+    assert server.accepted_ids == [m["client_event_id"] for m in items]
+    assert [m for batch in server.accepted for m in batch] == [wire_form(m) for m in items]
+    keys = [request.headers["Idempotency-Key"] for request, _, _ in server.attempts]
+    assert len(set(keys)) == 3
+    assert all(k for k in keys)
+    for request, _, _ in server.attempts:
+        assert request.headers["Authorization"] == f"Bearer {TOKEN}"
+        assert request.url.endswith("?sync=true")
+    # one key minted, with the API key, before the first chunk, never with an Idempotency-Key
+    assert server.mints == 1
+    assert url_path(mocked.calls[0]) == "/experiments/exp-1/ingestion-keys"
+    assert mocked.calls[0].request.headers["Authorization"] == f"Bearer {API_KEY}"
+    assert "Idempotency-Key" not in mocked.calls[0].request.headers
+
+
+def test_exactly_1000_metrics_is_one_request(
+    exp: sm.Experiment, mocked: responses.RequestsMock
+) -> None:
+    server = IngestServer(mocked)
+    assert exp.ingest(metrics(1_000)).requests == 1
+    assert exp.ingest(metrics(1_001)).requests == 2
+    assert [len(b) for b in server.accepted] == [1_000, 1_000, 1]
+
+
+def test_empty_ingest_sends_nothing(exp: sm.Experiment, mocked: responses.RequestsMock) -> None:
+    IngestServer(mocked)
+    assert exp.ingest([]) == sm.IngestResult(count=0, requests=0, mode=None)
+    assert len(mocked.calls) == 0
+
+
+def test_ingest_accepts_any_iterable(exp: sm.Experiment, mocked: responses.RequestsMock) -> None:
+    server = IngestServer(mocked)
+    items = metrics(1_200)
+    assert exp.ingest(m for m in items).count == 1_200
+    assert server.accepted_ids == [m["client_event_id"] for m in items]
+
+
+# -- partial failure ------------------------------------------------------------------
+
+
+def test_partial_failure_reports_stored_and_pending_then_resumes_exactly(
+    exp: sm.Experiment, mocked: responses.RequestsMock
+) -> None:
+    server = IngestServer(mocked, statuses=[200, 400])
+    items = metrics(2_500)
+    with pytest.raises(sm.PartialIngestError) as caught:
+        exp.ingest(items)
+    error = caught.value
+    assert isinstance(error, sm.MetricsApiRequestError)
+    assert error.stored == 1_000
+    assert len(error.pending) == 1_500
+    assert error.pending == [wire_form(m) for m in items[1_000:]]
+    assert "1000" in str(error).replace(",", "")
+    assert error.status_code == 400
+    assert error.retryable is False
+    assert len(server.attempts) == 2  # the third chunk was never sent
+
+    result = exp.ingest(error.pending)
+    assert result.count == 1_500
+    assert result.requests == 2
+    assert [len(b) for b in server.accepted] == [1_000, 1_000, 500]
+    # no loss, no duplicates, input order
+    assert server.accepted_ids == [m["client_event_id"] for m in items]
+    assert set(server.stored) == {m["client_event_id"] for m in items}
+
+
+def test_partial_failure_pending_carries_derived_ids(
+    exp: sm.Experiment, mocked: responses.RequestsMock
+) -> None:
+    server = IngestServer(mocked, statuses=[200, 400])
+    items = [{"name": "loss", "value": 1.0, "step": i} for i in range(1_500)]
+    with pytest.raises(sm.PartialIngestError) as caught:
+        exp.ingest(items)
+    failed_ids = [m["client_event_id"] for m in server.all_bodies[1]]
+    assert [m["client_event_id"] for m in caught.value.pending] == failed_ids
+    exp.ingest(caught.value.pending)
+    assert len(server.accepted_ids) == 1_500
+    assert len(set(server.accepted_ids)) == 1_500
+    assert server.accepted_ids[1_000:] == failed_ids
+
+
+def test_retryable_failure_of_a_later_chunk_reuses_its_key_then_reports_partial(
+    exp: sm.Experiment, mocked: responses.RequestsMock, sleeps: list[float]
+) -> None:
+    server = IngestServer(mocked, statuses=[200, 503, 503, 503])
+    with pytest.raises(sm.PartialIngestError) as caught:
+        exp.ingest(metrics(1_800))
+    assert caught.value.stored == 1_000
+    assert caught.value.retryable is True
+    assert len(caught.value.pending) == 800
+    keys = [r.headers["Idempotency-Key"] for r, _, _ in server.attempts]
+    assert len(keys) == 4
+    assert keys[1] == keys[2] == keys[3] != keys[0]
+    assert sleeps == [0.25, 0.5]
+
+
+# -- derived client_event_id ----------------------------------------------------------
+
+
+def sent_ids(server: IngestServer) -> list[str]:
+    return server.accepted_ids
+
+
+def test_missing_event_id_is_derived_deterministically(
+    exp: sm.Experiment, mocked: responses.RequestsMock
+) -> None:
+    server = IngestServer(mocked)
+    base = {"name": "loss", "value": 0.5, "step": 3}
+    exp.ingest([{**base, "metadata": {"split": "train", "layer": 2}}])
+    exp.ingest([{**base, "value": 0.9, "metadata": {"layer": 2, "split": "train"}}])
+    first, second = sent_ids(server)
+    assert first == second  # same (experiment, name, step, metadata); value does not count
+    assert 1 <= len(first) <= 200
+
+
+def test_nested_metadata_key_order_does_not_change_the_id(
+    exp: sm.Experiment, mocked: responses.RequestsMock
+) -> None:
+    server = IngestServer(mocked)
+    exp.ingest([{"name": "loss", "value": 1.0, "step": 1, "metadata": {"o": {"a": 1, "b": 2}}}])
+    exp.ingest([{"name": "loss", "value": 1.0, "step": 1, "metadata": {"o": {"b": 2, "a": 1}}}])
+    first, second = sent_ids(server)
+    assert first == second
+
+
+@pytest.mark.parametrize(
+    "other",
+    [
+        pytest.param({"name": "loss", "step": 4, "metadata": {"split": "train"}}, id="step"),
+        pytest.param({"name": "acc", "step": 3, "metadata": {"split": "train"}}, id="name"),
+        pytest.param({"name": "loss", "step": 3, "metadata": {"split": "valid"}}, id="meta-value"),
+        pytest.param({"name": "loss", "step": 3, "metadata": {"part": "train"}}, id="meta-key"),
+        pytest.param({"name": "loss", "step": 3}, id="no-meta"),
+        pytest.param(
+            {"name": "loss", "step": 3, "metadata": {"split": "train", "x": 1}}, id="more"
+        ),
+    ],
+)
+def test_derived_id_differs_when_the_series_point_differs(
+    exp: sm.Experiment, mocked: responses.RequestsMock, other: dict[str, Any]
+) -> None:
+    server = IngestServer(mocked)
+    reference = {"name": "loss", "value": 1.0, "step": 3, "metadata": {"split": "train"}}
+    exp.ingest([reference, {**other, "value": 1.0}])
+    first, second = sent_ids(server)
+    assert first != second
+
+
+def test_derived_id_differs_between_experiments(
+    session: sm.Session, mocked: responses.RequestsMock
+) -> None:
+    one = IngestServer(mocked, "exp-1")
+    two = IngestServer(mocked, "exp-2")
+    point = {"name": "loss", "value": 1.0, "step": 3, "metadata": {"split": "train"}}
+    sm.Experiment(experiment_wire("exp-1"), session=session).ingest([point])
+    sm.Experiment(experiment_wire("exp-2", slug="run-2"), session=session).ingest([point])
+    assert one.accepted_ids[0] != two.accepted_ids[0]
+
+
+def test_step_none_gives_a_fresh_id_each_time(
+    exp: sm.Experiment, mocked: responses.RequestsMock
+) -> None:
+    server = IngestServer(mocked)
+    point = {"name": "loss", "value": 1.0, "step": None}
+    exp.ingest([point, point])
+    exp.ingest([point])
+    ids = sent_ids(server)
+    assert len(ids) == 3
+    assert len(set(ids)) == 3
+
+
+def test_whole_float_step_derives_the_same_id_as_the_int_step(
+    exp: sm.Experiment, mocked: responses.RequestsMock
+) -> None:
+    # step 3.0 is accepted as step 3 (it is sent as 3), so it is the same point of the series
+    server = IngestServer(mocked)
+    exp.ingest([{"name": "loss", "value": 1.0, "step": 3}])
+    exp.ingest([{"name": "loss", "value": 1.0, "step": 3.0}])
+    assert [m["step"] for batch in server.accepted for m in batch] == [3, 3]
+    first, second = sent_ids(server)
+    assert first == second
+
+
+def test_given_event_id_is_kept(exp: sm.Experiment, mocked: responses.RequestsMock) -> None:
+    server = IngestServer(mocked)
+    exp.ingest([{"client_event_id": "mine/1", "name": "loss", "value": 1.0, "step": 1}])
+    assert sent_ids(server) == ["mine/1"]
+
+
+def test_metric_points_are_accepted_and_match_dicts(
+    exp: sm.Experiment, mocked: responses.RequestsMock
+) -> None:
+    server = IngestServer(mocked)
+    exp.ingest(
+        [
+            sm.MetricPoint("loss", 0.5, step=1, metadata={"split": "train"}),
+            sm.MetricPoint("acc", 1, client_event_id="acc-0", timestamp_ms=1_700_000_000_000),
+            {"name": "loss", "value": 0.5, "step": 1, "metadata": {"split": "train"}},
+        ]
+    )
+    point, acc, as_dict = server.accepted[0]
+    assert point == as_dict
+    assert point["client_event_id"] == as_dict["client_event_id"]
+    assert acc == {
+        "client_event_id": "acc-0",
+        "name": "acc",
+        "value": 1.0,
+        "step": None,
+        "timestamp_ms": 1_700_000_000_000,
+    }
+
+
+def test_wire_form_of_a_metric(exp: sm.Experiment, mocked: responses.RequestsMock) -> None:
+    server = IngestServer(mocked)
+    exp.ingest(
+        [
+            {"value": 2, "name": "loss", "client_event_id": "a", "step": 1},
+            {
+                "timestamp_ms": 5,
+                "metadata": {"s": 1},
+                "step": None,
+                "value": 1.5,
+                "name": "n",
+                "client_event_id": "b",
+            },
+            {"client_event_id": "c", "name": "n", "value": 1.0},
+            {"client_event_id": "d", "name": "n", "value": 1.0, "step": 2, "timestamp_ms": None},
+        ]
+    )
+    request, _, _ = server.attempts[0]
+    raw = request.body.decode() if isinstance(request.body, bytes) else request.body
+    data = json.loads(raw)["data"]
+    assert [list(m) for m in data] == [
+        ["client_event_id", "name", "value", "step"],
+        ["client_event_id", "name", "value", "step", "metadata", "timestamp_ms"],
+        ["client_event_id", "name", "value", "step"],
+        ["client_event_id", "name", "value", "step"],
+    ]
+    assert data[0]["value"] == 2.0
+    assert '"value":2.0' in raw.replace(" ", "")
+    assert data[1]["step"] is None
+    assert data[2]["step"] is None  # the key is always sent
+    assert "null" not in json.dumps([m.get("timestamp_ms", 0) for m in data])
+
+
+# -- log() buffer ---------------------------------------------------------------------
+
+
+def test_log_buffers_until_1000_then_sends_one_request(
+    exp: sm.Experiment, mocked: responses.RequestsMock
+) -> None:
+    server = IngestServer(mocked)
+    for step in range(999):
+        exp.log("loss", 1.0 / (step + 1), step=step)
+    assert len(mocked.calls) == 0
+    assert exp.pending_logs == 999
+
+    exp.log("loss", 0.001, step=999)
+    assert len(server.attempts) == 1
+    assert len(server.accepted[0]) == 1_000
+    assert [m["step"] for m in server.accepted[0]] == list(range(1_000))
+    assert exp.pending_logs == 0
+
+    for step in range(1_000, 1_005):
+        exp.log("loss", 0.5, step=step, metadata={"split": "train"})
+    assert len(server.attempts) == 1
+    assert exp.flush() == 5
+    assert [len(b) for b in server.accepted] == [1_000, 5]
+    assert server.accepted[1][0]["metadata"] == {"split": "train"}
+    assert exp.flush() == 0
+    assert len(server.attempts) == 2
+
+
+def test_failed_flush_keeps_events_and_a_later_flush_sends_them(
+    exp: sm.Experiment, mocked: responses.RequestsMock
+) -> None:
+    server = IngestServer(mocked, statuses=[400])
+    for step in range(5):
+        exp.log("loss", 0.1 * step, step=step)
+    with pytest.raises(sm.MetricsApiRequestError):
+        exp.flush()
+    assert exp.pending_logs == 5
+    assert server.accepted == []
+
+    assert exp.flush() == 5
+    assert exp.pending_logs == 0
+    assert server.accepted_ids == [m["client_event_id"] for m in server.all_bodies[0]]
+    assert [m["step"] for m in server.accepted[0]] == [0, 1, 2, 3, 4]
+
+
+def test_failed_automatic_flush_raises_from_log_and_keeps_every_event(
+    exp: sm.Experiment, mocked: responses.RequestsMock
+) -> None:
+    server = IngestServer(mocked, statuses=[400])
+    for step in range(999):
+        exp.log("loss", 1.0, step=step)
+    with pytest.raises(sm.MetricsApiRequestError):
+        exp.log("loss", 1.0, step=999)
+    assert exp.pending_logs == 1_000
+    assert exp.flush() == 1_000
+    assert [m["step"] for m in server.accepted[0]] == list(range(1_000))
+
+
+def test_logging_the_same_step_twice_sends_the_same_id(
+    exp: sm.Experiment, mocked: responses.RequestsMock
+) -> None:
+    server = IngestServer(mocked)
+    exp.log("loss", 0.5, step=7, metadata={"split": "train"})
+    exp.log("loss", 0.4, step=7, metadata={"split": "train"})
+    exp.log("loss", 0.4, step=7, metadata={"split": "valid"})
+    assert exp.flush() == 3
+    a, b, c = server.accepted_ids
+    assert a == b
+    assert c != a
+    assert len(server.stored) == 2  # the server keeps the first write of an id
+
+
+def test_run_flushes_before_marking_done(
+    exp: sm.Experiment, mocked: responses.RequestsMock
+) -> None:
+    IngestServer(mocked)
+    mocked.add_callback(responses.POST, f"{API}/experiments/exp-1", callback=status_callback)
+    with exp.run():
+        exp.log("loss", 0.5, step=0)
+        exp.log("loss", 0.25, step=1)
+    assert [summary(c) for c in mocked.calls] == [
+        ("/experiments/exp-1", "running"),
+        ("/experiments/exp-1/ingestion-keys", None),
+        ("/experiments/exp-1/ingest", 2),
+        ("/experiments/exp-1", "done"),
+    ]
+    assert exp.status == "done"
+    assert exp.pending_logs == 0
+
+
+def test_run_on_exception_flushes_marks_error_and_reraises(
+    exp: sm.Experiment, mocked: responses.RequestsMock
+) -> None:
+    IngestServer(mocked)
+    mocked.add_callback(responses.POST, f"{API}/experiments/exp-1", callback=status_callback)
+
+    def training() -> None:
+        with exp.run():
+            exp.log("loss", 0.5, step=0)
+            raise ValueError("loss is NaN")
+
+    with pytest.raises(ValueError, match="loss is NaN"):
+        training()
+    assert [summary(c) for c in mocked.calls] == [
+        ("/experiments/exp-1", "running"),
+        ("/experiments/exp-1/ingestion-keys", None),
+        ("/experiments/exp-1/ingest", 1),
+        ("/experiments/exp-1", "error"),
+    ]
+    last = json.loads(mocked.calls[-1].request.body)
+    assert last["status"] == "error"
+    assert last["error"] == {"name": "ValueError", "detail": "loss is NaN"}
+    assert exp.status == "error"
+    assert exp.pending_logs == 0
+
+
+def test_two_objects_for_one_experiment_share_the_buffer(
+    session: sm.Session, mocked: responses.RequestsMock
+) -> None:
+    server = IngestServer(mocked)
+    a = sm.Experiment(experiment_wire(), session=session)
+    b = sm.Experiment(experiment_wire(), session=session)
+    a.log("loss", 0.5, step=0)
+    b.log("loss", 0.4, step=1)
+    assert a.pending_logs == 2
+    assert b.pending_logs == 2
+    assert b.flush() == 2
+    assert a.pending_logs == 0
+    assert [m["step"] for m in server.accepted[0]] == [0, 1]
+
+
+def test_closing_the_session_flushes_pending_logs(
+    sleeps: list[float], mocked: responses.RequestsMock
+) -> None:
+    server = IngestServer(mocked)
+    own = sm.Session(API_KEY, host=HOST, retry=sm.RetryPolicy(sleep=sleeps.append))
+    exp = sm.Experiment(experiment_wire(), session=own)
+    for step in range(3):
+        exp.log("loss", 1.0, step=step)
+    assert server.attempts == []
+    own.close()
+    assert [m["step"] for m in server.accepted[0]] == [0, 1, 2]
+    assert log_buffer.existing_buffer(own, "exp-1") is None or not len(
+        log_buffer.existing_buffer(own, "exp-1")  # type: ignore[arg-type]
+    )
+
+
+def test_exit_hook_flushes_pending_logs(exp: sm.Experiment, mocked: responses.RequestsMock) -> None:
+    server = IngestServer(mocked)
+    exp.log("loss", 0.5, step=0)
+    exp.log("loss", 0.4, step=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        log_buffer._flush_all_at_exit()
+    assert [m["step"] for m in server.accepted[0]] == [0, 1]
+    assert exp.pending_logs == 0
+
+
+def test_exit_hook_warns_with_experiment_and_count_when_sending_fails(
+    session: sm.Session, mocked: responses.RequestsMock
+) -> None:
+    server = IngestServer(mocked, "exp-exit", statuses=[400])
+    exp = sm.Experiment(experiment_wire("exp-exit", slug="exit"), session=session)
+    for step in range(3):
+        exp.log("loss", 0.5, step=step)
+    with pytest.warns(RuntimeWarning, match=r"3 for experiment exp-exit"):
+        log_buffer._flush_all_at_exit()
+    assert exp.pending_logs == 3
+    # leave nothing behind for the real exit hook
+    assert exp.flush() == 3
+    assert exp.pending_logs == 0
+    assert len(server.accepted[0]) == 3

@@ -1,0 +1,671 @@
+"""Reads never truncate silently.
+
+A fake backend implements the contract's section 8 "Metrics" semantics (filters, inclusive
+bounds, sort keys with ``event_id`` last, null steps first ascending / last descending,
+limit default 1,000 and clamp 100,000) over an in-memory list of rows. The SDK must return
+every row exactly once, in exactly the order this fake gives for the whole result.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+from collections.abc import Iterator
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+import responses
+
+import syvain_metrics as sm
+from syvain_metrics.resources.paging import RowReader
+from tests.conftest import API, API_KEY, HOST, envelope, error_body, experiment_wire, row_wire
+
+Row = dict[str, Any]
+Params = dict[str, list[str]]
+
+DEFAULT_LIMIT = 1_000
+MAX_LIMIT = 100_000
+METRIC_SORT_KEYS = ("step", "client_timestamp", "server_timestamp")
+SINGLE_KEYS = {
+    "metric_name",
+    "metadata_key",
+    "metadata_value",
+    "metadata_value_json",
+    "step",
+    "from_step",
+    "to_step",
+    "from_time",
+    "to_time",
+    "sort_by",
+    "sort_direction",
+    "limit",
+    "include_experiment_meta_as_of",
+}
+
+
+class BadRequestError(Exception):
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+def _single(params: Params, key: str) -> str | None:
+    values = params.get(key)
+    if values is None:
+        return None
+    if len(values) != 1:
+        raise BadRequestError(key, f"{key} given {len(values)} times")
+    return values[0]
+
+
+def _non_negative(params: Params, key: str) -> int | None:
+    text = _single(params, key)
+    if text is None:
+        return None
+    try:
+        number = int(text)
+    except ValueError:
+        raise BadRequestError(key, f"{key} is not an integer: {text!r}") from None
+    if number < 0:
+        raise BadRequestError(key, f"{key} must be >= 0")
+    return number
+
+
+def select(rows: list[Row], params: Params, *, compare: bool = False) -> list[Row]:
+    """The fake service's answer to a list-metrics (or compare) query."""
+    allowed = SINGLE_KEYS | ({"series"} if compare else set())
+    unknown = set(params) - allowed
+    if unknown:
+        raise BadRequestError(sorted(unknown)[0], "unknown query parameter")
+    series_of: dict[str, int] = {}
+    if compare:
+        series = [json.loads(s) for s in params.get("series", [])]
+        if not 1 <= len(series) <= 64:
+            raise BadRequestError("series", "1 to 64 series")
+        for row in rows:
+            for index, wanted in enumerate(series):
+                if (
+                    row["experiment_id"] == wanted["experiment_id"]
+                    and row["metric_name"] == wanted["metric_name"]
+                ):
+                    series_of[row["event_id"]] = index
+                    break
+        matched = [row for row in rows if row["event_id"] in series_of]
+    else:
+        matched = list(rows)
+        name = _single(params, "metric_name")
+        if name is not None:
+            matched = [row for row in matched if row["metric_name"] == name]
+
+    step = _non_negative(params, "step")
+    from_step = _non_negative(params, "from_step")
+    to_step = _non_negative(params, "to_step")
+    from_time = _non_negative(params, "from_time")
+    to_time = _non_negative(params, "to_time")
+    if step is not None:
+        matched = [r for r in matched if r["step"] is not None and r["step"] == step]
+    if from_step is not None:
+        matched = [r for r in matched if r["step"] is not None and r["step"] >= from_step]
+    if to_step is not None:
+        matched = [r for r in matched if r["step"] is not None and r["step"] <= to_step]
+    if from_time is not None:
+        matched = [r for r in matched if r["client_timestamp_ms"] >= from_time]
+    if to_time is not None:
+        matched = [r for r in matched if r["client_timestamp_ms"] <= to_time]
+
+    sort_text = _single(params, "sort_by")
+    keys = sort_text.split(",") if sort_text else ["step", "client_timestamp"]
+    choices = (*METRIC_SORT_KEYS, "series") if compare else METRIC_SORT_KEYS
+    if not all(k in choices for k in keys):
+        raise BadRequestError("sort_by", f"bad sort_by {sort_text!r}")
+    direction = _single(params, "sort_direction") or "asc"
+    if direction not in ("asc", "desc"):
+        raise BadRequestError("sort_direction", "asc or desc")
+
+    def ascending_key(row: Row) -> tuple[Any, ...]:
+        parts: list[Any] = []
+        for key in keys:
+            if key == "step":
+                parts.append((0, 0.0) if row["step"] is None else (1, row["step"]))
+            elif key == "client_timestamp":
+                parts.append(row["client_timestamp_ms"])
+            elif key == "server_timestamp":
+                parts.append(row["server_timestamp_ms"])
+            else:
+                parts.append(series_of[row["event_id"]])
+        parts.append(row["event_id"])
+        return tuple(parts)
+
+    # the key is total (event_id last), so "desc on every key" is the exact reverse
+    ordered = sorted(matched, key=ascending_key, reverse=direction == "desc")
+
+    limit_text = _single(params, "limit")
+    limit = DEFAULT_LIMIT if limit_text is None else int(limit_text)
+    if limit <= 0:
+        raise BadRequestError("limit", "limit must be positive")
+    return ordered[: min(limit, MAX_LIMIT)]
+
+
+def as_params(values: dict[str, Any]) -> Params:
+    """Python query values as the strings a server would see."""
+    out: Params = {}
+    for key, value in values.items():
+        if value is None:
+            continue
+        items = value if isinstance(value, list) else [value]
+        out[key] = [str(v) for v in items]
+    return out
+
+
+class FakeMetricsServer:
+    """``responses`` callbacks for GET .../metrics and GET /metrics over ``rows``."""
+
+    def __init__(self, rows: list[Row]) -> None:
+        self.rows = rows
+        self.queries: list[Params] = []
+        self.rejected: list[str] = []
+
+    def expected(self, *, compare: bool = False, **query: Any) -> list[str]:
+        """Event ids of the whole answer, in the fake's own order (no limit)."""
+        params = as_params({**query, "limit": MAX_LIMIT})
+        return [row["event_id"] for row in select(self.rows, params, compare=compare)]
+
+    def install(self, mocked: responses.RequestsMock) -> FakeMetricsServer:
+        experiment_metrics = re.compile(
+            re.escape(f"{API}/experiments/") + r"[^/?]+/metrics(\?.*)?$"
+        )
+        mocked.add_callback(responses.GET, experiment_metrics, callback=self._metrics)
+        compare_url = re.compile(re.escape(f"{API}/metrics") + r"(\?.*)?$")
+        mocked.add_callback(responses.GET, compare_url, callback=self._compare)
+        return self
+
+    def _answer(self, request: Any, *, compare: bool) -> tuple[int, dict[str, str], str]:
+        parts = urlsplit(request.url)
+        params = parse_qs(parts.query, keep_blank_values=True)
+        self.queries.append(params)
+        rows = self.rows
+        if not compare:
+            experiment_id = parts.path.split("/")[-2]
+            rows = [row for row in rows if row["experiment_id"] == experiment_id]
+        try:
+            answer = select(rows, params, compare=compare)
+        except BadRequestError as error:
+            self.rejected.append(str(error))
+            body = error_body(str(error), "validation_error", field=error.field)
+            return 400, {}, json.dumps(body)
+        return 200, {}, json.dumps(envelope({"rows": answer}))
+
+    def _metrics(self, request: Any) -> tuple[int, dict[str, str], str]:
+        return self._answer(request, compare=False)
+
+    def _compare(self, request: Any) -> tuple[int, dict[str, str], str]:
+        return self._answer(request, compare=True)
+
+    def limits(self) -> list[int]:
+        return [int(q["limit"][0]) for q in self.queries]
+
+
+# -- data -----------------------------------------------------------------------------
+
+
+def make_rows(
+    rng: random.Random,
+    steps: list[int | None],
+    *,
+    name: str = "loss",
+    experiment_id: str = "exp-1",
+    ts_of: Any = None,
+) -> list[Row]:
+    """One row per entry of ``steps``; random event ids; timestamps near ``10 * step``,
+    overlapping between neighbouring steps and often equal within one."""
+    rows = []
+    for step in steps:
+        event_id = f"ev-{rng.getrandbits(64):016x}"
+        if ts_of is not None:
+            ts = ts_of(step)
+        else:
+            base = 1_700_000_000_000 + 10 * (step if step is not None else rng.randrange(400))
+            ts = base + rng.randrange(16)
+        row = row_wire(
+            event_id, step, rng.uniform(0, 5), ts, name=name, experiment_id=experiment_id
+        )
+        row["server_timestamp_ms"] = ts + rng.randrange(5_000)
+        rows.append(row)
+    rng.shuffle(rows)
+    return rows
+
+
+def per_step(count: int, per: int, start: int = 0) -> list[int | None]:
+    return [start + i // per for i in range(count)]
+
+
+@pytest.fixture
+def small(sleeps: list[float]) -> Iterator[sm.Session]:
+    """A session that pages 100 rows at a time."""
+    created = sm.Session(
+        API_KEY, host=HOST, retry=sm.RetryPolicy(sleep=sleeps.append), page_size=100
+    )
+    yield created
+    created.close()
+
+
+@pytest.fixture
+def exp(small: sm.Session) -> sm.Experiment:
+    return sm.Experiment(experiment_wire(), session=small)
+
+
+def ids(rows: sm.MetricRows) -> list[str]:
+    return rows.column("event_id")
+
+
+def assert_complete(got: list[str], expected: list[str]) -> None:
+    assert len(got) == len(set(got)), "a row came twice"
+    assert set(got) == set(expected), f"{len(set(expected) - set(got))} rows missing"
+    assert got == expected, "rows out of the service's order"
+
+
+# -- through the SDK and the fake service ------------------------------------------------
+
+
+@pytest.mark.parametrize("direction", [None, "asc", "desc"])
+def test_all_rows_by_step_in_service_order(
+    exp: sm.Experiment, mocked: responses.RequestsMock, direction: str | None
+) -> None:
+    rng = random.Random(1)
+    rows = make_rows(rng, per_step(3_000, 7)) + make_rows(rng, per_step(300, 3), name="acc")
+    server = FakeMetricsServer(rows).install(mocked)
+
+    got = exp.metrics("loss", sort_direction=direction)
+
+    expected = server.expected(metric_name="loss", sort_direction=direction)
+    assert len(expected) == 3_000
+    assert_complete(ids(got), expected)
+    assert set(got.names) == {"loss"}
+    assert server.rejected == []
+    assert all(limit <= 100 for limit in server.limits())
+    assert len(server.queries) < 100
+
+
+@pytest.mark.parametrize("direction", ["asc", "desc"])
+def test_all_rows_by_client_timestamp_in_service_order(
+    exp: sm.Experiment, mocked: responses.RequestsMock, direction: str
+) -> None:
+    rng = random.Random(2)
+    server = FakeMetricsServer(make_rows(rng, per_step(3_000, 7))).install(mocked)
+
+    got = exp.metrics("loss", sort_by="client_timestamp", sort_direction=direction)
+
+    expected = server.expected(
+        metric_name="loss", sort_by="client_timestamp", sort_direction=direction
+    )
+    assert_complete(ids(got), expected)
+    assert server.rejected == []
+    assert len(server.queries) < 100
+
+
+@pytest.mark.parametrize("direction", ["asc", "desc"])
+def test_null_steps_come_first_ascending_and_last_descending(
+    exp: sm.Experiment, mocked: responses.RequestsMock, direction: str
+) -> None:
+    rng = random.Random(3)
+    stepped = make_rows(rng, per_step(1_000, 7))
+    nulls = make_rows(rng, [None] * 230)  # more than two pages of them
+    server = FakeMetricsServer(stepped + nulls).install(mocked)
+
+    got = exp.metrics("loss", sort_direction=direction)
+
+    expected = server.expected(metric_name="loss", sort_direction=direction)
+    assert_complete(ids(got), expected)
+    steps = got.steps
+    if direction == "asc":
+        assert steps[:230] == [None] * 230
+        assert None not in steps[230:]
+    else:
+        assert steps[-230:] == [None] * 230
+        assert None not in steps[:-230]
+    assert server.rejected == []
+
+
+@pytest.mark.parametrize("direction", ["asc", "desc"])
+def test_a_step_larger_than_a_page_is_read_completely_without_looping(
+    exp: sm.Experiment, mocked: responses.RequestsMock, direction: str
+) -> None:
+    rng = random.Random(4)
+    steps = per_step(35, 7) + [5] * 350 + per_step(35, 7, start=6)
+    server = FakeMetricsServer(make_rows(rng, steps)).install(mocked)
+
+    got = exp.metrics("loss", sort_direction=direction)
+
+    expected = server.expected(metric_name="loss", sort_direction=direction)
+    assert len(expected) == 420
+    assert_complete(ids(got), expected)
+    assert got.steps.count(5) == 350
+    assert len(server.queries) < 100
+    assert server.rejected == []
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        pytest.param({}, id="by-step-asc"),
+        pytest.param({"sort_direction": "desc"}, id="by-step-desc"),
+        pytest.param({"sort_by": "client_timestamp"}, id="by-time-asc"),
+        pytest.param({"sort_by": "client_timestamp", "sort_direction": "desc"}, id="by-time-desc"),
+    ],
+)
+def test_a_step_and_millisecond_larger_than_a_page_is_read_in_one_larger_page(
+    exp: sm.Experiment, mocked: responses.RequestsMock, query: dict[str, Any]
+) -> None:
+    rng = random.Random(5)
+    same_ms = 1_700_000_000_555
+    crowded = make_rows(rng, [5] * 250, ts_of=lambda step: same_ms)
+    around = make_rows(rng, per_step(35, 7) + per_step(35, 7, start=6))
+    server = FakeMetricsServer(crowded + around).install(mocked)
+
+    got = exp.metrics("loss", **query)
+
+    expected = server.expected(metric_name="loss", **query)
+    assert len(expected) == 320
+    assert_complete(ids(got), expected)
+    # the crowded millisecond was taken in one page larger than the session's page size
+    assert any(limit > 250 for limit in server.limits())
+    assert len(server.queries) < 100
+    assert server.rejected == []
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        pytest.param({}, id="step-asc"),
+        pytest.param({"sort_direction": "desc"}, id="step-desc"),
+        pytest.param({"sort_by": "client_timestamp", "sort_direction": "desc"}, id="time-desc"),
+    ],
+)
+def test_limit_returns_exactly_the_first_rows(
+    exp: sm.Experiment, mocked: responses.RequestsMock, query: dict[str, Any]
+) -> None:
+    rng = random.Random(6)
+    nulls = make_rows(rng, [None] * 20)
+    server = FakeMetricsServer(make_rows(rng, per_step(1_500, 7)) + nulls).install(mocked)
+    expected = server.expected(metric_name="loss", **query)
+
+    small_read = exp.metrics("loss", limit=50, **query)
+    assert ids(small_read) == expected[:50]
+    assert len(server.queries) == 1
+    assert server.queries[0]["limit"] == ["50"]
+
+    large_read = exp.metrics("loss", limit=250, **query)
+    assert ids(large_read) == expected[:250]
+
+    exact = exp.metrics("loss", limit=100, **query)
+    assert ids(exact) == expected[:100]
+    assert server.rejected == []
+
+
+def test_server_timestamp_order_is_one_request(
+    exp: sm.Experiment, mocked: responses.RequestsMock
+) -> None:
+    rng = random.Random(7)
+    server = FakeMetricsServer(make_rows(rng, per_step(3_000, 7))).install(mocked)
+
+    got = exp.metrics("loss", sort_by="server_timestamp", sort_direction="desc")
+
+    expected = server.expected(
+        metric_name="loss", sort_by="server_timestamp", sort_direction="desc"
+    )
+    assert_complete(ids(got), expected)
+    assert len(server.queries) == 1
+    assert server.limits() == [MAX_LIMIT]
+
+
+EXPLICIT_STEP_SORTS = [
+    pytest.param("step", id="step"),
+    pytest.param(["step", "server_timestamp"], id="step,server_timestamp"),
+]
+
+
+def _explicit_step_sort_read(
+    exp: sm.Experiment, server: FakeMetricsServer, sort_by: Any, direction: str
+) -> None:
+    sort_text = sort_by if isinstance(sort_by, str) else ",".join(sort_by)
+    got = exp.metrics("loss", sort_by=sort_by, sort_direction=direction)
+    expected = server.expected(metric_name="loss", sort_by=sort_text, sort_direction=direction)
+    assert_complete(ids(got), expected)
+    assert server.rejected == []
+
+
+# sort_by="step" means (step, event_id) and sort_by="step,server_timestamp" means
+# (step, server_timestamp, event_id): the ties are NOT broken by the client timestamp.
+
+
+@pytest.mark.parametrize("sort_by", EXPLICIT_STEP_SORTS)
+@pytest.mark.parametrize("direction", ["asc", "desc"])
+def test_explicit_step_sort_keeps_the_service_order_within_a_crowded_step(
+    exp: sm.Experiment, mocked: responses.RequestsMock, sort_by: Any, direction: str
+) -> None:
+    rng = random.Random(8)
+    rows = (
+        make_rows(rng, per_step(70, 7))
+        + make_rows(rng, [12] * 260)
+        + make_rows(rng, per_step(70, 7, start=20))
+    )
+    server = FakeMetricsServer(rows).install(mocked)
+    _explicit_step_sort_read(exp, server, sort_by, direction)
+
+
+@pytest.mark.parametrize("sort_by", EXPLICIT_STEP_SORTS)
+@pytest.mark.parametrize("direction", ["asc", "desc"])
+def test_explicit_step_sort_keeps_the_service_order_among_null_steps(
+    exp: sm.Experiment, mocked: responses.RequestsMock, sort_by: Any, direction: str
+) -> None:
+    rng = random.Random(8)
+    rows = make_rows(rng, per_step(140, 7)) + make_rows(rng, [None] * 150)
+    server = FakeMetricsServer(rows).install(mocked)
+    _explicit_step_sort_read(exp, server, sort_by, direction)
+
+
+@pytest.mark.parametrize("direction", ["asc", "desc"])
+def test_compare_pages_and_returns_each_row_once(
+    small: sm.Session, mocked: responses.RequestsMock, direction: str
+) -> None:
+    rng = random.Random(9)
+    rows = (
+        make_rows(rng, per_step(1_400, 7), experiment_id="exp-1")
+        + make_rows(rng, per_step(1_050, 5), experiment_id="exp-2")
+        + make_rows(rng, [None] * 120, experiment_id="exp-2")
+        + make_rows(rng, per_step(500, 5), experiment_id="exp-1", name="acc")
+    )
+    server = FakeMetricsServer(rows).install(mocked)
+    series = [
+        sm.Series("exp-1", "loss", session=small),
+        sm.Series("exp-2", "loss", session=small),
+        sm.Series("exp-1", "loss", session=small),  # the same rows again: each comes once
+    ]
+
+    got = sm.compare(series, sort_direction=direction, session=small)
+
+    series_params = [s.to_param() for s in series]
+    expected = server.expected(compare=True, series=series_params, sort_direction=direction)
+    assert len(expected) == 2_570
+    assert_complete(ids(got), expected)
+    assert all(q["series"] == series_params for q in server.queries)
+    assert len(server.queries) < 100
+    assert server.rejected == []
+
+
+def test_compare_sorted_by_series_is_complete(
+    small: sm.Session, mocked: responses.RequestsMock
+) -> None:
+    rng = random.Random(10)
+    rows = make_rows(rng, per_step(700, 7), experiment_id="exp-1") + make_rows(
+        rng, per_step(700, 7), experiment_id="exp-2"
+    )
+    server = FakeMetricsServer(rows).install(mocked)
+    series = [sm.Series("exp-2", "loss", session=small), sm.Series("exp-1", "loss", session=small)]
+
+    got = sm.compare(series, sort_by=["series", "step"], session=small)
+
+    expected = server.expected(
+        compare=True, series=[s.to_param() for s in series], sort_by="series,step"
+    )
+    assert_complete(ids(got), expected)
+    assert got.column("experiment_id")[:700] == ["exp-2"] * 700
+
+
+def test_compare_limit_returns_the_first_rows(
+    small: sm.Session, mocked: responses.RequestsMock
+) -> None:
+    rng = random.Random(11)
+    rows = make_rows(rng, per_step(700, 7), experiment_id="exp-1") + make_rows(
+        rng, per_step(700, 7), experiment_id="exp-2"
+    )
+    server = FakeMetricsServer(rows).install(mocked)
+    series = [sm.Series("exp-1", "loss", session=small), sm.Series("exp-2", "loss", session=small)]
+    expected = server.expected(compare=True, series=[s.to_param() for s in series])
+
+    assert ids(sm.compare(series, limit=40, session=small)) == expected[:40]
+    assert len(server.queries) == 1
+    assert ids(sm.compare(series, limit=333, session=small)) == expected[:333]
+
+
+# -- RowReader on its own -----------------------------------------------------------------
+
+
+class FetchRecorder:
+    """A ``fetch`` for RowReader backed by :func:`select`; every call is recorded."""
+
+    def __init__(self, rows: list[Row]) -> None:
+        self.rows = rows
+        self.calls: list[dict[str, Any]] = []
+
+    def __call__(self, params: dict[str, Any]) -> list[Row]:
+        self.calls.append(dict(params))
+        assert len(self.calls) < 1_000, "the reader is looping"
+        return select(self.rows, as_params(params))
+
+    def expected(self, **query: Any) -> list[str]:
+        return [r["event_id"] for r in select(self.rows, as_params({**query, "limit": MAX_LIMIT}))]
+
+
+def read_ids(
+    fetch: FetchRecorder, page_size: int, limit: int | None = None, **query: Any
+) -> list[str]:
+    rows = RowReader(fetch=fetch, page_size=page_size).read(dict(query), limit=limit)
+    return [row["event_id"] for row in rows]
+
+
+@pytest.mark.parametrize("query", [{}, {"sort_direction": "desc"}, {"sort_by": "client_timestamp"}])
+def test_reader_empty_result(query: dict[str, Any]) -> None:
+    fetch = FetchRecorder([])
+    assert read_ids(fetch, 10, **query) == []
+    assert 1 <= len(fetch.calls) <= 2
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        pytest.param({}, id="asc"),
+        pytest.param({"sort_direction": "desc"}, id="desc"),
+        pytest.param({"sort_by": "client_timestamp"}, id="time-asc"),
+        pytest.param({"sort_by": "client_timestamp", "sort_direction": "desc"}, id="time-desc"),
+    ],
+)
+@pytest.mark.parametrize("steps", [list(range(10)), [3] * 10], ids=["distinct-steps", "one-step"])
+def test_reader_exactly_one_page_of_rows(query: dict[str, Any], steps: list[int | None]) -> None:
+    fetch = FetchRecorder(make_rows(random.Random(12), steps))
+    assert_complete(read_ids(fetch, 10, **query), fetch.expected(**query))
+    assert len(fetch.calls) <= 6
+
+
+@pytest.mark.parametrize("direction", ["asc", "desc"])
+def test_reader_full_pages_of_only_null_steps(direction: str) -> None:
+    rng = random.Random(13)
+    rows = make_rows(rng, [None] * 25) + make_rows(rng, per_step(12, 3))
+    fetch = FetchRecorder(rows)
+    got = read_ids(fetch, 10, sort_direction=direction)
+    assert_complete(got, fetch.expected(sort_direction=direction))
+
+
+@pytest.mark.parametrize("direction", ["asc", "desc"])
+def test_reader_null_steps_in_one_millisecond_beyond_a_page(direction: str) -> None:
+    rng = random.Random(14)
+    rows = make_rows(rng, [None] * 25, ts_of=lambda step: 1_700_000_000_000) + make_rows(
+        rng, per_step(12, 3)
+    )
+    fetch = FetchRecorder(rows)
+    got = read_ids(fetch, 10, sort_direction=direction)
+    assert_complete(got, fetch.expected(sort_direction=direction))
+
+
+def test_reader_only_null_steps_exactly_a_page() -> None:
+    rng = random.Random(15)
+    fetch = FetchRecorder(make_rows(rng, [None] * 10))
+    for direction in ("asc", "desc"):
+        got = read_ids(fetch, 10, sort_direction=direction)
+        assert_complete(got, fetch.expected(sort_direction=direction))
+
+
+def test_reader_descending_reaches_step_zero() -> None:
+    rng = random.Random(16)
+    rows = make_rows(rng, [0] * 12 + [1] * 3 + [2] * 5)
+    fetch = FetchRecorder(rows)
+    got = read_ids(fetch, 5, sort_direction="desc")
+    assert_complete(got, fetch.expected(sort_direction="desc"))
+    for call in fetch.calls:  # no bound below zero was ever asked for
+        for key in ("to_step", "from_step", "step", "from_time", "to_time"):
+            assert call.get(key) is None or call[key] >= 0
+
+
+def test_reader_descending_with_step_zero_in_one_millisecond() -> None:
+    rng = random.Random(17)
+    rows = make_rows(rng, [0] * 12, ts_of=lambda step: 1_700_000_000_000) + make_rows(rng, [1] * 4)
+    fetch = FetchRecorder(rows)
+    got = read_ids(fetch, 5, sort_direction="desc")
+    assert_complete(got, fetch.expected(sort_direction="desc"))
+
+
+def test_reader_limit_at_most_a_page_is_one_fetch() -> None:
+    fetch = FetchRecorder(make_rows(random.Random(18), per_step(60, 4)))
+    assert read_ids(fetch, 20, limit=20) == fetch.expected()[:20]
+    assert fetch.calls == [{"limit": 20}]
+
+
+def test_reader_limit_beyond_a_page_pages_and_stops() -> None:
+    fetch = FetchRecorder(make_rows(random.Random(19), per_step(600, 4)))
+    assert (
+        read_ids(fetch, 20, limit=130, sort_direction="desc")
+        == fetch.expected(sort_direction="desc")[:130]
+    )
+    assert len(fetch.calls) < 20
+
+
+def _bulk_rows(count: int) -> list[Row]:
+    return [
+        {
+            "event_id": f"ev-{i:07d}",
+            "experiment_id": "exp-1",
+            "metric_name": "loss",
+            "step": float(i),
+            "client_timestamp_ms": 1_700_000_000_000 + i,
+            "server_timestamp_ms": 1_800_000_000_000 - i,
+        }
+        for i in range(count)
+    ]
+
+
+def test_reader_refuses_to_truncate_an_unpageable_order() -> None:
+    fetch = FetchRecorder(_bulk_rows(MAX_LIMIT + 1))
+    reader = RowReader(fetch=fetch, page_size=1_000)
+    with pytest.raises(sm.PagingError):
+        reader.read({"sort_by": "server_timestamp"}, limit=None)
+
+
+def test_reader_limit_of_the_maximum_in_an_unpageable_order_is_not_an_error() -> None:
+    # limit=100,000 asks for at most the largest page: exactly that many rows, no error.
+    fetch = FetchRecorder(_bulk_rows(MAX_LIMIT + 1))
+    reader = RowReader(fetch=fetch, page_size=1_000)
+    rows = reader.read({"sort_by": "server_timestamp"}, limit=MAX_LIMIT)
+    assert len(rows) == MAX_LIMIT
+    assert rows[0]["event_id"] == f"ev-{MAX_LIMIT:07d}"  # the newest server timestamp first
