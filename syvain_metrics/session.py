@@ -155,6 +155,13 @@ class Session:
                 "User-Agent": USER_AGENT,
             }
         )
+        # Read proxy and CA settings from the environment once, for the one host this session
+        # talks to, instead of on every request; and keep ~/.netrc from replacing the
+        # bearer token, which requests would do with trust_env on.
+        settings = self._http.merge_environment_settings(self.host, {}, None, None, None)
+        self._http.proxies = settings["proxies"]
+        self._http.verify = settings["verify"]
+        self._http.trust_env = False
         self.tokens = IngestionTokenCache(self._mint_ingestion_token, clock=clock)
         self._closing = False
         self._closed = False

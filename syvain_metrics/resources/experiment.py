@@ -20,6 +20,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+from marshmallow import ValidationError
+
 from syvain_metrics.errors import MetricsApiError, MetricsValidationError, PartialIngestError
 from syvain_metrics.resources.annotation import Annotation
 from syvain_metrics.resources.base import Resource, ms_time, wire
@@ -376,6 +378,9 @@ class Experiment(Resource):
     ) -> builtins.list[dict[str, Any]]:
         items: builtins.list[Any] = []
         for item in metrics:
+            if type(item) is dict and "client_event_id" in item:
+                items.append(item)  # the common case, without the ABC checks below
+                continue
             if isinstance(item, MetricPoint):
                 item = item.to_dict()
             if isinstance(item, Mapping) and "client_event_id" not in item:
@@ -391,11 +396,8 @@ class Experiment(Resource):
             items.append(item)
         try:
             prepared: builtins.list[dict[str, Any]] = _BATCH.deserialize(items)
-        except Exception as error:
-            messages = getattr(error, "messages", None)
-            if messages is None:
-                raise
-            raise MetricsValidationError(flatten_messages({"metrics": messages})) from None
+        except ValidationError as error:
+            raise MetricsValidationError(flatten_messages({"metrics": error.messages})) from None
         return prepared
 
     def ingest(

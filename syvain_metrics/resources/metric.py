@@ -241,7 +241,7 @@ def read_rows(
     def fetch(page_params: dict[str, Any]) -> list[dict[str, Any]]:
         ordered = sorted(page_params.items(), key=lambda item: QUERY_ORDER.index(item[0]))
         data = session.call("GET", route, operation=operation, reply=reply, query=dict(ordered))
-        rows: list[dict[str, Any]] = data["rows"].rows
+        rows: list[dict[str, Any]] = data["rows"]
         return rows
 
     reader = RowReader(fetch=fetch, page_size=session.page_size)

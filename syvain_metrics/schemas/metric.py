@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
+from functools import partial
 from itertools import chain, repeat
+from operator import is_not
 from typing import Any
 
 from marshmallow import ValidationError, fields, post_load, pre_load, validate
@@ -384,53 +385,47 @@ ROW_COLUMN_TYPES: dict[str, frozenset[type]] = {
 """Each documented row field and the JSON types it may hold."""
 
 
-@dataclass(frozen=True)
-class RowTable:
-    """Validated metric rows: ``rows`` as received (extra fields kept) and one list per field.
+class MetricRowTable(_Field):
+    """The ``rows`` of a metrics answer, checked one column at a time; loads to the rows as
+    received (extra fields kept), so row objects can be built only when read.
 
     Example:
-        >>> table = MetricRowTable().deserialize([])
-        >>> len(table)
-        0
+        >>> MetricRowTable().deserialize([])
+        []
     """
 
-    rows: list[dict[str, Any]]
-    columns: dict[str, list[Any]]
-
-    def __len__(self) -> int:
-        return len(self.rows)
-
-
-class MetricRowTable(_Field):
-    """The ``rows`` of a metrics answer, checked one column at a time."""
-
-    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> RowTable:
+    def _deserialize(
+        self, value: Any, attr: str | None, data: Any, **kwargs: Any
+    ) -> list[dict[str, Any]]:
         if not isinstance(value, list):
             raise ValidationError("Must be a list of rows.")
-        if value and _type_set(value) != {dict}:
-            bad = next(i for i, row in enumerate(value) if type(row) is not dict)
-            raise ValidationError(f"Row {bad} is not an object.")
         rows: list[dict[str, Any]] = value
-        count = len(rows)
-        columns: dict[str, list[Any]] = {}
+        if not rows:
+            return rows
+        if _type_set(rows) != {dict}:
+            bad = next(i for i, row in enumerate(rows) if type(row) is not dict)
+            raise ValidationError(f"Row {bad} is not an object.")
         for name, allowed in ROW_COLUMN_TYPES.items():
-            column = list(map(dict.get, rows, repeat(name)))
-            if not _type_set(column) <= allowed:
-                bad = next(i for i, v in enumerate(column) if type(v) not in allowed)
+            found = set(map(type, map(dict.get, rows, repeat(name))))
+            if not found <= allowed:
+                bad = next(i for i, row in enumerate(rows) if type(row.get(name)) not in allowed)
                 problem = "is missing" if name not in rows[bad] else "has the wrong type"
                 raise ValidationError(f"Row {bad}: field {name} {problem}.")
-            columns[name] = column
+            if name == "step" and float in found:
+                present: Iterable[Any] = filter(
+                    partial(is_not, None), map(dict.get, rows, repeat(name))
+                )
+                if not all(map(float.is_integer, map(float, present))):
+                    raise ValidationError("Field step must hold whole numbers.")
         # ``step`` may be null but must be present; the column pass cannot tell the two apart.
-        if sum(map(dict.__contains__, rows, repeat("step"))) != count:
+        if not all(map(dict.__contains__, rows, repeat("step"))):
             bad = next(i for i, row in enumerate(rows) if "step" not in row)
             raise ValidationError(f"Row {bad}: field step is missing.")
-        if not _all_finite(columns["metric_value"]):
-            bad = next(i for i, v in enumerate(columns["metric_value"]) if not math.isfinite(v))
+        values: list[Any] = list(map(dict.get, rows, repeat("metric_value")))
+        if not _all_finite(values):
+            bad = next(i for i, v in enumerate(values) if not math.isfinite(v))
             raise ValidationError(f"Row {bad}: field metric_value is not finite.")
-        fractional = [s for s in columns["step"] if type(s) is float and not s.is_integer()]
-        if fractional:
-            raise ValidationError(f"Field step must hold whole numbers, got {fractional[0]!r}.")
-        return RowTable(rows=rows, columns=columns)
+        return rows
 
 
 class MetricRowsReply(ResponseSchema):
