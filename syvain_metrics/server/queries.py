@@ -7,18 +7,27 @@ misspells one finds out at once instead of getting unfiltered rows.
 
 Example:
     >>> from werkzeug.datastructures import MultiDict
-    >>> load_query(MetricsListQuery(), MultiDict([("step", "3"), ("sort_direction", "desc")]))
-    {'step': 3, 'sort_direction': 'desc'}
+    >>> query = MultiDict([("step", "3"), ("sort_direction", "desc")])
+    >>> sorted(load_query(MetricsListQuery(), query).items())
+    [('sort_direction', 'desc'), ('step', 3)]
 """
 
 from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any, ClassVar, Protocol
 
-from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates_schema
+from marshmallow import (
+    RAISE,
+    Schema,
+    ValidationError,
+    fields,
+    pre_load,
+    validate,
+    validates_schema,
+)
 
 from syvain_metrics.schemas.fields import _Field
 from syvain_metrics.schemas.limits import (
@@ -44,7 +53,7 @@ _INTEGER = re.compile(r"-?[0-9]{1,30}")
 class MultiValues(Protocol):
     """What the loader needs of a query mapping (werkzeug's ``MultiDict`` fits)."""
 
-    def keys(self) -> Any: ...
+    def __iter__(self) -> Iterator[str]: ...
 
     def getlist(self, key: str) -> list[str]: ...
 
@@ -186,7 +195,7 @@ def load_query(schema: QuerySchema, args: MultiValues) -> dict[str, Any]:
         syvain_metrics.server.errors.ApiError: Invalid query: limit: Must be at least 1.
     """
     data: dict[str, Any] = {}
-    for key in args.keys():
+    for key in args:
         values = args.getlist(key)
         if key in schema.repeated:
             data[key] = values
@@ -256,8 +265,10 @@ class _MetricFilters(QuerySchema):
 
 
 class _RangeQuery(QuerySchema):
-    """Bounds, order and limit shared by list-metrics and compare."""
+    """Step, bounds, order and limit: shared by list-metrics and compare (the contract's
+    "parameters of 11 without the per-series filters")."""
 
+    step = QueryInt(minimum=0)
     from_step = QueryInt(minimum=0)
     to_step = QueryInt(minimum=0)
     from_time = _ms()
@@ -270,7 +281,6 @@ class _RangeQuery(QuerySchema):
 class MetricsListQuery(_MetricFilters, _RangeQuery):
     """``GET /experiments/{id}/metrics``."""
 
-    step = QueryInt(minimum=0)
     sort_by = SortBy(choices=METRIC_SORT_KEYS)
 
 
@@ -282,13 +292,19 @@ class SeriesWire(Schema):
 
     experiment_id = fields.String(required=True, validate=validate.Length(min=1))
     metric_name = fields.String(required=True, validate=validate.Length(min=1))
-    metadata_key = fields.String(allow_none=True, validate=validate.Length(min=1))
-    metadata_value = fields.String(allow_none=True)
-    metadata_value_json = JsonText(allow_none=True)
+    metadata_key = fields.String(validate=validate.Length(min=1))
+    metadata_value = fields.String()
+    metadata_value_json = JsonText()
+
+    @pre_load
+    def _drop_nulls(self, data: Any, **kwargs: Any) -> Any:
+        if isinstance(data, dict):
+            return {k: v for k, v in data.items() if v is not None}
+        return data
 
     @validates_schema
     def _metadata_rule(self, data: dict[str, Any], **kwargs: Any) -> None:
-        check_metadata_filter({k: v for k, v in data.items() if v is not None})
+        check_metadata_filter(data)
 
 
 _SERIES_WIRE = SeriesWire()
@@ -316,7 +332,7 @@ class SeriesParam(_Field):
         if not isinstance(decoded, dict):
             raise self.make_error("invalid")
         loaded: dict[str, Any] = _SERIES_WIRE.load(decoded)
-        return {k: v for k, v in loaded.items() if v is not None}
+        return loaded
 
 
 class CompareQuery(_RangeQuery):

@@ -1,0 +1,125 @@
+"""The ``syvain-metrics`` command.
+
+``syvain-metrics serve`` runs the local reference server until Ctrl-C::
+
+    $ syvain-metrics serve --port 8765 --db metrics.sqlite --api-key ak_local_alice
+    Syvain Metrics local server at http://127.0.0.1:8765 (API key: ak_local_alice); Ctrl-C to stop
+
+Each ``--api-key`` is its own organization. Without one, a database file's stored
+keys are accepted again, or a random key is made (and printed).
+
+Example:
+    >>> main(["serve", "--help"])  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+from collections.abc import Sequence
+from types import FrameType
+
+from syvain_metrics._version import __version__
+
+_LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="syvain-metrics", description="Tools of the Syvain Metrics Python SDK."
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    serve = commands.add_parser(
+        "serve",
+        help="run the local reference server",
+        description="Run the local Syvain Metrics server (SQLite storage) until Ctrl-C.",
+    )
+    serve.add_argument(
+        "--host", default="127.0.0.1", help="interface to bind (default: %(default)s)"
+    )
+    serve.add_argument(
+        "--port",
+        type=int,
+        default=8765,
+        help="port to bind, 0 for any free one (default: %(default)s)",
+    )
+    serve.add_argument(
+        "--db",
+        default=":memory:",
+        metavar="PATH",
+        help="SQLite database file (default: in memory, lost on exit)",
+    )
+    serve.add_argument(
+        "--api-key",
+        action="append",
+        default=[],
+        dest="api_keys",
+        metavar="KEY",
+        help="an API key to accept, its own organization (repeatable; default: a random key)",
+    )
+    serve.add_argument(
+        "--threads", type=int, default=8, help="worker threads (default: %(default)s)"
+    )
+    return parser
+
+
+def _stop_on_sigterm(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt  # waitress ends its loop cleanly on KeyboardInterrupt
+
+
+def serve(host: str, port: int, db: str, api_keys: Sequence[str], threads: int = 8) -> int:
+    """Serve until interrupted; print one line with the URL and the accepted API keys."""
+    from syvain_metrics.server import MetricsApp, Store, make_server, stop_server
+
+    store = Store(db)
+    try:
+        keys = store.use_api_keys(api_keys)
+        app = MetricsApp(store)
+        server = make_server(app, host, port, threads=threads)
+    except (ValueError, OSError) as error:
+        store.close()
+        print(f"syvain-metrics serve: {error}", file=sys.stderr)
+        return 2
+    shown = (
+        f"[{server.effective_host}]" if ":" in str(server.effective_host) else server.effective_host
+    )
+    label = "API key" if len(keys) == 1 else "API keys"
+    print(
+        f"Syvain Metrics local server at http://{shown}:{server.effective_port} "
+        f"({label}: {', '.join(keys)}); Ctrl-C to stop",
+        flush=True,
+    )
+    if host not in _LOOPBACK:
+        print(
+            f"warning: listening on {host}, not loopback; anyone who can reach it and knows a key "
+            "can read and write its data",
+            file=sys.stderr,
+            flush=True,
+        )
+    signal.signal(signal.SIGTERM, _stop_on_sigterm)
+    try:
+        server.run()  # returns after Ctrl-C (waitress catches KeyboardInterrupt)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        stop_server(server, None, app.faults)
+        store.close()
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``syvain-metrics`` console script; returns the exit status.
+
+    Example:
+        >>> main(["serve", "--port", "0"])  # doctest: +SKIP
+    """
+    args = _parser().parse_args(argv)
+    if args.command == "serve":
+        return serve(args.host, args.port, args.db, args.api_keys, args.threads)
+    return 2  # pragma: no cover - argparse rejects unknown commands
+
+
+if __name__ == "__main__":
+    sys.exit(main())

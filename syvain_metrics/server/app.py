@@ -1,0 +1,449 @@
+"""The local server's WSGI application: routing, authentication, idempotency, faults.
+
+Routing works on the raw request path (``REQUEST_URI``), not ``PATH_INFO``: WSGI
+decodes ``%2F`` into ``/``, and ids and metric names may contain ``/``. Each path
+segment is percent-decoded here, once.
+
+Example:
+    >>> from werkzeug.test import Client
+    >>> from syvain_metrics.server.store import Store
+    >>> store = Store()
+    >>> [key] = store.use_api_keys(["ak_local_demo"])
+    >>> client = Client(MetricsApp(store))
+    >>> reply = client.get("/api/v1/auth/status", headers={"Authorization": f"Bearer {key}"})
+    >>> reply.status_code, reply.json["data"]["auth"]
+    (200, {'kind': 'api_key'})
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
+from urllib.parse import quote, unquote, unquote_to_bytes, urlsplit
+
+from marshmallow import Schema, ValidationError
+from werkzeug.exceptions import MethodNotAllowed, NotFound
+from werkzeug.http import HTTP_STATUS_CODES
+from werkzeug.routing import Map, RequestRedirect, Rule
+from werkzeug.wrappers import Request, Response
+
+from syvain_metrics.schemas.annotation import AnnotationCreateRequest
+from syvain_metrics.schemas.experiment import (
+    ExperimentCreateRequest,
+    ExperimentMoveRequest,
+    StatusUpdateRequest,
+)
+from syvain_metrics.schemas.folder import FolderCreateRequest, FolderPatchRequest
+from syvain_metrics.schemas.ingestion_key import IngestionKeyCreateRequest
+from syvain_metrics.schemas.metric import IngestRequest
+from syvain_metrics.server import handlers
+from syvain_metrics.server.errors import VALIDATION_ERROR, ApiError, from_validation, invalid
+from syvain_metrics.server.faults import Faults
+from syvain_metrics.server.idempotency import IdempotencyGate, Replay, Ticket, fingerprint
+from syvain_metrics.server.queries import (
+    AnnotationListQuery,
+    CatalogQuery,
+    CatalogValuesQuery,
+    CompareQuery,
+    EmptyQuery,
+    ExperimentListQuery,
+    FolderListQuery,
+    IngestQuery,
+    MetricsListQuery,
+    QuerySchema,
+    load_query,
+    parse_json_text,
+)
+from syvain_metrics.server.store import Principal, Store
+
+if TYPE_CHECKING:
+    from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
+
+logger = logging.getLogger("syvain_metrics.server")
+
+API_PREFIX = "/api/v1"
+MAX_BODY_BYTES = 32 * 1024 * 1024
+Access = Literal["api_key", "ingestion_key", "any"]
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """One operation of the contract: route, who may call it, and how to check its input."""
+
+    name: str
+    method: str
+    rule: str
+    handler: Callable[[handlers.Call], dict[str, Any]]
+    query: QuerySchema
+    body: Schema | None = None
+    access: Access = "api_key"
+
+
+ENDPOINTS: tuple[Endpoint, ...] = (
+    Endpoint(
+        "auth_status", "GET", "/auth/status", handlers.auth_status, EmptyQuery(), access="any"
+    ),
+    Endpoint("list_folders", "GET", "/folders", handlers.list_folders, FolderListQuery()),
+    Endpoint(
+        "create_folder",
+        "POST",
+        "/folders",
+        handlers.create_folder,
+        EmptyQuery(),
+        FolderCreateRequest(),
+    ),
+    Endpoint("get_folder", "GET", "/folders/<folder_id>", handlers.get_folder, EmptyQuery()),
+    Endpoint(
+        "patch_folder",
+        "PATCH",
+        "/folders/<folder_id>",
+        handlers.patch_folder,
+        EmptyQuery(),
+        FolderPatchRequest(),
+    ),
+    Endpoint(
+        "list_experiments", "GET", "/experiments", handlers.list_experiments, ExperimentListQuery()
+    ),
+    Endpoint(
+        "create_experiment",
+        "POST",
+        "/experiments",
+        handlers.create_experiment,
+        EmptyQuery(),
+        ExperimentCreateRequest(),
+    ),
+    Endpoint(
+        "get_experiment",
+        "GET",
+        "/experiments/<experiment_id>",
+        handlers.get_experiment,
+        EmptyQuery(),
+    ),
+    Endpoint(
+        "update_experiment_status",
+        "POST",
+        "/experiments/<experiment_id>",
+        handlers.update_experiment_status,
+        EmptyQuery(),
+        StatusUpdateRequest(),
+    ),
+    Endpoint(
+        "move_experiment",
+        "PATCH",
+        "/experiments/<experiment_id>",
+        handlers.move_experiment,
+        EmptyQuery(),
+        ExperimentMoveRequest(),
+    ),
+    Endpoint(
+        "list_metrics",
+        "GET",
+        "/experiments/<experiment_id>/metrics",
+        handlers.list_metrics,
+        MetricsListQuery(),
+    ),
+    Endpoint("compare_metrics", "GET", "/metrics", handlers.compare_metrics, CompareQuery()),
+    Endpoint(
+        "ingest_metrics",
+        "POST",
+        "/experiments/<experiment_id>/ingest",
+        handlers.ingest_metrics,
+        IngestQuery(),
+        IngestRequest(),
+        access="ingestion_key",
+    ),
+    Endpoint(
+        "list_ingestion_keys",
+        "GET",
+        "/experiments/<experiment_id>/ingestion-keys",
+        handlers.list_ingestion_keys,
+        EmptyQuery(),
+    ),
+    Endpoint(
+        "create_ingestion_key",
+        "POST",
+        "/experiments/<experiment_id>/ingestion-keys",
+        handlers.create_ingestion_key,
+        EmptyQuery(),
+        IngestionKeyCreateRequest(),
+    ),
+    Endpoint(
+        "revoke_ingestion_key",
+        "DELETE",
+        "/experiments/<experiment_id>/ingestion-keys/<key_id>",
+        handlers.revoke_ingestion_key,
+        EmptyQuery(),
+    ),
+    Endpoint(
+        "list_metric_catalog",
+        "GET",
+        "/experiments/<experiment_id>/catalog",
+        handlers.list_metric_catalog,
+        CatalogQuery(),
+    ),
+    Endpoint(
+        "inspect_metric_catalog_values",
+        "GET",
+        "/experiments/<experiment_id>/catalog/<metric>",
+        handlers.inspect_metric_catalog_values,
+        CatalogValuesQuery(),
+    ),
+    Endpoint(
+        "list_annotations",
+        "GET",
+        "/experiments/<experiment_id>/annotations",
+        handlers.list_annotations,
+        AnnotationListQuery(),
+    ),
+    Endpoint(
+        "create_annotation",
+        "POST",
+        "/experiments/<experiment_id>/annotations",
+        handlers.create_annotation,
+        EmptyQuery(),
+        AnnotationCreateRequest(),
+        access="ingestion_key",
+    ),
+)
+"""The contract's 20 endpoints (section 5), named as in its wire examples."""
+
+# Ingestion-key creation never carries an Idempotency-Key (contract section 1); ignore one.
+_NO_IDEMPOTENCY = frozenset({"create_ingestion_key"})
+
+
+def raw_target(environ: WSGIEnvironment) -> tuple[str, str]:
+    """The request's path and query exactly as sent (``%2F`` still encoded).
+
+    Example:
+        >>> raw_target({"REQUEST_URI": "/api/v1/experiments/a%2Fb?limit=5"})
+        ('/api/v1/experiments/a%2Fb', 'limit=5')
+    """
+    uri = environ.get("REQUEST_URI") or environ.get("RAW_URI")
+    if not uri:  # a WSGI server without the raw URI: the best we can rebuild
+        decoded = environ.get("PATH_INFO", "").encode("latin-1").decode("utf-8", "replace")
+        return quote(decoded, safe="/"), environ.get("QUERY_STRING", "")
+    if not uri.startswith("/") and "://" in uri:
+        parts = urlsplit(uri)  # absolute form, as a proxy may send
+        return parts.path or "/", parts.query
+    path, _, query = uri.partition("?")
+    return path, query.partition("#")[0]
+
+
+def _segment(raw: str) -> str:
+    # waitress hands the URI over as latin-1 text; a segment is UTF-8 once percent-decoded.
+    return unquote_to_bytes(raw.encode("latin-1", "replace")).decode("utf-8", "replace")
+
+
+def canonical_path(raw_path: str) -> str:
+    """Each segment decoded once and re-encoded with no safe characters, for matching.
+
+    Example:
+        >>> canonical_path("/api/v1/experiments/a%2Fb/catalog/loss%20rate")
+        '/api/v1/experiments/a%2Fb/catalog/loss%20rate'
+    """
+    return "/".join(quote(_segment(part), safe="") for part in raw_path.split("/"))
+
+
+def _dump(payload: Any) -> bytes:
+    return json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def _json_response(status: int, body: bytes, headers: dict[str, str] | None = None) -> Response:
+    return Response(body, status=status, headers=headers, content_type="application/json")
+
+
+def _error_response(error: ApiError) -> Response:
+    return _json_response(error.status, _dump(error.envelope()), error.headers)
+
+
+def _broken(status: int, body: bytes) -> WSGIApplication:
+    """An answer that promises more bytes than it sends: the server then closes the
+    connection mid-body, and the client sees a broken connection, not a response."""
+
+    def app(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        reason = HTTP_STATUS_CODES.get(status, "Unknown")
+        start_response(
+            f"{status} {reason}",
+            [("Content-Type", "application/json"), ("Content-Length", str(len(body) + 4096))],
+        )
+        return [body[: max(1, len(body) // 2)]]
+
+    return app
+
+
+def _load_body(schema: Schema, raw: bytes) -> dict[str, Any]:
+    try:
+        value = parse_json_text(raw.decode("utf-8")) if raw.strip() else {}
+    except ValueError:  # UnicodeDecodeError is a ValueError too
+        raise invalid("body", "Must be a JSON object.", what="request body") from None
+    if not isinstance(value, dict):
+        raise invalid("body", "Must be a JSON object.", what="request body")
+    try:
+        loaded: dict[str, Any] = schema.load(value)
+    except ValidationError as error:
+        raise from_validation(error, what="request body") from None
+    return loaded
+
+
+class MetricsApp:
+    """The WSGI application of the local Syvain Metrics server.
+
+    Args:
+        store: where everything is kept.
+        faults: the fault switches (a fresh, disarmed set when ``None``).
+
+    Example:
+        >>> from syvain_metrics.server.store import Store
+        >>> app = MetricsApp(Store())
+        >>> app.faults.fired
+        0
+    """
+
+    def __init__(self, store: Store, *, faults: Faults | None = None) -> None:
+        self.store = store
+        self.faults = faults or Faults()
+        self.idempotency = IdempotencyGate(store)
+        self._by_name = {endpoint.name: endpoint for endpoint in ENDPOINTS}
+        self._urls = Map(
+            [Rule(API_PREFIX + e.rule, endpoint=e.name, methods=[e.method]) for e in ENDPOINTS],
+            strict_slashes=False,
+            merge_slashes=False,
+        ).bind("localhost")
+
+    def reset(self) -> None:
+        """Wipe all data (organizations and API keys stay), disarm faults, forget running keys.
+
+        Example:
+            >>> app.reset()  # doctest: +SKIP
+        """
+        self.faults.clear()
+        self.idempotency.reset()
+        self.store.reset()
+
+    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        return self.respond(environ)(environ, start_response)
+
+    # -- the request pipeline -----------------------------------------------------------
+
+    def respond(self, environ: WSGIEnvironment) -> WSGIApplication:
+        """The WSGI answer to one request."""
+        method = environ.get("REQUEST_METHOD", "GET").upper()
+        raw_path, raw_query = raw_target(environ)
+        try:
+            endpoint, args = self._route(method, raw_path)
+        except ApiError as error:
+            return _error_response(error)
+        fault = self.faults.take("fail", method, raw_path, endpoint.name)
+        if fault is not None:
+            headers = {"Retry-After": fault.retry_after} if fault.retry_after else None
+            injected = ApiError(fault.status, "injected_fault", "Injected fault", headers=headers)
+            return _error_response(injected)
+        if self.faults.take("drop_before_commit", method, raw_path, endpoint.name):
+            return _broken(200, b'{"data":')
+        request = Request(environ)
+        try:
+            principal = self._authorize(endpoint, request, args)
+            body = self._read_body(request)
+        except ApiError as error:
+            return _error_response(error)
+        key = request.headers.get("Idempotency-Key")
+        ticket: Ticket | None = None
+        if key and method in ("POST", "PATCH") and endpoint.name not in _NO_IDEMPOTENCY:
+            outcome = self.idempotency.begin(
+                principal.credential, key, fingerprint(method, raw_path, raw_query, body)
+            )
+            if isinstance(outcome, ApiError):
+                return _error_response(outcome)
+            if isinstance(outcome, Replay):
+                return _json_response(
+                    outcome.status, outcome.body, {"Idempotency-Replayed": "true"}
+                )
+            ticket = outcome
+        try:
+            status, payload, keep = self._run(endpoint, request, principal, args, body)
+            if ticket is not None and keep:
+                self.idempotency.record(ticket, status, payload)
+            dropped = self.faults.take("drop_after_commit", method, raw_path, endpoint.name)
+            delay = self.faults.take("delay", method, raw_path, endpoint.name)
+            if delay is not None:
+                self.faults.sleep(delay.seconds)  # still "in progress" for a second attempt
+        finally:
+            if ticket is not None:
+                self.idempotency.finish(ticket)
+        if dropped is not None:
+            return _broken(status, payload)
+        return _json_response(status, payload)
+
+    def _route(self, method: str, raw_path: str) -> tuple[Endpoint, dict[str, str]]:
+        try:
+            name, values = self._urls.match(canonical_path(raw_path), method=method)
+        except MethodNotAllowed as error:
+            allowed = ", ".join(m for m in error.valid_methods or () if m != "HEAD")
+            raise ApiError(
+                405,
+                "method_not_allowed",
+                f"Method {method} not allowed here",
+                headers={"Allow": allowed},
+            ) from None
+        except (NotFound, RequestRedirect):
+            raise ApiError(404, "not_found", f"No route for {method} {raw_path}") from None
+        return self._by_name[str(name)], {k: unquote(v) for k, v in values.items()}
+
+    def _authorize(self, endpoint: Endpoint, request: Request, args: dict[str, str]) -> Principal:
+        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise ApiError(401, "unauthorized", "Missing bearer token")
+        principal = self.store.authenticate(token.strip())
+        if endpoint.access == "api_key" and principal.kind != "api_key":
+            raise ApiError(
+                403,
+                "forbidden",
+                "An ingestion token can only ingest metrics and create annotations",
+            )
+        if endpoint.access == "ingestion_key":
+            if principal.kind != "ingestion_key":
+                raise ApiError(
+                    403, "forbidden", "This endpoint takes the experiment's ingestion token"
+                )
+            if principal.experiment_id != args.get("experiment_id"):
+                raise ApiError(
+                    403, "forbidden", "This ingestion token belongs to another experiment"
+                )
+        if principal.key_id is not None:
+            self.store.touch_ingestion_key(principal.key_id)
+        return principal
+
+    @staticmethod
+    def _read_body(request: Request) -> bytes:
+        if (request.content_length or 0) > MAX_BODY_BYTES:
+            raise ApiError(
+                413, "payload_too_large", f"Bodies are limited to {MAX_BODY_BYTES} bytes"
+            )
+        return request.get_data(cache=False)
+
+    def _run(
+        self,
+        endpoint: Endpoint,
+        request: Request,
+        principal: Principal,
+        args: dict[str, str],
+        body: bytes,
+    ) -> tuple[int, bytes, bool]:
+        """Validate and run one call: ``(status, body, keep)``, where ``keep`` says whether an
+        idempotency record may hold the answer (not for validation failures or 5xx)."""
+        try:
+            query = load_query(endpoint.query, request.args)
+            loaded = _load_body(endpoint.body, body) if endpoint.body is not None else {}
+            origin = request.host_url.rstrip("/")
+            call = handlers.Call(self.store, principal, origin, args, query, loaded)
+            data = endpoint.handler(call)
+        except ApiError as error:
+            return error.status, _dump(error.envelope()), error.code != VALIDATION_ERROR
+        except Exception:
+            logger.exception("unexpected error in %s", endpoint.name)
+            failure = ApiError(500, "internal_error", "Internal server error")
+            return 500, _dump(failure.envelope()), False
+        return 200, _dump({"data": data, "error": None}), True

@@ -1,0 +1,235 @@
+"""One function per endpoint: take a validated call, ask the store, return ``data``.
+
+Bodies are validated with the SDK's own request schemas (see :data:`ENDPOINTS` in
+:mod:`syvain_metrics.server.app`), so the client and the server check the same rules.
+
+Example:
+    >>> from syvain_metrics.server.store import Store
+    >>> store = Store()
+    >>> [key] = store.use_api_keys(["ak_local_demo"])
+    >>> call = Call(store, store.authenticate(key), "http://127.0.0.1:8765", {}, {}, {})
+    >>> auth_status(call)["auth"]
+    {'kind': 'api_key'}
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from syvain_metrics.server.errors import invalid
+from syvain_metrics.server.queries import (
+    ANNOTATIONS_LIMIT,
+    CATALOG_LIMIT,
+    EXPERIMENTS_LIMIT,
+    METRIC_ROWS_LIMIT,
+    clamp_limit,
+)
+from syvain_metrics.server.sql import RowQuery, SeriesFilter, compact
+from syvain_metrics.server.store import Principal, Store
+
+
+@dataclass(frozen=True)
+class Call:
+    """A request that passed routing, authentication and validation."""
+
+    store: Store
+    principal: Principal
+    origin: str
+    """Scheme and host the request was sent to (the experiments' ``url`` points there)."""
+    args: Mapping[str, str]
+    """Path values, percent-decoded."""
+    query: Mapping[str, Any]
+    body: Mapping[str, Any]
+
+    @property
+    def org(self) -> str:
+        """The caller's organization id."""
+        return self.principal.org_id
+
+
+Data = dict[str, Any]
+
+
+def _folder_name(name: str) -> str:
+    # A path names at most one folder only if names cannot contain the separator.
+    if "/" in name:
+        raise invalid("name", "A folder name must not contain '/'.", what="request body")
+    return name
+
+
+def auth_status(call: Call) -> Data:
+    """``GET /auth/status``."""
+    return {
+        "auth": {"kind": call.principal.kind},
+        "organization": call.store.organization(call.org),
+    }
+
+
+def list_folders(call: Call) -> Data:
+    """``GET /folders``."""
+    return {"folders": call.store.list_folders(call.org, call.query.get("path"))}
+
+
+def create_folder(call: Call) -> Data:
+    """``POST /folders``."""
+    name = _folder_name(call.body["name"])
+    return {"folder": call.store.create_folder(call.org, name, call.body.get("parent_id"))}
+
+
+def get_folder(call: Call) -> Data:
+    """``GET /folders/{id}``."""
+    return call.store.get_folder(call.org, call.args["folder_id"], call.origin)
+
+
+def patch_folder(call: Call) -> Data:
+    """``PATCH /folders/{id}``."""
+    if "name" in call.body:
+        _folder_name(call.body["name"])
+    return {"folder": call.store.patch_folder(call.org, call.args["folder_id"], call.body)}
+
+
+def list_experiments(call: Call) -> Data:
+    """``GET /experiments``."""
+    query = call.query
+    return {
+        "experiments": call.store.list_experiments(
+            call.org,
+            call.origin,
+            limit=clamp_limit(query.get("limit"), EXPERIMENTS_LIMIT),
+            status=query.get("status"),
+            slug=query.get("slug"),
+            search=query.get("search"),
+            from_ms=query.get("from_ms"),
+            to_ms=query.get("to_ms"),
+        )
+    }
+
+
+def create_experiment(call: Call) -> Data:
+    """``POST /experiments``."""
+    return {"experiment": call.store.create_experiment(call.org, call.origin, call.body)}
+
+
+def get_experiment(call: Call) -> Data:
+    """``GET /experiments/{id}``."""
+    return {
+        "experiment": call.store.get_experiment(call.org, call.args["experiment_id"], call.origin)
+    }
+
+
+def update_experiment_status(call: Call) -> Data:
+    """``POST /experiments/{id}``."""
+    experiment_id = call.args["experiment_id"]
+    return {"experiment": call.store.update_status(call.org, experiment_id, call.origin, call.body)}
+
+
+def move_experiment(call: Call) -> Data:
+    """``PATCH /experiments/{id}``."""
+    experiment_id, folder_id = call.args["experiment_id"], call.body["folder_id"]
+    return {
+        "experiment": call.store.move_experiment(call.org, experiment_id, call.origin, folder_id)
+    }
+
+
+def _series(experiment_id: str, filters: Mapping[str, Any]) -> SeriesFilter:
+    wanted = filters.get("metadata_value_json", ...)
+    return SeriesFilter(
+        experiment_id=experiment_id,
+        metric_name=filters.get("metric_name"),
+        metadata_key=filters.get("metadata_key"),
+        metadata_value=filters.get("metadata_value"),
+        metadata_value_json=None if wanted is ... else compact(wanted),
+    )
+
+
+def _row_query(call: Call, series: list[SeriesFilter]) -> RowQuery:
+    query = call.query
+    return RowQuery(
+        org_id=call.org,
+        series=series,
+        limit=clamp_limit(query.get("limit"), METRIC_ROWS_LIMIT),
+        step=query.get("step"),
+        from_step=query.get("from_step"),
+        to_step=query.get("to_step"),
+        from_time=query.get("from_time"),
+        to_time=query.get("to_time"),
+        sort_by=query.get("sort_by") or ("step", "client_timestamp"),
+        descending=query.get("sort_direction") == "desc",
+        include_meta=bool(query.get("include_experiment_meta_as_of")),
+    )
+
+
+def list_metrics(call: Call) -> Data:
+    """``GET /experiments/{id}/metrics``."""
+    series = [_series(call.args["experiment_id"], call.query)]
+    return {"rows": call.store.metric_rows(_row_query(call, series))}
+
+
+def compare_metrics(call: Call) -> Data:
+    """``GET /metrics``: a row belongs to the first series it matches."""
+    series = [_series(s["experiment_id"], s) for s in call.query["series"]]
+    return {"rows": call.store.metric_rows(_row_query(call, series), missing_field="series")}
+
+
+def ingest_metrics(call: Call) -> Data:
+    """``POST /experiments/{id}/ingest``: stored before answering, whatever ``sync`` says."""
+    call.store.ingest(call.org, call.args["experiment_id"], call.body["data"])
+    return {"ok": True, "mode": "sync" if call.query.get("sync") else "queued"}
+
+
+def list_ingestion_keys(call: Call) -> Data:
+    """``GET /experiments/{id}/ingestion-keys``."""
+    return {"keys": call.store.list_ingestion_keys(call.org, call.args["experiment_id"])}
+
+
+def create_ingestion_key(call: Call) -> Data:
+    """``POST /experiments/{id}/ingestion-keys``."""
+    key, token = call.store.create_ingestion_key(
+        call.org, call.args["experiment_id"], call.body["name"], call.body.get("ttl_ms")
+    )
+    return {"key": key, "token": token}
+
+
+def revoke_ingestion_key(call: Call) -> Data:
+    """``DELETE /experiments/{id}/ingestion-keys/{key_id}``."""
+    return {
+        "key": call.store.revoke_ingestion_key(
+            call.org, call.args["experiment_id"], call.args["key_id"]
+        )
+    }
+
+
+def list_metric_catalog(call: Call) -> Data:
+    """``GET /experiments/{id}/catalog``."""
+    limit = clamp_limit(call.query.get("limit"), CATALOG_LIMIT)
+    return {"metrics": call.store.catalog(call.org, call.args["experiment_id"], limit)}
+
+
+def inspect_metric_catalog_values(call: Call) -> Data:
+    """``GET /experiments/{id}/catalog/{metric}``."""
+    limit = clamp_limit(call.query.get("limit"), CATALOG_LIMIT)
+    values = call.store.catalog_values(
+        call.org, call.args["experiment_id"], call.args["metric"], call.query.get("key"), limit
+    )
+    return {"metadata": values}
+
+
+def list_annotations(call: Call) -> Data:
+    """``GET /experiments/{id}/annotations``."""
+    annotations = call.store.list_annotations(
+        call.org,
+        call.args["experiment_id"],
+        limit=clamp_limit(call.query.get("limit"), ANNOTATIONS_LIMIT),
+        from_ms=call.query.get("from_ms"),
+        to_ms=call.query.get("to_ms"),
+    )
+    return {"annotations": annotations}
+
+
+def create_annotation(call: Call) -> Data:
+    """``POST /experiments/{id}/annotations``."""
+    return call.store.create_annotation(
+        call.org, call.args["experiment_id"], call.origin, call.body
+    )

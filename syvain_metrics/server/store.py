@@ -1,0 +1,760 @@
+"""The local server's SQLite store: organizations, API keys, folders, experiments,
+metric events, annotations, ingestion keys and idempotency records.
+
+One ``sqlite3`` connection serves every thread (waitress answers on several); an
+``RLock`` makes each public method one transaction, so a batch of metrics is
+stored whole or not at all and a check-then-insert cannot race. Methods take the
+caller's organization id and answer 404 for another organization's ids.
+
+Example:
+    >>> store = Store(":memory:", clock=lambda: 1_795_716_952.0)
+    >>> [key] = store.use_api_keys(["ak_local_demo"])
+    >>> org = store.authenticate(key).org_id
+    >>> store.create_folder(org, "baselines", None)["path_name"]
+    'baselines'
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+import sqlite3
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, Literal
+from urllib.parse import quote
+
+from syvain_metrics.schemas.limits import DEFAULT_ERROR_NAME
+from syvain_metrics.server.errors import ApiError, invalid, not_found
+from syvain_metrics.server.sql import (
+    DATA_TABLES,
+    SCHEMA,
+    RowQuery,
+    canonical,
+    compact,
+    register_functions,
+    row_wire,
+)
+
+DEFAULT_INGESTION_KEY_TTL_MS = 60 * 60 * 1000
+IDEMPOTENCY_TTL_MS = 24 * 60 * 60 * 1000
+ORGANIZATION_NAME = "Local"
+
+
+def new_id() -> str:
+    """A random UUID4 string, the form of every id the server makes."""
+    return str(uuid.uuid4())
+
+
+def token_hash(token: str) -> str:
+    """The stored identity of a secret (ingestion tokens are kept only as hashes)."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who sent a request: an API key (a whole organization) or one experiment's ingestion key.
+
+    ``credential`` is a hash of the bearer token; idempotency keys are scoped to it.
+    """
+
+    kind: Literal["api_key", "ingestion_key"]
+    org_id: str
+    credential: str
+    experiment_id: str | None = None
+    key_id: str | None = None
+
+
+def _folder_wire(
+    org_id: str, folder_id: str, index: Mapping[str, tuple[str | None, str]]
+) -> dict[str, Any]:
+    parents: list[str] = []
+    names = [index[folder_id][1]]
+    parent = index[folder_id][0]
+    while parent is not None:
+        parents.append(parent)
+        names.append(index[parent][1])
+        parent = index[parent][0]
+    return {
+        "folder_id": folder_id,
+        "org_id": org_id,
+        "name": names[0],
+        "parent_id_path": parents[::-1],
+        "path_name": "/".join(reversed(names)),
+    }
+
+
+_EXPERIMENT_COLUMNS = (
+    "id, org_id, folder_id, slug, description, metadata_json, status, error_name, "
+    "error_detail, created_at_ms, updated_at_ms, started_at_ms, done_at_ms, "
+    "last_heartbeat_at_ms, last_event_at_ms"
+)
+_KEY_COLUMNS = (
+    "id, experiment_id, name, created_at_ms, expires_at_ms, revoked_at_ms, last_used_at_ms"
+)
+
+
+class Store:
+    """Every piece of server state, in one SQLite database (a file, or ``":memory:"``).
+
+    Args:
+        path: a database file (opened in WAL mode) or ``":memory:"``.
+        clock: seconds since the epoch (tests inject a fake one to move time).
+
+    Example:
+        >>> store = Store()
+        >>> store.use_api_keys([])[0].startswith("ak_local_")
+        True
+    """
+
+    def __init__(self, path: str = ":memory:", *, clock: Callable[[], float] = time.time) -> None:
+        self.path = path
+        self.clock = clock
+        self._lock = threading.RLock()
+        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self._db.row_factory = sqlite3.Row
+        register_functions(self._db)
+        if path != ":memory:":
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.executescript(SCHEMA)
+        self._accepted: dict[str, str] = {}
+
+    # -- plumbing ---------------------------------------------------------------------
+
+    def now_ms(self) -> int:
+        """The server's current time in milliseconds."""
+        return int(self.clock() * 1000)
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        """One transaction under the store lock; any exception rolls it back."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    def close(self) -> None:
+        """Close the database connection."""
+        with self._lock:
+            self._db.close()
+
+    def reset(self) -> None:
+        """Delete every folder, experiment, event, annotation, ingestion key and idempotency
+        record; organizations and API keys stay.
+
+        Example:
+            >>> store.reset()  # doctest: +SKIP
+        """
+        with self._tx() as db:
+            for table in DATA_TABLES:
+                db.execute(f"DELETE FROM {table}")
+
+    # -- credentials --------------------------------------------------------------------
+
+    def use_api_keys(self, keys: Sequence[str]) -> list[str]:
+        """Accept exactly ``keys``, each its own organization (kept across restarts).
+
+        With no keys, the keys already stored in the database are accepted again, or a
+        random one is made when there are none. Returns the accepted keys.
+
+        Example:
+            >>> Store().use_api_keys(["ak_a", "ak_b"])
+            ['ak_a', 'ak_b']
+        """
+        for key in keys:
+            if not key or key != key.strip():
+                raise ValueError("An API key must be non-empty, without surrounding whitespace.")
+        with self._tx() as db:
+            if not keys:
+                stored = [r["key"] for r in db.execute("SELECT key FROM api_keys ORDER BY rowid")]
+                keys = stored or [f"ak_local_{secrets.token_hex(16)}"]
+            self._accepted = {key: self._org_for(db, key) for key in keys}
+        return list(self._accepted)
+
+    def add_api_key(self, key: str | None = None) -> str:
+        """Accept one more API key (a random one when ``None``): another organization.
+
+        Example:
+            >>> Store().add_api_key("ak_other")
+            'ak_other'
+        """
+        key = key or f"ak_local_{secrets.token_hex(16)}"
+        with self._tx() as db:
+            self._accepted[key] = self._org_for(db, key)
+        return key
+
+    @property
+    def api_keys(self) -> list[str]:
+        """The API keys this store accepts."""
+        return list(self._accepted)
+
+    def _org_for(self, db: sqlite3.Connection, key: str) -> str:
+        found = db.execute("SELECT org_id FROM api_keys WHERE key = ?", (key,)).fetchone()
+        if found is not None:
+            return str(found["org_id"])
+        org_id = new_id()
+        now = self.now_ms()
+        db.execute("INSERT INTO organizations VALUES (?, ?, ?)", (org_id, ORGANIZATION_NAME, now))
+        db.execute("INSERT INTO api_keys VALUES (?, ?, ?)", (key, org_id, now))
+        return org_id
+
+    def authenticate(self, token: str) -> Principal:
+        """The principal of a bearer token; 401 ``unauthorized`` if unknown, revoked or expired.
+
+        Example:
+            >>> store.authenticate("nope")  # doctest: +SKIP
+            Traceback (most recent call last):
+            ApiError: Invalid API key or ingestion token
+        """
+        digest = token_hash(token)
+        org_id = self._accepted.get(token)
+        if org_id is not None:
+            return Principal("api_key", org_id, digest)
+        with self._lock:
+            key = self._db.execute(
+                "SELECT id, org_id, experiment_id, expires_at_ms, revoked_at_ms "
+                "FROM ingestion_keys WHERE token_hash = ?",
+                (digest,),
+            ).fetchone()
+        if key is None:
+            raise ApiError(401, "unauthorized", "Invalid API key or ingestion token")
+        if key["revoked_at_ms"] is not None:
+            raise ApiError(401, "unauthorized", "Ingestion token revoked")
+        if self.now_ms() >= key["expires_at_ms"]:
+            raise ApiError(401, "unauthorized", "Ingestion token expired")
+        return Principal("ingestion_key", key["org_id"], digest, key["experiment_id"], key["id"])
+
+    def touch_ingestion_key(self, key_id: str) -> None:
+        """Record that an ingestion key was just used."""
+        with self._tx() as db:
+            db.execute(
+                "UPDATE ingestion_keys SET last_used_at_ms = ? WHERE id = ?",
+                (self.now_ms(), key_id),
+            )
+
+    def organization(self, org_id: str) -> dict[str, Any]:
+        """``{id, name}`` of an organization."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT id, name FROM organizations WHERE id = ?", (org_id,)
+            ).fetchone()
+        return {"id": row["id"], "name": row["name"]}
+
+    # -- idempotency records -----------------------------------------------------------
+
+    def find_idempotency(self, credential: str, key: str) -> tuple[str, int, bytes] | None:
+        """``(fingerprint, status, body)`` stored for a key in the last 24 hours, if any."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT fingerprint, status, body FROM idempotency "
+                "WHERE credential = ? AND key = ? AND created_at_ms > ?",
+                (credential, key, self.now_ms() - IDEMPOTENCY_TTL_MS),
+            ).fetchone()
+        return None if row is None else (row["fingerprint"], row["status"], bytes(row["body"]))
+
+    def save_idempotency(
+        self, credential: str, key: str, fingerprint: str, status: int, body: bytes
+    ) -> None:
+        """Remember an answer for 24 hours (and forget the ones that are older)."""
+        now = self.now_ms()
+        with self._tx() as db:
+            db.execute(
+                "DELETE FROM idempotency WHERE created_at_ms <= ?", (now - IDEMPOTENCY_TTL_MS,)
+            )
+            db.execute(
+                "INSERT OR REPLACE INTO idempotency VALUES (?, ?, ?, ?, ?, ?)",
+                (credential, key, fingerprint, status, body, now),
+            )
+
+    # -- folders ------------------------------------------------------------------------
+
+    def _folder_index(
+        self, db: sqlite3.Connection, org_id: str
+    ) -> dict[str, tuple[str | None, str]]:
+        rows = db.execute("SELECT id, parent_id, name FROM folders WHERE org_id = ?", (org_id,))
+        return {r["id"]: (r["parent_id"], r["name"]) for r in rows}
+
+    def list_folders(self, org_id: str, path: str | None = None) -> list[dict[str, Any]]:
+        """Every folder of the organization by path, or the one whose ``path_name`` is ``path``."""
+        with self._lock:
+            index = self._folder_index(self._db, org_id)
+        folders = [_folder_wire(org_id, fid, index) for fid in index]
+        if path is not None:
+            folders = [f for f in folders if f["path_name"] == path]
+        return sorted(folders, key=lambda f: (f["path_name"], f["folder_id"]))
+
+    def _check_sibling_name(
+        self, db: sqlite3.Connection, org_id: str, parent_id: str | None, name: str
+    ) -> None:
+        clash = db.execute(
+            "SELECT 1 FROM folders WHERE org_id = ? AND ifnull(parent_id, '') = ? AND name = ?",
+            (org_id, parent_id or "", name),
+        ).fetchone()
+        if clash is not None:
+            raise ApiError(
+                409, "folder_exists", f"A folder named {name!r} already exists here", field="name"
+            )
+
+    def create_folder(self, org_id: str, name: str, parent_id: str | None) -> dict[str, Any]:
+        """A new folder under ``parent_id`` (``None``: the root)."""
+        with self._tx() as db:
+            index = self._folder_index(db, org_id)
+            if parent_id is not None and parent_id not in index:
+                raise not_found("Folder", field="parent_id")
+            self._check_sibling_name(db, org_id, parent_id, name)
+            folder_id = new_id()
+            db.execute(
+                "INSERT INTO folders (id, org_id, parent_id, name, created_at_ms) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (folder_id, org_id, parent_id, name, self.now_ms()),
+            )
+            index[folder_id] = (parent_id, name)
+        return _folder_wire(org_id, folder_id, index)
+
+    def get_folder(self, org_id: str, folder_id: str, origin: str) -> dict[str, Any]:
+        """``{folder, folders, experiments}``: children by name, experiments newest first."""
+        with self._lock:
+            index = self._folder_index(self._db, org_id)
+            if folder_id not in index:
+                raise not_found("Folder")
+            rows = self._db.execute(
+                f"SELECT {_EXPERIMENT_COLUMNS} FROM experiments WHERE org_id = ? AND folder_id = ? "
+                "ORDER BY created_at_ms DESC, seq DESC",
+                (org_id, folder_id),
+            ).fetchall()
+        children = sorted(
+            (fid for fid, (parent, _) in index.items() if parent == folder_id),
+            key=lambda fid: (index[fid][1], fid),
+        )
+        return {
+            "folder": _folder_wire(org_id, folder_id, index),
+            "folders": [_folder_wire(org_id, fid, index) for fid in children],
+            "experiments": [self._experiment_wire(r, index, origin) for r in rows],
+        }
+
+    def patch_folder(self, org_id: str, folder_id: str, changes: Mapping[str, Any]) -> Any:
+        """Rename (``name``) and/or move (``parent_id`` present, ``None`` = root) a folder."""
+        with self._tx() as db:
+            index = self._folder_index(db, org_id)
+            if folder_id not in index:
+                raise not_found("Folder")
+            parent_id, name = index[folder_id]
+            if "parent_id" in changes:
+                parent_id = changes["parent_id"]
+                if parent_id is not None and parent_id not in index:
+                    raise not_found("Folder", field="parent_id")
+                ancestor = parent_id
+                while ancestor is not None:
+                    if ancestor == folder_id:
+                        raise invalid(
+                            "parent_id",
+                            "A folder cannot move under itself or one of its descendants.",
+                            what="request body",
+                        )
+                    ancestor = index[ancestor][0]
+            name = changes.get("name", name)
+            if (parent_id, name) != index[folder_id]:
+                self._check_sibling_name(db, org_id, parent_id, name)
+                db.execute(
+                    "UPDATE folders SET parent_id = ?, name = ? WHERE id = ?",
+                    (parent_id, name, folder_id),
+                )
+                index[folder_id] = (parent_id, name)
+        return _folder_wire(org_id, folder_id, index)
+
+    # -- experiments --------------------------------------------------------------------
+
+    def _experiment_wire(
+        self, row: sqlite3.Row, index: Mapping[str, tuple[str | None, str]], origin: str
+    ) -> dict[str, Any]:
+        folder_id = row["folder_id"]
+        return {
+            "id": row["id"],
+            "org_id": row["org_id"],
+            "folder": None if folder_id is None else _folder_wire(row["org_id"], folder_id, index),
+            "url": f"{origin}/dashboard/experiments/{quote(row['id'], safe='')}",
+            "slug": row["slug"],
+            "description": row["description"],
+            "metadata": json.loads(row["metadata_json"]),
+            "status": row["status"],
+            "error_name": row["error_name"],
+            "error_detail": row["error_detail"],
+            "created_at_ms": row["created_at_ms"],
+            "updated_at_ms": row["updated_at_ms"],
+            "started_at_ms": row["started_at_ms"],
+            "done_at_ms": row["done_at_ms"],
+            "last_heartbeat_at_ms": row["last_heartbeat_at_ms"],
+            "last_event_at_ms": row["last_event_at_ms"],
+        }
+
+    def _experiment_row(self, db: sqlite3.Connection, org_id: str, experiment_id: str) -> Any:
+        row = db.execute(
+            f"SELECT {_EXPERIMENT_COLUMNS} FROM experiments WHERE org_id = ? AND id = ?",
+            (org_id, experiment_id),
+        ).fetchone()
+        if row is None:
+            raise not_found("Experiment")
+        return row
+
+    def _experiment_out(
+        self, db: sqlite3.Connection, org_id: str, experiment_id: str, origin: str
+    ) -> dict[str, Any]:
+        row = self._experiment_row(db, org_id, experiment_id)
+        return self._experiment_wire(row, self._folder_index(db, org_id), origin)
+
+    def require_experiment(self, org_id: str, experiment_id: str) -> None:
+        """404 unless the organization has this experiment."""
+        with self._lock:
+            self._experiment_row(self._db, org_id, experiment_id)
+
+    def get_experiment(self, org_id: str, experiment_id: str, origin: str) -> dict[str, Any]:
+        """One experiment; ``url`` points at ``origin``'s dashboard."""
+        with self._lock:
+            return self._experiment_out(self._db, org_id, experiment_id, origin)
+
+    def list_experiments(
+        self,
+        org_id: str,
+        origin: str,
+        *,
+        limit: int,
+        status: str | None = None,
+        slug: str | None = None,
+        search: str | None = None,
+        from_ms: int | None = None,
+        to_ms: int | None = None,
+    ) -> list[dict[str, Any]]:
+        """Experiments newest first, filtered as ``GET /experiments`` says."""
+        where = ["org_id = ?"]
+        params: list[Any] = [org_id]
+        for clause, value in (
+            ("status = ?", status),
+            ("slug = ?", slug),
+            ("created_at_ms >= ?", from_ms),
+            ("created_at_ms <= ?", to_ms),
+        ):
+            if value is not None:
+                where.append(clause)
+                params.append(value)
+        if search is not None:
+            where.append("(sm_contains(slug, ?) OR sm_contains(description, ?))")
+            params += [search, search]
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT {_EXPERIMENT_COLUMNS} FROM experiments WHERE {' AND '.join(where)} "
+                "ORDER BY created_at_ms DESC, seq DESC LIMIT ?",
+                (*params, limit),
+            ).fetchall()
+            index = self._folder_index(self._db, org_id)
+        return [self._experiment_wire(r, index, origin) for r in rows]
+
+    def create_experiment(
+        self, org_id: str, origin: str, body: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        """A new experiment in status ``created`` (at the root unless ``folder_id`` names one)."""
+        folder_id = body.get("folder_id")
+        now = self.now_ms()
+        with self._tx() as db:
+            if folder_id is not None and folder_id not in self._folder_index(db, org_id):
+                raise not_found("Folder", field="folder_id")
+            taken = db.execute(
+                "SELECT 1 FROM experiments WHERE org_id = ? AND slug = ?", (org_id, body["slug"])
+            ).fetchone()
+            if taken is not None:
+                raise ApiError(
+                    409, "slug_exists", f"Slug {body['slug']!r} already exists", field="slug"
+                )
+            experiment_id = new_id()
+            db.execute(
+                "INSERT INTO experiments (id, org_id, folder_id, slug, description, metadata_json, "
+                "status, created_at_ms, updated_at_ms) VALUES (?, ?, ?, ?, ?, ?, 'created', ?, ?)",
+                (
+                    experiment_id,
+                    org_id,
+                    folder_id,
+                    body["slug"],
+                    body.get("description", ""),
+                    compact(body.get("metadata", {})),
+                    now,
+                    now,
+                ),
+            )
+            return self._experiment_out(db, org_id, experiment_id, origin)
+
+    def update_status(
+        self, org_id: str, experiment_id: str, origin: str, body: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        """Apply a status transition (any status may follow any other)."""
+        now = self.now_ms()
+        when = body.get("timestamp_ms", now)
+        status = body["status"]
+        with self._tx() as db:
+            row = self._experiment_row(db, org_id, experiment_id)
+            started = row["started_at_ms"]
+            if status == "running" and started is None:
+                started = when
+            done = when if status in ("done", "error") else row["done_at_ms"]
+            error_name = error_detail = None
+            if status == "error":
+                error = body.get("error") or {}
+                error_name = error.get("name", DEFAULT_ERROR_NAME)
+                error_detail = error.get("detail", "")
+            db.execute(
+                "UPDATE experiments SET status = ?, started_at_ms = ?, done_at_ms = ?, "
+                "error_name = ?, error_detail = ?, updated_at_ms = ? WHERE id = ?",
+                (status, started, done, error_name, error_detail, now, experiment_id),
+            )
+            return self._experiment_out(db, org_id, experiment_id, origin)
+
+    def move_experiment(
+        self, org_id: str, experiment_id: str, origin: str, folder_id: str | None
+    ) -> dict[str, Any]:
+        """Put an experiment in ``folder_id`` (``None``: the root)."""
+        with self._tx() as db:
+            self._experiment_row(db, org_id, experiment_id)
+            if folder_id is not None and folder_id not in self._folder_index(db, org_id):
+                raise not_found("Folder", field="folder_id")
+            db.execute(
+                "UPDATE experiments SET folder_id = ?, updated_at_ms = ? WHERE id = ?",
+                (folder_id, self.now_ms(), experiment_id),
+            )
+            return self._experiment_out(db, org_id, experiment_id, origin)
+
+    # -- metrics --------------------------------------------------------------------------
+
+    def ingest(self, org_id: str, experiment_id: str, metrics: Sequence[Mapping[str, Any]]) -> None:
+        """Store a validated batch in one transaction; a repeated ``client_event_id`` is ignored
+        (the first write wins, within the batch or across batches)."""
+        if not metrics:
+            return
+        now = self.now_ms()
+        rows = [
+            (
+                new_id(),
+                org_id,
+                experiment_id,
+                m["client_event_id"],
+                m["name"],
+                m["value"],
+                m.get("step"),
+                compact(m.get("metadata", {})),
+                m.get("timestamp_ms", now),
+                now,
+            )
+            for m in metrics
+        ]
+        with self._tx() as db:
+            self._experiment_row(db, org_id, experiment_id)
+            db.executemany(
+                "INSERT OR IGNORE INTO events (event_id, org_id, experiment_id, client_event_id, "
+                "metric_name, metric_value, step, metadata_json, client_timestamp_ms, "
+                "server_timestamp_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                rows,
+            )
+            db.execute(
+                "UPDATE experiments SET updated_at_ms = ?, last_event_at_ms = ? WHERE id = ?",
+                (now, now, experiment_id),
+            )
+
+    def metric_rows(
+        self, query: RowQuery, *, missing_field: str | None = None
+    ) -> list[dict[str, Any]]:
+        """Metric rows of one or more series; every experiment must be the organization's
+        (else 404, naming ``missing_field``)."""
+        text, params = query.sql()
+        with self._lock:
+            for series in query.series:
+                known = self._db.execute(
+                    "SELECT 1 FROM experiments WHERE org_id = ? AND id = ?",
+                    (query.org_id, series.experiment_id),
+                ).fetchone()
+                if known is None:
+                    raise not_found("Experiment", field=missing_field)
+            rows = self._db.execute(text, params).fetchall()
+        return [row_wire(tuple(r)) for r in rows]
+
+    def catalog(self, org_id: str, experiment_id: str, limit: int) -> list[dict[str, Any]]:
+        """Metric names and the metadata keys seen with each, alphabetically."""
+        with self._lock:
+            self._experiment_row(self._db, org_id, experiment_id)
+            rows = self._db.execute(
+                "SELECT metric_name, metadata_json FROM events WHERE experiment_id = ? "
+                "GROUP BY metric_name, metadata_json",
+                (experiment_id,),
+            ).fetchall()
+        keys: dict[str, set[str]] = {}
+        for row in rows:
+            keys.setdefault(row["metric_name"], set()).update(json.loads(row["metadata_json"]))
+        return [
+            {"metric_name": name, "metadata_keys": sorted(keys[name])}
+            for name in sorted(keys)[:limit]
+        ]
+
+    def catalog_values(
+        self,
+        org_id: str,
+        experiment_id: str,
+        metric_name: str,
+        keys: Sequence[str] | None,
+        limit: int,
+    ) -> dict[str, Any]:
+        """The values of a metric's metadata keys, ordered by JSON text, at most ``limit`` each."""
+        with self._lock:
+            self._experiment_row(self._db, org_id, experiment_id)
+            rows = self._db.execute(
+                "SELECT metadata_json, COUNT(*) AS n FROM events "
+                "WHERE experiment_id = ? AND metric_name = ? GROUP BY metadata_json",
+                (experiment_id, metric_name),
+            ).fetchall()
+        values: dict[str, dict[str, Any]] = {}
+        scanned = 0
+        for row in rows:
+            scanned += row["n"]
+            for key, value in json.loads(row["metadata_json"]).items():
+                values.setdefault(key, {})[canonical(value)] = value
+        wanted = sorted(set(keys)) if keys else sorted(values)
+        out = []
+        for key in wanted:
+            seen = values.get(key)
+            if seen:
+                texts = sorted(seen)
+                out.append(
+                    {
+                        "key": key,
+                        "values": [seen[t] for t in texts[:limit]],
+                        "value_count": len(texts),
+                    }
+                )
+        return {"metric_name": metric_name, "scanned_event_count": scanned, "keys": out}
+
+    # -- annotations ----------------------------------------------------------------------
+
+    def create_annotation(
+        self, org_id: str, experiment_id: str, origin: str, body: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        """``{experiment, annotation}`` for a new annotation."""
+        annotation = {
+            "id": new_id(),
+            "experiment_id": experiment_id,
+            "annotation": body["annotation"],
+            "metadata": dict(body.get("metadata", {})),
+            "created_at_ms": self.now_ms(),
+        }
+        with self._tx() as db:
+            experiment = self._experiment_out(db, org_id, experiment_id, origin)
+            db.execute(
+                "INSERT INTO annotations (id, org_id, experiment_id, annotation, metadata_json, "
+                "created_at_ms) VALUES (?, ?, ?, ?, ?, ?)",
+                (
+                    annotation["id"],
+                    org_id,
+                    experiment_id,
+                    annotation["annotation"],
+                    compact(annotation["metadata"]),
+                    annotation["created_at_ms"],
+                ),
+            )
+        return {"experiment": experiment, "annotation": annotation}
+
+    def list_annotations(
+        self,
+        org_id: str,
+        experiment_id: str,
+        *,
+        limit: int,
+        from_ms: int | None = None,
+        to_ms: int | None = None,
+    ) -> list[dict[str, Any]]:
+        """Annotations oldest first, ``created_at_ms`` within the inclusive bounds."""
+        where = ["experiment_id = ?"]
+        params: list[Any] = [experiment_id]
+        if from_ms is not None:
+            where.append("created_at_ms >= ?")
+            params.append(from_ms)
+        if to_ms is not None:
+            where.append("created_at_ms <= ?")
+            params.append(to_ms)
+        with self._lock:
+            self._experiment_row(self._db, org_id, experiment_id)
+            rows = self._db.execute(
+                "SELECT id, experiment_id, annotation, metadata_json, created_at_ms "
+                f"FROM annotations WHERE {' AND '.join(where)} ORDER BY created_at_ms, seq LIMIT ?",
+                (*params, limit),
+            ).fetchall()
+        return [
+            {
+                "id": r["id"],
+                "experiment_id": r["experiment_id"],
+                "annotation": r["annotation"],
+                "metadata": json.loads(r["metadata_json"]),
+                "created_at_ms": r["created_at_ms"],
+            }
+            for r in rows
+        ]
+
+    # -- ingestion keys -------------------------------------------------------------------
+
+    def create_ingestion_key(
+        self, org_id: str, experiment_id: str, name: str, ttl_ms: int | None
+    ) -> tuple[dict[str, Any], str]:
+        """A new key and its token (the token is stored only as a hash)."""
+        token = f"ik_local_{secrets.token_urlsafe(24)}"
+        key_id = new_id()
+        now = self.now_ms()
+        with self._tx() as db:
+            self._experiment_row(db, org_id, experiment_id)
+            db.execute(
+                "INSERT INTO ingestion_keys (id, org_id, experiment_id, name, token_hash, "
+                "created_at_ms, expires_at_ms) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (
+                    key_id,
+                    org_id,
+                    experiment_id,
+                    name,
+                    token_hash(token),
+                    now,
+                    now + (ttl_ms or DEFAULT_INGESTION_KEY_TTL_MS),
+                ),
+            )
+            key = db.execute(
+                f"SELECT {_KEY_COLUMNS} FROM ingestion_keys WHERE id = ?", (key_id,)
+            ).fetchone()
+        return dict(key), token
+
+    def list_ingestion_keys(self, org_id: str, experiment_id: str) -> list[dict[str, Any]]:
+        """Every key of the experiment, revoked and expired ones too, oldest first."""
+        with self._lock:
+            self._experiment_row(self._db, org_id, experiment_id)
+            rows = self._db.execute(
+                f"SELECT {_KEY_COLUMNS} FROM ingestion_keys WHERE experiment_id = ? "
+                "ORDER BY created_at_ms, seq",
+                (experiment_id,),
+            ).fetchall()
+        return [dict(r) for r in rows]
+
+    def revoke_ingestion_key(self, org_id: str, experiment_id: str, key_id: str) -> dict[str, Any]:
+        """Revoke a key; revoking again keeps the first ``revoked_at_ms``."""
+        with self._tx() as db:
+            self._experiment_row(db, org_id, experiment_id)
+            db.execute(
+                "UPDATE ingestion_keys SET revoked_at_ms = ? "
+                "WHERE id = ? AND experiment_id = ? AND revoked_at_ms IS NULL",
+                (self.now_ms(), key_id, experiment_id),
+            )
+            key = db.execute(
+                f"SELECT {_KEY_COLUMNS} FROM ingestion_keys WHERE id = ? AND experiment_id = ?",
+                (key_id, experiment_id),
+            ).fetchone()
+            if key is None:
+                raise not_found("Ingestion key")
+        return dict(key)

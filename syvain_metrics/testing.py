@@ -1,0 +1,203 @@
+"""Test helpers: an in-process local server, and the pytest fixtures built on it.
+
+:class:`LocalServer` runs the local reference server (SQLite + waitress) in a daemon
+thread of your process, bound to a free loopback port before the constructor returns::
+
+    from syvain_metrics.testing import LocalServer
+
+    with LocalServer() as server:
+        session = server.session()
+        exp = sm.Experiment.create("run-1", session=session)
+
+The pytest plugin (registered through the ``pytest11`` entry point, so it is active
+wherever the SDK is installed) adds two fixtures for testing your own code:
+
+- ``metrics_server``: one :class:`LocalServer` per test session, its data wiped and
+  its faults disarmed before each test that uses it;
+- ``metrics_session``: a :class:`~syvain_metrics.Session` connected to it, also made
+  the default session (``sm.Experiment.create(...)`` works without ``session=``)
+  for the duration of the test.
+
+Example:
+    >>> def test_my_training_loop(metrics_session):  # doctest: +SKIP
+    ...     exp = sm.Experiment.create("unit-test-run")
+    ...     train(exp)
+    ...     assert exp.metrics("loss")
+
+This module is imported by pytest in every project that has the SDK installed, so it
+imports nothing heavy: the server (werkzeug, waitress) loads only when a
+:class:`LocalServer` is created.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from syvain_metrics.server.app import MetricsApp
+    from syvain_metrics.server.faults import Faults
+    from syvain_metrics.server.store import Store
+    from syvain_metrics.session import Session
+
+__all__ = ["LocalServer"]
+
+
+class LocalServer:
+    """The local reference server, serving from a daemon thread of this process.
+
+    Args:
+        db: a SQLite file, or ``":memory:"`` (the default).
+        api_key: the API key it accepts; a random ``ak_local_...`` when ``None`` (or, for a
+            database file that already has keys, those keys).
+        host: the interface to bind (loopback by default).
+        port: the port; ``0`` picks a free one.
+        threads: waitress worker threads.
+        clock: seconds since the epoch, for the server's timestamps and expiries.
+
+    Attributes:
+        url: the origin to connect to, e.g. ``http://127.0.0.1:54321``.
+        api_key: the accepted API key.
+        faults: the fault switches (see :mod:`syvain_metrics.server.faults`).
+        store: the SQLite store, for assertions on what was really written.
+
+    Example:
+        >>> with LocalServer() as server:
+        ...     session = server.session()
+        ...     sm.whoami(session=session).kind  # doctest: +SKIP
+        'api_key'
+    """
+
+    def __init__(
+        self,
+        db: str = ":memory:",
+        api_key: str | None = None,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        threads: int = 8,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        from syvain_metrics.server import MetricsApp, Store, make_server
+
+        self.store: Store = Store(db, clock=clock)
+        self.api_key: str = self.store.use_api_keys([api_key] if api_key else [])[0]
+        self.app: MetricsApp = MetricsApp(self.store)
+        self.faults: Faults = self.app.faults
+        try:
+            self._server = make_server(self.app, host, port, threads=threads)
+        except BaseException:
+            self.store.close()
+            raise
+        bound = self._server.effective_host
+        shown = f"[{bound}]" if ":" in str(bound) else bound
+        self.url: str = f"http://{shown}:{self._server.effective_port}"
+        self._closed = False
+        self._close_lock = threading.Lock()
+        self._thread = threading.Thread(
+            target=self._server.run, name=f"syvain-metrics-server:{self.url}", daemon=True
+        )
+        self._thread.start()
+
+    def __enter__(self) -> LocalServer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<LocalServer {self.url}{' closed' if self._closed else ''}>"
+
+    def session(self, **kwargs: Any) -> Session:
+        """A new :class:`~syvain_metrics.Session` connected to this server with its API key.
+
+        Keyword arguments go to the session (``timeout=``, ``retry=``, ...).
+
+        Example:
+            >>> session = server.session(timeout=2)  # doctest: +SKIP
+        """
+        from syvain_metrics.session import Session
+
+        return Session(self.api_key, host=self.url, **kwargs)
+
+    def add_organization(self, api_key: str | None = None) -> str:
+        """Accept another API key, its own organization; returns the key.
+
+        Example:
+            >>> other = server.add_organization()  # doctest: +SKIP
+        """
+        return self.store.add_api_key(api_key)
+
+    def reset(self) -> None:
+        """Wipe every folder, experiment, metric, annotation, ingestion key and idempotency
+        record, and disarm the faults; the API keys and organizations stay.
+
+        Example:
+            >>> server.reset()  # doctest: +SKIP
+        """
+        self.app.reset()
+
+    def close(self) -> None:
+        """Stop serving, close every connection and the database (safe to call twice).
+
+        Example:
+            >>> server.close()  # doctest: +SKIP
+        """
+        with self._close_lock:
+            if self._closed:
+                return
+            self._closed = True
+        from syvain_metrics.server import stop_server
+
+        try:
+            stop_server(self._server, self._thread, self.faults)
+        finally:
+            self.store.close()
+
+
+# The plugin's fixtures exist only under pytest: importing this module from a script
+# must neither need pytest nor pay for importing it.
+if "pytest" in sys.modules:
+    import pytest
+
+    @pytest.fixture(scope="session")
+    def _syvain_metrics_local_server() -> Iterator[LocalServer]:
+        with LocalServer() as server:
+            yield server
+
+    @pytest.fixture
+    def metrics_server(_syvain_metrics_local_server: LocalServer) -> LocalServer:
+        """A local Syvain Metrics server shared by the test session, wiped before this test.
+
+        Example:
+            >>> def test_faults(metrics_server):  # doctest: +SKIP
+            ...     metrics_server.faults.fail_next("create_experiment", status=503)
+        """
+        _syvain_metrics_local_server.reset()
+        return _syvain_metrics_local_server
+
+    @pytest.fixture
+    def metrics_session(metrics_server: LocalServer) -> Iterator[Session]:
+        """A session connected to ``metrics_server``, the default session during this test.
+
+        Example:
+            >>> def test_create(metrics_session):  # doctest: +SKIP
+            ...     assert sm.Experiment.create("run-1").status == "created"
+        """
+        from syvain_metrics.errors import MetricsApiError
+        from syvain_metrics.session import get_session, set_default_session
+
+        try:
+            previous: Session | None = get_session()
+        except MetricsApiError:  # no default session yet
+            previous = None
+        session = metrics_server.session()
+        set_default_session(session)
+        try:
+            yield session
+        finally:
+            set_default_session(previous)
+            session.close()
