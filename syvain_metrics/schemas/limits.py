@@ -28,6 +28,12 @@ MAX_COMPARE_SERIES = 64
 MAX_METRIC_ROWS_LIMIT = 100_000
 """Largest ``limit`` the service honours for metric rows (it clamps larger ones)."""
 
+# (default, maximum) ``limit`` of each list operation; the service clamps larger ones.
+EXPERIMENTS_LIMIT = (100, 1_000)
+METRIC_ROWS_LIMIT = (1_000, MAX_METRIC_ROWS_LIMIT)
+ANNOTATIONS_LIMIT = (100, 1_000)
+CATALOG_LIMIT = (100, 1_000)
+
 EXPERIMENT_STATUSES = ("created", "running", "done", "error")
 STATUS_UPDATES = ("running", "done", "error")
 METRIC_SORT_KEYS = ("step", "client_timestamp", "server_timestamp")

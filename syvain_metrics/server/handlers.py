@@ -18,14 +18,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from syvain_metrics.server.errors import invalid
-from syvain_metrics.server.queries import (
+from syvain_metrics.schemas.limits import (
     ANNOTATIONS_LIMIT,
     CATALOG_LIMIT,
     EXPERIMENTS_LIMIT,
     METRIC_ROWS_LIMIT,
-    clamp_limit,
 )
+from syvain_metrics.server.errors import invalid
+from syvain_metrics.server.queries import clamp_limit
 from syvain_metrics.server.sql import RowQuery, SeriesFilter, compact
 from syvain_metrics.server.store import Principal, Store
 

@@ -34,18 +34,11 @@ from syvain_metrics.schemas.limits import (
     COMPARE_SORT_KEYS,
     EXPERIMENT_STATUSES,
     MAX_COMPARE_SERIES,
-    MAX_METRIC_ROWS_LIMIT,
     MAX_SAFE_INTEGER,
     METRIC_SORT_KEYS,
     SORT_DIRECTIONS,
 )
 from syvain_metrics.server.errors import from_validation, invalid
-
-# (default, maximum) of each list's ``limit`` (contract section 8, "Limits").
-EXPERIMENTS_LIMIT = (100, 1_000)
-METRIC_ROWS_LIMIT = (1_000, MAX_METRIC_ROWS_LIMIT)
-ANNOTATIONS_LIMIT = (100, 1_000)
-CATALOG_LIMIT = (100, 1_000)
 
 _INTEGER = re.compile(r"-?[0-9]{1,30}")
 
