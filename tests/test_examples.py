@@ -38,7 +38,8 @@ def run_example(name: str) -> str:
 def test_quickstart_logs_reads_back_and_compares() -> None:
     out = run_example("quickstart.py")
     assert re.search(r"lr0\.01: done, 200 train and 20 valid points", out)
-    assert "last train loss" in out and "at step 199" in out
+    assert "last train loss" in out
+    assert "at step 199" in out
     assert "annotations: ['Checkpoint saved']" in out
     assert "compared 40 valid points across 2 runs:" in out
     assert "holds 2 experiments" in out

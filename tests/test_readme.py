@@ -14,11 +14,11 @@ from requests import PreparedRequest
 
 pytest.importorskip("werkzeug", reason="the local server needs the 'local' extra")
 
-from werkzeug.test import Client  # noqa: E402
+from werkzeug.test import Client
 
-import syvain_metrics as sm  # noqa: E402
-from syvain_metrics.server.app import MetricsApp  # noqa: E402
-from syvain_metrics.server.store import Store  # noqa: E402
+import syvain_metrics as sm
+from syvain_metrics.server.app import MetricsApp
+from syvain_metrics.server.store import Store
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 HOST = "http://127.0.0.1:8765"
@@ -66,9 +66,11 @@ def test_readme_example_runs_against_responses(monkeypatch: pytest.MonkeyPatch) 
 def check_what_the_example_wrote(namespace: dict[str, Any], seen: list[str]) -> None:
     exp, rows, both = namespace["exp"], namespace["rows"], namespace["both"]
     assert exp.refresh().status == "done"
-    assert exp.folder is not None and exp.folder.path_name == "baselines/mamba-v2"
+    assert exp.folder is not None
+    assert exp.folder.path_name == "baselines/mamba-v2"
     assert [m.step for m in rows] == list(range(50))
-    assert rows[0].value == 1.0 and rows[0].metadata == {"split": "train"}
+    assert rows[0].value == 1.0
+    assert rows[0].metadata == {"split": "train"}
     assert rows.values == [1 / (step + 1) for step in range(50)]
     assert len(both) == 200
     assert sorted({m.experiment_slug for m in both}) == ["mamba-run-000", "mamba-run-001"]
