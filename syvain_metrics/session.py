@@ -40,7 +40,11 @@ from syvain_metrics.retry import RetryPolicy
 from syvain_metrics.schemas.base import load_request, load_response
 from syvain_metrics.schemas.envelope import IN_PROGRESS, request_error, unwrap_envelope
 from syvain_metrics.schemas.ingestion_key import IngestionKeyCreateReply, IngestionKeyCreateRequest
-from syvain_metrics.schemas.limits import DEFAULT_INGESTION_KEY_NAME, MAX_METRIC_ROWS_LIMIT
+from syvain_metrics.schemas.limits import (
+    DEFAULT_INGESTION_KEY_NAME,
+    MAX_METRIC_ROWS_LIMIT,
+    METRIC_ROWS_LIMIT,
+)
 from syvain_metrics.tokens import IngestionTokenCache
 
 logger = logging.getLogger("syvain_metrics")
@@ -107,7 +111,8 @@ class Session:
         retry: a :class:`RetryPolicy` (3 attempts, 0.25 s then 0.5 s).
         clock: seconds since the epoch; drives ingestion-token expiry (tests inject one).
         pool_size: connections kept alive per host.
-        page_size: rows per request when a read pages through a large result.
+        page_size: rows per request when a read pages through a large result (1,000, the
+            contract's default limit; raise it up to what the service honours).
 
     Example:
         >>> import syvain_metrics as sm
@@ -127,7 +132,7 @@ class Session:
         retry: RetryPolicy | None = None,
         clock: Callable[[], float] = time.time,
         pool_size: int = 10,
-        page_size: int = 10_000,
+        page_size: int = METRIC_ROWS_LIMIT[0],
     ) -> None:
         for name, value in (("timeout", timeout), ("ingest_timeout", ingest_timeout)):
             if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:

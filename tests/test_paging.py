@@ -669,3 +669,37 @@ def test_reader_limit_of_the_maximum_in_an_unpageable_order_is_not_an_error() ->
     rows = reader.read({"sort_by": "server_timestamp"}, limit=MAX_LIMIT)
     assert len(rows) == MAX_LIMIT
     assert rows[0]["event_id"] == f"ev-{MAX_LIMIT:07d}"  # the newest server timestamp first
+
+
+def test_reader_stops_with_an_error_when_the_service_ignores_the_bound() -> None:
+    rows = make_rows(random.Random(21), per_step(50, 2))
+    calls: list[dict[str, Any]] = []
+
+    def ignores_bounds(params: dict[str, Any]) -> list[Row]:
+        calls.append(dict(params))
+        assert len(calls) < 50, "the reader is looping"
+        return select(rows, as_params({"limit": params["limit"]}))
+
+    with pytest.raises(sm.PagingError, match="did not honour"):
+        RowReader(fetch=ignores_bounds, page_size=10).read({}, limit=None)
+    assert len(calls) <= 3
+
+
+def test_explicit_step_sort_beyond_the_largest_page_needs_no_single_page() -> None:
+    # No null steps: the null block is settled by the first ordinary page, so a result
+    # larger than the service's largest page still reads completely.
+    fetch = FetchRecorder(make_rows(random.Random(22), per_step(60, 2)))
+    got = read_ids(fetch, 10, sort_by="step")
+    assert_complete(got, fetch.expected(sort_by="step"))
+    assert all(call["limit"] == 10 for call in fetch.calls)
+
+
+@pytest.mark.parametrize("direction", ["asc", "desc"])
+def test_three_key_sort_keeps_every_key_inside_a_crowded_step(direction: str) -> None:
+    keys = "step,client_timestamp,server_timestamp"
+    rng = random.Random(23)
+    rows = make_rows(rng, [None] * 25 + [4] * 35, ts_of=lambda step: 1_700_000_000_000)
+    fetch = FetchRecorder(rows)
+    got = read_ids(fetch, 10, sort_by=keys, sort_direction=direction)
+    assert_complete(got, fetch.expected(sort_by=keys, sort_direction=direction))
+    assert all(call["sort_by"] == keys for call in fetch.calls)

@@ -7,11 +7,17 @@ rows at the boundary come again and are dropped by ``event_id``. A page that
 cannot advance (every row at one step) is read again inside that step, moving the
 time bound; a page that still cannot advance (every row at one step and one
 millisecond) is read once more with the largest page the service allows, and if
-even that is full the read stops with an error rather than loop or drop rows.
+even that is full the read stops with an error rather than loop or drop rows. A
+bound that does not move (a service ignoring it) stops the read with an error too.
+
+A page shorter than asked for is taken as the last one, so the page size must not
+exceed what the service honours: the default, 1,000, is the contract's default
+``limit`` for metric rows.
 
 Rows with a null step sort first ascending and last descending, and no step bound
 selects them, so they are read as their own block: with no step bound, ordered by
-step ascending, moving ``from_time`` until a non-null step shows up.
+step ascending, moving ``from_time`` until a non-null step shows up (or, when ties
+are not broken by client time, in one largest page).
 
 Example:
     >>> plan = RowReader(fetch=lambda params: [], page_size=1000)
@@ -26,13 +32,16 @@ from dataclasses import dataclass
 from typing import Any
 
 from syvain_metrics.errors import MetricsApiError
-from syvain_metrics.schemas.limits import MAX_METRIC_ROWS_LIMIT
+from syvain_metrics.schemas.limits import MAX_METRIC_ROWS_LIMIT, METRIC_ROWS_LIMIT
 
 Row = dict[str, Any]
 Fetch = Callable[[dict[str, Any]], list[Row]]
 
+DEFAULT_PAGE_SIZE = METRIC_ROWS_LIMIT[0]
+"""Rows per request when a read pages: the contract's default ``limit`` for metric rows."""
+
 _STEP_BOUNDS = ("step", "from_step", "to_step")
-_TIME_KEY = {"client_timestamp": "client_timestamp_ms", "server_timestamp": "server_timestamp_ms"}
+_TIME_ORDER = "step,client_timestamp"
 
 
 class PagingError(MetricsApiError):
@@ -44,7 +53,7 @@ class RowReader:
     """Reads all rows (or the first ``limit``) of a query through ``fetch(params) -> rows``."""
 
     fetch: Fetch
-    page_size: int = 10_000
+    page_size: int = DEFAULT_PAGE_SIZE
 
     def read(self, params: dict[str, Any], *, limit: int | None) -> list[Row]:
         """Rows in the service's order; at most ``limit`` when given, else all of them."""
@@ -103,18 +112,17 @@ class RowReader:
     def _null_step_block(self, params: dict[str, Any], order: _Order, seen: set[str]) -> list[Row]:
         """Rows whose step is null, in ascending order (they sort before every step)."""
         query = {**params, "sort_direction": "asc"}
+        rows, full = self._page(query)
+        nulls = [row for row in rows if row["step"] is None]
+        if not full or len(nulls) < len(rows):
+            return list(self._fresh(nulls, seen))
         if not order.ties_by_time:
             # No bound moves inside the block in this order: one largest page holds it.
             rows = self._single_page(query)
             return list(self._fresh([row for row in rows if row["step"] is None], seen))
-        block: list[Row] = []
-        query["sort_by"] = "step,client_timestamp"
+        block = list(self._fresh(nulls, seen))
+        query["sort_by"] = order.time_keys
         while True:
-            rows, full = self._page(query)
-            nulls = [row for row in rows if row["step"] is None]
-            block.extend(self._fresh(nulls, seen))
-            if not full or len(nulls) < len(rows):
-                return block
             last = nulls[-1]["client_timestamp_ms"]
             if nulls[0]["client_timestamp_ms"] == last:
                 exact = {**query, "from_time": last, "to_time": last}
@@ -122,7 +130,12 @@ class RowReader:
                     self._fresh([r for r in self._single_page(exact) if r["step"] is None], seen)
                 )
                 last += 1
-            query["from_time"] = last
+            self._advance(query, "from_time", last)
+            rows, full = self._page(query)
+            nulls = [row for row in rows if row["step"] is None]
+            block.extend(self._fresh(nulls, seen))
+            if not full or len(nulls) < len(rows):
+                return block
 
     def _by_step(self, params: dict[str, Any], order: _Order, seen: set[str]) -> Iterator[Row]:
         descending = order.descending
@@ -144,7 +157,7 @@ class RowReader:
                 if descending and last == 0:
                     return
                 last = last - 1 if descending else last + 1
-            query[bound] = last
+            self._advance(query, bound, last)
 
     def _within_step(
         self, params: dict[str, Any], step: int, order: _Order, seen: set[str]
@@ -154,7 +167,7 @@ class RowReader:
         if not order.ties_by_time:
             yield from self._fresh(self._single_page(narrowed), seen)
             return
-        narrowed["sort_by"] = "step,client_timestamp"
+        narrowed["sort_by"] = order.time_keys
         yield from self._by_time(narrowed, order.descending, seen)
 
     def _by_time(self, params: dict[str, Any], descending: bool, seen: set[str]) -> Iterator[Row]:
@@ -171,7 +184,17 @@ class RowReader:
                 exact = {**query, "from_time": last, "to_time": last}
                 yield from self._fresh(self._single_page(exact), seen)
                 last = last - 1 if descending else last + 1
-            query[bound] = last
+            self._advance(query, bound, last)
+
+    @staticmethod
+    def _advance(query: dict[str, Any], bound: str, value: int) -> None:
+        """Move a bound; a bound that would not move means the service ignores it."""
+        if query.get(bound) == value:
+            raise PagingError(
+                f"The service did not honour {bound}={value}: paging cannot advance, and "
+                "reading on would repeat rows forever."
+            )
+        query[bound] = value
 
 
 @dataclass(frozen=True)
@@ -182,6 +205,8 @@ class _Order:
     descending: bool
     ties_by_time: bool
     """Rows equal on the primary key follow client time (so a time bound can page them)."""
+    time_keys: str = _TIME_ORDER
+    """The sort keys to send when paging by time inside a step (the user's, when given)."""
 
     @property
     def pageable(self) -> bool:
@@ -195,4 +220,5 @@ class _Order:
             primary=keys[0],
             descending=params.get("sort_direction") == "desc",
             ties_by_time=len(keys) > 1 and keys[1] == "client_timestamp",
+            time_keys=",".join(keys) if keys[:2] == _TIME_ORDER.split(",") else _TIME_ORDER,
         )
