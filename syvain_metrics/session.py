@@ -23,6 +23,7 @@ import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal
+from urllib.parse import quote
 
 import requests
 from marshmallow import Schema
@@ -66,8 +67,9 @@ def path(template: str, *segments: str) -> str:
         >>> path("/experiments/{}/catalog/{}", "e/1", "loss rate")
         '/experiments/e%2F1/catalog/loss%20rate'
     """
-    from urllib.parse import quote
-
+    bad = [s for s in segments if not isinstance(s, str) or not s]
+    if bad:
+        raise MetricsValidationError({"id": [f"Must be a non-empty string, got {bad[0]!r}."]})
     return template.format(*(quote(segment, safe="") for segment in segments))
 
 

@@ -556,3 +556,27 @@ def test_exit_hook_warns_with_experiment_and_count_when_sending_fails(
     assert exp.flush() == 3
     assert exp.pending_logs == 0
     assert len(server.accepted[0]) == 3
+
+
+def test_run_whose_final_flush_fails_is_marked_error_and_keeps_the_events(
+    exp: sm.Experiment, mocked: responses.RequestsMock
+) -> None:
+    IngestServer(mocked, statuses=[400])
+    mocked.add_callback(responses.POST, f"{API}/experiments/exp-1", callback=status_callback)
+    with pytest.raises(sm.PartialIngestError), exp.run():
+        exp.log("loss", 0.5, step=0)
+    statuses = [summary(c)[1] for c in mocked.calls if summary(c)[0] == "/experiments/exp-1"]
+    assert statuses == ["running", "error"]  # never "done" while a metric is unsent
+    assert exp.status == "error"
+    assert exp.pending_logs == 1
+
+
+def test_whole_float_metadata_derives_the_same_id_as_the_int(
+    exp: sm.Experiment, mocked: responses.RequestsMock
+) -> None:
+    # The service matches metadata as JSON values, where 1 == 1.0: one point, one id.
+    server = IngestServer(mocked)
+    exp.ingest([{"name": "acc", "value": 0.5, "step": 1, "metadata": {"k": 1, "v": [2]}}])
+    exp.ingest([{"name": "acc", "value": 0.5, "step": 1, "metadata": {"k": 1.0, "v": [2.0]}}])
+    first, second = sent_ids(server)
+    assert first == second

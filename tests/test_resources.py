@@ -920,3 +920,46 @@ def test_metric_rows_and_metrics_survive_copy_and_pickle(
         assert clone.shard == 3
     again = pickle.loads(pickle.dumps(rows))
     assert again.to_dicts() == ROWS
+
+
+def test_huge_finite_values_read_back(session: sm.Session, mocked: responses.RequestsMock) -> None:
+    rows = [row_wire(f"e{i}", i, 1e308, 1_795_716_954_000 + i) for i in range(2)]
+    mocked.get(f"{API}/experiments/exp-1/metrics", json=envelope({"rows": rows}))
+    exp = sm.Experiment(experiment_wire(), session=session)
+    assert exp.metrics("loss", limit=10).values == [1e308, 1e308]
+
+
+@pytest.mark.parametrize("text", ["not json", "[1]", '"a string"'])
+def test_a_row_whose_metadata_is_not_a_json_object_is_a_response_error(
+    session: sm.Session, mocked: responses.RequestsMock, text: str
+) -> None:
+    row = row_wire("e1", 1, 0.5, 1_795_716_954_000, metadata=text)
+    mocked.get(f"{API}/experiments/exp-1/metrics", json=envelope({"rows": [row]}))
+    [metric] = sm.Experiment(experiment_wire(), session=session).metrics("loss", limit=10)
+    assert metric.value == 0.5
+    with pytest.raises(sm.MetricsApiResponseError, match="event_metadata_json"):
+        _ = metric.metadata
+
+
+@pytest.mark.parametrize("bad", ["", 123, None])
+def test_a_bad_id_is_a_validation_error_before_any_request(
+    session: sm.Session, mocked: responses.RequestsMock, bad: object
+) -> None:
+    with pytest.raises(sm.MetricsValidationError):
+        sm.Experiment.get(bad)  # type: ignore[arg-type]
+    with pytest.raises(sm.MetricsValidationError):
+        sm.Experiment.create("run-1", folder=bad if bad is not None else 5)  # type: ignore[arg-type]
+    assert len(mocked.calls) == 0
+
+
+def test_move_keeps_a_name_assigned_but_not_saved(
+    session: sm.Session, mocked: responses.RequestsMock
+) -> None:
+    folder = sm.Folder(folder_wire("f-1", "runs"), session=session)
+    mocked.patch(f"{API}/folders/f-1", json=envelope({"folder": folder_wire("f-1", "runs")}))
+    folder.name = "renamed"
+    folder.move(None)
+    assert json.loads(mocked.calls[0].request.body) == {"parent_id": None}
+    assert folder.name == "renamed"
+    folder.save()
+    assert json.loads(mocked.calls[1].request.body) == {"name": "renamed"}

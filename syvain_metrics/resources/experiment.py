@@ -330,7 +330,8 @@ class Experiment(Resource):
     def run(self) -> Iterator[Experiment]:
         """Run a block as this experiment: ``running`` on entry; on a clean exit, flush
         ``log()`` and mark ``done``; on an exception, flush, mark ``error`` with the
-        exception's type and message, and re-raise.
+        exception's type and message, and re-raise. If the final flush fails, the run is
+        marked ``error`` instead of ``done``, the events stay buffered, and the error is raised.
 
         Example:
             >>> with exp.run():                        # doctest: +SKIP
@@ -349,7 +350,15 @@ class Experiment(Resource):
             except Exception as status_error:
                 logger.warning("could not mark %s as error: %s", self.slug, status_error)
             raise
-        self.flush()
+        try:
+            self.flush()
+        except Exception as flush_error:
+            # Not done while metrics are unsent: mark the run failed, keep them buffered.
+            try:
+                self.fail(flush_error)
+            except Exception as status_error:
+                logger.warning("could not mark %s as error: %s", self.slug, status_error)
+            raise
         self.finish()
 
     def move(self, folder: Folder | str | None) -> Experiment:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import builtins
 from typing import TYPE_CHECKING, Any
 
-from syvain_metrics.errors import MetricsApiError
+from syvain_metrics.errors import MetricsApiError, MetricsValidationError
 from syvain_metrics.resources.base import Resource, wire
 from syvain_metrics.schemas.base import load_request
 from syvain_metrics.schemas.experiment import FolderContentsReply
@@ -40,11 +40,15 @@ def folder_id_of(folder: Folder | str | None) -> str | None:
         >>> folder_id_of("7b0f6a52"), folder_id_of(None)
         ('7b0f6a52', None)
     """
-    if folder is None or isinstance(folder, str):
-        return folder
+    if folder is None:
+        return None
     if isinstance(folder, Folder):
         return folder.id
-    raise TypeError(f"Expected a Folder, a folder id or None, got {type(folder).__name__}.")
+    if isinstance(folder, str) and folder:
+        return folder
+    raise MetricsValidationError(
+        {"folder": [f"Must be a Folder, a non-empty folder id or None, got {folder!r}."]}
+    )
 
 
 class Folder(Resource):
@@ -188,7 +192,8 @@ class Folder(Resource):
             "PATCH", path(FOLDER, self.id), operation="patch_folder", reply=FolderReply(), body=body
         )
         self._update(data["folder"])
-        self._pending_name = None
+        if "name" in changes:
+            self._pending_name = None  # a move keeps a name assigned but not yet saved
         return self
 
     def rename(self, name: str) -> Folder:

@@ -55,13 +55,24 @@ def derive_event_id(
     if is_real(step) and float(step).is_integer():
         step = int(step)  # 3, 3.0 and numpy's 3 are the same step on the wire
     canonical = json.dumps(
-        [experiment_id, name, step, dict(metadata or {})],
+        [experiment_id, name, step, _whole_numbers_as_ints(dict(metadata or {}))],
         sort_keys=True,
         separators=(",", ":"),
         ensure_ascii=False,
         allow_nan=False,
     )
     return f"sm-{step}-{hashlib.sha256(canonical.encode()).hexdigest()[:40]}"
+
+
+def _whole_numbers_as_ints(value: Any) -> Any:
+    # The service compares metadata as JSON values (1 == 1.0), so the id must too.
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, dict):
+        return {key: _whole_numbers_as_ints(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_whole_numbers_as_ints(item) for item in value]
+    return value
 
 
 class LogBuffer:

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from itertools import repeat
 from typing import TYPE_CHECKING, Any, overload
 
+from syvain_metrics.errors import MetricsApiResponseError, MetricsValidationError
 from syvain_metrics.resources.base import from_ms
 from syvain_metrics.resources.paging import RowReader
 from syvain_metrics.schemas.base import load_request
@@ -35,6 +36,20 @@ if TYPE_CHECKING:
     from syvain_metrics.resources.experiment import Experiment
 
 COMPARE = "/metrics"
+
+
+def _json_object(text: str, field_name: str) -> dict[str, Any]:
+    # Parsed when read rather than when loaded: a 100,000-row answer would otherwise pay
+    # for 100,000 small parses that most reads never need.
+    try:
+        loaded = json.loads(text)
+    except ValueError:
+        loaded = None
+    if not isinstance(loaded, dict):
+        raise MetricsApiResponseError(
+            f"Metrics API row field {field_name} is not a JSON object text: {text[:80]!r}"
+        )
+    return loaded
 
 
 class Metric:
@@ -79,14 +94,13 @@ class Metric:
     def metadata(self) -> dict[str, Any]:
         """The event's metadata object."""
         text = self._row.get("event_metadata_json")
-        loaded: dict[str, Any] = json.loads(text) if text else {}
-        return loaded
+        return {} if not text else _json_object(text, "event_metadata_json")
 
     @property
     def experiment_metadata(self) -> dict[str, Any] | None:
         """The experiment's metadata when read with ``include_experiment_meta_as_of=True``."""
         text = self._row.get("experiment_metadata_json")
-        return None if text is None else dict(json.loads(text))
+        return None if text is None else _json_object(text, "experiment_metadata_json")
 
     @property
     def timestamp(self) -> dt.datetime | None:
@@ -319,8 +333,6 @@ def compare(
     """
     items = list(series)
     if not all(isinstance(s, Series) for s in items):
-        from syvain_metrics.errors import MetricsValidationError
-
         raise MetricsValidationError({"series": ["Each item must be an sm.Series."]})
     loaded = load_request(CompareSeriesList(), {"series": [s._wire() for s in items]})
     query = load_request(

@@ -88,9 +88,13 @@ def _ints_within(values: Sequence[int], low: int, high: int) -> bool:
 
 def _all_finite(values: Sequence[float]) -> bool:
     try:
-        return math.isfinite(math.fsum(values))
-    except (OverflowError, ValueError):  # ValueError: inf and -inf together
+        return all(map(math.isfinite, values))
+    except OverflowError:  # an int too large for a float
         return False
+
+
+def _finite(value: float) -> bool:
+    return _all_finite([value])
 
 
 def _plain_json_objects(objects: list[Any]) -> bool:
@@ -423,7 +427,7 @@ class MetricRowTable(_Field):
             raise ValidationError(f"Row {bad}: field step is missing.")
         values: list[Any] = list(map(dict.get, rows, repeat("metric_value")))
         if not _all_finite(values):
-            bad = next(i for i, v in enumerate(values) if not math.isfinite(v))
+            bad = next(i for i, v in enumerate(values) if not _finite(v))
             raise ValidationError(f"Row {bad}: field metric_value is not finite.")
         return rows
 
