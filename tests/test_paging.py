@@ -703,3 +703,72 @@ def test_three_key_sort_keeps_every_key_inside_a_crowded_step(direction: str) ->
     got = read_ids(fetch, 10, sort_by=keys, sort_direction=direction)
     assert_complete(got, fetch.expected(sort_by=keys, sort_direction=direction))
     assert all(call["sort_by"] == keys for call in fetch.calls)
+
+
+def _created(items: list[Row], params: Params, *, newest_first: bool) -> list[Row]:
+    """A fake list answer: bounded by from/to (inclusive), ordered by creation time then id."""
+    low = int(_single(params, "from") or 0)
+    high = int(_single(params, "to") or 2**53)
+    chosen = [i for i in items if low <= i["created_at_ms"] <= high]
+    chosen.sort(key=lambda i: (i["created_at_ms"], i["id"]), reverse=newest_first)
+    return chosen[: int(_single(params, "limit") or 100)]
+
+
+def test_experiment_list_without_limit_reads_every_experiment(
+    session: sm.Session, mocked: responses.RequestsMock
+) -> None:
+    # 250 experiments, several created in the same millisecond.
+    items = [
+        experiment_wire(f"exp-{i:03d}", f"run-{i:03d}", created_at_ms=1_795_000_000_000 + i // 3)
+        for i in range(250)
+    ]
+
+    def answer(request: Any) -> tuple[int, dict[str, str], str]:
+        params = parse_qs(urlsplit(request.url).query)
+        return (
+            200,
+            {},
+            json.dumps(envelope({"experiments": _created(items, params, newest_first=True)})),
+        )
+
+    mocked.add_callback(responses.GET, f"{API}/experiments", callback=answer)
+    expected = [e["id"] for e in _created(items, {"limit": ["1000"]}, newest_first=True)]
+    assert [e.id for e in sm.Experiment.list()] == expected
+    assert len(mocked.calls) >= 3  # pages of the contract's default, 100
+    assert [e.id for e in sm.Experiment.list(limit=120)] == expected[:120]
+    assert [e.id for e in sm.Experiment.list(limit=7)] == expected[:7]
+
+
+def test_annotations_without_limit_reads_every_annotation(
+    session: sm.Session, mocked: responses.RequestsMock
+) -> None:
+    items = [
+        {
+            "id": f"a-{i:03d}",
+            "experiment_id": "exp-1",
+            "annotation": f"note {i}",
+            "metadata": {},
+            "created_at_ms": 1_795_000_000_000 + i // 4,
+        }
+        for i in range(230)
+    ]
+
+    def answer(request: Any) -> tuple[int, dict[str, str], str]:
+        params = parse_qs(urlsplit(request.url).query)
+        chosen = _created(items, params, newest_first=False)
+        return 200, {}, json.dumps(envelope({"annotations": chosen}))
+
+    mocked.add_callback(responses.GET, f"{API}/experiments/exp-1/annotations", callback=answer)
+    exp = sm.Experiment(experiment_wire(), session=session)
+    assert [a.id for a in exp.annotations()] == [i["id"] for i in items]
+
+
+def test_a_list_in_an_unexpected_order_is_an_error_not_a_silent_prefix(
+    session: sm.Session, mocked: responses.RequestsMock
+) -> None:
+    items = [
+        experiment_wire(f"e{i}", f"r{i}", created_at_ms=1_795_000_000_000 + i) for i in range(100)
+    ]
+    mocked.get(f"{API}/experiments", json=envelope({"experiments": items}))  # oldest first
+    with pytest.raises(sm.PagingError, match="not ordered"):
+        sm.Experiment.list()

@@ -286,10 +286,12 @@ def test_list_experiments_time_bounds_accept_aware_datetimes(
 
     sm.Experiment.list(from_ms=start, to_ms=1_767_225_600_500, slug="run-1")
 
+    # Without limit= the SDK reads every match, a page of the contract's default at a time.
     assert sent_query(mocked.calls[0]) == [
         ("slug", "run-1"),
         ("from", "1767225600000"),
         ("to", "1767225600500"),
+        ("limit", "100"),
     ]
 
 
@@ -1012,11 +1014,17 @@ def test_query_lists_repeat_the_key(wire: sm.Session, mocked: responses.Requests
 
 def test_query_none_values_are_left_out(wire: sm.Session, mocked: responses.RequestsMock) -> None:
     mocked.add("GET", f"{API}/experiments", json=envelope({"experiments": []}))
+    values = {"metric_name": "loss", "scanned_event_count": 0, "keys": []}
+    mocked.add("GET", f"{API}/experiments/exp-1/catalog/loss", json=envelope({"metadata": values}))
 
-    sm.Experiment.list(status=None, slug=None, search="x", limit=None)
+    sm.Experiment.catalog_values(
+        sm.Experiment(experiment_wire(), session=wire), "loss", keys=None, limit=None
+    )
+    sm.Experiment.list(status=None, slug=None, search="x", limit=5)
 
-    assert sent_query(mocked.calls[0]) == [("search", "x")]
-    assert "status" not in mocked.calls[0].request.url
+    assert sent_query(mocked.calls[-1]) == [("search", "x"), ("limit", "5")]
+    assert "status" not in mocked.calls[-1].request.url
+    assert urlsplit(mocked.calls[0].request.url).query == ""
 
 
 def test_list_folders_without_path_sends_no_query(

@@ -30,6 +30,7 @@ from syvain_metrics.resources.folder import Folder, folder_id_of
 from syvain_metrics.resources.ingestion_key import IngestionKey
 from syvain_metrics.resources.log_buffer import buffer_for, derive_event_id, existing_buffer
 from syvain_metrics.resources.metric import MetricRows, Series, read_rows
+from syvain_metrics.resources.paging import read_by_time
 from syvain_metrics.resources.point import MetricPoint
 from syvain_metrics.schemas.annotation import (
     AnnotationCreateRequest,
@@ -58,10 +59,12 @@ from syvain_metrics.schemas.ingestion_key import (
     IngestionKeyListReply,
 )
 from syvain_metrics.schemas.limits import (
+    ANNOTATIONS_LIMIT,
     DEFAULT_ERROR_NAME,
     DEFAULT_INGESTION_KEY_NAME,
     ERROR_DETAIL_MAX,
     ERROR_NAME_MAX,
+    EXPERIMENTS_LIMIT,
     MAX_METRICS_PER_INGEST,
 )
 from syvain_metrics.schemas.metric import IngestReply, MetricBatch, MetricsQuery
@@ -176,7 +179,8 @@ class Experiment(Resource):
         session: Session | None = None,
     ) -> builtins.list[Experiment]:
         """Experiments, newest first, filtered by status, exact slug, free-text search and
-        creation time (ms or aware datetimes).
+        creation time (ms or aware datetimes). Without ``limit``, every match (paged by
+        creation time); with it, at most that many.
 
         Example:
             >>> sm.Experiment.list(status="running", search="mamba", limit=20)  # doctest: +SKIP
@@ -194,14 +198,26 @@ class Experiment(Resource):
                 "limit": limit,
             },
         )
-        data = bound.call(
-            "GET",
-            EXPERIMENTS,
-            operation="list_experiments",
-            reply=ExperimentListReply(),
-            query=query,
+        reply = ExperimentListReply()
+
+        def fetch(params: dict[str, Any]) -> builtins.list[dict[str, Any]]:
+            data = bound.call(
+                "GET", EXPERIMENTS, operation="list_experiments", reply=reply, query=params
+            )
+            items: builtins.list[dict[str, Any]] = data["experiments"]
+            return items
+
+        limit_value = query.pop("limit", None)
+        items = read_by_time(
+            fetch,
+            query,
+            bound="to",
+            time_field="created_at_ms",
+            descending=True,
+            page_size=EXPERIMENTS_LIMIT[0],
+            limit=limit_value,
         )
-        return [cls._from_wire(item, bound) for item in data["experiments"]]
+        return [cls._from_wire(item, bound) for item in items]
 
     @classmethod
     def create(
@@ -597,7 +613,8 @@ class Experiment(Resource):
         to_ms: int | dt.datetime | None = None,
         limit: int | None = None,
     ) -> builtins.list[Annotation]:
-        """Annotations, oldest first, optionally bounded by creation time.
+        """Annotations, oldest first, optionally bounded by creation time. Without ``limit``,
+        every one (paged by creation time); with it, at most that many.
 
         Example:
             >>> [a.text for a in exp.annotations()]  # doctest: +SKIP
@@ -605,14 +622,25 @@ class Experiment(Resource):
         """
         query = load_request(AnnotationListQuery(), {"from": from_ms, "to": to_ms, "limit": limit})
         bound = self._bind(None)
-        data = bound.call(
-            "GET",
-            self._route(ANNOTATIONS),
-            operation="list_annotations",
-            reply=AnnotationListReply(),
-            query=query,
+        route = self._route(ANNOTATIONS)
+        reply = AnnotationListReply()
+
+        def fetch(params: dict[str, Any]) -> builtins.list[dict[str, Any]]:
+            data = bound.call("GET", route, operation="list_annotations", reply=reply, query=params)
+            items: builtins.list[dict[str, Any]] = data["annotations"]
+            return items
+
+        limit_value = query.pop("limit", None)
+        items = read_by_time(
+            fetch,
+            query,
+            bound="from",
+            time_field="created_at_ms",
+            descending=False,
+            page_size=ANNOTATIONS_LIMIT[0],
+            limit=limit_value,
         )
-        return [Annotation._from_wire(item, bound) for item in data["annotations"]]
+        return [Annotation._from_wire(item, bound) for item in items]
 
     # -- ingestion keys -----------------------------------------------------------
 

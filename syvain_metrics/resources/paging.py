@@ -222,3 +222,51 @@ class _Order:
             ties_by_time=len(keys) > 1 and keys[1] == "client_timestamp",
             time_keys=",".join(keys) if keys[:2] == _TIME_ORDER.split(",") else _TIME_ORDER,
         )
+
+
+def read_by_time(
+    fetch: Fetch,
+    params: dict[str, Any],
+    *,
+    bound: str,
+    time_field: str,
+    descending: bool,
+    page_size: int,
+    limit: int | None,
+) -> list[Row]:
+    """Every item of a list ordered by a creation time (experiments newest first, annotations
+    oldest first), or at most ``limit``, paging by moving the inclusive ``bound`` parameter
+    (``to`` or ``from``) to the last time seen and dropping repeats by ``id``.
+
+    Example:
+        >>> read_by_time(lambda params: [], {}, bound="to", time_field="created_at_ms",
+        ...              descending=True, page_size=100, limit=None)
+        []
+    """
+    if limit is not None and limit <= page_size:
+        return fetch({**params, "limit": limit})
+    query = dict(params)
+    seen: set[str] = set()
+    out: list[Row] = []
+    while True:
+        items = fetch({**query, "limit": page_size})
+        for item in items:
+            if item["id"] not in seen:
+                seen.add(item["id"])
+                out.append(item)
+        if limit is not None and len(out) >= limit:
+            return out[:limit]
+        if len(items) < page_size:
+            return out
+        times = [item[time_field] for item in items]
+        if times != sorted(times, reverse=descending):
+            raise PagingError(
+                f"The service's answer is not ordered by {time_field}: pass limit= to read "
+                "one page."
+            )
+        if times[0] == times[-1]:
+            raise PagingError(
+                f"More than {page_size} items share {time_field}={times[0]}; pass limit= to "
+                "read one page."
+            )
+        RowReader._advance(query, bound, times[-1])
