@@ -22,13 +22,14 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Literal
-from urllib.parse import quote
+from dataclasses import dataclass
+from typing import Any
 
 import requests
 from marshmallow import Schema
 from requests.adapters import HTTPAdapter
 
+from syvain_metrics import routes
 from syvain_metrics._version import __version__
 from syvain_metrics.auth import Credentials, resolve_credentials
 from syvain_metrics.errors import (
@@ -38,6 +39,7 @@ from syvain_metrics.errors import (
     MetricsValidationError,
 )
 from syvain_metrics.retry import RetryPolicy
+from syvain_metrics.routes import API_PREFIX, Route
 from syvain_metrics.schemas.base import load_request, load_response
 from syvain_metrics.schemas.envelope import IN_PROGRESS, request_error, unwrap_envelope
 from syvain_metrics.schemas.ingestion_key import IngestionKeyCreateReply, IngestionKeyCreateRequest
@@ -50,27 +52,12 @@ from syvain_metrics.tokens import IngestionTokenCache
 
 logger = logging.getLogger("syvain_metrics")
 
-API_PREFIX = "/api/v1"
-INGESTION_KEYS_ROUTE = "/experiments/{}/ingestion-keys"
 USER_AGENT = (
     f"syvain-metrics-python/{__version__} python/{platform.python_version()} "
     f"requests/{requests.__version__}"
 )
 QueryValue = str | int | float | bool | Sequence[str] | None
 Query = Mapping[str, QueryValue] | Sequence[tuple[str, str]]
-
-
-def path(template: str, *segments: str) -> str:
-    """Fill ``template``'s ``{}`` with percent-encoded segments (no safe characters).
-
-    Example:
-        >>> path("/experiments/{}/catalog/{}", "e/1", "loss rate")
-        '/experiments/e%2F1/catalog/loss%20rate'
-    """
-    bad = [s for s in segments if not isinstance(s, str) or not s]
-    if bad:
-        raise MetricsValidationError({"id": [f"Must be a non-empty string, got {bad[0]!r}."]})
-    return template.format(*(quote(segment, safe="") for segment in segments))
 
 
 def query_pairs(query: Query | None) -> list[tuple[str, str]]:
@@ -95,6 +82,20 @@ def query_pairs(query: Query | None) -> list[tuple[str, str]]:
         else:
             pairs.append((key, str(value)))
     return pairs
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    """One logical call, ready to send (and to send again on a retry)."""
+
+    method: str
+    url: str
+    params: list[tuple[str, str]]
+    payload: bytes | None
+    idempotency_key: str | None
+    timeout: float
+    timeout_setting: str
+    operation: str
 
 
 def _new_idempotency_key() -> str:
@@ -172,6 +173,7 @@ class Session:
         self.tokens = IngestionTokenCache(self._mint_ingestion_token, clock=clock)
         self._closing = False
         self._closed = False
+        self._close_hooks: list[Callable[[Session], None]] = []
         self._close_lock = threading.Lock()
 
     # -- context management -------------------------------------------------------
@@ -192,10 +194,8 @@ class Session:
             if self._closing:
                 return
             self._closing = True
-        from syvain_metrics.resources.log_buffer import flush_session_buffers
-
         try:
-            flush_session_buffers(self)  # still open: the flush sends requests
+            _run_all(self._close_hooks, self)  # still open: hooks may send requests
         finally:
             self._closed = True
             self._http.close()
@@ -217,50 +217,56 @@ class Session:
 
     def call(
         self,
-        method: Literal["GET", "POST", "PATCH", "DELETE"],
-        route: str,
-        *,
-        operation: str,
+        route: Route,
+        *segments: str,
         reply: Schema,
         query: Query | None = None,
         body: Mapping[str, Any] | None = None,
-        ingest_for: str | None = None,
-        ingest_timeout: bool = False,
-        idempotent: bool = True,
     ) -> dict[str, Any]:
-        """Send one logical call and return its validated ``data``.
+        """Send one logical call of ``route`` and return its validated ``data``.
 
-        ``route`` is the path after ``/api/v1`` with segments already encoded (see
-        :func:`path`). POST and PATCH carry an ``Idempotency-Key`` reused on every retry
-        (``idempotent=False`` leaves it out). ``ingest_for`` authenticates with that
-        experiment's ingestion token instead of the API key, renewing it once on 401/403.
+        ``segments`` fill the route's path (ids, metric names). POST and PATCH carry an
+        ``Idempotency-Key`` reused on every retry (unless the route says otherwise).
+        Routes written with an ingestion token use the token of the experiment named by
+        the first segment, renewing it once on 401/403.
+
+        Example:
+            >>> session.call(routes.GET_EXPERIMENT, "0f8e2c1a", reply=ExperimentReply())  # doctest: +SKIP
+            {'experiment': {...}}
         """
         if self._closed:
             raise MetricsApiError("This session is closed; open a new one with sm.connect().")
-        key = _new_idempotency_key() if idempotent and method in ("POST", "PATCH") else None
-        payload = None if body is None else _encode_body(body)
-        prepared = (
-            method,
-            f"{self.host}{API_PREFIX}{route}",
-            query_pairs(query),
-            payload,
-            key,
-            self.ingest_timeout if ingest_timeout else self.timeout,
-            "ingest_timeout" if ingest_timeout else "timeout",
-            operation,
+        key = _new_idempotency_key() if route.sends_idempotency_key else None
+        prepared = _Prepared(
+            method=route.method,
+            url=f"{self.host}{API_PREFIX}{route.path(*segments)}",
+            params=query_pairs(query),
+            payload=None if body is None else _encode_body(body),
+            idempotency_key=key,
+            timeout=self.ingest_timeout if route.long_wait else self.timeout,
+            timeout_setting="ingest_timeout" if route.long_wait else "timeout",
+            operation=route.operation,
         )
-        if ingest_for is None:
-            data = self._send(*prepared, token=self._credentials.api_key)
+        if route.credential != "ingestion_key":
+            data = self._send(prepared, token=self._credentials.api_key)
         else:
-            token = self.tokens.token(ingest_for)
+            experiment_id = segments[0]
+            token = self.tokens.token(experiment_id)
             try:
-                data = self._send(*prepared, token=token)
+                data = self._send(prepared, token=token)
             except MetricsApiRequestError as error:
                 if error.status_code not in (401, 403):
                     raise
                 logger.info("ingestion token refused (%s); minting a new one", error.status_code)
-                data = self._send(*prepared, token=self.tokens.renew(ingest_for, token))
-        return load_response(reply, data, operation=operation)
+                data = self._send(prepared, token=self.tokens.renew(experiment_id, token))
+        return load_response(reply, data, operation=route.operation)
+
+    def on_close(self, hook: Callable[[Session], None]) -> None:
+        """Run ``hook(session)`` when the session closes, before its connections go (used by
+        ``log()`` buffers to flush). A hook registered twice runs once."""
+        with self._close_lock:
+            if hook not in self._close_hooks:
+                self._close_hooks.append(hook)
 
     def forget_ingestion_credential(self, experiment_id: str) -> None:
         """Drop the cached ingestion token of one experiment.
@@ -275,31 +281,19 @@ class Session:
     def _mint_ingestion_token(self, experiment_id: str) -> tuple[str, int]:
         body = load_request(IngestionKeyCreateRequest(), {"name": DEFAULT_INGESTION_KEY_NAME})
         data = self.call(
-            "POST",
-            path(INGESTION_KEYS_ROUTE, experiment_id),
-            operation="create_ingestion_key",
+            routes.CREATE_INGESTION_KEY,
+            experiment_id,
             reply=IngestionKeyCreateReply(),
             body=body,
-            idempotent=False,
         )
         return data["token"], data["key"]["expires_at_ms"]
 
-    def _send(
-        self,
-        method: str,
-        url: str,
-        params: list[tuple[str, str]],
-        payload: bytes | None,
-        idempotency_key: str | None,
-        timeout: float,
-        timeout_setting: str,
-        operation: str,
-        *,
-        token: str,
-    ) -> Any:
+    def _send(self, prepared: _Prepared, *, token: str) -> Any:
+        method, url, operation = prepared.method, prepared.url, prepared.operation
+        timeout, timeout_setting = prepared.timeout, prepared.timeout_setting
         headers = {"Authorization": f"Bearer {token}"}
-        if idempotency_key is not None:
-            headers["Idempotency-Key"] = idempotency_key
+        if prepared.idempotency_key is not None:
+            headers["Idempotency-Key"] = prepared.idempotency_key
         policy = self.retry
         attempt = 0
         polls = 0
@@ -307,7 +301,12 @@ class Session:
             retry_after: str | None = None
             try:
                 response = self._http.request(
-                    method, url, params=params, data=payload, headers=headers, timeout=timeout
+                    method,
+                    url,
+                    params=prepared.params,
+                    data=prepared.payload,
+                    headers=headers,
+                    timeout=timeout,
                 )
             except requests.Timeout as exc:
                 error: MetricsApiError = MetricsApiRequestError(
@@ -371,6 +370,18 @@ class Session:
                 message = message.replace(secret, "***")
             error.args = (message,)
         return error
+
+
+def _run_all(hooks: list[Callable[[Session], None]], session: Session) -> None:
+    """Run every hook, then raise the first error, if any."""
+    first: Exception | None = None
+    for hook in list(hooks):
+        try:
+            hook(session)
+        except Exception as error:
+            first = first or error
+    if first is not None:
+        raise first
 
 
 def _encode_body(body: Mapping[str, Any]) -> bytes:

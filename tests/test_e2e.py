@@ -52,7 +52,7 @@ def counting(session: sm.Session, monkeypatch: pytest.MonkeyPatch) -> list[str]:
     original = session.call
 
     def call(*args: Any, **kwargs: Any) -> Any:
-        calls.append(kwargs["operation"])
+        calls.append(args[0].operation)
         return original(*args, **kwargs)
 
     monkeypatch.setattr(session, "call", call)

@@ -254,7 +254,7 @@ def multi_chunk_second_drop_case(ctx: Ctx) -> Tally:
 
     def call(*args: Any, **kwargs: Any) -> Any:
         answer = original(*args, **kwargs)
-        if kwargs.get("operation") == "ingest_metrics":
+        if args[0].operation == "ingest_metrics":
             chunks.append(len(kwargs["body"]["data"]))
             if len(chunks) == 1:  # the first chunk is in: arm the fault for the second
                 ctx.server.faults.drop_connection("ingest_metrics", when="after_commit")
@@ -601,7 +601,7 @@ def test_a_partial_ingest_resumes_without_loss_or_duplicates(metrics_server: Loc
 
         def call(*args: Any, **kwargs: Any) -> Any:
             answer = original(*args, **kwargs)
-            if kwargs.get("operation") == "ingest_metrics":
+            if args[0].operation == "ingest_metrics":
                 seen.append(1)
                 if len(seen) == 1:
                     metrics_server.faults.fail_next("ingest_metrics", times=3, status=500)

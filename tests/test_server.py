@@ -183,6 +183,8 @@ def test_success_envelope_and_auth_status(api: Api) -> None:
 def test_unknown_route_is_not_found(api: Api) -> None:
     assert failure(api.call("GET", "/nope")) == (404, "not_found", None)
     assert failure(api.call("GET", "/experiments/x/nope")) == (404, "not_found", None)
+    # An empty id is not the list route.
+    assert failure(api.call("GET", "/experiments/")) == (404, "not_found", None)
 
 
 def test_wrong_method_is_405(api: Api) -> None:
@@ -1018,3 +1020,10 @@ def test_cli_serve(tmp_path: Any) -> None:
         process.terminate()
         _, errors = process.communicate(timeout=10)
     assert process.returncode == 0, errors
+
+
+def test_the_server_serves_exactly_the_routes_the_sdk_calls() -> None:
+    from syvain_metrics.routes import ROUTES
+    from syvain_metrics.server import ENDPOINTS
+
+    assert [endpoint.route for endpoint in ENDPOINTS] == list(ROUTES)

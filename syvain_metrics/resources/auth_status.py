@@ -7,11 +7,10 @@ Example:
 
 from __future__ import annotations
 
+from syvain_metrics import routes
 from syvain_metrics.resources.base import Resource
 from syvain_metrics.schemas.auth import AuthStatusReply
 from syvain_metrics.session import Session, get_session
-
-AUTH_STATUS = "/auth/status"
 
 
 class AuthStatus(Resource):
@@ -57,5 +56,5 @@ def whoami(session: Session | None = None) -> AuthStatus:
         'Acme ML'
     """
     bound = get_session(session)
-    data = bound.call("GET", AUTH_STATUS, operation="auth_status", reply=AuthStatusReply())
+    data = bound.call(routes.AUTH_STATUS, reply=AuthStatusReply())
     return AuthStatus(data, session=bound)

@@ -22,6 +22,7 @@ from typing import Any
 
 from marshmallow import ValidationError
 
+from syvain_metrics import routes
 from syvain_metrics.errors import MetricsApiError, MetricsValidationError, PartialIngestError
 from syvain_metrics.resources.annotation import Annotation
 from syvain_metrics.resources.base import Resource, ms_time, wire
@@ -68,17 +69,9 @@ from syvain_metrics.schemas.limits import (
     MAX_METRICS_PER_INGEST,
 )
 from syvain_metrics.schemas.metric import IngestReply, MetricBatch, MetricsQuery
-from syvain_metrics.session import INGESTION_KEYS_ROUTE, Session, get_session, path
+from syvain_metrics.session import Session, get_session
 
 logger = logging.getLogger("syvain_metrics")
-
-EXPERIMENTS = "/experiments"
-EXPERIMENT = "/experiments/{}"
-METRICS = "/experiments/{}/metrics"
-INGEST = "/experiments/{}/ingest"
-ANNOTATIONS = "/experiments/{}/annotations"
-CATALOG = "/experiments/{}/catalog"
-CATALOG_VALUES = "/experiments/{}/catalog/{}"
 
 
 class _Unset:
@@ -201,9 +194,7 @@ class Experiment(Resource):
         reply = ExperimentListReply()
 
         def fetch(params: dict[str, Any]) -> builtins.list[dict[str, Any]]:
-            data = bound.call(
-                "GET", EXPERIMENTS, operation="list_experiments", reply=reply, query=params
-            )
+            data = bound.call(routes.LIST_EXPERIMENTS, reply=reply, query=params)
             items: builtins.list[dict[str, Any]] = data["experiments"]
             return items
 
@@ -246,9 +237,7 @@ class Experiment(Resource):
         if folder is not UNSET:
             fields["folder_id"] = folder_id_of(folder)
         body = load_request(ExperimentCreateRequest(), fields)
-        data = bound.call(
-            "POST", EXPERIMENTS, operation="create_experiment", reply=ExperimentReply(), body=body
-        )
+        data = bound.call(routes.CREATE_EXPERIMENT, reply=ExperimentReply(), body=body)
         return cls._from_wire(data["experiment"], bound)
 
     @classmethod
@@ -264,9 +253,6 @@ class Experiment(Resource):
 
     # -- state --------------------------------------------------------------------
 
-    def _route(self, template: str, *more: str) -> str:
-        return path(template, self.id, *more)
-
     def _apply(self, data: Mapping[str, Any]) -> Experiment:
         self._update(data["experiment"])
         return self
@@ -280,11 +266,7 @@ class Experiment(Resource):
         """
         bound = self._bind(None)
         self._session = bound
-        return self._apply(
-            bound.call(
-                "GET", self._route(EXPERIMENT), operation="get_experiment", reply=ExperimentReply()
-            )
-        )
+        return self._apply(bound.call(routes.GET_EXPERIMENT, self.id, reply=ExperimentReply()))
 
     def set_status(
         self,
@@ -316,13 +298,7 @@ class Experiment(Resource):
         body = load_request(StatusUpdateRequest(), fields)
         bound = self._bind(None)
         return self._apply(
-            bound.call(
-                "POST",
-                self._route(EXPERIMENT),
-                operation="update_experiment_status",
-                reply=ExperimentReply(),
-                body=body,
-            )
+            bound.call(routes.UPDATE_EXPERIMENT_STATUS, self.id, reply=ExperimentReply(), body=body)
         )
 
     def start(self) -> Experiment:
@@ -387,13 +363,7 @@ class Experiment(Resource):
         body = load_request(ExperimentMoveRequest(), {"folder_id": folder_id_of(folder)})
         bound = self._bind(None)
         return self._apply(
-            bound.call(
-                "PATCH",
-                self._route(EXPERIMENT),
-                operation="move_experiment",
-                reply=ExperimentReply(),
-                body=body,
-            )
+            bound.call(routes.MOVE_EXPERIMENT, self.id, reply=ExperimentReply(), body=body)
         )
 
     # -- writing metrics ----------------------------------------------------------
@@ -449,7 +419,7 @@ class Experiment(Resource):
             raise MetricsValidationError({"sync": ["Must be True, False or None."]})
         prepared = self._prepare(metrics)
         bound = self._bind(None)
-        route = self._route(INGEST)
+        reply = IngestReply()
         stored = 0
         requests = 0
         mode: str | None = None
@@ -457,14 +427,11 @@ class Experiment(Resource):
             chunk = prepared[start : start + MAX_METRICS_PER_INGEST]
             try:
                 data = bound.call(
-                    "POST",
-                    route,
-                    operation="ingest_metrics",
-                    reply=IngestReply(),
+                    routes.INGEST_METRICS,
+                    self.id,
+                    reply=reply,
                     query={"sync": sync},
                     body={"data": chunk},
-                    ingest_for=self.id,
-                    ingest_timeout=True,
                 )
             except MetricsApiError as error:
                 raise PartialIngestError(
@@ -572,7 +539,7 @@ class Experiment(Resource):
             },
         )
         limit_value = query.pop("limit", None)
-        return read_rows(self._bind(None), self._route(METRICS), "list_metrics", query, limit_value)
+        return read_rows(self._bind(None), routes.LIST_METRICS, (self.id,), query, limit_value)
 
     def series(self, name: str, *, metadata: Mapping[str, Any] | str | None = None) -> Series:
         """This experiment's ``name`` metric as a :class:`Series` for :func:`sm.compare`.
@@ -596,14 +563,7 @@ class Experiment(Resource):
             {"annotation": text, "metadata": {} if metadata is None else metadata},
         )
         bound = self._bind(None)
-        data = bound.call(
-            "POST",
-            self._route(ANNOTATIONS),
-            operation="create_annotation",
-            reply=AnnotationReply(),
-            body=body,
-            ingest_for=self.id,
-        )
+        data = bound.call(routes.CREATE_ANNOTATION, self.id, reply=AnnotationReply(), body=body)
         self._update(data["experiment"])
         return Annotation._from_wire(data["annotation"], bound)
 
@@ -622,11 +582,10 @@ class Experiment(Resource):
         """
         query = load_request(AnnotationListQuery(), {"from": from_ms, "to": to_ms, "limit": limit})
         bound = self._bind(None)
-        route = self._route(ANNOTATIONS)
         reply = AnnotationListReply()
 
         def fetch(params: dict[str, Any]) -> builtins.list[dict[str, Any]]:
-            data = bound.call("GET", route, operation="list_annotations", reply=reply, query=params)
+            data = bound.call(routes.LIST_ANNOTATIONS, self.id, reply=reply, query=params)
             items: builtins.list[dict[str, Any]] = data["annotations"]
             return items
 
@@ -652,12 +611,7 @@ class Experiment(Resource):
             [True]
         """
         bound = self._bind(None)
-        data = bound.call(
-            "GET",
-            path(INGESTION_KEYS_ROUTE, self.id),
-            operation="list_ingestion_keys",
-            reply=IngestionKeyListReply(),
-        )
+        data = bound.call(routes.LIST_INGESTION_KEYS, self.id, reply=IngestionKeyListReply())
         return [IngestionKey._from_wire(item, bound) for item in data["keys"]]
 
     def create_ingestion_key(
@@ -680,12 +634,7 @@ class Experiment(Resource):
         body = load_request(IngestionKeyCreateRequest(), fields)
         bound = self._bind(None)
         data = bound.call(
-            "POST",
-            path(INGESTION_KEYS_ROUTE, self.id),
-            operation="create_ingestion_key",
-            reply=IngestionKeyCreateReply(),
-            body=body,
-            idempotent=False,
+            routes.CREATE_INGESTION_KEY, self.id, reply=IngestionKeyCreateReply(), body=body
         )
         return IngestionKey(data["key"], session=bound, token=data["token"])
 
@@ -708,13 +657,7 @@ class Experiment(Resource):
         """
         query = load_request(CatalogQuery(), {"limit": limit})
         bound = self._bind(None)
-        data = bound.call(
-            "GET",
-            self._route(CATALOG),
-            operation="list_metric_catalog",
-            reply=CatalogReply(),
-            query=query,
-        )
+        data = bound.call(routes.CATALOG, self.id, reply=CatalogReply(), query=query)
         return [CatalogEntry._from_wire(item, bound) for item in data["metrics"]]
 
     def catalog_values(
@@ -735,10 +678,6 @@ class Experiment(Resource):
         query = load_request(CatalogValuesQuery(), {"key": keys, "limit": limit})
         bound = self._bind(None)
         data = bound.call(
-            "GET",
-            self._route(CATALOG_VALUES, metric),
-            operation="inspect_metric_catalog_values",
-            reply=CatalogValuesReply(),
-            query=query,
+            routes.CATALOG_VALUES, self.id, metric, reply=CatalogValuesReply(), query=query
         )
         return CatalogValues._from_wire(data["metadata"], bound)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import builtins
 from typing import TYPE_CHECKING, Any
 
+from syvain_metrics import routes
 from syvain_metrics.errors import MetricsApiError, MetricsValidationError
 from syvain_metrics.resources.base import Resource, wire
 from syvain_metrics.schemas.base import load_request
@@ -24,13 +25,10 @@ from syvain_metrics.schemas.folder import (
     FolderPatchRequest,
     FolderReply,
 )
-from syvain_metrics.session import Session, get_session, path
+from syvain_metrics.session import Session, get_session
 
 if TYPE_CHECKING:
     from syvain_metrics.resources.experiment import Experiment
-
-FOLDERS = "/folders"
-FOLDER = "/folders/{}"
 
 
 def folder_id_of(folder: Folder | str | None) -> str | None:
@@ -120,9 +118,7 @@ class Folder(Resource):
         """
         bound = get_session(session)
         query = load_request(FolderListQuery(), {"path": path})
-        data = bound.call(
-            "GET", FOLDERS, operation="list_folders", reply=FolderListReply(), query=query
-        )
+        data = bound.call(routes.LIST_FOLDERS, reply=FolderListReply(), query=query)
         return [cls._from_wire(item, bound) for item in data["folders"]]
 
     @classmethod
@@ -143,9 +139,7 @@ class Folder(Resource):
         body = load_request(
             FolderCreateRequest(), {"name": name, "parent_id": folder_id_of(parent)}
         )
-        data = bound.call(
-            "POST", FOLDERS, operation="create_folder", reply=FolderReply(), body=body
-        )
+        data = bound.call(routes.CREATE_FOLDER, reply=FolderReply(), body=body)
         return cls._from_wire(data["folder"], bound)
 
     @classmethod
@@ -173,9 +167,7 @@ class Folder(Resource):
         from syvain_metrics.resources.experiment import Experiment
 
         bound = self._bind(None)
-        data = bound.call(
-            "GET", path(FOLDER, self.id), operation="get_folder", reply=FolderContentsReply()
-        )
+        data = bound.call(routes.GET_FOLDER, self.id, reply=FolderContentsReply())
         self._update(data["folder"])
         self._session = bound
         self._pending_name = None
@@ -188,9 +180,7 @@ class Folder(Resource):
     def _patch(self, changes: dict[str, Any]) -> Folder:
         bound = self._bind(None)
         body = load_request(FolderPatchRequest(), changes)
-        data = bound.call(
-            "PATCH", path(FOLDER, self.id), operation="patch_folder", reply=FolderReply(), body=body
-        )
+        data = bound.call(routes.PATCH_FOLDER, self.id, reply=FolderReply(), body=body)
         self._update(data["folder"])
         if "name" in changes:
             self._pending_name = None  # a move keeps a name assigned but not yet saved

@@ -9,13 +9,13 @@ Example:
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
+from syvain_metrics import routes
 from syvain_metrics.resources.base import Resource, ms_time, wire
 from syvain_metrics.schemas.ingestion_key import IngestionKeyReply
-from syvain_metrics.session import INGESTION_KEYS_ROUTE, Session, path
-
-INGESTION_KEY = INGESTION_KEYS_ROUTE + "/{}"
+from syvain_metrics.session import Session
 
 
 class IngestionKey(Resource):
@@ -57,7 +57,7 @@ class IngestionKey(Resource):
         """Not revoked and not expired (by the session's clock)."""
         if self.revoked_at_ms is not None:
             return False
-        now_ms = (self._session.clock() if self._session else __import__("time").time()) * 1000
+        now_ms = (self._session.clock() if self._session else time.time()) * 1000
         return bool(self.expires_at_ms > now_ms)
 
     def revoke(self) -> IngestionKey:
@@ -69,10 +69,7 @@ class IngestionKey(Resource):
         """
         bound = self._bind(None)
         data = bound.call(
-            "DELETE",
-            path(INGESTION_KEY, self.experiment_id, self.id),
-            operation="revoke_ingestion_key",
-            reply=IngestionKeyReply(),
+            routes.REVOKE_INGESTION_KEY, self.experiment_id, self.id, reply=IngestionKeyReply()
         )
         self._update(data["key"])
         return self

@@ -127,6 +127,7 @@ def buffer_for(session: Session, experiment_id: str, send: Sender) -> LogBuffer:
         found = _buffers.get(key)
         if found is None or found.session is not session:
             found = _buffers[key] = LogBuffer(session, experiment_id, send)
+            session.on_close(flush_session_buffers)
         return found
 
 

@@ -17,9 +17,11 @@ from dataclasses import dataclass, field
 from itertools import repeat
 from typing import TYPE_CHECKING, Any, overload
 
+from syvain_metrics import routes
 from syvain_metrics.errors import MetricsApiResponseError, MetricsValidationError
 from syvain_metrics.resources.base import from_ms
 from syvain_metrics.resources.paging import RowReader
+from syvain_metrics.routes import Route
 from syvain_metrics.schemas.base import load_request
 from syvain_metrics.schemas.metric import (
     QUERY_ORDER,
@@ -34,8 +36,6 @@ if TYPE_CHECKING:
     import pandas
 
     from syvain_metrics.resources.experiment import Experiment
-
-COMPARE = "/metrics"
 
 
 def _json_object(text: str, field_name: str) -> dict[str, Any]:
@@ -247,14 +247,18 @@ class MetricRows(Sequence[Metric]):
 
 
 def read_rows(
-    session: Session, route: str, operation: str, params: dict[str, Any], limit: int | None
+    session: Session,
+    route: Route,
+    segments: tuple[str, ...],
+    params: dict[str, Any],
+    limit: int | None,
 ) -> MetricRows:
     """Read rows through :class:`RowReader`: all of them, or at most ``limit``."""
     reply = MetricRowsReply()
 
     def fetch(page_params: dict[str, Any]) -> list[dict[str, Any]]:
         ordered = sorted(page_params.items(), key=lambda item: QUERY_ORDER.index(item[0]))
-        data = session.call("GET", route, operation=operation, reply=reply, query=dict(ordered))
+        data = session.call(route, *segments, reply=reply, query=dict(ordered))
         rows: list[dict[str, Any]] = data["rows"]
         return rows
 
@@ -351,4 +355,4 @@ def compare(
     bound = get_session(session or next((s.session for s in items if s.session), None))
     limit_value = query.pop("limit", None)
     params = {"series": [series_param(s) for s in loaded["series"]], **query}
-    return read_rows(bound, COMPARE, "compare_metrics", params, limit_value)
+    return read_rows(bound, routes.COMPARE_METRICS, (), params, limit_value)

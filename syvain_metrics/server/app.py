@@ -21,7 +21,7 @@ import json
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, unquote, unquote_to_bytes, urlsplit
 
 from marshmallow import Schema, ValidationError
@@ -30,6 +30,8 @@ from werkzeug.http import HTTP_STATUS_CODES
 from werkzeug.routing import Map, RequestRedirect, Rule
 from werkzeug.wrappers import Request, Response
 
+from syvain_metrics import routes
+from syvain_metrics.routes import API_PREFIX, Route
 from syvain_metrics.schemas.annotation import AnnotationCreateRequest
 from syvain_metrics.schemas.experiment import (
     ExperimentCreateRequest,
@@ -64,154 +66,70 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("syvain_metrics.server")
 
-API_PREFIX = "/api/v1"
 MAX_BODY_BYTES = 32 * 1024 * 1024
-Access = Literal["api_key", "ingestion_key", "any"]
 
 
 @dataclass(frozen=True)
 class Endpoint:
-    """One operation of the contract: route, who may call it, and how to check its input."""
+    """One operation of the contract (its :class:`~syvain_metrics.routes.Route`), the handler
+    that serves it, and how to check its input."""
 
-    name: str
-    method: str
-    rule: str
+    route: Route
     handler: Callable[[handlers.Call], dict[str, Any]]
     query: QuerySchema
     body: Schema | None = None
-    access: Access = "api_key"
+
+    @property
+    def name(self) -> str:
+        """The operation name (``"create_experiment"``...)."""
+        return self.route.operation
 
 
 ENDPOINTS: tuple[Endpoint, ...] = (
+    Endpoint(routes.AUTH_STATUS, handlers.auth_status, EmptyQuery()),
+    Endpoint(routes.LIST_FOLDERS, handlers.list_folders, FolderListQuery()),
+    Endpoint(routes.CREATE_FOLDER, handlers.create_folder, EmptyQuery(), FolderCreateRequest()),
+    Endpoint(routes.GET_FOLDER, handlers.get_folder, EmptyQuery()),
+    Endpoint(routes.PATCH_FOLDER, handlers.patch_folder, EmptyQuery(), FolderPatchRequest()),
+    Endpoint(routes.LIST_EXPERIMENTS, handlers.list_experiments, ExperimentListQuery()),
     Endpoint(
-        "auth_status", "GET", "/auth/status", handlers.auth_status, EmptyQuery(), access="any"
-    ),
-    Endpoint("list_folders", "GET", "/folders", handlers.list_folders, FolderListQuery()),
-    Endpoint(
-        "create_folder",
-        "POST",
-        "/folders",
-        handlers.create_folder,
-        EmptyQuery(),
-        FolderCreateRequest(),
-    ),
-    Endpoint("get_folder", "GET", "/folders/<folder_id>", handlers.get_folder, EmptyQuery()),
-    Endpoint(
-        "patch_folder",
-        "PATCH",
-        "/folders/<folder_id>",
-        handlers.patch_folder,
-        EmptyQuery(),
-        FolderPatchRequest(),
-    ),
-    Endpoint(
-        "list_experiments", "GET", "/experiments", handlers.list_experiments, ExperimentListQuery()
-    ),
-    Endpoint(
-        "create_experiment",
-        "POST",
-        "/experiments",
+        routes.CREATE_EXPERIMENT,
         handlers.create_experiment,
         EmptyQuery(),
         ExperimentCreateRequest(),
     ),
+    Endpoint(routes.GET_EXPERIMENT, handlers.get_experiment, EmptyQuery()),
     Endpoint(
-        "get_experiment",
-        "GET",
-        "/experiments/<experiment_id>",
-        handlers.get_experiment,
-        EmptyQuery(),
-    ),
-    Endpoint(
-        "update_experiment_status",
-        "POST",
-        "/experiments/<experiment_id>",
+        routes.UPDATE_EXPERIMENT_STATUS,
         handlers.update_experiment_status,
         EmptyQuery(),
         StatusUpdateRequest(),
     ),
     Endpoint(
-        "move_experiment",
-        "PATCH",
-        "/experiments/<experiment_id>",
-        handlers.move_experiment,
-        EmptyQuery(),
-        ExperimentMoveRequest(),
+        routes.MOVE_EXPERIMENT, handlers.move_experiment, EmptyQuery(), ExperimentMoveRequest()
     ),
+    Endpoint(routes.LIST_METRICS, handlers.list_metrics, MetricsListQuery()),
+    Endpoint(routes.COMPARE_METRICS, handlers.compare_metrics, CompareQuery()),
+    Endpoint(routes.INGEST_METRICS, handlers.ingest_metrics, IngestQuery(), IngestRequest()),
+    Endpoint(routes.LIST_INGESTION_KEYS, handlers.list_ingestion_keys, EmptyQuery()),
     Endpoint(
-        "list_metrics",
-        "GET",
-        "/experiments/<experiment_id>/metrics",
-        handlers.list_metrics,
-        MetricsListQuery(),
-    ),
-    Endpoint("compare_metrics", "GET", "/metrics", handlers.compare_metrics, CompareQuery()),
-    Endpoint(
-        "ingest_metrics",
-        "POST",
-        "/experiments/<experiment_id>/ingest",
-        handlers.ingest_metrics,
-        IngestQuery(),
-        IngestRequest(),
-        access="ingestion_key",
-    ),
-    Endpoint(
-        "list_ingestion_keys",
-        "GET",
-        "/experiments/<experiment_id>/ingestion-keys",
-        handlers.list_ingestion_keys,
-        EmptyQuery(),
-    ),
-    Endpoint(
-        "create_ingestion_key",
-        "POST",
-        "/experiments/<experiment_id>/ingestion-keys",
+        routes.CREATE_INGESTION_KEY,
         handlers.create_ingestion_key,
         EmptyQuery(),
         IngestionKeyCreateRequest(),
     ),
+    Endpoint(routes.REVOKE_INGESTION_KEY, handlers.revoke_ingestion_key, EmptyQuery()),
+    Endpoint(routes.CATALOG, handlers.list_metric_catalog, CatalogQuery()),
+    Endpoint(routes.CATALOG_VALUES, handlers.inspect_metric_catalog_values, CatalogValuesQuery()),
+    Endpoint(routes.LIST_ANNOTATIONS, handlers.list_annotations, AnnotationListQuery()),
     Endpoint(
-        "revoke_ingestion_key",
-        "DELETE",
-        "/experiments/<experiment_id>/ingestion-keys/<key_id>",
-        handlers.revoke_ingestion_key,
-        EmptyQuery(),
-    ),
-    Endpoint(
-        "list_metric_catalog",
-        "GET",
-        "/experiments/<experiment_id>/catalog",
-        handlers.list_metric_catalog,
-        CatalogQuery(),
-    ),
-    Endpoint(
-        "inspect_metric_catalog_values",
-        "GET",
-        "/experiments/<experiment_id>/catalog/<metric>",
-        handlers.inspect_metric_catalog_values,
-        CatalogValuesQuery(),
-    ),
-    Endpoint(
-        "list_annotations",
-        "GET",
-        "/experiments/<experiment_id>/annotations",
-        handlers.list_annotations,
-        AnnotationListQuery(),
-    ),
-    Endpoint(
-        "create_annotation",
-        "POST",
-        "/experiments/<experiment_id>/annotations",
+        routes.CREATE_ANNOTATION,
         handlers.create_annotation,
         EmptyQuery(),
         AnnotationCreateRequest(),
-        access="ingestion_key",
     ),
 )
 """The contract's 20 endpoints (section 5), named as in its wire examples."""
-
-# Ingestion-key creation never carries an Idempotency-Key (contract section 1); ignore one.
-_NO_IDEMPOTENCY = frozenset({"create_ingestion_key"})
 
 
 def raw_target(environ: WSGIEnvironment) -> tuple[str, str]:
@@ -308,8 +226,11 @@ class MetricsApp:
         self.idempotency = IdempotencyGate(store)
         self._by_name = {endpoint.name: endpoint for endpoint in ENDPOINTS}
         self._urls = Map(
-            [Rule(API_PREFIX + e.rule, endpoint=e.name, methods=[e.method]) for e in ENDPOINTS],
-            strict_slashes=False,
+            [
+                Rule(API_PREFIX + e.route.rule, endpoint=e.name, methods=[e.route.method])
+                for e in ENDPOINTS
+            ],
+            strict_slashes=True,  # "/experiments/" is not "/experiments": 404, not a list
             merge_slashes=False,
         ).bind("localhost")
 
@@ -351,7 +272,8 @@ class MetricsApp:
             return _error_response(error)
         key = request.headers.get("Idempotency-Key")
         ticket: Ticket | None = None
-        if key and method in ("POST", "PATCH") and endpoint.name not in _NO_IDEMPOTENCY:
+        # Ingestion-key creation ignores the header (contract section 8).
+        if key and endpoint.route.sends_idempotency_key:
             outcome = self.idempotency.begin(
                 principal.credential, key, fingerprint(method, raw_path, raw_query, body)
             )
@@ -397,13 +319,13 @@ class MetricsApp:
         if scheme.lower() != "bearer" or not token.strip():
             raise ApiError(401, "unauthorized", "Missing bearer token")
         principal = self.store.authenticate(token.strip())
-        if endpoint.access == "api_key" and principal.kind != "api_key":
+        if endpoint.route.credential == "api_key" and principal.kind != "api_key":
             raise ApiError(
                 403,
                 "forbidden",
                 "An ingestion token can only ingest metrics and create annotations",
             )
-        if endpoint.access == "ingestion_key":
+        if endpoint.route.credential == "ingestion_key":
             if principal.kind != "ingestion_key":
                 raise ApiError(
                     403, "forbidden", "This endpoint takes the experiment's ingestion token"

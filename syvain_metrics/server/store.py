@@ -412,11 +412,6 @@ class Store:
         row = self._experiment_row(db, org_id, experiment_id)
         return self._experiment_wire(row, self._folder_index(db, org_id), origin)
 
-    def require_experiment(self, org_id: str, experiment_id: str) -> None:
-        """404 unless the organization has this experiment."""
-        with self._lock:
-            self._experiment_row(self._db, org_id, experiment_id)
-
     def get_experiment(self, org_id: str, experiment_id: str, origin: str) -> dict[str, Any]:
         """One experiment; ``url`` points at ``origin``'s dashboard."""
         with self._lock:
