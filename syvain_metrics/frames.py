@@ -1,4 +1,5 @@
-"""Metric rows for notebooks: a pandas DataFrame and a matplotlib plot (imported lazily).
+"""The optional extras, imported lazily: pandas frames and matplotlib plots of metric rows,
+and tqdm progress bars.
 
 Example:
     >>> df = exp.metrics("loss").to_pandas()          # doctest: +SKIP
@@ -33,6 +34,17 @@ def _require(module: str, extra: str) -> Any:
         raise MetricsApiError(
             f"This needs {module}: pip install 'syvain-metrics[{extra}]'"
         ) from None
+
+
+def progress_bar(total: int, description: str) -> Any:
+    """A tqdm progress bar counting metrics (needs the ``progress`` extra).
+
+    Example:
+        >>> bar = progress_bar(2_000, "ingest run-1")  # doctest: +SKIP
+        >>> bar.update(1_000); bar.close()             # doctest: +SKIP
+    """
+    tqdm = _require("tqdm", "progress")
+    return tqdm.tqdm(total=total, desc=description, unit="metric")
 
 
 def rows_to_frame(rows: Sequence[dict[str, Any]], *, expand_metadata: bool = True) -> Any:

@@ -24,6 +24,7 @@ from marshmallow import ValidationError
 
 from syvain_metrics import routes
 from syvain_metrics.errors import MetricsApiError, MetricsValidationError, PartialIngestError
+from syvain_metrics.frames import progress_bar
 from syvain_metrics.resources.annotation import Annotation
 from syvain_metrics.resources.base import Resource, ms_time, wire
 from syvain_metrics.resources.catalog import CatalogEntry, CatalogValues
@@ -400,6 +401,7 @@ class Experiment(Resource):
         metrics: Iterable[Mapping[str, Any] | MetricPoint],
         *,
         sync: bool | None = None,
+        progress: bool = False,
     ) -> IngestResult:
         """Send metrics, any number of them, in requests of at most 1,000, in order.
 
@@ -408,7 +410,8 @@ class Experiment(Resource):
         ``client_event_id`` is derived as ``log()`` does. Everything is validated before the
         first request. If a request fails, :class:`PartialIngestError` says how many were
         stored and carries the rest in ``pending``: ``exp.ingest(error.pending)`` resumes
-        without loss or duplication.
+        without loss or duplication. ``progress=True`` shows a progress bar (the ``progress``
+        extra, tqdm).
 
         Example:
             >>> exp.ingest([{"client_event_id": "run1/loss/1", "name": "loss", "value": 0.4,
@@ -423,6 +426,7 @@ class Experiment(Resource):
         stored = 0
         requests = 0
         mode: str | None = None
+        bar = progress_bar(len(prepared), f"ingest {self.slug or self.id}") if progress else None
         for start in range(0, len(prepared), MAX_METRICS_PER_INGEST):
             chunk = prepared[start : start + MAX_METRICS_PER_INGEST]
             try:
@@ -434,6 +438,8 @@ class Experiment(Resource):
                     body={"data": chunk},
                 )
             except MetricsApiError as error:
+                if bar is not None:
+                    bar.close()
                 raise PartialIngestError(
                     f"Ingest stopped after {stored} of {len(prepared)} metrics were stored; "
                     f"{len(prepared) - stored} are in error.pending: {error}",
@@ -444,6 +450,10 @@ class Experiment(Resource):
             stored += len(chunk)
             requests += 1
             mode = data["mode"]
+            if bar is not None:
+                bar.update(len(chunk))
+        if bar is not None:
+            bar.close()
         return IngestResult(count=stored, requests=requests, mode=mode)
 
     def log(

@@ -2,7 +2,7 @@
 
 Example:
     >>> FolderSchema().load({"folder_id": "f1", "org_id": "o1", "name": "runs", "path_name": "runs"})
-    {'folder_id': 'f1', 'org_id': 'o1', 'name': 'runs', 'path_name': 'runs', 'parent_id_path': []}
+    {'folder_id': 'f1', 'org_id': 'o1', 'name': 'runs', 'parent_id_path': [], 'path_name': 'runs'}
 """
 
 from __future__ import annotations
