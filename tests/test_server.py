@@ -1027,3 +1027,15 @@ def test_the_server_serves_exactly_the_routes_the_sdk_calls() -> None:
     from syvain_metrics.server import ENDPOINTS
 
     assert [endpoint.route for endpoint in ENDPOINTS] == list(ROUTES)
+
+
+def test_a_rejected_request_does_not_count_as_a_use_of_the_token(api: Api) -> None:
+    exp = api.experiment("unused-token")
+    token = api.token(exp["id"])
+    bad = api.ingest(exp["id"], token, [{"client_event_id": "a", "name": "x", "value": "NaN"}])
+    assert failure(bad)[:2] == (400, "validation_error")
+    [key] = api.ok("GET", f"/experiments/{exp['id']}/ingestion-keys")["keys"]
+    assert key["last_used_at_ms"] is None
+    assert api.ingest(exp["id"], token, [metric("a", 1.0)]).status_code == 200
+    [key] = api.ok("GET", f"/experiments/{exp['id']}/ingestion-keys")["keys"]
+    assert key["last_used_at_ms"] is not None

@@ -334,8 +334,6 @@ class MetricsApp:
                 raise ApiError(
                     403, "forbidden", "This ingestion token belongs to another experiment"
                 )
-        if principal.key_id is not None:
-            self.store.touch_ingestion_key(principal.key_id)
         return principal
 
     @staticmethod
@@ -362,6 +360,9 @@ class MetricsApp:
             origin = request.host_url.rstrip("/")
             call = handlers.Call(self.store, principal, origin, args, query, loaded)
             data = endpoint.handler(call)
+            if principal.key_id is not None:
+                # Only an accepted request counts as a use: bad input changes nothing.
+                self.store.touch_ingestion_key(principal.key_id)
         except ApiError as error:
             return error.status, _dump(error.envelope()), error.code != VALIDATION_ERROR
         except Exception:
