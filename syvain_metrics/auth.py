@@ -53,7 +53,7 @@ def normalize_host(value: str) -> str:
         >>> normalize_host("https://metrics.syvain.com/api")
         Traceback (most recent call last):
         ...
-        syvain_metrics.errors.MetricsApiAuthError: Metrics API host must be an origin without a path, query or fragment: 'https://metrics.syvain.com/api'.
+        syvain_metrics.errors.MetricsApiAuthError: Metrics API host must be an origin without a path, query or fragment: https://metrics.syvain.com/api (query and fragment not shown).
     """
     raw = value.strip()
     try:
@@ -70,7 +70,8 @@ def normalize_host(value: str) -> str:
         raise MetricsApiAuthError(f"Metrics API host must name a host: {raw!r}.")
     if parts.path not in {"", "/"} or parts.query or parts.fragment or "?" in raw or "#" in raw:
         raise MetricsApiAuthError(
-            f"Metrics API host must be an origin without a path, query or fragment: {raw!r}."
+            "Metrics API host must be an origin without a path, query or fragment: "
+            f"{parts.scheme}://{parts.netloc}{parts.path} (query and fragment not shown)."
         )
     return f"{parts.scheme}://{parts.netloc}"
 

@@ -110,11 +110,6 @@ class LogBuffer:
             self._events = []
             return len(pending)
 
-    def pending(self) -> list[dict[str, Any]]:
-        """A copy of the events not yet sent."""
-        with self._lock:
-            return [dict(e) for e in self._events]
-
 
 _registry_lock = threading.Lock()
 _buffers: dict[tuple[int, str], LogBuffer] = {}
