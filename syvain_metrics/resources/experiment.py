@@ -55,6 +55,7 @@ from syvain_metrics.schemas.experiment import (
     ExperimentReply,
     StatusUpdateRequest,
 )
+from syvain_metrics.schemas.ingest import IngestReply, MetricBatch
 from syvain_metrics.schemas.ingestion_key import (
     IngestionKeyCreateReply,
     IngestionKeyCreateRequest,
@@ -69,7 +70,7 @@ from syvain_metrics.schemas.limits import (
     EXPERIMENTS_LIMIT,
     MAX_METRICS_PER_INGEST,
 )
-from syvain_metrics.schemas.metric import IngestReply, MetricBatch, MetricsQuery
+from syvain_metrics.schemas.metric_query import MetricsQuery
 from syvain_metrics.session import Session, get_session
 
 logger = logging.getLogger("syvain_metrics")

@@ -23,13 +23,13 @@ from syvain_metrics.resources.base import from_ms
 from syvain_metrics.resources.paging import RowReader
 from syvain_metrics.routes import Route
 from syvain_metrics.schemas.base import load_request
-from syvain_metrics.schemas.metric import (
+from syvain_metrics.schemas.metric_query import (
     QUERY_ORDER,
     CompareQuery,
     CompareSeriesList,
-    MetricRowsReply,
     series_param,
 )
+from syvain_metrics.schemas.rows import MetricRowsReply
 from syvain_metrics.session import Session, get_session
 
 if TYPE_CHECKING:

@@ -39,8 +39,8 @@ from syvain_metrics.schemas.experiment import (
     StatusUpdateRequest,
 )
 from syvain_metrics.schemas.folder import FolderCreateRequest, FolderPatchRequest
+from syvain_metrics.schemas.ingest import IngestRequest
 from syvain_metrics.schemas.ingestion_key import IngestionKeyCreateRequest
-from syvain_metrics.schemas.metric import IngestRequest
 from syvain_metrics.server import handlers
 from syvain_metrics.server.errors import VALIDATION_ERROR, ApiError, from_validation, invalid
 from syvain_metrics.server.faults import Faults

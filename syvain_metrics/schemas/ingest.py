@@ -1,0 +1,182 @@
+"""Ingest payloads: one metric, a batch of metrics, and the ingest request and reply.
+
+:class:`MetricBatch` validates a whole list of metrics with column passes (types,
+lengths, ranges, finiteness) and falls back to the per-metric
+:class:`MetricInputSchema` only to name the first bad fields.
+
+Example:
+    >>> MetricBatch().deserialize([{"client_event_id": "a", "name": "loss", "value": 1}])
+    [{'client_event_id': 'a', 'name': 'loss', 'value': 1.0, 'step': None}]
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from itertools import chain, repeat
+from typing import Any
+
+from marshmallow import ValidationError, fields, post_load, pre_load, validate
+
+from syvain_metrics.schemas.base import RequestSchema, ResponseSchema
+from syvain_metrics.schemas.columns import (
+    all_finite,
+    ints_within,
+    lengths_within,
+    plain_json_objects,
+    type_set,
+)
+from syvain_metrics.schemas.fields import (
+    FiniteNumber,
+    JsonObject,
+    SafeInteger,
+    _Field,
+)
+from syvain_metrics.schemas.limits import (
+    CLIENT_EVENT_ID_MAX,
+    INGEST_MODES,
+    MAX_METRICS_PER_INGEST,
+    MAX_SAFE_INTEGER,
+    METRIC_NAME_MAX,
+)
+
+INGEST_KEYS = ("client_event_id", "name", "value", "step", "metadata", "timestamp_ms")
+"""The fields of one metric, in the order they are sent."""
+
+
+class MetricInputSchema(RequestSchema):
+    """One metric to ingest. ``step`` is always sent (``None`` allowed); ``metadata`` and
+    ``timestamp_ms`` only when given, ``timestamp_ms`` never as ``null``."""
+
+    client_event_id = fields.String(
+        required=True, validate=validate.Length(min=1, max=CLIENT_EVENT_ID_MAX)
+    )
+    name = fields.String(required=True, validate=validate.Length(min=1, max=METRIC_NAME_MAX))
+    value = FiniteNumber(required=True)
+    step = SafeInteger(minimum=0, allow_none=True, load_default=None)
+    metadata = JsonObject()
+    timestamp_ms = SafeInteger(minimum=0)
+
+    @pre_load
+    def _drop_null_optionals(self, data: Any, **kwargs: Any) -> Any:
+        # ``None`` means "not given" for the two keys that are sent only when given.
+        if isinstance(data, Mapping) and any(
+            data.get(key, ...) is None for key in ("metadata", "timestamp_ms")
+        ):
+            return {k: v for k, v in data.items() if v is not None or k == "step"}
+        return data
+
+    @post_load
+    def _wire_order(self, data: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+        return {key: data[key] for key in INGEST_KEYS if key in data}
+
+
+class MetricBatch(_Field):
+    """A list of metrics to ingest, validated column by column.
+
+    Loads to a list of wire-ready dicts in the order of :data:`INGEST_KEYS`.
+    ``max_length`` bounds one request body; the SDK validates a whole ``ingest()``
+    call with no bound and splits it afterwards.
+
+    Example:
+        >>> MetricBatch().deserialize([{"client_event_id": "a", "name": "", "value": 1}])
+        Traceback (most recent call last):
+        ...
+        marshmallow.exceptions.ValidationError: {0: {'name': ['Length must be between 1 and 500.']}}
+    """
+
+    default_error_messages = {
+        "invalid": "Must be a list of metrics.",
+        "too_many": "At most {max} metrics per request, got {count}.",
+    }
+
+    def __init__(self, *, max_length: int | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.max_length = max_length
+
+    def _deserialize(
+        self, value: Any, attr: str | None, data: Any, **kwargs: Any
+    ) -> list[dict[str, Any]]:
+        if not isinstance(value, list | tuple):
+            raise self.make_error("invalid")
+        if self.max_length is not None and len(value) > self.max_length:
+            raise self.make_error("too_many", max=self.max_length, count=len(value))
+        items: Sequence[Any] = value
+        fast = _fast_batch(items)
+        return fast if fast is not None else _slow_batch(items)
+
+
+def _fast_batch(items: Sequence[Any]) -> list[dict[str, Any]] | None:
+    """Validate plain well-typed dicts with whole-column C passes; ``None`` means "look closer"."""
+    if not items:
+        return []
+    if type_set(items) != {dict}:
+        return None
+    if not set(chain.from_iterable(items)) <= set(INGEST_KEYS):
+        return None
+    ids: list[Any] = list(map(dict.get, items, repeat("client_event_id")))
+    names: list[Any] = list(map(dict.get, items, repeat("name")))
+    values: list[Any] = list(map(dict.get, items, repeat("value")))
+    steps: list[Any] = list(map(dict.get, items, repeat("step")))
+    if type_set(ids) != {str} or not lengths_within(ids, 1, CLIENT_EVENT_ID_MAX):
+        return None
+    if type_set(names) != {str} or not lengths_within(names, 1, METRIC_NAME_MAX):
+        return None
+    if not type_set(values) <= {float, int} or not all_finite(values):
+        return None
+    step_types = type_set(steps)
+    if not step_types <= {int, type(None)}:
+        return None
+    stepped = [s for s in steps if s is not None]
+    if stepped and not ints_within(stepped, 0, MAX_SAFE_INTEGER):
+        return None
+    metadata = [m["metadata"] for m in items if "metadata" in m]
+    if metadata and not plain_json_objects(metadata):
+        return None
+    stamps = [m["timestamp_ms"] for m in items if "timestamp_ms" in m]
+    if stamps and (type_set(stamps) != {int} or not ints_within(stamps, 0, MAX_SAFE_INTEGER)):
+        return None
+    out: list[dict[str, Any]] = []
+    append = out.append
+    for item, event_id, name, number, step in zip(items, ids, names, values, steps, strict=True):
+        row = {"client_event_id": event_id, "name": name, "value": float(number), "step": step}
+        if len(item) > 3 + ("step" in item):
+            if "metadata" in item:
+                row["metadata"] = dict(item["metadata"])
+            if "timestamp_ms" in item:
+                row["timestamp_ms"] = item["timestamp_ms"]
+        append(row)
+    return out
+
+
+_METRIC_INPUT = MetricInputSchema()
+
+
+def _slow_batch(items: Sequence[Any]) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    errors: dict[int, Any] = {}
+    for index, item in enumerate(items):
+        if not isinstance(item, Mapping):
+            errors[index] = {"_schema": ["Must be a metric (a dict or a MetricPoint)."]}
+            continue
+        try:
+            out.append(_METRIC_INPUT.load(dict(item)))
+        except ValidationError as error:
+            errors[index] = error.messages
+        if len(errors) >= 10:  # enough to act on; a 100k batch need not list every failure
+            break
+    if errors:
+        raise ValidationError(errors)
+    return out
+
+
+class IngestRequest(RequestSchema):
+    """Body of ``POST /experiments/{id}/ingest``: at most 1,000 metrics."""
+
+    data = MetricBatch(required=True, max_length=MAX_METRICS_PER_INGEST)
+
+
+class IngestReply(ResponseSchema):
+    """``{ok: true, mode}``."""
+
+    ok = fields.Boolean(required=True, validate=validate.Equal(True))
+    mode = fields.String(required=True, validate=validate.OneOf(INGEST_MODES))
