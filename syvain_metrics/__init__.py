@@ -20,12 +20,13 @@ from syvain_metrics.errors import (
 from syvain_metrics.resources.annotation import Annotation
 from syvain_metrics.resources.auth_status import AuthStatus, whoami
 from syvain_metrics.resources.catalog import CatalogEntry, CatalogValues
-from syvain_metrics.resources.experiment import UNSET, Experiment, IngestResult
+from syvain_metrics.resources.experiment import UNSET, Experiment
 from syvain_metrics.resources.folder import Folder
 from syvain_metrics.resources.ingestion_key import IngestionKey
 from syvain_metrics.resources.metric import Metric, MetricRows, Series, compare
 from syvain_metrics.resources.paging import PagingError
 from syvain_metrics.resources.point import MetricPoint
+from syvain_metrics.resources.writing import IngestResult
 from syvain_metrics.retry import RetryPolicy
 from syvain_metrics.session import Session, connect, get_session, set_default_session
 

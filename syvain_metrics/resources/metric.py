@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, overload
 from syvain_metrics import routes
 from syvain_metrics.errors import MetricsApiResponseError, MetricsValidationError
 from syvain_metrics.resources.base import from_ms
+from syvain_metrics.resources.experiment_base import ExperimentBase
 from syvain_metrics.resources.paging import RowReader
 from syvain_metrics.routes import Route
 from syvain_metrics.schemas.base import load_request
@@ -34,8 +35,6 @@ from syvain_metrics.session import Session, get_session
 
 if TYPE_CHECKING:
     import pandas
-
-    from syvain_metrics.resources.experiment import Experiment
 
 
 def _json_object(text: str, field_name: str) -> dict[str, Any]:
@@ -284,15 +283,13 @@ class Series:
 
     def __init__(
         self,
-        experiment_id: str | Experiment,
+        experiment_id: str | ExperimentBase,
         name: str,
         *,
         metadata: Mapping[str, Any] | str | None = None,
         session: Session | None = None,
     ) -> None:
-        from syvain_metrics.resources.experiment import Experiment
-
-        if isinstance(experiment_id, Experiment):
+        if isinstance(experiment_id, ExperimentBase):
             session = session or experiment_id._session
             experiment_id = experiment_id.id
         object.__setattr__(self, "experiment_id", experiment_id)

@@ -1,0 +1,82 @@
+"""Annotations of one experiment: ``annotate()`` and ``annotations()``.
+
+Example:
+    >>> exp.annotate("Checkpoint saved").text  # doctest: +SKIP
+    'Checkpoint saved'
+"""
+
+from __future__ import annotations
+
+import builtins
+import datetime as dt
+from collections.abc import Mapping
+from typing import Any
+
+from syvain_metrics import routes
+from syvain_metrics.resources.annotation import Annotation
+from syvain_metrics.resources.experiment_base import ExperimentBase
+from syvain_metrics.resources.paging import read_by_time
+from syvain_metrics.schemas.annotation import (
+    AnnotationCreateRequest,
+    AnnotationListQuery,
+    AnnotationListReply,
+    AnnotationReply,
+)
+from syvain_metrics.schemas.base import load_request
+from syvain_metrics.schemas.limits import (
+    ANNOTATIONS_LIMIT,
+)
+
+
+class Annotating(ExperimentBase):
+    """The annotating operations of an experiment."""
+
+    def annotate(self, text: str, *, metadata: Mapping[str, Any] | None = None) -> Annotation:
+        """Pin a note to the experiment (sent with its ingestion token).
+
+        Example:
+            >>> exp.annotate("Checkpoint saved", metadata={"path": "ckpt/99.pt"})  # doctest: +SKIP
+            <Annotation 'Checkpoint saved' id=...>
+        """
+        body = load_request(
+            AnnotationCreateRequest(),
+            {"annotation": text, "metadata": {} if metadata is None else metadata},
+        )
+        bound = self._bind(None)
+        data = bound.call(routes.CREATE_ANNOTATION, self.id, reply=AnnotationReply(), body=body)
+        self._update(data["experiment"])
+        return Annotation._from_wire(data["annotation"], bound)
+
+    def annotations(
+        self,
+        from_ms: int | dt.datetime | None = None,
+        to_ms: int | dt.datetime | None = None,
+        limit: int | None = None,
+    ) -> builtins.list[Annotation]:
+        """Annotations, oldest first, optionally bounded by creation time. Without ``limit``,
+        every one (paged by creation time); with it, at most that many.
+
+        Example:
+            >>> [a.text for a in exp.annotations()]  # doctest: +SKIP
+            ['Checkpoint saved']
+        """
+        query = load_request(AnnotationListQuery(), {"from": from_ms, "to": to_ms, "limit": limit})
+        bound = self._bind(None)
+        reply = AnnotationListReply()
+
+        def fetch(params: dict[str, Any]) -> builtins.list[dict[str, Any]]:
+            data = bound.call(routes.LIST_ANNOTATIONS, self.id, reply=reply, query=params)
+            items: builtins.list[dict[str, Any]] = data["annotations"]
+            return items
+
+        limit_value = query.pop("limit", None)
+        items = read_by_time(
+            fetch,
+            query,
+            bound="from",
+            time_field="created_at_ms",
+            descending=False,
+            page_size=ANNOTATIONS_LIMIT[0],
+            limit=limit_value,
+        )
+        return [Annotation._from_wire(item, bound) for item in items]
