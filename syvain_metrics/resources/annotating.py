@@ -15,7 +15,7 @@ from typing import Any
 from syvain_metrics import routes
 from syvain_metrics.resources.annotation import Annotation
 from syvain_metrics.resources.experiment_base import ExperimentBase
-from syvain_metrics.resources.paging import read_by_time
+from syvain_metrics.resources.paging import read_created
 from syvain_metrics.schemas.annotation import (
     AnnotationCreateRequest,
     AnnotationListQuery,
@@ -62,21 +62,14 @@ class Annotating(ExperimentBase):
         """
         query = load_request(AnnotationListQuery(), {"from": from_ms, "to": to_ms, "limit": limit})
         bound = self._bind(None)
-        reply = AnnotationListReply()
-
-        def fetch(params: dict[str, Any]) -> builtins.list[dict[str, Any]]:
-            data = bound.call(routes.LIST_ANNOTATIONS, self.id, reply=reply, query=params)
-            items: builtins.list[dict[str, Any]] = data["annotations"]
-            return items
-
-        limit_value = query.pop("limit", None)
-        items = read_by_time(
-            fetch,
+        items = read_created(
+            bound,
+            routes.LIST_ANNOTATIONS,
+            (self.id,),
+            AnnotationListReply(),
+            "annotations",
             query,
-            bound="from",
-            time_field="created_at_ms",
-            descending=False,
+            newest_first=False,
             page_size=ANNOTATIONS_LIMIT[0],
-            limit=limit_value,
         )
         return [Annotation._from_wire(item, bound) for item in items]

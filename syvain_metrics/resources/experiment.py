@@ -25,7 +25,7 @@ from syvain_metrics.resources.annotating import Annotating
 from syvain_metrics.resources.cataloging import Cataloging
 from syvain_metrics.resources.folder import Folder, folder_id_of
 from syvain_metrics.resources.keys import IngestionKeys
-from syvain_metrics.resources.paging import read_by_time
+from syvain_metrics.resources.paging import read_created
 from syvain_metrics.resources.reading import MetricReading
 from syvain_metrics.resources.writing import MetricWriting
 from syvain_metrics.schemas.base import load_request
@@ -120,22 +120,16 @@ class Experiment(MetricWriting, MetricReading, Annotating, IngestionKeys, Catalo
                 "limit": limit,
             },
         )
-        reply = ExperimentListReply()
 
-        def fetch(params: dict[str, Any]) -> builtins.list[dict[str, Any]]:
-            data = bound.call(routes.LIST_EXPERIMENTS, reply=reply, query=params)
-            items: builtins.list[dict[str, Any]] = data["experiments"]
-            return items
-
-        limit_value = query.pop("limit", None)
-        items = read_by_time(
-            fetch,
+        items = read_created(
+            bound,
+            routes.LIST_EXPERIMENTS,
+            (),
+            ExperimentListReply(),
+            "experiments",
             query,
-            bound="to",
-            time_field="created_at_ms",
-            descending=True,
+            newest_first=True,
             page_size=EXPERIMENTS_LIMIT[0],
-            limit=limit_value,
         )
         return [cls._from_wire(item, bound) for item in items]
 

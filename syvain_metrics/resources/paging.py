@@ -29,10 +29,16 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from syvain_metrics.errors import MetricsApiError
 from syvain_metrics.schemas.limits import MAX_METRIC_ROWS_LIMIT, METRIC_ROWS_LIMIT
+
+if TYPE_CHECKING:
+    from marshmallow import Schema
+
+    from syvain_metrics.routes import Route
+    from syvain_metrics.session import Session
 
 Row = dict[str, Any]
 Fetch = Callable[[dict[str, Any]], list[Row]]
@@ -270,3 +276,34 @@ def read_by_time(
                 "read one page."
             )
         RowReader._advance(query, bound, times[-1])
+
+
+def read_created(
+    session: Session,
+    route: Route,
+    segments: tuple[str, ...],
+    reply: Schema,
+    items_key: str,
+    query: dict[str, Any],
+    *,
+    newest_first: bool,
+    page_size: int,
+) -> list[Row]:
+    """A list ordered by ``created_at_ms`` (experiments newest first, annotations oldest
+    first): every item, or at most ``query["limit"]``, through :func:`read_by_time`."""
+
+    def fetch(params: dict[str, Any]) -> list[Row]:
+        items: list[Row] = session.call(route, *segments, reply=reply, query=params)[items_key]
+        return items
+
+    query = dict(query)
+    limit = query.pop("limit", None)
+    return read_by_time(
+        fetch,
+        query,
+        bound="to" if newest_first else "from",
+        time_field="created_at_ms",
+        descending=newest_first,
+        page_size=page_size,
+        limit=limit,
+    )
