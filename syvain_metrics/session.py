@@ -1,10 +1,10 @@
 """The session: one pooled HTTP connection set, credentials, retries, and the default-session registry.
 
-Resources never touch HTTP; they ask the session for one logical call and get the
-validated ``data`` payload back::
+Resources never touch HTTP; they ask the session for one logical call of a route
+(:mod:`syvain_metrics.routes`) and get the validated ``data`` payload back::
 
-    session.call("POST", "/folders", operation="create_folder",
-                 body={"name": "runs", "parent_id": None}, reply=FolderReply())
+    session.call(routes.CREATE_FOLDER, reply=FolderReply(),
+                 body={"name": "runs", "parent_id": None})
 
 Example:
     >>> import syvain_metrics as sm
@@ -96,6 +96,17 @@ class _Prepared:
     timeout: float
     timeout_setting: str
     operation: str
+
+
+@dataclass(frozen=True)
+class _Outcome:
+    """What one attempt came to: ``data``, or an ``error`` and how to treat it."""
+
+    data: Any = None
+    error: MetricsApiError | None = None
+    retryable: bool = True
+    retry_after: str | None = None
+    cause: BaseException | None = None
 
 
 def _new_idempotency_key() -> str:
@@ -289,8 +300,8 @@ class Session:
         return data["token"], data["key"]["expires_at_ms"]
 
     def _send(self, prepared: _Prepared, *, token: str) -> Any:
-        method, url, operation = prepared.method, prepared.url, prepared.operation
-        timeout, timeout_setting = prepared.timeout, prepared.timeout_setting
+        """Send one logical call: retry what is retryable, poll while the same call is in
+        progress on the server, and raise the last error (redacted) otherwise."""
         headers = {"Authorization": f"Bearer {token}"}
         if prepared.idempotency_key is not None:
             headers["Idempotency-Key"] = prepared.idempotency_key
@@ -298,68 +309,71 @@ class Session:
         attempt = 0
         polls = 0
         while True:
-            retry_after: str | None = None
-            try:
-                response = self._http.request(
-                    method,
-                    url,
-                    params=prepared.params,
-                    data=prepared.payload,
-                    headers=headers,
-                    timeout=timeout,
-                )
-            except requests.Timeout as exc:
-                error: MetricsApiError = MetricsApiRequestError(
-                    f"Metrics API request for {operation} timed out after {timeout:g} s "
-                    f"(raise Session({timeout_setting}=...) if the service needs longer).",
-                    retryable=True,
-                )
-                cause: BaseException = exc
-            except requests.RequestException as exc:
-                error = MetricsApiRequestError(
-                    f"Metrics API request for {operation} could not reach {self.host}: "
-                    f"{type(exc).__name__}",
-                    retryable=True,
-                )
-                cause = exc
-            else:
-                logger.debug("%s %s -> %s", method, url, response.status_code)
-                status = response.status_code
-                if status >= 400:
-                    error = request_error(status, response.text)
-                    retry_after = response.headers.get("Retry-After")
-                    cause = error
-                else:
-                    try:
-                        decoded = json.loads(response.content)
-                    except ValueError:
-                        error = MetricsApiResponseError(
-                            f"Metrics API response for {operation} is not JSON "
-                            f"(HTTP {status}, {len(response.content)} bytes)."
-                        )
-                        cause = error
-                    else:
-                        return unwrap_envelope(decoded, operation=operation)
+            outcome = self._attempt(prepared, headers)
+            if outcome.error is None:
+                return outcome.data
+            error = outcome.error
             in_progress = getattr(error, "error_code", None) == IN_PROGRESS
             if in_progress and polls < policy.poll_attempts:
-                polls += 1
+                polls += 1  # polls do not use up the attempts (contract section 3)
                 policy.sleep(policy.poll_interval)
                 continue
-            retryable = isinstance(error, MetricsApiResponseError) or getattr(
-                error, "retryable", False
-            )
-            if in_progress or not retryable or attempt >= policy.attempts - 1:
-                raise self._redacted(error, token) from (None if cause is error else cause)
-            wait = policy.backoff(attempt, retry_after)
+            if in_progress or not outcome.retryable or attempt >= policy.attempts - 1:
+                raise self._redacted(error, token) from outcome.cause
+            wait = policy.backoff(attempt, outcome.retry_after)
             logger.info(
                 "%s %s failed (%s); retrying in %.2f s",
-                method,
-                url,
+                prepared.method,
+                prepared.url,
                 self._redacted(error, token),
                 wait,
             )
             policy.sleep(wait)
             attempt += 1
+
+    def _attempt(self, prepared: _Prepared, headers: dict[str, str]) -> _Outcome:
+        """One HTTP exchange, turned into data or into the error it amounts to."""
+        operation = prepared.operation
+        try:
+            response = self._http.request(
+                prepared.method,
+                prepared.url,
+                params=prepared.params,
+                data=prepared.payload,
+                headers=headers,
+                timeout=prepared.timeout,
+            )
+        except requests.Timeout as exc:
+            message = (
+                f"Metrics API request for {operation} timed out after {prepared.timeout:g} s "
+                f"(raise Session({prepared.timeout_setting}=...) if the service needs longer)."
+            )
+            return _Outcome(error=MetricsApiRequestError(message, retryable=True), cause=exc)
+        except requests.RequestException as exc:
+            message = (
+                f"Metrics API request for {operation} could not reach {self.host}: "
+                f"{type(exc).__name__}"
+            )
+            return _Outcome(error=MetricsApiRequestError(message, retryable=True), cause=exc)
+        status = response.status_code
+        logger.debug("%s %s -> %s", prepared.method, prepared.url, status)
+        if status >= 400:
+            error = request_error(status, response.text)
+            return _Outcome(
+                error=error,
+                retryable=error.retryable,
+                retry_after=response.headers.get("Retry-After"),
+            )
+        try:
+            decoded = json.loads(response.content)
+        except ValueError:
+            # The contract counts a body that is not JSON among retryable failures.
+            message = (
+                f"Metrics API response for {operation} is not JSON "
+                f"(HTTP {status}, {len(response.content)} bytes)."
+            )
+            return _Outcome(error=MetricsApiResponseError(message))
+        return _Outcome(data=unwrap_envelope(decoded, operation=operation))
 
     def _redacted(self, error: MetricsApiError, token: str) -> MetricsApiError:
         """Scrub the API key and tokens from an error message, should a server echo them."""
