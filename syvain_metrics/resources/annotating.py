@@ -7,7 +7,6 @@ Example:
 
 from __future__ import annotations
 
-import builtins
 import datetime as dt
 from collections.abc import Mapping
 from typing import Any
@@ -23,9 +22,7 @@ from syvain_metrics.schemas.annotation import (
     AnnotationReply,
 )
 from syvain_metrics.schemas.base import load_request
-from syvain_metrics.schemas.limits import (
-    ANNOTATIONS_LIMIT,
-)
+from syvain_metrics.schemas.limits import ANNOTATIONS_LIMIT
 
 
 class Annotating(ExperimentBase):
@@ -52,7 +49,7 @@ class Annotating(ExperimentBase):
         from_ms: int | dt.datetime | None = None,
         to_ms: int | dt.datetime | None = None,
         limit: int | None = None,
-    ) -> builtins.list[Annotation]:
+    ) -> list[Annotation]:
         """Annotations, oldest first, optionally bounded by creation time. Without ``limit``,
         every one (paged by creation time); with it, at most that many.
 

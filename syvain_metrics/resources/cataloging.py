@@ -7,7 +7,6 @@ Example:
 
 from __future__ import annotations
 
-import builtins
 from collections.abc import Sequence
 
 from syvain_metrics import routes
@@ -26,7 +25,7 @@ from syvain_metrics.schemas.catalog import (
 class Cataloging(ExperimentBase):
     """The cataloging operations of an experiment."""
 
-    def catalog(self, limit: int | None = None) -> builtins.list[CatalogEntry]:
+    def catalog(self, limit: int | None = None) -> list[CatalogEntry]:
         """Metric names of this experiment and their metadata keys, alphabetically.
 
         Example:

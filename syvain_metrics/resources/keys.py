@@ -7,7 +7,6 @@ Example:
 
 from __future__ import annotations
 
-import builtins
 import datetime as dt
 from typing import Any
 
@@ -20,15 +19,13 @@ from syvain_metrics.schemas.ingestion_key import (
     IngestionKeyCreateRequest,
     IngestionKeyListReply,
 )
-from syvain_metrics.schemas.limits import (
-    DEFAULT_INGESTION_KEY_NAME,
-)
+from syvain_metrics.schemas.limits import DEFAULT_INGESTION_KEY_NAME
 
 
 class IngestionKeys(ExperimentBase):
     """The keys operations of an experiment."""
 
-    def ingestion_keys(self) -> builtins.list[IngestionKey]:
+    def ingestion_keys(self) -> list[IngestionKey]:
         """Every ingestion key of this experiment (revoked and expired ones included).
 
         Example:

@@ -8,7 +8,6 @@ Example:
 
 from __future__ import annotations
 
-import builtins
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -23,9 +22,7 @@ from syvain_metrics.resources.log_buffer import buffer_for, derive_event_id, exi
 from syvain_metrics.resources.point import MetricPoint
 from syvain_metrics.schemas.base import flatten_messages
 from syvain_metrics.schemas.ingest import IngestReply, MetricBatch
-from syvain_metrics.schemas.limits import (
-    MAX_METRICS_PER_INGEST,
-)
+from syvain_metrics.schemas.limits import MAX_METRICS_PER_INGEST
 
 _BATCH = MetricBatch()
 
@@ -42,10 +39,8 @@ class IngestResult:
 class MetricWriting(ExperimentBase):
     """``ingest()``, ``log()``, ``flush()`` and ``pending_logs`` of an experiment."""
 
-    def _prepare(
-        self, metrics: Iterable[Mapping[str, Any] | MetricPoint]
-    ) -> builtins.list[dict[str, Any]]:
-        items: builtins.list[Any] = []
+    def _prepare(self, metrics: Iterable[Mapping[str, Any] | MetricPoint]) -> list[dict[str, Any]]:
+        items: list[Any] = []
         for item in metrics:
             if type(item) is dict and "client_event_id" in item:
                 items.append(item)  # the common case, without the ABC checks below
@@ -64,7 +59,7 @@ class MetricWriting(ExperimentBase):
                 item = {**item, "client_event_id": event_id}
             items.append(item)
         try:
-            prepared: builtins.list[dict[str, Any]] = _BATCH.deserialize(items)
+            prepared: list[dict[str, Any]] = _BATCH.deserialize(items)
         except ValidationError as error:
             raise MetricsValidationError(flatten_messages({"metrics": error.messages})) from None
         return prepared
@@ -158,7 +153,7 @@ class MetricWriting(ExperimentBase):
         (prepared,) = self._prepare([event])
         buffer_for(self._bind(None), self.id, self._send_buffered).add(prepared)
 
-    def _send_buffered(self, events: builtins.list[dict[str, Any]]) -> None:
+    def _send_buffered(self, events: list[dict[str, Any]]) -> None:
         self.ingest(events)
 
     def flush(self) -> int:
