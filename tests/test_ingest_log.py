@@ -580,3 +580,24 @@ def test_whole_float_metadata_derives_the_same_id_as_the_int(
     exp.ingest([{"name": "acc", "value": 0.5, "step": 1, "metadata": {"k": 1.0, "v": [2.0]}}])
     first, second = sent_ids(server)
     assert first == second
+
+
+def test_after_a_failed_automatic_flush_log_waits_for_another_full_request(
+    exp: sm.Experiment, mocked: responses.RequestsMock
+) -> None:
+    # An outage must not turn every later log() call into a failing request.
+    server = IngestServer(mocked, statuses=[400, 400])
+    for step in range(999):
+        exp.log("loss", 1.0, step=step)
+    with pytest.raises(sm.MetricsApiRequestError):
+        exp.log("loss", 1.0, step=999)
+    for step in range(1_000, 1_999):
+        exp.log("loss", 1.0, step=step)  # buffered, no request
+    assert len(server.attempts) == 1
+    with pytest.raises(sm.MetricsApiRequestError):
+        exp.log("loss", 1.0, step=1_999)  # the next full request is tried
+    assert len(server.attempts) == 2
+    assert exp.pending_logs == 2_000
+    assert exp.flush() == 2_000
+    assert sorted(server.accepted_ids) == sorted(set(server.accepted_ids))
+    assert len(server.accepted_ids) == 2_000

@@ -83,6 +83,7 @@ class LogBuffer:
         self.experiment_id = experiment_id
         self._send = send
         self._events: list[dict[str, Any]] = []
+        self._flush_at = MAX_METRICS_PER_INGEST
         self._lock = threading.RLock()
 
     def __len__(self) -> int:
@@ -90,11 +91,19 @@ class LogBuffer:
             return len(self._events)
 
     def add(self, event: dict[str, Any]) -> None:
-        """Buffer one validated event; flush when the buffer holds a full request."""
+        """Buffer one validated event; flush when the buffer holds a full request.
+
+        After a failed automatic flush the next one waits for another full request, so a
+        training loop that logs through an outage is not held up by every call.
+        """
         with self._lock:
             self._events.append(event)
-            if len(self._events) >= MAX_METRICS_PER_INGEST:
-                self.flush()
+            if len(self._events) >= self._flush_at:
+                try:
+                    self.flush()
+                except Exception:
+                    self._flush_at = len(self._events) + MAX_METRICS_PER_INGEST
+                    raise
 
     def flush(self) -> int:
         """Send every pending event; return how many were sent. On failure keep the unsent ones."""
@@ -108,6 +117,7 @@ class LogBuffer:
                 self._events = error.pending
                 raise
             self._events = []
+            self._flush_at = MAX_METRICS_PER_INGEST
             return len(pending)
 
 
