@@ -772,3 +772,34 @@ def test_a_list_in_an_unexpected_order_is_an_error_not_a_silent_prefix(
     mocked.get(f"{API}/experiments", json=envelope({"experiments": items}))  # oldest first
     with pytest.raises(sm.PagingError, match="not ordered"):
         sm.Experiment.list()
+
+
+def test_paged_reads_always_ask_for_their_order() -> None:
+    fetch = FetchRecorder(make_rows(random.Random(31), per_step(40, 3)))
+    assert_complete(read_ids(fetch, 10), fetch.expected())
+    assert {call["sort_by"] for call in fetch.calls} <= {"step,client_timestamp"}
+    assert len(fetch.calls) > 1
+
+
+def test_a_service_with_exclusive_bounds_is_an_error_not_lost_rows() -> None:
+    rows = make_rows(random.Random(32), per_step(30, 3))
+
+    def exclusive(params: dict[str, Any]) -> list[Row]:
+        query = dict(params)
+        if "from_step" in query:
+            query["from_step"] = int(query["from_step"]) + 1
+        return select(rows, as_params(query))
+
+    with pytest.raises(sm.PagingError, match="inclusive bounds"):
+        RowReader(fetch=exclusive, page_size=10).read({}, limit=None)
+
+
+def test_a_page_out_of_the_order_asked_for_is_an_error() -> None:
+    rows = make_rows(random.Random(33), per_step(30, 3))
+
+    def server_time_order(params: dict[str, Any]) -> list[Row]:
+        page = select(rows, as_params(params))
+        return sorted(page, key=lambda row: row["server_timestamp_ms"])
+
+    with pytest.raises(sm.PagingError, match="not in the order asked for"):
+        RowReader(fetch=server_time_order, page_size=10).read({}, limit=None)

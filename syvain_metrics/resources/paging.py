@@ -67,6 +67,8 @@ class RowReader:
         one_page = self.page_size if order.pageable else MAX_METRIC_ROWS_LIMIT
         if limit is not None and limit <= min(one_page, MAX_METRIC_ROWS_LIMIT):
             return self.fetch({**params, "limit": limit})
+        # Paging relies on the order, so ask for it rather than trust a default.
+        params = {**params, "sort_by": params.get("sort_by") or _TIME_ORDER}
         out: list[Row] = []
         for row in self._all(params, order):
             out.append(row)
@@ -95,6 +97,7 @@ class RowReader:
     def _page(self, params: dict[str, Any], size: int | None = None) -> tuple[list[Row], bool]:
         size = size or self.page_size
         rows = self.fetch({**params, "limit": size})
+        _check_sorted(rows, params)
         return rows, len(rows) >= size
 
     def _single_page(self, params: dict[str, Any]) -> list[Row]:
@@ -129,7 +132,7 @@ class RowReader:
         block = list(self._fresh(nulls, seen))
         query["sort_by"] = order.time_keys
         while True:
-            last = nulls[-1]["client_timestamp_ms"]
+            last = nulls_last_seen = nulls[-1]["client_timestamp_ms"]
             if nulls[0]["client_timestamp_ms"] == last:
                 exact = {**query, "from_time": last, "to_time": last}
                 block.extend(
@@ -139,6 +142,9 @@ class RowReader:
             self._advance(query, "from_time", last)
             rows, full = self._page(query)
             nulls = [row for row in rows if row["step"] is None]
+            first = nulls[0]["client_timestamp_ms"] if nulls else None
+            if last == nulls_last_seen and first != last:
+                raise _bound_not_kept("from_time", last, first)
             block.extend(self._fresh(nulls, seen))
             if not full or len(nulls) < len(rows):
                 return block
@@ -149,20 +155,25 @@ class RowReader:
         query = dict(params)
         if params.get("step") is None and query.get(bound) is None and not descending:
             query[bound] = 0  # null steps were read as their own block
+        expect: int | None = None  # a step already seen that the next page must start with
         while True:
             rows, full = self._page(query)
             stepped = [row for row in rows if row["step"] is not None]
+            first = int(stepped[0]["step"]) if stepped else None
+            if expect is not None and first != expect:
+                raise _bound_not_kept(bound, expect, first)
             yield from self._fresh(stepped, seen)
             # Null steps sort after every step descending: once one shows, the steps are done.
             if not full or not stepped or len(stepped) < len(rows):
                 return
-            last = int(stepped[-1]["step"])
+            last = expect = int(stepped[-1]["step"])
             if int(stepped[0]["step"]) == last:
                 # A whole page at one step: read that step alone, then move past it.
                 yield from self._within_step(params, last, order, seen)
                 if descending and last == 0:
                     return
                 last = last - 1 if descending else last + 1
+                expect = None
             self._advance(query, bound, last)
 
     def _within_step(
@@ -179,17 +190,22 @@ class RowReader:
     def _by_time(self, params: dict[str, Any], descending: bool, seen: set[str]) -> Iterator[Row]:
         bound = "to_time" if descending else "from_time"
         query = dict(params)
+        expect: int | None = None  # a time already seen that the next page must start with
         while True:
             rows, full = self._page(query)
+            first = rows[0]["client_timestamp_ms"] if rows else None
+            if expect is not None and first != expect:
+                raise _bound_not_kept(bound, expect, first)
             yield from self._fresh(rows, seen)
             if not full:
                 return
-            last = rows[-1]["client_timestamp_ms"]
+            last = expect = rows[-1]["client_timestamp_ms"]
             if rows[0]["client_timestamp_ms"] == last:
                 # A whole page at one millisecond: take it in one largest page.
                 exact = {**query, "from_time": last, "to_time": last}
                 yield from self._fresh(self._single_page(exact), seen)
                 last = last - 1 if descending else last + 1
+                expect = None
             self._advance(query, bound, last)
 
     @staticmethod
@@ -201,6 +217,46 @@ class RowReader:
                 "reading on would repeat rows forever."
             )
         query[bound] = value
+
+
+def _bound_not_kept(bound: str, value: int, first: int | None) -> PagingError:
+    """The next page did not start at ``value``, where rows were already seen."""
+    if first is not None and (first < value if bound.startswith("from") else first > value):
+        return PagingError(
+            f"The service did not honour {bound}={value}: paging cannot advance, and reading "
+            "on would repeat rows forever."
+        )
+    return PagingError(
+        f"The service's {bound}={value} left out rows at {value} already seen: paging needs "
+        "inclusive bounds, and reading on could skip rows."
+    )
+
+
+_SORT_VALUE: dict[str, Callable[[Row], Any]] = {
+    # Null steps sort before every step ascending (and so after them descending).
+    "step": lambda row: (row["step"] is not None, row["step"] or 0),
+    "client_timestamp": lambda row: row["client_timestamp_ms"],
+    "server_timestamp": lambda row: row["server_timestamp_ms"],
+}
+
+
+def _check_sorted(rows: list[Row], params: dict[str, Any]) -> None:
+    """Raise :class:`PagingError` unless a page follows the order it was asked for (as far as
+    the known keys go: ``series`` and the final ``event_id`` are not checked)."""
+    keys: list[Callable[[Row], Any]] = []
+    for name in str(params.get("sort_by") or "").split(","):
+        if name not in _SORT_VALUE:
+            break
+        keys.append(_SORT_VALUE[name])
+    if not keys or len(rows) < 2:
+        return
+    values = [tuple(key(row) for key in keys) for row in rows]
+    ordered = sorted(values, reverse=params.get("sort_direction") == "desc")
+    if values != ordered:
+        raise PagingError(
+            f"The service's answer is not in the order asked for (sort_by={params['sort_by']}): "
+            "paging cannot rely on it."
+        )
 
 
 @dataclass(frozen=True)
