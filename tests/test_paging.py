@@ -803,3 +803,28 @@ def test_a_page_out_of_the_order_asked_for_is_an_error() -> None:
 
     with pytest.raises(sm.PagingError, match="not in the order asked for"):
         RowReader(fetch=server_time_order, page_size=10).read({}, limit=None)
+
+
+def test_experiment_list_reads_a_millisecond_holding_more_than_a_page(
+    session: sm.Session, mocked: responses.RequestsMock
+) -> None:
+    items = [
+        experiment_wire(f"exp-{i:03d}", f"run-{i:03d}", created_at_ms=1_795_000_000_000)
+        for i in range(130)
+    ]
+    items += [
+        experiment_wire(f"old-{i:03d}", f"old-{i:03d}", created_at_ms=1_794_000_000_000 + i)
+        for i in range(40)
+    ]
+
+    def answer(request: Any) -> tuple[int, dict[str, str], str]:
+        params = parse_qs(urlsplit(request.url).query)
+        return (
+            200,
+            {},
+            json.dumps(envelope({"experiments": _created(items, params, newest_first=True)})),
+        )
+
+    mocked.add_callback(responses.GET, f"{API}/experiments", callback=answer)
+    expected = [e["id"] for e in _created(items, {"limit": ["1000"]}, newest_first=True)]
+    assert [e.id for e in sm.Experiment.list()] == expected

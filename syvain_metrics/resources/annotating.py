@@ -67,6 +67,6 @@ class Annotating(ExperimentBase):
             "annotations",
             query,
             newest_first=False,
-            page_size=ANNOTATIONS_LIMIT[0],
+            limits=ANNOTATIONS_LIMIT,
         )
         return [Annotation._from_wire(item, bound) for item in items]

@@ -129,7 +129,7 @@ class Experiment(MetricWriting, MetricReading, Annotating, IngestionKeys, Catalo
             "experiments",
             query,
             newest_first=True,
-            page_size=EXPERIMENTS_LIMIT[0],
+            limits=EXPERIMENTS_LIMIT,
         )
         return [cls._from_wire(item, bound) for item in items]
 

@@ -294,18 +294,20 @@ def read_by_time(
     time_field: str,
     descending: bool,
     page_size: int,
+    largest_page: int,
     limit: int | None,
 ) -> list[Row]:
     """Every item of a list ordered by a creation time (experiments newest first, annotations
     oldest first), or at most ``limit``, paging by moving the inclusive ``bound`` parameter
-    (``to`` or ``from``) to the last time seen and dropping repeats by ``id``.
+    (``to`` or ``from``) to the last time seen and dropping repeats by ``id``. A page whose
+    items all share one time is read again as that one time, in the largest page.
 
     Example:
         >>> read_by_time(lambda params: [], {}, bound="to", time_field="created_at_ms",
-        ...              descending=True, page_size=100, limit=None)
+        ...              descending=True, page_size=100, largest_page=1000, limit=None)
         []
     """
-    if limit is not None and limit <= page_size:
+    if limit is not None and limit <= largest_page:
         return fetch({**params, "limit": limit})
     query = dict(params)
     seen: set[str] = set()
@@ -323,15 +325,23 @@ def read_by_time(
         times = [item[time_field] for item in items]
         if times != sorted(times, reverse=descending):
             raise PagingError(
-                f"The service's answer is not ordered by {time_field}: pass limit= to read "
-                "one page."
+                f"The service's answer is not ordered by {time_field}: paging cannot rely on "
+                f"it; pass limit= (at most {largest_page}) to read one page."
             )
-        if times[0] == times[-1]:
-            raise PagingError(
-                f"More than {page_size} items share {time_field}={times[0]}; pass limit= to "
-                "read one page."
-            )
-        RowReader._advance(query, bound, times[-1])
+        last = times[-1]
+        if times[0] == last:
+            crowded = fetch({**query, "from": last, "to": last, "limit": largest_page})
+            if len(crowded) >= largest_page:
+                raise PagingError(
+                    f"More than {largest_page} items share {time_field}={last}: they cannot "
+                    "be read completely."
+                )
+            for item in crowded:
+                if item["id"] not in seen:
+                    seen.add(item["id"])
+                    out.append(item)
+            last = last - 1 if descending else last + 1
+        RowReader._advance(query, bound, last)
 
 
 def read_created(
@@ -343,10 +353,11 @@ def read_created(
     query: dict[str, Any],
     *,
     newest_first: bool,
-    page_size: int,
+    limits: tuple[int, int],
 ) -> list[Row]:
     """A list ordered by ``created_at_ms`` (experiments newest first, annotations oldest
-    first): every item, or at most ``query["limit"]``, through :func:`read_by_time`."""
+    first): every item, or at most ``query["limit"]``, through :func:`read_by_time`;
+    ``limits`` are the list's (default, largest) page sizes."""
 
     def fetch(params: dict[str, Any]) -> list[Row]:
         items: list[Row] = session.call(route, *segments, reply=reply, query=params)[items_key]
@@ -360,6 +371,7 @@ def read_created(
         bound="to" if newest_first else "from",
         time_field="created_at_ms",
         descending=newest_first,
-        page_size=page_size,
+        page_size=limits[0],
+        largest_page=limits[1],
         limit=limit,
     )
