@@ -106,7 +106,6 @@ class _Outcome:
     error: MetricsApiError | None = None
     retryable: bool = True
     retry_after: str | None = None
-    cause: BaseException | None = None
 
 
 def _new_idempotency_key() -> str:
@@ -215,6 +214,11 @@ class Session:
         return f"<Session {self.host} auth={self._credentials.source}>"
 
     @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` has run (a closed session sends nothing more)."""
+        return self._closed or self._closing
+
+    @property
     def auth_source(self) -> str:
         """Where the API key came from: ``"api_key"``, ``"local"`` or ``"local-dev"``."""
         return self._credentials.source
@@ -258,19 +262,26 @@ class Session:
             timeout_setting="ingest_timeout" if route.long_wait else "timeout",
             operation=route.operation,
         )
-        if route.credential != "ingestion_key":
-            data = self._send(prepared, token=self._credentials.api_key)
-        else:
-            experiment_id = segments[0]
-            token = self.tokens.token(experiment_id)
-            try:
+        token = self._credentials.api_key
+        try:
+            if route.credential != "ingestion_key":
                 data = self._send(prepared, token=token)
-            except MetricsApiRequestError as error:
-                if error.status_code not in (401, 403):
-                    raise
-                logger.info("ingestion token refused (%s); minting a new one", error.status_code)
-                data = self._send(prepared, token=self.tokens.renew(experiment_id, token))
-        return load_response(reply, data, operation=route.operation)
+            else:
+                experiment_id = segments[0]
+                token = self.tokens.token(experiment_id)
+                try:
+                    data = self._send(prepared, token=token)
+                except MetricsApiRequestError as error:
+                    if error.status_code not in (401, 403):
+                        raise
+                    logger.info(
+                        "ingestion token refused (%s); minting a new one", error.status_code
+                    )
+                    token = self.tokens.renew(experiment_id, token)
+                    data = self._send(prepared, token=token)
+            return load_response(reply, data, operation=route.operation)
+        except MetricsApiError as error:
+            raise self._redacted(error, token) from error.__cause__
 
     def on_close(self, hook: Callable[[Session], None]) -> None:
         """Run ``hook(session)`` when the session closes, before its connections go (used by
@@ -319,7 +330,7 @@ class Session:
                 policy.sleep(policy.poll_interval)
                 continue
             if in_progress or not outcome.retryable or attempt >= policy.attempts - 1:
-                raise self._redacted(error, token) from outcome.cause
+                raise self._redacted(error, token) from None
             wait = policy.backoff(attempt, outcome.retry_after)
             logger.info(
                 "%s %s failed (%s); retrying in %.2f s",
@@ -343,18 +354,20 @@ class Session:
                 headers=headers,
                 timeout=prepared.timeout,
             )
-        except requests.Timeout as exc:
+        # The requests exception is described, not chained: it carries the request and so its
+        # Authorization header, which error reporters that walk causes would pick up.
+        except requests.Timeout:
             message = (
                 f"Metrics API request for {operation} timed out after {prepared.timeout:g} s "
                 f"(raise Session({prepared.timeout_setting}=...) if the service needs longer)."
             )
-            return _Outcome(error=MetricsApiRequestError(message, retryable=True), cause=exc)
+            return _Outcome(error=MetricsApiRequestError(message, retryable=True))
         except requests.RequestException as exc:
             message = (
                 f"Metrics API request for {operation} could not reach {self.host}: "
-                f"{type(exc).__name__}"
+                f"{type(exc).__name__}: {exc}"
             )
-            return _Outcome(error=MetricsApiRequestError(message, retryable=True), cause=exc)
+            return _Outcome(error=MetricsApiRequestError(message, retryable=True))
         status = response.status_code
         logger.debug("%s %s -> %s", prepared.method, prepared.url, status)
         if status >= 400:

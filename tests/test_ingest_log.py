@@ -601,3 +601,11 @@ def test_after_a_failed_automatic_flush_log_waits_for_another_full_request(
     assert exp.flush() == 2_000
     assert sorted(server.accepted_ids) == sorted(set(server.accepted_ids))
     assert len(server.accepted_ids) == 2_000
+
+
+def test_log_on_a_closed_session_raises_instead_of_buffering(session: sm.Session) -> None:
+    exp = sm.Experiment(experiment_wire("exp-closed"), session=session)
+    session.close()
+    with pytest.raises(sm.MetricsApiError, match="closed"):
+        exp.log("loss", 0.5, step=1)
+    assert exp.pending_logs == 0

@@ -892,3 +892,37 @@ def test_close_sends_pending_log_events_first(mocked: responses.RequestsMock, cl
         # Leave no pending events behind for the interpreter's exit flush.
         with log_buffer._registry_lock:
             log_buffer._buffers.pop((id(session), "exp-1"), None)
+
+
+def _chain(error: BaseException) -> list[BaseException]:
+    seen: list[BaseException] = []
+    current: BaseException | None = error
+    while current is not None and current not in seen:
+        seen.append(current)
+        current = current.__cause__ or current.__context__
+    return seen
+
+
+def test_a_network_error_carries_no_request_and_so_no_key(
+    session: sm.Session, mocked: responses.RequestsMock
+) -> None:
+    # Error reporters walk causes and read their attributes: requests' exceptions hold the
+    # request, Authorization header included, so none may hang off the SDK's error.
+    mocked.get(f"{API}/auth/status", body=requests.exceptions.ConnectionError("refused"))
+    with pytest.raises(sm.MetricsApiRequestError) as caught:
+        sm.whoami()
+    assert "ConnectionError" in str(caught.value)
+    for link in _chain(caught.value):
+        assert not isinstance(link, requests.RequestException)
+        assert API_KEY not in repr(vars(link))
+
+
+def test_a_success_status_echoing_the_key_in_its_envelope_is_redacted(
+    session: sm.Session, mocked: responses.RequestsMock
+) -> None:
+    body = {"data": None, "error": {"message": f"bad key {API_KEY}"}}
+    mocked.get(f"{API}/auth/status", json=body, status=200)
+    with pytest.raises(sm.MetricsApiResponseError) as caught:
+        sm.whoami()
+    assert API_KEY not in str(caught.value)
+    assert "***" in str(caught.value)

@@ -610,3 +610,14 @@ def test_compare_with_64_series_is_sent(exp: sm.Experiment, mocked: responses.Re
     query = parse_qs(urlsplit(mocked.calls[0].request.url).query)
     assert len(query["series"]) == 64
     assert json.loads(query["series"][63]) == {"experiment_id": "exp-63", "metric_name": "loss"}
+
+
+def test_an_integer_too_large_for_a_float_is_a_validation_error(
+    mocked: responses.RequestsMock, session: sm.Session
+) -> None:
+    exp = sm.Experiment(experiment_wire(), session=session)
+    with pytest.raises(sm.MetricsValidationError, match=r"metrics\[0\]\.value"):
+        exp.ingest([{"client_event_id": "a", "name": "loss", "value": 10**400}])
+    with pytest.raises(sm.MetricsValidationError):
+        exp.log("loss", 10**400, step=1)
+    assert len(mocked.calls) == 0

@@ -37,7 +37,6 @@ from syvain_metrics.schemas.experiment import (
     ExperimentReply,
     StatusUpdateRequest,
 )
-from syvain_metrics.schemas.ingest import MetricBatch
 from syvain_metrics.schemas.limits import (
     DEFAULT_ERROR_NAME,
     ERROR_DETAIL_MAX,
@@ -56,8 +55,6 @@ class _Unset:
 
 UNSET: Any = _Unset()
 """Marks an argument that was not given (so its key is not sent)."""
-
-_BATCH = MetricBatch()
 
 
 def _error_payload(error: BaseException | str | Mapping[str, Any] | None) -> dict[str, Any] | None:

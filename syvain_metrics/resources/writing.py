@@ -151,7 +151,10 @@ class MetricWriting(ExperimentBase):
         if client_event_id is not None:
             event["client_event_id"] = client_event_id
         (prepared,) = self._prepare([event])
-        buffer_for(self._bind(None), self.id, self._send_buffered).add(prepared)
+        session = self._bind(None)
+        if session.closed:  # nothing would ever send it
+            raise MetricsApiError("This session is closed; log() needs an open session.")
+        buffer_for(session, self.id, self._send_buffered).add(prepared)
 
     def _send_buffered(self, events: list[dict[str, Any]]) -> None:
         self.ingest(events)

@@ -102,7 +102,10 @@ class FiniteNumber(_Field):
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> float:
         if not is_real(value):
             raise self.make_error("invalid")
-        number = float(value)
+        try:
+            number = float(value)
+        except OverflowError:  # an int beyond a float's range
+            raise self.make_error("finite") from None
         if not math.isfinite(number):
             raise self.make_error("finite")
         return number
