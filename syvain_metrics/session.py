@@ -285,7 +285,11 @@ class Session:
 
     def on_close(self, hook: Callable[[Session], None]) -> None:
         """Run ``hook(session)`` when the session closes, before its connections go (used by
-        ``log()`` buffers to flush). A hook registered twice runs once."""
+        ``log()`` buffers to flush). A hook registered twice runs once.
+
+        Example:
+            >>> session.on_close(lambda s: print("closing", s.host))  # doctest: +SKIP
+        """
         with self._close_lock:
             if hook not in self._close_hooks:
                 self._close_hooks.append(hook)
@@ -449,7 +453,11 @@ def connect(
 
 
 def set_default_session(session: Session | None) -> None:
-    """Make ``session`` the default (``None`` clears it)."""
+    """Make ``session`` the default for class-level calls (``None`` clears it).
+
+    Example:
+        >>> sm.set_default_session(local_session)  # doctest: +SKIP
+    """
     global _default
     with _default_lock:
         _default = session

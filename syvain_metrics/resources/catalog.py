@@ -15,7 +15,12 @@ from syvain_metrics.resources.base import Resource, wire
 
 
 class CatalogEntry(Resource):
-    """A metric name and the metadata keys seen with it."""
+    """A metric name and the metadata keys seen with it.
+
+    Example:
+        >>> CatalogEntry({"metric_name": "loss", "metadata_keys": ["split"]}, session=None)
+        <CatalogEntry loss keys=['split']>
+    """
 
     _id_field = "metric_name"
 
@@ -49,11 +54,21 @@ class CatalogValues(Resource):
         raise KeyError(f"No values were listed for metadata key {key!r}.")
 
     def values(self, key: str) -> list[Any]:
-        """The listed values of one metadata key."""
+        """The listed values of one metadata key (``KeyError`` if the key was not listed).
+
+        Example:
+            >>> exp.catalog_values("loss", keys="split").values("split")  # doctest: +SKIP
+            ['train', 'valid']
+        """
         return list(self._entry(key)["values"])
 
     def value_count(self, key: str) -> int:
-        """How many distinct values the key has (before the ``limit`` cut)."""
+        """How many distinct values the key has (before the ``limit`` cut).
+
+        Example:
+            >>> exp.catalog_values("loss", limit=1).value_count("split")  # doctest: +SKIP
+            2
+        """
         count: int = self._entry(key)["value_count"]
         return count
 

@@ -222,11 +222,21 @@ class Experiment(MetricWriting, MetricReading, Annotating, IngestionKeys, Catalo
         )
 
     def start(self) -> Experiment:
-        """Mark the experiment ``running``."""
+        """Mark the experiment ``running``.
+
+        Example:
+            >>> exp.start().status  # doctest: +SKIP
+            'running'
+        """
         return self.set_status("running")
 
     def finish(self) -> Experiment:
-        """Mark the experiment ``done``."""
+        """Mark the experiment ``done``.
+
+        Example:
+            >>> exp.finish().done_at  # doctest: +SKIP
+            datetime.datetime(2026, 11, 26, 18, 30, tzinfo=datetime.timezone.utc)
+        """
         return self.set_status("done")
 
     def fail(self, error: BaseException | str | Mapping[str, Any] | None = None) -> Experiment:

@@ -118,7 +118,12 @@ class Metric:
         return sorted({*object.__dir__(self), *self._row})
 
     def to_dict(self) -> dict[str, Any]:
-        """The row as the service sent it."""
+        """The row as the service sent it.
+
+        Example:
+            >>> Metric({"event_id": "e1", "metric_name": "loss"}).to_dict()
+            {'event_id': 'e1', 'metric_name': 'loss'}
+        """
         return dict(self._row)
 
     def __eq__(self, other: object) -> bool:
@@ -192,7 +197,12 @@ class MetricRows(Sequence[Metric]):
         return self.column("metric_name")
 
     def to_dicts(self) -> list[dict[str, Any]]:
-        """The rows as the service sent them."""
+        """The rows as the service sent them.
+
+        Example:
+            >>> MetricRows([{"event_id": "e1"}]).to_dicts()
+            [{'event_id': 'e1'}]
+        """
         return [dict(row) for row in self._rows]
 
     def to_pandas(self, *, expand_metadata: bool = True) -> pandas.DataFrame:
@@ -305,7 +315,12 @@ class Series:
         }
 
     def to_param(self) -> str:
-        """The compact JSON text sent as one ``series`` query value."""
+        """The compact JSON text sent as one ``series`` query value.
+
+        Example:
+            >>> Series("e1", "loss").to_param()
+            '{"experiment_id":"e1","metric_name":"loss"}'
+        """
         loaded = load_request(CompareSeriesList(), {"series": [self._wire()]})
         return series_param(loaded["series"][0])
 

@@ -51,7 +51,14 @@ _TIME_ORDER = "step,client_timestamp"
 
 
 class PagingError(MetricsApiError):
-    """The rows of one sort position exceed the largest page: reading on would lose rows."""
+    """A read cannot go on without losing or repeating rows: more rows at one sort position
+    than the largest page, an answer out of the order asked for, or a bound the service does
+    not keep. Raised instead of returning a silent prefix.
+
+    Example:
+        >>> issubclass(PagingError, MetricsApiError)
+        True
+    """
 
 
 @dataclass

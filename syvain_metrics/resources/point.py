@@ -29,7 +29,12 @@ class MetricPoint:
     client_event_id: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        """The metric as an ingest dict (optional fields only when set; ``step`` always)."""
+        """The metric as an ingest dict (optional fields only when set; ``step`` always).
+
+        Example:
+            >>> MetricPoint("acc", 0.9).to_dict()
+            {'name': 'acc', 'value': 0.9, 'step': None}
+        """
         out: dict[str, Any] = {"name": self.name, "value": self.value, "step": self.step}
         if self.metadata is not None:
             out["metadata"] = dict(self.metadata)

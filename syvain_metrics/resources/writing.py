@@ -29,7 +29,12 @@ _BATCH = MetricBatch()
 
 @dataclass(frozen=True)
 class IngestResult:
-    """What an :meth:`Experiment.ingest` call did: metrics sent, requests made, last mode."""
+    """What an :meth:`Experiment.ingest` call did: metrics sent, requests made, last mode.
+
+    Example:
+        >>> IngestResult(count=2500, requests=3, mode="sync").requests
+        3
+    """
 
     count: int
     requests: int
