@@ -1039,3 +1039,37 @@ def test_a_rejected_request_does_not_count_as_a_use_of_the_token(api: Api) -> No
     assert api.ingest(exp["id"], token, [metric("a", 1.0)]).status_code == 200
     [key] = api.ok("GET", f"/experiments/{exp['id']}/ingestion-keys")["keys"]
     assert key["last_used_at_ms"] is not None
+
+
+def _wire_names(schema: Any) -> set[str]:
+    names = set()
+    for name, schema_field in schema().fields.items():
+        if name == "metadata":  # the SDK's one-key filter, sent as these parameters
+            names |= {"metadata_key", "metadata_value", "metadata_value_json"}
+        else:
+            names.add(schema_field.data_key or name)
+    return names
+
+
+@pytest.mark.parametrize(
+    ("sdk", "server", "also_sent"),
+    [
+        ("folder.FolderListQuery", "FolderListQuery", set()),
+        ("experiment.ExperimentListQuery", "ExperimentListQuery", set()),
+        ("annotation.AnnotationListQuery", "AnnotationListQuery", set()),
+        ("catalog.CatalogQuery", "CatalogQuery", set()),
+        ("catalog.CatalogValuesQuery", "CatalogValuesQuery", set()),
+        ("metric_query.MetricsQuery", "MetricsListQuery", set()),
+        # compare: the series values, and the step a paged read narrows to
+        ("metric_query.CompareQuery", "CompareQuery", {"series", "step"}),
+    ],
+)
+def test_the_server_accepts_exactly_the_query_parameters_the_sdk_sends(
+    sdk: str, server: str, also_sent: set[str]
+) -> None:
+    import importlib
+
+    module, name = sdk.split(".")
+    sdk_schema = getattr(importlib.import_module(f"syvain_metrics.schemas.{module}"), name)
+    server_schema = getattr(importlib.import_module("syvain_metrics.server.queries"), server)
+    assert _wire_names(sdk_schema) | also_sent == _wire_names(server_schema)
