@@ -125,7 +125,7 @@ class Session:
         clock: seconds since the epoch; drives ingestion-token expiry (tests inject one).
         pool_size: connections kept alive per host.
         page_size: rows per request when a read pages through a large result (1,000, the
-            contract's default limit; raise it up to what the service honours).
+            default limit for metric rows; raise it up to what the service honours).
 
     Example:
         >>> import syvain_metrics as sm

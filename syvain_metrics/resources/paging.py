@@ -11,8 +11,8 @@ even that is full the read stops with an error rather than loop or drop rows. A
 bound that does not move (a service ignoring it) stops the read with an error too.
 
 A page shorter than asked for is taken as the last one, so the page size must not
-exceed what the service honours: the default, 1,000, is the contract's default
-``limit`` for metric rows.
+exceed what the service honours: the default, 1,000, is the default
+``limit`` for metric rows in the contract (section 8).
 
 Rows with a null step sort first ascending and last descending, and no step bound
 selects them, so they are read as their own block: with no step bound, ordered by
@@ -44,7 +44,7 @@ Row = dict[str, Any]
 Fetch = Callable[[dict[str, Any]], list[Row]]
 
 DEFAULT_PAGE_SIZE = METRIC_ROWS_LIMIT[0]
-"""Rows per request when a read pages: the contract's default ``limit`` for metric rows."""
+"""Rows per request when a read pages: the default ``limit`` for metric rows (contract section 8)."""
 
 _STEP_BOUNDS = ("step", "from_step", "to_step")
 _TIME_ORDER = "step,client_timestamp"
