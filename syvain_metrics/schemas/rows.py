@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from functools import partial
 from itertools import repeat
-from operator import is_not
+from operator import is_not, itemgetter
 from typing import Any
 
 from marshmallow import ValidationError
@@ -49,6 +49,22 @@ ROW_COLUMN_TYPES: dict[str, frozenset[type]] = {
 """Each documented row field and the JSON types it may hold."""
 
 
+_OPTIONAL = frozenset({"experiment_description", "experiment_metadata_json"})
+_REQUIRED = frozenset(ROW_COLUMN_TYPES) - _OPTIONAL
+"""Fields every row carries (``step`` too: it may be null but not absent)."""
+
+
+def _column(rows: list[dict[str, Any]], name: str) -> Iterable[Any]:
+    return map(dict.get, rows, repeat(name))
+
+
+def _whole_steps(rows: list[dict[str, Any]], found: set[type]) -> bool:
+    steps: Iterable[Any] = map(itemgetter("step"), rows)
+    if found != {float}:  # nulls or ints among the floats
+        steps = map(float, filter(partial(is_not, None), steps))
+    return all(map(float.is_integer, steps))
+
+
 class MetricRowTable(_Field):
     """The ``rows`` of a metrics answer, checked one column at a time; loads to the rows as
     received (extra fields kept), so row objects can be built only when read.
@@ -70,22 +86,19 @@ class MetricRowTable(_Field):
             bad = next(i for i, row in enumerate(rows) if type(row) is not dict)
             raise ValidationError(f"Row {bad} is not an object.")
         for name, allowed in ROW_COLUMN_TYPES.items():
-            found = set(map(type, map(dict.get, rows, repeat(name))))
+            # itemgetter is the faster pass, and a KeyError is how a missing field shows.
+            column = map(itemgetter(name), rows) if name in _REQUIRED else _column(rows, name)
+            try:
+                found = set(map(type, column))
+            except KeyError:
+                bad = next(i for i, row in enumerate(rows) if name not in row)
+                raise ValidationError(f"Row {bad}: field {name} is missing.") from None
             if not found <= allowed:
                 bad = next(i for i, row in enumerate(rows) if type(row.get(name)) not in allowed)
-                problem = "is missing" if name not in rows[bad] else "has the wrong type"
-                raise ValidationError(f"Row {bad}: field {name} {problem}.")
-            if name == "step" and float in found:
-                present: Iterable[Any] = filter(
-                    partial(is_not, None), map(dict.get, rows, repeat(name))
-                )
-                if not all(map(float.is_integer, map(float, present))):
-                    raise ValidationError("Field step must hold whole numbers.")
-        # ``step`` may be null but must be present; the column pass cannot tell the two apart.
-        if not all(map(dict.__contains__, rows, repeat("step"))):
-            bad = next(i for i, row in enumerate(rows) if "step" not in row)
-            raise ValidationError(f"Row {bad}: field step is missing.")
-        values: list[Any] = list(map(dict.get, rows, repeat("metric_value")))
+                raise ValidationError(f"Row {bad}: field {name} has the wrong type.")
+            if name == "step" and float in found and not _whole_steps(rows, found):
+                raise ValidationError("Field step must hold whole numbers.")
+        values: list[Any] = list(map(itemgetter("metric_value"), rows))
         if not all_finite(values):
             bad = next(i for i, v in enumerate(values) if not finite(v))
             raise ValidationError(f"Row {bad}: field metric_value is not finite.")
