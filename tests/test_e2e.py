@@ -1174,3 +1174,38 @@ def test_many_calls_share_one_kept_alive_connection(server: LocalServer) -> None
         assert sum(pool.num_connections for pool in pools) == 1
     finally:
         session.close()
+
+
+def test_eight_threads_logging_at_once_store_every_point_once(server: LocalServer) -> None:
+    import threading
+
+    session = server.session()
+    try:
+        exp = sm.Experiment.create("threaded-logging", session=session)
+        start = threading.Barrier(8)
+        failures: list[BaseException] = []
+
+        def train(worker: int) -> None:
+            try:
+                start.wait()
+                mine = sm.Experiment.get(exp.id, session=session)  # its own object, one buffer
+                for step in range(worker * 1_000, worker * 1_000 + 700):
+                    mine.log("loss", step / 10, step=step, metadata={"worker": worker})
+            except BaseException as error:
+                failures.append(error)
+
+        threads = [threading.Thread(target=train, args=(w,)) for w in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert failures == []
+        exp.flush()
+        rows = exp.metrics("loss")
+        assert sorted(m.step for m in rows) == sorted(
+            step for w in range(8) for step in range(w * 1_000, w * 1_000 + 700)
+        )
+        assert all(m.value == m.step / 10 for m in rows)
+        assert len(exp.ingestion_keys()) == 1  # one key minted for all eight threads
+    finally:
+        session.close()
