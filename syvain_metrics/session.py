@@ -45,8 +45,8 @@ from syvain_metrics.schemas.envelope import IN_PROGRESS, request_error, unwrap_e
 from syvain_metrics.schemas.ingestion_key import IngestionKeyCreateReply, IngestionKeyCreateRequest
 from syvain_metrics.schemas.limits import (
     DEFAULT_INGESTION_KEY_NAME,
+    DEFAULT_PAGE_SIZE,
     MAX_METRIC_ROWS_LIMIT,
-    METRIC_ROWS_LIMIT,
 )
 from syvain_metrics.tokens import IngestionTokenCache
 
@@ -145,7 +145,7 @@ class Session:
         retry: RetryPolicy | None = None,
         clock: Callable[[], float] = time.time,
         pool_size: int = 10,
-        page_size: int = METRIC_ROWS_LIMIT[0],
+        page_size: int = DEFAULT_PAGE_SIZE,
     ) -> None:
         for name, value in (("timeout", timeout), ("ingest_timeout", ingest_timeout)):
             if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:

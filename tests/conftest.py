@@ -12,6 +12,7 @@ import pytest
 import responses
 
 import syvain_metrics as sm
+from syvain_metrics.resources import log_buffer
 
 HOST = "http://127.0.0.1:8765"
 API = f"{HOST}/api/v1"
@@ -30,6 +31,16 @@ class FakeClock:
 
     def advance(self, seconds: float) -> None:
         self.now += seconds
+
+
+@pytest.fixture(autouse=True)
+def _no_leftover_log_buffers() -> Iterator[None]:
+    """Drop buffers this test created, so the real exit hook has nothing to send."""
+    before = set(log_buffer._buffers)
+    yield
+    with log_buffer._registry_lock:
+        for key in set(log_buffer._buffers) - before:
+            log_buffer._buffers.pop(key)._events = []
 
 
 @pytest.fixture

@@ -10,14 +10,13 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 import responses
 
 import syvain_metrics as sm
-from syvain_metrics.resources import log_buffer
 from tests.conftest import API, envelope, experiment_wire, folder_wire, key_wire
 
 NAN = float("nan")
@@ -29,16 +28,6 @@ AWARE = dt.datetime(2026, 1, 1, 12, 0, 0, tzinfo=dt.timezone.utc)
 TOKEN = "ing_tok_validation_secret"
 
 Call = Callable[[sm.Experiment], Any]
-
-
-@pytest.fixture(autouse=True)
-def _no_leftover_log_buffers() -> Iterator[None]:
-    """Drop buffers this test created, so the real exit hook has nothing to send."""
-    before = set(log_buffer._buffers)
-    yield
-    with log_buffer._registry_lock:
-        for key in set(log_buffer._buffers) - before:
-            log_buffer._buffers.pop(key)._events = []
 
 
 @pytest.fixture

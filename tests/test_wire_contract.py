@@ -540,19 +540,25 @@ def test_compare_with_experiment_series(
     assert_request(mocked.calls[0], ex)
 
 
+def mint_then(
+    mocked: responses.RequestsMock, wire_examples: Any, operation: str, index: int = 0
+) -> tuple[dict[str, Any], dict[str, Any], str]:
+    """Register the ingestion-key mint of the examples, then ``operation``'s exchange;
+    return both and the minted token."""
+    mint = exchange(wire_examples, "ingest_metrics", 0)
+    ex = exchange(wire_examples, operation, index)
+    register(mocked, mint)
+    register(mocked, ex)
+    return mint, ex, data_of(mint)["token"]
+
+
 # -- 13 ingest (mint, then ingest with the token) -------------------------------------------
 
 
 def test_ingest_mints_a_key_then_ingests_with_its_token(
     wire: sm.Session, mocked: responses.RequestsMock, wire_examples: Any
 ) -> None:
-    mint, ingest = (
-        exchange(wire_examples, "ingest_metrics", 0),
-        exchange(wire_examples, "ingest_metrics", 1),
-    )
-    register(mocked, mint)
-    register(mocked, ingest)
-    token = data_of(mint)["token"]
+    mint, ingest, token = mint_then(mocked, wire_examples, "ingest_metrics", 1)
     exp = experiment_from(exchange(wire_examples, "get_experiment"), wire)
 
     result = exp.ingest(ingest["request"]["json"]["data"], sync=True)
@@ -568,13 +574,7 @@ def test_ingest_mints_a_key_then_ingests_with_its_token(
 def test_ingest_reuses_the_cached_token(
     wire: sm.Session, mocked: responses.RequestsMock, wire_examples: Any
 ) -> None:
-    mint, ingest = (
-        exchange(wire_examples, "ingest_metrics", 0),
-        exchange(wire_examples, "ingest_metrics", 1),
-    )
-    register(mocked, mint)
-    register(mocked, ingest)
-    token = data_of(mint)["token"]
+    _mint, ingest, token = mint_then(mocked, wire_examples, "ingest_metrics", 1)
     exp = experiment_from(exchange(wire_examples, "get_experiment"), wire)
 
     exp.ingest(ingest["request"]["json"]["data"], sync=True)
@@ -787,13 +787,7 @@ def test_inspect_metric_catalog_values(
 def test_create_annotation_uses_the_ingestion_token(
     wire: sm.Session, mocked: responses.RequestsMock, wire_examples: Any
 ) -> None:
-    mint, ex = (
-        exchange(wire_examples, "ingest_metrics", 0),
-        exchange(wire_examples, "create_annotation"),
-    )
-    register(mocked, mint)
-    register(mocked, ex)
-    token = data_of(mint)["token"]
+    mint, ex, token = mint_then(mocked, wire_examples, "create_annotation")
     exp = experiment_from(exchange(wire_examples, "create_experiment"), wire)
 
     note = exp.annotate("Checkpoint saved", metadata={"path": "ckpt/step-999.pt"})

@@ -39,7 +39,7 @@ class Annotating(ExperimentBase):
             AnnotationCreateRequest(),
             {"annotation": text, "metadata": {} if metadata is None else metadata},
         )
-        bound = self._bind(None)
+        bound = self._bind()
         data = bound.call(routes.CREATE_ANNOTATION, self.id, reply=AnnotationReply(), body=body)
         self._update(data["experiment"])
         return Annotation._from_wire(data["annotation"], bound)
@@ -58,7 +58,7 @@ class Annotating(ExperimentBase):
             ['Checkpoint saved']
         """
         query = load_request(AnnotationListQuery(), {"from": from_ms, "to": to_ms, "limit": limit})
-        bound = self._bind(None)
+        bound = self._bind()
         items = read_created(
             bound,
             routes.LIST_ANNOTATIONS,

@@ -100,8 +100,9 @@ class Resource:
             raise MetricsApiError(f"This {type(self).__name__} is not bound to a session.")
         return self._session
 
-    def _bind(self, session: Session | None) -> Session:
-        return session if session is not None else get_session(self._session)
+    def _bind(self) -> Session:
+        """The session this object came from, else the default one."""
+        return get_session(self._session)
 
     def _update(self, data: Mapping[str, Any]) -> None:
         self._data = dict(data)

@@ -184,7 +184,7 @@ class Experiment(MetricWriting, MetricReading, Annotating, IngestionKeys, Catalo
             >>> exp.refresh().status  # doctest: +SKIP
             'done'
         """
-        bound = self._bind(None)
+        bound = self._bind()
         self._session = bound
         return self._apply(bound.call(routes.GET_EXPERIMENT, self.id, reply=ExperimentReply()))
 
@@ -207,16 +207,9 @@ class Experiment(MetricWriting, MetricReading, Annotating, IngestionKeys, Catalo
         if payload is not None:
             fields["error"] = payload
         if timestamp_ms is not None:
-            if isinstance(timestamp_ms, dt.datetime):
-                from syvain_metrics.schemas.fields import EpochMs
-
-                try:
-                    timestamp_ms = EpochMs().deserialize(timestamp_ms)
-                except Exception as exc:
-                    raise MetricsValidationError({"timestamp_ms": [str(exc)]}) from None
             fields["timestamp_ms"] = timestamp_ms
         body = load_request(StatusUpdateRequest(), fields)
-        bound = self._bind(None)
+        bound = self._bind()
         return self._apply(
             bound.call(routes.UPDATE_EXPERIMENT_STATUS, self.id, reply=ExperimentReply(), body=body)
         )
@@ -291,7 +284,7 @@ class Experiment(MetricWriting, MetricReading, Annotating, IngestionKeys, Catalo
             <Folder other id=...>
         """
         body = load_request(ExperimentMoveRequest(), {"folder_id": folder_id_of(folder)})
-        bound = self._bind(None)
+        bound = self._bind()
         return self._apply(
             bound.call(routes.MOVE_EXPERIMENT, self.id, reply=ExperimentReply(), body=body)
         )

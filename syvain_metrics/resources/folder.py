@@ -166,7 +166,7 @@ class Folder(Resource):
         """
         from syvain_metrics.resources.experiment import Experiment
 
-        bound = self._bind(None)
+        bound = self._bind()
         data = bound.call(routes.GET_FOLDER, self.id, reply=FolderContentsReply())
         self._update(data["folder"])
         self._session = bound
@@ -178,7 +178,7 @@ class Folder(Resource):
         return self
 
     def _patch(self, changes: dict[str, Any]) -> Folder:
-        bound = self._bind(None)
+        bound = self._bind()
         body = load_request(FolderPatchRequest(), changes)
         data = bound.call(routes.PATCH_FOLDER, self.id, reply=FolderReply(), body=body)
         self._update(data["folder"])
@@ -223,7 +223,7 @@ class Folder(Resource):
             >>> root.create_subfolder("mamba").path_name  # doctest: +SKIP
             'baselines/mamba'
         """
-        return Folder.create(name, parent=self, session=self._bind(None))
+        return Folder.create(name, parent=self, session=self._bind())
 
     def create_experiment(self, slug: str, **kwargs: Any) -> Experiment:
         """Create an experiment in this folder; takes the arguments of ``Experiment.create``.
@@ -234,4 +234,4 @@ class Folder(Resource):
         """
         from syvain_metrics.resources.experiment import Experiment
 
-        return Experiment.create(slug, folder=self, session=self._bind(None), **kwargs)
+        return Experiment.create(slug, folder=self, session=self._bind(), **kwargs)

@@ -67,7 +67,7 @@ class IngestionKey(Resource):
             >>> key.revoke().revoked_at  # doctest: +SKIP
             datetime.datetime(2026, 11, 26, ...)
         """
-        bound = self._bind(None)
+        bound = self._bind()
         data = bound.call(
             routes.REVOKE_INGESTION_KEY, self.experiment_id, self.id, reply=IngestionKeyReply()
         )

@@ -32,7 +32,7 @@ class IngestionKeys(ExperimentBase):
             >>> [k.is_active for k in exp.ingestion_keys()]  # doctest: +SKIP
             [True]
         """
-        bound = self._bind(None)
+        bound = self._bind()
         data = bound.call(routes.LIST_INGESTION_KEYS, self.id, reply=IngestionKeyListReply())
         return [IngestionKey._from_wire(item, bound) for item in data["keys"]]
 
@@ -49,12 +49,10 @@ class IngestionKeys(ExperimentBase):
             >>> key = exp.create_ingestion_key(name="ci", ttl_ms=timedelta(hours=1))  # doctest: +SKIP
         """
         fields: dict[str, Any] = {"name": name}
-        if isinstance(ttl_ms, dt.timedelta):
-            ttl_ms = int(ttl_ms.total_seconds() * 1000)
         if ttl_ms is not None:
             fields["ttl_ms"] = ttl_ms
         body = load_request(IngestionKeyCreateRequest(), fields)
-        bound = self._bind(None)
+        bound = self._bind()
         data = bound.call(
             routes.CREATE_INGESTION_KEY, self.id, reply=IngestionKeyCreateReply(), body=body
         )
@@ -66,4 +64,4 @@ class IngestionKeys(ExperimentBase):
         Example:
             >>> exp.forget_ingestion_credential()  # doctest: +SKIP
         """
-        self._bind(None).forget_ingestion_credential(self.id)
+        self._bind().forget_ingestion_credential(self.id)

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from syvain_metrics.errors import MetricsApiError
-from syvain_metrics.schemas.limits import MAX_METRIC_ROWS_LIMIT, METRIC_ROWS_LIMIT
+from syvain_metrics.schemas.limits import DEFAULT_PAGE_SIZE, MAX_METRIC_ROWS_LIMIT
 
 if TYPE_CHECKING:
     from marshmallow import Schema
@@ -43,8 +43,6 @@ if TYPE_CHECKING:
 Row = dict[str, Any]
 Fetch = Callable[[dict[str, Any]], list[Row]]
 
-DEFAULT_PAGE_SIZE = METRIC_ROWS_LIMIT[0]
-"""Rows per request when a read pages: the default ``limit`` for metric rows (contract section 8)."""
 
 _STEP_BOUNDS = ("step", "from_step", "to_step")
 _TIME_ORDER = "step,client_timestamp"

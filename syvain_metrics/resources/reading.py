@@ -63,7 +63,7 @@ class MetricReading(ExperimentBase):
             },
         )
         limit_value = query.pop("limit", None)
-        return read_rows(self._bind(None), routes.LIST_METRICS, (self.id,), query, limit_value)
+        return read_rows(self._bind(), routes.LIST_METRICS, (self.id,), query, limit_value)
 
     def series(self, name: str, *, metadata: Mapping[str, Any] | str | None = None) -> Series:
         """This experiment's ``name`` metric as a :class:`Series` for :func:`sm.compare`.

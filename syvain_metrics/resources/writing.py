@@ -94,7 +94,7 @@ class MetricWriting(ExperimentBase):
         if sync is not None and not isinstance(sync, bool):
             raise MetricsValidationError({"sync": ["Must be True, False or None."]})
         prepared = self._prepare(metrics)
-        bound = self._bind(None)
+        bound = self._bind()
         reply = IngestReply()
         stored = 0
         requests = 0
@@ -156,7 +156,7 @@ class MetricWriting(ExperimentBase):
         if client_event_id is not None:
             event["client_event_id"] = client_event_id
         (prepared,) = self._prepare([event])
-        session = self._bind(None)
+        session = self._bind()
         if session.closed:  # nothing would ever send it
             raise MetricsApiError("This session is closed; log() needs an open session.")
         buffer_for(session, self.id, self._send_buffered).add(prepared)
@@ -172,11 +172,11 @@ class MetricWriting(ExperimentBase):
             >>> exp.flush()  # doctest: +SKIP
             100
         """
-        buffer = existing_buffer(self._bind(None), self.id)
+        buffer = existing_buffer(self._bind(), self.id)
         return 0 if buffer is None else buffer.flush()
 
     @property
     def pending_logs(self) -> int:
         """How many ``log()`` events wait to be sent."""
-        buffer = existing_buffer(self._bind(None), self.id)
+        buffer = existing_buffer(self._bind(), self.id)
         return 0 if buffer is None else len(buffer)

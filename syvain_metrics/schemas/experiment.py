@@ -71,7 +71,7 @@ class StatusUpdateRequest(RequestSchema):
 
     status = fields.String(required=True, validate=validate.OneOf(STATUS_UPDATES))
     error = fields.Nested(StatusErrorSchema)
-    timestamp_ms = SafeInteger(minimum=0)
+    timestamp_ms = EpochMs()  # ms, or an aware datetime
 
 
 class ExperimentMoveRequest(RequestSchema):

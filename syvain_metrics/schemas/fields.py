@@ -173,6 +173,21 @@ class EpochMs(SafeInteger):
         return self.check(value)
 
 
+class DurationMs(SafeInteger):
+    """A duration in milliseconds, given as an ``int`` or a ``datetime.timedelta``.
+
+    Example:
+        >>> import datetime as dt
+        >>> DurationMs(minimum=1).deserialize(dt.timedelta(hours=1))
+        3600000
+    """
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> int:
+        if isinstance(value, dt.timedelta):
+            value = value // dt.timedelta(milliseconds=1)
+        return self.check(value)
+
+
 class JsonObject(_Field):
     """A JSON object whose numbers are all finite; loaded as a ``dict`` copy.
 

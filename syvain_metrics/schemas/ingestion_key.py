@@ -10,7 +10,7 @@ from __future__ import annotations
 from marshmallow import fields, validate
 
 from syvain_metrics.schemas.base import RequestSchema, ResponseSchema
-from syvain_metrics.schemas.fields import SafeInteger
+from syvain_metrics.schemas.fields import DurationMs
 from syvain_metrics.schemas.limits import (
     DEFAULT_INGESTION_KEY_NAME,
     INGESTION_KEY_NAME_MAX,
@@ -37,7 +37,7 @@ class IngestionKeyCreateRequest(RequestSchema):
         load_default=DEFAULT_INGESTION_KEY_NAME,
         validate=validate.Length(min=1, max=INGESTION_KEY_NAME_MAX),
     )
-    ttl_ms = SafeInteger(minimum=1, maximum=INGESTION_KEY_TTL_MAX_MS)
+    ttl_ms = DurationMs(minimum=1, maximum=INGESTION_KEY_TTL_MAX_MS)
 
 
 class IngestionKeyReply(ResponseSchema):

@@ -34,6 +34,10 @@ METRIC_ROWS_LIMIT = (1_000, MAX_METRIC_ROWS_LIMIT)
 ANNOTATIONS_LIMIT = (100, 1_000)
 CATALOG_LIMIT = (100, 1_000)
 
+DEFAULT_PAGE_SIZE = METRIC_ROWS_LIMIT[0]
+"""Rows per request when the SDK pages a read: the default metric-rows ``limit``, which any
+service following the contract's defaults honours."""
+
 EXPERIMENT_STATUSES = ("created", "running", "done", "error")
 STATUS_UPDATES = ("running", "done", "error")
 METRIC_SORT_KEYS = ("step", "client_timestamp", "server_timestamp")
