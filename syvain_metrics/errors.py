@@ -5,6 +5,7 @@ Every failure the SDK raises on purpose derives from :class:`MetricsApiError`::
     MetricsApiError
     ├── MetricsApiRequestError      HTTP error status, or the service could not be reached
     │   └── PartialIngestError    a multi-request ingest stopped part way
+    ├── FlushError                  log() events not all stored when flush() had to say so
     ├── MetricsApiResponseError     a 2xx answer that breaks the contract
     ├── MetricsApiAuthError         credentials could not be resolved
     └── MetricsValidationError      bad input, caught before any request (also a ValueError)
@@ -21,6 +22,7 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 
@@ -40,6 +42,7 @@ class MetricsApiRequestError(MetricsApiError):
         status_code: the HTTP status, or ``None`` for a network failure.
         error_code: the machine-readable ``code=`` part of the error details, if any.
         retryable: whether the same call may succeed if tried again.
+        retry_after: seconds the service asked the client to wait (``Retry-After``), if any.
 
     Example:
         >>> err = MetricsApiRequestError("HTTP 404: not found", status_code=404,
@@ -55,11 +58,13 @@ class MetricsApiRequestError(MetricsApiError):
         status_code: int | None = None,
         error_code: str | None = None,
         retryable: bool = False,
+        retry_after: float | None = None,
     ) -> None:
         super().__init__(message)
         self.status_code = status_code
         self.error_code = error_code
         self.retryable = retryable
+        self.retry_after = retry_after
 
 
 class PartialIngestError(MetricsApiRequestError):
@@ -90,6 +95,95 @@ class PartialIngestError(MetricsApiRequestError):
         super().__init__(message, status_code=status, error_code=code, retryable=retryable)
         self.stored = stored
         self.pending: list[dict[str, Any]] = [dict(m) for m in pending]
+
+
+@dataclass(frozen=True)
+class RejectedEvent:
+    """A ``log()`` event the service refused for good (a non-retryable 4xx), with its answer.
+
+    Example:
+        >>> RejectedEvent({"name": "loss", "value": 1.0}, "HTTP 400: bad", 400).status_code
+        400
+    """
+
+    event: dict[str, Any]
+    message: str
+    status_code: int | None = None
+
+
+class FlushError(MetricsApiError):
+    """``flush()``, the end of ``run()`` or ``session.close()`` could not confirm every
+    ``log()`` event: some were rejected by the service, or the wait ran out.
+
+    Attributes:
+        stored: events this wait saw acknowledged by the service.
+        pending: events not yet acknowledged; they stay queued (and spooled on disk, when the
+            session has a spool) and the session keeps sending them.
+        rejected: the events the service refused, each with its answer; they are not retried.
+        timed_out: whether the wait ended before every event had an answer.
+        spool_dir: where the pending events are kept on disk, or ``None``.
+
+    Example:
+        >>> error = FlushError(stored=10, pending=2, rejected=[], timed_out=True)
+        >>> error.pending, error.timed_out
+        (2, True)
+        >>> print(error)
+        log() delivery incomplete: 10 stored, 2 still pending and retrying (the wait ended first).
+    """
+
+    def __init__(
+        self,
+        *,
+        stored: int,
+        pending: int,
+        rejected: Sequence[RejectedEvent],
+        timed_out: bool,
+        spool_dir: str | None = None,
+    ) -> None:
+        self.stored = stored
+        self.pending = pending
+        self.rejected = list(rejected)
+        self.timed_out = timed_out
+        self.spool_dir = spool_dir
+        super().__init__(self._describe())
+
+    def _describe(self) -> str:
+        parts = [f"{self.stored} stored"]
+        if self.pending:
+            where = (
+                f", kept in {self.spool_dir} for `syvain-metrics sync` if this process ends"
+                if self.spool_dir
+                else ""
+            )
+            parts.append(f"{self.pending} still pending and retrying{where}")
+        if self.rejected:
+            first = self.rejected[0]
+            name = first.event.get("name")
+            parts.append(
+                f"{len(self.rejected)} rejected by the service (first: {name!r} at step "
+                f"{first.event.get('step')}: {first.message})"
+            )
+        ending = " (the wait ended first)" if self.timed_out else ""
+        return f"log() delivery incomplete: {', '.join(parts)}{ending}."
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Keyword-only arguments: rebuild from the attributes so the error crosses processes.
+        return (
+            _rebuild_flush_error,
+            (self.stored, self.pending, self.rejected, self.timed_out, self.spool_dir),
+        )
+
+
+def _rebuild_flush_error(
+    stored: int,
+    pending: int,
+    rejected: list[RejectedEvent],
+    timed_out: bool,
+    spool_dir: str | None,
+) -> FlushError:
+    return FlushError(
+        stored=stored, pending=pending, rejected=rejected, timed_out=timed_out, spool_dir=spool_dir
+    )
 
 
 class MetricsApiResponseError(MetricsApiError):
@@ -139,10 +233,12 @@ class MetricsValidationError(MetricsApiError, ValueError):
 
 
 __all__ = [
+    "FlushError",
     "MetricsApiAuthError",
     "MetricsApiError",
     "MetricsApiRequestError",
     "MetricsApiResponseError",
     "MetricsValidationError",
     "PartialIngestError",
+    "RejectedEvent",
 ]

@@ -15,14 +15,17 @@ Example:
 
 from __future__ import annotations
 
+import atexit
 import json
 import logging
+import os
 import platform
 import threading
 import time
-import uuid
+import weakref
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import requests
@@ -33,11 +36,15 @@ from syvain_metrics import routes
 from syvain_metrics._version import __version__
 from syvain_metrics.auth import Credentials, resolve_credentials
 from syvain_metrics.errors import (
+    FlushError,
     MetricsApiError,
     MetricsApiRequestError,
     MetricsApiResponseError,
     MetricsValidationError,
 )
+from syvain_metrics.pipeline.batch import new_idempotency_key as _new_idempotency_key
+from syvain_metrics.pipeline.logs import SessionLogs
+from syvain_metrics.pipeline.spool import default_root as default_spool_root
 from syvain_metrics.retry import RetryPolicy
 from syvain_metrics.routes import API_PREFIX, Route
 from syvain_metrics.schemas.base import load_request, load_response
@@ -96,6 +103,7 @@ class _Prepared:
     timeout: float
     timeout_setting: str
     operation: str
+    attempts: int
 
 
 @dataclass(frozen=True)
@@ -108,8 +116,24 @@ class _Outcome:
     retry_after: str | None = None
 
 
-def _new_idempotency_key() -> str:
-    return f"syvain-metrics-{uuid.uuid4().hex}"
+class _UserCache:
+    def __repr__(self) -> str:
+        return "USER_CACHE"
+
+
+USER_CACHE: Any = _UserCache()
+"""The default ``spool_dir``: ``$SYVAIN_METRICS_SPOOL_DIR``, else the user's cache directory."""
+
+
+def _spool_root(spool_dir: str | os.PathLike[str] | _UserCache | None) -> Path | None:
+    if spool_dir is None:
+        return None
+    if isinstance(spool_dir, _UserCache):
+        configured = os.environ.get("SYVAIN_METRICS_SPOOL_DIR")
+        return Path(configured) if configured else default_spool_root()
+    if not isinstance(spool_dir, str | os.PathLike):
+        raise MetricsValidationError({"spool_dir": ["Must be a directory path or None."]})
+    return Path(spool_dir)
 
 
 class Session:
@@ -126,6 +150,12 @@ class Session:
         pool_size: connections kept alive per host.
         page_size: rows per request when a read pages through a large result (1,000, the
             default limit for metric rows; raise it up to what the service honours).
+        spool_dir: where ``log()`` events wait on disk until the service acknowledges them:
+            by default ``$SYVAIN_METRICS_SPOOL_DIR``, else the user's cache directory
+            (``~/.cache/syvain-metrics/spool``); ``None`` keeps them in memory only.
+        flush_interval: the longest a ``log()`` event waits before it is sent (seconds).
+        flush_timeout: how long ``close()``, the end of ``run()`` and interpreter exit wait
+            for pending ``log()`` events (seconds); what is left stays in the spool.
 
     Example:
         >>> import syvain_metrics as sm
@@ -146,8 +176,16 @@ class Session:
         clock: Callable[[], float] = time.time,
         pool_size: int = 10,
         page_size: int = DEFAULT_PAGE_SIZE,
+        spool_dir: str | os.PathLike[str] | _UserCache | None = USER_CACHE,
+        flush_interval: float = 1.0,
+        flush_timeout: float = 30.0,
     ) -> None:
-        for name, value in (("timeout", timeout), ("ingest_timeout", ingest_timeout)):
+        for name, value in (
+            ("timeout", timeout),
+            ("ingest_timeout", ingest_timeout),
+            ("flush_interval", flush_interval),
+            ("flush_timeout", flush_timeout),
+        ):
             if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
                 raise MetricsValidationError({name: ["Must be a number of seconds above 0."]})
         if not isinstance(page_size, int) or not 1 <= page_size <= MAX_METRIC_ROWS_LIMIT:
@@ -161,12 +199,26 @@ class Session:
         self.ingest_timeout = float(ingest_timeout)
         self.retry = retry or RetryPolicy()
         self.clock = clock
-        self._http = requests.Session()
-        adapter = HTTPAdapter(pool_connections=4, pool_maxsize=pool_size, max_retries=0)
-        self._http.mount("http://", adapter)
-        self._http.mount("https://", adapter)
-        self._http.headers.clear()
-        self._http.headers.update(
+        self.flush_timeout = float(flush_timeout)
+        self._pool_size = pool_size
+        self._http = self._new_http()
+        self.tokens = IngestionTokenCache(self._mint_ingestion_token, clock=clock)
+        self._closing = False
+        self._closed = False
+        self._close_lock = threading.Lock()
+        self.logs = SessionLogs(
+            self, spool_root=_spool_root(spool_dir), interval=float(flush_interval)
+        )
+        _sessions.add(self)
+        self.logs.offer_leftovers()
+
+    def _new_http(self) -> requests.Session:
+        http = requests.Session()
+        adapter = HTTPAdapter(pool_connections=4, pool_maxsize=self._pool_size, max_retries=0)
+        http.mount("http://", adapter)
+        http.mount("https://", adapter)
+        http.headers.clear()
+        http.headers.update(
             {
                 "Accept": "application/json",
                 "Content-Type": "application/json",
@@ -176,15 +228,20 @@ class Session:
         # Read proxy and CA settings from the environment once, for the one host this session
         # talks to, instead of on every request; and keep ~/.netrc from replacing the
         # bearer token, which requests would do with trust_env on.
-        settings = self._http.merge_environment_settings(self.host, {}, None, None, None)
-        self._http.proxies = settings["proxies"]
-        self._http.verify = settings["verify"]
-        self._http.trust_env = False
-        self.tokens = IngestionTokenCache(self._mint_ingestion_token, clock=clock)
-        self._closing = False
-        self._closed = False
-        self._close_hooks: list[Callable[[Session], None]] = []
+        settings = http.merge_environment_settings(self.host, {}, None, None, None)
+        http.proxies = settings["proxies"]
+        http.verify = settings["verify"]
+        http.trust_env = False
+        return http
+
+    def _after_fork_in_child(self) -> None:
+        # The parent's connections, sender threads, pending events and locks belong to the
+        # parent: drop them without closing anything (closing could disturb the parent's
+        # sockets) and start afresh, lazily.
+        self._http = self._new_http()
+        self.tokens = IngestionTokenCache(self._mint_ingestion_token, clock=self.clock)
         self._close_lock = threading.Lock()
+        self.logs.after_fork()
 
     # -- context management -------------------------------------------------------
 
@@ -195,7 +252,10 @@ class Session:
         self.close()
 
     def close(self) -> None:
-        """Flush this session's pending ``log()`` buffers, then release its connections.
+        """Wait up to ``flush_timeout`` for every pending ``log()`` event, then release the
+        connections. Raises :class:`~syvain_metrics.FlushError` (after closing) if some events
+        were rejected or are still pending; pending ones stay in the spool for
+        ``syvain-metrics sync``.
 
         Example:
             >>> session.close()  # doctest: +SKIP
@@ -204,11 +264,44 @@ class Session:
             if self._closing:
                 return
             self._closing = True
+        incomplete: FlushError | None = None
         try:
-            _run_all(self._close_hooks, self)  # still open: hooks may send requests
+            incomplete = self.logs.close(self.flush_timeout)  # still open: it sends requests
         finally:
             self._closed = True
             self._http.close()
+        if incomplete is not None:
+            raise incomplete
+
+    def flush(self, timeout: float | None = None) -> int:
+        """Wait until every ``log()`` event of this session, all experiments, is stored;
+        returns how many were waited for. Raises :class:`~syvain_metrics.FlushError` on
+        timeout or rejected events (see ``Experiment.flush``).
+
+        Example:
+            >>> session.flush(timeout=60)  # doctest: +SKIP
+            3000
+        """
+        settled = self.logs.wait(None, timeout)
+        error = self.logs.incomplete(settled)
+        if error is not None:
+            raise error
+        return 0 if settled is None else settled.stored
+
+    def drain_logs_at_exit(self) -> None:
+        """At interpreter (or multiprocessing child) exit: wait up to ``flush_timeout`` for
+        pending ``log()`` events and stop the sender; warn about what is left."""
+        if self._closing or not self.logs.started:
+            return
+        error = self.logs.close(self.flush_timeout)
+        if error is not None:
+            logger.warning("syvain_metrics: at exit, %s", error)
+
+    @property
+    def spool_dir(self) -> str | None:
+        """The directory of this session's ``log()`` spool in this process, or ``None``."""
+        directory = self.logs.spool_dir
+        return None if directory is None else str(directory)
 
     def __repr__(self) -> str:
         return f"<Session {self.host} auth={self._credentials.source}>"
@@ -237,6 +330,9 @@ class Session:
         reply: Schema,
         query: Query | None = None,
         body: Mapping[str, Any] | None = None,
+        encoded_body: bytes | None = None,
+        idempotency_key: str | None = None,
+        attempts: int | None = None,
     ) -> dict[str, Any]:
         """Send one logical call of ``route`` and return its validated ``data``.
 
@@ -245,22 +341,31 @@ class Session:
         Routes written with an ingestion token use the token of the experiment named by
         the first segment, renewing it once on 401/403.
 
+        The log() sender, which retries on its own schedule, passes a body it encoded once
+        (``encoded_body``), the key it keeps across its retries (``idempotency_key``), and
+        ``attempts=1``.
+
         Example:
             >>> session.call(routes.GET_EXPERIMENT, "0f8e2c1a", reply=ExperimentReply())  # doctest: +SKIP
             {'experiment': {...}}
         """
         if self._closed:
             raise MetricsApiError("This session is closed; open a new one with sm.connect().")
-        key = _new_idempotency_key() if route.sends_idempotency_key else None
+        key = None
+        if route.sends_idempotency_key:
+            key = idempotency_key or _new_idempotency_key()
+        if encoded_body is None and body is not None:
+            encoded_body = _encode_body(body)
         prepared = _Prepared(
             method=route.method,
             url=f"{self.host}{API_PREFIX}{route.path(*segments)}",
             params=query_pairs(query),
-            payload=None if body is None else _encode_body(body),
+            payload=encoded_body,
             idempotency_key=key,
             timeout=self.ingest_timeout if route.long_wait else self.timeout,
             timeout_setting="ingest_timeout" if route.long_wait else "timeout",
             operation=route.operation,
+            attempts=self.retry.attempts if attempts is None else attempts,
         )
         token = self._credentials.api_key
         try:
@@ -282,17 +387,6 @@ class Session:
             return load_response(reply, data, operation=route.operation)
         except MetricsApiError as error:
             raise self._redacted(error, token) from error.__cause__
-
-    def on_close(self, hook: Callable[[Session], None]) -> None:
-        """Run ``hook(session)`` when the session closes, before its connections go (used by
-        ``log()`` buffers to flush). A hook registered twice runs once.
-
-        Example:
-            >>> session.on_close(lambda s: print("closing", s.host))  # doctest: +SKIP
-        """
-        with self._close_lock:
-            if hook not in self._close_hooks:
-                self._close_hooks.append(hook)
 
     def forget_ingestion_credential(self, experiment_id: str) -> None:
         """Drop the cached ingestion token of one experiment.
@@ -333,7 +427,9 @@ class Session:
                 polls += 1  # polls do not use up the attempts (contract section 3)
                 policy.sleep(policy.poll_interval)
                 continue
-            if in_progress or not outcome.retryable or attempt >= policy.attempts - 1:
+            if in_progress or not outcome.retryable or attempt >= prepared.attempts - 1:
+                if isinstance(error, MetricsApiRequestError) and outcome.retry_after:
+                    error.retry_after = policy.retry_after_seconds(outcome.retry_after)
                 raise self._redacted(error, token) from None
             wait = policy.backoff(attempt, outcome.retry_after)
             logger.info(
@@ -403,23 +499,33 @@ class Session:
         return error
 
 
-def _run_all(hooks: list[Callable[[Session], None]], session: Session) -> None:
-    """Run every hook, then raise the first error, if any."""
-    first: Exception | None = None
-    for hook in list(hooks):
-        try:
-            hook(session)
-        except Exception as error:
-            first = first or error
-    if first is not None:
-        raise first
-
-
 def _encode_body(body: Mapping[str, Any]) -> bytes:
     try:
         return json.dumps(body, allow_nan=False, separators=(",", ":")).encode()
     except ValueError as error:  # validation upstream makes this unreachable for SDK bodies
         raise MetricsValidationError(f"Request body is not finite JSON: {error}") from None
+
+
+# Every session of this process, so that a fork and the interpreter's exit reach them all.
+_sessions: weakref.WeakSet[Session] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for session in list(_sessions):
+        session._after_fork_in_child()
+
+
+def _drain_at_exit() -> None:
+    for session in list(_sessions):
+        try:
+            session.drain_logs_at_exit()
+        except Exception as error:  # an exit hook must let the others run
+            logger.warning("syvain_metrics: draining log() events at exit failed: %s", error)
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+atexit.register(_drain_at_exit)
 
 
 # -- the default session -------------------------------------------------------------
@@ -428,15 +534,9 @@ _default_lock = threading.Lock()
 _default: Session | None = None
 
 
-def connect(
-    api_key: str | None = None,
-    *,
-    host: str | None = None,
-    timeout: float = 10.0,
-    ingest_timeout: float = 60.0,
-    retry: RetryPolicy | None = None,
-) -> Session:
-    """Open a :class:`Session` and make it the default for class-level calls.
+def connect(api_key: str | None = None, **options: Any) -> Session:
+    """Open a :class:`Session` and make it the default for class-level calls; ``options`` are
+    the session's keyword arguments (``host=``, ``timeout=``, ``spool_dir=``, ...).
 
     Example:
         >>> import syvain_metrics as sm
@@ -444,9 +544,7 @@ def connect(
         <Session http://127.0.0.1:8765 auth=api_key>
     """
     global _default
-    session = Session(
-        api_key, host=host, timeout=timeout, ingest_timeout=ingest_timeout, retry=retry
-    )
+    session = Session(api_key, **options)
     with _default_lock:
         _default = session
     return session

@@ -33,6 +33,7 @@ class Cataloging(ExperimentBase):
             [<CatalogEntry loss keys=['split']>]
         """
         query = load_request(CatalogQuery(), {"limit": limit})
+        self._settle_logs()
         bound = self._bind()
         data = bound.call(routes.CATALOG, self.id, reply=CatalogReply(), query=query)
         return [CatalogEntry._from_wire(item, bound) for item in data["metrics"]]
@@ -53,6 +54,7 @@ class Cataloging(ExperimentBase):
         if not isinstance(metric, str) or not metric:
             raise MetricsValidationError({"metric": ["Must be a non-empty metric name."]})
         query = load_request(CatalogValuesQuery(), {"key": keys, "limit": limit})
+        self._settle_logs()
         bound = self._bind()
         data = bound.call(
             routes.CATALOG_VALUES, self.id, metric, reply=CatalogValuesReply(), query=query

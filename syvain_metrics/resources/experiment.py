@@ -20,13 +20,14 @@ from contextlib import contextmanager
 from typing import Any
 
 from syvain_metrics import routes
-from syvain_metrics.errors import MetricsValidationError
+from syvain_metrics.errors import FlushError, MetricsValidationError
 from syvain_metrics.resources.annotating import Annotating
 from syvain_metrics.resources.cataloging import Cataloging
 from syvain_metrics.resources.folder import Folder, folder_id_of
 from syvain_metrics.resources.keys import IngestionKeys
 from syvain_metrics.resources.paging import read_created
 from syvain_metrics.resources.reading import MetricReading
+from syvain_metrics.resources.termination import TERMINATION_FLUSH_SECONDS, sigterm_guard
 from syvain_metrics.resources.writing import MetricWriting
 from syvain_metrics.schemas.base import load_request
 from syvain_metrics.schemas.experiment import (
@@ -55,6 +56,11 @@ class _Unset:
 
 UNSET: Any = _Unset()
 """Marks an argument that was not given (so its key is not sent)."""
+
+
+def _clean_exit(exc: BaseException) -> bool:
+    """``sys.exit(0)`` / ``sys.exit()`` end a run as done; every other exception as error."""
+    return isinstance(exc, SystemExit) and exc.code in (0, None)
 
 
 def _error_payload(error: BaseException | str | Mapping[str, Any] | None) -> dict[str, Any] | None:
@@ -242,39 +248,67 @@ class Experiment(MetricWriting, MetricReading, Annotating, IngestionKeys, Catalo
         return self.set_status("error", error=error)
 
     @contextmanager
-    def run(self) -> Iterator[Experiment]:
-        """Run a block as this experiment: ``running`` on entry; on a clean exit, flush
-        ``log()`` and mark ``done``; on an exception, flush, mark ``error`` with the
-        exception's type and message, and re-raise. If the final flush fails, the run is
-        marked ``error`` instead of ``done``, the events stay buffered, and the error is raised.
+    def run(self, *, flush_timeout: float | None = None) -> Iterator[Experiment]:
+        """Run a block as this experiment: ``running`` on entry; on leaving, wait for the
+        block's ``log()`` events (up to ``flush_timeout``, by default the session's), then mark
+        the run ``done`` after a clean exit (``sys.exit(0)`` included) or ``error`` with the
+        exception otherwise, and re-raise it.
+
+        On the main thread, SIGTERM (how schedulers stop jobs) ends the block like an
+        exception: events are flushed (at most 10 s), the run is marked ``error`` ("terminated
+        by SIGTERM") and the program exits with status 143; a SIGTERM handler of your own is
+        called too and restored afterwards.
+
+        If events could not all be stored on a clean exit, the run is marked ``error`` and
+        :class:`~syvain_metrics.FlushError` is raised (pending events stay spooled and keep
+        being retried).
 
         Example:
             >>> with exp.run():                        # doctest: +SKIP
             ...     exp.log("loss", 0.5, step=0)
         """
+        wait = self._bind().flush_timeout if flush_timeout is None else flush_timeout
         self.start()
-        try:
-            yield self
-        except BaseException as exc:
+        with sigterm_guard() as guard:
             try:
-                self.flush()
-            except Exception as flush_error:
-                logger.warning("could not flush log() events of %s: %s", self.slug, flush_error)
-            try:
-                self.fail(exc)
-            except Exception as status_error:
-                logger.warning("could not mark %s as error: %s", self.slug, status_error)
-            raise
+                yield self
+            except BaseException as exc:
+                if guard.signalled or not _clean_exit(exc):
+                    self._end_failed(exc, guard.signalled, wait)
+                    raise
+                self._end_cleanly(wait)
+                raise
+            if guard.signalled:  # a handler of the user's own chose to stop the loop
+                self._end_failed(None, True, wait)
+            else:
+                self._end_cleanly(wait)
+
+    def _end_cleanly(self, wait: float) -> None:
         try:
-            self.flush()
-        except Exception as flush_error:
-            # Not done while metrics are unsent: mark the run failed, keep them buffered.
+            self.flush(timeout=wait)
+        except FlushError as flush_error:
+            # Not done while metrics are missing: mark the run failed; they stay spooled.
             try:
                 self.fail(flush_error)
             except Exception as status_error:
                 logger.warning("could not mark %s as error: %s", self.slug, status_error)
             raise
         self.finish()
+
+    def _end_failed(self, exc: BaseException | None, signalled: bool, wait: float) -> None:
+        if signalled:
+            wait = min(wait, TERMINATION_FLUSH_SECONDS)
+        try:
+            self.flush(timeout=wait)
+        except Exception as flush_error:
+            logger.warning("could not flush log() events of %s: %s", self.slug, flush_error)
+        reason: BaseException | dict[str, str] | None = exc
+        if signalled:
+            reason = {"name": "Terminated", "detail": "terminated by SIGTERM"}
+        try:
+            self.fail(reason)
+        except Exception as status_error:
+            logger.warning("could not mark %s as error: %s", self.slug, status_error)
 
     def move(self, folder: Folder | str | None) -> Experiment:
         """Move into ``folder`` (a ``Folder``, an id, or ``None`` for the root).

@@ -58,3 +58,9 @@ class ExperimentBase(Resource):
         """The folder holding this experiment, or ``None`` at the root."""
         raw = self._data.get("folder")
         return None if raw is None else Folder(raw, session=self._session)
+
+    def _settle_logs(self) -> None:
+        """Before a read: wait (up to the session's ``timeout``) for this experiment's pending
+        ``log()`` events, so the read sees what was logged before it."""
+        session = self._bind()
+        session.logs.settle([self.id], session.timeout)

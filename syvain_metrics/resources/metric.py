@@ -366,5 +366,7 @@ def compare(
     )
     bound = get_session(session or next((s.session for s in items if s.session), None))
     limit_value = query.pop("limit", None)
+    # Read your writes: this session's pending log() events of these runs land first.
+    bound.logs.settle({s["experiment_id"] for s in loaded["series"]}, bound.timeout)
     params = {"series": [series_param(s) for s in loaded["series"]], **query}
     return read_rows(bound, routes.COMPARE_METRICS, (), params, limit_value)

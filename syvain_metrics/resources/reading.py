@@ -63,6 +63,7 @@ class MetricReading(ExperimentBase):
             },
         )
         limit_value = query.pop("limit", None)
+        self._settle_logs()
         return read_rows(self._bind(), routes.LIST_METRICS, (self.id,), query, limit_value)
 
     def series(self, name: str, *, metadata: Mapping[str, Any] | str | None = None) -> Series:

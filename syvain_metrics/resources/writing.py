@@ -8,6 +8,7 @@ Example:
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -16,12 +17,12 @@ from marshmallow import ValidationError
 
 from syvain_metrics import routes
 from syvain_metrics.errors import MetricsApiError, MetricsValidationError, PartialIngestError
+from syvain_metrics.event_ids import record_event_id
 from syvain_metrics.frames import progress_bar
 from syvain_metrics.resources.experiment_base import ExperimentBase
-from syvain_metrics.resources.log_buffer import buffer_for, derive_event_id, existing_buffer
 from syvain_metrics.resources.point import MetricPoint
 from syvain_metrics.schemas.base import flatten_messages
-from syvain_metrics.schemas.ingest import IngestReply, MetricBatch
+from syvain_metrics.schemas.ingest import IngestReply, MetricBatch, quick_metric
 from syvain_metrics.schemas.limits import MAX_METRICS_PER_INGEST
 
 _BATCH = MetricBatch()
@@ -45,6 +46,8 @@ class MetricWriting(ExperimentBase):
     """``ingest()``, ``log()``, ``flush()`` and ``pending_logs`` of an experiment."""
 
     def _prepare(self, metrics: Iterable[Mapping[str, Any] | MetricPoint]) -> list[dict[str, Any]]:
+        if isinstance(metrics, str | bytes | Mapping) or not isinstance(metrics, Iterable):
+            raise MetricsValidationError({"metrics": ["Must be a list of metrics."]})
         items: list[Any] = []
         for item in metrics:
             if type(item) is dict and "client_event_id" in item:
@@ -54,9 +57,7 @@ class MetricWriting(ExperimentBase):
                 item = item.to_dict()
             if isinstance(item, Mapping) and "client_event_id" not in item:
                 try:
-                    event_id = derive_event_id(
-                        self.id, item.get("name", ""), item.get("step"), item.get("metadata")
-                    )
+                    event_id = record_event_id(self.id, item)
                 except (TypeError, ValueError):
                     # Only invalid fields make derivation fail, and validation below names
                     # them; a placeholder keeps a second, misleading error away.
@@ -80,7 +81,9 @@ class MetricWriting(ExperimentBase):
 
         Each metric is a dict (``client_event_id``, ``name``, ``value``, ``step``, and optional
         ``metadata`` / ``timestamp_ms``) or a :class:`MetricPoint`. A missing
-        ``client_event_id`` is derived as ``log()`` does. Everything is validated before the
+        ``client_event_id`` is derived from the whole record (name, value, step, metadata,
+        timestamp): sending the same list again stores it once, and records that differ in
+        any field are all kept. Everything is validated before the
         first request. If a request fails, :class:`PartialIngestError` says how many were
         stored and carries the rest in ``pending``: ``exp.ingest(error.pending)`` resumes
         without loss or duplication. ``progress=True`` shows a progress bar (the ``progress``
@@ -139,44 +142,66 @@ class MetricWriting(ExperimentBase):
         timestamp_ms: int | None = None,
         client_event_id: str | None = None,
     ) -> None:
-        """Buffer one metric; it is sent with the next 1,000, on :meth:`flush`, at the end of
-        :meth:`run`, or at exit. Validated now, so a bad value raises here.
+        """Record one metric from a training loop: validated here (a bad name, a NaN or bad
+        metadata raises at once), then queued; it never waits for the network and never
+        raises a network error. The session's sender delivers it within ``flush_interval``
+        (1 s), keeping it in a spool on disk until the service acknowledges it, retrying
+        through outages for as long as the process lives. Safe from any thread.
 
-        Without ``client_event_id``, one is derived from (experiment, name, step, metadata):
-        logging the same step twice stores it once. With ``step=None`` each call is unique.
+        Every call is its own event, with its own ``client_event_id`` (used again on every
+        retry, so nothing is stored twice): two values at the same step are both kept. Pass
+        ``client_event_id`` yourself to make a re-run of the same code idempotent.
 
         Example:
             >>> exp.log("loss", 0.25, step=10, metadata={"split": "train"})  # doctest: +SKIP
         """
-        event: dict[str, Any] = {"name": name, "value": value, "step": step}
-        if metadata is not None:
-            event["metadata"] = metadata
-        if timestamp_ms is not None:
-            event["timestamp_ms"] = timestamp_ms
-        if client_event_id is not None:
-            event["client_event_id"] = client_event_id
-        (prepared,) = self._prepare([event])
         session = self._bind()
         if session.closed:  # nothing would ever send it
             raise MetricsApiError("This session is closed; log() needs an open session.")
-        buffer_for(session, self.id, self._send_buffered).add(prepared)
+        sender = session.logs.sender
+        event_id = sender.ids.next_id() if client_event_id is None else client_event_id
+        event = quick_metric(event_id, name, value, step, metadata, timestamp_ms)
+        if event is None:
+            fields: dict[str, Any] = {
+                "client_event_id": event_id,
+                "name": name,
+                "value": value,
+                "step": step,
+            }
+            if metadata is not None:
+                fields["metadata"] = metadata
+            if timestamp_ms is not None:
+                fields["timestamp_ms"] = timestamp_ms
+            (event,) = self._prepare([fields])
+            if "metadata" in event:  # a deep copy: the caller may change theirs afterwards
+                event["metadata"] = json.loads(json.dumps(event["metadata"]))
+        sender.put(self.id, event)
 
-    def _send_buffered(self, events: list[dict[str, Any]]) -> None:
-        self.ingest(events)
+    def flush(self, timeout: float | None = None) -> int:
+        """Wait until every ``log()`` event of this experiment logged so far (from any thread)
+        is stored; returns how many it waited for. ``timeout=None`` waits as long as it takes.
 
-    def flush(self) -> int:
-        """Send every buffered ``log()`` event now; returns how many were sent. On failure the
-        unsent events stay buffered and the error is raised.
+        Raises :class:`~syvain_metrics.FlushError` if the wait ran out (those events are still
+        spooled and retrying) or if the service rejected some events (each listed with its
+        answer; the others are stored). Rejected events are reported once.
 
         Example:
-            >>> exp.flush()  # doctest: +SKIP
+            >>> exp.flush(timeout=60)  # doctest: +SKIP
             100
         """
-        buffer = existing_buffer(self._bind(), self.id)
-        return 0 if buffer is None else buffer.flush()
+        logs = self._bind().logs
+        settled = logs.wait([self.id], timeout)
+        error = logs.incomplete(settled)
+        if error is not None:
+            raise error
+        return 0 if settled is None else settled.stored
 
     @property
     def pending_logs(self) -> int:
-        """How many ``log()`` events wait to be sent."""
-        buffer = existing_buffer(self._bind(), self.id)
-        return 0 if buffer is None else len(buffer)
+        """How many ``log()`` events of this experiment are not stored yet (in this process).
+
+        Example:
+            >>> exp.pending_logs  # doctest: +SKIP
+            0
+        """
+        return self._bind().logs.pending(self.id)

@@ -11,6 +11,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from itertools import chain, repeat
 from typing import Any
@@ -146,6 +147,65 @@ def _fast_batch(items: Sequence[Any]) -> list[dict[str, Any]] | None:
                 row["timestamp_ms"] = item["timestamp_ms"]
         append(row)
     return out
+
+
+_FLAT_VALUES = (str, int, float, bool, type(None))
+
+
+def quick_metric(
+    event_id: str,
+    name: Any,
+    value: Any,
+    step: Any,
+    metadata: Any,
+    timestamp_ms: Any,
+) -> dict[str, Any] | None:
+    """The wire form of one plainly typed metric (``log()``'s common case), checked with the
+    same rules as :class:`MetricInputSchema` in a few scalar tests; ``None`` means "let the
+    schema look": anything unusual (numpy scalars, nested metadata, a bad field) goes there
+    for conversion or a precise error.
+
+    Example:
+        >>> quick_metric("id-1", "loss", 1, 3, {"split": "train"}, None)
+        {'client_event_id': 'id-1', 'name': 'loss', 'value': 1.0, 'step': 3, 'metadata': {'split': 'train'}}
+        >>> quick_metric("id-1", "loss", float("nan"), 3, None, None) is None
+        True
+    """
+    kind = type(value)
+    if kind is not float and kind is not int:
+        return None
+    if type(name) is not str or not 0 < len(name) <= METRIC_NAME_MAX:
+        return None
+    try:
+        if not math.isfinite(value):
+            return None
+    except OverflowError:
+        return None
+    if step is not None and (type(step) is not int or not 0 <= step <= MAX_SAFE_INTEGER):
+        return None
+    event: dict[str, Any] = {
+        "client_event_id": event_id,
+        "name": name,
+        "value": float(value),
+        "step": step,
+    }
+    if metadata is not None:
+        if type(metadata) is not dict:
+            return None
+        for key, item in metadata.items():
+            # Flat string, bool, null or finite-number values only; the rest to the schema.
+            if type(key) is not str or type(item) not in _FLAT_VALUES:
+                return None
+            if type(item) is float and not math.isfinite(item):
+                return None
+            if type(item) is int and abs(item) > MAX_SAFE_INTEGER:
+                return None
+        event["metadata"] = dict(metadata)  # the caller may change theirs after log()
+    if timestamp_ms is not None:
+        if type(timestamp_ms) is not int or not 0 <= timestamp_ms <= MAX_SAFE_INTEGER:
+            return None
+        event["timestamp_ms"] = timestamp_ms
+    return event
 
 
 _METRIC_INPUT = MetricInputSchema()

@@ -1,0 +1,129 @@
+"""Delivering one batch: retry what may succeed later, isolate what the service refuses.
+
+A retryable failure (network error, timeout, 408/425/429, 5xx, a body that is not JSON)
+is retried with the batch's own ``Idempotency-Key`` after a capped, jittered backoff that
+honours ``Retry-After``, for as long as the caller lets it. A non-retryable answer is
+handled by what it is about:
+
+- the batch's content (400, 413, 422): the batch is split to find the events at fault
+  (at once when the answer names ``data[i]``, else by halves); every other event is still
+  stored, and each refused one is reported with the service's message;
+- the experiment or the credentials (401, 403, 404, ...): every event of the batch is
+  reported with that answer, since splitting cannot help.
+
+Example:
+    >>> outcome = deliver(session, batch, wait=stop_event.wait)  # doctest: +SKIP
+    >>> outcome.stored, outcome.rejected, outcome.finished        # doctest: +SKIP
+    (1000, [], True)
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from syvain_metrics import routes
+from syvain_metrics.errors import MetricsApiError, MetricsApiRequestError, RejectedEvent
+from syvain_metrics.pipeline.batch import Batch
+from syvain_metrics.schemas.ingest import IngestReply
+
+if TYPE_CHECKING:
+    from syvain_metrics.session import Session
+
+logger = logging.getLogger("syvain_metrics")
+
+CONTENT_STATUSES = frozenset({400, 413, 422})
+"""Answers about a batch's content: worth splitting the batch to find the bad events."""
+
+_EVENT_INDEX = re.compile(r"\bfield=data\[(\d+)\]")
+_REPLY = IngestReply()
+
+Wait = Callable[[float], bool]
+"""Sleeps up to the given seconds; returns True when the delivery should stop instead."""
+
+
+@dataclass
+class Outcome:
+    """What became of a batch: events ``stored``, events ``rejected`` (with the answer), and
+    whether every event got an answer (``finished``; False when told to stop first)."""
+
+    stored: int = 0
+    rejected: list[RejectedEvent] = field(default_factory=list)
+    finished: bool = True
+
+    def add(self, other: Outcome) -> None:
+        """Fold a part's outcome into this one."""
+        self.stored += other.stored
+        self.rejected.extend(other.rejected)
+        self.finished = self.finished and other.finished
+
+
+def deliver(session: Session, batch: Batch, *, wait: Wait) -> Outcome:
+    """Send ``batch`` until the service answers it for good, or ``wait`` says stop.
+
+    Example:
+        >>> deliver(session, batch, wait=threading.Event().wait)  # doctest: +SKIP
+    """
+    failures = 0
+    while True:
+        try:
+            session.call(
+                routes.INGEST_METRICS,
+                batch.experiment_id,
+                reply=_REPLY,
+                encoded_body=batch.body(),
+                idempotency_key=batch.key,
+                attempts=1,
+            )
+            return Outcome(stored=batch.count)
+        except MetricsApiRequestError as error:
+            if not error.retryable:
+                return _refused(session, batch, error, wait)
+            pause = session.retry.delivery_wait(failures, error.retry_after)
+            reason: MetricsApiError = error
+        except MetricsApiError as error:  # a broken answer: the contract says retry
+            pause = session.retry.delivery_wait(failures)
+            reason = error
+        except Exception as error:
+            pause = session.retry.delivery_wait(failures)
+            reason = MetricsApiError(f"{type(error).__name__}: {error}")
+        failures += 1
+        log = logger.warning if failures in (1, 10) or failures % 100 == 0 else logger.debug
+        log(
+            "log() events of experiment %s not sent yet (try %d, next in %.1f s): %s",
+            batch.experiment_id,
+            failures,
+            pause,
+            reason,
+        )
+        if wait(pause):
+            return Outcome(finished=False)
+
+
+def _refused(session: Session, batch: Batch, error: MetricsApiRequestError, wait: Wait) -> Outcome:
+    if error.status_code not in CONTENT_STATUSES or batch.count == 1:
+        message = str(error)
+        return Outcome(
+            rejected=[RejectedEvent(event, message, error.status_code) for event in batch.events()]
+        )
+    outcome = Outcome()
+    named = _EVENT_INDEX.search(str(error))
+    index = int(named.group(1)) if named else -1
+    if 0 <= index < batch.count:
+        parts = [
+            batch.part(0, index),
+            batch.part(index, index + 1),
+            batch.part(index + 1, batch.count),
+        ]
+    else:
+        middle = batch.count // 2
+        parts = [batch.part(0, middle), batch.part(middle, batch.count)]
+    for part in parts:
+        if part.count:
+            outcome.add(deliver(session, part, wait=wait))
+        if not outcome.finished:
+            break
+    return outcome

@@ -1,0 +1,176 @@
+"""A session's side of ``log()``: its sender, created on first use, and what closing,
+forking and exiting mean for it.
+
+Example:
+    >>> logs = SessionLogs(session, spool_root=None, interval=1.0)  # doctest: +SKIP
+    >>> logs.sender.put("exp-1", event)                              # doctest: +SKIP
+    >>> logs.close(timeout=30)                                       # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import threading
+from collections.abc import Iterable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from syvain_metrics.errors import FlushError
+from syvain_metrics.pipeline.sender import Sender, Settled
+from syvain_metrics.pipeline.spool import CHILDREN, Spool, count_leftovers, new_spool_name
+
+if TYPE_CHECKING:
+    from syvain_metrics.session import Session
+
+logger = logging.getLogger("syvain_metrics")
+
+
+class SessionLogs:
+    """The ``log()`` machinery of one :class:`~syvain_metrics.Session` in one process.
+
+    Args:
+        session: the owning session (the sender sends through it).
+        spool_root: where spools live, or ``None`` to keep pending events in memory only.
+        interval: the longest an event waits before its batch is sent (seconds).
+    """
+
+    def __init__(self, session: Session, *, spool_root: Path | None, interval: float) -> None:
+        self._session = session
+        self.interval = interval
+        self.spool_root = spool_root
+        self.spool_dir = None if spool_root is None else spool_root / new_spool_name()
+        self._sender: Sender | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def sender(self) -> Sender:
+        """The sender, started on first use."""
+        sender = self._sender
+        if sender is not None:
+            return sender
+        with self._lock:
+            if self._sender is None:
+                self._sender = Sender(
+                    self._session, spool=self._open_spool(), interval=self.interval
+                )
+                _flush_when_multiprocessing_exits(self)
+            return self._sender
+
+    @property
+    def started(self) -> bool:
+        """Whether a sender runs in this process."""
+        return self._sender is not None
+
+    def _open_spool(self) -> Spool | None:
+        if self.spool_dir is None:
+            return None
+        try:
+            return Spool.create(self.spool_dir, host=self._session.host)
+        except OSError as error:
+            logger.warning(
+                "syvain_metrics: cannot create the log() spool %s (%s); pending events are "
+                "kept in memory only",
+                self.spool_dir,
+                error,
+            )
+            return None
+
+    def pending(self, experiment_id: str) -> int:
+        """Events of ``experiment_id`` logged in this process and not answered yet."""
+        sender = self._sender
+        return 0 if sender is None else sender.pending(experiment_id)
+
+    def wait(self, experiment_ids: Iterable[str] | None, timeout: float | None) -> Settled | None:
+        """Wait for the events logged so far (see :meth:`Sender.wait`); ``None`` when nothing
+        was ever logged in this process."""
+        sender = self._sender
+        if sender is None:
+            return None
+        return sender.wait(experiment_ids, timeout)
+
+    def settle(self, experiment_ids: Iterable[str], timeout: float) -> None:
+        """Before a read: wait up to ``timeout`` for these experiments' pending events, so a
+        read sees what was logged before it. Never raises; a wait that runs out is logged."""
+        sender = self._sender
+        if sender is None or sender.idle():
+            return
+        settled = sender.wait(list(experiment_ids), timeout, take_rejections=False)
+        if settled.timed_out:
+            logger.warning(
+                "syvain_metrics: reading while %d log() events are still on their way "
+                "(waited %.1f s); the answer may miss them",
+                settled.pending,
+                timeout,
+            )
+
+    def incomplete(self, settled: Settled | None) -> FlushError | None:
+        """The error that says what ``settled`` could not confirm, if anything."""
+        if settled is None or (not settled.pending and not settled.rejected):
+            return None
+        sender = self._sender
+        spool = None if sender is None or sender.spool is None else sender.spool.directory
+        return FlushError(
+            stored=settled.stored,
+            pending=settled.pending,
+            rejected=settled.rejected,
+            timed_out=settled.timed_out,
+            spool_dir=None if spool is None else str(spool),
+        )
+
+    def close(self, timeout: float | None) -> FlushError | None:
+        """Wait up to ``timeout`` for every pending event, stop the sender and close the
+        spool. Returns the error describing what was not confirmed (``None``: all stored)."""
+        if self._sender is None and self._children_waiting():
+            self.sender  # noqa: B018 - started only to take over what children left
+        sender = self._sender
+        if sender is None:
+            return None
+        settled = sender.close(timeout)
+        return self.incomplete(settled)
+
+    def _children_waiting(self) -> bool:
+        children = None if self.spool_dir is None else self.spool_dir / CHILDREN
+        return children is not None and children.is_dir() and any(children.iterdir())
+
+    def after_fork(self) -> None:
+        """In a forked child: forget the parent's sender (its threads did not survive the
+        fork, and its pending events are the parent's to send); spool under the parent's
+        spool so that the parent, or ``syvain-metrics sync``, recovers what this child
+        leaves behind."""
+        self._sender = None
+        self._lock = threading.Lock()
+        if self.spool_dir is not None:
+            self.spool_dir = self.spool_dir / CHILDREN / new_spool_name()
+
+    def offer_leftovers(self) -> None:
+        """Log that dead processes left events behind in this session's spool root."""
+        if self.spool_root is None:
+            return
+        try:
+            spools, files = count_leftovers(self.spool_root)
+        except OSError:
+            return
+        if files:
+            logger.warning(
+                "syvain_metrics: %d batch(es) of log() events left by %d ended process(es) "
+                "wait in %s; run `syvain-metrics sync` to upload them",
+                files,
+                spools,
+                self.spool_root,
+            )
+
+
+def _flush_when_multiprocessing_exits(logs: SessionLogs) -> None:
+    """A multiprocessing child started by fork ends with ``os._exit``, which skips atexit;
+    multiprocessing's own exit finalizers still run, so the sender is drained from there."""
+    multiprocessing = sys.modules.get("multiprocessing")
+    if multiprocessing is None or multiprocessing.parent_process() is None:
+        return
+    from multiprocessing import util
+
+    util.Finalize(logs, _drain, args=(logs._session,), exitpriority=10)
+
+
+def _drain(session: Session) -> None:
+    session.drain_logs_at_exit()

@@ -1,0 +1,431 @@
+"""The session's sender: ``log()`` enqueues, two background threads do everything else.
+
+- ``log()`` appends ``(experiment_id, event)`` to a deque: no lock, no I/O, no network.
+- The *spooler* thread wakes every :data:`SPOOL_INTERVAL` seconds (or as soon as a full
+  request is waiting), encodes the new events once, appends them to the spool, and groups
+  them per experiment into batches of up to 1,000, sealing a batch when it is full or
+  ``interval`` seconds old.
+- The *delivery* thread sends sealed batches in order, one request each, retrying without
+  limit while the process lives (:mod:`~syvain_metrics.pipeline.delivery`), and removes
+  each batch from the spool once every event in it has an answer.
+
+Spooling never waits for the network, so a slow or absent service costs the training
+loop nothing, and a hard kill loses at most the last :data:`SPOOL_INTERVAL` seconds of
+events. Memory stays bounded during an outage of any length: at most
+:data:`BATCHES_IN_MEMORY` sealed batches keep their bytes in memory; the others are read
+back from the spool when their turn comes (without a spool, every pending event stays in
+memory, about 120 bytes each).
+
+A *mark* is how anyone waits: it is queued behind everything logged before it, so when the
+spooler reaches it, it knows exactly which events it covers.
+
+Example:
+    >>> sender = session.sender                                   # doctest: +SKIP
+    >>> sender.put("exp-1", {"client_event_id": "a", "name": "loss", "value": 1.0, "step": 0})  # doctest: +SKIP
+    >>> sender.wait(["exp-1"], timeout=10).pending                 # doctest: +SKIP
+    0
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from syvain_metrics.errors import RejectedEvent
+from syvain_metrics.event_ids import EventIdSource
+from syvain_metrics.pipeline.batch import Batch, encode_event
+from syvain_metrics.pipeline.delivery import Outcome, deliver
+from syvain_metrics.pipeline.spool import Leftover, Spool, claim_leftovers, read_batch
+from syvain_metrics.schemas.limits import MAX_METRICS_PER_INGEST
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+    from syvain_metrics.session import Session
+
+logger = logging.getLogger("syvain_metrics")
+
+SPOOL_INTERVAL = 0.2
+"""Seconds between two passes of the spooler: the most a hard kill can lose."""
+
+BATCHES_IN_MEMORY = 16
+"""Sealed batches that keep their bytes in memory (about 16,000 events, 2 MB); with a spool,
+the rest wait on disk only."""
+
+REJECTED_KEPT = 1_000
+"""Rejected events kept per experiment for the next ``flush()`` to report (each is also
+logged as a warning when it happens)."""
+
+
+@dataclass
+class _Outbox:
+    """The events of one experiment in this session: counts, the batch being filled, and
+    the refusals not reported yet."""
+
+    collected: int = 0
+    done: int = 0
+    stored: int = 0
+    open_lines: list[bytes] = field(default_factory=list)
+    open_first: int = 0
+    open_since: float = 0.0
+    open_path: Any = None
+    unreported: list[tuple[int, RejectedEvent]] = field(default_factory=list)
+
+
+@dataclass
+class Settled:
+    """What a wait saw: events ``stored``, ``pending`` (still retrying), ``rejected``."""
+
+    stored: int
+    pending: int
+    rejected: list[RejectedEvent]
+    timed_out: bool
+
+
+@dataclass
+class _Mark:
+    experiment_ids: tuple[str, ...] | None  # None: every experiment
+    take_rejections: bool
+    reached: threading.Event = field(default_factory=threading.Event)
+    goals: dict[str, int] = field(default_factory=dict)
+    start_stored: dict[str, int] = field(default_factory=dict)
+    stored: dict[str, int] = field(default_factory=dict)
+    rejected: list[RejectedEvent] = field(default_factory=list)
+
+
+class Sender:
+    """Batches, spools and delivers one session's ``log()`` events (see the module docstring).
+
+    Created by the session on the first ``log()``; a forked child gets a new one.
+    """
+
+    def __init__(
+        self,
+        session: Session,
+        *,
+        spool: Spool | None,
+        interval: float,
+    ) -> None:
+        self.pid = os.getpid()
+        self.ids = EventIdSource()
+        self.spool = spool
+        self.interval = interval
+        self._session = session
+        self._queue: deque[Any] = deque()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)
+        self._outboxes: dict[str, _Outbox] = {}
+        self._ready: deque[Batch] = deque()
+        self._marks: list[_Mark] = []
+        self._adopted: list[Leftover] = []
+        self._numbers = itertools.count(1)
+        self._spooler_done = False
+        self._spooler = threading.Thread(
+            target=self._spool_loop, name="syvain-metrics-spooler", daemon=True
+        )
+        self._delivery = threading.Thread(
+            target=self._delivery_loop, name="syvain-metrics-sender", daemon=True
+        )
+        self._spooler.start()
+        self._delivery.start()
+
+    # -- the log() side: never blocks --------------------------------------------------
+
+    def put(self, experiment_id: str, event: dict[str, Any]) -> None:
+        """Queue one validated event (called on the user's thread)."""
+        queue = self._queue
+        queue.append((experiment_id, event))
+        if len(queue) >= MAX_METRICS_PER_INGEST:
+            self._wake.set()
+
+    def pending(self, experiment_id: str) -> int:
+        """Events of ``experiment_id`` not answered yet, queued ones included."""
+        queued = sum(
+            1 for item in list(self._queue) if type(item) is tuple and item[0] == experiment_id
+        )
+        with self._lock:
+            box = self._outboxes.get(experiment_id)
+            return queued + (0 if box is None else box.collected - box.done)
+
+    def idle(self) -> bool:
+        """Whether nothing is queued or waiting for an answer."""
+        if self._queue:
+            return False
+        with self._lock:
+            return all(box.done == box.collected for box in self._outboxes.values())
+
+    # -- waiting -------------------------------------------------------------------------
+
+    def wait(
+        self,
+        experiment_ids: Iterable[str] | None,
+        timeout: float | None,
+        *,
+        take_rejections: bool = True,
+    ) -> Settled:
+        """Wait until every event logged before this call (for these experiments, or all)
+        has an answer, or ``timeout`` seconds pass. ``take_rejections`` hands the refusals
+        not reported yet to the caller (a later wait will not report them again)."""
+        mark = _Mark(None if experiment_ids is None else tuple(experiment_ids), take_rejections)
+        self._queue.append(mark)
+        self._wake.set()
+        reached = mark.reached.wait(timeout)
+        with self._lock:
+            if mark in self._marks:
+                self._marks.remove(mark)
+            stored = pending = 0
+            for experiment_id, goal in mark.goals.items():
+                box = self._outboxes[experiment_id]
+                if experiment_id in mark.stored:
+                    stored += mark.stored[experiment_id]
+                else:
+                    stored += box.stored - mark.start_stored[experiment_id]
+                    pending += max(goal - box.done, 0)
+                    if take_rejections:
+                        mark.rejected.extend(self._take_rejections(box, goal))
+            if not mark.goals and not reached:  # the spooler never got to the mark
+                pending = sum(1 for item in list(self._queue) if type(item) is tuple)
+        return Settled(stored, pending, mark.rejected, timed_out=not reached)
+
+    # -- closing -------------------------------------------------------------------------
+
+    def close(self, timeout: float | None) -> Settled:
+        """Wait (up to ``timeout``) for everything, then stop both threads and close the
+        spool; what is still pending stays in the spool for ``syvain-metrics sync``."""
+        settled = self.wait(None, timeout)
+        self._stop.set()
+        self._wake.set()
+        with self._changed:
+            self._changed.notify_all()
+        self._spooler.join(timeout=5)
+        self._delivery.join(timeout=1)
+        with self._lock:
+            if self.spool is not None:
+                self.spool.close()
+            for leftover in self._adopted:
+                leftover.release()
+            self._adopted.clear()
+        return settled
+
+    # -- the spooler thread --------------------------------------------------------------
+
+    def _spool_loop(self) -> None:
+        while True:
+            self._wake.wait(SPOOL_INTERVAL)
+            self._wake.clear()
+            try:
+                self._collect()
+            except Exception:  # pragma: no cover - keep spooling whatever happens
+                logger.exception("syvain_metrics: the log() spooler hit an unexpected error")
+            if self._stop.is_set():
+                self._collect()  # whatever arrived while stopping
+                with self._changed:
+                    self._spooler_done = True
+                    self._changed.notify_all()
+                return
+
+    def _collect(self) -> None:
+        fresh: dict[str, list[bytes]] = {}
+        queue = self._queue
+        while queue:
+            item = queue.popleft()
+            if type(item) is tuple:
+                experiment_id, event = item
+                lines = fresh.get(experiment_id)
+                if lines is None:
+                    lines = fresh[experiment_id] = []
+                lines.append(encode_event(event))
+            else:
+                self._fill(fresh)
+                fresh = {}
+                self._place(item)
+        self._fill(fresh)
+        self._seal_old(time.monotonic())
+
+    def _fill(self, fresh: dict[str, list[bytes]]) -> None:
+        """Add new lines to each experiment's open batch (spooled first), sealing full ones."""
+        now = time.monotonic()
+        for experiment_id, lines in fresh.items():
+            with self._lock:
+                box = self._outboxes.get(experiment_id)
+                if box is None:
+                    box = self._outboxes[experiment_id] = _Outbox()
+            start = 0
+            while start < len(lines):
+                if not box.open_lines:
+                    box.open_first = box.collected
+                    box.open_since = now
+                    box.open_path = None
+                room = MAX_METRICS_PER_INGEST - len(box.open_lines)
+                taken = lines[start : start + room]
+                start += len(taken)
+                self._spool_lines(experiment_id, box, taken)
+                with self._lock:
+                    box.open_lines.extend(taken)
+                    box.collected += len(taken)
+                if len(box.open_lines) >= MAX_METRICS_PER_INGEST:
+                    self._seal(experiment_id, box)
+
+    def _spool_lines(self, experiment_id: str, box: _Outbox, lines: list[bytes]) -> None:
+        if self.spool is None:
+            return
+        try:
+            if box.open_path is None:
+                box.open_path = self.spool.directory / f"b-{next(self._numbers):09d}.jsonl"
+            self.spool.append(experiment_id, int(box.open_path.stem[2:]), lines)
+        except OSError as error:
+            # A full or read-only disk must not stop logging: carry on in memory.
+            logger.warning(
+                "syvain_metrics: cannot write the log() spool in %s (%s); pending events are "
+                "kept in memory only from now on",
+                self.spool.directory,
+                error,
+            )
+            self.spool = None
+            box.open_path = None
+
+    def _seal(self, experiment_id: str, box: _Outbox) -> None:
+        with self._changed:
+            path = box.open_path
+            lines: list[bytes] | None = box.open_lines
+            if path is not None and self.spool is not None:
+                self.spool.seal(path)
+                if sum(1 for b in self._ready if b.lines is not None) >= BATCHES_IN_MEMORY:
+                    lines = None  # on disk only until its turn comes
+            self._ready.append(
+                Batch(experiment_id, lines, len(box.open_lines), box.open_first, path)
+            )
+            box.open_lines = []
+            box.open_path = None
+            self._changed.notify_all()
+
+    def _seal_old(self, now: float) -> None:
+        for experiment_id, box in list(self._outboxes.items()):
+            if box.open_lines and now - box.open_since >= self.interval:
+                self._seal(experiment_id, box)
+
+    def _place(self, mark: _Mark) -> None:
+        """Everything logged before ``mark`` is collected: seal it and note the goals."""
+        self._adopt_children()
+        targets = mark.experiment_ids
+        if targets is None:
+            targets = tuple(self._outboxes)
+        for experiment_id in targets:
+            box = self._outboxes.get(experiment_id)
+            if box is not None and box.open_lines:
+                self._seal(experiment_id, box)
+        with self._changed:
+            for experiment_id in targets:
+                box = self._outboxes.get(experiment_id)
+                if box is None:
+                    continue
+                mark.goals[experiment_id] = box.collected
+                mark.start_stored[experiment_id] = box.stored
+            self._marks.append(mark)
+            self._check_marks()
+
+    def _adopt_children(self) -> None:
+        """Take over the spools of forked children that ended without sending everything."""
+        if self.spool is None:
+            return
+        for leftover in claim_leftovers(self.spool.child_root()):
+            self._adopted.append(leftover)
+            for path in leftover.batch_files:
+                try:
+                    experiment_id, lines = read_batch(path)
+                except (OSError, ValueError, KeyError):
+                    logger.warning("syvain_metrics: skipping unreadable spool file %s", path)
+                    continue
+                with self._lock:
+                    box = self._outboxes.setdefault(experiment_id, _Outbox())
+                if box.open_lines:
+                    self._seal(experiment_id, box)  # keep this session's order: earlier first
+                with self._changed:
+                    self._ready.append(Batch(experiment_id, lines, len(lines), box.collected, path))
+                    box.collected += len(lines)
+                    self._changed.notify_all()
+
+    # -- the delivery thread ---------------------------------------------------------------
+
+    def _delivery_loop(self) -> None:
+        while True:
+            with self._changed:
+                while not self._ready and not self._stop.is_set():
+                    self._changed.wait()
+                if self._stop.is_set():
+                    return
+                batch = self._ready.popleft()
+            outcome = self._deliver(batch)
+            if not outcome.finished:
+                return  # stopping: the batch stays in the spool
+            self._settle(batch, outcome)
+
+    def _deliver(self, batch: Batch) -> Outcome:
+        if batch.lines is None and batch.path is not None:
+            try:
+                _, batch.lines = read_batch(batch.path)
+            except (OSError, ValueError, KeyError) as error:
+                message = f"the spool file {batch.path} could not be read back: {error}"
+                logger.error("syvain_metrics: %s", message)
+                return Outcome(rejected=[RejectedEvent({}, message)] * batch.count)
+        try:
+            return deliver(self._session, batch, wait=self._stop.wait)
+        except Exception as error:  # pragma: no cover - deliver() already catches everything
+            logger.exception("syvain_metrics: delivery failed unexpectedly")
+            return Outcome(rejected=[RejectedEvent({}, str(error))] * batch.count)
+
+    def _settle(self, batch: Batch, outcome: Outcome) -> None:
+        for refusal in outcome.rejected:
+            logger.warning(
+                "syvain_metrics: the service rejected a log() event of experiment %s "
+                "(%r at step %s): %s",
+                batch.experiment_id,
+                refusal.event.get("name"),
+                refusal.event.get("step"),
+                refusal.message,
+            )
+        with self._changed:
+            box = self._outboxes[batch.experiment_id]
+            box.done += batch.count
+            box.stored += outcome.stored
+            room = REJECTED_KEPT - len(box.unreported)
+            box.unreported.extend((batch.first, r) for r in outcome.rejected[: max(room, 0)])
+            if batch.path is not None:
+                try:
+                    batch.path.unlink()
+                except FileNotFoundError:
+                    pass
+                except OSError as error:
+                    logger.warning("syvain_metrics: cannot remove %s: %s", batch.path, error)
+            batch.lines = None
+            self._check_marks()
+
+    def _check_marks(self) -> None:
+        """Complete the marks whose goals are met (called with the lock held)."""
+        for mark in list(self._marks):
+            for experiment_id, goal in mark.goals.items():
+                if experiment_id in mark.stored:
+                    continue
+                box = self._outboxes[experiment_id]
+                if box.done < goal:
+                    continue
+                mark.stored[experiment_id] = box.stored - mark.start_stored[experiment_id]
+                if mark.take_rejections:
+                    mark.rejected.extend(self._take_rejections(box, goal))
+            if len(mark.stored) == len(mark.goals):
+                self._marks.remove(mark)
+                mark.reached.set()
+
+    @staticmethod
+    def _take_rejections(box: _Outbox, goal: int) -> list[RejectedEvent]:
+        taken = [refusal for first, refusal in box.unreported if first < goal]
+        box.unreported = [(first, r) for first, r in box.unreported if first >= goal]
+        return taken
