@@ -12,7 +12,7 @@ import pytest
 import responses
 
 import syvain_metrics as sm
-from syvain_metrics.resources import log_buffer
+from syvain_metrics import session as session_module
 
 HOST = "http://127.0.0.1:8765"
 API = f"{HOST}/api/v1"
@@ -33,14 +33,23 @@ class FakeClock:
         self.now += seconds
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _spool_in_a_temporary_directory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Sessions made by tests spool under a temporary directory, never the user's cache."""
+    root = tmp_path_factory.mktemp("spool")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("SYVAIN_METRICS_SPOOL_DIR", str(root))
+        yield root
+
+
 @pytest.fixture(autouse=True)
-def _no_leftover_log_buffers() -> Iterator[None]:
-    """Drop buffers this test created, so the real exit hook has nothing to send."""
-    before = set(log_buffer._buffers)
+def _stop_senders_left_running() -> Iterator[None]:
+    """Stop the log() senders a test left running, so none outlives its test (and its
+    mocked or stopped server) or holds up the interpreter's exit."""
     yield
-    with log_buffer._registry_lock:
-        for key in set(log_buffer._buffers) - before:
-            log_buffer._buffers.pop(key)._events = []
+    for live in list(session_module._sessions):
+        if live.logs.started and not live.closed:
+            live.logs.close(timeout=0)
 
 
 @pytest.fixture

@@ -1,17 +1,15 @@
-"""Writing metrics: chunked ``ingest()``, resumable partial failures, derived event ids,
-the wire form of a metric, and the ``log()`` buffer (flush points, failures, exit hook)."""
+"""Writing metrics with ``ingest()``: chunking, resumable partial failures, ids derived from
+the whole record, and the wire form of a metric. (``log()`` has its own file.)"""
 
 from __future__ import annotations
 
 import json
-import warnings
 from typing import Any
 
 import pytest
 import responses
 
 import syvain_metrics as sm
-from syvain_metrics.resources import log_buffer
 from tests.conftest import API, API_KEY, HOST, envelope, error_body, experiment_wire, key_wire
 
 TOKEN = "ing_tok_0123456789_secret"
@@ -237,10 +235,13 @@ def test_missing_event_id_is_derived_deterministically(
     server = IngestServer(mocked)
     base = {"name": "loss", "value": 0.5, "step": 3}
     exp.ingest([{**base, "metadata": {"split": "train", "layer": 2}}])
+    exp.ingest([{**base, "metadata": {"layer": 2, "split": "train"}}])
     exp.ingest([{**base, "value": 0.9, "metadata": {"layer": 2, "split": "train"}}])
-    first, second = sent_ids(server)
-    assert first == second  # same (experiment, name, step, metadata); value does not count
+    first, second, third = sent_ids(server)
+    assert first == second  # the same record, whatever the key order: one id
+    assert third != first  # a different value is a different event, never merged
     assert 1 <= len(first) <= 200
+    assert len(server.stored) == 2
 
 
 def test_nested_metadata_key_order_does_not_change_the_id(
@@ -263,6 +264,10 @@ def test_nested_metadata_key_order_does_not_change_the_id(
         pytest.param({"name": "loss", "step": 3}, id="no-meta"),
         pytest.param(
             {"name": "loss", "step": 3, "metadata": {"split": "train", "x": 1}}, id="more"
+        ),
+        pytest.param(
+            {"name": "loss", "step": 3, "metadata": {"split": "train"}, "timestamp_ms": 5},
+            id="timestamp",
         ),
     ],
 )
@@ -287,16 +292,21 @@ def test_derived_id_differs_between_experiments(
     assert one.accepted_ids[0] != two.accepted_ids[0]
 
 
-def test_step_none_gives_a_fresh_id_each_time(
+def test_resending_the_same_records_stores_them_once(
     exp: sm.Experiment, mocked: responses.RequestsMock
 ) -> None:
     server = IngestServer(mocked)
-    point = {"name": "loss", "value": 1.0, "step": None}
-    exp.ingest([point, point])
-    exp.ingest([point])
+    records = [
+        {"name": "loss", "value": 1.0, "step": None},
+        {"name": "loss", "value": 0.5, "step": None},
+        {"name": "loss", "value": 0.5, "step": 2, "metadata": {"rank": 1}},
+    ]
+    exp.ingest(records)
+    exp.ingest(records)  # e.g. a script run twice
     ids = sent_ids(server)
-    assert len(ids) == 3
+    assert ids[:3] == ids[3:]
     assert len(set(ids)) == 3
+    assert len(server.stored) == 3
 
 
 def test_whole_float_step_derives_the_same_id_as_the_int_step(
@@ -373,191 +383,6 @@ def test_wire_form_of_a_metric(exp: sm.Experiment, mocked: responses.RequestsMoc
     assert "null" not in json.dumps([m.get("timestamp_ms", 0) for m in data])
 
 
-# -- log() buffer ---------------------------------------------------------------------
-
-
-def test_log_buffers_until_1000_then_sends_one_request(
-    exp: sm.Experiment, mocked: responses.RequestsMock
-) -> None:
-    server = IngestServer(mocked)
-    for step in range(999):
-        exp.log("loss", 1.0 / (step + 1), step=step)
-    assert len(mocked.calls) == 0
-    assert exp.pending_logs == 999
-
-    exp.log("loss", 0.001, step=999)
-    assert len(server.attempts) == 1
-    assert len(server.accepted[0]) == 1_000
-    assert [m["step"] for m in server.accepted[0]] == list(range(1_000))
-    assert exp.pending_logs == 0
-
-    for step in range(1_000, 1_005):
-        exp.log("loss", 0.5, step=step, metadata={"split": "train"})
-    assert len(server.attempts) == 1
-    assert exp.flush() == 5
-    assert [len(b) for b in server.accepted] == [1_000, 5]
-    assert server.accepted[1][0]["metadata"] == {"split": "train"}
-    assert exp.flush() == 0
-    assert len(server.attempts) == 2
-
-
-def test_failed_flush_keeps_events_and_a_later_flush_sends_them(
-    exp: sm.Experiment, mocked: responses.RequestsMock
-) -> None:
-    server = IngestServer(mocked, statuses=[400])
-    for step in range(5):
-        exp.log("loss", 0.1 * step, step=step)
-    with pytest.raises(sm.MetricsApiRequestError):
-        exp.flush()
-    assert exp.pending_logs == 5
-    assert server.accepted == []
-
-    assert exp.flush() == 5
-    assert exp.pending_logs == 0
-    assert server.accepted_ids == [m["client_event_id"] for m in server.all_bodies[0]]
-    assert [m["step"] for m in server.accepted[0]] == [0, 1, 2, 3, 4]
-
-
-def test_failed_automatic_flush_raises_from_log_and_keeps_every_event(
-    exp: sm.Experiment, mocked: responses.RequestsMock
-) -> None:
-    server = IngestServer(mocked, statuses=[400])
-    for step in range(999):
-        exp.log("loss", 1.0, step=step)
-    with pytest.raises(sm.MetricsApiRequestError):
-        exp.log("loss", 1.0, step=999)
-    assert exp.pending_logs == 1_000
-    assert exp.flush() == 1_000
-    assert [m["step"] for m in server.accepted[0]] == list(range(1_000))
-
-
-def test_logging_the_same_step_twice_sends_the_same_id(
-    exp: sm.Experiment, mocked: responses.RequestsMock
-) -> None:
-    server = IngestServer(mocked)
-    exp.log("loss", 0.5, step=7, metadata={"split": "train"})
-    exp.log("loss", 0.4, step=7, metadata={"split": "train"})
-    exp.log("loss", 0.4, step=7, metadata={"split": "valid"})
-    assert exp.flush() == 3
-    a, b, c = server.accepted_ids
-    assert a == b
-    assert c != a
-    assert len(server.stored) == 2  # the server keeps the first write of an id
-
-
-def test_run_flushes_before_marking_done(
-    exp: sm.Experiment, mocked: responses.RequestsMock
-) -> None:
-    IngestServer(mocked)
-    mocked.add_callback(responses.POST, f"{API}/experiments/exp-1", callback=status_callback)
-    with exp.run():
-        exp.log("loss", 0.5, step=0)
-        exp.log("loss", 0.25, step=1)
-    assert [summary(c) for c in mocked.calls] == [
-        ("/experiments/exp-1", "running"),
-        ("/experiments/exp-1/ingestion-keys", None),
-        ("/experiments/exp-1/ingest", 2),
-        ("/experiments/exp-1", "done"),
-    ]
-    assert exp.status == "done"
-    assert exp.pending_logs == 0
-
-
-def test_run_on_exception_flushes_marks_error_and_reraises(
-    exp: sm.Experiment, mocked: responses.RequestsMock
-) -> None:
-    IngestServer(mocked)
-    mocked.add_callback(responses.POST, f"{API}/experiments/exp-1", callback=status_callback)
-
-    def training() -> None:
-        with exp.run():
-            exp.log("loss", 0.5, step=0)
-            raise ValueError("loss is NaN")
-
-    with pytest.raises(ValueError, match="loss is NaN"):
-        training()
-    assert [summary(c) for c in mocked.calls] == [
-        ("/experiments/exp-1", "running"),
-        ("/experiments/exp-1/ingestion-keys", None),
-        ("/experiments/exp-1/ingest", 1),
-        ("/experiments/exp-1", "error"),
-    ]
-    last = json.loads(mocked.calls[-1].request.body)
-    assert last["status"] == "error"
-    assert last["error"] == {"name": "ValueError", "detail": "loss is NaN"}
-    assert exp.status == "error"
-    assert exp.pending_logs == 0
-
-
-def test_two_objects_for_one_experiment_share_the_buffer(
-    session: sm.Session, mocked: responses.RequestsMock
-) -> None:
-    server = IngestServer(mocked)
-    a = sm.Experiment(experiment_wire(), session=session)
-    b = sm.Experiment(experiment_wire(), session=session)
-    a.log("loss", 0.5, step=0)
-    b.log("loss", 0.4, step=1)
-    assert a.pending_logs == 2
-    assert b.pending_logs == 2
-    assert b.flush() == 2
-    assert a.pending_logs == 0
-    assert [m["step"] for m in server.accepted[0]] == [0, 1]
-
-
-def test_closing_the_session_flushes_pending_logs(
-    sleeps: list[float], mocked: responses.RequestsMock
-) -> None:
-    server = IngestServer(mocked)
-    own = sm.Session(API_KEY, host=HOST, retry=sm.RetryPolicy(sleep=sleeps.append))
-    exp = sm.Experiment(experiment_wire(), session=own)
-    for step in range(3):
-        exp.log("loss", 1.0, step=step)
-    assert server.attempts == []
-    own.close()
-    assert [m["step"] for m in server.accepted[0]] == [0, 1, 2]
-    assert log_buffer.existing_buffer(own, "exp-1") is None  # emptied buffers are dropped
-
-
-def test_exit_hook_flushes_pending_logs(exp: sm.Experiment, mocked: responses.RequestsMock) -> None:
-    server = IngestServer(mocked)
-    exp.log("loss", 0.5, step=0)
-    exp.log("loss", 0.4, step=1)
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        log_buffer._flush_all_at_exit()
-    assert [m["step"] for m in server.accepted[0]] == [0, 1]
-    assert exp.pending_logs == 0
-
-
-def test_exit_hook_warns_with_experiment_and_count_when_sending_fails(
-    session: sm.Session, mocked: responses.RequestsMock
-) -> None:
-    server = IngestServer(mocked, "exp-exit", statuses=[400])
-    exp = sm.Experiment(experiment_wire("exp-exit", slug="exit"), session=session)
-    for step in range(3):
-        exp.log("loss", 0.5, step=step)
-    with pytest.warns(RuntimeWarning, match=r"3 for experiment exp-exit"):
-        log_buffer._flush_all_at_exit()
-    assert exp.pending_logs == 3
-    # leave nothing behind for the real exit hook
-    assert exp.flush() == 3
-    assert exp.pending_logs == 0
-    assert len(server.accepted[0]) == 3
-
-
-def test_run_whose_final_flush_fails_is_marked_error_and_keeps_the_events(
-    exp: sm.Experiment, mocked: responses.RequestsMock
-) -> None:
-    IngestServer(mocked, statuses=[400])
-    mocked.add_callback(responses.POST, f"{API}/experiments/exp-1", callback=status_callback)
-    with pytest.raises(sm.PartialIngestError), exp.run():
-        exp.log("loss", 0.5, step=0)
-    statuses = [summary(c)[1] for c in mocked.calls if summary(c)[0] == "/experiments/exp-1"]
-    assert statuses == ["running", "error"]  # never "done" while a metric is unsent
-    assert exp.status == "error"
-    assert exp.pending_logs == 1
-
-
 def test_whole_float_metadata_derives_the_same_id_as_the_int(
     exp: sm.Experiment, mocked: responses.RequestsMock
 ) -> None:
@@ -567,32 +392,3 @@ def test_whole_float_metadata_derives_the_same_id_as_the_int(
     exp.ingest([{"name": "acc", "value": 0.5, "step": 1, "metadata": {"k": 1.0, "v": [2.0]}}])
     first, second = sent_ids(server)
     assert first == second
-
-
-def test_after_a_failed_automatic_flush_log_waits_for_another_full_request(
-    exp: sm.Experiment, mocked: responses.RequestsMock
-) -> None:
-    # An outage must not turn every later log() call into a failing request.
-    server = IngestServer(mocked, statuses=[400, 400])
-    for step in range(999):
-        exp.log("loss", 1.0, step=step)
-    with pytest.raises(sm.MetricsApiRequestError):
-        exp.log("loss", 1.0, step=999)
-    for step in range(1_000, 1_999):
-        exp.log("loss", 1.0, step=step)  # buffered, no request
-    assert len(server.attempts) == 1
-    with pytest.raises(sm.MetricsApiRequestError):
-        exp.log("loss", 1.0, step=1_999)  # the next full request is tried
-    assert len(server.attempts) == 2
-    assert exp.pending_logs == 2_000
-    assert exp.flush() == 2_000
-    assert sorted(server.accepted_ids) == sorted(set(server.accepted_ids))
-    assert len(server.accepted_ids) == 2_000
-
-
-def test_log_on_a_closed_session_raises_instead_of_buffering(session: sm.Session) -> None:
-    exp = sm.Experiment(experiment_wire("exp-closed"), session=session)
-    session.close()
-    with pytest.raises(sm.MetricsApiError, match="closed"):
-        exp.log("loss", 0.5, step=1)
-    assert exp.pending_logs == 0

@@ -875,23 +875,17 @@ def test_trailing_slash_is_dropped(mocked: responses.RequestsMock) -> None:
 
 
 def test_close_sends_pending_log_events_first(mocked: responses.RequestsMock, clock: Any) -> None:
-    from syvain_metrics.resources import log_buffer
-
-    session = sm.Session(API_KEY, host=HOST, clock=clock)
+    session = sm.Session(API_KEY, host=HOST, clock=clock, flush_interval=60)
     mocked.post(KEYS_URL, json=mint_ok())
     mocked.post(INGEST_URL, json=envelope({"ok": True, "mode": "queued"}))
-    try:
-        exp = experiment(session)
-        exp.log("loss", 0.5, step=1)
-        assert len(mocked.calls) == 0  # buffered, not sent yet
-        session.close()
-        ingests = [c for c in mocked.calls if c.request.url.split("?")[0] == INGEST_URL]
-        assert len(ingests) == 1
-        assert json.loads(ingests[0].request.body)["data"][0]["name"] == "loss"
-    finally:
-        # Leave no pending events behind for the interpreter's exit flush.
-        with log_buffer._registry_lock:
-            log_buffer._buffers.pop((id(session), "exp-1"), None)
+    exp = experiment(session)
+    exp.log("loss", 0.5, step=1)
+    assert len(mocked.calls) == 0  # queued: a batch waits up to flush_interval
+    session.close()
+    ingests = [c for c in mocked.calls if c.request.url.split("?")[0] == INGEST_URL]
+    assert len(ingests) == 1
+    assert json.loads(ingests[0].request.body)["data"][0]["name"] == "loss"
+    assert exp.pending_logs == 0
 
 
 def _chain(error: BaseException) -> list[BaseException]:

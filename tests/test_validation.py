@@ -421,7 +421,6 @@ def test_log_validates_now_and_changes_nothing(
     assert any(key.endswith(field) for key in caught.value.errors), caught.value.errors
     assert isinstance(caught.value, ValueError)
     assert exp.pending_logs == 1
-    assert len(mocked.calls) == 0
 
 
 @pytest.mark.parametrize("bad", BAD_LIMITS)

@@ -60,7 +60,7 @@ class SessionLogs:
     @property
     def started(self) -> bool:
         """Whether a sender runs in this process."""
-        return self._sender is not None
+        return self._sender is not None and not self._sender.stopped
 
     def _open_spool(self) -> Spool | None:
         if self.spool_dir is None:

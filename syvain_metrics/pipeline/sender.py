@@ -37,7 +37,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from syvain_metrics.errors import RejectedEvent
+from syvain_metrics.errors import MetricsApiError, RejectedEvent
 from syvain_metrics.event_ids import EventIdSource
 from syvain_metrics.pipeline.batch import Batch, encode_event
 from syvain_metrics.pipeline.delivery import Outcome, deliver
@@ -127,7 +127,7 @@ class Sender:
         self._marks: list[_Mark] = []
         self._adopted: list[Leftover] = []
         self._numbers = itertools.count(1)
-        self._spooler_done = False
+        self.stopped = False
         self._spooler = threading.Thread(
             target=self._spool_loop, name="syvain-metrics-spooler", daemon=True
         )
@@ -141,6 +141,8 @@ class Sender:
 
     def put(self, experiment_id: str, event: dict[str, Any]) -> None:
         """Queue one validated event (called on the user's thread)."""
+        if self.stopped:
+            raise MetricsApiError("This session's log() sender has stopped (the session closed).")
         queue = self._queue
         queue.append((experiment_id, event))
         if len(queue) >= MAX_METRICS_PER_INGEST:
@@ -199,8 +201,14 @@ class Sender:
 
     def close(self, timeout: float | None) -> Settled:
         """Wait (up to ``timeout``) for everything, then stop both threads and close the
-        spool; what is still pending stays in the spool for ``syvain-metrics sync``."""
+        spool; what is still pending stays in the spool for ``syvain-metrics sync``.
+        Closing again only reports what is still pending."""
+        if self.stopped:
+            with self._lock:
+                pending = sum(box.collected - box.done for box in self._outboxes.values())
+            return Settled(0, pending + len(self._queue), [], timed_out=bool(pending))
         settled = self.wait(None, timeout)
+        self.stopped = True
         self._stop.set()
         self._wake.set()
         with self._changed:
@@ -226,10 +234,7 @@ class Sender:
             except Exception:  # pragma: no cover - keep spooling whatever happens
                 logger.exception("syvain_metrics: the log() spooler hit an unexpected error")
             if self._stop.is_set():
-                self._collect()  # whatever arrived while stopping
-                with self._changed:
-                    self._spooler_done = True
-                    self._changed.notify_all()
+                self._collect()  # whatever arrived while stopping goes to the spool
                 return
 
     def _collect(self) -> None:

@@ -174,6 +174,8 @@ def quick_metric(
     kind = type(value)
     if kind is not float and kind is not int:
         return None
+    if type(event_id) is not str or not 0 < len(event_id) <= CLIENT_EVENT_ID_MAX:
+        return None
     if type(name) is not str or not 0 < len(name) <= METRIC_NAME_MAX:
         return None
     try:
