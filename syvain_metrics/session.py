@@ -44,7 +44,7 @@ from syvain_metrics.errors import (
 )
 from syvain_metrics.pipeline.batch import new_idempotency_key as _new_idempotency_key
 from syvain_metrics.pipeline.logs import SessionLogs
-from syvain_metrics.pipeline.spool import default_root as default_spool_root
+from syvain_metrics.pipeline.spool import configured_root as configured_spool_root
 from syvain_metrics.retry import RetryPolicy
 from syvain_metrics.routes import API_PREFIX, Route
 from syvain_metrics.schemas.base import load_request, load_response
@@ -129,8 +129,7 @@ def _spool_root(spool_dir: str | os.PathLike[str] | _UserCache | None) -> Path |
     if spool_dir is None:
         return None
     if isinstance(spool_dir, _UserCache):
-        configured = os.environ.get("SYVAIN_METRICS_SPOOL_DIR")
-        return Path(configured) if configured else default_spool_root()
+        return configured_spool_root()
     if not isinstance(spool_dir, str | os.PathLike):
         raise MetricsValidationError({"spool_dir": ["Must be a directory path or None."]})
     return Path(spool_dir)

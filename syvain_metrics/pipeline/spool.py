@@ -64,6 +64,17 @@ def default_root() -> Path:
     return Path(cache) / "syvain-metrics" / "spool"
 
 
+def configured_root() -> Path:
+    """``$SYVAIN_METRICS_SPOOL_DIR`` when set, else :func:`default_root`.
+
+    Example:
+        >>> isinstance(configured_root(), Path)
+        True
+    """
+    configured = os.environ.get("SYVAIN_METRICS_SPOOL_DIR")
+    return Path(configured) if configured else default_root()
+
+
 def new_spool_name() -> str:
     """A directory name for one session in one process: ``<pid>-<random>``."""
     return f"{os.getpid()}-{os.urandom(4).hex()}"

@@ -270,6 +270,11 @@ class MetricsApp:
             body = self._read_body(request)
         except ApiError as error:
             return _error_response(error)
+        if endpoint.name == "ingest_metrics":
+            refused = self.faults.rejected_metric(body)
+            if refused is not None:
+                field = f"data[{refused}].name"
+                return _error_response(invalid(field, "Refused by a fault.", what="metric"))
         key = request.headers.get("Idempotency-Key")
         ticket: Ticket | None = None
         # Ingestion-key creation ignores the header (contract section 8).

@@ -30,7 +30,9 @@ from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from typing import Literal
 
-FaultKind = Literal["fail", "drop_before_commit", "drop_after_commit", "delay", "refuse"]
+FaultKind = Literal[
+    "fail", "drop_before_commit", "drop_after_commit", "delay", "refuse", "reject_metric"
+]
 
 
 @dataclass
@@ -44,6 +46,7 @@ class FaultRule:
     status: int = 503
     retry_after: str | None = None
     seconds: float = 0.0
+    metric_name: str | None = None
 
     def matches(self, method: str, path: str, operation: str | None) -> bool:
         """Whether a request (method, raw path, operation name) is selected by this rule."""
@@ -168,6 +171,37 @@ class Faults:
             >>> Faults().refuse_connections()
         """
         self._arm(FaultRule("refuse", None, None, times))
+
+    def reject_metric(self, name: str, *, times: int = 1_000_000) -> None:
+        """Refuse, as invalid, every ingest batch holding a metric called ``name``: a 400
+        ``validation_error`` naming the first such metric (``field=data[i].name``), nothing of
+        the batch stored; as a service whose rules are stricter than the SDK's would. The rest
+        of the batch is stored once it comes without that metric.
+
+        Example:
+            >>> Faults().reject_metric("poison")
+        """
+        self._arm(FaultRule("reject_metric", None, "ingest_metrics", times, metric_name=name))
+
+    def rejected_metric(self, body: object) -> int | None:
+        """The index of the first metric of an ingest ``body`` that an armed
+        :meth:`reject_metric` refuses (consuming one use), else ``None``."""
+        items = body.get("data") if isinstance(body, dict) else None
+        if not isinstance(items, list):
+            return None
+        with self._lock:
+            for rule in self._rules:
+                if rule.kind != "reject_metric":
+                    continue
+                for index, item in enumerate(items):
+                    if isinstance(item, dict) and item.get("name") == rule.metric_name:
+                        rule.remaining -= 1
+                        if rule.remaining <= 0:
+                            self._rules.remove(rule)
+                        self._fired.append(FiredFault("reject_metric", "POST", "ingest"))
+                        self._changed.notify_all()
+                        return index
+        return None
 
     def clear(self) -> None:
         """Disarm every fault, cut short any delay in progress, and forget what fired."""
