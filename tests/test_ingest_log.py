@@ -10,7 +10,7 @@ import pytest
 import responses
 
 import syvain_metrics as sm
-from tests.conftest import API, API_KEY, HOST, envelope, error_body, experiment_wire, key_wire
+from tests.conftest import API, API_KEY, envelope, error_body, experiment_wire, key_wire
 
 TOKEN = "ing_tok_0123456789_secret"
 

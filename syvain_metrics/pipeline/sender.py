@@ -88,15 +88,23 @@ class Settled:
     timed_out: bool
 
 
-@dataclass
+@dataclass(frozen=True)
+class Backlog:
+    """See :meth:`Sender.backlog`."""
+
+    queued: int
+    batches_in_memory: int
+    batches_on_disk_only: int
+
+
+@dataclass(eq=False)
 class _Mark:
+    """Queued behind the events a wait covers; ``goals`` are, per experiment, how many events
+    must have an answer."""
+
     experiment_ids: tuple[str, ...] | None  # None: every experiment
-    take_rejections: bool
     reached: threading.Event = field(default_factory=threading.Event)
     goals: dict[str, int] = field(default_factory=dict)
-    start_stored: dict[str, int] = field(default_factory=dict)
-    stored: dict[str, int] = field(default_factory=dict)
-    rejected: list[RejectedEvent] = field(default_factory=list)
 
 
 class Sender:
@@ -123,6 +131,7 @@ class Sender:
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
         self._outboxes: dict[str, _Outbox] = {}
+        self._in_hand: dict[str, int] = {}  # taken off the queue, not in an outbox yet
         self._ready: deque[Batch] = deque()
         self._marks: list[_Mark] = []
         self._adopted: list[Leftover] = []
@@ -150,18 +159,26 @@ class Sender:
 
     def pending(self, experiment_id: str) -> int:
         """Events of ``experiment_id`` not answered yet, queued ones included."""
-        queued = sum(
-            1 for item in list(self._queue) if type(item) is tuple and item[0] == experiment_id
-        )
         with self._lock:
-            box = self._outboxes.get(experiment_id)
-            return queued + (0 if box is None else box.collected - box.done)
+            return self._unanswered((experiment_id,))
+
+    def backlog(self) -> Backlog:
+        """How the unanswered events are held right now: queued, batches with their bytes in
+        memory, and batches waiting on disk only.
+
+        Example:
+            >>> session.logs.sender.backlog()  # doctest: +SKIP
+            Backlog(queued=0, batches_in_memory=16, batches_on_disk_only=84)
+        """
+        with self._lock:
+            in_memory = sum(1 for b in self._ready if b.lines is not None)
+            return Backlog(len(self._queue), in_memory, len(self._ready) - in_memory)
 
     def idle(self) -> bool:
         """Whether nothing is queued or waiting for an answer."""
-        if self._queue:
-            return False
         with self._lock:
+            if self._queue or any(self._in_hand.values()):
+                return False
             return all(box.done == box.collected for box in self._outboxes.values())
 
     # -- waiting -------------------------------------------------------------------------
@@ -174,28 +191,46 @@ class Sender:
         take_rejections: bool = True,
     ) -> Settled:
         """Wait until every event logged before this call (for these experiments, or all)
-        has an answer, or ``timeout`` seconds pass. ``take_rejections`` hands the refusals
-        not reported yet to the caller (a later wait will not report them again)."""
-        mark = _Mark(None if experiment_ids is None else tuple(experiment_ids), take_rejections)
-        self._queue.append(mark)
+        has an answer, or ``timeout`` seconds pass. ``stored`` counts the events that were
+        unanswered at the call and are stored now. ``take_rejections`` hands the refusals not
+        reported yet to the caller (a later wait will not report them again)."""
+        targets = None if experiment_ids is None else tuple(experiment_ids)
+        with self._lock:
+            before = self._unanswered(targets)
+            done_before = {eid: box.done for eid, box in self._outboxes.items()}
+            mark = _Mark(targets)
+            self._queue.append(mark)
         self._wake.set()
         reached = mark.reached.wait(timeout)
+        rejected: list[RejectedEvent] = []
+        new_refusals = 0
         with self._lock:
             if mark in self._marks:
                 self._marks.remove(mark)
-            stored = pending = 0
-            for experiment_id, goal in mark.goals.items():
-                box = self._outboxes[experiment_id]
-                if experiment_id in mark.stored:
-                    stored += mark.stored[experiment_id]
-                else:
-                    stored += box.stored - mark.start_stored[experiment_id]
+            if mark.goals or reached:
+                pending = 0
+                for experiment_id, goal in mark.goals.items():
+                    box = self._outboxes[experiment_id]
                     pending += max(goal - box.done, 0)
                     if take_rejections:
-                        mark.rejected.extend(self._take_rejections(box, goal))
-            if not mark.goals and not reached:  # the spooler never got to the mark
-                pending = sum(1 for item in list(self._queue) if type(item) is tuple)
-        return Settled(stored, pending, mark.rejected, timed_out=not reached)
+                        for first, refusal in self._take_rejections(box, goal):
+                            rejected.append(refusal)
+                            new_refusals += first >= done_before.get(experiment_id, 0)
+            else:  # the spooler never got to the mark
+                pending = self._unanswered(targets)
+        stored = max(before - pending - new_refusals, 0)
+        return Settled(stored, pending, rejected, timed_out=not reached)
+
+    def _unanswered(self, targets: tuple[str, ...] | None) -> int:
+        """Events of ``targets`` (all when ``None``) without an answer; lock held."""
+        queued = sum(
+            1
+            for item in list(self._queue)
+            if type(item) is tuple and (targets is None or item[0] in targets)
+        )
+        boxes = self._outboxes if targets is None else {t: self._outboxes.get(t) for t in targets}
+        in_hand = sum(n for eid, n in self._in_hand.items() if targets is None or eid in targets)
+        return queued + in_hand + sum(b.collected - b.done for b in boxes.values() if b is not None)
 
     # -- closing -------------------------------------------------------------------------
 
@@ -238,10 +273,16 @@ class Sender:
                 return
 
     def _collect(self) -> None:
-        fresh: dict[str, list[bytes]] = {}
         queue = self._queue
-        while queue:
-            item = queue.popleft()
+        taken: list[Any] = []
+        with self._lock:  # so pending() never misses the events in hand
+            while queue:
+                item = queue.popleft()
+                taken.append(item)
+                if type(item) is tuple:
+                    self._in_hand[item[0]] = self._in_hand.get(item[0], 0) + 1
+        fresh: dict[str, list[bytes]] = {}
+        for item in taken:
             if type(item) is tuple:
                 experiment_id, event = item
                 lines = fresh.get(experiment_id)
@@ -276,6 +317,7 @@ class Sender:
                 with self._lock:
                     box.open_lines.extend(taken)
                     box.collected += len(taken)
+                    self._in_hand[experiment_id] -= len(taken)
                 if len(box.open_lines) >= MAX_METRICS_PER_INGEST:
                     self._seal(experiment_id, box)
 
@@ -333,7 +375,6 @@ class Sender:
                 if box is None:
                     continue
                 mark.goals[experiment_id] = box.collected
-                mark.start_stored[experiment_id] = box.stored
             self._marks.append(mark)
             self._check_marks()
 
@@ -414,23 +455,14 @@ class Sender:
             self._check_marks()
 
     def _check_marks(self) -> None:
-        """Complete the marks whose goals are met (called with the lock held)."""
+        """Release the marks whose events all have an answer (called with the lock held)."""
         for mark in list(self._marks):
-            for experiment_id, goal in mark.goals.items():
-                if experiment_id in mark.stored:
-                    continue
-                box = self._outboxes[experiment_id]
-                if box.done < goal:
-                    continue
-                mark.stored[experiment_id] = box.stored - mark.start_stored[experiment_id]
-                if mark.take_rejections:
-                    mark.rejected.extend(self._take_rejections(box, goal))
-            if len(mark.stored) == len(mark.goals):
+            if all(self._outboxes[eid].done >= goal for eid, goal in mark.goals.items()):
                 self._marks.remove(mark)
                 mark.reached.set()
 
     @staticmethod
-    def _take_rejections(box: _Outbox, goal: int) -> list[RejectedEvent]:
-        taken = [refusal for first, refusal in box.unreported if first < goal]
+    def _take_rejections(box: _Outbox, goal: int) -> list[tuple[int, RejectedEvent]]:
+        taken = [(first, refusal) for first, refusal in box.unreported if first < goal]
         box.unreported = [(first, r) for first, r in box.unreported if first >= goal]
         return taken

@@ -1,0 +1,583 @@
+"""Training-safe ``log()``: it only validates and enqueues; the session's sender delivers
+through slow answers, outages, 5xx bursts and rejected events, spools to disk, survives
+SIGTERM, ``os._exit`` and ``fork``, and never stores an event twice or loses one.
+
+Everything runs against the real local server and its fault switches; the one exchange
+checked byte for byte (a retried batch) uses ``responses``.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import pickle
+import signal
+import stat
+import subprocess
+import sys
+import textwrap
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import responses
+
+import syvain_metrics as sm
+from syvain_metrics.errors import FlushError, RejectedEvent
+from syvain_metrics.pipeline.sender import BATCHES_IN_MEMORY
+from syvain_metrics.testing import LocalServer
+from tests.conftest import API, API_KEY, HOST, envelope, experiment_wire, key_wire
+
+FAST = sm.RetryPolicy(backoff_base=0.02, delivery_backoff_cap=0.2)
+"""Short pauses between the sender's tries, so outages end quickly in tests."""
+
+
+@pytest.fixture
+def server() -> Iterator[LocalServer]:
+    with LocalServer() as running:
+        yield running
+
+
+@pytest.fixture
+def spool_root(tmp_path: Path) -> Path:
+    return tmp_path / "spool"
+
+
+def open_session(server: LocalServer, spool_root: Path | None, **options: Any) -> sm.Session:
+    options.setdefault("retry", FAST)
+    return sm.Session(server.api_key, host=server.url, spool_dir=spool_root, **options)
+
+
+def stored(server: LocalServer, experiment_id: str) -> sm.MetricRows:
+    """What the server holds for the experiment, read by a session that logged nothing."""
+    with sm.Session(server.api_key, host=server.url, spool_dir=None) as reader:
+        return sm.Experiment.get(experiment_id, session=reader).metrics()
+
+
+def assert_each_once(rows: sm.MetricRows, expected: set[tuple[str, int | None, float]]) -> None:
+    seen = [(r.name, r.step, r.value) for r in rows]
+    assert len(seen) == len(set(seen)), "an event was stored twice"
+    assert set(seen) == expected
+
+
+# -- log() never waits for the network ------------------------------------------------------
+
+
+def test_log_keeps_returning_while_a_request_hangs(server: LocalServer, spool_root: Path) -> None:
+    session = open_session(server, spool_root)
+    exp = sm.Experiment.create("slow", session=session)
+    server.faults.delay("ingest_metrics", seconds=60, times=1)
+    for step in range(1_000):  # a full batch: the sender sends it at once
+        exp.log("loss", 1.0, step=step)
+    assert server.faults.wait_fired(1, timeout=10)  # that request is held by the server now
+    for step in range(1_000, 6_000):
+        exp.log("loss", 1.0, step=step)  # no network on this thread: nothing waits
+    assert server.faults.fired == 1
+    assert exp.pending_logs == 6_000  # the held request has not been answered
+    server.faults.clear()  # the server answers
+    assert exp.flush(timeout=30) == 6_000
+    assert_each_once(stored(server, exp.id), {("loss", s, 1.0) for s in range(6_000)})
+    session.close()
+
+
+def test_an_outage_loses_and_duplicates_nothing(tmp_path: Path, spool_root: Path) -> None:
+    db = str(tmp_path / "metrics.sqlite")
+    first = LocalServer(db=db)
+    key, port = first.api_key, int(first.url.rsplit(":", 1)[1])
+    session = open_session(first, spool_root)
+    exp = sm.Experiment.create("outage", session=session)
+    raised: list[BaseException] = []
+    expected = set()
+    step = 0
+
+    def train(steps: int) -> None:
+        nonlocal step
+        for _ in range(steps):
+            try:
+                exp.log("loss", step / 10, step=step)
+                exp.log("acc", 1.0, step=step, metadata={"split": "valid"})
+            except BaseException as error:
+                raised.append(error)
+            expected.update({("loss", step, step / 10), ("acc", step, 1.0)})
+            step += 1
+
+    train(1_500)
+    first.close()  # connections are refused from now on
+    train(3_000)
+    with pytest.raises(FlushError) as caught:
+        exp.flush(timeout=0.5)
+    assert caught.value.timed_out
+    assert caught.value.pending > 0
+    assert caught.value.rejected == []
+    with LocalServer(db=db, api_key=key, port=port) as second:
+        train(500)
+        exp.flush(timeout=60)
+        assert raised == []
+        assert_each_once(stored(second, exp.id), expected)
+        session.close()
+
+
+def test_threads_logging_through_a_503_burst_see_no_exception(
+    server: LocalServer, spool_root: Path
+) -> None:
+    session = open_session(server, spool_root, flush_interval=0.05)
+    exp = sm.Experiment.create("burst", session=session)
+    server.faults.fail_next("ingest_metrics", times=6, status=503, retry_after=0.05)
+    raised: list[BaseException] = []
+
+    def worker(rank: int) -> None:
+        for step in range(2_000):
+            try:
+                exp.log("loss", float(rank), step=step, metadata={"rank": rank})
+            except BaseException as error:
+                raised.append(error)
+
+    threads = [threading.Thread(target=worker, args=(rank,)) for rank in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert exp.flush(timeout=60) == 4_000
+    assert raised == []
+    assert server.faults.fired == 6
+    rows = stored(server, exp.id)
+    assert len(rows) == 4_000
+    assert {(json.dumps(r.metadata), r.step) for r in rows} == {
+        (json.dumps({"rank": rank}), step) for rank in range(2) for step in range(2_000)
+    }
+
+
+# -- ids: every call is its own event ---------------------------------------------------------
+
+
+def test_same_step_values_from_four_ranks_and_micro_batches_are_all_stored(
+    server: LocalServer, spool_root: Path
+) -> None:
+    session = open_session(server, spool_root)
+    exp = sm.Experiment.create("ranks", session=session)
+
+    def rank(index: int) -> None:
+        for step in range(100):
+            exp.log("loss", index + step / 1_000, step=step)  # no rank key in metadata
+
+    threads = [threading.Thread(target=rank, args=(i,)) for i in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for micro_batch in range(4):  # gradient accumulation: one step, several values
+        exp.log("micro_loss", 0.5, step=7)
+        exp.log("micro_loss", 0.25 * micro_batch, step=7)
+    assert exp.flush(timeout=30) == 408
+    rows = stored(server, exp.id)
+    assert len([r for r in rows if r.name == "loss"]) == 400
+    assert len([r for r in rows if r.name == "micro_loss"]) == 8
+    assert len({(r.name, r.step, r.value) for r in rows}) == 400 + 4  # 0.5 comes 5 times
+
+
+def test_an_explicit_event_id_makes_a_rerun_idempotent(
+    server: LocalServer, spool_root: Path
+) -> None:
+    session = open_session(server, spool_root)
+    exp = sm.Experiment.create("rerun", session=session)
+    for _ in range(2):  # the same cell run twice
+        for step in range(5):
+            exp.log("loss", 1.0, step=step, client_event_id=f"rerun/loss/{step}")
+        exp.flush(timeout=30)
+    assert [r.step for r in stored(server, exp.id)] == [0, 1, 2, 3, 4]
+
+
+# -- refusals ----------------------------------------------------------------------------------
+
+
+def test_a_rejected_event_is_isolated_and_reported_and_the_rest_stored(
+    server: LocalServer, spool_root: Path
+) -> None:
+    session = open_session(server, spool_root)
+    exp = sm.Experiment.create("poison", session=session)
+    server.faults.reject_metric("poison")
+    for step in range(5_000):
+        if step == 2_345:
+            exp.log("poison", 1.0, step=step)
+        else:
+            exp.log("loss", 1.0, step=step)
+    with pytest.raises(FlushError) as caught:
+        exp.flush(timeout=60)
+    error = caught.value
+    assert error.stored == 4_999
+    assert error.pending == 0
+    assert not error.timed_out
+    (refusal,) = error.rejected
+    assert refusal.event["name"] == "poison"
+    assert refusal.event["step"] == 2_345
+    assert refusal.status_code == 400
+    assert "data[0].name" in refusal.message
+    assert "1 rejected" in str(error)
+    assert "'poison' at step 2345" in str(error)
+    rows = stored(server, exp.id)
+    assert_each_once(rows, {("loss", s, 1.0) for s in range(5_000) if s != 2_345})
+    # Reported once; later events are not held up by it.
+    exp.log("loss", 2.0, step=5_000)
+    assert exp.flush(timeout=30) == 1
+    session.close()
+
+
+def test_an_experiment_that_is_gone_rejects_its_events_without_blocking_others(
+    server: LocalServer, spool_root: Path
+) -> None:
+    session = open_session(server, spool_root)
+    ghost = sm.Experiment(experiment_wire("no-such-experiment"), session=session)
+    real = sm.Experiment.create("real", session=session)
+    for step in range(3):
+        ghost.log("loss", 1.0, step=step)
+        real.log("loss", 1.0, step=step)
+    with pytest.raises(FlushError) as caught:
+        ghost.flush(timeout=30)
+    assert len(caught.value.rejected) == 3
+    assert {r.status_code for r in caught.value.rejected} == {404}
+    assert real.flush(timeout=30) == 3
+    assert len(stored(server, real.id)) == 3
+
+
+def test_close_raises_what_it_could_not_confirm_after_releasing_everything(
+    server: LocalServer, spool_root: Path
+) -> None:
+    session = open_session(server, spool_root, flush_timeout=0.3)
+    exp = sm.Experiment.create("closing", session=session)
+    server.faults.fail_next("ingest_metrics", times=10_000, status=503)
+    exp.log("loss", 1.0, step=0)
+    with pytest.raises(FlushError) as caught:
+        session.close()
+    assert caught.value.pending == 1
+    assert caught.value.spool_dir == session.spool_dir
+    assert session.closed
+    with pytest.raises(sm.MetricsApiError, match="closed"):
+        exp.log("loss", 1.0, step=1)
+    # The event stays on disk for `syvain-metrics sync`.
+    assert len(list(Path(session.spool_dir or "").glob("b-*.jsonl"))) == 1
+
+
+def test_flush_error_survives_pickling() -> None:
+    error = FlushError(
+        stored=3,
+        pending=1,
+        rejected=[RejectedEvent({"name": "x", "step": 1}, "HTTP 400: bad", 400)],
+        timed_out=True,
+        spool_dir="/tmp/spool",
+    )
+    copy = pickle.loads(pickle.dumps(error))
+    assert (copy.stored, copy.pending, copy.timed_out, copy.spool_dir) == (3, 1, True, "/tmp/spool")
+    assert copy.rejected == error.rejected
+    assert str(copy) == str(error)
+
+
+# -- the spool ---------------------------------------------------------------------------------
+
+
+def test_memory_stays_bounded_during_an_outage(tmp_path: Path, spool_root: Path) -> None:
+    db = str(tmp_path / "metrics.sqlite")
+    first = LocalServer(db=db)
+    key, port = first.api_key, int(first.url.rsplit(":", 1)[1])
+    session = open_session(first, spool_root)
+    exp = sm.Experiment.create("long-outage", session=session)
+    first.close()
+    for step in range(60_000):
+        exp.log("loss", 1.0, step=step)
+    sender = session.logs.sender
+    with pytest.raises(FlushError):
+        exp.flush(timeout=0.5)  # everything has been spooled and sealed by now
+    backlog = sender.backlog()
+    assert backlog.batches_in_memory <= BATCHES_IN_MEMORY
+    assert backlog.batches_in_memory + backlog.batches_on_disk_only >= 59  # one may be in flight
+    assert len(list(Path(session.spool_dir or "").glob("b-*.jsonl"))) == 60
+    with LocalServer(db=db, api_key=key, port=port) as second:
+        assert exp.flush(timeout=120) == 60_000
+        assert len(stored(second, exp.id)) == 60_000
+        session.close()
+    assert not Path(session.spool_dir or "").exists()  # acknowledged: nothing left behind
+
+
+def test_spool_is_private_and_emptied_as_the_service_acknowledges(
+    server: LocalServer, spool_root: Path
+) -> None:
+    session = open_session(server, spool_root, flush_interval=60)
+    exp = sm.Experiment.create("private", session=session)
+    exp.log("loss", 1.0, step=0)
+    directory = Path(session.spool_dir or "")
+    sender = session.logs.sender
+    sender.wait([], timeout=10)  # a mark: everything before it has been spooled
+    (batch,) = directory.glob("b-*.jsonl")
+    assert stat.S_IMODE(directory.stat().st_mode) == 0o700
+    assert stat.S_IMODE(batch.stat().st_mode) == 0o600
+    header, line = batch.read_text().splitlines()
+    assert json.loads(header) == {"experiment_id": exp.id}
+    assert json.loads(line)["name"] == "loss"
+    assert server.api_key not in (directory / "meta.json").read_text()
+    assert exp.flush(timeout=30) == 1
+    assert list(directory.glob("b-*.jsonl")) == []
+    session.close()
+    assert not directory.exists()
+
+
+def test_without_a_spool_events_are_kept_in_memory(server: LocalServer) -> None:
+    session = open_session(server, None)
+    exp = sm.Experiment.create("memory-only", session=session)
+    for step in range(2_500):
+        exp.log("loss", 1.0, step=step)
+    assert session.spool_dir is None
+    assert exp.flush(timeout=30) == 2_500
+    session.close()
+
+
+def test_a_new_session_tells_about_leftovers(
+    server: LocalServer, spool_root: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    dead = spool_root / "12345-deadbeef"
+    dead.mkdir(parents=True)
+    (dead / "lock").write_text("")
+    (dead / "meta.json").write_text(json.dumps({"host": server.url}))
+    (dead / "b-000000001.jsonl").write_text('{"experiment_id": "e"}\n')
+    with caplog.at_level("WARNING", logger="syvain_metrics"):
+        open_session(server, spool_root).close()
+    assert "syvain-metrics sync" in caplog.text
+    assert str(spool_root) in caplog.text
+
+
+# -- run() and signals -------------------------------------------------------------------------
+
+CHILD_PRELUDE = """
+import os, sys, time
+import syvain_metrics as sm
+url, key, spool = sys.argv[1], sys.argv[2], sys.argv[3]
+session = sm.connect(key, host=url, spool_dir=spool,
+                     retry=sm.RetryPolicy(backoff_base=0.02, delivery_backoff_cap=0.2))
+exp = sm.Experiment.create(sys.argv[4])
+print(exp.id, flush=True)
+"""
+
+
+def start_child(
+    body: str, server: LocalServer, spool_root: Path, slug: str
+) -> subprocess.Popen[str]:
+    script = CHILD_PRELUDE + textwrap.dedent(body)
+    return subprocess.Popen(
+        [sys.executable, "-c", script, server.url, server.api_key, str(spool_root), slug],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def test_sigterm_inside_run_flushes_and_marks_the_run_terminated(
+    server: LocalServer, spool_root: Path
+) -> None:
+    child = start_child(
+        """
+        logged = 0
+        try:
+            with exp.run():
+                while True:
+                    exp.log("loss", 1.0, step=logged)
+                    logged += 1
+                    if logged == 3_000:
+                        print("ready", flush=True)
+                    time.sleep(0.0002)
+        finally:
+            print("logged", logged, flush=True)
+        """,
+        server,
+        spool_root,
+        "terminated",
+    )
+    assert child.stdout is not None
+    experiment_id = child.stdout.readline().strip()
+    assert child.stdout.readline().strip() == "ready"
+    child.send_signal(signal.SIGTERM)
+    out, err = child.communicate(timeout=60)
+    assert child.returncode == 143, err
+    logged = int(out.split()[-1])
+    exp = sm.Experiment.get(experiment_id, session=open_session(server, None))
+    assert exp.status == "error"
+    assert exp.error_detail == "terminated by SIGTERM"
+    steps = sorted(r.step or 0 for r in stored(server, experiment_id))
+    # Nothing lost (the signal may land between log() and the count) and nothing twice.
+    assert steps == list(range(len(steps)))
+    assert len(steps) in (logged, logged + 1)
+
+
+def test_sys_exit_zero_inside_run_marks_done(server: LocalServer, spool_root: Path) -> None:
+    child = start_child(
+        """
+        with exp.run():
+            for step in range(10):
+                exp.log("loss", 1.0, step=step)
+            sys.exit(0)
+        """,
+        server,
+        spool_root,
+        "exits",
+    )
+    out, err = child.communicate(timeout=60)
+    assert child.returncode == 0, err
+    exp = sm.Experiment.get(out.split()[0], session=open_session(server, None))
+    assert exp.status == "done"
+    assert len(stored(server, exp.id)) == 10
+
+
+def test_a_plain_script_that_ends_still_delivers_and_stays_running(
+    server: LocalServer, spool_root: Path
+) -> None:
+    child = start_child(
+        """
+        exp.start()
+        for step in range(2_500):
+            exp.log("loss", 1.0, step=step)
+        """,
+        server,
+        spool_root,
+        "plain",
+    )
+    out, err = child.communicate(timeout=60)
+    assert child.returncode == 0, err
+    exp = sm.Experiment.get(out.split()[0], session=open_session(server, None))
+    assert exp.status == "running"
+    assert len(stored(server, exp.id)) == 2_500
+
+
+def test_os_exit_leaves_a_spool_that_sync_uploads_once(
+    server: LocalServer, spool_root: Path
+) -> None:
+    child = start_child(
+        """
+        for step in range(2_500):
+            exp.log("loss", step / 7, step=step)
+        time.sleep(0.6)  # longer than the spooler's pass
+        os._exit(0)  # no atexit, no flush
+        """,
+        server,
+        spool_root,
+        "killed",
+    )
+    out, err = child.communicate(timeout=60)
+    assert child.returncode == 0, err
+    experiment_id = out.split()[0]
+    before = len(stored(server, experiment_id))  # full batches may have gone out already
+    assert before < 2_500
+
+    command = [
+        sys.executable, "-m", "syvain_metrics.cli", "sync",
+        "--spool-dir", str(spool_root), "--api-key", server.api_key, "--host", server.url,
+    ]  # fmt: skip
+    first = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
+    assert first.returncode == 0, first.stderr
+    assert first.stdout.startswith("synced ")
+    rows = stored(server, experiment_id)
+    assert_each_once(rows, {("loss", s, s / 7) for s in range(2_500)})
+
+    second = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
+    assert second.returncode == 0, second.stderr
+    assert second.stdout.startswith("synced 0 events from 0 batches")
+    assert len(stored(server, experiment_id)) == 2_500
+    assert list(spool_root.iterdir()) == []
+
+
+# -- fork --------------------------------------------------------------------------------------
+
+
+def _rank_main(experiment_id: str, rank: int) -> None:
+    session = sm.get_session()
+    exp = sm.Experiment.get(experiment_id)  # a read over the child's own connection
+    for step in range(500):
+        exp.log("loss", float(rank), step=step, metadata={"rank": rank})
+    assert session.logs.pending(experiment_id) >= 0
+    exp.refresh()
+
+
+def test_forked_ranks_share_a_session_made_before_the_fork(
+    server: LocalServer, spool_root: Path
+) -> None:
+    session = open_session(server, spool_root, flush_interval=60)
+    sm.set_default_session(session)
+    try:
+        exp = sm.Experiment.create("ranks", session=session)
+        for step in range(300):  # pending in the parent when it forks
+            exp.log("loss", -1.0, step=step, metadata={"rank": -1})
+        context = multiprocessing.get_context("fork")
+        ranks = [context.Process(target=_rank_main, args=(exp.id, r)) for r in range(4)]
+        for process in ranks:
+            process.start()
+        for process in ranks:
+            process.join(60)
+        assert [p.exitcode for p in ranks] == [0, 0, 0, 0]
+        assert exp.flush(timeout=30) == 300  # the parent's own events, sent by the parent
+        rows = stored(server, exp.id)
+        assert len(rows) == 300 + 4 * 500  # with the set below: each event exactly once
+        assert {(r.metadata["rank"], r.step) for r in rows} == {
+            (rank, step) for rank in range(4) for step in range(500)
+        } | {(-1, step) for step in range(300)}
+    finally:
+        sm.set_default_session(None)
+        session.close()
+
+
+def test_children_that_os_exit_are_recovered_by_the_parents_session(
+    server: LocalServer, spool_root: Path
+) -> None:
+    session = open_session(server, spool_root, flush_interval=60)
+    exp = sm.Experiment.create("raw-fork", session=session)
+    children = []
+    for rank in range(2):
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - runs in the child
+            code = 1
+            try:
+                for step in range(700):
+                    exp.log("loss", float(rank), step=step, metadata={"rank": rank})
+                session.logs.sender.wait([], timeout=10)  # spooled
+                code = 0
+            finally:
+                os._exit(code)
+        children.append(pid)
+    for pid in children:
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+    session.close()  # adopts what the children left
+    rows = stored(server, exp.id)
+    assert len(rows) == 1_400
+    assert {(r.metadata["rank"], r.step) for r in rows} == {
+        (rank, step) for rank in range(2) for step in range(700)
+    }
+
+
+# -- the wire ----------------------------------------------------------------------------------
+
+
+def test_a_retried_batch_is_the_same_bytes_under_the_same_key(
+    mocked: responses.RequestsMock,
+) -> None:
+    session = sm.Session(API_KEY, host=HOST, retry=FAST, spool_dir=None)
+    base = f"{API}/experiments/exp-1"
+    mocked.post(f"{base}/ingestion-keys", json=envelope({"key": key_wire(), "token": "tok"}))
+    ingest = f"{base}/ingest"
+    mocked.post(ingest, status=503, json={"data": None, "error": "busy"})
+    mocked.post(ingest, status=500, json={"data": None, "error": "busy"})
+    mocked.post(ingest, json=envelope({"ok": True, "mode": "queued"}))
+    exp = sm.Experiment(experiment_wire(), session=session)
+    exp.log("loss", 0.5, step=1, metadata={"split": "train"})
+    exp.log("loss", 0.25, step=2)
+    assert exp.flush(timeout=30) == 2
+    sent = [c.request for c in mocked.calls if c.request.url.split("?")[0] == ingest]
+    assert len(sent) == 3
+    assert len({r.body for r in sent}) == 1
+    assert len({r.headers["Idempotency-Key"] for r in sent}) == 1
+    assert {r.headers["Authorization"] for r in sent} == {"Bearer tok"}
+    data = json.loads(sent[0].body)["data"]
+    assert [set(m) for m in data] == [
+        {"client_event_id", "name", "value", "step", "metadata"},
+        {"client_event_id", "name", "value", "step"},
+    ]
+    assert data[0]["client_event_id"] != data[1]["client_event_id"]
+    session.close()
