@@ -31,8 +31,9 @@ Fault scenarios, for ours and for the collector:
 
 * outage: the server process gets SIGTERM 2 s into the loop, stays down ``--outage-seconds``
   (30 s; connections are refused), then a new one starts on the same port, database file and
-  API key; the loop (``--outage-steps``, by default long enough to outlast the outage by
-  5 s) keeps running through it; then the final flush (120 s timeout) and the count;
+  API key; the loop (``--outage-steps``; by default sized from the baseline's step time to
+  outlast the outage by 5 s, with 25% to spare) keeps running through it; then the final
+  flush (120 s timeout) and the count;
 * slow server: every ingest request takes 2 s (``faults.delay("ingest_metrics", seconds=2)``
   on an in-process ``LocalServer``, since the ``serve`` command has no fault switches), over
   ``--slow-steps`` steps (3,000).
@@ -107,6 +108,7 @@ LOGS_PER_STEP = 3
 WORK_SECONDS = 0.001  # CPU work per step
 OUTAGE_AFTER_SECONDS = 2.0  # into the loop
 OUTAGE_MARGIN_SECONDS = 5.0  # the default --outage-steps outlasts the outage by this much
+OUTAGE_SPEED_ALLOWANCE = 1.25  # ... even if steps run this much faster than the baseline's
 SLOW_INGEST_SECONDS = 2.0
 FLUSH_TIMEOUT = 120.0
 STALL_NS = 10_000_000  # a step this much slower than the baseline's worst is a stall
@@ -586,7 +588,7 @@ class Bench:
     tmp: Path
     iterations: int
     pythons: dict[str, Path]
-    outage_steps: int
+    outage_steps: int = 0  # set once the baseline's step time is known
 
     def options(
         self, kind: str, name: str, host: str, steps: int, flush_timeout: float
@@ -948,9 +950,18 @@ def run_all(bench: Bench, contenders: list[str], *, faults: bool) -> list[Run]:
     runs += [bench.run_main(kind, kind) for kind in contenders]
     runs.append(bench.run_main("baseline", "baseline2"))
     if faults:
+        # The loop must outlast the outage; the machine's speed varies, so size it from the
+        # baseline's step time just measured, with some to spare.
+        step_s = Reference.of([runs[0], runs[-1]]).step_s
+        outage_loop_s = OUTAGE_AFTER_SECONDS + bench.args.outage_seconds + OUTAGE_MARGIN_SECONDS
+        bench.outage_steps = bench.args.outage_steps or round(
+            outage_loop_s / step_s * OUTAGE_SPEED_ALLOWANCE
+        )
         runs += [bench.run_outage(kind) for kind in contenders]
         from syvain_metrics.testing import LocalServer
 
+        # waitress warns whenever the delayed requests keep all its threads busy: expected here.
+        logging.getLogger("waitress.queue").setLevel(logging.ERROR)
         with LocalServer(db=str(bench.tmp / "slow.sqlite"), api_key=API_KEY) as server:
             runs += [bench.run_slow(kind, server) for kind in contenders]
     return runs
@@ -968,7 +979,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--outage-steps",
         type=int,
-        help="steps of the outage loop (default: outlast the outage by 5 s)",
+        help="steps of the outage loop (default: outlast the outage by 5 s, with 25%% to spare)",
     )
     parser.add_argument(
         "--slow-steps", type=int, default=3_000, help="steps of the slow-server loop (3,000)"
@@ -1005,9 +1016,6 @@ def main(argv: list[str] | None = None) -> None:
     contenders = ["ours"] + ([] if args.skip_collector else ["collector"])
 
     iterations, work_s = calibrate()
-    outage_steps = args.outage_steps or round(
-        (OUTAGE_AFTER_SECONDS + args.outage_seconds + OUTAGE_MARGIN_SECONDS) / work_s
-    )
     print(
         f"work per step: {work_s * 1e3:.3f} ms ({iterations:,} iterations); python "
         f"{sys.version.split()[0]}, {os.cpu_count()} CPUs",
@@ -1016,7 +1024,7 @@ def main(argv: list[str] | None = None) -> None:
     )
 
     with tempfile.TemporaryDirectory(prefix="training-loop-bench-") as tmp:
-        bench = Bench(args, Path(tmp), iterations, pythons, outage_steps)
+        bench = Bench(args, Path(tmp), iterations, pythons)
         try:
             runs = run_all(bench, contenders, faults=not args.skip_faults)
         except ServerStartError as error:
@@ -1025,8 +1033,9 @@ def main(argv: list[str] | None = None) -> None:
     sanity_check(runs)
     ref = Reference.of(baselines)
     print(
-        f"\nTraining loop with {LOGS_PER_STEP} log() calls a step, {work_s * 1e3:.2f} ms of "
-        f"CPU work a step (python {sys.version.split()[0]}, {os.cpu_count()} CPUs).\n"
+        f"\nTraining loop with {LOGS_PER_STEP} log() calls a step and CPU work calibrated to "
+        f"{work_s * 1e3:.2f} ms a step at start ({iterations:,} iterations; python "
+        f"{sys.version.split()[0]}, {os.cpu_count()} CPUs).\n"
         f"Baseline (no logging): {ref.step_s * 1e3:.3f} ms a step (the faster of two runs), "
         f"worst step {ms(ref.max_step_ns)} ms (the worse of two runs); every slowdown is per "
         "step against that."

@@ -180,8 +180,13 @@ if "pytest" in sys.modules:
         return _syvain_metrics_local_server
 
     @pytest.fixture
-    def metrics_session(metrics_server: LocalServer) -> Iterator[Session]:
+    def metrics_session(
+        metrics_server: LocalServer, tmp_path_factory: pytest.TempPathFactory
+    ) -> Iterator[Session]:
         """A session connected to ``metrics_server``, the default session during this test.
+        Its ``log()`` spool is a temporary directory, never the user's cache; closing it at
+        the end of the test waits for every ``log()`` event (and fails the test if one
+        could not be stored).
 
         Example:
             >>> def test_create(metrics_session):  # doctest: +SKIP
@@ -194,7 +199,7 @@ if "pytest" in sys.modules:
             previous: Session | None = get_session()
         except MetricsApiError:  # no default session yet
             previous = None
-        session = metrics_server.session()
+        session = metrics_server.session(spool_dir=tmp_path_factory.mktemp("spool"))
         set_default_session(session)
         try:
             yield session
