@@ -10,12 +10,14 @@ Example:
 
 from syvain_metrics._version import __version__
 from syvain_metrics.errors import (
+    FlushError,
     MetricsApiAuthError,
     MetricsApiError,
     MetricsApiRequestError,
     MetricsApiResponseError,
     MetricsValidationError,
     PartialIngestError,
+    RejectedEvent,
 )
 from syvain_metrics.resources.annotation import Annotation
 from syvain_metrics.resources.auth_status import AuthStatus, whoami
@@ -37,6 +39,7 @@ __all__ = [
     "CatalogEntry",
     "CatalogValues",
     "Experiment",
+    "FlushError",
     "Folder",
     "IngestResult",
     "IngestionKey",
@@ -50,6 +53,7 @@ __all__ = [
     "MetricsValidationError",
     "PagingError",
     "PartialIngestError",
+    "RejectedEvent",
     "RetryPolicy",
     "Series",
     "Session",
