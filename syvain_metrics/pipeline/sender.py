@@ -412,7 +412,10 @@ class Sender:
             outcome = self._deliver(batch)
             if not outcome.finished:
                 return  # stopping: the batch stays in the spool
-            self._settle(batch, outcome)
+            try:
+                self._settle(batch, outcome)
+            except Exception:  # pragma: no cover - the loop must outlive any surprise
+                logger.exception("syvain_metrics: settling a delivered batch failed")
 
     def _deliver(self, batch: Batch) -> Outcome:
         if batch.lines is None and batch.path is not None:
