@@ -876,7 +876,7 @@ def print_summary(runs: list[Run], ref: Reference) -> None:
             ("final flush", ours.result.get("flush_s", 0.0), theirs.result.get("flush_s", 0.0)),
         )
         for label, a, b in pairs:
-            shown = f"{a / b:.2f}x" if b > 0 and a >= 0 else "n/a (collector <= 0)"
+            shown = f"{a / b:.2f}x" if b > 0 and a >= 0 else "n/a (a value at or below 0)"
             print(f"   {label:<32} {shown}")
 
     contenders = [c for c in ("ours", "collector") if ("main", c) in by_key]

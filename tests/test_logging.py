@@ -581,3 +581,91 @@ def test_a_retried_batch_is_the_same_bytes_under_the_same_key(
     ]
     assert data[0]["client_event_id"] != data[1]["client_event_id"]
     session.close()
+
+
+def test_without_a_named_field_the_batch_is_split_to_find_the_refused_event(
+    mocked: responses.RequestsMock,
+) -> None:
+    session = sm.Session(API_KEY, host=HOST, retry=FAST, spool_dir=None)
+    base = f"{API}/experiments/exp-1"
+    mocked.post(f"{base}/ingestion-keys", json=envelope({"key": key_wire(), "token": "tok"}))
+    bodies: list[list[dict[str, Any]]] = []
+
+    def ingest(request: Any) -> tuple[int, dict[str, str], str]:
+        data = json.loads(request.body)["data"]
+        bodies.append(data)
+        if any(m["name"] == "poison" for m in data):  # refused without saying which one
+            return 400, {}, json.dumps({"data": None, "error": "Invalid metrics"})
+        return 200, {}, json.dumps(envelope({"ok": True, "mode": "sync"}))
+
+    mocked.add_callback(responses.POST, f"{base}/ingest", callback=ingest)
+    exp = sm.Experiment(experiment_wire(), session=session)
+    for step in range(8):
+        exp.log("poison" if step == 5 else "loss", 1.0, step=step)
+    with pytest.raises(FlushError) as caught:
+        exp.flush(timeout=30)
+    (refusal,) = caught.value.rejected
+    assert (refusal.event["name"], refusal.event["step"]) == ("poison", 5)
+    assert caught.value.stored == 7
+    assert [len(b) for b in bodies] == [8, 4, 4, 2, 1, 1, 2]  # halves until it is alone
+    accepted = [m["step"] for b in bodies if all(m["name"] == "loss" for m in b) for m in b]
+    assert sorted(accepted) == [0, 1, 2, 3, 4, 6, 7]
+    session.close()
+
+
+def test_sigterm_calls_the_users_own_handler_then_restores_it(
+    server: LocalServer, spool_root: Path
+) -> None:
+    session = open_session(server, spool_root)
+    exp = sm.Experiment.create("own-handler", session=session)
+    calls: list[int] = []
+
+    class Stop(Exception):
+        pass
+
+    def own(signum: int, frame: Any) -> None:
+        calls.append(signum)
+        raise Stop
+
+    previous = signal.signal(signal.SIGTERM, own)
+    try:
+        with pytest.raises(Stop), exp.run():
+            exp.log("loss", 1.0, step=0)
+            os.kill(os.getpid(), signal.SIGTERM)
+            for _ in range(10_000):  # the handler runs between bytecodes
+                pass
+        assert calls == [signal.SIGTERM]
+        assert signal.getsignal(signal.SIGTERM) is own
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert exp.status == "error"
+    assert exp.error_detail == "terminated by SIGTERM"
+    assert len(stored(server, exp.id)) == 1
+    session.close()
+
+
+def test_an_ignored_sigterm_stays_ignored(server: LocalServer, spool_root: Path) -> None:
+    session = open_session(server, spool_root)
+    exp = sm.Experiment.create("ignored", session=session)
+    previous = signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    try:
+        with exp.run():
+            os.kill(os.getpid(), signal.SIGTERM)
+            exp.log("loss", 1.0, step=0)
+        assert signal.getsignal(signal.SIGTERM) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert exp.status == "done"
+    session.close()
+
+
+def test_ingest_of_something_that_is_not_a_list_is_refused_before_sending(
+    server: LocalServer,
+) -> None:
+    session = open_session(server, None)
+    exp = sm.Experiment.create("not-a-list", session=session)
+    for bad in (5, "loss", {"name": "loss", "value": 1.0}):
+        with pytest.raises(sm.MetricsValidationError, match="list of metrics"):
+            exp.ingest(bad)  # type: ignore[arg-type]
+    assert len(stored(server, exp.id)) == 0
+    session.close()
