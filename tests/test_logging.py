@@ -620,20 +620,24 @@ def test_sigterm_calls_the_users_own_handler_then_restores_it(
     exp = sm.Experiment.create("own-handler", session=session)
     calls: list[int] = []
 
-    class Stop(Exception):
+    class StopError(Exception):
         pass
 
     def own(signum: int, frame: Any) -> None:
         calls.append(signum)
-        raise Stop
+        raise StopError
 
-    previous = signal.signal(signal.SIGTERM, own)
-    try:
-        with pytest.raises(Stop), exp.run():
+    def training() -> None:
+        with exp.run():
             exp.log("loss", 1.0, step=0)
             os.kill(os.getpid(), signal.SIGTERM)
             for _ in range(10_000):  # the handler runs between bytecodes
                 pass
+
+    previous = signal.signal(signal.SIGTERM, own)
+    try:
+        with pytest.raises(StopError):
+            training()
         assert calls == [signal.SIGTERM]
         assert signal.getsignal(signal.SIGTERM) is own
     finally:
