@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,55 @@ def encode_event(event: dict[str, Any]) -> bytes:
         b'{"name":"\\\\u00e9","value":1.0}'
     """
     return _ENCODER.encode(event).encode()
+
+
+QueuedEvent = tuple[str, str, str, float, "int | None", Any, "int | None"]
+"""One ``log()`` event waiting for the spooler: ``(experiment_id, client_event_id, name,
+value, step, metadata, timestamp_ms)``, metadata as a tuple of ``(key, value)`` pairs.
+
+A tuple of strings and numbers, so the garbage collector stops tracking it at its first
+pass: events waiting in the queue never age into the older generations, whose full
+collections would stall the training loop for milliseconds."""
+
+
+def queued_event(
+    experiment_id: str,
+    event_id: str,
+    name: str,
+    value: float,
+    step: int | None,
+    metadata: Mapping[str, Any] | None,
+    timestamp_ms: int | None,
+) -> QueuedEvent:
+    """Pack a validated event for the queue.
+
+    Example:
+        >>> queued_event("e", "id", "loss", 1.0, 3, {"split": "train"}, None)
+        ('e', 'id', 'loss', 1.0, 3, (('split', 'train'),), None)
+    """
+    pairs = None if metadata is None else tuple(metadata.items())
+    return (experiment_id, event_id, name, value, step, pairs, timestamp_ms)
+
+
+def encode_queued(item: QueuedEvent) -> bytes:
+    """The compact JSON line of a queued event, in the contract's field order.
+
+    Example:
+        >>> encode_queued(("e", "id", "loss", 1.0, None, (("split", "train"),), 5))
+        b'{"client_event_id":"id","name":"loss","value":1.0,"step":null,"metadata":{"split":"train"},"timestamp_ms":5}'
+    """
+    _, event_id, name, value, step, pairs, timestamp_ms = item
+    event: dict[str, Any] = {
+        "client_event_id": event_id,
+        "name": name,
+        "value": value,
+        "step": step,
+    }
+    if pairs is not None:
+        event["metadata"] = dict(pairs)
+    if timestamp_ms is not None:
+        event["timestamp_ms"] = timestamp_ms
+    return encode_event(event)
 
 
 def new_idempotency_key() -> str:

@@ -21,7 +21,7 @@ spooler reaches it, it knows exactly which events it covers.
 
 Example:
     >>> sender = session.sender                                   # doctest: +SKIP
-    >>> sender.put("exp-1", {"client_event_id": "a", "name": "loss", "value": 1.0, "step": 0})  # doctest: +SKIP
+    >>> sender.put(queued_event("exp-1", "id-1", "loss", 1.0, 0, None, None))  # doctest: +SKIP
     >>> sender.wait(["exp-1"], timeout=10).pending                 # doctest: +SKIP
     0
 """
@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any
 
 from syvain_metrics.errors import MetricsApiError, RejectedEvent
 from syvain_metrics.event_ids import EventIdSource
-from syvain_metrics.pipeline.batch import Batch, encode_event
+from syvain_metrics.pipeline.batch import Batch, QueuedEvent, encode_queued
 from syvain_metrics.pipeline.delivery import Outcome, deliver
 from syvain_metrics.pipeline.spool import Leftover, Spool, claim_leftovers, read_batch
 from syvain_metrics.schemas.limits import MAX_METRICS_PER_INGEST
@@ -148,12 +148,12 @@ class Sender:
 
     # -- the log() side: never blocks --------------------------------------------------
 
-    def put(self, experiment_id: str, event: dict[str, Any]) -> None:
+    def put(self, item: QueuedEvent) -> None:
         """Queue one validated event (called on the user's thread)."""
         if self.stopped:
             raise MetricsApiError("This session's log() sender has stopped (the session closed).")
         queue = self._queue
-        queue.append((experiment_id, event))
+        queue.append(item)
         if len(queue) >= MAX_METRICS_PER_INGEST:
             self._wake.set()
 
@@ -284,11 +284,11 @@ class Sender:
         fresh: dict[str, list[bytes]] = {}
         for item in taken:
             if type(item) is tuple:
-                experiment_id, event = item
+                experiment_id = item[0]
                 lines = fresh.get(experiment_id)
                 if lines is None:
                     lines = fresh[experiment_id] = []
-                lines.append(encode_event(event))
+                lines.append(encode_queued(item))
             else:
                 self._fill(fresh)
                 fresh = {}

@@ -19,10 +19,11 @@ from syvain_metrics import routes
 from syvain_metrics.errors import MetricsApiError, MetricsValidationError, PartialIngestError
 from syvain_metrics.event_ids import record_event_id
 from syvain_metrics.frames import progress_bar
+from syvain_metrics.pipeline.batch import queued_event
 from syvain_metrics.resources.experiment_base import ExperimentBase
 from syvain_metrics.resources.point import MetricPoint
 from syvain_metrics.schemas.base import flatten_messages
-from syvain_metrics.schemas.ingest import IngestReply, MetricBatch, quick_metric
+from syvain_metrics.schemas.ingest import IngestReply, MetricBatch, is_plain_metric
 from syvain_metrics.schemas.limits import MAX_METRICS_PER_INGEST
 
 _BATCH = MetricBatch()
@@ -160,22 +161,29 @@ class MetricWriting(ExperimentBase):
             raise MetricsApiError("This session is closed; log() needs an open session.")
         sender = session.logs.sender
         event_id = sender.ids.next_id() if client_event_id is None else client_event_id
-        event = quick_metric(event_id, name, value, step, metadata, timestamp_ms)
-        if event is None:
-            fields: dict[str, Any] = {
-                "client_event_id": event_id,
-                "name": name,
-                "value": value,
-                "step": step,
-            }
-            if metadata is not None:
-                fields["metadata"] = metadata
-            if timestamp_ms is not None:
-                fields["timestamp_ms"] = timestamp_ms
-            (event,) = self._prepare([fields])
-            if "metadata" in event:  # a deep copy: the caller may change theirs afterwards
-                event["metadata"] = json.loads(json.dumps(event["metadata"]))
-        sender.put(self.id, event)
+        if is_plain_metric(event_id, name, value, step, metadata, timestamp_ms):
+            sender.put(queued_event(self.id, event_id, name, value, step, metadata, timestamp_ms))
+            return
+        fields: dict[str, Any] = {"client_event_id": event_id, "name": name, "value": value}
+        fields["step"] = step
+        if metadata is not None:
+            fields["metadata"] = metadata
+        if timestamp_ms is not None:
+            fields["timestamp_ms"] = timestamp_ms
+        (event,) = self._prepare([fields])
+        # Converted (numpy scalars) and copied deep: the caller may change theirs afterwards.
+        copied = json.loads(json.dumps(event.get("metadata"))) if "metadata" in event else None
+        sender.put(
+            queued_event(
+                self.id,
+                event_id,
+                event["name"],
+                event["value"],
+                event["step"],
+                copied,
+                event.get("timestamp_ms"),
+            )
+        )
 
     def flush(self, timeout: float | None = None) -> int:
         """Wait until every ``log()`` event of this experiment logged so far (from any thread)

@@ -152,62 +152,56 @@ def _fast_batch(items: Sequence[Any]) -> list[dict[str, Any]] | None:
 _FLAT_VALUES = (str, int, float, bool, type(None))
 
 
-def quick_metric(
-    event_id: str,
+def is_plain_metric(
+    event_id: Any,
     name: Any,
     value: Any,
     step: Any,
     metadata: Any,
     timestamp_ms: Any,
-) -> dict[str, Any] | None:
-    """The wire form of one plainly typed metric (``log()``'s common case), checked with the
-    same rules as :class:`MetricInputSchema` in a few scalar tests; ``None`` means "let the
+) -> bool:
+    """Whether one metric (``log()``'s common case) is plainly typed and valid under the
+    rules of :class:`MetricInputSchema`, told by a few scalar tests; ``False`` means "let the
     schema look": anything unusual (numpy scalars, nested metadata, a bad field) goes there
     for conversion or a precise error.
 
     Example:
-        >>> quick_metric("id-1", "loss", 1, 3, {"split": "train"}, None)
-        {'client_event_id': 'id-1', 'name': 'loss', 'value': 1.0, 'step': 3, 'metadata': {'split': 'train'}}
-        >>> quick_metric("id-1", "loss", float("nan"), 3, None, None) is None
+        >>> is_plain_metric("id-1", "loss", 1, 3, {"split": "train"}, None)
         True
+        >>> is_plain_metric("id-1", "loss", float("nan"), 3, None, None)
+        False
     """
     kind = type(value)
     if kind is not float and kind is not int:
-        return None
+        return False
     if type(event_id) is not str or not 0 < len(event_id) <= CLIENT_EVENT_ID_MAX:
-        return None
+        return False
     if type(name) is not str or not 0 < len(name) <= METRIC_NAME_MAX:
-        return None
+        return False
     try:
         if not math.isfinite(value):
-            return None
+            return False
     except OverflowError:
-        return None
+        return False
     if step is not None and (type(step) is not int or not 0 <= step <= MAX_SAFE_INTEGER):
-        return None
-    event: dict[str, Any] = {
-        "client_event_id": event_id,
-        "name": name,
-        "value": float(value),
-        "step": step,
-    }
-    if metadata is not None:
-        if type(metadata) is not dict:
-            return None
-        for key, item in metadata.items():
-            # Flat string, bool, null or finite-number values only; the rest to the schema.
-            if type(key) is not str or type(item) not in _FLAT_VALUES:
-                return None
-            if type(item) is float and not math.isfinite(item):
-                return None
-            if type(item) is int and abs(item) > MAX_SAFE_INTEGER:
-                return None
-        event["metadata"] = dict(metadata)  # the caller may change theirs after log()
-    if timestamp_ms is not None:
-        if type(timestamp_ms) is not int or not 0 <= timestamp_ms <= MAX_SAFE_INTEGER:
-            return None
-        event["timestamp_ms"] = timestamp_ms
-    return event
+        return False
+    if timestamp_ms is not None and (
+        type(timestamp_ms) is not int or not 0 <= timestamp_ms <= MAX_SAFE_INTEGER
+    ):
+        return False
+    if metadata is None:
+        return True
+    if type(metadata) is not dict:
+        return False
+    for key, item in metadata.items():
+        # Flat string, bool, null or finite-number values only; the rest to the schema.
+        if type(key) is not str or type(item) not in _FLAT_VALUES:
+            return False
+        if type(item) is float and not math.isfinite(item):
+            return False
+        if type(item) is int and abs(item) > MAX_SAFE_INTEGER:
+            return False
+    return True
 
 
 _METRIC_INPUT = MetricInputSchema()
