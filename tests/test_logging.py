@@ -18,6 +18,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -566,8 +567,10 @@ def test_a_retried_batch_is_the_same_bytes_under_the_same_key(
     mocked.post(ingest, status=500, json={"data": None, "error": "busy"})
     mocked.post(ingest, json=envelope({"ok": True, "mode": "queued"}))
     exp = sm.Experiment(experiment_wire(), session=session)
+    before_ms = time.time_ns() // 1_000_000
     exp.log("loss", 0.5, step=1, metadata={"split": "train"})
     exp.log("loss", 0.25, step=2)
+    after_ms = time.time_ns() // 1_000_000
     assert exp.flush(timeout=30) == 2
     sent = [c.request for c in mocked.calls if c.request.url.split("?")[0] == ingest]
     assert len(sent) == 3
@@ -575,10 +578,12 @@ def test_a_retried_batch_is_the_same_bytes_under_the_same_key(
     assert len({r.headers["Idempotency-Key"] for r in sent}) == 1
     assert {r.headers["Authorization"] for r in sent} == {"Bearer tok"}
     data = json.loads(sent[0].body)["data"]
-    assert [set(m) for m in data] == [
-        {"client_event_id", "name", "value", "step", "metadata"},
-        {"client_event_id", "name", "value", "step"},
+    assert [list(m) for m in data] == [
+        ["client_event_id", "name", "value", "step", "metadata", "timestamp_ms"],
+        ["client_event_id", "name", "value", "step", "timestamp_ms"],
     ]
+    # Stamped when logged, not when delivered (after two failed tries here).
+    assert all(before_ms <= m["timestamp_ms"] <= after_ms for m in data)
     assert data[0]["client_event_id"] != data[1]["client_event_id"]
     session.close()
 

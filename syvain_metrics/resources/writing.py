@@ -9,6 +9,7 @@ Example:
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -151,7 +152,8 @@ class MetricWriting(ExperimentBase):
 
         Every call is its own event, with its own ``client_event_id`` (used again on every
         retry, so nothing is stored twice): two values at the same step are both kept. Pass
-        ``client_event_id`` yourself to make a re-run of the same code idempotent.
+        ``client_event_id`` yourself to make a re-run of the same code idempotent. Without
+        ``timestamp_ms``, the event carries the time of the call (not of its delivery).
 
         Example:
             >>> exp.log("loss", 0.25, step=10, metadata={"split": "train"})  # doctest: +SKIP
@@ -161,6 +163,9 @@ class MetricWriting(ExperimentBase):
             raise MetricsApiError("This session is closed; log() needs an open session.")
         sender = session.logs.sender
         event_id = sender.ids.next_id() if client_event_id is None else client_event_id
+        if timestamp_ms is None:
+            # The time of the call, not of delivery, which may come much later after an outage.
+            timestamp_ms = time.time_ns() // 1_000_000
         if is_plain_metric(event_id, name, value, step, metadata, timestamp_ms):
             sender.put(queued_event(self.id, event_id, name, value, step, metadata, timestamp_ms))
             return
