@@ -374,6 +374,14 @@ def start_child(
     )
 
 
+def run_child(body: str, server: LocalServer, spool_root: Path, **options: Any) -> sm.Experiment:
+    """Run a child script to its end (exit status 0) and return its experiment, reloaded."""
+    child = start_child(body, server, spool_root, "child", **options)
+    out, err = child.communicate(timeout=60)
+    assert child.returncode == 0, err
+    return sm.Experiment.get(out.split()[0], session=open_session(server, None))
+
+
 def test_sigterm_inside_run_flushes_and_marks_the_run_terminated(
     server: LocalServer, spool_root: Path
 ) -> None:
@@ -412,20 +420,13 @@ def test_sigterm_inside_run_flushes_and_marks_the_run_terminated(
 
 
 def test_sys_exit_zero_inside_run_marks_done(server: LocalServer, spool_root: Path) -> None:
-    child = start_child(
-        """
+    body = """
         with exp.run():
             for step in range(10):
                 exp.log("loss", 1.0, step=step)
             sys.exit(0)
-        """,
-        server,
-        spool_root,
-        "exits",
-    )
-    out, err = child.communicate(timeout=60)
-    assert child.returncode == 0, err
-    exp = sm.Experiment.get(out.split()[0], session=open_session(server, None))
+        """
+    exp = run_child(body, server, spool_root)
     assert exp.status == "done"
     assert len(stored(server, exp.id)) == 10
 
@@ -433,19 +434,12 @@ def test_sys_exit_zero_inside_run_marks_done(server: LocalServer, spool_root: Pa
 def test_a_plain_script_that_ends_still_delivers_and_stays_running(
     server: LocalServer, spool_root: Path
 ) -> None:
-    child = start_child(
-        """
+    body = """
         exp.start()
         for step in range(2_500):
             exp.log("loss", 1.0, step=step)
-        """,
-        server,
-        spool_root,
-        "plain",
-    )
-    out, err = child.communicate(timeout=60)
-    assert child.returncode == 0, err
-    exp = sm.Experiment.get(out.split()[0], session=open_session(server, None))
+        """
+    exp = run_child(body, server, spool_root)
     assert exp.status == "running"
     assert len(stored(server, exp.id)) == 2_500
 
@@ -453,21 +447,14 @@ def test_a_plain_script_that_ends_still_delivers_and_stays_running(
 def test_os_exit_leaves_a_spool_that_sync_uploads_once(
     server: LocalServer, spool_root: Path
 ) -> None:
-    child = start_child(
-        """
+    body = """
         for step in range(2_500):
             exp.log("loss", step / 7, step=step)
         time.sleep(0.6)  # longer than the spooler's pass
         os._exit(0)  # no atexit, no flush
-        """,
-        server,
-        spool_root,
-        "killed",
-        flush_interval=60,  # the last, partial batch is never sent by the child
-    )
-    out, err = child.communicate(timeout=60)
-    assert child.returncode == 0, err
-    experiment_id = out.split()[0]
+        """
+    # flush_interval=60: the last, partial batch is never sent by the child itself.
+    experiment_id = run_child(body, server, spool_root, flush_interval=60).id
     # The two full batches may have gone out already; the last 500 events are only on disk.
     assert len(stored(server, experiment_id)) <= 2_000
 
