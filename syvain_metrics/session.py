@@ -200,11 +200,13 @@ class Session:
         self.clock = clock
         self.flush_timeout = float(flush_timeout)
         self._pool_size = pool_size
-        self._http = self._new_http()
+        self._http_lock = threading.Lock()
+        self._http: requests.Session | None = self._new_http()
         self.tokens = IngestionTokenCache(self._mint_ingestion_token, clock=clock)
         self._closing = False
         self._closed = False
-        self._close_lock = threading.Lock()
+        # Reentrant: a signal handler may call close() while this thread is inside it.
+        self._close_lock = threading.RLock()
         self.logs = SessionLogs(
             self, spool_root=_spool_root(spool_dir), interval=float(flush_interval)
         )
@@ -233,13 +235,20 @@ class Session:
         http.trust_env = False
         return http
 
+    def _connect(self) -> requests.Session:
+        with self._http_lock:
+            if self._http is None:
+                self._http = self._new_http()
+            return self._http
+
     def _after_fork_in_child(self) -> None:
         # The parent's connections, sender threads, pending events and locks belong to the
         # parent: drop them without closing anything (closing could disturb the parent's
-        # sockets) and start afresh, lazily.
-        self._http = self._new_http()
+        # sockets) and start afresh, lazily (a child that never calls does no set-up at all).
+        self._http_lock = threading.Lock()
+        self._http = None
         self.tokens = IngestionTokenCache(self._mint_ingestion_token, clock=self.clock)
-        self._close_lock = threading.Lock()
+        self._close_lock = threading.RLock()
         self.logs.after_fork()
 
     # -- context management -------------------------------------------------------
@@ -268,7 +277,8 @@ class Session:
             incomplete = self.logs.close(self.flush_timeout)  # still open: it sends requests
         finally:
             self._closed = True
-            self._http.close()
+            if self._http is not None:
+                self._http.close()
         if incomplete is not None:
             raise incomplete
 
@@ -292,7 +302,7 @@ class Session:
         pending ``log()`` events and stop the sender; warn about what is left."""
         if self._closing or not self.logs.started:
             return
-        error = self.logs.close(self.flush_timeout)
+        error = self.logs.close(self.logs.exit_wait(self.flush_timeout))
         if error is not None:
             logger.warning("syvain_metrics: at exit, %s", error)
 
@@ -445,7 +455,7 @@ class Session:
         """One HTTP exchange, turned into data or into the error it amounts to."""
         operation = prepared.operation
         try:
-            response = self._http.request(
+            response = (self._http or self._connect()).request(
                 prepared.method,
                 prepared.url,
                 params=prepared.params,

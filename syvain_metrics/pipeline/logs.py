@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import sys
 import threading
+import time
 from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -41,7 +42,8 @@ class SessionLogs:
         self.spool_root = spool_root
         self.spool_dir = None if spool_root is None else spool_root / new_spool_name()
         self._sender: Sender | None = None
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
+        self.exit_deadline: float | None = None
 
     @property
     def sender(self) -> Sender:
@@ -118,6 +120,18 @@ class SessionLogs:
             spool_dir=None if spool is None else str(spool),
         )
 
+    def exit_wait(self, timeout: float) -> float:
+        """How long interpreter exit may still wait: ``timeout``, or less once a SIGTERM set
+        a deadline (what is left stays in the spool).
+
+        Example:
+            >>> logs.exit_wait(30.0)  # doctest: +SKIP
+            30.0
+        """
+        if self.exit_deadline is None:
+            return timeout
+        return max(0.0, min(timeout, self.exit_deadline - time.monotonic()))
+
     def close(self, timeout: float | None) -> FlushError | None:
         """Wait up to ``timeout`` for every pending event, stop the sender and close the
         spool. Returns the error describing what was not confirmed (``None``: all stored)."""
@@ -139,7 +153,8 @@ class SessionLogs:
         spool so that the parent, or ``syvain-metrics sync``, recovers what this child
         leaves behind."""
         self._sender = None
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
+        self.exit_deadline = None
         if self.spool_dir is not None:
             self.spool_dir = self.spool_dir / CHILDREN / new_spool_name()
 

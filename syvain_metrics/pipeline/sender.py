@@ -19,6 +19,10 @@ memory, about 120 bytes each).
 A *mark* is how anyone waits: it is queued behind everything logged before it, so when the
 spooler reaches it, it knows exactly which events it covers.
 
+Batches refused for reasons of the run or the credentials (401, 403, 404) are reported and
+kept in the spool, so that ``syvain-metrics sync`` can replay them later (with the right
+API key, say); batches refused for their content are reported and removed.
+
 Example:
     >>> sender = session.sender                                   # doctest: +SKIP
     >>> sender.put(queued_event("exp-1", "id-1", "loss", 1.0, 0, None, None))  # doctest: +SKIP
@@ -40,12 +44,13 @@ from typing import TYPE_CHECKING, Any
 from syvain_metrics.errors import MetricsApiError, RejectedEvent
 from syvain_metrics.event_ids import EventIdSource
 from syvain_metrics.pipeline.batch import Batch, QueuedEvent, encode_queued
-from syvain_metrics.pipeline.delivery import Outcome, deliver
+from syvain_metrics.pipeline.delivery import CONTENT_STATUSES, Outcome, deliver
 from syvain_metrics.pipeline.spool import Leftover, Spool, claim_leftovers, read_batch
 from syvain_metrics.schemas.limits import MAX_METRICS_PER_INGEST
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
+    from pathlib import Path
 
     from syvain_metrics.session import Session
 
@@ -71,10 +76,12 @@ class _Outbox:
     collected: int = 0
     done: int = 0
     stored: int = 0
+    refused: int = 0
     open_lines: list[bytes] = field(default_factory=list)
     open_first: int = 0
     open_since: float = 0.0
-    open_path: Any = None
+    open_path: Path | None = None
+    open_on_disk: bool = False
     unreported: list[tuple[int, RejectedEvent]] = field(default_factory=list)
 
 
@@ -100,11 +107,20 @@ class Backlog:
 @dataclass(eq=False)
 class _Mark:
     """Queued behind the events a wait covers; ``goals`` are, per experiment, how many events
-    must have an answer."""
+    must have an answer. ``adopt``: take over dead children's spools first."""
 
     experiment_ids: tuple[str, ...] | None  # None: every experiment
+    adopt: bool
     reached: threading.Event = field(default_factory=threading.Event)
     goals: dict[str, int] = field(default_factory=dict)
+    abandoned: bool = False
+
+
+def _held_here(lock: Any) -> bool:
+    """Whether this thread holds ``lock`` already: true only for a signal handler that
+    interrupted this very thread inside the sender."""
+    is_owned = getattr(lock, "_is_owned", None)
+    return bool(is_owned is not None and is_owned())
 
 
 class Sender:
@@ -125,10 +141,12 @@ class Sender:
         self.spool = spool
         self.interval = interval
         self._session = session
+        self._spooling = spool is not None
         self._queue: deque[Any] = deque()
         self._wake = threading.Event()
         self._stop = threading.Event()
-        self._lock = threading.Lock()
+        # Reentrant: a signal handler may call flush()/close() on a thread that was inside.
+        self._lock = threading.RLock()
         self._changed = threading.Condition(self._lock)
         self._outboxes: dict[str, _Outbox] = {}
         self._in_hand: dict[str, int] = {}  # taken off the queue, not in an outbox yet
@@ -177,9 +195,18 @@ class Sender:
     def idle(self) -> bool:
         """Whether nothing is queued or waiting for an answer."""
         with self._lock:
-            if self._queue or any(self._in_hand.values()):
-                return False
-            return all(box.done == box.collected for box in self._outboxes.values())
+            return self._unanswered(None) == 0
+
+    def _unanswered(self, targets: tuple[str, ...] | None) -> int:
+        """Events of ``targets`` (all when ``None``) without an answer; lock held."""
+        queued = sum(
+            1
+            for item in list(self._queue)
+            if type(item) is tuple and (targets is None or item[0] in targets)
+        )
+        in_hand = sum(n for eid, n in self._in_hand.items() if targets is None or eid in targets)
+        boxes = [b for eid, b in self._outboxes.items() if targets is None or eid in targets]
+        return queued + in_hand + sum(b.collected - b.done for b in boxes)
 
     # -- waiting -------------------------------------------------------------------------
 
@@ -189,48 +216,58 @@ class Sender:
         timeout: float | None,
         *,
         take_rejections: bool = True,
+        adopt: bool = True,
     ) -> Settled:
         """Wait until every event logged before this call (for these experiments, or all)
         has an answer, or ``timeout`` seconds pass. ``stored`` counts the events that were
         unanswered at the call and are stored now. ``take_rejections`` hands the refusals not
-        reported yet to the caller (a later wait will not report them again)."""
+        reported yet to the caller (a later wait will not report them again); ``adopt``
+        first takes over what forked children left in their spools."""
         targets = None if experiment_ids is None else tuple(experiment_ids)
+        if _held_here(self._lock):
+            # A signal handler interrupted this thread inside the sender: the other threads
+            # need the lock this thread holds, so waiting could never end. Report instead.
+            return self._answer_now(targets, take_rejections)
         with self._lock:
+            if self.stopped:
+                return self._answer_now(targets, take_rejections)
             before = self._unanswered(targets)
-            done_before = {eid: box.done for eid, box in self._outboxes.items()}
-            mark = _Mark(targets)
+            refused_before = {eid: box.refused for eid, box in self._outboxes.items()}
+            mark = _Mark(targets, adopt)
             self._queue.append(mark)
         self._wake.set()
         reached = mark.reached.wait(timeout)
         rejected: list[RejectedEvent] = []
-        new_refusals = 0
         with self._lock:
+            mark.abandoned = True
             if mark in self._marks:
                 self._marks.remove(mark)
-            if mark.goals or reached:
+            if mark.goals:
                 pending = 0
                 for experiment_id, goal in mark.goals.items():
                     box = self._outboxes[experiment_id]
                     pending += max(goal - box.done, 0)
                     if take_rejections:
-                        for first, refusal in self._take_rejections(box, goal):
-                            rejected.append(refusal)
-                            new_refusals += first >= done_before.get(experiment_id, 0)
-            else:  # the spooler never got to the mark
+                        rejected.extend(r for _, r in self._take_rejections(box, goal))
+            else:  # nothing to wait for, or the spooler never reached the mark
                 pending = self._unanswered(targets)
-        stored = max(before - pending - new_refusals, 0)
+            refused = sum(
+                box.refused - refused_before.get(eid, 0)
+                for eid, box in self._outboxes.items()
+                if targets is None or eid in targets
+            )
+        stored = max(before - pending - refused, 0)
         return Settled(stored, pending, rejected, timed_out=not reached)
 
-    def _unanswered(self, targets: tuple[str, ...] | None) -> int:
-        """Events of ``targets`` (all when ``None``) without an answer; lock held."""
-        queued = sum(
-            1
-            for item in list(self._queue)
-            if type(item) is tuple and (targets is None or item[0] in targets)
-        )
-        boxes = self._outboxes if targets is None else {t: self._outboxes.get(t) for t in targets}
-        in_hand = sum(n for eid, n in self._in_hand.items() if targets is None or eid in targets)
-        return queued + in_hand + sum(b.collected - b.done for b in boxes.values() if b is not None)
+    def _answer_now(self, targets: tuple[str, ...] | None, take_rejections: bool) -> Settled:
+        with self._lock:
+            pending = self._unanswered(targets)
+            rejected: list[RejectedEvent] = []
+            if take_rejections:
+                for eid, box in self._outboxes.items():
+                    if targets is None or eid in targets:
+                        rejected.extend(r for _, r in self._take_rejections(box, None))
+        return Settled(0, pending, rejected, timed_out=pending > 0)
 
     # -- closing -------------------------------------------------------------------------
 
@@ -238,25 +275,38 @@ class Sender:
         """Wait (up to ``timeout``) for everything, then stop both threads and close the
         spool; what is still pending stays in the spool for ``syvain-metrics sync``.
         Closing again only reports what is still pending."""
-        if self.stopped:
-            with self._lock:
-                pending = sum(box.collected - box.done for box in self._outboxes.values())
-            return Settled(0, pending + len(self._queue), [], timed_out=bool(pending))
+        if _held_here(self._lock):
+            return self._answer_now(None, True)  # see wait(): stopping must wait for the lock
+        with self._lock:
+            if self.stopped:
+                return self._answer_now(None, True)
         settled = self.wait(None, timeout)
-        self.stopped = True
+        with self._lock:
+            self.stopped = True  # from here on log() raises, and wait() answers at once
         self._stop.set()
         self._wake.set()
         with self._changed:
             self._changed.notify_all()
         self._spooler.join(timeout=5)
+        if not self._spooler.is_alive():
+            self._collect()  # what a log() racing with close() queued after the last pass
         self._delivery.join(timeout=1)
         with self._lock:
-            if self.spool is not None:
-                self.spool.close()
-            for leftover in self._adopted:
-                leftover.release()
-            self._adopted.clear()
-        return settled
+            for mark in self._marks:
+                mark.reached.set()  # a wait racing with close() ends now, with what is pending
+            self._marks.clear()
+            left = self._answer_now(None, True)
+        for leftover in self._adopted:
+            leftover.release()  # first: the spool's directory can go only once it is empty
+        self._adopted.clear()
+        if self.spool is not None:
+            self.spool.close()
+        return Settled(
+            settled.stored,
+            left.pending,
+            settled.rejected + left.rejected,
+            timed_out=settled.timed_out or left.pending > 0,
+        )
 
     # -- the spooler thread --------------------------------------------------------------
 
@@ -264,12 +314,12 @@ class Sender:
         while True:
             self._wake.wait(SPOOL_INTERVAL)
             self._wake.clear()
+            stopping = self._stop.is_set()
             try:
-                self._collect()
+                self._collect()  # when stopping: what arrived meanwhile goes to the spool
             except Exception:  # pragma: no cover - keep spooling whatever happens
                 logger.exception("syvain_metrics: the log() spooler hit an unexpected error")
-            if self._stop.is_set():
-                self._collect()  # whatever arrived while stopping goes to the spool
+            if stopping:
                 return
 
     def _collect(self) -> None:
@@ -284,11 +334,15 @@ class Sender:
         fresh: dict[str, list[bytes]] = {}
         for item in taken:
             if type(item) is tuple:
-                experiment_id = item[0]
-                lines = fresh.get(experiment_id)
+                try:
+                    line = encode_queued(item)
+                except (TypeError, ValueError) as error:  # pragma: no cover - validated before
+                    self._refuse_unencodable(item, error)
+                    continue
+                lines = fresh.get(item[0])
                 if lines is None:
-                    lines = fresh[experiment_id] = []
-                lines.append(encode_queued(item))
+                    lines = fresh[item[0]] = []
+                lines.append(line)
             else:
                 self._fill(fresh)
                 fresh = {}
@@ -296,20 +350,29 @@ class Sender:
         self._fill(fresh)
         self._seal_old(time.monotonic())
 
+    def _refuse_unencodable(self, item: QueuedEvent, error: Exception) -> None:
+        logger.error("syvain_metrics: a log() event could not be encoded: %s", error)
+        with self._changed:
+            box = self._outboxes.setdefault(item[0], _Outbox())
+            self._in_hand[item[0]] -= 1
+            refusal = RejectedEvent({"name": item[2], "step": item[4]}, f"not encodable: {error}")
+            box.unreported.append((box.collected - 1, refusal))
+            box.refused += 1
+            self._check_marks()
+
     def _fill(self, fresh: dict[str, list[bytes]]) -> None:
         """Add new lines to each experiment's open batch (spooled first), sealing full ones."""
         now = time.monotonic()
         for experiment_id, lines in fresh.items():
             with self._lock:
-                box = self._outboxes.get(experiment_id)
-                if box is None:
-                    box = self._outboxes[experiment_id] = _Outbox()
+                box = self._outboxes.setdefault(experiment_id, _Outbox())
             start = 0
             while start < len(lines):
                 if not box.open_lines:
                     box.open_first = box.collected
                     box.open_since = now
                     box.open_path = None
+                    box.open_on_disk = self._spooling
                 room = MAX_METRICS_PER_INGEST - len(box.open_lines)
                 taken = lines[start : start + room]
                 start += len(taken)
@@ -322,31 +385,34 @@ class Sender:
                     self._seal(experiment_id, box)
 
     def _spool_lines(self, experiment_id: str, box: _Outbox, lines: list[bytes]) -> None:
-        if self.spool is None:
+        if self.spool is None or not self._spooling or not box.open_on_disk:
+            box.open_on_disk = False
             return
         try:
             if box.open_path is None:
                 box.open_path = self.spool.directory / f"b-{next(self._numbers):09d}.jsonl"
             self.spool.append(experiment_id, int(box.open_path.stem[2:]), lines)
         except OSError as error:
-            # A full or read-only disk must not stop logging: carry on in memory.
+            # A full or read-only disk must not stop logging: carry on in memory. Files
+            # already written are still removed once their events are answered.
             logger.warning(
                 "syvain_metrics: cannot write the log() spool in %s (%s); pending events are "
                 "kept in memory only from now on",
                 self.spool.directory,
                 error,
             )
-            self.spool = None
-            box.open_path = None
+            self._spooling = False
+            box.open_on_disk = False
 
     def _seal(self, experiment_id: str, box: _Outbox) -> None:
         with self._changed:
             path = box.open_path
             lines: list[bytes] | None = box.open_lines
+            on_disk = path is not None and box.open_on_disk and self._spooling
             if path is not None and self.spool is not None:
                 self.spool.seal(path)
-                if sum(1 for b in self._ready if b.lines is not None) >= BATCHES_IN_MEMORY:
-                    lines = None  # on disk only until its turn comes
+            if on_disk and sum(1 for b in self._ready if b.lines is not None) >= BATCHES_IN_MEMORY:
+                lines = None  # on disk only until its turn comes
             self._ready.append(
                 Batch(experiment_id, lines, len(box.open_lines), box.open_first, path)
             )
@@ -361,7 +427,13 @@ class Sender:
 
     def _place(self, mark: _Mark) -> None:
         """Everything logged before ``mark`` is collected: seal it and note the goals."""
-        self._adopt_children()
+        if mark.abandoned:
+            return
+        if mark.adopt:
+            try:
+                self._adopt_children()
+            except OSError as error:
+                logger.warning("syvain_metrics: cannot look at child spools: %s", error)
         targets = mark.experiment_ids
         if targets is None:
             targets = tuple(self._outboxes)
@@ -372,14 +444,14 @@ class Sender:
         with self._changed:
             for experiment_id in targets:
                 box = self._outboxes.get(experiment_id)
-                if box is None:
-                    continue
-                mark.goals[experiment_id] = box.collected
+                if box is not None:
+                    mark.goals[experiment_id] = box.collected
             self._marks.append(mark)
             self._check_marks()
 
     def _adopt_children(self) -> None:
-        """Take over the spools of forked children that ended without sending everything."""
+        """Take over the spools of forked children that ended without sending everything.
+        Their batches wait on disk only, like evicted ones."""
         if self.spool is None:
             return
         for leftover in claim_leftovers(self.spool.child_root()):
@@ -395,7 +467,7 @@ class Sender:
                 if box.open_lines:
                     self._seal(experiment_id, box)  # keep this session's order: earlier first
                 with self._changed:
-                    self._ready.append(Batch(experiment_id, lines, len(lines), box.collected, path))
+                    self._ready.append(Batch(experiment_id, None, len(lines), box.collected, path))
                     box.collected += len(lines)
                     self._changed.notify_all()
 
@@ -418,18 +490,24 @@ class Sender:
                 logger.exception("syvain_metrics: settling a delivered batch failed")
 
     def _deliver(self, batch: Batch) -> Outcome:
+        unreadable: list[RejectedEvent] = []
         if batch.lines is None and batch.path is not None:
             try:
                 _, batch.lines = read_batch(batch.path)
             except (OSError, ValueError, KeyError) as error:
+                batch.lines = []
                 message = f"the spool file {batch.path} could not be read back: {error}"
                 logger.error("syvain_metrics: %s", message)
-                return Outcome(rejected=[RejectedEvent({}, message)] * batch.count)
-        try:
-            return deliver(self._session, batch, wait=self._stop.wait)
-        except Exception as error:  # pragma: no cover - deliver() already catches everything
-            logger.exception("syvain_metrics: delivery failed unexpectedly")
-            return Outcome(rejected=[RejectedEvent({}, str(error))] * batch.count)
+            missing = batch.count - len(batch.lines)
+            if missing > 0:  # answered as refused, so that waits end and flush() says so
+                message = f"{missing} events could not be read back from {batch.path}"
+                unreadable = [RejectedEvent({}, message)] * missing
+                batch = Batch(batch.experiment_id, batch.lines, first=batch.first)
+        outcome = Outcome()
+        if batch.lines:
+            outcome = deliver(self._session, batch, wait=self._stop.wait)
+        outcome.rejected.extend(unreadable)
+        return outcome
 
     def _settle(self, batch: Batch, outcome: Outcome) -> None:
         for refusal in outcome.rejected:
@@ -441,19 +519,26 @@ class Sender:
                 refusal.event.get("step"),
                 refusal.message,
             )
+        # Refused for the run or the credentials, not the content: kept for a later sync.
+        keep = any(r.status_code not in CONTENT_STATUSES for r in outcome.rejected)
         with self._changed:
             box = self._outboxes[batch.experiment_id]
             box.done += batch.count
             box.stored += outcome.stored
-            room = REJECTED_KEPT - len(box.unreported)
-            box.unreported.extend((batch.first, r) for r in outcome.rejected[: max(room, 0)])
-            if batch.path is not None:
+            box.refused += len(outcome.rejected)
+            room = max(REJECTED_KEPT - len(box.unreported), 0)
+            box.unreported.extend((batch.first, r) for r in outcome.rejected[:room])
+            if batch.path is not None and not keep:
                 try:
                     batch.path.unlink()
                 except FileNotFoundError:
                     pass
                 except OSError as error:
                     logger.warning("syvain_metrics: cannot remove %s: %s", batch.path, error)
+            elif keep:
+                logger.warning(
+                    "syvain_metrics: kept %s for `syvain-metrics sync`", batch.path or "nothing"
+                )
             batch.lines = None
             self._check_marks()
 
@@ -465,7 +550,8 @@ class Sender:
                 mark.reached.set()
 
     @staticmethod
-    def _take_rejections(box: _Outbox, goal: int) -> list[tuple[int, RejectedEvent]]:
-        taken = [(first, refusal) for first, refusal in box.unreported if first < goal]
-        box.unreported = [(first, r) for first, r in box.unreported if first >= goal]
+    def _take_rejections(box: _Outbox, goal: int | None) -> list[tuple[int, RejectedEvent]]:
+        """The refusals of events before ``goal`` (all when ``None``), now reported."""
+        taken = [(f, r) for f, r in box.unreported if goal is None or f < goal]
+        box.unreported = [(f, r) for f, r in box.unreported if goal is not None and f >= goal]
         return taken

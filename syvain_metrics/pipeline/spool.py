@@ -109,15 +109,19 @@ class Spool:
 
     @classmethod
     def create(cls, directory: Path, *, host: str) -> Spool:
-        """Make (or reuse) ``directory`` for this process, and lock it."""
+        """Make ``directory`` (it may exist already, holding children's spools) and lock it
+        before anyone can see the lock: the lock file is taken under a private name, then
+        renamed into place, so a scan never finds it free while this process lives."""
         _private_dir(directory.parent)
         _private_dir(directory)
-        lock_fd = _open_private(directory / "lock", os.O_RDWR)
+        building = directory / f"lock.{os.urandom(4).hex()}"
+        lock_fd = _open_private(building, os.O_RDWR)
         _try_lock(lock_fd)
         meta = {"host": host, "pid": os.getpid(), "created_at_ms": int(time.time() * 1000)}
         meta_fd = _open_private(directory / "meta.json", os.O_WRONLY | os.O_TRUNC)
         with os.fdopen(meta_fd, "w") as handle:
             json.dump(meta, handle)
+        os.rename(building, directory / "lock")
         return cls(directory, lock_fd)
 
     def child_root(self) -> Path:
@@ -134,14 +138,18 @@ class Spool:
             chunks.append(json.dumps({"experiment_id": experiment_id}).encode())
         chunks.extend(lines)
         # One write per pass: a kill leaves whole lines, or a torn last one that reading skips.
-        os.write(fd, b"\n".join(chunks) + b"\n")
+        data = memoryview(b"\n".join(chunks) + b"\n")
+        while data:
+            written = os.write(fd, data)  # short on a filling disk: write the rest, or raise
+            data = data[written:]
         return path
 
     def seal(self, path: Path) -> None:
         """No more events go to ``path``: close its descriptor."""
         fd = self._open.pop(path, None)
         if fd is not None:
-            os.close(fd)
+            with contextlib.suppress(OSError):  # the data is written; a failing close is moot
+                os.close(fd)
 
     def remove(self, path: Path) -> None:
         """Forget a batch whose events all have an answer."""
@@ -157,7 +165,8 @@ class Spool:
         """Close every descriptor; remove the directory if no batch is left in it."""
         for path in list(self._open):
             self.seal(path)
-        _remove_if_empty(self.directory)
+        with contextlib.suppress(OSError):
+            _remove_if_empty(self.directory)
         os.close(self._lock_fd)
 
 
