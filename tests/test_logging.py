@@ -241,6 +241,9 @@ def test_an_experiment_that_is_gone_rejects_its_events_without_blocking_others(
     assert {r.status_code for r in caught.value.rejected} == {404}
     assert real.flush(timeout=30) == 3
     assert len(stored(server, real.id)) == 3
+    # A refusal about the run (not the events) keeps them in the spool, for a later sync.
+    (kept,) = Path(session.spool_dir or "").glob("b-*.jsonl")
+    assert json.loads(kept.read_text().splitlines()[0]) == {"experiment_id": "no-such-experiment"}
 
 
 def test_close_raises_what_it_could_not_confirm_after_releasing_everything(
@@ -257,6 +260,9 @@ def test_close_raises_what_it_could_not_confirm_after_releasing_everything(
     assert session.closed
     with pytest.raises(sm.MetricsApiError, match="closed"):
         exp.log("loss", 1.0, step=1)
+    with pytest.raises(FlushError) as again:
+        exp.flush()  # no wait without end: the sender has stopped; it says what is left
+    assert again.value.pending == 1
     # The event stays on disk for `syvain-metrics sync`.
     assert len(list(Path(session.spool_dir or "").glob("b-*.jsonl"))) == 1
 
@@ -417,6 +423,37 @@ def test_sigterm_inside_run_flushes_and_marks_the_run_terminated(
     # Nothing lost (the signal may land between log() and the count) and nothing twice.
     assert steps == list(range(len(steps)))
     assert len(steps) in (logged, logged + 1)
+
+
+def test_sigterm_while_the_run_ends_still_marks_it_terminated(
+    server: LocalServer, spool_root: Path
+) -> None:
+    server.faults.delay("ingest_metrics", seconds=60, times=1)
+    child = start_child(
+        """
+        with exp.run():
+            for step in range(10):
+                exp.log("loss", 1.0, step=step)
+            print("ending", flush=True)
+        print("after the run", flush=True)
+        """,
+        server,
+        spool_root,
+        "ending",
+    )
+    assert child.stdout is not None
+    experiment_id = child.stdout.readline().strip()
+    assert child.stdout.readline().strip() == "ending"
+    assert server.faults.wait_fired(1, timeout=30)  # the run's final flush is waiting
+    child.send_signal(signal.SIGTERM)
+    server.faults.clear()  # the held answer comes; the run ends, then the signal passes on
+    out, err = child.communicate(timeout=60)
+    assert child.returncode == 143, err
+    assert "after the run" not in out
+    exp = sm.Experiment.get(experiment_id, session=open_session(server, None))
+    assert exp.status == "error"
+    assert exp.error_detail == "terminated by SIGTERM"
+    assert len(stored(server, experiment_id)) == 10
 
 
 def test_sys_exit_zero_inside_run_marks_done(server: LocalServer, spool_root: Path) -> None:

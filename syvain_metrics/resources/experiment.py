@@ -15,6 +15,7 @@ from __future__ import annotations
 import builtins
 import datetime as dt
 import logging
+import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
@@ -27,7 +28,7 @@ from syvain_metrics.resources.folder import Folder, folder_id_of
 from syvain_metrics.resources.keys import IngestionKeys
 from syvain_metrics.resources.paging import read_created
 from syvain_metrics.resources.reading import MetricReading
-from syvain_metrics.resources.termination import TERMINATION_FLUSH_SECONDS, sigterm_guard
+from syvain_metrics.resources.termination import SigtermGuard
 from syvain_metrics.resources.writing import MetricWriting
 from syvain_metrics.schemas.base import load_request
 from syvain_metrics.schemas.experiment import (
@@ -47,6 +48,9 @@ from syvain_metrics.schemas.limits import (
 from syvain_metrics.session import Session, get_session
 
 logger = logging.getLogger("syvain_metrics")
+
+_FLUSH_SLICE = 0.2
+"""Seconds of one wait while a run ends, between two looks at whether SIGTERM came."""
 
 
 class _Unset:
@@ -257,7 +261,8 @@ class Experiment(MetricWriting, MetricReading, Annotating, IngestionKeys, Catalo
         On the main thread, SIGTERM (how schedulers stop jobs) ends the block like an
         exception: events are flushed (at most 10 s), the run is marked ``error`` ("terminated
         by SIGTERM") and the program exits with status 143; a SIGTERM handler of your own is
-        called too and restored afterwards.
+        called instead and restored afterwards. A SIGTERM while the run is ending cuts the
+        wait to those 10 s and is passed on once the status is recorded.
 
         If events could not all be stored on a clean exit, the run is marked ``error`` and
         :class:`~syvain_metrics.FlushError` is raised (pending events stay spooled and keep
@@ -269,42 +274,60 @@ class Experiment(MetricWriting, MetricReading, Annotating, IngestionKeys, Catalo
         """
         wait = self._bind().flush_timeout if flush_timeout is None else flush_timeout
         self.start()
-        with sigterm_guard() as guard:
+        guard = SigtermGuard.install()
+        error: BaseException | None = None
+        try:
             try:
                 yield self
             except BaseException as exc:
-                if guard.signalled or not _clean_exit(exc):
-                    self._end_failed(exc, guard.signalled, wait)
-                    raise
-                self._end_cleanly(wait)
-                raise
-            if guard.signalled:  # a handler of the user's own chose to stop the loop
-                self._end_failed(None, True, wait)
-            else:
-                self._end_cleanly(wait)
+                error = exc
+            guard.defer()
+            self._end_run(error, guard, wait)
+        finally:
+            guard.restore()  # raises Terminated for a SIGTERM deferred while ending
+        if error is not None:
+            raise error
 
-    def _end_cleanly(self, wait: float) -> None:
+    def _end_run(self, error: BaseException | None, guard: SigtermGuard, wait: float) -> None:
+        clean = error is None or _clean_exit(error)
+        flush_error: Exception | None = None
         try:
-            self.flush(timeout=wait)
-        except FlushError as flush_error:
+            self._flush_ending(wait, guard)
+        except Exception as exc:  # FlushError, or a session closed under the block
+            flush_error = exc
+        if guard.signalled_at is not None:
+            # Whatever is left is spooled: interpreter exit need not wait any longer either.
+            self._bind().logs.exit_deadline = guard.cut(float("inf"))
+            self._record_failure(
+                {"name": "Terminated", "detail": "terminated by SIGTERM"}, flush_error
+            )
+        elif not clean:
+            self._record_failure(error, flush_error)
+        elif flush_error is not None:
             # Not done while metrics are missing: mark the run failed; they stay spooled.
-            try:
-                self.fail(flush_error)
-            except Exception as status_error:
-                logger.warning("could not mark %s as error: %s", self.slug, status_error)
-            raise
-        self.finish()
+            self._record_failure(flush_error, None)
+            raise flush_error
+        else:
+            self.finish()
 
-    def _end_failed(self, exc: BaseException | None, signalled: bool, wait: float) -> None:
-        if signalled:
-            wait = min(wait, TERMINATION_FLUSH_SECONDS)
-        try:
-            self.flush(timeout=wait)
-        except Exception as flush_error:
+    def _flush_ending(self, wait: float, guard: SigtermGuard) -> None:
+        """Flush within ``wait`` seconds, in short slices so that a SIGTERM arriving meanwhile
+        can cut the wait to its own bound."""
+        deadline = time.monotonic() + wait
+        while True:
+            remaining = guard.cut(deadline) - time.monotonic()
+            try:
+                self.flush(timeout=max(0.0, min(remaining, _FLUSH_SLICE)))
+                return
+            except FlushError as error:
+                if error.rejected or not error.timed_out or remaining <= _FLUSH_SLICE:
+                    raise
+
+    def _record_failure(
+        self, reason: BaseException | Mapping[str, Any] | None, flush_error: Exception | None
+    ) -> None:
+        if flush_error is not None:
             logger.warning("could not flush log() events of %s: %s", self.slug, flush_error)
-        reason: BaseException | dict[str, str] | None = exc
-        if signalled:
-            reason = {"name": "Terminated", "detail": "terminated by SIGTERM"}
         try:
             self.fail(reason)
         except Exception as status_error:

@@ -1,24 +1,28 @@
 """SIGTERM inside ``experiment.run()``: how SLURM, Kubernetes and most schedulers stop a job.
 
-While a run is active on the main thread, SIGTERM becomes a clean shutdown instead of an
-abrupt death: with no handler of the user's own, it raises :class:`Terminated` (a
+While a run's block executes on the main thread, SIGTERM becomes a clean shutdown instead
+of an abrupt death: with no handler of the user's own, it raises :class:`Terminated` (a
 ``SystemExit`` with status 143, the shell's code for SIGTERM) where the program is, so
 ``finally`` blocks run and ``run()`` can flush and mark the run ``error`` ("terminated by
-SIGTERM"). A handler the user installed before is called as well (chained), and put back
-when the run ends. A SIGTERM that was being ignored stays ignored.
+SIGTERM"). A handler the user installed before is called instead (chained), and decides.
+
+Once the block has ended, while ``run()`` flushes and records the status, a SIGTERM is only
+noted (:meth:`SigtermGuard.defer`): the flush is cut to its bounded wait, the run is marked
+``error``, and the signal is passed on when the previous handler is back in place
+(:meth:`SigtermGuard.restore`). A SIGTERM that was being ignored stays ignored.
 
 Example:
-    >>> with sigterm_guard() as guard:
-    ...     guard.signalled
+    >>> guard = SigtermGuard.install()
+    >>> guard.signalled
     False
+    >>> guard.restore()
 """
 
 from __future__ import annotations
 
 import signal
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
+import time
 from types import FrameType
 from typing import Any
 
@@ -44,32 +48,70 @@ class Terminated(SystemExit):
         return "terminated by SIGTERM"
 
 
-class _Guard:
-    signalled = False
+class SigtermGuard:
+    """SIGTERM handling around one ``run()`` (a no-op off the main thread or when ignored)."""
 
+    def __init__(self, previous: Any, active: bool) -> None:
+        self._previous = previous
+        self._active = active
+        self._deferred = False
+        self._pass_on = False
+        self.signalled_at: float | None = None  # time.monotonic() of the first SIGTERM
 
-@contextmanager
-def sigterm_guard() -> Iterator[_Guard]:
-    """Turn SIGTERM into :class:`Terminated` for the duration of the block (main thread only;
-    elsewhere the block runs as is). ``guard.signalled`` tells whether SIGTERM arrived."""
-    guard = _Guard()
-    if threading.current_thread() is not threading.main_thread():
-        yield guard
-        return
-    previous: Any = signal.getsignal(signal.SIGTERM)
-    if previous is signal.SIG_IGN:
-        yield guard
-        return
+    @property
+    def signalled(self) -> bool:
+        """Whether SIGTERM arrived while the guard was installed."""
+        return self.signalled_at is not None
 
-    def on_sigterm(signum: int, frame: FrameType | None) -> None:
-        guard.signalled = True
-        if callable(previous):
-            previous(signum, frame)  # the user's own handler decides how to stop
+    @classmethod
+    def install(cls) -> SigtermGuard:
+        """Take over SIGTERM until :meth:`restore`."""
+        if threading.current_thread() is not threading.main_thread():
+            return cls(None, active=False)
+        previous = signal.getsignal(signal.SIGTERM)
+        if previous is signal.SIG_IGN:
+            return cls(previous, active=False)
+        guard = cls(previous, active=True)
+        signal.signal(signal.SIGTERM, guard._on_sigterm)
+        return guard
+
+    def _on_sigterm(self, signum: int, frame: FrameType | None) -> None:
+        if self.signalled_at is None:
+            self.signalled_at = time.monotonic()
+        if self._deferred:
+            self._pass_on = True  # after the status is recorded, in restore()
+            return
+        if callable(self._previous):
+            self._previous(signum, frame)  # the user's own handler decides how to stop
             return
         raise Terminated
 
-    signal.signal(signal.SIGTERM, on_sigterm)
-    try:
-        yield guard
-    finally:
-        signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
+    def defer(self) -> None:
+        """From now on only note a SIGTERM: the run is ending and records its status first."""
+        self._deferred = True
+
+    def restore(self) -> None:
+        """Put the previous handler back; pass on a SIGTERM that was deferred (to the user's
+        handler, or as :class:`Terminated`)."""
+        if not self._active:
+            return
+        self._active = False
+        previous = self._previous if self._previous is not None else signal.SIG_DFL
+        signal.signal(signal.SIGTERM, previous)
+        if self._pass_on:
+            if callable(previous):
+                previous(signal.SIGTERM, None)
+            else:
+                raise Terminated
+
+    def cut(self, deadline: float) -> float:
+        """``deadline`` (monotonic), brought forward to :data:`TERMINATION_FLUSH_SECONDS`
+        after a SIGTERM.
+
+        Example:
+            >>> SigtermGuard(None, active=False).cut(100.0)
+            100.0
+        """
+        if self.signalled_at is None:
+            return deadline
+        return min(deadline, self.signalled_at + TERMINATION_FLUSH_SECONDS)
