@@ -97,7 +97,7 @@ class SessionLogs:
         sender = self._sender
         if sender is None or sender.idle():
             return
-        settled = sender.wait(list(experiment_ids), timeout, take_rejections=False)
+        settled = sender.wait(list(experiment_ids), timeout, take_rejections=False, adopt=False)
         if settled.timed_out:
             logger.warning(
                 "syvain_metrics: reading while %d log() events are still on their way "
