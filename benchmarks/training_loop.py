@@ -5,12 +5,11 @@ loop of pure-Python arithmetic, calibrated once on this machine and identical fo
 contender) and three ``log()`` calls (``loss`` with metadata ``{"split": "train"}``, ``lr``,
 ``grad_norm``), runs:
 
-* baseline: the same loop without logging (run before and after the others);
-* ours: ``syvain_metrics``: ``sm.Session(api_key, host=url, spool_dir=<temp dir>)`` (without
-  ``spool_dir=`` when this version's ``Session`` does not take it yet),
+* baseline: the same loop without logging;
+* ours: ``syvain_metrics``: ``sm.Session(api_key, host=url, spool_dir=<temp dir>)``,
   ``sm.Experiment.create(slug, session=session)``, ``exp.log(name, value, step=step,
-  metadata=...)`` in the loop, then ``exp.flush()`` (``exp.flush(timeout=120)`` when the
-  version takes a timeout) and ``session.close()``, both timed apart from the loop;
+  metadata=...)`` in the loop, then ``exp.flush(timeout=120)`` and ``session.close()``, both
+  timed apart from the loop;
 * collector: the published ``syvain-metrics-collector==0.0.71``: ``Collector(api_key,
   host=url)``, ``collector.experiment(slug)``, ``experiment.metric(name, value, step=step,
   metadata=...)`` in the loop, then ``experiment.flush_or_raise()`` and a wait for its timer
@@ -19,15 +18,26 @@ contender) and three ``log()`` calls (``loss`` with metadata ``{"split": "train"
   the oldest beyond that) and sends batches of 500 from ``threading.Timer`` threads 0.25 s
   after the first queued item; it has no ``close()``.
 
-Reported per contender: loop wall time and the slowdown against the baseline (per step, so
-runs of any length compare), the median / p99 / max of each ``log()`` call
-(``time.perf_counter_ns`` around it), the median / p99 / max step time and the worst step
-minus the baseline's worst step, the final flush time, and what the server stored, read back
-through a fresh ``sm.Session``: lost = expected - distinct (name, step, metadata), duplicated
-= rows - distinct. Every ``log()`` call sits in a ``try``/``except`` that counts the
-exceptions raised into the loop.
+Steady state: every worker, the baseline's included, calls ``gc.collect()`` right before its
+timed loop. A real training script has long run full collections during its set-up (imports,
+data loading, model building); without this, the first full collection of the worker process
+would land in the timed loop of whichever contender allocates.
 
-Fault scenarios, for ours and for the collector:
+Rounds: the machine's own noise (baseline runs on 2 shared CPUs differ by 10-15%) is as large
+as some of what is measured, so the main scenario runs ``--rounds`` rounds (3), each running
+the baseline, ours and the collector once, in an order rotated by one every round. Every run
+is printed on a line of its own, so the spread shows; the summary reports per contender the
+median over the rounds of each timing, and the slowdown against the median baseline.
+
+Reported per run: loop wall time and the slowdown against the baseline (per step, so runs of
+any length compare), the median / p99 / max of each ``log()`` call (``time.perf_counter_ns``
+around it), the p99 / max step time and the worst step minus the baseline's (median) worst
+step, the final flush time, and what the server stored, read back through a fresh
+``sm.Session``: lost = expected - distinct (name, step, metadata), duplicated = rows -
+distinct. Every ``log()`` call sits in a ``try``/``except`` that counts the exceptions raised
+into the loop. Over the main rounds, stored / lost / duplicated / exceptions are totals.
+
+Fault scenarios, for ours and for the collector, one run each:
 
 * outage: the server process gets SIGTERM 2 s into the loop, stays down ``--outage-seconds``
   (30 s; connections are refused), then a new one starts on the same port, database file and
@@ -42,14 +52,13 @@ Processes. Every contender, the baseline and ours included, runs its loop in a w
 of its own (this same file, ``--worker baseline|ours|collector``) that prints one JSON line
 per event on stdout (ready, loop started, loop ended, results). The servers run outside the
 loop's process: for the main runs and the outage, a ``python -m syvain_metrics.cli serve
---port 0 --db <file> --api-key <key>`` process per contender and scenario (fresh database
-file each); for the slow server, the ``LocalServer`` in this parent process, which otherwise
-only waits. So no server thread competes for the GIL with a training loop, as it would not in
-production (the service is remote), and every contender meets the same kind of server. The
-client's own background threads, if it has any, do share the loop's GIL: that is part of
-what logging costs. On a machine with few CPUs a server busy ingesting still takes CPU time
-that the loop and the client's threads could have used (the baseline has no server to
-compete with); the two baseline runs show how much the machine itself varies between runs.
+--port 0 --db <file> --api-key <key>`` process per run (fresh database file each); for the
+slow server, the ``LocalServer`` in this parent process, which otherwise only waits. So no
+server thread competes for the GIL with a training loop, as it would not in production (the
+service is remote), and every contender meets the same kind of server. The client's own
+background threads, if it has any, do share the loop's GIL: that is part of what logging
+costs. On a machine with few CPUs a server busy ingesting still takes CPU time that the loop
+and the client's threads could have used (the baseline has no server to compete with).
 
 Ours and the baseline run in the current interpreter, so the SDK must be importable
 (``pip install -e .``). The published collector cannot share this environment, so it runs in
@@ -61,9 +70,9 @@ are printed with the results.
 
 Run (from the repository root)::
 
-    python benchmarks/training_loop.py                            # about 5 minutes
-    python benchmarks/training_loop.py --steps 2000 --outage-seconds 5 --outage-steps 8000 \\
-        --slow-steps 300                                          # a quick check
+    python benchmarks/training_loop.py                            # about 6 minutes
+    python benchmarks/training_loop.py --steps 2000 --rounds 1 --outage-seconds 5 \\
+        --outage-steps 8000 --slow-steps 300                      # a quick check
     python benchmarks/training_loop.py --skip-faults --skip-collector
     python benchmarks/training_loop.py --collector-python /path/to/venv/bin/python
 
@@ -76,7 +85,7 @@ is a measurement, not a test); it is non-zero only when the set-up or the sanity
 from __future__ import annotations
 
 import argparse
-import inspect
+import gc
 import json
 import logging
 import os
@@ -89,8 +98,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -111,11 +119,13 @@ OUTAGE_MARGIN_SECONDS = 5.0  # the default --outage-steps outlasts the outage by
 OUTAGE_SPEED_ALLOWANCE = 1.25  # ... even if steps run this much faster than the baseline's
 SLOW_INGEST_SECONDS = 2.0
 FLUSH_TIMEOUT = 120.0
-STALL_NS = 10_000_000  # a step this much slower than the baseline's worst is a stall
 
-TARGET_SLOWDOWN = 0.05
-TARGET_LOG_MEDIAN_US = 5.0
-TARGET_STALL_MS = 10.0
+# Targets (ours) on the main scenario's medians: figure, limit, label, how to show the figure
+TARGETS = (
+    ("slowdown", 0.05, "slowdown <= 5%", "{:+.1%}"),
+    ("log_p50", 5.0, "log() median <= 5 us", "{:,.1f} us"),
+    ("stall_ms", 10.0, "max step - baseline <= 10 ms", "{:+,.1f} ms"),
+)
 
 Json = dict[str, Any]
 
@@ -151,21 +161,12 @@ def calibrate(target_seconds: float = WORK_SECONDS) -> tuple[int, float]:
     return iterations, taken
 
 
-@dataclass
-class LoopStats:
-    loop_s: float
-    step_ns: list[int]
-    log_ns: list[int]
-    exceptions: int
-    first_exception: str | None
-
-
 LogCall = Callable[..., object]
 
 
 def training_loop(
     steps: int, iterations: int, log: LogCall | None, on_start: Callable[[], None]
-) -> LoopStats:
+) -> Json:
     """The loop: work, then three ``log(name, value, step=..., metadata=...)`` calls a step,
     each timed and guarded by its own ``try``/``except``."""
     clock = time.perf_counter_ns
@@ -174,6 +175,7 @@ def training_loop(
     record = log_ns.append
     exceptions = 0
     first_exception: str | None = None
+    gc.collect()  # steady state: see the module docstring
     on_start()
     start = time.perf_counter()
     for step in range(steps):
@@ -194,8 +196,14 @@ def training_loop(
                         first_exception = describe(error)
                 record(clock() - called)
         step_ns[step] = clock() - began
-    loop_s = time.perf_counter() - start
-    return LoopStats(loop_s, step_ns, log_ns, exceptions, first_exception)
+    return {
+        "loop_s": time.perf_counter() - start,
+        "steps": steps,
+        "step_ns": distribution(step_ns),
+        "log_ns": distribution(log_ns),
+        "exceptions": exceptions,
+        "first_exception": first_exception,
+    }
 
 
 def describe(error: BaseException) -> str:
@@ -223,11 +231,14 @@ def distribution(values_ns: list[int]) -> Json:
 class LogRecordCounter(logging.Handler):
     """Counts a client's warnings (and the metrics they say were dropped) instead of printing."""
 
-    def __init__(self) -> None:
+    def __init__(self, logger_name: str) -> None:
         super().__init__(logging.WARNING)
         self.count = 0
         self.dropped = 0
         self.first: str | None = None
+        logger = logging.getLogger(logger_name)
+        logger.addHandler(self)
+        logger.propagate = False
 
     def emit(self, record: logging.LogRecord) -> None:
         message = record.getMessage()
@@ -237,14 +248,6 @@ class LogRecordCounter(logging.Handler):
         found = re.search(r"dropped (\d+) metrics", message)
         if found:
             self.dropped += int(found.group(1))
-
-
-def count_log_records(logger_name: str) -> LogRecordCounter:
-    counter = LogRecordCounter()
-    logger = logging.getLogger(logger_name)
-    logger.addHandler(counter)
-    logger.propagate = False
-    return counter
 
 
 @dataclass
@@ -258,52 +261,28 @@ class Client:
     warnings: LogRecordCounter
 
 
-def open_session(api_key: str, host: str, spool_dir: str | None, **kwargs: Any) -> tuple[Any, bool]:
-    """An ``sm.Session``, with ``spool_dir=`` when this version of the SDK takes it."""
-    import syvain_metrics as sm
-
-    session_class: Any = sm.Session  # spool_dir= is not in every version's signature
-    if spool_dir is not None:
-        try:
-            return session_class(api_key, host=host, spool_dir=spool_dir, **kwargs), True
-        except TypeError:  # a version without spool_dir=
-            pass
-    return session_class(api_key, host=host, **kwargs), False
-
-
 def open_ours(host: str, api_key: str, slug: str, spool_dir: str) -> Client:
     import syvain_metrics as sm
 
-    warnings = count_log_records("syvain_metrics")
-    session, spooled = open_session(api_key, host, spool_dir)
+    warnings = LogRecordCounter("syvain_metrics")
+    session = sm.Session(api_key, host=host, spool_dir=spool_dir)
     exp = sm.Experiment.create(slug, session=session)
-    flush: Any = exp.flush  # timeout= is not in every version's signature
-    flush_takes_timeout = "timeout" in inspect.signature(flush).parameters
 
     def finish(timeout: float) -> Json:
         out: Json = {}
-        start = time.perf_counter()
-        try:
-            if flush_takes_timeout:
-                flush(timeout=timeout)
-            else:
-                flush()
-        except Exception as error:
-            out["flush_error"] = describe(error)
-        out["flush_s"] = time.perf_counter() - start
-        start = time.perf_counter()
-        try:
-            session.close()
-        except Exception as error:
-            out["close_error"] = describe(error)
-        out["close_s"] = time.perf_counter() - start
+        for key, action in (
+            ("flush", lambda: exp.flush(timeout=timeout)),
+            ("close", session.close),
+        ):
+            start = time.perf_counter()
+            try:
+                action()
+            except Exception as error:
+                out[f"{key}_error"] = describe(error)
+            out[f"{key}_s"] = time.perf_counter() - start
         return out
 
-    info = {
-        "client": f"syvain-metrics {sm.__version__}",
-        "details": f"spool_dir= {'taken' if spooled else 'not taken yet'}, "
-        f"flush(timeout=) {'taken' if flush_takes_timeout else 'not taken yet'}",
-    }
+    info = {"client": f"syvain-metrics {sm.__version__}"}
     return Client(exp.log, exp.id, finish, info, warnings)
 
 
@@ -314,7 +293,7 @@ def open_collector(host: str, api_key: str, slug: str) -> Client:
         Collector,
     )
 
-    warnings = count_log_records("syvain.metrics")
+    warnings = LogRecordCounter("syvain.metrics")
     collector = Collector(api_key, host=host)
     experiment = collector.experiment(slug)
 
@@ -343,7 +322,6 @@ def open_collector(host: str, api_key: str, slug: str) -> Client:
                 break
             time.sleep(0.05)
         out["flush_s"] = time.perf_counter() - start
-        out["close_s"] = 0.0  # the collector has nothing to close
         return out
 
     info = {
@@ -372,33 +350,22 @@ def run_worker(args: argparse.Namespace) -> None:
         {
             "event": "ready",
             "experiment_id": client.experiment_id if client else None,
-            "python": sys.version.split()[0],
             **(client.info if client else {"client": "none"}),
         }
     )
-    stats = training_loop(
+    result = training_loop(
         args.steps,
         args.work_iterations,
         client.log if client else None,
         on_start=lambda: emit({"event": "loop_started"}),
     )
     emit({"event": "loop_ended"})
-    finished = client.finish(args.flush_timeout) if client else {}
-    emit(
-        {
-            "event": "result",
-            "steps": len(stats.step_ns),
-            "loop_s": stats.loop_s,
-            "step_ns": distribution(stats.step_ns),
-            "log_ns": distribution(stats.log_ns),
-            "exceptions": stats.exceptions,
-            "first_exception": stats.first_exception,
-            "warnings": client.warnings.count if client else 0,
-            "first_warning": client.warnings.first if client else None,
-            "dropped_by_client": client.warnings.dropped if client else 0,
-            **finished,
-        }
-    )
+    if client is not None:
+        result.update(client.finish(args.flush_timeout))
+        result["warnings"] = client.warnings.count
+        result["first_warning"] = client.warnings.first
+        result["dropped_by_client"] = client.warnings.dropped
+    emit({"event": "result", **result})
 
 
 # -- processes driven by the parent -----------------------------------------------------------
@@ -421,42 +388,40 @@ def read_line(stream: IO[str], timeout: float) -> str:
 SERVER_LINE = re.compile(r"local server at (http://\S+) \(API key")
 
 
-class ServerProcess:
-    """``python -m syvain_metrics.cli serve`` in a process of its own."""
+class ServerStartError(RuntimeError):
+    pass
 
-    def __init__(self, db: Path, port: int = 0) -> None:
-        self.log = db.with_suffix(f".{port or 'any'}.{time.monotonic_ns()}.log")
-        command = [
-            sys.executable,
-            "-m",
-            "syvain_metrics.cli",
-            "serve",
-            "--port",
-            str(port),
-            "--db",
-            str(db),
-            "--api-key",
-            API_KEY,
-        ]
-        with self.log.open("w") as log:
+
+class ServerProcess:
+    """``python -m syvain_metrics.cli serve`` in a process of its own, stopped on exit."""
+
+    def __init__(self, db: Path) -> None:
+        self.db = db
+        self.port = 0
+        self._start()
+
+    def _start(self) -> None:
+        log = self.db.with_suffix(f".{time.monotonic_ns()}.log")
+        command = [sys.executable, "-m", "syvain_metrics.cli", "serve", "--port", str(self.port)]
+        command += ["--db", str(self.db), "--api-key", API_KEY]
+        with log.open("w") as stderr:
             self.process = subprocess.Popen(
-                command, stdout=subprocess.PIPE, stderr=log, text=True, env=child_env()
+                command, stdout=subprocess.PIPE, stderr=stderr, text=True, env=child_env()
             )
         assert self.process.stdout is not None
         found = SERVER_LINE.search(read_line(self.process.stdout, 30.0))
         if found is None:
             self.stop()
-            raise ServerStartError(f"the server did not start: {self.log.read_text().strip()}")
+            raise ServerStartError(f"the server did not start: {log.read_text().strip()}")
         self.url: str = found.group(1)
-        self.port: int = urlsplit(self.url).port or 0
+        self.port = urlsplit(self.url).port or 0
 
-    @classmethod
-    def restart(cls, db: Path, port: int, within: float = 15.0) -> ServerProcess:
+    def restart(self, within: float = 15.0) -> None:
         """A new server on the same port and database (retried while the port is busy)."""
         deadline = time.monotonic() + within
         while True:
             try:
-                return cls(db, port)
+                return self._start()
             except ServerStartError:
                 if time.monotonic() >= deadline:
                     raise
@@ -474,13 +439,16 @@ class ServerProcess:
         if self.process.stdout is not None:
             self.process.stdout.close()
 
+    def __enter__(self) -> ServerProcess:
+        return self
 
-class ServerStartError(RuntimeError):
-    pass
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
 
 
 class WorkerProcess:
-    """A worker; its stdout events are read by a thread and time-stamped on arrival."""
+    """A worker, killed on exit; its stdout events are read by a thread and time-stamped on
+    arrival."""
 
     def __init__(self, python: Path, kind: str, options: list[str]) -> None:
         self.kind = kind
@@ -529,14 +497,11 @@ class WorkerProcess:
             self.process.kill()
             self.process.wait()
 
+    def __enter__(self) -> WorkerProcess:
+        return self
 
-@contextmanager
-def worker_process(python: Path, kind: str, options: list[str]) -> Iterator[WorkerProcess]:
-    worker = WorkerProcess(python, kind, options)
-    try:
-        yield worker
-    finally:
-        worker.kill()
+    def __exit__(self, *exc: object) -> None:
+        self.kill()
 
 
 def count_stored(url: str, experiment_id: str, spool_dir: Path) -> tuple[int, int]:
@@ -544,13 +509,10 @@ def count_stored(url: str, experiment_id: str, spool_dir: Path) -> tuple[int, in
     fresh session."""
     import syvain_metrics as sm
 
-    session, _ = open_session(API_KEY, url, str(spool_dir), page_size=100_000)
-    try:
+    with sm.Session(API_KEY, host=url, spool_dir=spool_dir, page_size=100_000) as session:
         rows = sm.Experiment.get(experiment_id, session=session).metrics()
         keys = set(zip(rows.names, rows.steps, rows.column("event_metadata_json"), strict=True))
         return len(rows), len(keys)
-    finally:
-        session.close()
 
 
 # -- the scenarios -------------------------------------------------------------------------------
@@ -563,9 +525,10 @@ class Run:
     steps: int
     ready: Json
     result: Json
+    timeline: str = ""
+    round: int = 0  # main scenario only: 1, 2, ...
     stored: int | None = None
     distinct: int | None = None
-    timeline: str = ""
 
     @property
     def expected(self) -> int:
@@ -582,6 +545,10 @@ class Run:
         return self.stored - self.distinct
 
 
+def progress(message: str) -> None:
+    print(f"{message} ...", file=sys.stderr, flush=True)
+
+
 @dataclass
 class Bench:
     args: argparse.Namespace
@@ -590,372 +557,100 @@ class Bench:
     pythons: dict[str, Path]
     outage_steps: int = 0  # set once the baseline's step time is known
 
-    def options(
-        self, kind: str, name: str, host: str, steps: int, flush_timeout: float
-    ) -> list[str]:
-        spool = self.tmp / f"spool-{name}"
-        spool.mkdir(exist_ok=True)
-        return [
-            "--host",
-            host,
-            "--api-key",
-            API_KEY,
-            "--slug",
-            f"bench-{name}-{os.getpid()}",
-            "--steps",
-            str(steps),
-            "--work-iterations",
-            str(self.iterations),
-            "--spool-dir",
-            str(spool),
-            "--flush-timeout",
-            str(flush_timeout),
-        ]
-
     def hang_guard(self, steps: int, flush_timeout: float) -> float:
         """How long to wait for a worker's result before calling it hung."""
         return 300.0 + 0.05 * steps + float(self.args.outage_seconds) + flush_timeout
 
-    def run_main(self, kind: str, label: str) -> Run:
-        steps = self.args.steps
-        print(f"main: {label} ({steps:,} steps) ...", file=sys.stderr, flush=True)
-        if kind == "baseline":
-            options = self.options(kind, label, UNUSED_HOST, steps, FLUSH_TIMEOUT)
-            with worker_process(self.pythons[kind], kind, options) as worker:
-                _, ready = worker.expect("ready", 60)
-                result = worker.result(self.hang_guard(steps, FLUSH_TIMEOUT))
-            return Run("main", label, steps, ready, result)
-        server = ServerProcess(self.tmp / f"main-{kind}.sqlite")
-        try:
-            options = self.options(kind, f"main-{kind}", server.url, steps, FLUSH_TIMEOUT)
-            with worker_process(self.pythons[kind], kind, options) as worker:
-                _, ready = worker.expect("ready", 120)
-                result = worker.result(self.hang_guard(steps, FLUSH_TIMEOUT))
-            run = Run("main", kind, steps, ready, result)
-            run.stored, run.distinct = count_stored(
-                server.url, ready["experiment_id"], self.tmp / "spool-reader"
+    def measure(
+        self,
+        scenario: str,
+        kind: str,
+        name: str,
+        url: str,
+        steps: int,
+        flush_timeout: float = FLUSH_TIMEOUT,
+        during: Callable[[WorkerProcess], str] | None = None,
+    ) -> Run:
+        """One worker's run against the server at ``url``, and what that server stored;
+        ``during(worker)`` runs once the worker is ready and returns a timeline."""
+        spool = self.tmp / f"spool-{name}"
+        spool.mkdir()
+        options = ["--host", url, "--api-key", API_KEY, "--slug", f"bench-{name}-{os.getpid()}"]
+        options += ["--steps", str(steps), "--work-iterations", str(self.iterations)]
+        options += ["--spool-dir", str(spool), "--flush-timeout", str(flush_timeout)]
+        with WorkerProcess(self.pythons[kind], kind, options) as worker:
+            _, ready = worker.expect("ready", 120)
+            timeline = during(worker) if during else ""
+            result = worker.result(self.hang_guard(steps, flush_timeout))
+        done = Run(scenario, kind, steps, ready, result, timeline)
+        if kind != "baseline":
+            done.stored, done.distinct = count_stored(
+                url, ready["experiment_id"], self.tmp / "spool-reader"
             )
-        finally:
-            server.stop()
+        return done
+
+    def run_main(self, kind: str, round_no: int) -> Run:
+        progress(f"main, round {round_no}: {kind} ({self.args.steps:,} steps)")
+        name, steps = f"main-{kind}-{round_no}", self.args.steps
+        if kind == "baseline":
+            run = self.measure("main", kind, name, UNUSED_HOST, steps)
+        else:
+            with ServerProcess(self.tmp / f"{name}.sqlite") as server:
+                run = self.measure("main", kind, name, server.url, steps)
+        run.round = round_no
         return run
 
     def run_outage(self, kind: str) -> Run:
         steps, outage = self.outage_steps, self.args.outage_seconds
-        print(
-            f"outage: {kind} ({steps:,} steps, server down {outage:g} s) ...",
-            file=sys.stderr,
-            flush=True,
-        )
-        db = self.tmp / f"outage-{kind}.sqlite"
-        server = ServerProcess(db)
-        try:
-            options = self.options(kind, f"outage-{kind}", server.url, steps, FLUSH_TIMEOUT)
-            with worker_process(self.pythons[kind], kind, options) as worker:
-                _, ready = worker.expect("ready", 120)
-                started, _ = worker.expect("loop_started", 60)
-                time.sleep(max(0.0, started + OUTAGE_AFTER_SECONDS - time.monotonic()))
-                server.stop()
-                down = time.monotonic()
-                time.sleep(max(0.0, down + outage - time.monotonic()))
-                server = ServerProcess.restart(db, server.port)
-                up = time.monotonic()
-                ended, _ = worker.expect("loop_ended", self.hang_guard(steps, 0))
-                result = worker.result(self.hang_guard(0, FLUSH_TIMEOUT))
+        progress(f"outage: {kind} ({steps:,} steps, server down {outage:g} s)")
+
+        def during(worker: WorkerProcess) -> str:
+            started, _ = worker.expect("loop_started", 60)
+            time.sleep(max(0.0, started + OUTAGE_AFTER_SECONDS - time.monotonic()))
+            server.stop()
+            down = time.monotonic()
+            time.sleep(max(0.0, down + outage - time.monotonic()))
+            server.restart()
+            up = time.monotonic()
+            ended, _ = worker.expect("loop_ended", self.hang_guard(steps, 0))
             timeline = (
                 f"server stopped at +{down - started:.1f} s of the loop, back at "
                 f"+{up - started:.1f} s; the loop ended at +{ended - started:.1f} s"
             )
             if ended < up:
                 timeline += " (before the server came back: raise --outage-steps)"
-            run = Run("outage", kind, steps, ready, result, timeline=timeline)
-            run.stored, run.distinct = count_stored(
-                server.url, ready["experiment_id"], self.tmp / "spool-reader"
-            )
-        finally:
-            server.stop()
-        return run
+            return timeline
+
+        with ServerProcess(self.tmp / f"outage-{kind}.sqlite") as server:
+            return self.measure("outage", kind, f"outage-{kind}", server.url, steps, during=during)
 
     def run_slow(self, kind: str, server: Any) -> Run:
         steps = self.args.slow_steps
-        print(
-            f"slow server: {kind} ({steps:,} steps, ingest answers after "
-            f"{SLOW_INGEST_SECONDS:g} s) ...",
-            file=sys.stderr,
-            flush=True,
-        )
+        progress(f"slow server: {kind} ({steps:,} steps, ingest answers after 2 s)")
         # Enough for every event to go through in requests of 500, one at a time.
         flush_timeout = max(FLUSH_TIMEOUT, 2 * SLOW_INGEST_SECONDS * LOGS_PER_STEP * steps / 500)
         server.faults.clear()
         server.faults.delay("ingest_metrics", seconds=SLOW_INGEST_SECONDS, times=10**6)
         try:
-            options = self.options(kind, f"slow-{kind}", server.url, steps, flush_timeout)
-            with worker_process(self.pythons[kind], kind, options) as worker:
-                _, ready = worker.expect("ready", 120)
-                result = worker.result(self.hang_guard(steps, flush_timeout))
+            return self.measure("slow", kind, f"slow-{kind}", server.url, steps, flush_timeout)
         finally:
             server.faults.clear()
-        run = Run("slow", kind, steps, ready, result)
-        run.stored, run.distinct = count_stored(
-            server.url, ready["experiment_id"], self.tmp / "spool-reader"
-        )
-        return run
 
 
-# -- the collector's environment ------------------------------------------------------------------
-
-
-def venv_python(venv: Path) -> Path:
-    return venv / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
-
-
-def installed_version(python: Path) -> str | None:
-    probe = subprocess.run(
-        [
-            str(python),
-            "-c",
-            f"import importlib.metadata as m; print(m.version({COLLECTOR_PACKAGE!r}))",
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    return probe.stdout.strip() if probe.returncode == 0 else None
-
-
-def ensure_collector_env(venv: Path) -> Path:
-    """Create (or reuse) ``venv`` holding exactly the published collector's pinned version."""
-    python = venv_python(venv)
-    if not python.exists():
-        print(f"creating {venv} ...", file=sys.stderr, flush=True)
-        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-        (venv / ".gitignore").write_text("*\n")  # what `python -m venv` writes from 3.13 on
-    if installed_version(python) != COLLECTOR_VERSION:
-        print(
-            f"installing {COLLECTOR_PACKAGE}=={COLLECTOR_VERSION} into {venv} ...",
-            file=sys.stderr,
-            flush=True,
-        )
-        subprocess.run(
-            [
-                str(python),
-                "-m",
-                "pip",
-                "install",
-                "--quiet",
-                "--disable-pip-version-check",
-                f"{COLLECTOR_PACKAGE}=={COLLECTOR_VERSION}",
-            ],
-            check=True,
-        )
-    return python
-
-
-# -- report ----------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Reference:
-    """The baseline: its fastest mean step, and its worst single step."""
-
-    step_s: float
-    max_step_ns: int
-
-    @classmethod
-    def of(cls, runs: list[Run]) -> Reference:
-        return cls(
-            min(r.result["loop_s"] / r.steps for r in runs),
-            max(r.result["step_ns"]["max"] for r in runs),
-        )
-
-    def slowdown(self, run: Run) -> float:
-        return float(run.result["loop_s"]) / run.steps / self.step_s - 1.0
-
-    def stall_ms(self, run: Run) -> float:
-        return (int(run.result["step_ns"]["max"]) - self.max_step_ns) / 1e6
-
-
-def verdict(ok: bool) -> str:
-    return "PASS" if ok else "MISS"
-
-
-def us(ns: float) -> str:
-    return f"{ns / 1e3:,.1f}"
-
-
-def ms(ns: float) -> str:
-    return f"{ns / 1e6:,.2f}"
-
-
-def print_run(run: Run, ref: Reference) -> None:
-    r = run.result
-    print(f"\n== {run.scenario}: {run.contender} ({run.ready['client']}) ==")
-    if run.ready.get("details"):
-        print(f"   {run.ready['details']}")
-    print(
-        f"   loop {r['loop_s']:.2f} s for {run.steps:,} steps "
-        f"({r['loop_s'] / run.steps * 1e3:.3f} ms/step); slowdown vs no logging "
-        f"{ref.slowdown(run):+.1%}"
-    )
-    if run.contender.startswith("baseline"):
-        step = r["step_ns"]
-        print(
-            f"   step: median {ms(step['p50'])} ms, p99 {ms(step['p99'])} ms, "
-            f"max {ms(step['max'])} ms"
-        )
-        return
-    log, step = r["log_ns"], r["step_ns"]
-    print(
-        f"   log(): median {us(log['p50'])} us, p99 {us(log['p99'])} us, "
-        f"max {us(log['max'])} us over {log['count']:,} calls"
-    )
-    print(
-        f"   step: median {ms(step['p50'])} ms, p99 {ms(step['p99'])} ms, "
-        f"max {ms(step['max'])} ms; "
-        f"max - baseline max {ref.stall_ms(run):+,.2f} ms"
-    )
-    print(f"   final flush {r.get('flush_s', 0.0):.2f} s; close {r.get('close_s', 0.0):.2f} s")
-    for key in ("flush_error", "close_error"):
-        if r.get(key):
-            print(f"   {key.replace('_', ' ')}: {r[key]}")
-    print(
-        f"   stored {run.stored:,} rows, {run.distinct:,} distinct of {run.expected:,} "
-        f"expected: lost {run.lost:,}, duplicated {run.duplicated:,}"
-    )
-    print(f"   exceptions raised into the loop: {r['exceptions']:,}")
-    if r["first_exception"]:
-        print(f"   first: {r['first_exception']}")
-    if r["warnings"]:
-        print(
-            f"   client warnings: {r['warnings']:,} (metrics it says it dropped: "
-            f"{r['dropped_by_client']:,}); first: {r['first_warning']}"
-        )
-    if run.timeline:
-        print(f"   {run.timeline}")
-
-
-def print_summary(runs: list[Run], ref: Reference) -> None:
-    header = (
-        f"{'scenario':<8} {'contender':<11} {'loop s':>8} {'slowdown':>9} {'log p50':>8} "
-        f"{'log p99':>9} {'step p99':>9} {'step max':>10} {'max-base':>10} {'flush s':>8} "
-        f"{'stored':>8} {'lost':>7} {'dup':>5} {'exc':>5}"
-    )
-    print("\nSummary (log() in us, steps in ms)\n")
-    print(header)
-    print("-" * len(header))
-    for run in runs:
-        r = run.result
-        baseline = run.contender.startswith("baseline")
-        dash = "-"
-        cells = (
-            f"{run.scenario:<8}",
-            f"{run.contender:<11}",
-            f"{r['loop_s']:>8.2f}",
-            f"{ref.slowdown(run):>+9.1%}",
-            f"{dash if baseline else us(r['log_ns']['p50']):>8}",
-            f"{dash if baseline else us(r['log_ns']['p99']):>9}",
-            f"{ms(r['step_ns']['p99']):>9}",
-            f"{ms(r['step_ns']['max']):>10}",
-            f"{dash if baseline else format(ref.stall_ms(run), '+,.2f'):>10}",
-            f"{dash if baseline else format(r.get('flush_s', 0.0), '.2f'):>8}",
-            f"{dash if run.stored is None else format(run.stored, ','):>8}",
-            f"{dash if run.lost is None else format(run.lost, ','):>7}",
-            f"{dash if run.duplicated is None else format(run.duplicated, ','):>5}",
-            f"{dash if baseline else r['exceptions']:>5}",
-        )
-        print(" ".join(cells))
-
-    by_key = {(run.scenario, run.contender): run for run in runs}
-    ours, theirs = by_key.get(("main", "ours")), by_key.get(("main", "collector"))
-    if ours is not None and theirs is not None:
-        print("\nRatios, main run (ours / collector; below 1 is better for ours):")
-        pairs = (
-            ("time logging adds to the loop", ref.slowdown(ours), ref.slowdown(theirs)),
-            ("log() median", ours.result["log_ns"]["p50"], theirs.result["log_ns"]["p50"]),
-            ("log() p99", ours.result["log_ns"]["p99"], theirs.result["log_ns"]["p99"]),
-            ("worst step", ours.result["step_ns"]["max"], theirs.result["step_ns"]["max"]),
-            ("final flush", ours.result.get("flush_s", 0.0), theirs.result.get("flush_s", 0.0)),
-        )
-        for label, a, b in pairs:
-            shown = f"{a / b:.2f}x" if b > 0 and a >= 0 else "n/a (a value at or below 0)"
-            print(f"   {label:<32} {shown}")
-
-    contenders = [c for c in ("ours", "collector") if ("main", c) in by_key]
-    print(f"\nTargets{'':<38}" + "".join(f"{c:>22}" for c in contenders))
-    rows: list[tuple[str, Callable[[Run], tuple[bool, str]], str]] = [
-        (
-            f"main: slowdown <= {TARGET_SLOWDOWN:.0%}",
-            lambda run: (
-                ref.slowdown(run) <= TARGET_SLOWDOWN,
-                f"{ref.slowdown(run):+.1%}",
-            ),
-            "main",
-        ),
-        (
-            f"main: log() median <= {TARGET_LOG_MEDIAN_US:g} us",
-            lambda run: (
-                run.result["log_ns"]["p50"] <= TARGET_LOG_MEDIAN_US * 1e3,
-                f"{us(run.result['log_ns']['p50'])} us",
-            ),
-            "main",
-        ),
-        (
-            f"main: max step - baseline <= {TARGET_STALL_MS:g} ms",
-            lambda run: (ref.stall_ms(run) <= TARGET_STALL_MS, f"{ref.stall_ms(run):+,.1f} ms"),
-            "main",
-        ),
-    ]
-    for scenario in ("main", "outage", "slow"):
-        rows.append(
-            (
-                f"{scenario}: 0 exceptions, 0 lost, 0 dup",
-                lambda run: (
-                    (run.result["exceptions"], run.lost, run.duplicated) == (0, 0, 0),
-                    f"{run.result['exceptions']}/{run.lost}/{run.duplicated}",
-                ),
-                scenario,
-            )
-        )
-    for label, check, scenario in rows:
-        verdicts: list[str] = []
-        for contender in contenders:
-            found = by_key.get((scenario, contender))
-            if found is None:
-                verdicts.append(f"{'-':>22}")
-                continue
-            ok, shown = check(found)
-            verdicts.append(f"{verdict(ok) + ' ' + shown:>22}")
-        if any(cell.strip() != "-" for cell in verdicts):
-            print(f"{label:<45}" + "".join(verdicts))
-
-
-def sanity_check(runs: list[Run]) -> None:
-    problems = []
-    for run in runs:
-        r = run.result
-        if r["steps"] != run.steps:
-            problems.append(f"{run.scenario}/{run.contender} ran {r['steps']} steps")
-        calls = r["log_ns"]["count"]
-        wanted = 0 if run.contender.startswith("baseline") else LOGS_PER_STEP * run.steps
-        if calls != wanted:
-            problems.append(f"{run.scenario}/{run.contender} made {calls} log() calls")
-        if run.distinct is not None and run.distinct > run.expected:
-            problems.append(f"{run.scenario}/{run.contender} stored unexpected events")
-    if problems:
-        raise SystemExit("benchmark sanity checks failed: " + "; ".join(problems))
-
-
-def run_all(bench: Bench, contenders: list[str], *, faults: bool) -> list[Run]:
-    """Baseline, each contender, baseline again; then the outage and the slow server."""
-    runs = [bench.run_main("baseline", "baseline")]
-    runs += [bench.run_main(kind, kind) for kind in contenders]
-    runs.append(bench.run_main("baseline", "baseline2"))
+def run_all(bench: Bench, contenders: list[str], *, rounds: int, faults: bool) -> list[Run]:
+    """``rounds`` rounds of the baseline and each contender, in an order rotated by one every
+    round; then the outage and the slow server."""
+    kinds = ["baseline", *contenders]
+    runs = []
+    for round_no in range(1, rounds + 1):
+        shift = (round_no - 1) % len(kinds)
+        runs += [bench.run_main(kind, round_no) for kind in kinds[shift:] + kinds[:shift]]
     if faults:
         # The loop must outlast the outage; the machine's speed varies, so size it from the
         # baseline's step time just measured, with some to spare.
-        step_s = Reference.of([runs[0], runs[-1]]).step_s
         outage_loop_s = OUTAGE_AFTER_SECONDS + bench.args.outage_seconds + OUTAGE_MARGIN_SECONDS
         bench.outage_steps = bench.args.outage_steps or round(
-            outage_loop_s / step_s * OUTAGE_SPEED_ALLOWANCE
+            outage_loop_s / Reference.of(runs).step_s * OUTAGE_SPEED_ALLOWANCE
         )
         runs += [bench.run_outage(kind) for kind in contenders]
         from syvain_metrics.testing import LocalServer
@@ -967,12 +662,233 @@ def run_all(bench: Bench, contenders: list[str], *, faults: bool) -> list[Run]:
     return runs
 
 
+# -- the collector's environment ------------------------------------------------------------------
+
+
+def ensure_collector_env(venv: Path) -> Path:
+    """Create (or reuse) ``venv`` holding exactly the published collector's pinned version."""
+    python = venv / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
+    if not python.exists():
+        progress(f"creating {venv}")
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+        (venv / ".gitignore").write_text("*\n")  # what `python -m venv` writes from 3.13 on
+    probe = f"import importlib.metadata as m; print(m.version({COLLECTOR_PACKAGE!r}))"
+    installed = subprocess.run([str(python), "-c", probe], capture_output=True, text=True)
+    if installed.returncode != 0 or installed.stdout.strip() != COLLECTOR_VERSION:
+        progress(f"installing {COLLECTOR_PACKAGE}=={COLLECTOR_VERSION} into {venv}")
+        pip = [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
+        subprocess.run([*pip, f"{COLLECTOR_PACKAGE}=={COLLECTOR_VERSION}"], check=True)
+    return python
+
+
+# -- report ----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Reference:
+    """The baseline: the medians over the rounds of its mean step and of its worst step."""
+
+    step_s: float
+    max_step_ns: float
+
+    @classmethod
+    def of(cls, runs: list[Run]) -> Reference:
+        baselines = [run for run in runs if run.contender == "baseline"]
+        return cls(
+            statistics.median(run.result["loop_s"] / run.steps for run in baselines),
+            statistics.median(run.result["step_ns"]["max"] for run in baselines),
+        )
+
+
+Figures = dict[str, float | None]
+
+# key, header, width, format (log() in us, steps in ms); the last four are counts
+COLUMNS = (
+    ("loop_s", "loop s", 8, ".2f"),
+    ("slowdown", "slowdown", 9, "+.1%"),
+    ("log_p50", "log p50", 8, ",.1f"),
+    ("log_p99", "log p99", 9, ",.1f"),
+    ("step_p99", "step p99", 9, ",.2f"),
+    ("step_max", "step max", 9, ",.2f"),
+    ("stall_ms", "max-base", 9, "+,.2f"),
+    ("flush_s", "flush s", 8, ".2f"),
+    ("stored", "stored", 8, ","),
+    ("lost", "lost", 7, ","),
+    ("dup", "dup", 5, ","),
+    ("exc", "exc", 5, ","),
+)
+COUNTS = ("stored", "lost", "dup", "exc")
+
+
+def figures(run: Run, ref: Reference) -> Figures:
+    r, logs = run.result, run.contender != "baseline"
+    return {
+        "loop_s": r["loop_s"],
+        "slowdown": r["loop_s"] / run.steps / ref.step_s - 1.0,
+        "log_p50": r["log_ns"]["p50"] / 1e3 if logs else None,
+        "log_p99": r["log_ns"]["p99"] / 1e3 if logs else None,
+        "step_p99": r["step_ns"]["p99"] / 1e6,
+        "step_max": r["step_ns"]["max"] / 1e6,
+        "stall_ms": (r["step_ns"]["max"] - ref.max_step_ns) / 1e6 if logs else None,
+        "flush_s": r.get("flush_s") if logs else None,
+        "stored": run.stored,
+        "lost": run.lost,
+        "dup": run.duplicated,
+        "exc": r["exceptions"] if logs else None,
+    }
+
+
+def combine(rows: list[Figures]) -> Figures:
+    """The median over rounds of each timing; the total of each count."""
+    out: Figures = {}
+    for key in rows[0]:
+        values = [row[key] for row in rows if row[key] is not None]
+        if len(values) < len(rows):
+            out[key] = None
+        elif key in COUNTS:
+            out[key] = sum(values)
+        else:
+            out[key] = statistics.median(values)
+    return out
+
+
+def table_line(first: str, contender: str, values: Figures | None = None) -> str:
+    """A row of the tables (the header without ``values``)."""
+    cells = [f"{first:<8}", f"{contender:<10}"]
+    for key, header, width, spec in COLUMNS:
+        if values is None:
+            shown = header
+        elif values[key] is None:
+            shown = "-"
+        else:
+            shown = format(values[key], spec)
+        cells.append(f"{shown:>{width}}")
+    return " ".join(cells)
+
+
+def notes(run: Run) -> list[str]:
+    """What a table row cannot show: errors, warnings, the outage's timeline."""
+    r = run.result
+    errors = ("flush_error", "close_error")
+    lines = [f"{key.replace('_', ' ')}: {r[key]}" for key in errors if r.get(key)]
+    if r["first_exception"]:
+        lines.append(f"first exception raised into the loop: {r['first_exception']}")
+    if r.get("warnings"):
+        lines.append(
+            f"client warnings: {r['warnings']:,} (metrics it says it dropped: "
+            f"{r['dropped_by_client']:,}); first: {r['first_warning']}"
+        )
+    return [*lines, run.timeline] if run.timeline else lines
+
+
+def print_report(runs: list[Run], rounds: int, iterations: int, work_s: float) -> None:
+    ref = Reference.of(runs)
+    print(
+        f"\nTraining loop with {LOGS_PER_STEP} log() calls a step and CPU work calibrated to "
+        f"{work_s * 1e3:.2f} ms a step at start ({iterations:,} iterations; python "
+        f"{sys.version.split()[0]}, {os.cpu_count()} CPUs).\nBaseline (no logging): "
+        f"{ref.step_s * 1e3:.3f} ms a step, worst step {ref.max_step_ns / 1e6:.2f} ms (medians "
+        f"over {rounds} round(s); every slowdown is per step against that)."
+    )
+    for kind in ("ours", "collector"):
+        ready = next((run.ready for run in runs if run.contender == kind), None)
+        if ready is not None:
+            details = f"; {ready['details']}" if ready.get("details") else ""
+            print(f"{kind}: {ready['client']}{details}")
+
+    print("\nRuns, in the order run (log() in us, steps in ms):\n")
+    header = table_line("run", "contender")
+    print(f"{header}\n{'-' * len(header)}")
+    for run in runs:
+        print(
+            table_line(
+                f"main #{run.round}" if run.round else run.scenario,
+                run.contender,
+                figures(run, ref),
+            )
+        )
+        for line in notes(run):
+            print(f"   {line}")
+
+    summary: dict[tuple[str, str], Figures] = {}
+    for scenario in ("main", "outage", "slow"):
+        for kind in ("baseline", "ours", "collector"):
+            found = [
+                figures(run, ref)
+                for run in runs
+                if (run.scenario, run.contender) == (scenario, kind)
+            ]
+            if found:
+                summary[scenario, kind] = combine(found)
+    print(
+        f"\nSummary (main: medians over {rounds} round(s), stored/lost/dup/exc totals; "
+        "log() in us, steps in ms)\n"
+    )
+    header = table_line("scenario", "contender")
+    print(f"{header}\n{'-' * len(header)}")
+    for (scenario, kind), values in summary.items():
+        print(table_line(scenario, kind, values))
+
+    ours, theirs = summary.get(("main", "ours")), summary.get(("main", "collector"))
+    if ours is not None and theirs is not None:
+        print("\nRatios, main (ours / collector; below 1 is better for ours):")
+        for key, label in (
+            ("slowdown", "time logging adds to the loop"),
+            ("log_p50", "log() median"),
+            ("log_p99", "log() p99"),
+            ("step_max", "worst step"),
+            ("flush_s", "final flush"),
+        ):
+            a, b = ours[key] or 0.0, theirs[key] or 0.0
+            shown = f"{a / b:.2f}x" if b > 0 and a >= 0 else "n/a (a value at or below 0)"
+            print(f"   {label:<32} {shown}")
+
+    contenders = [kind for kind in ("ours", "collector") if ("main", kind) in summary]
+    print(f"\nTargets{'':<38}" + "".join(f"{kind:>22}" for kind in contenders))
+    for key, limit, label, shown in TARGETS:
+        values = [summary["main", kind][key] or 0.0 for kind in contenders]
+        cells = [f"{verdict(v <= limit)} {shown.format(v)}" for v in values]
+        print(f"{'main: ' + label:<45}" + "".join(f"{cell:>22}" for cell in cells))
+    for scenario in ("main", "outage", "slow"):
+        cells = []
+        for kind in contenders:
+            found = summary.get((scenario, kind))
+            counts = None if found is None else (found["exc"], found["lost"], found["dup"])
+            ok = counts == (0, 0, 0)
+            cells.append("-" if counts is None else f"{verdict(ok)} {'/'.join(map(str, counts))}")
+        if any(cell != "-" for cell in cells):
+            label = f"{scenario}: 0 exceptions, 0 lost, 0 dup"
+            print(f"{label:<45}" + "".join(f"{cell:>22}" for cell in cells))
+
+
+def verdict(ok: bool) -> str:
+    return "PASS" if ok else "MISS"
+
+
+def sanity_check(runs: list[Run]) -> None:
+    problems = []
+    for run in runs:
+        r, name = run.result, f"{run.scenario}/{run.contender}"
+        if r["steps"] != run.steps:
+            problems.append(f"{name} ran {r['steps']} steps")
+        wanted = 0 if run.contender == "baseline" else LOGS_PER_STEP * run.steps
+        if r["log_ns"]["count"] != wanted:
+            problems.append(f"{name} made {r['log_ns']['count']} log() calls")
+        if run.distinct is not None and run.distinct > run.expected:
+            problems.append(f"{name} stored unexpected events")
+    if problems:
+        raise SystemExit("benchmark sanity checks failed: " + "; ".join(problems))
+
+
 # -- entry point ---------------------------------------------------------------------------------
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--steps", type=int, default=20_000, help="loop steps (default 20,000)")
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="rounds of the main scenario (default 3)"
+    )
     parser.add_argument(
         "--outage-seconds", type=float, default=30.0, help="server downtime (default 30)"
     )
@@ -1000,49 +916,29 @@ def main(argv: list[str] | None = None) -> None:
     for hidden in ("--host", "--api-key", "--slug", "--spool-dir"):
         parser.add_argument(hidden, help=argparse.SUPPRESS)
     parser.add_argument("--work-iterations", type=int, help=argparse.SUPPRESS)
-    parser.add_argument(
-        "--flush-timeout", type=float, default=FLUSH_TIMEOUT, help=argparse.SUPPRESS
-    )
+    parser.add_argument("--flush-timeout", type=float, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker is not None:
         run_worker(args)
         return
-    if min(args.steps, args.slow_steps, args.outage_steps or 1) < 1 or args.outage_seconds < 0:
-        parser.error("step counts must be at least 1 and --outage-seconds not negative")
+    if min(args.steps, args.rounds, args.slow_steps, args.outage_steps or 1) < 1:
+        parser.error("step and round counts must be at least 1")
+    if args.outage_seconds < 0:
+        parser.error("--outage-seconds must not be negative")
 
     pythons = {"baseline": Path(sys.executable), "ours": Path(sys.executable)}
     if not args.skip_collector:
         pythons["collector"] = args.collector_python or ensure_collector_env(args.venv)
     contenders = ["ours"] + ([] if args.skip_collector else ["collector"])
-
     iterations, work_s = calibrate()
-    print(
-        f"work per step: {work_s * 1e3:.3f} ms ({iterations:,} iterations); python "
-        f"{sys.version.split()[0]}, {os.cpu_count()} CPUs",
-        file=sys.stderr,
-        flush=True,
-    )
-
     with tempfile.TemporaryDirectory(prefix="training-loop-bench-") as tmp:
         bench = Bench(args, Path(tmp), iterations, pythons)
         try:
-            runs = run_all(bench, contenders, faults=not args.skip_faults)
+            runs = run_all(bench, contenders, rounds=args.rounds, faults=not args.skip_faults)
         except ServerStartError as error:
             raise SystemExit(str(error)) from error
-    baselines = [run for run in runs if run.contender.startswith("baseline")]
     sanity_check(runs)
-    ref = Reference.of(baselines)
-    print(
-        f"\nTraining loop with {LOGS_PER_STEP} log() calls a step and CPU work calibrated to "
-        f"{work_s * 1e3:.2f} ms a step at start ({iterations:,} iterations; python "
-        f"{sys.version.split()[0]}, {os.cpu_count()} CPUs).\n"
-        f"Baseline (no logging): {ref.step_s * 1e3:.3f} ms a step (the faster of two runs), "
-        f"worst step {ms(ref.max_step_ns)} ms (the worse of two runs); every slowdown is per "
-        "step against that."
-    )
-    for run in runs:
-        print_run(run, ref)
-    print_summary(runs, ref)
+    print_report(runs, args.rounds, iterations, work_s)
 
 
 if __name__ == "__main__":
