@@ -456,29 +456,38 @@ def test_sigterm_while_the_run_ends_still_marks_it_terminated(
     assert len(stored(server, experiment_id)) == 10
 
 
-def test_sys_exit_zero_inside_run_marks_done(server: LocalServer, spool_root: Path) -> None:
-    body = """
-        with exp.run():
-            for step in range(10):
+@pytest.mark.parametrize(
+    ("body", "status", "count"),
+    [
+        pytest.param(
+            """
+            with exp.run():
+                for step in range(10):
+                    exp.log("loss", 1.0, step=step)
+                sys.exit(0)
+            """,
+            "done",
+            10,
+            id="sys-exit-0-in-run",
+        ),
+        pytest.param(
+            """
+            exp.start()
+            for step in range(2_500):
                 exp.log("loss", 1.0, step=step)
-            sys.exit(0)
-        """
-    exp = run_child(body, server, spool_root)
-    assert exp.status == "done"
-    assert len(stored(server, exp.id)) == 10
-
-
-def test_a_plain_script_that_ends_still_delivers_and_stays_running(
-    server: LocalServer, spool_root: Path
+            """,
+            "running",  # a plain script keeps its status; its events still arrive
+            2_500,
+            id="plain-script",
+        ),
+    ],
+)
+def test_a_program_that_ends_delivers_everything(
+    server: LocalServer, spool_root: Path, body: str, status: str, count: int
 ) -> None:
-    body = """
-        exp.start()
-        for step in range(2_500):
-            exp.log("loss", 1.0, step=step)
-        """
     exp = run_child(body, server, spool_root)
-    assert exp.status == "running"
-    assert len(stored(server, exp.id)) == 2_500
+    assert exp.status == status
+    assert len(stored(server, exp.id)) == count
 
 
 def test_os_exit_leaves_a_spool_that_sync_uploads_once(
