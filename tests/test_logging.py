@@ -321,7 +321,7 @@ def test_spool_is_private_and_emptied_as_the_service_acknowledges(
     assert stat.S_IMODE(batch.stat().st_mode) == 0o600
     header, line = batch.read_text().splitlines()
     assert json.loads(header) == {"experiment_id": exp.id}
-    assert json.loads(line)["name"] == "loss"
+    assert [event["name"] for event in json.loads(line)] == ["loss"]
     assert server.api_key not in (directory / "meta.json").read_text()
     assert exp.flush(timeout=30) == 1
     assert list(directory.glob("b-*.jsonl")) == []

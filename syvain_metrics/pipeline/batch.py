@@ -1,15 +1,17 @@
 """One ingest request's worth of ``log()`` events, encoded once.
 
-Events are kept as their compact JSON lines, so a retry re-sends the same bytes without
-validating or serializing anything again, and a batch held for a long outage costs about
-as much memory as its request body (or nothing, once it is only on disk).
+Events are encoded a pass at a time into *chunks* (a JSON array of several events, one
+``json`` call for all of them), so a retry re-sends the same bytes without validating or
+serializing anything again, and a batch held for a long outage costs about as much memory
+as its request body (or nothing, once it is only on disk).
 
 Example:
-    >>> batch = Batch("exp-1", [b'{"client_event_id":"a","name":"loss","value":1.0,"step":0}'])
+    >>> chunk = encode_chunk([queued_event("exp-1", "a", "loss", 1.0, 0, None, None)])
+    >>> batch = Batch("exp-1", [chunk])
     >>> batch.body()
     b'{"data":[{"client_event_id":"a","name":"loss","value":1.0,"step":0}]}'
-    >>> batch.events()[0]["name"]
-    'loss'
+    >>> batch.count, batch.events()[0]["name"]
+    (1, 'loss')
 """
 
 from __future__ import annotations
@@ -19,19 +21,26 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 _ENCODER = json.JSONEncoder(separators=(",", ":"), allow_nan=False, check_circular=False)
 
 
-def encode_event(event: dict[str, Any]) -> bytes:
-    """The compact JSON line of one validated event.
+class Chunk(NamedTuple):
+    """Events encoded together: ``array`` is their JSON array, ``size`` how many."""
+
+    size: int
+    array: bytes
+
+
+def encode_events(events: list[dict[str, Any]]) -> Chunk:
+    """One chunk of event dicts.
 
     Example:
-        >>> encode_event({"name": "é", "value": 1.0})
-        b'{"name":"\\\\u00e9","value":1.0}'
+        >>> encode_events([{"name": "loss", "value": 1.0}])
+        Chunk(size=1, array=b'[{"name":"loss","value":1.0}]')
     """
-    return _ENCODER.encode(event).encode()
+    return Chunk(len(events), _ENCODER.encode(events).encode())
 
 
 QueuedEvent = tuple[str, str, str, float, "int | None", Any, "int | None"]
@@ -62,25 +71,23 @@ def queued_event(
     return (experiment_id, event_id, name, value, step, pairs, timestamp_ms)
 
 
-def encode_queued(item: QueuedEvent) -> bytes:
-    """The compact JSON line of a queued event, in the contract's field order.
+def encode_chunk(items: list[QueuedEvent]) -> Chunk:
+    """One chunk of queued events, each in the contract's field order.
 
     Example:
-        >>> encode_queued(("e", "id", "loss", 1.0, None, (("split", "train"),), 5))
-        b'{"client_event_id":"id","name":"loss","value":1.0,"step":null,"metadata":{"split":"train"},"timestamp_ms":5}'
+        >>> encode_chunk([("e", "id", "loss", 1.0, None, (("split", "train"),), 5)]).array
+        b'[{"client_event_id":"id","name":"loss","value":1.0,"step":null,"metadata":{"split":"train"},"timestamp_ms":5}]'
     """
-    _, event_id, name, value, step, pairs, timestamp_ms = item
-    event: dict[str, Any] = {
-        "client_event_id": event_id,
-        "name": name,
-        "value": value,
-        "step": step,
-    }
-    if pairs is not None:
-        event["metadata"] = dict(pairs)
-    if timestamp_ms is not None:
-        event["timestamp_ms"] = timestamp_ms
-    return encode_event(event)
+    events: list[dict[str, Any]] = []
+    append = events.append
+    for _, event_id, name, value, step, pairs, timestamp_ms in items:
+        event = {"client_event_id": event_id, "name": name, "value": value, "step": step}
+        if pairs is not None:
+            event["metadata"] = dict(pairs)
+        if timestamp_ms is not None:
+            event["timestamp_ms"] = timestamp_ms
+        append(event)
+    return encode_events(events)
 
 
 def new_idempotency_key() -> str:
@@ -94,7 +101,7 @@ class Batch:
 
     Attributes:
         experiment_id: the experiment they belong to.
-        lines: the encoded events, or ``None`` while the batch lives only in its spool file.
+        chunks: the encoded events, or ``None`` while the batch lives only in its spool file.
         count: how many events.
         first: the position of the first event among the experiment's events in this session
             (so a ``flush()`` knows which events it waits for).
@@ -103,7 +110,7 @@ class Batch:
     """
 
     experiment_id: str
-    lines: list[bytes] | None
+    chunks: list[Chunk] | None
     count: int = -1
     first: int = 0
     path: Path | None = None
@@ -111,18 +118,19 @@ class Batch:
 
     def __post_init__(self) -> None:
         if self.count < 0:
-            self.count = len(self.lines or ())
+            self.count = sum(chunk.size for chunk in self.chunks or ())
 
     def body(self) -> bytes:
         """The request body, ``{"data":[...]}``."""
-        return b'{"data":[' + b",".join(self.lines or ()) + b"]}"
+        inner = b",".join(chunk.array[1:-1] for chunk in self.chunks or () if chunk.size)
+        return b'{"data":[' + inner + b"]}"
 
     def events(self) -> list[dict[str, Any]]:
-        """The events as dicts (for reports only; sending never decodes them)."""
-        return [json.loads(line) for line in self.lines or ()]
+        """The events as dicts (for reports and splits only; sending never decodes them)."""
+        return [event for chunk in self.chunks or () for event in json.loads(chunk.array)]
 
     def part(self, start: int, stop: int) -> Batch:
         """The events ``start:stop`` as a batch of their own, with a new key (a different
         body is a different request)."""
-        lines = (self.lines or [])[start:stop]
-        return Batch(self.experiment_id, lines, len(lines), self.first + start)
+        events = self.events()[start:stop]
+        return Batch(self.experiment_id, [encode_events(events)], len(events), self.first + start)

@@ -116,12 +116,12 @@ def _replay(session: Session, paths: list[Path], timeout: float, report: SyncRep
     """Replay one spool's batches in order; False when the service could not be reached."""
     for path in paths:
         try:
-            experiment_id, lines = read_batch(path)
+            experiment_id, chunks = read_batch(path)
         except (OSError, ValueError, KeyError) as error:
             report.kept.append(f"{path}: unreadable ({error})")
             continue
         report.batches += 1
-        outcome = deliver(session, Batch(experiment_id, lines, path=path), wait=_Deadline(timeout))
+        outcome = deliver(session, Batch(experiment_id, chunks, path=path), wait=_Deadline(timeout))
         if not outcome.finished:
             report.kept.append(f"{path}: the service did not answer within {timeout:g} s")
             return False

@@ -43,7 +43,7 @@ from typing import TYPE_CHECKING, Any
 
 from syvain_metrics.errors import MetricsApiError, RejectedEvent
 from syvain_metrics.event_ids import EventIdSource
-from syvain_metrics.pipeline.batch import Batch, QueuedEvent, encode_queued
+from syvain_metrics.pipeline.batch import Batch, Chunk, QueuedEvent, encode_chunk
 from syvain_metrics.pipeline.delivery import CONTENT_STATUSES, Outcome, deliver
 from syvain_metrics.pipeline.spool import Leftover, Spool, claim_leftovers, read_batch
 from syvain_metrics.schemas.limits import MAX_METRICS_PER_INGEST
@@ -77,7 +77,8 @@ class _Outbox:
     done: int = 0
     stored: int = 0
     refused: int = 0
-    open_lines: list[bytes] = field(default_factory=list)
+    open_chunks: list[Chunk] = field(default_factory=list)
+    open_count: int = 0
     open_first: int = 0
     open_since: float = 0.0
     open_path: Path | None = None
@@ -189,7 +190,7 @@ class Sender:
             Backlog(queued=0, batches_in_memory=16, batches_on_disk_only=84)
         """
         with self._lock:
-            in_memory = sum(1 for b in self._ready if b.lines is not None)
+            in_memory = sum(1 for b in self._ready if b.chunks is not None)
             return Backlog(len(self._queue), in_memory, len(self._ready) - in_memory)
 
     def idle(self) -> bool:
@@ -331,24 +332,60 @@ class Sender:
                 taken.append(item)
                 if type(item) is tuple:
                     self._in_hand[item[0]] = self._in_hand.get(item[0], 0) + 1
-        fresh: dict[str, list[bytes]] = {}
+        fresh: dict[str, list[QueuedEvent]] = {}
         for item in taken:
             if type(item) is tuple:
-                try:
-                    line = encode_queued(item)
-                except (TypeError, ValueError) as error:  # pragma: no cover - validated before
-                    self._refuse_unencodable(item, error)
-                    continue
-                lines = fresh.get(item[0])
-                if lines is None:
-                    lines = fresh[item[0]] = []
-                lines.append(line)
+                items = fresh.get(item[0])
+                if items is None:
+                    items = fresh[item[0]] = []
+                items.append(item)
             else:
                 self._fill(fresh)
                 fresh = {}
                 self._place(item)
         self._fill(fresh)
         self._seal_old(time.monotonic())
+
+    def _fill(self, fresh: dict[str, list[QueuedEvent]]) -> None:
+        """Encode each experiment's new events (one chunk per pass and batch), spool them,
+        and add them to the open batch, sealing full ones."""
+        now = time.monotonic()
+        for experiment_id, items in fresh.items():
+            with self._lock:
+                box = self._outboxes.setdefault(experiment_id, _Outbox())
+            start = 0
+            while start < len(items):
+                if not box.open_count:
+                    box.open_first = box.collected
+                    box.open_since = now
+                    box.open_path = None
+                    box.open_on_disk = self._spooling
+                taken = items[start : start + MAX_METRICS_PER_INGEST - box.open_count]
+                start += len(taken)
+                chunk = self._encode(experiment_id, taken)
+                if chunk.size:
+                    self._spool_chunk(experiment_id, box, chunk)
+                with self._lock:
+                    box.open_chunks.append(chunk)
+                    box.open_count += chunk.size
+                    box.collected += chunk.size
+                    self._in_hand[experiment_id] -= len(taken)
+                if box.open_count >= MAX_METRICS_PER_INGEST:
+                    self._seal(experiment_id, box)
+
+    def _encode(self, experiment_id: str, items: list[QueuedEvent]) -> Chunk:
+        try:
+            return encode_chunk(items)
+        except (TypeError, ValueError):  # pragma: no cover - events are validated before
+            good = []
+            for item in items:
+                try:
+                    encode_chunk([item])
+                except (TypeError, ValueError) as error:
+                    self._refuse_unencodable(item, error)
+                else:
+                    good.append(item)
+            return encode_chunk(good)
 
     def _refuse_unencodable(self, item: QueuedEvent, error: Exception) -> None:
         logger.error("syvain_metrics: a log() event could not be encoded: %s", error)
@@ -360,38 +397,14 @@ class Sender:
             box.refused += 1
             self._check_marks()
 
-    def _fill(self, fresh: dict[str, list[bytes]]) -> None:
-        """Add new lines to each experiment's open batch (spooled first), sealing full ones."""
-        now = time.monotonic()
-        for experiment_id, lines in fresh.items():
-            with self._lock:
-                box = self._outboxes.setdefault(experiment_id, _Outbox())
-            start = 0
-            while start < len(lines):
-                if not box.open_lines:
-                    box.open_first = box.collected
-                    box.open_since = now
-                    box.open_path = None
-                    box.open_on_disk = self._spooling
-                room = MAX_METRICS_PER_INGEST - len(box.open_lines)
-                taken = lines[start : start + room]
-                start += len(taken)
-                self._spool_lines(experiment_id, box, taken)
-                with self._lock:
-                    box.open_lines.extend(taken)
-                    box.collected += len(taken)
-                    self._in_hand[experiment_id] -= len(taken)
-                if len(box.open_lines) >= MAX_METRICS_PER_INGEST:
-                    self._seal(experiment_id, box)
-
-    def _spool_lines(self, experiment_id: str, box: _Outbox, lines: list[bytes]) -> None:
+    def _spool_chunk(self, experiment_id: str, box: _Outbox, chunk: Chunk) -> None:
         if self.spool is None or not self._spooling or not box.open_on_disk:
             box.open_on_disk = False
             return
         try:
             if box.open_path is None:
                 box.open_path = self.spool.directory / f"b-{next(self._numbers):09d}.jsonl"
-            self.spool.append(experiment_id, int(box.open_path.stem[2:]), lines)
+            self.spool.append(experiment_id, int(box.open_path.stem[2:]), [chunk])
         except OSError as error:
             # A full or read-only disk must not stop logging: carry on in memory. Files
             # already written are still removed once their events are answered.
@@ -407,22 +420,22 @@ class Sender:
     def _seal(self, experiment_id: str, box: _Outbox) -> None:
         with self._changed:
             path = box.open_path
-            lines: list[bytes] | None = box.open_lines
+            chunks: list[Chunk] | None = box.open_chunks
             on_disk = path is not None and box.open_on_disk and self._spooling
             if path is not None and self.spool is not None:
                 self.spool.seal(path)
-            if on_disk and sum(1 for b in self._ready if b.lines is not None) >= BATCHES_IN_MEMORY:
-                lines = None  # on disk only until its turn comes
-            self._ready.append(
-                Batch(experiment_id, lines, len(box.open_lines), box.open_first, path)
-            )
-            box.open_lines = []
+            in_memory = sum(1 for b in self._ready if b.chunks is not None)
+            if on_disk and in_memory >= BATCHES_IN_MEMORY:
+                chunks = None  # on disk only until its turn comes
+            self._ready.append(Batch(experiment_id, chunks, box.open_count, box.open_first, path))
+            box.open_chunks = []
+            box.open_count = 0
             box.open_path = None
             self._changed.notify_all()
 
     def _seal_old(self, now: float) -> None:
         for experiment_id, box in list(self._outboxes.items()):
-            if box.open_lines and now - box.open_since >= self.interval:
+            if box.open_count and now - box.open_since >= self.interval:
                 self._seal(experiment_id, box)
 
     def _place(self, mark: _Mark) -> None:
@@ -439,7 +452,7 @@ class Sender:
             targets = tuple(self._outboxes)
         for experiment_id in targets:
             box = self._outboxes.get(experiment_id)
-            if box is not None and box.open_lines:
+            if box is not None and box.open_count:
                 self._seal(experiment_id, box)
         with self._changed:
             for experiment_id in targets:
@@ -458,17 +471,18 @@ class Sender:
             self._adopted.append(leftover)
             for path in leftover.batch_files:
                 try:
-                    experiment_id, lines = read_batch(path)
+                    experiment_id, chunks = read_batch(path)
                 except (OSError, ValueError, KeyError):
                     logger.warning("syvain_metrics: skipping unreadable spool file %s", path)
                     continue
                 with self._lock:
                     box = self._outboxes.setdefault(experiment_id, _Outbox())
-                if box.open_lines:
+                if box.open_count:
                     self._seal(experiment_id, box)  # keep this session's order: earlier first
+                count = sum(chunk.size for chunk in chunks)
                 with self._changed:
-                    self._ready.append(Batch(experiment_id, None, len(lines), box.collected, path))
-                    box.collected += len(lines)
+                    self._ready.append(Batch(experiment_id, None, count, box.collected, path))
+                    box.collected += count
                     self._changed.notify_all()
 
     # -- the delivery thread ---------------------------------------------------------------
@@ -491,20 +505,20 @@ class Sender:
 
     def _deliver(self, batch: Batch) -> Outcome:
         unreadable: list[RejectedEvent] = []
-        if batch.lines is None and batch.path is not None:
+        if batch.chunks is None and batch.path is not None:
             try:
-                _, batch.lines = read_batch(batch.path)
+                _, batch.chunks = read_batch(batch.path)
             except (OSError, ValueError, KeyError) as error:
-                batch.lines = []
+                batch.chunks = []
                 message = f"the spool file {batch.path} could not be read back: {error}"
                 logger.error("syvain_metrics: %s", message)
-            missing = batch.count - len(batch.lines)
+            missing = batch.count - sum(chunk.size for chunk in batch.chunks)
             if missing > 0:  # answered as refused, so that waits end and flush() says so
                 message = f"{missing} events could not be read back from {batch.path}"
                 unreadable = [RejectedEvent({}, message)] * missing
-                batch = Batch(batch.experiment_id, batch.lines, first=batch.first)
+                batch = Batch(batch.experiment_id, batch.chunks, first=batch.first)
         outcome = Outcome()
-        if batch.lines:
+        if batch.chunks:
             outcome = deliver(self._session, batch, wait=self._stop.wait)
         outcome.rejected.extend(unreadable)
         return outcome
@@ -539,7 +553,7 @@ class Sender:
                 logger.warning(
                     "syvain_metrics: kept %s for `syvain-metrics sync`", batch.path or "nothing"
                 )
-            batch.lines = None
+            batch.chunks = None
             self._check_marks()
 
     def _check_marks(self) -> None:

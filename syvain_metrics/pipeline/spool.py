@@ -5,8 +5,8 @@ Each session, in each process, owns one directory::
     <root>/<pid>-<random>/
         meta.json        {"host": ..., "pid": ..., "created_at_ms": ...}  (no secrets)
         lock             held (flock) for as long as the owning process lives
-        b-000000001.jsonl  one batch: a header line {"experiment_id": ...}, then one event
-        b-000000002.jsonl  per line, appended while the batch fills
+        b-000000001.jsonl  one batch: a header line {"experiment_id": ...}, then one JSON
+        b-000000002.jsonl  array of events per line, appended while the batch fills
         children/<pid>-<random>/   the spools of sessions used in forked children
 
 A batch file is removed once the service acknowledged (or finally rejected) its events,
@@ -20,9 +20,9 @@ Example:
     >>> import tempfile
     >>> root = Path(tempfile.mkdtemp())
     >>> spool = Spool.create(root / new_spool_name(), host="http://127.0.0.1:8765")
-    >>> path = spool.append("exp-1", 1, [b'{"client_event_id":"a"}'])
+    >>> path = spool.append("exp-1", 1, [Chunk(1, b'[{"client_event_id":"a"}]')])
     >>> read_batch(path)
-    ('exp-1', [b'{"client_event_id":"a"}'])
+    ('exp-1', [Chunk(size=1, array=b'[{"client_event_id":"a"}]')])
     >>> spool.remove(path); spool.close()
     >>> list(root.iterdir())
     []
@@ -38,6 +38,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from syvain_metrics.pipeline.batch import Chunk
 
 _flock: Callable[[int, int], Any] | None
 try:
@@ -128,17 +130,18 @@ class Spool:
         """Where sessions used in a forked child keep their spools."""
         return self.directory / CHILDREN
 
-    def append(self, experiment_id: str, number: int, lines: list[bytes]) -> Path:
-        """Append events to batch file ``number`` (created with its header on first use)."""
+    def append(self, experiment_id: str, number: int, chunks: list[Chunk]) -> Path:
+        """Append chunks of events, one line each, to batch file ``number`` (created with its
+        header on first use)."""
         path = self.directory / f"b-{number:09d}.jsonl"
         fd = self._open.get(path)
-        chunks = []
+        lines = []
         if fd is None:
             fd = self._open[path] = _open_private(path, os.O_WRONLY | os.O_APPEND)
-            chunks.append(json.dumps({"experiment_id": experiment_id}).encode())
-        chunks.extend(lines)
+            lines.append(json.dumps({"experiment_id": experiment_id}).encode())
+        lines.extend(chunk.array for chunk in chunks)
         # One write per pass: a kill leaves whole lines, or a torn last one that reading skips.
-        data = memoryview(b"\n".join(chunks) + b"\n")
+        data = memoryview(b"\n".join(lines) + b"\n")
         while data:
             written = os.write(fd, data)  # short on a filling disk: write the rest, or raise
             data = data[written:]
@@ -183,24 +186,25 @@ def _remove_if_empty(directory: Path) -> None:
             empty.rmdir()
 
 
-def read_batch(path: Path) -> tuple[str, list[bytes]]:
-    """The experiment id and event lines of a batch file; a torn last line is skipped.
+def read_batch(path: Path) -> tuple[str, list[Chunk]]:
+    """The experiment id and event chunks of a batch file; a torn last line is skipped.
 
     Example:
         >>> read_batch(Path("missing.jsonl"))  # doctest: +SKIP
     """
     raw = path.read_bytes().split(b"\n")
     experiment_id = json.loads(raw[0])["experiment_id"]
-    lines = []
+    chunks = []
     for line in raw[1:]:
         if not line:
             continue
         try:
-            json.loads(line)
+            events = json.loads(line)
         except ValueError:
             continue  # the process died mid-write
-        lines.append(line)
-    return str(experiment_id), lines
+        if isinstance(events, list) and events:
+            chunks.append(Chunk(len(events), line))
+    return str(experiment_id), chunks
 
 
 @dataclass
