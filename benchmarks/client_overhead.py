@@ -64,6 +64,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
+from peer_env import ensure_peer_env  # benchmarks/ is on sys.path when run as a script
+
 PUBLISHED_PACKAGE = "syvain-metrics-api-client"
 PUBLISHED_VERSION = "0.0.71"
 DEFAULT_VENV = Path(__file__).resolve().parent / ".venv-published"
@@ -586,54 +588,6 @@ def profile_ours(workloads: dict[str, Callable[[], object]]) -> None:
         stats.sort_stats("tottime").print_stats(15)
 
 
-# -- the published environment ----------------------------------------------------------------
-
-
-def venv_python(venv: Path) -> Path:
-    return venv / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
-
-
-def installed_version(python: Path) -> str | None:
-    probe = subprocess.run(
-        [
-            str(python),
-            "-c",
-            f"import importlib.metadata as m; print(m.version({PUBLISHED_PACKAGE!r}))",
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    return probe.stdout.strip() if probe.returncode == 0 else None
-
-
-def ensure_published_env(venv: Path) -> Path:
-    """Create (or reuse) ``venv`` holding exactly the published client's pinned version."""
-    python = venv_python(venv)
-    if not python.exists():
-        print(f"creating {venv} ...", file=sys.stderr, flush=True)
-        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-    if installed_version(python) != PUBLISHED_VERSION:
-        print(
-            f"installing {PUBLISHED_PACKAGE}=={PUBLISHED_VERSION} into {venv} ...",
-            file=sys.stderr,
-            flush=True,
-        )
-        subprocess.run(
-            [
-                str(python),
-                "-m",
-                "pip",
-                "install",
-                "--quiet",
-                "--disable-pip-version-check",
-                f"{PUBLISHED_PACKAGE}=={PUBLISHED_VERSION}",
-            ],
-            check=True,
-        )
-    return python
-
-
 # -- report --------------------------------------------------------------------------------
 
 
@@ -743,7 +697,9 @@ def main(argv: list[str] | None = None) -> None:
         run_published_worker(args.count)
         return
 
-    python = args.published_python or ensure_published_env(args.venv)
+    python = args.published_python or ensure_peer_env(
+        args.venv, PUBLISHED_PACKAGE, PUBLISHED_VERSION
+    )
     print(f"starting the published-client worker ({python}) ...", file=sys.stderr, flush=True)
     worker = PublishedWorker(python, args.count)
     metrics = make_metrics(args.count)

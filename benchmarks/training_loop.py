@@ -104,6 +104,8 @@ from pathlib import Path
 from typing import IO, Any
 from urllib.parse import urlsplit
 
+from peer_env import ensure_peer_env  # benchmarks/ is on sys.path when run as a script
+
 COLLECTOR_PACKAGE = "syvain-metrics-collector"
 COLLECTOR_VERSION = "0.0.71"
 DEFAULT_VENV = Path(__file__).resolve().parent / ".venv-collector"
@@ -665,22 +667,6 @@ def run_all(bench: Bench, contenders: list[str], *, rounds: int, faults: bool) -
 # -- the collector's environment ------------------------------------------------------------------
 
 
-def ensure_collector_env(venv: Path) -> Path:
-    """Create (or reuse) ``venv`` holding exactly the published collector's pinned version."""
-    python = venv / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
-    if not python.exists():
-        progress(f"creating {venv}")
-        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-        (venv / ".gitignore").write_text("*\n")  # what `python -m venv` writes from 3.13 on
-    probe = f"import importlib.metadata as m; print(m.version({COLLECTOR_PACKAGE!r}))"
-    installed = subprocess.run([str(python), "-c", probe], capture_output=True, text=True)
-    if installed.returncode != 0 or installed.stdout.strip() != COLLECTOR_VERSION:
-        progress(f"installing {COLLECTOR_PACKAGE}=={COLLECTOR_VERSION} into {venv}")
-        pip = [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
-        subprocess.run([*pip, f"{COLLECTOR_PACKAGE}=={COLLECTOR_VERSION}"], check=True)
-    return python
-
-
 # -- report ----------------------------------------------------------------------------------------
 
 
@@ -928,7 +914,9 @@ def main(argv: list[str] | None = None) -> None:
 
     pythons = {"baseline": Path(sys.executable), "ours": Path(sys.executable)}
     if not args.skip_collector:
-        pythons["collector"] = args.collector_python or ensure_collector_env(args.venv)
+        pythons["collector"] = args.collector_python or ensure_peer_env(
+            args.venv, COLLECTOR_PACKAGE, COLLECTOR_VERSION
+        )
     contenders = ["ours"] + ([] if args.skip_collector else ["collector"])
     iterations, work_s = calibrate()
     with tempfile.TemporaryDirectory(prefix="training-loop-bench-") as tmp:
