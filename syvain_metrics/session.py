@@ -256,8 +256,14 @@ class Session:
     def __enter__(self) -> Session:
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
+        if exc_type is None:
+            self.close()
+            return
+        try:  # an exception is already leaving the block: it wins, the rest is logged
+            self.close()
+        except FlushError as error:
+            logger.warning("syvain_metrics: closing the session: %s", error)
 
     def close(self) -> None:
         """Wait up to ``flush_timeout`` for every pending ``log()`` event, then release the
@@ -274,7 +280,8 @@ class Session:
             self._closing = True
         incomplete: FlushError | None = None
         try:
-            incomplete = self.logs.close(self.flush_timeout)  # still open: it sends requests
+            # Still open: it sends requests. After a SIGTERM, no longer than run() allowed.
+            incomplete = self.logs.close(self.logs.exit_wait(self.flush_timeout))
         finally:
             self._closed = True
             if self._http is not None:

@@ -28,6 +28,7 @@ import responses
 
 import syvain_metrics as sm
 from syvain_metrics.errors import FlushError, RejectedEvent
+from syvain_metrics.pipeline.recovery import sync_spool
 from syvain_metrics.pipeline.sender import BATCHES_IN_MEMORY
 from syvain_metrics.testing import LocalServer
 from tests.conftest import API, API_KEY, HOST, envelope, experiment_wire, key_wire
@@ -361,6 +362,7 @@ import syvain_metrics as sm
 url, key, spool = sys.argv[1], sys.argv[2], sys.argv[3]
 session = sm.connect(key, host=url, spool_dir=spool,
                      flush_interval=float(os.environ.get("FLUSH_INTERVAL", "1")),
+                     flush_timeout=float(os.environ.get("FLUSH_TIMEOUT", "30")),
                      retry=sm.RetryPolicy(backoff_base=0.02, delivery_backoff_cap=0.2))
 exp = sm.Experiment.create(sys.argv[4])
 print(exp.id, flush=True)
@@ -368,7 +370,12 @@ print(exp.id, flush=True)
 
 
 def start_child(
-    body: str, server: LocalServer, spool_root: Path, slug: str, flush_interval: float = 1.0
+    body: str,
+    server: LocalServer,
+    spool_root: Path,
+    slug: str,
+    flush_interval: float = 1.0,
+    flush_timeout: float = 30.0,
 ) -> subprocess.Popen[str]:
     script = CHILD_PRELUDE + textwrap.dedent(body)
     return subprocess.Popen(
@@ -376,7 +383,11 @@ def start_child(
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        env={**os.environ, "FLUSH_INTERVAL": str(flush_interval)},
+        env={
+            **os.environ,
+            "FLUSH_INTERVAL": str(flush_interval),
+            "FLUSH_TIMEOUT": str(flush_timeout),
+        },
     )
 
 
@@ -425,7 +436,7 @@ def test_sigterm_inside_run_flushes_and_marks_the_run_terminated(
     assert len(steps) in (logged, logged + 1)
 
 
-def test_sigterm_while_the_run_ends_still_marks_it_terminated(
+def test_sigterm_while_the_run_ends_is_passed_on_after_the_status(
     server: LocalServer, spool_root: Path
 ) -> None:
     server.faults.delay("ingest_metrics", seconds=60, times=1)
@@ -440,6 +451,7 @@ def test_sigterm_while_the_run_ends_still_marks_it_terminated(
         server,
         spool_root,
         "ending",
+        flush_interval=60,  # the batch goes out only with the run's final flush
     )
     assert child.stdout is not None
     experiment_id = child.stdout.readline().strip()
@@ -451,9 +463,77 @@ def test_sigterm_while_the_run_ends_still_marks_it_terminated(
     assert child.returncode == 143, err
     assert "after the run" not in out
     exp = sm.Experiment.get(experiment_id, session=open_session(server, None))
-    assert exp.status == "error"
-    assert exp.error_detail == "terminated by SIGTERM"
+    assert exp.status == "done"  # the block had ended: the signal comes after the status
     assert len(stored(server, experiment_id)) == 10
+
+
+def test_sigterm_inside_a_session_block_during_an_outage_exits_143_and_keeps_the_events(
+    server: LocalServer, spool_root: Path
+) -> None:
+    server.faults.fail_next("ingest_metrics", times=10**6, status=503)
+    child = start_child(
+        """
+        with session:
+            with exp.run():
+                for step in range(100):
+                    exp.log("loss", 1.0, step=step)
+                print("ready", flush=True)
+                while True:
+                    time.sleep(0.01)
+        """,
+        server,
+        spool_root,
+        "outage-term",
+        flush_timeout=1,
+    )
+    assert child.stdout is not None
+    experiment_id = child.stdout.readline().strip()
+    assert child.stdout.readline().strip() == "ready"
+    child.send_signal(signal.SIGTERM)
+    _, err = child.communicate(timeout=60)
+    assert child.returncode == 143, err  # not replaced by the FlushError of the closing
+    exp = sm.Experiment.get(experiment_id, session=open_session(server, None))
+    assert exp.error_detail == "terminated by SIGTERM"
+    assert len(stored(server, experiment_id)) == 0
+    server.faults.clear()
+    report = sync_spool(spool_root, api_key=server.api_key, host=server.url)
+    assert report.stored == 100
+    assert len(stored(server, experiment_id)) == 100
+
+
+def test_a_handler_of_ones_own_may_stop_the_run_cleanly(
+    server: LocalServer, spool_root: Path
+) -> None:
+    child = start_child(
+        """
+        import signal
+        stop = []
+        signal.signal(signal.SIGTERM, lambda signum, frame: stop.append(signum))
+        with exp.run():
+            step = 0
+            while not stop:
+                exp.log("loss", 1.0, step=step)
+                step += 1
+                if step == 500:
+                    print("ready", flush=True)
+                time.sleep(0.0005)
+            exp.log("final", 1.0)  # after the signal: still delivered
+        print("stopped at", step, flush=True)
+        """,
+        server,
+        spool_root,
+        "own-handler",
+    )
+    assert child.stdout is not None
+    experiment_id = child.stdout.readline().strip()
+    assert child.stdout.readline().strip() == "ready"
+    child.send_signal(signal.SIGTERM)
+    out, err = child.communicate(timeout=60)
+    assert child.returncode == 0, err
+    steps = int(out.split()[-1])
+    exp = sm.Experiment.get(experiment_id, session=open_session(server, None))
+    assert exp.status == "done"
+    assert len(stored(server, experiment_id)) == steps + 1
 
 
 @pytest.mark.parametrize(

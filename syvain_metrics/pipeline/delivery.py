@@ -38,6 +38,10 @@ logger = logging.getLogger("syvain_metrics")
 CONTENT_STATUSES = frozenset({400, 413, 422})
 """Answers about a batch's content: worth splitting the batch to find the bad events."""
 
+KEEP_STATUSES = frozenset({401, 403, 404})
+"""Answers about the run or the credentials: the batch is kept on disk for a later replay
+(with the right API key, say) instead of being dropped."""
+
 _EVENT_INDEX = re.compile(r"\bfield=data\[(\d+)\]")
 _REPLY = IngestReply()
 

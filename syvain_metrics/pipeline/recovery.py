@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from syvain_metrics.errors import RejectedEvent
 from syvain_metrics.pipeline.batch import Batch
-from syvain_metrics.pipeline.delivery import CONTENT_STATUSES, deliver
+from syvain_metrics.pipeline.delivery import KEEP_STATUSES, deliver
 from syvain_metrics.pipeline.spool import claim_leftovers, read_batch
 
 if TYPE_CHECKING:
@@ -125,7 +125,7 @@ def _replay(session: Session, paths: list[Path], timeout: float, report: SyncRep
         if not outcome.finished:
             report.kept.append(f"{path}: the service did not answer within {timeout:g} s")
             return False
-        refused = [r for r in outcome.rejected if r.status_code not in CONTENT_STATUSES]
+        refused = [r for r in outcome.rejected if r.status_code in KEEP_STATUSES]
         if refused:
             report.kept.append(f"{path}: {refused[0].message}")
             continue

@@ -44,7 +44,7 @@ from typing import TYPE_CHECKING, Any
 from syvain_metrics.errors import MetricsApiError, RejectedEvent
 from syvain_metrics.event_ids import EventIdSource
 from syvain_metrics.pipeline.batch import Batch, Chunk, QueuedEvent, encode_chunk
-from syvain_metrics.pipeline.delivery import CONTENT_STATUSES, Outcome, deliver
+from syvain_metrics.pipeline.delivery import KEEP_STATUSES, Outcome, deliver
 from syvain_metrics.pipeline.spool import Leftover, Spool, claim_leftovers, read_batch
 from syvain_metrics.schemas.limits import MAX_METRICS_PER_INGEST
 
@@ -114,6 +114,7 @@ class _Mark:
     adopt: bool
     reached: threading.Event = field(default_factory=threading.Event)
     goals: dict[str, int] = field(default_factory=dict)
+    adopted: int = 0  # events taken over from children's spools when it was placed
     abandoned: bool = False
 
 
@@ -257,7 +258,7 @@ class Sender:
                 for eid, box in self._outboxes.items()
                 if targets is None or eid in targets
             )
-        stored = max(before - pending - refused, 0)
+        stored = max(before + mark.adopted - pending - refused, 0)
         return Settled(stored, pending, rejected, timed_out=not reached)
 
     def _answer_now(self, targets: tuple[str, ...] | None, take_rejections: bool) -> Settled:
@@ -268,7 +269,7 @@ class Sender:
                 for eid, box in self._outboxes.items():
                     if targets is None or eid in targets:
                         rejected.extend(r for _, r in self._take_rejections(box, None))
-        return Settled(0, pending, rejected, timed_out=pending > 0)
+        return Settled(0, pending, rejected, timed_out=False)  # nothing was waited for
 
     # -- closing -------------------------------------------------------------------------
 
@@ -391,7 +392,6 @@ class Sender:
         logger.error("syvain_metrics: a log() event could not be encoded: %s", error)
         with self._changed:
             box = self._outboxes.setdefault(item[0], _Outbox())
-            self._in_hand[item[0]] -= 1
             refusal = RejectedEvent({"name": item[2], "step": item[4]}, f"not encodable: {error}")
             box.unreported.append((box.collected - 1, refusal))
             box.refused += 1
@@ -444,7 +444,7 @@ class Sender:
             return
         if mark.adopt:
             try:
-                self._adopt_children()
+                mark.adopted = self._adopt_children(mark.experiment_ids)
             except OSError as error:
                 logger.warning("syvain_metrics: cannot look at child spools: %s", error)
         targets = mark.experiment_ids
@@ -462,11 +462,13 @@ class Sender:
             self._marks.append(mark)
             self._check_marks()
 
-    def _adopt_children(self) -> None:
-        """Take over the spools of forked children that ended without sending everything.
-        Their batches wait on disk only, like evicted ones."""
+    def _adopt_children(self, targets: tuple[str, ...] | None) -> int:
+        """Take over the spools of forked children that ended without sending everything
+        (their batches wait on disk only, like evicted ones); return how many events of
+        ``targets`` (all when ``None``) were taken over."""
+        adopted = 0
         if self.spool is None:
-            return
+            return adopted
         for leftover in claim_leftovers(self.spool.child_root()):
             self._adopted.append(leftover)
             for path in leftover.batch_files:
@@ -484,6 +486,9 @@ class Sender:
                     self._ready.append(Batch(experiment_id, None, count, box.collected, path))
                     box.collected += count
                     self._changed.notify_all()
+                if targets is None or experiment_id in targets:
+                    adopted += count
+        return adopted
 
     # -- the delivery thread ---------------------------------------------------------------
 
@@ -534,7 +539,7 @@ class Sender:
                 refusal.message,
             )
         # Refused for the run or the credentials, not the content: kept for a later sync.
-        keep = any(r.status_code not in CONTENT_STATUSES for r in outcome.rejected)
+        keep = any(r.status_code in KEEP_STATUSES for r in outcome.rejected)
         with self._changed:
             box = self._outboxes[batch.experiment_id]
             box.done += batch.count

@@ -260,9 +260,11 @@ class Experiment(MetricWriting, MetricReading, Annotating, IngestionKeys, Catalo
 
         On the main thread, SIGTERM (how schedulers stop jobs) ends the block like an
         exception: events are flushed (at most 10 s), the run is marked ``error`` ("terminated
-        by SIGTERM") and the program exits with status 143; a SIGTERM handler of your own is
-        called instead and restored afterwards. A SIGTERM while the run is ending cuts the
-        wait to those 10 s and is passed on once the status is recorded.
+        by SIGTERM") and the program exits with status 143. A SIGTERM handler of your own is
+        called instead (and restored afterwards): if the block then ends by an exception, the
+        run is marked terminated; if it ends cleanly, as usual, with the wait cut to 10 s. A
+        SIGTERM while the run is ending cuts the wait to 10 s, and is passed on once the
+        status the block earned is recorded.
 
         If events could not all be stored on a clean exit, the run is marked ``error`` and
         :class:`~syvain_metrics.FlushError` is raised (pending events stay spooled and keep
@@ -296,8 +298,9 @@ class Experiment(MetricWriting, MetricReading, Annotating, IngestionKeys, Catalo
         except Exception as exc:  # FlushError, or a session closed under the block
             flush_error = exc
         if guard.signalled_at is not None:
-            # Whatever is left is spooled: interpreter exit need not wait any longer either.
+            # Whatever is left is spooled: closing and exiting need not wait any longer.
             self._bind().logs.exit_deadline = guard.cut(float("inf"))
+        if guard.signalled_in_block and not clean:
             self._record_failure(
                 {"name": "Terminated", "detail": "terminated by SIGTERM"}, flush_error
             )
@@ -312,16 +315,24 @@ class Experiment(MetricWriting, MetricReading, Annotating, IngestionKeys, Catalo
 
     def _flush_ending(self, wait: float, guard: SigtermGuard) -> None:
         """Flush within ``wait`` seconds, in short slices so that a SIGTERM arriving meanwhile
-        can cut the wait to its own bound."""
+        can cut the wait to its own bound. A failure reports what all slices stored."""
         deadline = time.monotonic() + wait
+        stored = 0
         while True:
             remaining = guard.cut(deadline) - time.monotonic()
             try:
-                self.flush(timeout=max(0.0, min(remaining, _FLUSH_SLICE)))
+                stored += self.flush(timeout=max(0.0, min(remaining, _FLUSH_SLICE)))
                 return
             except FlushError as error:
+                stored += error.stored
                 if error.rejected or not error.timed_out or remaining <= _FLUSH_SLICE:
-                    raise
+                    raise FlushError(
+                        stored=stored,
+                        pending=error.pending,
+                        rejected=error.rejected,
+                        timed_out=error.timed_out,
+                        spool_dir=error.spool_dir,
+                    ) from None
 
     def _record_failure(
         self, reason: BaseException | Mapping[str, Any] | None, flush_error: Exception | None

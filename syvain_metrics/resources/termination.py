@@ -7,8 +7,8 @@ of an abrupt death: with no handler of the user's own, it raises :class:`Termina
 SIGTERM"). A handler the user installed before is called instead (chained), and decides.
 
 Once the block has ended, while ``run()`` flushes and records the status, a SIGTERM is only
-noted (:meth:`SigtermGuard.defer`): the flush is cut to its bounded wait, the run is marked
-``error``, and the signal is passed on when the previous handler is back in place
+noted (:meth:`SigtermGuard.defer`): the flush is cut to its bounded wait, the status the block
+earned is recorded, and the signal is passed on when the previous handler is back in place
 (:meth:`SigtermGuard.restore`). A SIGTERM that was being ignored stays ignored.
 
 Example:
@@ -54,9 +54,10 @@ class SigtermGuard:
     def __init__(self, previous: Any, active: bool) -> None:
         self._previous = previous
         self._active = active
-        self._deferred = False
+        self._deferred_at: float | None = None
         self._pass_on = False
         self.signalled_at: float | None = None  # time.monotonic() of the first SIGTERM
+        self.signalled_in_block = False
 
     @property
     def signalled(self) -> bool:
@@ -78,9 +79,10 @@ class SigtermGuard:
     def _on_sigterm(self, signum: int, frame: FrameType | None) -> None:
         if self.signalled_at is None:
             self.signalled_at = time.monotonic()
-        if self._deferred:
+        if self._deferred_at is not None:
             self._pass_on = True  # after the status is recorded, in restore()
             return
+        self.signalled_in_block = True
         if callable(self._previous):
             self._previous(signum, frame)  # the user's own handler decides how to stop
             return
@@ -88,7 +90,7 @@ class SigtermGuard:
 
     def defer(self) -> None:
         """From now on only note a SIGTERM: the run is ending and records its status first."""
-        self._deferred = True
+        self._deferred_at = time.monotonic()
 
     def restore(self) -> None:
         """Put the previous handler back; pass on a SIGTERM that was deferred (to the user's
@@ -105,8 +107,9 @@ class SigtermGuard:
                 raise Terminated
 
     def cut(self, deadline: float) -> float:
-        """``deadline`` (monotonic), brought forward to :data:`TERMINATION_FLUSH_SECONDS`
-        after a SIGTERM.
+        """``deadline`` (monotonic), brought forward after a SIGTERM to
+        :data:`TERMINATION_FLUSH_SECONDS` after the later of the signal and the end of the
+        block (a handler of the user's own may let the block run on for a while).
 
         Example:
             >>> SigtermGuard(None, active=False).cut(100.0)
@@ -114,4 +117,5 @@ class SigtermGuard:
         """
         if self.signalled_at is None:
             return deadline
-        return min(deadline, self.signalled_at + TERMINATION_FLUSH_SECONDS)
+        start = max(self.signalled_at, self._deferred_at or 0.0)
+        return min(deadline, start + TERMINATION_FLUSH_SECONDS)
