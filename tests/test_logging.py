@@ -399,6 +399,25 @@ def run_child(body: str, server: LocalServer, spool_root: Path, **options: Any) 
     return sm.Experiment.get(out.split()[0], session=open_session(server, None))
 
 
+def terminate_when_ready(
+    child: subprocess.Popen[str], *, expect: int, before: Any = None, after: Any = None
+) -> tuple[sm.Experiment, str]:
+    """Wait for the child's "ready" line (after its experiment id), send SIGTERM (between
+    ``before()`` and ``after()``, when given), check the exit status, and return the run and
+    the output."""
+    assert child.stdout is not None
+    experiment_id = child.stdout.readline().strip()
+    assert child.stdout.readline().strip() == "ready"
+    if before is not None:
+        before()
+    child.send_signal(signal.SIGTERM)
+    if after is not None:
+        after()
+    out, err = child.communicate(timeout=60)
+    assert child.returncode == expect, err
+    return sm.Experiment({"id": experiment_id}, session=None), out
+
+
 def test_sigterm_inside_run_flushes_and_marks_the_run_terminated(
     server: LocalServer, spool_root: Path
 ) -> None:
@@ -420,13 +439,9 @@ def test_sigterm_inside_run_flushes_and_marks_the_run_terminated(
         spool_root,
         "terminated",
     )
-    assert child.stdout is not None
-    experiment_id = child.stdout.readline().strip()
-    assert child.stdout.readline().strip() == "ready"
-    child.send_signal(signal.SIGTERM)
-    out, err = child.communicate(timeout=60)
-    assert child.returncode == 143, err
+    run, out = terminate_when_ready(child, expect=143)
     logged = int(out.split()[-1])
+    experiment_id = run.id
     exp = sm.Experiment.get(experiment_id, session=open_session(server, None))
     assert exp.status == "error"
     assert exp.error_detail == "terminated by SIGTERM"
@@ -445,7 +460,7 @@ def test_sigterm_while_the_run_ends_is_passed_on_after_the_status(
         with exp.run():
             for step in range(10):
                 exp.log("loss", 1.0, step=step)
-            print("ending", flush=True)
+            print("ready", flush=True)
         print("after the run", flush=True)
         """,
         server,
@@ -453,14 +468,15 @@ def test_sigterm_while_the_run_ends_is_passed_on_after_the_status(
         "ending",
         flush_interval=60,  # the batch goes out only with the run's final flush
     )
-    assert child.stdout is not None
-    experiment_id = child.stdout.readline().strip()
-    assert child.stdout.readline().strip() == "ending"
-    assert server.faults.wait_fired(1, timeout=30)  # the run's final flush is waiting
-    child.send_signal(signal.SIGTERM)
-    server.faults.clear()  # the held answer comes; the run ends, then the signal passes on
-    out, err = child.communicate(timeout=60)
-    assert child.returncode == 143, err
+
+    def when_the_final_flush_waits() -> None:
+        assert server.faults.wait_fired(1, timeout=30)
+
+    # After the signal, the held answer comes; the run ends, then the signal passes on.
+    run, out = terminate_when_ready(
+        child, expect=143, before=when_the_final_flush_waits, after=server.faults.clear
+    )
+    experiment_id = run.id
     assert "after the run" not in out
     exp = sm.Experiment.get(experiment_id, session=open_session(server, None))
     assert exp.status == "done"  # the block had ended: the signal comes after the status
@@ -486,12 +502,8 @@ def test_sigterm_inside_a_session_block_during_an_outage_exits_143_and_keeps_the
         "outage-term",
         flush_timeout=1,
     )
-    assert child.stdout is not None
-    experiment_id = child.stdout.readline().strip()
-    assert child.stdout.readline().strip() == "ready"
-    child.send_signal(signal.SIGTERM)
-    _, err = child.communicate(timeout=60)
-    assert child.returncode == 143, err  # not replaced by the FlushError of the closing
+    # 143: not replaced by the FlushError of the closing.
+    experiment_id = terminate_when_ready(child, expect=143)[0].id
     exp = sm.Experiment.get(experiment_id, session=open_session(server, None))
     assert exp.error_detail == "terminated by SIGTERM"
     assert len(stored(server, experiment_id)) == 0
@@ -524,12 +536,8 @@ def test_a_handler_of_ones_own_may_stop_the_run_cleanly(
         spool_root,
         "own-handler",
     )
-    assert child.stdout is not None
-    experiment_id = child.stdout.readline().strip()
-    assert child.stdout.readline().strip() == "ready"
-    child.send_signal(signal.SIGTERM)
-    out, err = child.communicate(timeout=60)
-    assert child.returncode == 0, err
+    run, out = terminate_when_ready(child, expect=0)
+    experiment_id = run.id
     steps = int(out.split()[-1])
     exp = sm.Experiment.get(experiment_id, session=open_session(server, None))
     assert exp.status == "done"
