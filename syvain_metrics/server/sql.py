@@ -72,7 +72,14 @@ CREATE TABLE IF NOT EXISTS events (
     server_timestamp_ms INTEGER NOT NULL,
     UNIQUE (experiment_id, client_event_id)
 );
-CREATE INDEX IF NOT EXISTS events_by_metric ON events (experiment_id, metric_name, step);
+CREATE INDEX IF NOT EXISTS events_by_metric_step
+    ON events (experiment_id, metric_name, step, client_timestamp_ms, event_id);
+CREATE INDEX IF NOT EXISTS events_by_metric_time
+    ON events (experiment_id, metric_name, client_timestamp_ms, event_id);
+CREATE INDEX IF NOT EXISTS events_by_step
+    ON events (experiment_id, step, client_timestamp_ms, event_id);
+CREATE INDEX IF NOT EXISTS events_by_time ON events (experiment_id, client_timestamp_ms, event_id);
+DROP INDEX IF EXISTS events_by_metric;
 CREATE TABLE IF NOT EXISTS annotations (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     id TEXT NOT NULL UNIQUE,
@@ -83,6 +90,7 @@ CREATE TABLE IF NOT EXISTS annotations (
     created_at_ms INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS annotations_by_experiment ON annotations (experiment_id, created_at_ms);
+CREATE INDEX IF NOT EXISTS experiments_by_creation ON experiments (org_id, created_at_ms);
 CREATE TABLE IF NOT EXISTS ingestion_keys (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     id TEXT NOT NULL UNIQUE,
@@ -220,9 +228,9 @@ class SeriesFilter:
 
 
 _SORT_COLUMNS = {
-    "step": "e.step",
-    "client_timestamp": "e.client_timestamp_ms",
-    "server_timestamp": "e.server_timestamp_ms",
+    "step": "step",
+    "client_timestamp": "client_timestamp_ms",
+    "server_timestamp": "server_timestamp_ms",
     "series": "series_index",
 }
 
@@ -261,23 +269,20 @@ class RowQuery:
     def sql(self) -> tuple[str, list[Any]]:
         """The SELECT and its parameters; rows come in :data:`ROW_COLUMNS` order.
 
-        A row is tagged with the index of the first series it matches (``CASE`` stops at
-        the first true branch), which is both the compare de-duplication and the
-        ``series`` sort key. SQLite sorts NULL first ascending and last descending,
-        which is the contract's rule for null steps.
+        Each series is its own arm, whose conditions (experiment, metric name, bounds) all
+        sit in ``WHERE``, so the arm is a range scan of an index already in the requested
+        order (``events_by_metric_step`` and friends end with ``event_id``, the last sort
+        key); several arms are merged (``UNION ALL`` under one ``ORDER BY``), never sorted
+        as a whole. A row belongs to the first series it matches: later arms exclude the
+        earlier series. SQLite sorts NULL first ascending and last descending, which is the
+        contract's rule for null steps, and indexes keep that order too.
         """
-        cases: list[str] = []
-        params: list[Any] = []
-        for index, series in enumerate(self.series):
-            condition, condition_params = series.sql()
-            cases.append(f"WHEN {condition} THEN {index}")
-            params += condition_params
-        experiments = sorted({s.experiment_id for s in self.series})
-        where = [
-            "e.org_id = ?",
-            f"e.experiment_id IN ({', '.join('?' * len(experiments))})",
-        ]
-        params += [self.org_id, *experiments]
+        direction = "DESC" if self.descending else "ASC"
+        order = [f"{_SORT_COLUMNS[key]} {direction}" for key in self.sort_by]
+        order.append(f"event_id {direction}")  # the last key makes every order total
+        meta = "x.description, x.metadata_json" if self.include_meta else "NULL, NULL"
+        bounds: list[str] = ["e.org_id = ?"]
+        bound_params: list[Any] = [self.org_id]
         for clause, value in (
             ("e.step = ?", self.step),
             ("e.step >= ?", self.from_step),
@@ -286,19 +291,30 @@ class RowQuery:
             ("e.client_timestamp_ms <= ?", self.to_time),
         ):
             if value is not None:
-                where.append(clause)
-                params.append(value)
-        direction = "DESC" if self.descending else "ASC"
-        order = [f"{_SORT_COLUMNS[key]} {direction}" for key in self.sort_by]
-        order.append(f"e.event_id {direction}")  # the last key makes every order total
-        meta = "x.description, x.metadata_json" if self.include_meta else "NULL, NULL"
+                bounds.append(clause)
+                bound_params.append(value)
+        arms: list[str] = []
+        params: list[Any] = []
+        earlier: list[tuple[str, list[Any]]] = []
+        for index, series in enumerate(self.series):
+            condition, condition_params = series.sql()
+            where = [condition, *bounds]
+            arm_params = [*condition_params, *bound_params]
+            for previous, previous_params in earlier:
+                where.append(f"NOT {previous}")
+                arm_params += previous_params
+            earlier.append((condition, condition_params))
+            arms.append(
+                f"""SELECT e.event_id AS event_id, e.org_id, e.experiment_id, x.slug, {meta},
+                       e.metric_name, e.metric_value, e.step AS step, e.metadata_json,
+                       e.client_timestamp_ms AS client_timestamp_ms,
+                       e.server_timestamp_ms AS server_timestamp_ms, {index} AS series_index
+                FROM events e JOIN experiments x ON x.id = e.experiment_id
+                WHERE {" AND ".join(where)}"""
+            )
+            params += arm_params
         text = f"""
-            SELECT e.event_id, e.org_id, e.experiment_id, x.slug, {meta}, e.metric_name,
-                   e.metric_value, e.step, e.metadata_json, e.client_timestamp_ms,
-                   e.server_timestamp_ms,
-                   CASE {" ".join(cases)} END AS series_index
-            FROM events e JOIN experiments x ON x.id = e.experiment_id
-            WHERE {" AND ".join(where)} AND series_index IS NOT NULL
+            {" UNION ALL ".join(arms)}
             ORDER BY {", ".join(order)}
             LIMIT ?
         """

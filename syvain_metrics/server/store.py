@@ -143,6 +143,34 @@ class Store:
                 raise
             self._db.execute("COMMIT")
 
+    @contextmanager
+    def recording(self) -> Iterator[list[str]]:
+        """Collect the SQL the store runs inside the block, parameters filled in (for tests of
+        query plans).
+
+        Example:
+            >>> with store.recording() as statements:  # doctest: +SKIP
+            ...     store.list_experiments(org_id, ...)
+        """
+        statements: list[str] = []
+        with self._lock:
+            self._db.set_trace_callback(statements.append)
+        try:
+            yield statements
+        finally:
+            with self._lock:
+                self._db.set_trace_callback(None)
+
+    def query_plan(self, statement: str) -> list[str]:
+        """The steps of ``EXPLAIN QUERY PLAN`` for a statement, e.g. ``SEARCH e USING INDEX ...``.
+
+        Example:
+            >>> Store().query_plan("SELECT id FROM folders WHERE id = 'f'")
+            ['SEARCH folders USING COVERING INDEX sqlite_autoindex_folders_1 (id=?)']
+        """
+        with self._lock:
+            return [row[3] for row in self._db.execute("EXPLAIN QUERY PLAN " + statement)]
+
     def close(self) -> None:
         """Close the database connection."""
         with self._lock:

@@ -1,0 +1,87 @@
+"""Every query the SDK's paging sends is an index range scan in the order asked for: no
+temporary B-tree sorts an experiment's rows, whatever its size, so a page costs the same at
+the start and at the end of a long history.
+
+The SDK reads through the real local server with small pages, so every paging shape comes
+up (by step both ways, inside one step, by client time, the block of null steps, a compare
+of several series, experiments and annotations by creation time); each SELECT the store ran
+is then explained.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import pytest
+
+import syvain_metrics as sm
+from syvain_metrics.testing import LocalServer
+
+Read = Callable[[sm.Experiment, sm.Experiment], object]
+
+READS: dict[str, Read] = {
+    "by step": lambda a, b: a.metrics("loss", metadata={"split": "train"}),
+    "by step, all metrics": lambda a, b: a.metrics(),
+    "by step, descending": lambda a, b: a.metrics("loss", sort_direction="desc"),
+    "inside a crowded step": lambda a, b: a.metrics("acc"),
+    "by client time": lambda a, b: a.metrics("loss", sort_by="client_timestamp"),
+    "by client time, descending": lambda a, b: a.metrics(
+        sort_by="client_timestamp", sort_direction="desc"
+    ),
+    "compare": lambda a, b: sm.compare(
+        [a.series("loss", metadata={"split": "train"}), b.series("loss"), a.series("acc")]
+    ),
+    "experiments": lambda a, b: sm.Experiment.list(session=a._bind()),
+    "annotations": lambda a, b: a.annotations(),
+}
+
+
+@pytest.fixture(scope="module")
+def world() -> Iterator[tuple[LocalServer, sm.Experiment, sm.Experiment]]:
+    with LocalServer() as server:
+        session = server.session(spool_dir=None, page_size=40)
+        first = sm.Experiment.create("plans-a", session=session)
+        second = sm.Experiment.create("plans-b", session=session)
+        events = []
+        for i in range(400):
+            for split in ("train", "valid"):
+                step = None if i % 23 == 0 else i // 4  # null steps among the others
+                events.append(
+                    {
+                        "client_event_id": f"{i}-{split}",
+                        "name": "loss",
+                        "value": i / 10,
+                        "step": step,
+                        "metadata": {"split": split},
+                        "timestamp_ms": 1_000 + i,
+                    }
+                )
+        crowded = [  # more rows at one step than a page
+            {"client_event_id": f"acc-{i}", "name": "acc", "value": 1.0, "step": 7}
+            for i in range(100)
+        ]
+        first.ingest(events + crowded)
+        second.ingest(events[:200])
+        for i in range(150):  # more than one page of experiments and of annotations
+            sm.Experiment.create(f"plans-more-{i}", session=session)
+            first.annotate(f"note {i}")
+        yield server, first, second
+        session.close()
+
+
+@pytest.mark.parametrize("shape", sorted(READS))
+def test_paging_queries_are_ordered_index_range_scans(
+    world: tuple[LocalServer, sm.Experiment, sm.Experiment], shape: str
+) -> None:
+    server, first, second = world
+    with server.store.recording() as statements:
+        READS[shape](first, second)
+    pages = [s for s in statements if s.lstrip().upper().startswith("SELECT") and "LIMIT" in s]
+    assert len(pages) >= 2, "the read should have paged"
+    for statement in pages:
+        plan = server.store.query_plan(statement)
+        assert not [step for step in plan if "TEMP B-TREE" in step], (statement, plan)
+        assert all(step.startswith(("SEARCH", "MERGE", "LEFT", "RIGHT")) for step in plan), (
+            statement,
+            plan,
+        )
