@@ -116,14 +116,24 @@ class Store:
         self.path = path
         self.clock = clock
         self._lock = threading.RLock()
-        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-        self._db.row_factory = sqlite3.Row
-        register_functions(self._db)
+        self._db = self._connect()
+        # A database file has readers of its own, one per thread (WAL): a long read never
+        # holds up a write. In memory, everything shares the one connection.
+        self._readers: list[sqlite3.Connection] | None = None
         if path != ":memory:":
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
+            self._readers = []
+        self._reader = threading.local()
+        self._trace: Callable[[str], object] | None = None
         self._db.executescript(SCHEMA)
         self._accepted: dict[str, str] = {}
+
+    def _connect(self) -> sqlite3.Connection:
+        db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        db.row_factory = sqlite3.Row
+        register_functions(db)
+        return db
 
     # -- plumbing ---------------------------------------------------------------------
 
@@ -144,6 +154,26 @@ class Store:
             self._db.execute("COMMIT")
 
     @contextmanager
+    def _reading(self) -> Iterator[sqlite3.Connection]:
+        """A connection for one read, its statements on one snapshot."""
+        if self._readers is None:
+            with self._lock:
+                yield self._db
+            return
+        db: sqlite3.Connection | None = getattr(self._reader, "db", None)
+        if db is None:
+            db = self._reader.db = self._connect()
+            db.execute("PRAGMA query_only = ON")
+            with self._lock:
+                self._readers.append(db)
+                db.set_trace_callback(self._trace)
+        db.execute("BEGIN")
+        try:
+            yield db
+        finally:
+            db.execute("COMMIT")
+
+    @contextmanager
     def recording(self) -> Iterator[list[str]]:
         """Collect the SQL the store runs inside the block, parameters filled in (for tests of
         query plans).
@@ -153,13 +183,17 @@ class Store:
             ...     store.list_experiments(org_id, ...)
         """
         statements: list[str] = []
-        with self._lock:
-            self._db.set_trace_callback(statements.append)
+        self._set_trace(statements.append)
         try:
             yield statements
         finally:
-            with self._lock:
-                self._db.set_trace_callback(None)
+            self._set_trace(None)
+
+    def _set_trace(self, callback: Callable[[str], object] | None) -> None:
+        with self._lock:
+            self._trace = callback
+            for db in [self._db, *(self._readers or [])]:
+                db.set_trace_callback(callback)
 
     def query_plan(self, statement: str) -> list[str]:
         """The steps of ``EXPLAIN QUERY PLAN`` for a statement, e.g. ``SEARCH e USING INDEX ...``.
@@ -172,8 +206,10 @@ class Store:
             return [row[3] for row in self._db.execute("EXPLAIN QUERY PLAN " + statement)]
 
     def close(self) -> None:
-        """Close the database connection."""
+        """Close the database connections."""
         with self._lock:
+            for reader in self._readers or []:
+                reader.close()
             self._db.close()
 
     def reset(self) -> None:
@@ -472,8 +508,8 @@ class Store:
         if search is not None:
             where.append("(sm_contains(slug, ?) OR sm_contains(description, ?))")
             params += [search, search]
-        with self._lock:
-            rows = self._db.execute(
+        with self._reading() as db:
+            rows = db.execute(
                 f"SELECT {_EXPERIMENT_COLUMNS} FROM experiments WHERE {' AND '.join(where)} "
                 "ORDER BY created_at_ms DESC, seq DESC LIMIT ?",
                 (*params, limit),
@@ -595,22 +631,22 @@ class Store:
         """Metric rows of one or more series; every experiment must be the organization's
         (else 404, naming ``missing_field``)."""
         text, params = query.sql()
-        with self._lock:
+        with self._reading() as db:
             for series in query.series:
-                known = self._db.execute(
+                known = db.execute(
                     "SELECT 1 FROM experiments WHERE org_id = ? AND id = ?",
                     (query.org_id, series.experiment_id),
                 ).fetchone()
                 if known is None:
                     raise not_found("Experiment", field=missing_field)
-            rows = self._db.execute(text, params).fetchall()
+            rows = db.execute(text, params).fetchall()
         return [row_wire(tuple(r)) for r in rows]
 
     def catalog(self, org_id: str, experiment_id: str, limit: int) -> list[dict[str, Any]]:
         """Metric names and the metadata keys seen with each, alphabetically."""
-        with self._lock:
-            self._experiment_row(self._db, org_id, experiment_id)
-            rows = self._db.execute(
+        with self._reading() as db:
+            self._experiment_row(db, org_id, experiment_id)
+            rows = db.execute(
                 "SELECT metric_name, metadata_json FROM events WHERE experiment_id = ? "
                 "GROUP BY metric_name, metadata_json",
                 (experiment_id,),
@@ -632,9 +668,9 @@ class Store:
         limit: int,
     ) -> dict[str, Any]:
         """The values of a metric's metadata keys, ordered by JSON text, at most ``limit`` each."""
-        with self._lock:
-            self._experiment_row(self._db, org_id, experiment_id)
-            rows = self._db.execute(
+        with self._reading() as db:
+            self._experiment_row(db, org_id, experiment_id)
+            rows = db.execute(
                 "SELECT metadata_json, COUNT(*) AS n FROM events "
                 "WHERE experiment_id = ? AND metric_name = ? GROUP BY metadata_json",
                 (experiment_id, metric_name),
@@ -707,9 +743,9 @@ class Store:
         if to_ms is not None:
             where.append("created_at_ms <= ?")
             params.append(to_ms)
-        with self._lock:
-            self._experiment_row(self._db, org_id, experiment_id)
-            rows = self._db.execute(
+        with self._reading() as db:
+            self._experiment_row(db, org_id, experiment_id)
+            rows = db.execute(
                 "SELECT id, experiment_id, annotation, metadata_json, created_at_ms "
                 f"FROM annotations WHERE {' AND '.join(where)} ORDER BY created_at_ms, seq LIMIT ?",
                 (*params, limit),

@@ -1,6 +1,7 @@
-"""Every query the SDK's paging sends is an index range scan in the order asked for: no
-temporary B-tree sorts an experiment's rows, whatever its size, so a page costs the same at
-the start and at the end of a long history.
+"""The local server at scale. Every query the SDK's paging sends is an index range scan in
+the order asked for: no temporary B-tree sorts an experiment's rows, whatever its size, so a
+page costs the same at the start and at the end of a long history. And with a database file,
+a long read never holds up a write.
 
 The SDK reads through the real local server with small pages, so every paging shape comes
 up (by step both ways, inside one step, by client time, the block of null steps, a compare
@@ -10,11 +11,14 @@ is then explained.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
 import syvain_metrics as sm
+from syvain_metrics.server import sql
 from syvain_metrics.testing import LocalServer
 
 Read = Callable[[sm.Experiment, sm.Experiment], object]
@@ -85,3 +89,46 @@ def test_paging_queries_are_ordered_index_range_scans(
             statement,
             plan,
         )
+
+
+def test_an_ingest_completes_while_a_long_compare_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with LocalServer(db=str(tmp_path / "metrics.sqlite")) as server:
+        session = server.session(spool_dir=None)
+        exp = sm.Experiment.create("busy", session=session)
+        exp.ingest(
+            [{"name": "loss", "value": 1.0, "step": i, "metadata": {"k": 1}} for i in range(50)]
+        )
+        inside, release = threading.Event(), threading.Event()
+        equal = sql.json_equal
+
+        def held_equal(left: object, right: object) -> bool:
+            inside.set()  # the compare is in the middle of its query
+            release.wait(60)
+            return equal(left, right)
+
+        monkeypatch.setattr(sql, "json_equal", held_equal)
+        rows: list[sm.MetricRows] = []
+        reader = threading.Thread(
+            target=lambda: rows.append(sm.compare([exp.series("loss", metadata={"k": 1})]))
+        )
+        reader.start()
+        written = threading.Event()
+
+        def write() -> None:
+            exp.ingest([{"name": "acc", "value": 0.5, "step": 1}])
+            written.set()
+
+        try:
+            assert inside.wait(30)
+            threading.Thread(target=write, daemon=True).start()
+            # Bounded only to fail instead of hanging: the write must not wait for the read.
+            assert written.wait(30)
+            assert reader.is_alive()  # the read is still inside its query
+        finally:
+            release.set()
+            reader.join(30)
+        assert len(rows[0]) == 50
+        assert [r.name for r in exp.metrics("acc")] == ["acc"]
+        session.close()
