@@ -78,7 +78,11 @@ def stop_server(server: Any, thread: threading.Thread | None, faults: Faults) ->
         server.close()
 
     if thread is not None and thread.is_alive():
-        server.trigger.pull_trigger(close_everything)
+        try:
+            server.trigger.pull_trigger(close_everything)
+        except OSError:
+            # The loop's wake-up pipe is gone (the loop is ending on its own): close here.
+            close_everything()
         thread.join(timeout=10)
     else:
         close_everything()
