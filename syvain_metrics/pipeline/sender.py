@@ -298,11 +298,16 @@ class Sender:
                 mark.reached.set()  # a wait racing with close() ends now, with what is pending
             self._marks.clear()
             left = self._answer_now(None, True)
-        for leftover in self._adopted:
-            leftover.release()  # first: the spool's directory can go only once it is empty
-        self._adopted.clear()
-        if self.spool is not None:
-            self.spool.close()
+        if self._spooler.is_alive():
+            # Stuck on a slow disk: its files stay open rather than be closed under it (a
+            # closed descriptor's number could be reused by anything else in the process).
+            logger.warning("syvain_metrics: the log() spooler did not stop; its spool stays open")
+        else:
+            for leftover in self._adopted:
+                leftover.release()  # first: the spool's directory can go only once it is empty
+            self._adopted.clear()
+            if self.spool is not None:
+                self.spool.close()
         return Settled(
             settled.stored,
             left.pending,
