@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import itertools
 import logging
-import os
 import threading
 import time
 from collections import deque
@@ -75,7 +74,6 @@ class _Outbox:
 
     collected: int = 0
     done: int = 0
-    stored: int = 0
     refused: int = 0
     open_chunks: list[Chunk] = field(default_factory=list)
     open_count: int = 0
@@ -138,7 +136,6 @@ class Sender:
         spool: Spool | None,
         interval: float,
     ) -> None:
-        self.pid = os.getpid()
         self.ids = EventIdSource()
         self.spool = spool
         self.interval = interval
@@ -548,7 +545,6 @@ class Sender:
         with self._changed:
             box = self._outboxes[batch.experiment_id]
             box.done += batch.count
-            box.stored += outcome.stored
             box.refused += len(outcome.rejected)
             room = max(REJECTED_KEPT - len(box.unreported), 0)
             box.unreported.extend((batch.first, r) for r in outcome.rejected[:room])

@@ -23,7 +23,7 @@ Example:
     >>> path = spool.append("exp-1", 1, [Chunk(1, b'[{"client_event_id":"a"}]')])
     >>> read_batch(path)
     ('exp-1', [Chunk(size=1, array=b'[{"client_event_id":"a"}]')])
-    >>> spool.remove(path); spool.close()
+    >>> spool.seal(path); path.unlink(); spool.close()
     >>> list(root.iterdir())
     []
 """
@@ -153,16 +153,6 @@ class Spool:
         if fd is not None:
             with contextlib.suppress(OSError):  # the data is written; a failing close is moot
                 os.close(fd)
-
-    def remove(self, path: Path) -> None:
-        """Forget a batch whose events all have an answer."""
-        self.seal(path)
-        with contextlib.suppress(FileNotFoundError):
-            path.unlink()
-
-    def pending_files(self) -> int:
-        """How many batch files are still here."""
-        return sum(1 for _ in self.directory.glob(BATCH_GLOB))
 
     def close(self) -> None:
         """Close every descriptor; remove the directory if no batch is left in it."""
