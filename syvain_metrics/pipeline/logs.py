@@ -3,7 +3,7 @@ forking and exiting mean for it.
 
 Example:
     >>> logs = SessionLogs(session, spool_root=None, interval=1.0)  # doctest: +SKIP
-    >>> logs.sender.put("exp-1", event)                              # doctest: +SKIP
+    >>> logs.sender.put(queued_event("exp-1", "id-1", "loss", 0.5, 0, None, None))  # doctest: +SKIP
     >>> logs.close(timeout=30)                                       # doctest: +SKIP
 """
 
