@@ -14,7 +14,7 @@ loop nothing, and a hard kill loses at most the last :data:`SPOOL_INTERVAL` seco
 events. Memory stays bounded during an outage of any length: at most
 :data:`BATCHES_IN_MEMORY` sealed batches keep their bytes in memory; the others are read
 back from the spool when their turn comes (without a spool, every pending event stays in
-memory, about 120 bytes each).
+memory, as its JSON: 120-160 bytes for a typical event).
 
 A *mark* is how anyone waits: it is queued behind everything logged before it, so when the
 spooler reaches it, it knows exactly which events it covers.
@@ -59,7 +59,7 @@ SPOOL_INTERVAL = 0.2
 """Seconds between two passes of the spooler: the most a hard kill can lose."""
 
 BATCHES_IN_MEMORY = 16
-"""Sealed batches that keep their bytes in memory (about 16,000 events, 2 MB); with a spool,
+"""Sealed batches that keep their bytes in memory (about 16,000 events, 2-2.5 MB); with a spool,
 the rest wait on disk only."""
 
 REJECTED_KEPT = 1_000
