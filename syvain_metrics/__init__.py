@@ -25,7 +25,7 @@ from syvain_metrics.resources.catalog import CatalogEntry, CatalogValues
 from syvain_metrics.resources.experiment import UNSET, Experiment
 from syvain_metrics.resources.folder import Folder
 from syvain_metrics.resources.ingestion_key import IngestionKey
-from syvain_metrics.resources.metric import Metric, MetricRows, Series, compare
+from syvain_metrics.resources.metric import Metric, MetricRows, Series, compare, iter_compare
 from syvain_metrics.resources.paging import PagingError
 from syvain_metrics.resources.point import MetricPoint
 from syvain_metrics.resources.writing import IngestResult
@@ -61,6 +61,7 @@ __all__ = [
     "compare",
     "connect",
     "get_session",
+    "iter_compare",
     "set_default_session",
     "whoami",
 ]

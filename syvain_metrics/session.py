@@ -50,11 +50,8 @@ from syvain_metrics.routes import API_PREFIX, Route
 from syvain_metrics.schemas.base import load_request, load_response
 from syvain_metrics.schemas.envelope import IN_PROGRESS, request_error, unwrap_envelope
 from syvain_metrics.schemas.ingestion_key import IngestionKeyCreateReply, IngestionKeyCreateRequest
-from syvain_metrics.schemas.limits import (
-    DEFAULT_INGESTION_KEY_NAME,
-    DEFAULT_PAGE_SIZE,
-    MAX_METRIC_ROWS_LIMIT,
-)
+from syvain_metrics.schemas.limits import DEFAULT_INGESTION_KEY_NAME, DEFAULT_PAGE_SIZE
+from syvain_metrics.schemas.options import check_page_size
 from syvain_metrics.tokens import IngestionTokenCache
 
 logger = logging.getLogger("syvain_metrics")
@@ -147,8 +144,9 @@ class Session:
         retry: a :class:`RetryPolicy` (3 attempts, 0.25 s then 0.5 s).
         clock: seconds since the epoch; drives ingestion-token expiry (tests inject one).
         pool_size: connections kept alive per host.
-        page_size: rows per request when a read pages through a large result (1,000, the
-            default limit for metric rows; raise it up to what the service honours).
+        page_size: rows per request when a read pages through a large result (100,000, the
+            contract's largest; a service that answers fewer per request is read correctly
+            all the same, only with more requests).
         spool_dir: where ``log()`` events wait on disk until the service acknowledges them:
             by default ``$SYVAIN_METRICS_SPOOL_DIR``, else the user's cache directory
             (``~/.cache/syvain-metrics/spool``); ``None`` keeps them in memory only.
@@ -187,11 +185,7 @@ class Session:
         ):
             if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
                 raise MetricsValidationError({name: ["Must be a number of seconds above 0."]})
-        if not isinstance(page_size, int) or not 1 <= page_size <= MAX_METRIC_ROWS_LIMIT:
-            raise MetricsValidationError(
-                {"page_size": [f"Must be an integer between 1 and {MAX_METRIC_ROWS_LIMIT}."]}
-            )
-        self.page_size = page_size
+        self.page_size: int = check_page_size(page_size) or DEFAULT_PAGE_SIZE
         self._credentials: Credentials = resolve_credentials(api_key, host=host)
         self.host: str = self._credentials.host
         self.timeout = float(timeout)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import random
 import re
+import threading
 from collections.abc import Iterator
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -534,16 +535,18 @@ def test_compare_limit_returns_the_first_rows(
 
 
 class FetchRecorder:
-    """A ``fetch`` for RowReader backed by :func:`select`; every call is recorded."""
+    """A ``fetch`` for RowReader backed by :func:`select`; every call is recorded. ``cap``
+    makes it answer at most that many rows whatever the limit asked for."""
 
-    def __init__(self, rows: list[Row]) -> None:
+    def __init__(self, rows: list[Row], cap: int = MAX_LIMIT) -> None:
         self.rows = rows
+        self.cap = cap
         self.calls: list[dict[str, Any]] = []
 
     def __call__(self, params: dict[str, Any]) -> list[Row]:
         self.calls.append(dict(params))
         assert len(self.calls) < 1_000, "the reader is looping"
-        return select(self.rows, as_params(params))
+        return select(self.rows, as_params(params))[: self.cap]
 
     def expected(self, **query: Any) -> list[str]:
         return [r["event_id"] for r in select(self.rows, as_params({**query, "limit": MAX_LIMIT}))]
@@ -705,13 +708,16 @@ def test_three_key_sort_keeps_every_key_inside_a_crowded_step(direction: str) ->
     assert all(call["sort_by"] == keys for call in fetch.calls)
 
 
-def _created(items: list[Row], params: Params, *, newest_first: bool) -> list[Row]:
-    """A fake list answer: bounded by from/to (inclusive), ordered by creation time then id."""
+def _created(
+    items: list[Row], params: Params, *, newest_first: bool, cap: int = 1_000
+) -> list[Row]:
+    """A fake list answer: bounded by from/to (inclusive), ordered by creation time then id,
+    at most ``cap`` items whatever the limit asked for."""
     low = int(_single(params, "from") or 0)
     high = int(_single(params, "to") or 2**53)
     chosen = [i for i in items if low <= i["created_at_ms"] <= high]
     chosen.sort(key=lambda i: (i["created_at_ms"], i["id"]), reverse=newest_first)
-    return chosen[: int(_single(params, "limit") or 100)]
+    return chosen[: min(cap, int(_single(params, "limit") or 100))]
 
 
 def test_experiment_list_without_limit_reads_every_experiment(
@@ -723,18 +729,21 @@ def test_experiment_list_without_limit_reads_every_experiment(
         for i in range(250)
     ]
 
+    cap = [100]
+
     def answer(request: Any) -> tuple[int, dict[str, str], str]:
         params = parse_qs(urlsplit(request.url).query)
-        return (
-            200,
-            {},
-            json.dumps(envelope({"experiments": _created(items, params, newest_first=True)})),
-        )
+        chosen = _created(items, params, newest_first=True, cap=cap[0])
+        return 200, {}, json.dumps(envelope({"experiments": chosen}))
 
     mocked.add_callback(responses.GET, f"{API}/experiments", callback=answer)
     expected = [e["id"] for e in _created(items, {"limit": ["1000"]}, newest_first=True)]
+    # The service answers at most 100 a request, fewer than the 1,000 asked for: every page
+    # is short, and the read goes on until a page brings nothing new.
     assert [e.id for e in sm.Experiment.list()] == expected
-    assert len(mocked.calls) >= 3  # pages of the contract's default, 100
+    assert len(mocked.calls) >= 4
+    assert all(parse_qs(urlsplit(c.request.url).query)["limit"] == ["1000"] for c in mocked.calls)
+    cap[0] = 1_000
     assert [e.id for e in sm.Experiment.list(limit=120)] == expected[:120]
     assert [e.id for e in sm.Experiment.list(limit=7)] == expected[:7]
 
@@ -828,3 +837,120 @@ def test_experiment_list_reads_a_millisecond_holding_more_than_a_page(
     mocked.add_callback(responses.GET, f"{API}/experiments", callback=answer)
     expected = [e["id"] for e in _created(items, {"limit": ["1000"]}, newest_first=True)]
     assert [e.id for e in sm.Experiment.list()] == expected
+
+
+# -- the end of a read does not depend on the service's page cap ----------------------------
+
+CAPPED_QUERIES = [
+    pytest.param({}, id="step-asc"),
+    pytest.param({"sort_direction": "desc"}, id="step-desc"),
+    pytest.param({"sort_by": "client_timestamp"}, id="time-asc"),
+    pytest.param({"sort_by": "client_timestamp", "sort_direction": "desc"}, id="time-desc"),
+]
+
+
+@pytest.mark.parametrize("query", CAPPED_QUERIES)
+def test_a_service_that_caps_pages_below_the_page_size_is_read_completely(
+    query: dict[str, Any],
+) -> None:
+    # The session asks for 100 rows a page; the service answers at most 37. Every page is
+    # short, and none of them is the end: the read goes on until a page brings nothing new.
+    rng = random.Random(40)
+    rows = (
+        make_rows(rng, [None] * 30)
+        + make_rows(rng, per_step(200, 7))
+        + make_rows(rng, [40] * 90)  # a step of more rows than the cap
+        + make_rows(rng, per_step(60, 3, start=41))
+    )
+    fetch = FetchRecorder(rows, cap=37)
+    got = read_ids(fetch, 100, **query)
+    assert_complete(got, fetch.expected(**query))
+    assert all(call["limit"] in (1, 100, MAX_LIMIT) for call in fetch.calls)
+
+
+def test_a_capped_crowded_step_in_an_order_without_time_ties_is_an_error() -> None:
+    # sort_by="step" leaves no bound to page a step by; a step of more rows than the
+    # service's cap cannot be read whole, and the read says so.
+    rng = random.Random(40)
+    rows = make_rows(rng, per_step(200, 7)) + make_rows(rng, [40] * 90)
+    fetch = FetchRecorder(rows, cap=37)
+    with pytest.raises(sm.PagingError, match="one sort position"):
+        read_ids(fetch, 100, sort_by="step")
+
+
+def test_a_capped_crowded_millisecond_beyond_the_learned_cap_is_an_error() -> None:
+    # 50 rows in one step and one millisecond, a service capping at 20: once the reader has
+    # seen that short pages are not the end, a single page of 20 at one position is known to
+    # be cut, and the read stops rather than return a prefix.
+    rng = random.Random(41)
+    rows = make_rows(rng, per_step(100, 2)) + make_rows(
+        rng, [80] * 50, ts_of=lambda step: 1_700_000_000_999
+    )
+    fetch = FetchRecorder(rows, cap=20)
+    with pytest.raises(sm.PagingError, match="one sort position"):
+        read_ids(fetch, 100)
+
+
+@pytest.mark.parametrize(
+    ("query", "expected_calls"),
+    [
+        pytest.param({}, 2, id="asc: the page, then one that brings nothing new"),
+        pytest.param({"sort_direction": "desc"}, 3, id="desc: the same, then a 1-row null probe"),
+        pytest.param({"sort_by": "client_timestamp"}, 2, id="by time"),
+    ],
+)
+def test_a_read_that_fits_one_page_costs_two_requests_and_no_rereads(
+    query: dict[str, Any], expected_calls: int
+) -> None:
+    fetch = FetchRecorder(make_rows(random.Random(42), per_step(500, 1)))
+    got = read_ids(fetch, 1_000, **query)
+    assert_complete(got, fetch.expected(**query))
+    assert len(fetch.calls) == expected_calls
+    if query.get("sort_direction") == "desc":
+        probe = fetch.calls[-1]
+        assert probe["limit"] == 1 and probe["sort_direction"] == "asc"
+        assert not any(key in probe for key in ("step", "from_step", "to_step"))
+    # Only the last step's rows come twice (the inclusive bound), never a whole page.
+    rows_sent = sum(len(select(fetch.rows, as_params(call))) for call in fetch.calls)
+    assert rows_sent <= len(got) + 2
+
+
+def test_null_steps_first_need_no_probe_when_reading_ascending() -> None:
+    rng = random.Random(43)
+    fetch = FetchRecorder(make_rows(rng, [None] * 5) + make_rows(rng, per_step(50, 5)))
+    got = read_ids(fetch, 1_000)
+    assert_complete(got, fetch.expected())
+    assert [call["limit"] for call in fetch.calls] == [1_000, 1_000]
+    assert "from_step" not in fetch.calls[0]
+
+
+def test_the_next_page_is_requested_while_the_caller_works_on_the_current_one() -> None:
+    rows = make_rows(random.Random(44), per_step(300, 3))
+    second_asked = threading.Event()
+
+    def fetch(params: dict[str, Any]) -> list[Row]:
+        if params.get("from_step"):
+            second_asked.set()
+        return select(rows, as_params(params))
+
+    pages = RowReader(fetch=fetch, page_size=100, prefetch=True).pages({}, limit=None)
+    first = next(pages)
+    # The caller has not asked for the second page yet, and its request is already out.
+    assert second_asked.wait(timeout=10)
+    rest = [row for page in pages for row in page]
+    got = [row["event_id"] for row in first + rest]
+    assert_complete(got, [r["event_id"] for r in select(rows, as_params({"limit": MAX_LIMIT}))])
+
+
+def test_a_failed_prefetched_page_raises_where_the_page_is_read() -> None:
+    rows = make_rows(random.Random(45), per_step(300, 3))
+
+    def fetch(params: dict[str, Any]) -> list[Row]:
+        if params.get("from_step"):
+            raise sm.MetricsApiRequestError("HTTP 503: down", status_code=503, retryable=True)
+        return select(rows, as_params(params))
+
+    pages = RowReader(fetch=fetch, page_size=100, prefetch=True).pages({}, limit=None)
+    assert len(next(pages)) == 100
+    with pytest.raises(sm.MetricsApiRequestError, match="503"):
+        next(pages)

@@ -346,6 +346,8 @@ def test_times_of_keys_annotations_and_rows(
     mocked.add(
         "GET", f"{API}/experiments/exp-1/annotations", json=envelope({"annotations": [note]})
     )
+    # What an honest service answers when the read goes on past the note's time.
+    mocked.add("GET", f"{API}/experiments/exp-1/annotations", json=envelope({"annotations": []}))
     mocked.add(
         "GET",
         f"{API}/experiments/exp-1/metrics",

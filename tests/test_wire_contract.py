@@ -286,12 +286,12 @@ def test_list_experiments_time_bounds_accept_aware_datetimes(
 
     sm.Experiment.list(from_ms=start, to_ms=1_767_225_600_500, slug="run-1")
 
-    # Without limit= the SDK reads every match, a page of the contract's default at a time.
+    # Without limit= the SDK reads every match, pages of the contract's largest limit.
     assert sent_query(mocked.calls[0]) == [
         ("slug", "run-1"),
         ("from", "1767225600000"),
         ("to", "1767225600500"),
-        ("limit", "100"),
+        ("limit", "1000"),
     ]
 
 

@@ -67,6 +67,6 @@ class Annotating(ExperimentBase):
             "annotations",
             query,
             newest_first=False,
-            limits=ANNOTATIONS_LIMIT,
+            largest_page=ANNOTATIONS_LIMIT[1],
         )
         return [Annotation._from_wire(item, bound) for item in items]

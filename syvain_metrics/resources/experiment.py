@@ -136,7 +136,7 @@ class Experiment(MetricWriting, MetricReading, Annotating, IngestionKeys, Catalo
             "experiments",
             query,
             newest_first=True,
-            limits=EXPERIMENTS_LIMIT,
+            largest_page=EXPERIMENTS_LIMIT[1],
         )
         return [cls._from_wire(item, bound) for item in items]
 

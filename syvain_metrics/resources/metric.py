@@ -12,16 +12,17 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from itertools import repeat
 from typing import TYPE_CHECKING, Any, overload
 
 from syvain_metrics import routes
 from syvain_metrics.errors import MetricsApiResponseError, MetricsValidationError
+from syvain_metrics.frames import progress_bar
 from syvain_metrics.resources.base import from_ms
 from syvain_metrics.resources.experiment_base import ExperimentBase
 from syvain_metrics.resources.paging import RowReader
+from syvain_metrics.resources.row_columns import RowColumns
 from syvain_metrics.routes import Route
 from syvain_metrics.schemas.base import load_request
 from syvain_metrics.schemas.metric_query import (
@@ -30,6 +31,7 @@ from syvain_metrics.schemas.metric_query import (
     CompareSeriesList,
     series_param,
 )
+from syvain_metrics.schemas.options import check_flag, check_page_size
 from syvain_metrics.schemas.rows import MetricRowsReply
 from syvain_metrics.session import Session, get_session
 
@@ -144,8 +146,10 @@ class Metric:
 class MetricRows(Sequence[Metric]):
     """The rows of a metrics read: a sequence of :class:`Metric`, plus whole columns.
 
-    ``values``, ``steps`` and :meth:`column` read a field of every row without building
-    row objects; :meth:`to_pandas` and :meth:`plot` serve notebooks.
+    The rows are held column by column (a field's values in one list), so a large read
+    costs little memory; ``values``, ``steps`` and :meth:`column` hand a field of every
+    row over without building row objects, and :meth:`to_pandas` builds its frame from the
+    columns. :meth:`plot` serves notebooks.
 
     Example:
         >>> rows = MetricRows([{"event_id": "e1", "metric_name": "loss", "metric_value": 0.5,
@@ -154,11 +158,11 @@ class MetricRows(Sequence[Metric]):
         (1, [0.5], [1])
     """
 
-    def __init__(self, rows: list[dict[str, Any]]) -> None:
-        self._rows = rows
+    def __init__(self, rows: Iterable[dict[str, Any]] | RowColumns = ()) -> None:
+        self._table = rows if isinstance(rows, RowColumns) else RowColumns.from_rows(rows)
 
     def __len__(self) -> int:
-        return len(self._rows)
+        return self._table.length
 
     @overload
     def __getitem__(self, index: int) -> Metric: ...
@@ -166,20 +170,22 @@ class MetricRows(Sequence[Metric]):
     def __getitem__(self, index: slice) -> MetricRows: ...
     def __getitem__(self, index: int | slice) -> Metric | MetricRows:
         if isinstance(index, slice):
-            return MetricRows(self._rows[index])
-        return Metric(self._rows[index])
+            return MetricRows(self._table.take(index))
+        if not -self._table.length <= index < self._table.length:
+            raise IndexError("MetricRows index out of range")
+        return Metric(self._table.row(index % self._table.length))
 
     def __iter__(self) -> Iterator[Metric]:
-        return map(Metric, self._rows)
+        return map(Metric, self._table.rows())
 
     def column(self, field_name: str) -> list[Any]:
         """Every row's value of one wire field (``None`` where absent).
 
         Example:
-            >>> rows.column("event_id")  # doctest: +SKIP
-            ['e1']
+            >>> MetricRows([{"event_id": "e1"}, {"event_id": "e2"}]).column("event_id")
+            ['e1', 'e2']
         """
-        return list(map(dict.get, self._rows, repeat(field_name)))
+        return self._table.column(field_name)
 
     @property
     def values(self) -> list[float]:
@@ -203,17 +209,18 @@ class MetricRows(Sequence[Metric]):
             >>> MetricRows([{"event_id": "e1"}]).to_dicts()
             [{'event_id': 'e1'}]
         """
-        return [dict(row) for row in self._rows]
+        return list(self._table.rows())
 
     def to_pandas(self, *, expand_metadata: bool = True) -> pandas.DataFrame:
-        """One row per event with typed columns (needs the ``pandas`` extra).
+        """One row per event with typed columns (needs the ``pandas`` extra), built from the
+        columns without a row object in between.
 
         Example:
             >>> exp.metrics("loss").to_pandas()[["step", "value"]]  # doctest: +SKIP
         """
         from syvain_metrics.frames import rows_to_frame
 
-        return rows_to_frame(self._rows, expand_metadata=expand_metadata)
+        return rows_to_frame(self._table, expand_metadata=expand_metadata)
 
     def plot(self, *, x: str = "step", ax: Any = None) -> Any:
         """Plot one line per series (experiment, metric, metadata); needs the ``plot`` extra.
@@ -223,24 +230,24 @@ class MetricRows(Sequence[Metric]):
         """
         from syvain_metrics.frames import plot_rows
 
-        return plot_rows(self._rows, x=x, ax=ax)
+        return plot_rows(self._table, x=x, ax=ax)
 
     def __eq__(self, other: object) -> bool:
         if isinstance(other, MetricRows):
-            return self._rows == other._rows
+            return len(self) == len(other) and self.to_dicts() == other.to_dicts()
         return NotImplemented
 
     __hash__ = None  # type: ignore[assignment]
 
     def __repr__(self) -> str:
-        names = sorted(set(self.names))
+        names = sorted(set(self._table.column("metric_name")) - {None})
         shown = ", ".join(names[:5]) + (", …" if len(names) > 5 else "")
         return f"<MetricRows {len(self):,} rows{': ' + shown if shown else ''}>"
 
     def _repr_html_(self) -> str:
         import html
 
-        head = self._rows[:10]
+        head = self._table.take(slice(0, 10)).rows()
         cells = "".join(
             f"<tr><td>{html.escape(str(r.get('experiment_slug')))}</td>"
             f"<td>{html.escape(str(r.get('metric_name')))}</td><td>{r.get('step')}</td>"
@@ -248,21 +255,24 @@ class MetricRows(Sequence[Metric]):
             f"<td>{html.escape(str(r.get('event_metadata_json')))}</td></tr>"
             for r in head
         )
-        more = f"<p>… {len(self) - len(head):,} more rows</p>" if len(self) > len(head) else ""
+        shown = min(len(self), 10)
+        more = f"<p>… {len(self) - shown:,} more rows</p>" if len(self) > shown else ""
         return (
             f"<b>MetricRows</b> ({len(self):,} rows)<table><tr><th>experiment</th><th>name</th>"
             f"<th>step</th><th>value</th><th>metadata</th></tr>{cells}</table>{more}"
         )
 
 
-def read_rows(
+def _row_pages(
     session: Session,
     route: Route,
     segments: tuple[str, ...],
     params: dict[str, Any],
     limit: int | None,
-) -> MetricRows:
-    """Read rows through :class:`RowReader`: all of them, or at most ``limit``."""
+    page_size: int | None = None,
+) -> Iterator[list[dict[str, Any]]]:
+    """The validated rows of a read, one list per request (the next one already on its way
+    while the caller works on the current)."""
     reply = MetricRowsReply()
 
     def fetch(page_params: dict[str, Any]) -> list[dict[str, Any]]:
@@ -271,8 +281,47 @@ def read_rows(
         rows: list[dict[str, Any]] = data["rows"]
         return rows
 
-    reader = RowReader(fetch=fetch, page_size=session.page_size)
-    return MetricRows(reader.read(params, limit=limit))
+    reader = RowReader(fetch=fetch, page_size=page_size or session.page_size, prefetch=True)
+    return reader.pages(params, limit=limit)
+
+
+def read_rows(
+    session: Session,
+    route: Route,
+    segments: tuple[str, ...],
+    params: dict[str, Any],
+    limit: int | None,
+    *,
+    progress: bool = False,
+    description: str = "read",
+) -> MetricRows:
+    """Read rows through :class:`RowReader`: all of them, or at most ``limit``, into columns
+    page by page."""
+    table = RowColumns()
+    bar = progress_bar(limit, description, unit="row") if progress else None
+    try:
+        for page in _row_pages(session, route, segments, params, limit):
+            table.extend(page)
+            if bar is not None:
+                bar.update(len(page))
+    finally:
+        if bar is not None:
+            bar.close()
+    return MetricRows(table)
+
+
+def iter_rows(
+    session: Session,
+    route: Route,
+    segments: tuple[str, ...],
+    params: dict[str, Any],
+    limit: int | None,
+    page_size: int | None,
+) -> Iterator[MetricRows]:
+    """The rows of a read as one :class:`MetricRows` per page, each dropped once the caller
+    moves on: memory stays that of a page or two, however long the history."""
+    for page in _row_pages(session, route, segments, params, limit, page_size):
+        yield MetricRows(RowColumns.from_rows(page))
 
 
 @dataclass(frozen=True)
@@ -325,6 +374,22 @@ class Series:
         return series_param(loaded["series"][0])
 
 
+def _compare_read(
+    series: Sequence[Series], session: Session | None, options: dict[str, Any]
+) -> tuple[Session, dict[str, Any], int | None]:
+    """Validate a compare: its session, its query parameters and its ``limit``."""
+    items = list(series)
+    if not all(isinstance(s, Series) for s in items):
+        raise MetricsValidationError({"series": ["Each item must be an sm.Series."]})
+    loaded = load_request(CompareSeriesList(), {"series": [s._wire() for s in items]})
+    query = load_request(CompareQuery(), options)
+    bound = get_session(session or next((s.session for s in items if s.session), None))
+    limit_value = query.pop("limit", None)
+    # Read your writes: this session's pending log() events of these runs land first.
+    bound.logs.settle({s["experiment_id"] for s in loaded["series"]}, bound.timeout)
+    return bound, {"series": [series_param(s) for s in loaded["series"]], **query}, limit_value
+
+
 def compare(
     series: Sequence[Series],
     *,
@@ -336,23 +401,23 @@ def compare(
     sort_direction: str | None = None,
     limit: int | None = None,
     include_experiment_meta_as_of: bool | None = None,
+    progress: bool = False,
     session: Session | None = None,
 ) -> MetricRows:
     """Read several series (up to 64) in one answer; without ``limit``, every row.
 
-    ``sort_by`` may also name ``"series"`` (the order of ``series``).
+    ``sort_by`` may also name ``"series"`` (the order of ``series``). ``progress=True``
+    shows a progress bar of rows read (the ``progress`` extra: a widget in a notebook).
 
     Example:
         >>> rows = sm.compare([a.series("loss", metadata={"split": "train"}),
         ...                    b.series("loss", metadata={"split": "train"})], to_step=100)  # doctest: +SKIP
         >>> rows.to_pandas().groupby("experiment_slug")["value"].min()  # doctest: +SKIP
     """
-    items = list(series)
-    if not all(isinstance(s, Series) for s in items):
-        raise MetricsValidationError({"series": ["Each item must be an sm.Series."]})
-    loaded = load_request(CompareSeriesList(), {"series": [s._wire() for s in items]})
-    query = load_request(
-        CompareQuery(),
+    check_flag("progress", progress)
+    bound, params, limit_value = _compare_read(
+        series,
+        session,
         {
             "from_step": from_step,
             "to_step": to_step,
@@ -364,9 +429,53 @@ def compare(
             "include_experiment_meta_as_of": include_experiment_meta_as_of,
         },
     )
-    bound = get_session(session or next((s.session for s in items if s.session), None))
-    limit_value = query.pop("limit", None)
-    # Read your writes: this session's pending log() events of these runs land first.
-    bound.logs.settle({s["experiment_id"] for s in loaded["series"]}, bound.timeout)
-    params = {"series": [series_param(s) for s in loaded["series"]], **query}
-    return read_rows(bound, routes.COMPARE_METRICS, (), params, limit_value)
+    return read_rows(
+        bound,
+        routes.COMPARE_METRICS,
+        (),
+        params,
+        limit_value,
+        progress=progress,
+        description="compare",
+    )
+
+
+def iter_compare(
+    series: Sequence[Series],
+    *,
+    from_step: int | None = None,
+    to_step: int | None = None,
+    from_time: int | dt.datetime | None = None,
+    to_time: int | dt.datetime | None = None,
+    sort_by: str | Sequence[str] | None = None,
+    sort_direction: str | None = None,
+    limit: int | None = None,
+    include_experiment_meta_as_of: bool | None = None,
+    page_size: int | None = None,
+    session: Session | None = None,
+) -> Iterator[MetricRows]:
+    """:func:`compare`, one :class:`MetricRows` page at a time, in constant memory: for
+    histories larger than memory (``page.to_pandas()`` gives DataFrame chunks).
+    ``page_size`` (default: the session's) bounds the rows per page.
+
+    Example:
+        >>> for page in sm.iter_compare([a.series("loss"), b.series("loss")]):  # doctest: +SKIP
+        ...     total += sum(page.values)
+    """
+    bound, params, limit_value = _compare_read(
+        series,
+        session,
+        {
+            "from_step": from_step,
+            "to_step": to_step,
+            "from_time": from_time,
+            "to_time": to_time,
+            "sort_by": sort_by,
+            "sort_direction": sort_direction,
+            "limit": limit,
+            "include_experiment_meta_as_of": include_experiment_meta_as_of,
+        },
+    )
+    return iter_rows(
+        bound, routes.COMPARE_METRICS, (), params, limit_value, check_page_size(page_size)
+    )

@@ -1,23 +1,28 @@
 """Reading every row of a metrics query without a cursor.
 
 The contract has no cursor, so a read without ``limit`` pages by moving the sort
-key's bound past the last row seen (``from_step`` ascending, ``to_step``
+key's bound to the last row seen (``from_step`` ascending, ``to_step``
 descending; ``from_time`` / ``to_time`` for time order). The bound is inclusive, so
-rows at the boundary come again and are dropped by ``event_id``. A page that
-cannot advance (every row at one step) is read again inside that step, moving the
-time bound; a page that still cannot advance (every row at one step and one
-millisecond) is read once more with the largest page the service allows, and if
-even that is full the read stops with an error rather than loop or drop rows. A
-bound that does not move (a service ignoring it) stops the read with an error too.
+rows at the boundary come again and are dropped by ``event_id``.
 
-A page shorter than asked for is taken as the last one, so the page size must not
-exceed what the service honours: the default, 1,000, is the default
-``limit`` for metric rows in the contract (section 8).
+**The end of the data is a page that brings nothing new**, never a page shorter than
+asked for: a service may cap pages below the size asked for, and a short page is
+then only the cap. So a short page is confirmed by one more request from its last
+position, which (at the end) holds only rows already seen. A page whose rows all
+share one step is read again inside that step, moving the time bound; a page whose
+rows all share one step and one millisecond is read once more with the largest page
+the service allows, and if even that is full the read stops with an error rather
+than loop or drop rows. A bound that does not move (a service ignoring it) stops the
+read with an error too.
 
 Rows with a null step sort first ascending and last descending, and no step bound
-selects them, so they are read as their own block: with no step bound, ordered by
-step ascending, moving ``from_time`` until a non-null step shows up (or, when ties
-are not broken by client time, in one largest page).
+selects them, so they are read as their own block: ascending, the first page (with
+no step bound) shows them, or shows that there are none; descending, one request of
+one row looks for them once the steps are done.
+
+While the caller works on a page (decodes it, builds columns, plots it), the next
+request is already on its way (``prefetch``), so a read takes about the longer of the
+service's time and the client's, not their sum.
 
 Example:
     >>> plan = RowReader(fetch=lambda params: [], page_size=1000)
@@ -27,8 +32,10 @@ Example:
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from concurrent.futures import Future
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from syvain_metrics.errors import MetricsApiError
@@ -59,159 +66,318 @@ class PagingError(MetricsApiError):
     """
 
 
+def _frozen(params: dict[str, Any]) -> tuple[tuple[str, Any], ...]:
+    return tuple(
+        (key, tuple(value) if isinstance(value, list) else value)
+        for key, value in sorted(params.items())
+    )
+
+
+class _Pages:
+    """Sends a read's requests; with ``prefetch``, the one announced by :meth:`ahead` goes
+    out on a daemon thread at once, and :meth:`get` of the same query takes its answer."""
+
+    def __init__(self, fetch: Fetch, prefetch: bool) -> None:
+        self._fetch = fetch
+        self._prefetch = prefetch
+        self._ahead: tuple[tuple[tuple[str, Any], ...], Future[list[Row]]] | None = None
+
+    def get(self, params: dict[str, Any]) -> list[Row]:
+        ahead, self._ahead = self._ahead, None
+        if ahead is not None and ahead[0] == _frozen(params):
+            return ahead[1].result()
+        return self._fetch(params)
+
+    def ahead(self, params: dict[str, Any]) -> None:
+        if not self._prefetch:
+            return
+        future: Future[list[Row]] = Future()
+        query = dict(params)
+
+        def run() -> None:
+            try:
+                future.set_result(self._fetch(query))
+            except BaseException as error:  # handed to whoever asks for the page
+                future.set_exception(error)
+
+        # A daemon thread, not a pool: a read the caller abandons must not hold up exit.
+        threading.Thread(target=run, name="syvain-metrics-prefetch", daemon=True).start()
+        self._ahead = (_frozen(query), future)
+
+
 @dataclass
 class RowReader:
-    """Reads all rows (or the first ``limit``) of a query through ``fetch(params) -> rows``."""
+    """Reads all rows (or the first ``limit``) of a query through ``fetch(params) -> rows``,
+    page by page (:meth:`pages`) or whole (:meth:`read`).
+
+    Example:
+        >>> RowReader(fetch=lambda params: []).read({}, limit=5)
+        []
+    """
 
     fetch: Fetch
     page_size: int = DEFAULT_PAGE_SIZE
+    prefetch: bool = False
+    """Send the next request while the caller works on the current page."""
+    _cap: int = field(default=MAX_METRIC_ROWS_LIMIT, init=False, repr=False)
 
     def read(self, params: dict[str, Any], *, limit: int | None) -> list[Row]:
         """Rows in the service's order; at most ``limit`` when given, else all of them."""
+        return [row for page in self.pages(params, limit=limit) for row in page]
+
+    def pages(self, params: dict[str, Any], *, limit: int | None) -> Iterator[list[Row]]:
+        """The rows in the service's order, one list per request that brought new rows.
+
+        With ``limit`` of at most ``page_size``, the read is that one request, as asked.
+        """
         order = _Order.of(params)
-        one_page = self.page_size if order.pageable else MAX_METRIC_ROWS_LIMIT
-        if limit is not None and limit <= min(one_page, MAX_METRIC_ROWS_LIMIT):
-            return self.fetch({**params, "limit": limit})
+        one_request = self.page_size if order.pageable else MAX_METRIC_ROWS_LIMIT
+        if limit is not None and limit <= min(one_request, MAX_METRIC_ROWS_LIMIT):
+            rows = self.fetch({**params, "limit": limit})
+            if rows:
+                yield rows
+            return
         # Paging relies on the order, so ask for it rather than trust a default.
         params = {**params, "sort_by": params.get("sort_by") or _TIME_ORDER}
-        out: list[Row] = []
-        for row in self._all(params, order):
-            out.append(row)
-            if limit is not None and len(out) >= limit:
-                break
-        return out
+        pages = _Pages(self.fetch, self.prefetch)
+        left = limit
+        for page in self._all(pages, params, order):
+            if left is not None:
+                page = page[:left]
+                left -= len(page)
+            if page:
+                yield page
+            if left == 0:
+                return
 
     # -- strategy by sort key ---------------------------------------------------------
 
-    def _all(self, params: dict[str, Any], order: _Order) -> Iterator[Row]:
-        seen: set[str] = set()
+    def _all(self, pages: _Pages, params: dict[str, Any], order: _Order) -> Iterator[list[Row]]:
         if order.primary == "step":
-            nulls: list[Row] = []
-            if not any(params.get(k) is not None for k in _STEP_BOUNDS):
-                nulls = self._null_step_block(params, order, seen)
-            if not order.descending:
-                yield from nulls
-            yield from self._by_step(params, order, seen)
-            if order.descending:
-                yield from reversed(nulls)
+            if any(params.get(k) is not None for k in _STEP_BOUNDS):
+                yield from self._by_step(pages, params, order)
+            elif order.descending:
+                yield from self._by_step(pages, params, order)
+                nulls = self._null_block(pages, params, order)
+                nulls.reverse()
+                if nulls:
+                    yield nulls
+            else:
+                yield from self._ascending_from_the_start(pages, params, order)
         elif order.primary == "client_timestamp":
-            yield from self._by_time(params, order.descending, seen)
+            yield from self._by_time(pages, params, order.descending, set())
         else:  # server_timestamp or series: no bound moves with them
-            yield from self._single_page(params)
+            yield self._single_page(pages, params)
 
-    def _page(self, params: dict[str, Any], size: int | None = None) -> tuple[list[Row], bool]:
-        size = size or self.page_size
-        rows = self.fetch({**params, "limit": size})
+    def _page(self, pages: _Pages, params: dict[str, Any], size: int | None = None) -> list[Row]:
+        rows = pages.get({**params, "limit": size or self.page_size})
         _check_sorted(rows, params)
-        return rows, len(rows) >= size
+        return rows
 
-    def _single_page(self, params: dict[str, Any]) -> list[Row]:
-        rows, full = self._page(params, MAX_METRIC_ROWS_LIMIT)
-        if full:
+    def _single_page(self, pages: _Pages, params: dict[str, Any]) -> list[Row]:
+        """Every row of a query no bound can page: one largest page, which must not be full."""
+        rows = self._page(pages, params, MAX_METRIC_ROWS_LIMIT)
+        if len(rows) >= min(MAX_METRIC_ROWS_LIMIT, self._cap):
             raise PagingError(
-                f"More than {MAX_METRIC_ROWS_LIMIT:,} rows in an order that cannot be paged "
-                f"(sort_by={params.get('sort_by')}); pass limit=, narrow the query, or sort by "
-                "step or client_timestamp."
+                f"More than {len(rows):,} rows at one sort position or in an order that cannot "
+                f"be paged (sort_by={params.get('sort_by')}); pass limit=, narrow the query, "
+                "or sort by step or client_timestamp."
             )
         return rows
 
-    @staticmethod
-    def _fresh(rows: list[Row], seen: set[str]) -> Iterator[Row]:
-        for row in rows:
-            event_id = row["event_id"]
-            if event_id not in seen:
-                seen.add(event_id)
-                yield row
+    def _learn_cap(self, short: int | None, rows: list[Row]) -> None:
+        """A page shorter than asked for was not the end: the service caps pages at that."""
+        if short is not None and len(rows) >= short:
+            self._cap = min(self._cap, short)
 
-    def _null_step_block(self, params: dict[str, Any], order: _Order, seen: set[str]) -> list[Row]:
-        """Rows whose step is null, in ascending order (they sort before every step)."""
-        query = {**params, "sort_direction": "asc"}
-        rows, full = self._page(query)
-        nulls = [row for row in rows if row["step"] is None]
-        if not full or len(nulls) < len(rows):
-            return list(self._fresh(nulls, seen))
+    def _ascending_from_the_start(
+        self, pages: _Pages, params: dict[str, Any], order: _Order
+    ) -> Iterator[list[Row]]:
+        rows = self._page(pages, params)
+        nulls = 0
+        while nulls < len(rows) and rows[nulls]["step"] is None:
+            nulls += 1
+        if nulls == len(rows) and rows:
+            # Only null steps so far: the block may go on beyond this page.
+            block = self._null_block(pages, params, order, first=rows)
+            if block:
+                yield block
+            yield from self._by_step(pages, {**params, "from_step": 0}, order)
+            return
+        if nulls:
+            yield rows[:nulls]  # null steps sort first: the block ends inside this page
+        yield from self._by_step(pages, params, order, first=rows)
+
+    def _null_block(
+        self,
+        pages: _Pages,
+        params: dict[str, Any],
+        order: _Order,
+        first: list[Row] | None = None,
+    ) -> list[Row]:
+        """Rows whose step is null, in ascending order (they sort before every step);
+        ``first`` is the first page of the ascending read, when already fetched."""
+        query = {k: v for k, v in params.items() if k not in _STEP_BOUNDS}
+        query["sort_direction"] = "asc"
+        if first is None:
+            probe = self._page(pages, query, 1)
+            if not probe or probe[0]["step"] is not None:
+                return []
+            first = self._page(pages, query)
+        nulls = [row for row in first if row["step"] is None]
+        if len(nulls) < len(first):
+            return nulls  # a step follows the block inside this page: it is complete
+        return self._confirmed_nulls(pages, query, order, nulls)
+
+    def _confirmed_nulls(
+        self, pages: _Pages, query: dict[str, Any], order: _Order, nulls: list[Row]
+    ) -> list[Row]:
+        """The rest of a null block whose first page held only null steps."""
         if not order.ties_by_time:
             # No bound moves inside the block in this order: one largest page holds it.
-            rows = self._single_page(query)
-            return list(self._fresh([row for row in rows if row["step"] is None], seen))
-        block = list(self._fresh(nulls, seen))
-        query["sort_by"] = order.time_keys
+            rows = self._single_page(pages, query)
+            return [row for row in rows if row["step"] is None]
+        block = list(nulls)
+        query = {**query, "sort_by": order.time_keys}
+        seen = {row["event_id"] for row in nulls}
         while True:
-            last = nulls_last_seen = nulls[-1]["client_timestamp_ms"]
-            if nulls[0]["client_timestamp_ms"] == last:
+            first, last = nulls[0]["client_timestamp_ms"], nulls[-1]["client_timestamp_ms"]
+            if first == last:
                 exact = {**query, "from_time": last, "to_time": last}
-                block.extend(
-                    self._fresh([r for r in self._single_page(exact) if r["step"] is None], seen)
-                )
+                crowded = [r for r in self._single_page(pages, exact) if r["step"] is None]
+                block.extend(r for r in crowded if r["event_id"] not in seen)
+                seen = set()
                 last += 1
+            else:
+                seen = {r["event_id"] for r in nulls if r["client_timestamp_ms"] == last}
             self._advance(query, "from_time", last)
-            rows, full = self._page(query)
+            rows = self._page(pages, query)
             nulls = [row for row in rows if row["step"] is None]
-            first = nulls[0]["client_timestamp_ms"] if nulls else None
-            if last == nulls_last_seen and first != last:
-                raise _bound_not_kept("from_time", last, first)
-            block.extend(self._fresh(nulls, seen))
-            if not full or len(nulls) < len(rows):
+            head = nulls[0]["client_timestamp_ms"] if nulls else None
+            if seen and head != last:
+                raise _bound_not_kept("from_time", last, head)
+            fresh = [row for row in nulls if row["event_id"] not in seen]
+            block.extend(fresh)
+            if not fresh or len(nulls) < len(rows):
                 return block
 
-    def _by_step(self, params: dict[str, Any], order: _Order, seen: set[str]) -> Iterator[Row]:
+    def _by_step(
+        self,
+        pages: _Pages,
+        params: dict[str, Any],
+        order: _Order,
+        first: list[Row] | None = None,
+    ) -> Iterator[list[Row]]:
+        """Rows with a step, paging by the step bound; ``first`` is the first page when the
+        caller already fetched it (without its null steps)."""
         descending = order.descending
         bound = "to_step" if descending else "from_step"
         query = dict(params)
-        if params.get("step") is None and query.get(bound) is None and not descending:
-            query[bound] = 0  # null steps were read as their own block
-        expect: int | None = None  # a step already seen that the next page must start with
+        seen: set[str] = set()  # rows at the bound that the previous page already gave
+        short: int | None = None  # the length of the previous page, when shorter than asked
         while True:
-            rows, full = self._page(query)
+            if first is not None:
+                rows, first = first, None
+            else:
+                rows = self._page(pages, query)
             stepped = [row for row in rows if row["step"] is not None]
-            first = int(stepped[0]["step"]) if stepped else None
-            if expect is not None and first != expect:
-                raise _bound_not_kept(bound, expect, first)
-            yield from self._fresh(stepped, seen)
+            head = int(stepped[0]["step"]) if stepped else None
+            if seen and head != query[bound]:
+                raise _bound_not_kept(bound, query[bound], head)
+            fresh = [row for row in stepped if row["event_id"] not in seen]
             # Null steps sort after every step descending: once one shows, the steps are done.
-            if not full or not stepped or len(stepped) < len(rows):
+            # (Ascending, only the first page can hold them, before its steps.)
+            if not fresh or (descending and len(stepped) < len(rows)):
+                if fresh:
+                    yield fresh
                 return
-            last = expect = int(stepped[-1]["step"])
-            if int(stepped[0]["step"]) == last:
-                # A whole page at one step: read that step alone, then move past it.
-                yield from self._within_step(params, last, order, seen)
+            self._learn_cap(short, rows)
+            short = len(rows) if len(rows) < min(self.page_size, self._cap) else None
+            last = int(stepped[-1]["step"])
+            if head == last:
+                # One step only: read that step alone (this page is its first), then move
+                # past it.
+                yield from self._within_step(pages, params, last, order, seen, stepped)
                 if descending and last == 0:
                     return
-                last = last - 1 if descending else last + 1
-                expect = None
+                self._advance(query, bound, last - 1 if descending else last + 1)
+                seen = set()
+                continue
             self._advance(query, bound, last)
+            pages.ahead({**query, "limit": self.page_size})
+            seen = {row["event_id"] for row in stepped if row["step"] == last}
+            yield fresh
 
     def _within_step(
-        self, params: dict[str, Any], step: int, order: _Order, seen: set[str]
-    ) -> Iterator[Row]:
+        self,
+        pages: _Pages,
+        params: dict[str, Any],
+        step: int,
+        order: _Order,
+        seen: set[str],
+        first: list[Row],
+    ) -> Iterator[list[Row]]:
+        """Every row of one step, ``first`` being its first page and ``seen`` the ids of the
+        step's rows given before it."""
         narrowed = {k: v for k, v in params.items() if k not in ("from_step", "to_step")}
         narrowed["step"] = step
         if not order.ties_by_time:
-            yield from self._fresh(self._single_page(narrowed), seen)
+            rows = self._single_page(pages, narrowed)
+            fresh = [row for row in rows if row["event_id"] not in seen]
+            if fresh:
+                yield fresh
             return
+        # The step's first page by time is ``first``: the same keys order the rows within it.
         narrowed["sort_by"] = order.time_keys
-        yield from self._by_time(narrowed, order.descending, seen)
+        yield from self._by_time(pages, narrowed, order.descending, seen, first)
 
-    def _by_time(self, params: dict[str, Any], descending: bool, seen: set[str]) -> Iterator[Row]:
+    def _by_time(
+        self,
+        pages: _Pages,
+        params: dict[str, Any],
+        descending: bool,
+        seen: set[str],
+        first: list[Row] | None = None,
+    ) -> Iterator[list[Row]]:
+        """Rows paged by the client-time bound; ``first`` is the first page when already
+        fetched, and ``seen`` the ids of its rows already given."""
         bound = "to_time" if descending else "from_time"
         query = dict(params)
-        expect: int | None = None  # a time already seen that the next page must start with
+        check = False  # whether the page must start at the bound (rows there were seen)
+        short: int | None = None
         while True:
-            rows, full = self._page(query)
-            first = rows[0]["client_timestamp_ms"] if rows else None
-            if expect is not None and first != expect:
-                raise _bound_not_kept(bound, expect, first)
-            yield from self._fresh(rows, seen)
-            if not full:
+            if first is not None:
+                rows, first = first, None
+            else:
+                rows = self._page(pages, query)
+            head = rows[0]["client_timestamp_ms"] if rows else None
+            if check and head != query[bound]:
+                raise _bound_not_kept(bound, query[bound], head)
+            fresh = [row for row in rows if row["event_id"] not in seen]
+            if not fresh:
                 return
-            last = expect = rows[-1]["client_timestamp_ms"]
-            if rows[0]["client_timestamp_ms"] == last:
-                # A whole page at one millisecond: take it in one largest page.
+            self._learn_cap(short, rows)
+            short = len(rows) if len(rows) < min(self.page_size, self._cap) else None
+            last = rows[-1]["client_timestamp_ms"]
+            if head == last:
+                # One millisecond only: take it in one largest page, then move past it.
+                yield fresh
+                given = {row["event_id"] for row in rows}
                 exact = {**query, "from_time": last, "to_time": last}
-                yield from self._fresh(self._single_page(exact), seen)
-                last = last - 1 if descending else last + 1
-                expect = None
+                crowded = self._single_page(pages, exact)
+                rest = [row for row in crowded if row["event_id"] not in given]
+                if rest:
+                    yield rest
+                if descending and last == 0:
+                    return
+                self._advance(query, bound, last - 1 if descending else last + 1)
+                seen, check = set(), False
+                continue
             self._advance(query, bound, last)
+            pages.ahead({**query, "limit": self.page_size})
+            seen = {row["event_id"] for row in rows if row["client_timestamp_ms"] == last}
+            check = True
+            yield fresh
 
     @staticmethod
     def _advance(query: dict[str, Any], bound: str, value: int) -> None:
@@ -298,54 +464,59 @@ def read_by_time(
     bound: str,
     time_field: str,
     descending: bool,
-    page_size: int,
     largest_page: int,
     limit: int | None,
 ) -> list[Row]:
     """Every item of a list ordered by a creation time (experiments newest first, annotations
-    oldest first), or at most ``limit``, paging by moving the inclusive ``bound`` parameter
-    (``to`` or ``from``) to the last time seen and dropping repeats by ``id``. A page whose
+    oldest first), or at most ``limit``, in pages of ``largest_page``, moving the inclusive
+    ``bound`` parameter (``to`` or ``from``) to the last time seen and dropping repeats by
+    ``id``. As with metric rows, the end is a page that brings nothing new. A page whose
     items all share one time is read again as that one time, in the largest page.
 
     Example:
         >>> read_by_time(lambda params: [], {}, bound="to", time_field="created_at_ms",
-        ...              descending=True, page_size=100, largest_page=1000, limit=None)
+        ...              descending=True, largest_page=1000, limit=None)
         []
     """
     if limit is not None and limit <= largest_page:
         return fetch({**params, "limit": limit})
     query = dict(params)
-    seen: set[str] = set()
+    seen: set[str] = set()  # the previous page's items
+    inclusive = False  # whether the bound sits on a time the previous page reached
     out: list[Row] = []
     while True:
-        items = fetch({**query, "limit": page_size})
-        for item in items:
-            if item["id"] not in seen:
-                seen.add(item["id"])
-                out.append(item)
-        if limit is not None and len(out) >= limit:
-            return out[:limit]
-        if len(items) < page_size:
-            return out
+        items = fetch({**query, "limit": largest_page})
         times = [item[time_field] for item in items]
         if times != sorted(times, reverse=descending):
             raise PagingError(
                 f"The service's answer is not ordered by {time_field}: paging cannot rely on "
                 f"it; pass limit= (at most {largest_page}) to read one page."
             )
+        if bound in query and times:
+            head, edge = times[0], query[bound]
+            if (head != edge) if inclusive else (head > edge if descending else head < edge):
+                raise _bound_not_kept(bound, edge, head)
+        fresh = [item for item in items if item["id"] not in seen]
+        out.extend(fresh)
+        if limit is not None and len(out) >= limit:
+            return out[:limit]
+        if not fresh:
+            return out
         last = times[-1]
-        if times[0] == last:
-            crowded = fetch({**query, "from": last, "to": last, "limit": largest_page})
-            if len(crowded) >= largest_page:
-                raise PagingError(
-                    f"More than {largest_page} items share {time_field}={last}: they cannot "
-                    "be read completely."
-                )
-            for item in crowded:
-                if item["id"] not in seen:
-                    seen.add(item["id"])
-                    out.append(item)
+        inclusive = times[0] != last
+        if not inclusive:
+            if len(items) >= largest_page:
+                # A full page at one time: that time alone, in the largest page, must fit.
+                crowded = fetch({**query, "from": last, "to": last, "limit": largest_page})
+                if len(crowded) >= largest_page:
+                    raise PagingError(
+                        f"More than {largest_page} items share {time_field}={last}: they "
+                        "cannot be read completely."
+                    )
+                given = {item["id"] for item in items}
+                out.extend(item for item in crowded if item["id"] not in given)
             last = last - 1 if descending else last + 1
+        seen = {item["id"] for item in items}
         RowReader._advance(query, bound, last)
 
 
@@ -358,11 +529,10 @@ def read_created(
     query: dict[str, Any],
     *,
     newest_first: bool,
-    limits: tuple[int, int],
+    largest_page: int,
 ) -> list[Row]:
     """A list ordered by ``created_at_ms`` (experiments newest first, annotations oldest
-    first): every item, or at most ``query["limit"]``, through :func:`read_by_time`;
-    ``limits`` are the list's (default, largest) page sizes."""
+    first): every item, or at most ``query["limit"]``, through :func:`read_by_time`."""
 
     def fetch(params: dict[str, Any]) -> list[Row]:
         items: list[Row] = session.call(route, *segments, reply=reply, query=params)[items_key]
@@ -376,7 +546,6 @@ def read_created(
         bound="to" if newest_first else "from",
         time_field="created_at_ms",
         descending=newest_first,
-        page_size=limits[0],
-        largest_page=limits[1],
+        largest_page=largest_page,
         limit=limit,
     )

@@ -8,18 +8,25 @@ Example:
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from syvain_metrics import routes
 from syvain_metrics.resources.experiment_base import ExperimentBase
-from syvain_metrics.resources.metric import MetricRows, Series, read_rows
+from syvain_metrics.resources.metric import MetricRows, Series, iter_rows, read_rows
 from syvain_metrics.schemas.base import load_request
 from syvain_metrics.schemas.metric_query import MetricsQuery
+from syvain_metrics.schemas.options import check_flag, check_page_size
 
 
 class MetricReading(ExperimentBase):
-    """``metrics()`` and ``series()`` of an experiment."""
+    """``metrics()``, ``iter_metrics()`` and ``series()`` of an experiment."""
+
+    def _metrics_query(self, options: dict[str, Any]) -> tuple[dict[str, Any], int | None]:
+        query = load_request(MetricsQuery(), options)
+        limit_value = query.pop("limit", None)
+        self._settle_logs()
+        return query, limit_value
 
     def metrics(
         self,
@@ -35,9 +42,11 @@ class MetricReading(ExperimentBase):
         sort_direction: str | None = None,
         limit: int | None = None,
         include_experiment_meta_as_of: bool | None = None,
+        progress: bool = False,
     ) -> MetricRows:
         """Read metric events. Without ``limit`` every matching row is returned (paging as
-        needed); with ``limit``, at most that many.
+        needed); with ``limit``, at most that many. ``progress=True`` shows a progress bar of
+        rows read (the ``progress`` extra: a widget in a notebook, text in a terminal).
 
         ``metadata`` is a one-key dict (``{"split": "train"}``; a non-string value matches
         by JSON equality) or a bare key (``"split"``: events that have that key).
@@ -46,8 +55,8 @@ class MetricReading(ExperimentBase):
             >>> rows = exp.metrics("loss", metadata={"split": "train"}, from_step=0, to_step=50)  # doctest: +SKIP
             >>> rows[0].value, rows.to_pandas()                                                  # doctest: +SKIP
         """
-        query = load_request(
-            MetricsQuery(),
+        check_flag("progress", progress)
+        query, limit_value = self._metrics_query(
             {
                 "metric_name": name,
                 "metadata": metadata,
@@ -60,11 +69,66 @@ class MetricReading(ExperimentBase):
                 "sort_direction": sort_direction,
                 "limit": limit,
                 "include_experiment_meta_as_of": include_experiment_meta_as_of,
-            },
+            }
         )
-        limit_value = query.pop("limit", None)
-        self._settle_logs()
-        return read_rows(self._bind(), routes.LIST_METRICS, (self.id,), query, limit_value)
+        return read_rows(
+            self._bind(),
+            routes.LIST_METRICS,
+            (self.id,),
+            query,
+            limit_value,
+            progress=progress,
+            description=f"read {self.slug or self.id}",
+        )
+
+    def iter_metrics(
+        self,
+        name: str | None = None,
+        *,
+        metadata: Mapping[str, Any] | str | None = None,
+        step: int | None = None,
+        from_step: int | None = None,
+        to_step: int | None = None,
+        from_time: int | dt.datetime | None = None,
+        to_time: int | dt.datetime | None = None,
+        sort_by: str | Sequence[str] | None = None,
+        sort_direction: str | None = None,
+        limit: int | None = None,
+        include_experiment_meta_as_of: bool | None = None,
+        page_size: int | None = None,
+    ) -> Iterator[MetricRows]:
+        """:meth:`metrics`, one :class:`MetricRows` page at a time, in constant memory: for
+        histories larger than memory. ``page.to_pandas()`` gives DataFrame chunks;
+        ``page_size`` (default: the session's) bounds the rows per page. The next page is
+        fetched while you work on the current one.
+
+        Example:
+            >>> for page in exp.iter_metrics("loss", page_size=50_000):  # doctest: +SKIP
+            ...     frame = page.to_pandas()
+        """
+        query, limit_value = self._metrics_query(
+            {
+                "metric_name": name,
+                "metadata": metadata,
+                "step": step,
+                "from_step": from_step,
+                "to_step": to_step,
+                "from_time": from_time,
+                "to_time": to_time,
+                "sort_by": sort_by,
+                "sort_direction": sort_direction,
+                "limit": limit,
+                "include_experiment_meta_as_of": include_experiment_meta_as_of,
+            }
+        )
+        return iter_rows(
+            self._bind(),
+            routes.LIST_METRICS,
+            (self.id,),
+            query,
+            limit_value,
+            check_page_size(page_size),
+        )
 
     def series(self, name: str, *, metadata: Mapping[str, Any] | str | None = None) -> Series:
         """This experiment's ``name`` metric as a :class:`Series` for :func:`sm.compare`.

@@ -34,9 +34,9 @@ METRIC_ROWS_LIMIT = (1_000, MAX_METRIC_ROWS_LIMIT)
 ANNOTATIONS_LIMIT = (100, 1_000)
 CATALOG_LIMIT = (100, 1_000)
 
-DEFAULT_PAGE_SIZE = METRIC_ROWS_LIMIT[0]
-"""Rows per request when the SDK pages a read: the default metric-rows ``limit``, which any
-service following the contract's defaults honours."""
+DEFAULT_PAGE_SIZE = MAX_METRIC_ROWS_LIMIT
+"""Rows per request when the SDK pages a read: the largest metric-rows ``limit``. Reads do not
+depend on the service honouring it: the end of a read is a page that brings no new rows."""
 
 EXPERIMENT_STATUSES = ("created", "running", "done", "error")
 STATUS_UPDATES = ("running", "done", "error")
