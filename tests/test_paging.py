@@ -908,7 +908,8 @@ def test_a_read_that_fits_one_page_costs_two_requests_and_no_rereads(
     assert len(fetch.calls) == expected_calls
     if query.get("sort_direction") == "desc":
         probe = fetch.calls[-1]
-        assert probe["limit"] == 1 and probe["sort_direction"] == "asc"
+        assert probe["limit"] == 1
+        assert probe["sort_direction"] == "asc"
         assert not any(key in probe for key in ("step", "from_step", "to_step"))
     # Only the last step's rows come twice (the inclusive bound), never a whole page.
     rows_sent = sum(len(select(fetch.rows, as_params(call))) for call in fetch.calls)
