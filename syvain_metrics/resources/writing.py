@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,10 +24,14 @@ from syvain_metrics.pipeline.batch import queued_event
 from syvain_metrics.resources.experiment_base import ExperimentBase
 from syvain_metrics.resources.point import MetricPoint
 from syvain_metrics.schemas.base import flatten_messages
-from syvain_metrics.schemas.ingest import IngestReply, MetricBatch, is_plain_metric
+from syvain_metrics.schemas.ingest import IngestReply, MetricBatch, check_metrics, is_plain_metric
 from syvain_metrics.schemas.limits import MAX_METRICS_PER_INGEST
+from syvain_metrics.schemas.options import check_flag
 
 _BATCH = MetricBatch()
+_CHECK_WINDOW = 10_000
+"""Metrics validated together before an ingest sends anything (a window's columns are
+temporary)."""
 
 
 @dataclass(frozen=True)
@@ -47,9 +51,8 @@ class IngestResult:
 class MetricWriting(ExperimentBase):
     """``ingest()``, ``log()``, ``flush()`` and ``pending_logs`` of an experiment."""
 
-    def _prepare(self, metrics: Iterable[Mapping[str, Any] | MetricPoint]) -> list[dict[str, Any]]:
-        if isinstance(metrics, str | bytes | Mapping) or not isinstance(metrics, Iterable):
-            raise MetricsValidationError({"metrics": ["Must be a list of metrics."]})
+    def _with_ids(self, metrics: Sequence[Mapping[str, Any] | MetricPoint]) -> list[Any]:
+        """Metrics as dicts, each with its ``client_event_id`` (derived when missing)."""
         items: list[Any] = []
         for item in metrics:
             if type(item) is dict and "client_event_id" in item:
@@ -61,16 +64,36 @@ class MetricWriting(ExperimentBase):
                 try:
                     event_id = record_event_id(self.id, item)
                 except (TypeError, ValueError):
-                    # Only invalid fields make derivation fail, and validation below names
-                    # them; a placeholder keeps a second, misleading error away.
+                    # Only invalid fields make derivation fail, and validation names them;
+                    # a placeholder keeps a second, misleading error away.
                     event_id = "sm-underivable"
                 item = {**item, "client_event_id": event_id}
             items.append(item)
+        return items
+
+    def _prepare(self, metrics: Sequence[Mapping[str, Any] | MetricPoint]) -> list[dict[str, Any]]:
+        """Wire-ready metrics (validated, converted, ids given)."""
         try:
-            prepared: list[dict[str, Any]] = _BATCH.deserialize(items)
+            prepared: list[dict[str, Any]] = _BATCH.deserialize(self._with_ids(metrics))
         except ValidationError as error:
             raise MetricsValidationError(flatten_messages({"metrics": error.messages})) from None
         return prepared
+
+    @staticmethod
+    def _check_all(items: Sequence[Any]) -> None:
+        """Validate every metric before anything is sent, a window at a time, in place: no
+        copy of the whole input is made."""
+        for start in range(0, len(items), _CHECK_WINDOW):
+            window = [
+                m.to_dict() if isinstance(m, MetricPoint) else m
+                for m in items[start : start + _CHECK_WINDOW]
+            ]
+            try:
+                check_metrics(window, offset=start)
+            except ValidationError as error:
+                raise MetricsValidationError(
+                    flatten_messages({"metrics": error.messages})
+                ) from None
 
     def ingest(
         self,
@@ -85,11 +108,13 @@ class MetricWriting(ExperimentBase):
         ``metadata`` / ``timestamp_ms``) or a :class:`MetricPoint`. A missing
         ``client_event_id`` is derived from the whole record (name, value, step, metadata,
         timestamp): sending the same list again stores it once, and records that differ in
-        any field are all kept. Everything is validated before the
-        first request. If a request fails, :class:`PartialIngestError` says how many were
-        stored and carries the rest in ``pending``: ``exp.ingest(error.pending)`` resumes
-        without loss or duplication. ``progress=True`` shows a progress bar (the ``progress``
-        extra, tqdm).
+        any field are all kept. Everything is validated before the first request, in place;
+        each request's body is then built and encoded on its own, so a list of millions
+        costs little memory beyond itself. If a request fails, :class:`PartialIngestError`
+        says how many were stored and carries the rest in ``pending``:
+        ``exp.ingest(error.pending)`` resumes without loss or duplication.
+        ``progress=True`` shows a progress bar (the ``progress`` extra: ``tqdm.auto``, a
+        widget in a notebook).
 
         Example:
             >>> exp.ingest([{"client_event_id": "run1/loss/1", "name": "loss", "value": 0.4,
@@ -98,40 +123,46 @@ class MetricWriting(ExperimentBase):
         """
         if sync is not None and not isinstance(sync, bool):
             raise MetricsValidationError({"sync": ["Must be True, False or None."]})
-        prepared = self._prepare(metrics)
+        check_flag("progress", progress)
+        if isinstance(metrics, str | bytes | Mapping) or not isinstance(metrics, Iterable):
+            raise MetricsValidationError({"metrics": ["Must be a list of metrics."]})
+        items = metrics if isinstance(metrics, Sequence) else list(metrics)
+        self._check_all(items)
         bound = self._bind()
         reply = IngestReply()
+        total = len(items)
         stored = 0
         requests = 0
         mode: str | None = None
-        bar = progress_bar(len(prepared), f"ingest {self.slug or self.id}") if progress else None
-        for start in range(0, len(prepared), MAX_METRICS_PER_INGEST):
-            chunk = prepared[start : start + MAX_METRICS_PER_INGEST]
-            try:
-                data = bound.call(
-                    routes.INGEST_METRICS,
-                    self.id,
-                    reply=reply,
-                    query={"sync": sync},
-                    body={"data": chunk},
-                )
-            except MetricsApiError as error:
+        bar = progress_bar(total, f"ingest {self.slug or self.id}") if progress else None
+        try:
+            for start in range(0, total, MAX_METRICS_PER_INGEST):
+                chunk = self._prepare(items[start : start + MAX_METRICS_PER_INGEST])
+                try:
+                    data = bound.call(
+                        routes.INGEST_METRICS,
+                        self.id,
+                        reply=reply,
+                        query={"sync": sync},
+                        body={"data": chunk},
+                    )
+                except MetricsApiError as error:
+                    pending = chunk + self._prepare(items[start + len(chunk) :])
+                    raise PartialIngestError(
+                        f"Ingest stopped after {stored} of {total} metrics were stored; "
+                        f"{total - stored} are in error.pending: {error}",
+                        stored=stored,
+                        pending=pending,
+                        cause=error,
+                    ) from error
+                stored += len(chunk)
+                requests += 1
+                mode = data["mode"]
                 if bar is not None:
-                    bar.close()
-                raise PartialIngestError(
-                    f"Ingest stopped after {stored} of {len(prepared)} metrics were stored; "
-                    f"{len(prepared) - stored} are in error.pending: {error}",
-                    stored=stored,
-                    pending=prepared[stored:],
-                    cause=error,
-                ) from error
-            stored += len(chunk)
-            requests += 1
-            mode = data["mode"]
+                    bar.update(len(chunk))
+        finally:
             if bar is not None:
-                bar.update(len(chunk))
-        if bar is not None:
-            bar.close()
+                bar.close()
         return IngestResult(count=stored, requests=requests, mode=mode)
 
     def log(

@@ -106,36 +106,79 @@ class MetricBatch(_Field):
         return fast if fast is not None else _slow_batch(items)
 
 
+def _plain_and_valid(items: Sequence[Any], *, ids_optional: bool = False) -> bool:
+    """Whether every item is a plain, well-typed, valid dict, told by whole-column C passes;
+    ``False`` means "look closer". ``ids_optional`` lets ``client_event_id`` be missing
+    (it is derived later)."""
+    if type_set(items) != {dict}:
+        return False
+    if not set(chain.from_iterable(items)) <= set(INGEST_KEYS):
+        return False
+    ids: list[Any] = list(map(dict.get, items, repeat("client_event_id")))
+    if ids_optional:
+        ids = [i for i in ids if i is not None]
+    names: list[Any] = list(map(dict.get, items, repeat("name")))
+    values: list[Any] = list(map(dict.get, items, repeat("value")))
+    steps: list[Any] = list(map(dict.get, items, repeat("step")))
+    if ids and (type_set(ids) != {str} or not lengths_within(ids, 1, CLIENT_EVENT_ID_MAX)):
+        return False
+    if not ids and not ids_optional:
+        return False
+    if type_set(names) != {str} or not lengths_within(names, 1, METRIC_NAME_MAX):
+        return False
+    if not type_set(values) <= {float, int} or not all_finite(values):
+        return False
+    step_types = type_set(steps)
+    if not step_types <= {int, type(None)}:
+        return False
+    stepped = [s for s in steps if s is not None]
+    if stepped and not ints_within(stepped, 0, MAX_SAFE_INTEGER):
+        return False
+    metadata = [m["metadata"] for m in items if "metadata" in m]
+    if metadata and not plain_json_objects(metadata):
+        return False
+    stamps = [m["timestamp_ms"] for m in items if "timestamp_ms" in m]
+    return not stamps or (type_set(stamps) == {int} and ints_within(stamps, 0, MAX_SAFE_INTEGER))
+
+
+def check_metrics(items: Sequence[Any], *, offset: int = 0) -> None:
+    """Validate metrics without building anything (``client_event_id`` may be missing: it is
+    derived when sent); raises ``ValidationError`` keyed by index plus ``offset``.
+
+    Example:
+        >>> check_metrics([{"name": "loss", "value": 1.0, "step": 0}])
+        >>> check_metrics([{"name": "loss", "value": "x"}], offset=1000)
+        Traceback (most recent call last):
+        ...
+        marshmallow.exceptions.ValidationError: {1000: {'value': ['Must be a number.']}}
+    """
+    if not items or _plain_and_valid(items, ids_optional=True):
+        return
+    probe = [
+        {**item, "client_event_id": "sm-placeholder"}
+        if isinstance(item, Mapping) and "client_event_id" not in item
+        else item
+        for item in items
+    ]
+    try:
+        _slow_batch(probe)
+    except ValidationError as error:
+        messages = error.messages
+        if isinstance(messages, dict):
+            messages = {offset + index: found for index, found in messages.items()}
+        raise ValidationError(messages) from None
+
+
 def _fast_batch(items: Sequence[Any]) -> list[dict[str, Any]] | None:
     """Validate plain well-typed dicts with whole-column C passes; ``None`` means "look closer"."""
     if not items:
         return []
-    if type_set(items) != {dict}:
-        return None
-    if not set(chain.from_iterable(items)) <= set(INGEST_KEYS):
+    if not _plain_and_valid(items):
         return None
     ids: list[Any] = list(map(dict.get, items, repeat("client_event_id")))
     names: list[Any] = list(map(dict.get, items, repeat("name")))
     values: list[Any] = list(map(dict.get, items, repeat("value")))
     steps: list[Any] = list(map(dict.get, items, repeat("step")))
-    if type_set(ids) != {str} or not lengths_within(ids, 1, CLIENT_EVENT_ID_MAX):
-        return None
-    if type_set(names) != {str} or not lengths_within(names, 1, METRIC_NAME_MAX):
-        return None
-    if not type_set(values) <= {float, int} or not all_finite(values):
-        return None
-    step_types = type_set(steps)
-    if not step_types <= {int, type(None)}:
-        return None
-    stepped = [s for s in steps if s is not None]
-    if stepped and not ints_within(stepped, 0, MAX_SAFE_INTEGER):
-        return None
-    metadata = [m["metadata"] for m in items if "metadata" in m]
-    if metadata and not plain_json_objects(metadata):
-        return None
-    stamps = [m["timestamp_ms"] for m in items if "timestamp_ms" in m]
-    if stamps and (type_set(stamps) != {int} or not ints_within(stamps, 0, MAX_SAFE_INTEGER)):
-        return None
     out: list[dict[str, Any]] = []
     append = out.append
     for item, event_id, name, number, step in zip(items, ids, names, values, steps, strict=True):
