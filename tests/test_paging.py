@@ -9,6 +9,7 @@ every row exactly once, in exactly the order this fake gives for the whole resul
 from __future__ import annotations
 
 import json
+import logging
 import random
 import re
 import threading
@@ -955,3 +956,120 @@ def test_a_failed_prefetched_page_raises_where_the_page_is_read() -> None:
     assert len(next(pages)) == 100
     with pytest.raises(sm.MetricsApiRequestError, match="503"):
         next(pages)
+
+
+# -- against the real local server: streaming, progress, page sizes ----------------------------
+
+
+@pytest.fixture
+def history(metrics_server: Any) -> Iterator[tuple[sm.Experiment, sm.Session]]:
+    """2,000 rows of ``loss`` (some at null steps) and 500 of ``acc`` in one run, read by a
+    session that pages 300 rows at a time."""
+    session = metrics_server.session(spool_dir=None, page_size=300)
+    exp = sm.Experiment.create("streamed", session=session)
+    exp.ingest(
+        [
+            {"name": "loss", "value": i / 3, "step": None if i % 97 == 0 else i // 2}
+            for i in range(2_000)
+        ]
+        + [{"name": "acc", "value": i / 7, "step": i} for i in range(500)],
+        sync=True,
+    )
+    yield exp, session
+    session.close()
+
+
+def _requests_logged(caplog: pytest.LogCaptureFixture) -> int:
+    return sum(1 for r in caplog.records if re.match(r"GET \S+/metrics\S* -> 200", r.getMessage()))
+
+
+@pytest.mark.parametrize("direction", ["asc", "desc"])
+def test_iter_metrics_yields_the_whole_read_in_pages(
+    history: tuple[sm.Experiment, sm.Session], direction: str
+) -> None:
+    exp, _ = history
+    pages = list(exp.iter_metrics("loss", sort_direction=direction))
+    whole = exp.metrics("loss", sort_direction=direction)
+    assert all(isinstance(page, sm.MetricRows) for page in pages)
+    assert all(0 < len(page) <= 300 for page in pages)
+    assert len(pages) >= 7
+    streamed = [event_id for page in pages for event_id in page.column("event_id")]
+    assert streamed == whole.column("event_id")
+    assert len(set(streamed)) == 2_000
+    frames = [page.to_pandas() for page in pages[:2]]  # DataFrame chunks
+    assert [len(f) for f in frames] == [len(p) for p in pages[:2]]
+
+
+def test_iter_metrics_page_size_and_limit(history: tuple[sm.Experiment, sm.Session]) -> None:
+    exp, _ = history
+    pages = list(exp.iter_metrics("acc", page_size=120))
+    # Each request asks for 120; the row at the bound comes again and is dropped.
+    assert all(len(p) <= 120 for p in pages)
+    assert len(pages) == 5
+    assert [r.step for p in pages for r in p] == list(range(500))
+    limited = list(exp.iter_metrics("acc", page_size=120, limit=250))
+    assert sum(len(p) for p in limited) == 250
+
+
+@pytest.mark.parametrize("bad", [0, -5, 100_001, 2.5, True, "10"])
+def test_a_bad_page_size_is_refused_before_any_request(
+    history: tuple[sm.Experiment, sm.Session], bad: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    exp, _ = history
+    caplog.set_level(logging.DEBUG, logger="syvain_metrics")
+    with pytest.raises(sm.MetricsValidationError, match="page_size"):
+        exp.iter_metrics("acc", page_size=bad)
+    with pytest.raises(sm.MetricsValidationError, match="page_size"):
+        sm.iter_compare([exp.series("acc")], page_size=bad)
+    assert _requests_logged(caplog) == 0
+
+
+def test_connect_takes_the_page_size(metrics_server: Any) -> None:
+    session = sm.connect(metrics_server.api_key, host=metrics_server.url, page_size=2_000)
+    try:
+        assert session.page_size == 2_000
+        with pytest.raises(sm.MetricsValidationError, match="page_size"):
+            sm.connect(metrics_server.api_key, host=metrics_server.url, page_size=0)
+        assert sm.get_session() is session  # the refused one did not replace it
+    finally:
+        sm.set_default_session(None)
+        session.close()
+    assert sm.Session(metrics_server.api_key, host=metrics_server.url).page_size == MAX_LIMIT
+
+
+def test_a_read_that_fits_a_page_is_the_page_and_one_confirmation(
+    history: tuple[sm.Experiment, sm.Session],
+    metrics_server: Any,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    exp, _ = history
+    session = metrics_server.session(spool_dir=None)  # the default page: 100,000 rows
+    try:
+        caplog.set_level(logging.DEBUG, logger="syvain_metrics")
+        rows = sm.Experiment.get(exp.id, session=session).metrics("acc")
+        assert rows.steps == list(range(500))
+        assert _requests_logged(caplog) == 2
+    finally:
+        session.close()
+
+
+def test_progress_bars_count_the_rows_read(
+    history: tuple[sm.Experiment, sm.Session], capsys: pytest.CaptureFixture[str]
+) -> None:
+    exp, _ = history
+    assert len(exp.metrics("acc", progress=True)) == 500
+    assert "500row" in capsys.readouterr().err.replace(" ", "")
+    assert len(sm.compare([exp.series("acc"), exp.series("loss")], progress=True)) == 2_500
+    assert "2500row" in capsys.readouterr().err.replace(" ", "")
+
+
+@pytest.mark.parametrize("bad", ["yes", 1, None])
+def test_progress_must_be_a_flag(history: tuple[sm.Experiment, sm.Session], bad: Any) -> None:
+    exp, _ = history
+    with pytest.raises(sm.MetricsValidationError, match="progress"):
+        exp.metrics("acc", progress=bad)
+    with pytest.raises(sm.MetricsValidationError, match="progress"):
+        sm.compare([exp.series("acc")], progress=bad)
+    with pytest.raises(sm.MetricsValidationError, match="progress"):
+        exp.ingest([{"name": "acc", "value": 1.0, "step": 1}], progress=bad)
+    assert len(exp.metrics("acc")) == 500  # nothing was written
