@@ -145,9 +145,9 @@ class Session:
         retry: a :class:`RetryPolicy` (3 attempts, 0.25 s then 0.5 s).
         clock: seconds since the epoch; drives ingestion-token expiry (tests inject one).
         pool_size: connections kept alive per host.
-        page_size: rows per request when a read pages through a large result (100,000, the
-            contract's largest; a service that answers fewer per request is read correctly
-            all the same, only with more requests).
+        page_size: rows per request when a read pages through a large result (50,000; at
+            most 100,000, the contract's largest; a service that answers fewer per request is
+            read correctly all the same, only with more requests).
         spool_dir: where ``log()`` events wait on disk until the service acknowledges them:
             by default ``$SYVAIN_METRICS_SPOOL_DIR``, else the user's cache directory
             (``~/.cache/syvain-metrics/spool``); ``None`` keeps them in memory only.

@@ -1034,7 +1034,7 @@ def test_connect_takes_the_page_size(metrics_server: Any) -> None:
     finally:
         sm.set_default_session(None)
         session.close()
-    assert sm.Session(metrics_server.api_key, host=metrics_server.url).page_size == MAX_LIMIT
+    assert sm.Session(metrics_server.api_key, host=metrics_server.url).page_size == 50_000
 
 
 def test_a_read_that_fits_a_page_is_the_page_and_one_confirmation(
@@ -1043,7 +1043,7 @@ def test_a_read_that_fits_a_page_is_the_page_and_one_confirmation(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     exp, _ = history
-    session = metrics_server.session(spool_dir=None)  # the default page: 100,000 rows
+    session = metrics_server.session(spool_dir=None)  # the default page: 50,000 rows
     try:
         caplog.set_level(logging.DEBUG, logger="syvain_metrics")
         rows = sm.Experiment.get(exp.id, session=session).metrics("acc")

@@ -34,9 +34,11 @@ METRIC_ROWS_LIMIT = (1_000, MAX_METRIC_ROWS_LIMIT)
 ANNOTATIONS_LIMIT = (100, 1_000)
 CATALOG_LIMIT = (100, 1_000)
 
-DEFAULT_PAGE_SIZE = MAX_METRIC_ROWS_LIMIT
-"""Rows per request when the SDK pages a read: the largest metric-rows ``limit``. Reads do not
-depend on the service honouring it: the end of a read is a page that brings no new rows."""
+DEFAULT_PAGE_SIZE = 50_000
+"""Rows per request when the SDK pages a read: half the largest metric-rows ``limit``, so that
+a page and the next one fetched meanwhile stay small in memory (about 60 MB each while
+decoded) and a large read overlaps its requests with its decoding. Reads do not depend on
+the service honouring it: the end of a read is a page that brings no new rows."""
 
 EXPERIMENT_STATUSES = ("created", "running", "done", "error")
 STATUS_UPDATES = ("running", "done", "error")
