@@ -32,10 +32,13 @@ Example:
 
 from __future__ import annotations
 
+import operator
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass, field
+from itertools import compress
+from operator import itemgetter
 from typing import TYPE_CHECKING, Any
 
 from syvain_metrics.errors import MetricsApiError
@@ -403,31 +406,52 @@ def _bound_not_kept(bound: str, value: int, first: int | None) -> PagingError:
     )
 
 
-_SORT_VALUE: dict[str, Callable[[Row], Any]] = {
-    # Null steps sort before every step ascending (and so after them descending).
-    "step": lambda row: (row["step"] is not None, row["step"] or 0),
-    "client_timestamp": lambda row: row["client_timestamp_ms"],
-    "server_timestamp": lambda row: row["server_timestamp_ms"],
+_SORT_FIELD = {
+    "step": "step",
+    "client_timestamp": "client_timestamp_ms",
+    "server_timestamp": "server_timestamp_ms",
 }
+_NULL_STEP = float("-inf")  # null steps sort before every step ascending, after descending
+
+
+def _sort_values(rows: list[Row], key: str) -> list[Any]:
+    values = list(map(itemgetter(_SORT_FIELD[key]), rows))
+    if key == "step" and None in values:
+        values = [_NULL_STEP if value is None else value for value in values]
+    return values
 
 
 def _check_sorted(rows: list[Row], params: dict[str, Any]) -> None:
     """Raise :class:`PagingError` unless a page follows the order it was asked for (as far as
-    the known keys go: ``series`` and the final ``event_id`` are not checked)."""
-    keys: list[Callable[[Row], Any]] = []
+    the known keys go: ``series`` and the final ``event_id`` are not checked). Whole-column
+    comparisons: a key after the first is looked at only where the keys before it tie."""
+    keys: list[str] = []
     for name in str(params.get("sort_by") or "").split(","):
-        if name not in _SORT_VALUE:
+        if name not in _SORT_FIELD:
             break
-        keys.append(_SORT_VALUE[name])
+        keys.append(name)
     if not keys or len(rows) < 2:
         return
-    values = [tuple(key(row) for key in keys) for row in rows]
-    ordered = sorted(values, reverse=params.get("sort_direction") == "desc")
-    if values != ordered:
-        raise PagingError(
-            f"The service's answer is not in the order asked for (sort_by={params['sort_by']}): "
-            "paging cannot rely on it."
-        )
+    comes_first = operator.gt if params.get("sort_direction") == "desc" else operator.lt
+    ties: list[int] | None = None  # pairs (i, i + 1) whose keys so far are equal
+    for key in keys:
+        if ties is None:
+            values = _sort_values(rows, key)
+            left, right = values[:-1], values[1:]
+            pairs: Iterable[int] = range(len(left))
+        else:
+            tied = [rows[i] for i in ties] + [rows[i + 1] for i in ties]
+            values = _sort_values(tied, key)
+            left, right = values[: len(ties)], values[len(ties) :]
+            pairs = ties
+        if any(map(comes_first, right, left)):
+            raise PagingError(
+                f"The service's answer is not in the order asked for (sort_by={params['sort_by']}): "
+                "paging cannot rely on it."
+            )
+        ties = list(compress(pairs, map(operator.eq, left, right)))
+        if not ties:
+            return
 
 
 @dataclass(frozen=True)
