@@ -102,6 +102,7 @@ class _Prepared:
     timeout_setting: str
     operation: str
     attempts: int
+    on_body: Callable[[bytes], object] | None = None
 
 
 @dataclass(frozen=True)
@@ -344,6 +345,7 @@ class Session:
         encoded_body: bytes | None = None,
         idempotency_key: str | None = None,
         attempts: int | None = None,
+        on_body: Callable[[bytes], object] | None = None,
     ) -> dict[str, Any]:
         """Send one logical call of ``route`` and return its validated ``data``.
 
@@ -354,7 +356,8 @@ class Session:
 
         The log() sender, which retries on its own schedule, passes a body it encoded once
         (``encoded_body``), the key it keeps across its retries (``idempotency_key``), and
-        ``attempts=1``.
+        ``attempts=1``. A paged read passes ``on_body``, which sees a 2xx answer's raw bytes
+        before they are decoded (to send the next request early); what it raises is ignored.
 
         Example:
             >>> session.call(routes.GET_EXPERIMENT, "0f8e2c1a", reply=ExperimentReply())  # doctest: +SKIP
@@ -377,6 +380,7 @@ class Session:
             timeout_setting="ingest_timeout" if route.long_wait else "timeout",
             operation=route.operation,
             attempts=self.retry.attempts if attempts is None else attempts,
+            on_body=on_body,
         )
         token = self._credentials.api_key
         try:
@@ -490,6 +494,11 @@ class Session:
                 retryable=error.retryable,
                 retry_after=response.headers.get("Retry-After"),
             )
+        if prepared.on_body is not None:
+            try:
+                prepared.on_body(content)
+            except Exception as error:  # a look ahead, never a reason for the call to fail
+                logger.debug("looking ahead at %s failed: %s", operation, error)
         try:
             decoded = json.loads(content)
         except ValueError:

@@ -1073,3 +1073,97 @@ def test_progress_must_be_a_flag(history: tuple[sm.Experiment, sm.Session], bad:
     with pytest.raises(sm.MetricsValidationError, match="progress"):
         exp.ingest([{"name": "acc", "value": 1.0, "step": 1}], progress=bad)
     assert len(exp.metrics("acc")) == 500  # nothing was written
+
+
+# -- looking ahead: the next request leaves when a page's bytes arrive ----------------------
+
+
+class BodyFetch:
+    """A fetch that hands the raw answer (``body_of(page)``) to ``on_body`` before returning
+    the decoded page, as the session does."""
+
+    def __init__(self, rows: list[Row], body_of: Any) -> None:
+        self.rows = rows
+        self.body_of = body_of
+        self.calls: list[dict[str, Any]] = []
+        self.lock = threading.Lock()
+
+    def __call__(self, params: dict[str, Any], on_body: Any = None) -> list[Row]:
+        with self.lock:
+            self.calls.append(dict(params))
+            assert len(self.calls) < 200, "the reader is looping"
+        page = select(self.rows, as_params(params))
+        if on_body is not None:
+            on_body(self.body_of(page))
+        return page
+
+
+def test_the_request_after_a_page_leaves_before_the_page_is_decoded() -> None:
+    from syvain_metrics.resources.paging import _Pages
+
+    rows = make_rows(random.Random(46), per_step(500, 2))
+    calls: list[dict[str, Any]] = []
+    next_left_early = threading.Event()
+
+    def fetch(params: dict[str, Any], on_body: Any = None) -> list[Row]:
+        calls.append(dict(params))
+        first_call = len(calls) == 1
+        page = select(rows, as_params(params))
+        if on_body is not None:
+            on_body(json.dumps(envelope({"rows": page})).encode())
+            if first_call:
+                # "Decoding" this page: the next request must already be out.
+                next_left_early.set() if _wait_for(lambda: len(calls) >= 2) else None
+        return page
+
+    pages = _Pages(fetch, prefetch=True, look_ahead=True)
+    query = {"sort_by": "step,client_timestamp", "from_step": 10, "limit": 100}
+    first = pages.get(query, ("from_step", "step"))
+    assert next_left_early.is_set()
+    assert calls[1] == {**query, "from_step": int(first[-1]["step"])}
+    # The caller then asks for exactly that page: it takes the answer already on its way.
+    second = pages.get(calls[1], ("from_step", "step"))
+    assert second[0]["step"] == first[-1]["step"]
+    assert len(calls) <= 3  # at most one more request ahead, never a run of them
+    pages.close()
+
+
+def _wait_for(condition: Any, seconds: float = 10.0) -> bool:
+    done = threading.Event()
+    for _ in range(int(seconds / 0.01)):
+        if condition():
+            return True
+        done.wait(0.01)
+    return bool(condition())
+
+
+def test_a_wrong_guess_from_the_raw_bytes_costs_a_request_not_a_row() -> None:
+    rows = make_rows(random.Random(47), per_step(600, 3))
+
+    def misleading(page: list[Row]) -> bytes:
+        # The bytes name a last step far beyond the real one.
+        fake = [*page, {**page[-1], "step": 10_000.0, "event_id": "ev-fake"}] if page else page
+        return json.dumps(envelope({"rows": fake})).encode()
+
+    fetch = BodyFetch(rows, misleading)
+    got = RowReader(fetch=fetch, page_size=100, prefetch=True, look_ahead=True).read({}, limit=None)
+    expected = [r["event_id"] for r in select(rows, as_params({"limit": MAX_LIMIT}))]
+    assert_complete([r["event_id"] for r in got], expected)
+    assert any(call.get("from_step") == 10_000 for call in fetch.calls)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"",
+        b"not json",
+        b'{"data":{"rows":[]},"error":null}',
+        b'{"data":{"rows":[{"event_id":"a","experiment_slug":"{","step":1.0}]},"error":null}',
+        b'{"data":{"rows":[{"event_id":"a","experiment_slug":"x{","st',
+    ],
+)
+def test_last_row_guesses_never_raise(body: bytes) -> None:
+    from syvain_metrics.resources.paging import last_row
+
+    row = last_row(body)
+    assert row is None or row["event_id"] == "a"

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, overload
 
@@ -275,13 +275,17 @@ def _row_pages(
     while the caller works on the current)."""
     reply = MetricRowsReply()
 
-    def fetch(page_params: dict[str, Any]) -> list[dict[str, Any]]:
+    def fetch(
+        page_params: dict[str, Any], on_body: Callable[[bytes], object] | None = None
+    ) -> list[dict[str, Any]]:
         ordered = sorted(page_params.items(), key=lambda item: QUERY_ORDER.index(item[0]))
-        data = session.call(route, *segments, reply=reply, query=dict(ordered))
+        data = session.call(route, *segments, reply=reply, query=dict(ordered), on_body=on_body)
         rows: list[dict[str, Any]] = data["rows"]
         return rows
 
-    reader = RowReader(fetch=fetch, page_size=page_size or session.page_size, prefetch=True)
+    reader = RowReader(
+        fetch=fetch, page_size=page_size or session.page_size, prefetch=True, look_ahead=True
+    )
     return reader.pages(params, limit=limit)
 
 

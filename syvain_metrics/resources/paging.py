@@ -32,6 +32,7 @@ Example:
 
 from __future__ import annotations
 
+import json
 import operator
 import threading
 from collections.abc import Callable, Iterable, Iterator
@@ -51,7 +52,9 @@ if TYPE_CHECKING:
     from syvain_metrics.session import Session
 
 Row = dict[str, Any]
-Fetch = Callable[[dict[str, Any]], list[Row]]
+Fetch = Callable[..., list[Row]]
+"""``fetch(params) -> rows``; with ``look_ahead``, also ``fetch(params, on_body=callback)``,
+which calls ``callback(raw_bytes)`` when a 2xx answer arrives, before decoding it."""
 
 
 _STEP_BOUNDS = ("step", "from_step", "to_step")
@@ -76,36 +79,121 @@ def _frozen(params: dict[str, Any]) -> tuple[tuple[str, Any], ...]:
     )
 
 
-class _Pages:
-    """Sends a read's requests; with ``prefetch``, the one announced by :meth:`ahead` goes
-    out on a daemon thread at once, and :meth:`get` of the same query takes its answer."""
+Advance = tuple[str, str]
+"""How a page moves the read on: the bound parameter and the row field it takes."""
 
-    def __init__(self, fetch: Fetch, prefetch: bool) -> None:
+_DECODER = json.JSONDecoder()
+
+
+def last_row(body: bytes) -> dict[str, Any] | None:
+    """A guess at the last row of a rows answer, read from the end of its raw bytes without
+    decoding the rest; ``None`` when the guess fails. Only ever used to send the next request
+    early: the decoded page decides, and a wrong guess costs one request.
+
+    Example:
+        >>> last_row(b'{"data":{"rows":[{"event_id":"a","step":1.0},{"event_id":"b","step":2.0}]},"error":null}')
+        {'event_id': 'b', 'step': 2.0}
+    """
+    end = body.rfind(b"}]")
+    start = end
+    for _ in range(4):  # '{"' may also close a string that ends with '{'
+        start = body.rfind(b'{"', 0, start)
+        if start < 0:
+            return None
+        try:
+            row, stop = _DECODER.raw_decode(body[start : end + 1].decode())
+        except ValueError:
+            continue
+        if isinstance(row, dict) and "event_id" in row and stop == end + 1 - start:
+            return row
+    return None
+
+
+class _Ticket:
+    """One request of a read: its query, its answer to come, and whether it is still wanted."""
+
+    __slots__ = ("future", "key", "live")
+
+    def __init__(self, key: tuple[tuple[str, Any], ...]) -> None:
+        self.key = key
+        self.future: Future[list[Row]] = Future()
+        self.live = True
+
+
+class _Pages:
+    """Sends a read's requests. With ``prefetch``, the one announced by :meth:`ahead` goes out
+    on a daemon thread at once and :meth:`get` of the same query takes its answer; with
+    ``look_ahead`` too, as soon as a page's raw bytes arrive, the request after it (the bound
+    moved to the page's last row) goes out before the page is even decoded, at most one
+    request ahead of the caller."""
+
+    def __init__(self, fetch: Fetch, prefetch: bool, look_ahead: bool) -> None:
         self._fetch = fetch
         self._prefetch = prefetch
-        self._ahead: tuple[tuple[tuple[str, Any], ...], Future[list[Row]]] | None = None
+        self._look_ahead = look_ahead and prefetch
+        self._lock = threading.Lock()
+        self._ahead: _Ticket | None = None
+        self._closed = False
 
-    def get(self, params: dict[str, Any]) -> list[Row]:
-        ahead, self._ahead = self._ahead, None
-        if ahead is not None and ahead[0] == _frozen(params):
-            return ahead[1].result()
-        return self._fetch(params)
+    def get(self, params: dict[str, Any], advance: Advance | None = None) -> list[Row]:
+        key = _frozen(params)
+        with self._lock:
+            ahead, self._ahead = self._ahead, None
+        if ahead is not None:
+            if ahead.key == key:
+                return ahead.future.result()
+            ahead.live = False
+        return self._run(params, _Ticket(key), advance)
 
-    def ahead(self, params: dict[str, Any]) -> None:
+    def ahead(
+        self, params: dict[str, Any], advance: Advance | None = None, *, guessed: bool = False
+    ) -> None:
         if not self._prefetch:
             return
-        future: Future[list[Row]] = Future()
         query = dict(params)
+        ticket = _Ticket(_frozen(query))
+        with self._lock:
+            if self._closed:
+                return
+            current = self._ahead
+            if current is not None:
+                if guessed or current.key == ticket.key:
+                    return  # one request ahead is enough; or it is already on its way
+                current.live = False
+            self._ahead = ticket
 
         def run() -> None:
             try:
-                future.set_result(self._fetch(query))
+                ticket.future.set_result(self._run(query, ticket, advance))
             except BaseException as error:  # handed to whoever asks for the page
-                future.set_exception(error)
+                ticket.future.set_exception(error)
 
         # A daemon thread, not a pool: a read the caller abandons must not hold up exit.
         threading.Thread(target=run, name="syvain-metrics-prefetch", daemon=True).start()
-        self._ahead = (_frozen(query), future)
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            if self._ahead is not None:
+                self._ahead.live = False
+                self._ahead = None
+
+    def _run(self, params: dict[str, Any], ticket: _Ticket, advance: Advance | None) -> list[Row]:
+        if not self._look_ahead or advance is None:
+            return self._fetch(params)
+
+        def guess(body: bytes) -> None:
+            if self._closed or not ticket.live or self._ahead is not None:
+                return
+            bound, field_name = advance
+            row = last_row(body)
+            value = None if row is None else row.get(field_name)
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                return
+            if params.get(bound) != int(value):
+                self.ahead({**params, bound: int(value)}, advance, guessed=True)
+
+        return self._fetch(params, on_body=guess)
 
 
 @dataclass
@@ -122,6 +210,8 @@ class RowReader:
     page_size: int = DEFAULT_PAGE_SIZE
     prefetch: bool = False
     """Send the next request while the caller works on the current page."""
+    look_ahead: bool = False
+    """Send it as soon as the current page's bytes arrive (``fetch`` takes ``on_body``)."""
     _cap: int = field(default=MAX_METRIC_ROWS_LIMIT, init=False, repr=False)
 
     def read(self, params: dict[str, Any], *, limit: int | None) -> list[Row]:
@@ -142,16 +232,19 @@ class RowReader:
             return
         # Paging relies on the order, so ask for it rather than trust a default.
         params = {**params, "sort_by": params.get("sort_by") or _TIME_ORDER}
-        pages = _Pages(self.fetch, self.prefetch)
+        pages = _Pages(self.fetch, self.prefetch, self.look_ahead)
         left = limit
-        for page in self._all(pages, params, order):
-            if left is not None:
-                page = page[:left]
-                left -= len(page)
-            if page:
-                yield page
-            if left == 0:
-                return
+        try:
+            for page in self._all(pages, params, order):
+                if left is not None:
+                    page = page[:left]
+                    left -= len(page)
+                if page:
+                    yield page
+                if left == 0:
+                    return
+        finally:
+            pages.close()  # nothing more goes out for a read that ended or was dropped
 
     # -- strategy by sort key ---------------------------------------------------------
 
@@ -172,8 +265,14 @@ class RowReader:
         else:  # server_timestamp or series: no bound moves with them
             yield self._single_page(pages, params)
 
-    def _page(self, pages: _Pages, params: dict[str, Any], size: int | None = None) -> list[Row]:
-        rows = pages.get({**params, "limit": size or self.page_size})
+    def _page(
+        self,
+        pages: _Pages,
+        params: dict[str, Any],
+        size: int | None = None,
+        advance: Advance | None = None,
+    ) -> list[Row]:
+        rows = pages.get({**params, "limit": size or self.page_size}, advance)
         _check_sorted(rows, params)
         return rows
 
@@ -196,7 +295,7 @@ class RowReader:
     def _ascending_from_the_start(
         self, pages: _Pages, params: dict[str, Any], order: _Order
     ) -> Iterator[list[Row]]:
-        rows = self._page(pages, params)
+        rows = self._page(pages, params, advance=("from_step", "step"))
         nulls = 0
         while nulls < len(rows) and rows[nulls]["step"] is None:
             nulls += 1
@@ -275,6 +374,7 @@ class RowReader:
         caller already fetched it (without its null steps)."""
         descending = order.descending
         bound = "to_step" if descending else "from_step"
+        advance = (bound, "step")
         query = dict(params)
         seen: set[str] = set()  # rows at the bound that the previous page already gave
         short: int | None = None  # the length of the previous page, when shorter than asked
@@ -282,7 +382,7 @@ class RowReader:
             if first is not None:
                 rows, first = first, None
             else:
-                rows = self._page(pages, query)
+                rows = self._page(pages, query, advance=advance)
             stepped = [row for row in rows if row["step"] is not None]
             head = int(stepped[0]["step"]) if stepped else None
             if seen and head != query[bound]:
@@ -307,7 +407,7 @@ class RowReader:
                 seen = set()
                 continue
             self._advance(query, bound, last)
-            pages.ahead({**query, "limit": self.page_size})
+            pages.ahead({**query, "limit": self.page_size}, advance)
             seen = {row["event_id"] for row in stepped if row["step"] == last}
             yield fresh
 
@@ -345,6 +445,7 @@ class RowReader:
         """Rows paged by the client-time bound; ``first`` is the first page when already
         fetched, and ``seen`` the ids of its rows already given."""
         bound = "to_time" if descending else "from_time"
+        advance = (bound, "client_timestamp_ms")
         query = dict(params)
         check = False  # whether the page must start at the bound (rows there were seen)
         short: int | None = None
@@ -352,7 +453,7 @@ class RowReader:
             if first is not None:
                 rows, first = first, None
             else:
-                rows = self._page(pages, query)
+                rows = self._page(pages, query, advance=advance)
             head = rows[0]["client_timestamp_ms"] if rows else None
             if check and head != query[bound]:
                 raise _bound_not_kept(bound, query[bound], head)
@@ -377,7 +478,7 @@ class RowReader:
                 seen, check = set(), False
                 continue
             self._advance(query, bound, last)
-            pages.ahead({**query, "limit": self.page_size})
+            pages.ahead({**query, "limit": self.page_size}, advance)
             seen = {row["event_id"] for row in rows if row["client_timestamp_ms"] == last}
             check = True
             yield fresh
