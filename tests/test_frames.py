@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import builtins
+import json
 from typing import Any
 
 import matplotlib
@@ -84,3 +85,49 @@ def test_a_missing_extra_names_what_to_install(
     assert len(mocked.calls) == 0  # nothing was sent
     with pytest.raises(sm.MetricsApiError, match=r"syvain-metrics\[pandas\]"):
         sm.MetricRows(some_rows()).to_pandas()
+
+
+# -- rows held as columns read back exactly as sent ---------------------------------------------
+
+
+def test_rows_held_as_columns_read_back_exactly_as_the_service_sent_them() -> None:
+    from syvain_metrics.resources.row_columns import RowColumns
+
+    plain = [
+        row_wire(f"e{i}", None if i % 4 == 0 else i, i / 7, 1_700_000_000_000 + i)
+        for i in range(50)
+    ]
+    odd = [
+        {**row_wire("i1", 3, 1.0, 5), "metric_value": 1, "step": 3},  # ints where floats were
+        {**row_wire("i2", 4, 2.0, 6), "extra": {"new": True}},  # a field added by the service
+        {"event_id": "i3", "metric_name": "loss", "step": None, "metric_value": 0.5},  # sparse
+        {**row_wire("i4", 5, 3.0, 7), "client_timestamp_ms": 2**70},  # beyond a machine int
+    ]
+    table = RowColumns()
+    table.extend(plain)
+    table.extend(odd)
+    table.extend(plain[:3])
+    sent = [*plain, *odd, *plain[:3]]
+    assert list(table.rows()) == sent
+    assert [type(r["metric_value"]) for r in table.rows()][50:52] == [int, float]
+    rows = sm.MetricRows(table)
+    assert rows.to_dicts() == sent
+    assert rows.steps == [None if r["step"] is None else int(r["step"]) for r in sent]
+    assert rows.column("extra") == [None] * 51 + [{"new": True}] + [None] * 5
+    assert rows[51].extra == {"new": True}
+    assert rows[-1].to_dict() == plain[2]
+    assert rows[50:52].to_dicts() == odd[:2]
+    with pytest.raises(IndexError):
+        rows[len(sent)]
+
+
+def test_repeated_texts_are_shared_between_rows() -> None:
+    from syvain_metrics.resources.row_columns import RowColumns
+
+    pages = [json.loads(json.dumps([row_wire(f"e{i}", i, 1.0, i) for i in range(20)]))] * 2
+    table = RowColumns()
+    for page in pages:
+        table.extend(json.loads(json.dumps(page)))  # fresh string objects each time
+    slugs = table.column("experiment_slug")
+    assert len({id(slug) for slug in slugs}) == 1
+    assert len({id(e) for e in table.column("event_id")}) == 40
