@@ -25,6 +25,7 @@ from syvain_metrics.resources.paging import RowReader
 from syvain_metrics.resources.row_columns import RowColumns
 from syvain_metrics.routes import Route
 from syvain_metrics.schemas.base import load_request
+from syvain_metrics.schemas.limits import STREAM_PAGE_SIZE
 from syvain_metrics.schemas.metric_query import (
     QUERY_ORDER,
     CompareQuery,
@@ -323,8 +324,10 @@ def iter_rows(
     page_size: int | None,
 ) -> Iterator[MetricRows]:
     """The rows of a read as one :class:`MetricRows` per page, each dropped once the caller
-    moves on: memory stays that of a page or two, however long the history."""
-    for page in _row_pages(session, route, segments, params, limit, page_size):
+    moves on: memory stays that of a page or two, however long the history. Pages hold
+    ``page_size`` rows, by default :data:`STREAM_PAGE_SIZE` (or the session's, if smaller)."""
+    size = page_size or min(session.page_size, STREAM_PAGE_SIZE)
+    for page in _row_pages(session, route, segments, params, limit, size):
         yield MetricRows(RowColumns.from_rows(page))
 
 
@@ -460,7 +463,7 @@ def iter_compare(
 ) -> Iterator[MetricRows]:
     """:func:`compare`, one :class:`MetricRows` page at a time, in constant memory: for
     histories larger than memory (``page.to_pandas()`` gives DataFrame chunks).
-    ``page_size`` (default: the session's) bounds the rows per page.
+    ``page_size`` (default 20,000, or the session's if smaller) bounds the rows per page.
 
     Example:
         >>> for page in sm.iter_compare([a.series("loss"), b.series("loss")]):  # doctest: +SKIP

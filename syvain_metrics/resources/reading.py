@@ -99,8 +99,8 @@ class MetricReading(ExperimentBase):
     ) -> Iterator[MetricRows]:
         """:meth:`metrics`, one :class:`MetricRows` page at a time, in constant memory: for
         histories larger than memory. ``page.to_pandas()`` gives DataFrame chunks;
-        ``page_size`` (default: the session's) bounds the rows per page. The next page is
-        fetched while you work on the current one.
+        ``page_size`` (default 20,000, or the session's if smaller) bounds the rows per
+        page. The next page is fetched while you work on the current one.
 
         Example:
             >>> for page in exp.iter_metrics("loss", page_size=50_000):  # doctest: +SKIP

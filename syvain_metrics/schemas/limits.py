@@ -40,6 +40,10 @@ a page and the next one fetched meanwhile stay small in memory (about 60 MB each
 decoded) and a large read overlaps its requests with its decoding. Reads do not depend on
 the service honouring it: the end of a read is a page that brings no new rows."""
 
+STREAM_PAGE_SIZE = 20_000
+"""Rows per page of a streamed read (``iter_metrics()``) unless told otherwise: pages in
+flight stay around 25 MB each whatever the length of the history."""
+
 EXPERIMENT_STATUSES = ("created", "running", "done", "error")
 STATUS_UPDATES = ("running", "done", "error")
 METRIC_SORT_KEYS = ("step", "client_timestamp", "server_timestamp")
