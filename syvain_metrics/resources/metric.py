@@ -14,6 +14,7 @@ import datetime as dt
 import json
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from itertools import repeat
 from typing import TYPE_CHECKING, Any, overload
 
 from syvain_metrics import routes
@@ -33,7 +34,7 @@ from syvain_metrics.schemas.metric_query import (
     series_param,
 )
 from syvain_metrics.schemas.options import check_flag, check_page_size
-from syvain_metrics.schemas.rows import MetricRowsReply
+from syvain_metrics.schemas.rows import ABSENT, MetricRowsReply
 from syvain_metrics.session import Session, get_session
 
 if TYPE_CHECKING:
@@ -54,8 +55,12 @@ def _json_object(text: str, field_name: str) -> dict[str, Any]:
     return loaded
 
 
+_MISSING: Any = object()
+
+
 class Metric:
-    """One metric event as read back. Built only when a row is used.
+    """One metric event as read back: a view of one row of a read's columns, so rows cost
+    nothing until used.
 
     ``name``, ``value``, ``step`` (an ``int`` or ``None``) and ``metadata`` (a ``dict``) are
     friendly views of ``metric_name``, ``metric_value``, ``step`` and ``event_metadata_json``;
@@ -69,56 +74,80 @@ class Metric:
         ('loss', 0.5, 3, {'split': 'train'})
     """
 
-    __slots__ = ("_row",)
+    __slots__ = ("_index", "_table")
 
     def __init__(self, row: dict[str, Any]) -> None:
-        self._row = row
+        self._table = RowColumns.from_rows([row])
+        self._index = 0
+
+    @classmethod
+    def _at(cls, table: RowColumns, index: int) -> Metric:
+        metric = cls.__new__(cls)
+        metric._table = table
+        metric._index = index
+        return metric
+
+    def _get(self, field_name: str, default: Any = None) -> Any:
+        return self._table.value(field_name, self._index, default)
 
     @property
     def name(self) -> str:
         """The metric name."""
-        name: str = self._row["metric_name"]
+        name: str = self._get("metric_name")
         return name
 
     @property
     def value(self) -> float:
         """The metric value."""
-        value: float = self._row["metric_value"]
-        return value
+        # The hot path of row-by-row reads: straight to the column, the general lookup only
+        # for a row that lacks the field.
+        try:
+            value: float = self._table.columns["metric_value"][self._index]
+        except KeyError:
+            value = None  # type: ignore[assignment]
+        return self._get("metric_value") if value is ABSENT else value
 
     @property
     def step(self) -> int | None:
         """The step as an ``int``, or ``None`` when the event had no step."""
-        step = self._row["step"]
-        return None if step is None else int(step)
+        try:
+            step = self._table.columns["step"][self._index]
+        except KeyError:
+            return None
+        if step is None or step != step:  # NaN: a null step in a packed column
+            return None
+        return None if step is ABSENT else int(step)
 
     @property
     def metadata(self) -> dict[str, Any]:
         """The event's metadata object."""
-        text = self._row.get("event_metadata_json")
+        text = self._get("event_metadata_json")
         return {} if not text else _json_object(text, "event_metadata_json")
 
     @property
     def experiment_metadata(self) -> dict[str, Any] | None:
         """The experiment's metadata when read with ``include_experiment_meta_as_of=True``."""
-        text = self._row.get("experiment_metadata_json")
+        text = self._get("experiment_metadata_json")
         return None if text is None else _json_object(text, "experiment_metadata_json")
 
     @property
     def timestamp(self) -> dt.datetime | None:
         """The client timestamp as an aware UTC ``datetime``."""
-        return from_ms(self._row.get("client_timestamp_ms"))
+        return from_ms(self._get("client_timestamp_ms"))
 
     def __getattr__(self, name: str) -> Any:
-        if name.startswith("_"):  # copy/pickle probe before ``_row`` is set
+        if name.startswith("_"):  # copy/pickle probe before the slots are set
             raise AttributeError(name)
-        try:
-            return self._row[name]
-        except KeyError:
-            raise AttributeError(f"Metric has no field {name!r}") from None
+        value = self._get(name, _MISSING)
+        if value is _MISSING:
+            raise AttributeError(f"Metric has no field {name!r}")
+        return value
 
     def __dir__(self) -> list[str]:
-        return sorted({*object.__dir__(self), *self._row})
+        return sorted({*object.__dir__(self), *self.to_dict()})
+
+    def __reduce__(self) -> tuple[type[Metric], tuple[dict[str, Any]]]:
+        return Metric, (self.to_dict(),)  # the row alone, not the whole read
 
     def to_dict(self) -> dict[str, Any]:
         """The row as the service sent it.
@@ -127,20 +156,20 @@ class Metric:
             >>> Metric({"event_id": "e1", "metric_name": "loss"}).to_dict()
             {'event_id': 'e1', 'metric_name': 'loss'}
         """
-        return dict(self._row)
+        return self._table.row(self._index)
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Metric):
             return NotImplemented
-        return bool(self._row.get("event_id") == other._row.get("event_id"))
+        return bool(self._get("event_id") == other._get("event_id"))
 
     def __hash__(self) -> int:
-        return hash(self._row.get("event_id"))
+        return hash(self._get("event_id"))
 
     def __repr__(self) -> str:
         return (
-            f"<Metric {self._row.get('experiment_slug')}/{self.name} step={self.step} "
-            f"value={self.value!r} metadata={self._row.get('event_metadata_json')}>"
+            f"<Metric {self._get('experiment_slug')}/{self.name} step={self.step} "
+            f"value={self.value!r} metadata={self._get('event_metadata_json')}>"
         )
 
 
@@ -174,10 +203,10 @@ class MetricRows(Sequence[Metric]):
             return MetricRows(self._table.take(index))
         if not -self._table.length <= index < self._table.length:
             raise IndexError("MetricRows index out of range")
-        return Metric(self._table.row(index % self._table.length))
+        return Metric._at(self._table, index % self._table.length)
 
     def __iter__(self) -> Iterator[Metric]:
-        return map(Metric, self._table.rows())
+        return map(Metric._at, repeat(self._table), range(self._table.length))
 
     def column(self, field_name: str) -> list[Any]:
         """Every row's value of one wire field (``None`` where absent).

@@ -38,12 +38,13 @@ import threading
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from itertools import compress
+from itertools import compress, islice
 from operator import itemgetter
 from typing import TYPE_CHECKING, Any
 
 from syvain_metrics.errors import MetricsApiError
 from syvain_metrics.schemas.limits import DEFAULT_PAGE_SIZE, MAX_METRIC_ROWS_LIMIT
+from syvain_metrics.schemas.rows import RowPage
 
 if TYPE_CHECKING:
     from marshmallow import Schema
@@ -383,11 +384,12 @@ class RowReader:
                 rows, first = first, None
             else:
                 rows = self._page(pages, query, advance=advance)
-            stepped = [row for row in rows if row["step"] is not None]
+            nulls = _null_steps(rows)  # after the steps descending, before them ascending
+            stepped = rows if not nulls else rows[:-nulls] if descending else rows[nulls:]
             head = int(stepped[0]["step"]) if stepped else None
             if seen and head != query[bound]:
                 raise _bound_not_kept(bound, query[bound], head)
-            fresh = [row for row in stepped if row["event_id"] not in seen]
+            fresh = _fresh(stepped, seen)
             # Null steps sort after every step descending: once one shows, the steps are done.
             # (Ascending, only the first page can hold them, before its steps.)
             if not fresh or (descending and len(stepped) < len(rows)):
@@ -457,7 +459,7 @@ class RowReader:
             head = rows[0]["client_timestamp_ms"] if rows else None
             if check and head != query[bound]:
                 raise _bound_not_kept(bound, query[bound], head)
-            fresh = [row for row in rows if row["event_id"] not in seen]
+            fresh = _fresh(rows, seen)
             if not fresh:
                 return
             self._learn_cap(short, rows)
@@ -492,6 +494,25 @@ class RowReader:
                 "reading on would repeat rows forever."
             )
         query[bound] = value
+
+
+def _null_steps(rows: list[Row]) -> int:
+    steps = rows.columns.get("step") if isinstance(rows, RowPage) else None
+    if steps is None:
+        steps = list(map(itemgetter("step"), rows))
+    return steps.count(None)
+
+
+def _fresh(rows: list[Row], seen: set[str]) -> list[Row]:
+    """The rows not yet given. Those given sat at the bound, so they open the page, in the
+    same order: the page less its head (a slice, which keeps a page's columns); anything
+    else (rows written meanwhile at the bound) is filtered row by row."""
+    if not seen:
+        return rows
+    head = len(seen)
+    if all(map(seen.__contains__, map(itemgetter("event_id"), islice(rows, head)))):
+        return rows[head:]  # every id seen is in the head: none further on
+    return [row for row in rows if row["event_id"] not in seen]
 
 
 def _bound_not_kept(bound: str, value: int, first: int | None) -> PagingError:

@@ -21,20 +21,7 @@ from itertools import chain, repeat
 from operator import itemgetter
 from typing import TYPE_CHECKING, Any
 
-
-class _Absent:
-    """A field the row did not carry."""
-
-    __slots__ = ()
-
-    def __repr__(self) -> str:
-        return "ABSENT"
-
-    def __reduce__(self) -> str:
-        return "ABSENT"
-
-
-ABSENT: Any = _Absent()
+from syvain_metrics.schemas.rows import ABSENT, RowPage
 
 SHARED_FIELDS = frozenset(
     {
@@ -110,15 +97,24 @@ class RowColumns:
         return self.length
 
     def extend(self, rows: list[dict[str, Any]]) -> None:
-        """Append ``rows``; the dicts are not kept, only their values."""
+        """Append ``rows``; the dicts are not kept, only their values. A validated
+        :class:`RowPage` hands over the columns it already holds."""
         count = len(rows)
         if not count:
             return
-        fields = dict.fromkeys(chain.from_iterable(rows))
-        # Every row has every field exactly when the sizes add up (keys are unique per row).
-        complete = sum(map(len, rows)) == count * len(fields)
+        known: dict[str, list[Any]] = rows.columns if isinstance(rows, RowPage) else {}
+        # Every row has exactly the known fields when the sizes add up (keys are unique).
+        if known and sum(map(len, rows)) == count * len(known):
+            fields: dict[str, Any] = dict.fromkeys(known)
+            complete = True
+        else:
+            known = {}
+            fields = dict.fromkeys(chain.from_iterable(rows))
+            complete = sum(map(len, rows)) == count * len(fields)
         for name in fields:
-            if complete:
+            if name in known:
+                values = known[name]
+            elif complete:
                 values = list(map(itemgetter(name), rows))
             else:
                 values = list(map(dict.get, rows, repeat(name, count), repeat(ABSENT, count)))
@@ -170,6 +166,18 @@ class RowColumns:
         if ABSENT in column:
             return [None if value is ABSENT else value for value in column]
         return list(column)
+
+    def value(self, name: str, index: int, default: Any = None) -> Any:
+        """Row ``index``'s value of ``name``, or ``default`` when the row lacks it."""
+        column = self.columns.get(name)
+        if column is None:
+            return default
+        value = column[index]
+        if value is ABSENT:
+            return default
+        if value != value and name == "step":  # NaN: a null step in a packed column
+            return None
+        return value
 
     def row(self, index: int) -> dict[str, Any]:
         """Row ``index`` as a dict of the fields it carries."""
