@@ -411,14 +411,16 @@ class Series:
 
 
 def _compare_read(
-    series: Sequence[Series], session: Session | None, options: dict[str, Any]
+    series: Sequence[Series], session: Session | None, arguments: dict[str, Any]
 ) -> tuple[Session, dict[str, Any], int | None]:
-    """Validate a compare: its session, its query parameters and its ``limit``."""
+    """Validate a compare from its function's ``arguments``: its session, its query
+    parameters and its ``limit``."""
     items = list(series)
     if not all(isinstance(s, Series) for s in items):
         raise MetricsValidationError({"series": ["Each item must be an sm.Series."]})
     loaded = load_request(CompareSeriesList(), {"series": [s._wire() for s in items]})
-    query = load_request(CompareQuery(), options)
+    schema = CompareQuery()
+    query = load_request(schema, {key: arguments[key] for key in schema.fields})
     bound = get_session(session or next((s.session for s in items if s.session), None))
     limit_value = query.pop("limit", None)
     # Read your writes: this session's pending log() events of these runs land first.
@@ -451,20 +453,7 @@ def compare(
         >>> rows.to_pandas().groupby("experiment_slug")["value"].min()  # doctest: +SKIP
     """
     check_flag("progress", progress)
-    bound, params, limit_value = _compare_read(
-        series,
-        session,
-        {
-            "from_step": from_step,
-            "to_step": to_step,
-            "from_time": from_time,
-            "to_time": to_time,
-            "sort_by": sort_by,
-            "sort_direction": sort_direction,
-            "limit": limit,
-            "include_experiment_meta_as_of": include_experiment_meta_as_of,
-        },
-    )
+    bound, params, limit_value = _compare_read(series, session, locals())
     return read_rows(
         bound,
         routes.COMPARE_METRICS,
@@ -498,20 +487,7 @@ def iter_compare(
         >>> for page in sm.iter_compare([a.series("loss"), b.series("loss")]):  # doctest: +SKIP
         ...     total += sum(page.values)
     """
-    bound, params, limit_value = _compare_read(
-        series,
-        session,
-        {
-            "from_step": from_step,
-            "to_step": to_step,
-            "from_time": from_time,
-            "to_time": to_time,
-            "sort_by": sort_by,
-            "sort_direction": sort_direction,
-            "limit": limit,
-            "include_experiment_meta_as_of": include_experiment_meta_as_of,
-        },
-    )
+    bound, params, limit_value = _compare_read(series, session, locals())
     return iter_rows(
         bound, routes.COMPARE_METRICS, (), params, limit_value, check_page_size(page_size)
     )

@@ -22,8 +22,12 @@ from syvain_metrics.schemas.options import check_flag, check_page_size
 class MetricReading(ExperimentBase):
     """``metrics()``, ``iter_metrics()`` and ``series()`` of an experiment."""
 
-    def _metrics_query(self, options: dict[str, Any]) -> tuple[dict[str, Any], int | None]:
-        query = load_request(MetricsQuery(), options)
+    def _metrics_query(self, arguments: dict[str, Any]) -> tuple[dict[str, Any], int | None]:
+        """Validate the filters among a read method's ``arguments`` (the schema's fields;
+        ``name`` is ``metric_name``): the query and its limit."""
+        schema = MetricsQuery()
+        arguments = {**arguments, "metric_name": arguments["name"]}
+        query = load_request(schema, {key: arguments[key] for key in schema.fields})
         limit_value = query.pop("limit", None)
         self._settle_logs()
         return query, limit_value
@@ -56,21 +60,7 @@ class MetricReading(ExperimentBase):
             >>> rows[0].value, rows.to_pandas()                                                  # doctest: +SKIP
         """
         check_flag("progress", progress)
-        query, limit_value = self._metrics_query(
-            {
-                "metric_name": name,
-                "metadata": metadata,
-                "step": step,
-                "from_step": from_step,
-                "to_step": to_step,
-                "from_time": from_time,
-                "to_time": to_time,
-                "sort_by": sort_by,
-                "sort_direction": sort_direction,
-                "limit": limit,
-                "include_experiment_meta_as_of": include_experiment_meta_as_of,
-            }
-        )
+        query, limit_value = self._metrics_query(locals())
         return read_rows(
             self._bind(),
             routes.LIST_METRICS,
@@ -106,21 +96,7 @@ class MetricReading(ExperimentBase):
             >>> for page in exp.iter_metrics("loss", page_size=50_000):  # doctest: +SKIP
             ...     frame = page.to_pandas()
         """
-        query, limit_value = self._metrics_query(
-            {
-                "metric_name": name,
-                "metadata": metadata,
-                "step": step,
-                "from_step": from_step,
-                "to_step": to_step,
-                "from_time": from_time,
-                "to_time": to_time,
-                "sort_by": sort_by,
-                "sort_direction": sort_direction,
-                "limit": limit,
-                "include_experiment_meta_as_of": include_experiment_meta_as_of,
-            }
-        )
+        query, limit_value = self._metrics_query(locals())
         return iter_rows(
             self._bind(),
             routes.LIST_METRICS,
