@@ -1167,3 +1167,17 @@ def test_last_row_guesses_never_raise(body: bytes) -> None:
 
     row = last_row(body)
     assert row is None or row["event_id"] == "a"
+
+
+def test_a_step_cut_by_a_full_page_teaches_no_cap() -> None:
+    # The first page holds the null steps and the first rows of step 0 only; reading the rest
+    # of step 0 brings new rows, which is no sign of a cap (the page asked for was full).
+    rng = random.Random(48)
+    rows = (
+        make_rows(rng, [None] * 36)
+        + make_rows(rng, [0] * 6)
+        + make_rows(rng, [7] * 100, ts_of=lambda step: 1_700_000_000_777)
+    )
+    fetch = FetchRecorder(rows)
+    got = read_ids(fetch, 40)
+    assert_complete(got, fetch.expected())

@@ -132,3 +132,53 @@ def test_an_ingest_completes_while_a_long_compare_runs(
         assert len(rows[0]) == 50
         assert [r.name for r in exp.metrics("acc")] == ["acc"]
         session.close()
+
+
+def test_rows_written_by_sqlite_are_the_rows_as_json_writes_them() -> None:
+    # The hot read path writes each row's JSON mostly in SQL; it must read back exactly as
+    # a dict per row through json.dumps would, whatever the strings and numbers hold.
+    import json
+    import random
+
+    from syvain_metrics.server.sql import RowQuery, SeriesFilter
+    from syvain_metrics.server.store import Store
+
+    store = Store()
+    [key] = store.use_api_keys(["ak_rows"])
+    org = store.authenticate(key).org_id
+    slug = 'run "quoted" \\ é ✓ \u2028 tab\t'
+    exp = store.create_experiment(
+        org,
+        "http://h",
+        {"slug": slug, "description": 'd\n"x"', "metadata": {"k": "v\u0001", "n": 1.5}},
+    )
+    rng = random.Random(7)
+    values = [rng.random() * 10 ** rng.randint(-300, 300) for _ in range(300)]
+    values += [0.1, 1 / 3, -0.0, 5e-324, 1.7976931348623157e308, 2.0**53, 7.0]
+    metrics = [
+        {
+            "client_event_id": f"c{i}",
+            "name": ["loss", 'ñame "q"', "a\\b"][i % 3],
+            "value": value,
+            "step": None if i % 11 == 0 else i * 1_000_003,
+            "metadata": {"split": ["train", 'va"l', "\u00e9\n"][i % 3], "i": i},
+            "timestamp_ms": 1_700_000_000_000 + i,
+        }
+        for i, value in enumerate(values)
+    ]
+    store.ingest(org, exp["id"], metrics)
+    for include_meta in (False, True):
+        query = RowQuery(
+            org_id=org, series=[SeriesFilter(exp["id"])], limit=1_000, include_meta=include_meta
+        )
+        written = json.loads(store.metric_rows_json(query))
+        assert written == store.metric_rows(query)
+        assert len(written) == len(metrics)
+        assert sorted(r["metric_value"] for r in written) == sorted(values)
+        assert all(type(r["step"]) is float for r in written if r["step"] is not None)
+    assert (
+        store.metric_rows_json(
+            RowQuery(org_id=org, series=[SeriesFilter(exp["id"], "none")], limit=10)
+        )
+        == "[]"
+    )

@@ -452,6 +452,7 @@ class RowReader:
         check = False  # whether the page must start at the bound (rows there were seen)
         short: int | None = None
         while True:
+            handed = first is not None  # part of a page asked for otherwise: no length to judge
             if first is not None:
                 rows, first = first, None
             else:
@@ -463,7 +464,7 @@ class RowReader:
             if not fresh:
                 return
             self._learn_cap(short, rows)
-            short = len(rows) if len(rows) < min(self.page_size, self._cap) else None
+            short = None if handed or len(rows) >= min(self.page_size, self._cap) else len(rows)
             last = rows[-1]["client_timestamp_ms"]
             if head == last:
                 # One millisecond only: take it in one largest page, then move past it.

@@ -169,6 +169,18 @@ def _dump(payload: Any) -> bytes:
     return json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
 
 
+def _answer(data: dict[str, Any]) -> bytes:
+    """The envelope of a 2xx answer; a :class:`~handlers.RawJson` value (a rows array the
+    store wrote) goes in as it is."""
+    raw = {key: value for key, value in data.items() if isinstance(value, handlers.RawJson)}
+    if not raw:
+        return _dump({"data": data, "error": None})
+    rest = _dump({key: value for key, value in data.items() if key not in raw})[1:-1]
+    parts = [f"{json.dumps(key)}:{value}" for key, value in raw.items()]
+    inner = ",".join([*parts, rest.decode()] if rest else parts)
+    return ('{"data":{' + inner + '},"error":null}').encode()
+
+
 def _json_response(status: int, body: bytes, headers: dict[str, str] | None = None) -> Response:
     return Response(body, status=status, headers=headers, content_type="application/json")
 
@@ -374,4 +386,4 @@ class MetricsApp:
             logger.exception("unexpected error in %s", endpoint.name)
             failure = ApiError(500, "internal_error", "Internal server error")
             return 500, _dump(failure.envelope()), False
-        return 200, _dump({"data": data, "error": None}), True
+        return 200, _answer(data), True

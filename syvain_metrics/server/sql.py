@@ -16,6 +16,7 @@ import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
+from operator import itemgetter
 from typing import Any
 
 SCHEMA = """
@@ -266,8 +267,11 @@ class RowQuery:
     descending: bool = False
     include_meta: bool = False
 
-    def sql(self) -> tuple[str, list[Any]]:
-        """The SELECT and its parameters; rows come in :data:`ROW_COLUMNS` order.
+    def sql(self, *, as_json: bool = False) -> tuple[str, list[Any]]:
+        """The SELECT and its parameters; rows come in :data:`ROW_COLUMNS` order, or with
+        ``as_json`` as three columns whose texts joined make the row's JSON object (see
+        :func:`rows_json`): SQLite escapes the strings, Python writes the value, whose
+        shortest exact form SQLite's own formatting does not give.
 
         Each series is its own arm, whose conditions (experiment, metric name, bounds) all
         sit in ``WHERE``, so the arm is a range scan of an index already in the requested
@@ -281,6 +285,7 @@ class RowQuery:
         order = [f"{_SORT_COLUMNS[key]} {direction}" for key in self.sort_by]
         order.append(f"event_id {direction}")  # the last key makes every order total
         meta = "x.description, x.metadata_json" if self.include_meta else "NULL, NULL"
+        meta_description, meta_json = meta.split(", ")
         bounds: list[str] = ["e.org_id = ?"]
         bound_params: list[Any] = [self.org_id]
         for clause, value in (
@@ -304,11 +309,16 @@ class RowQuery:
                 where.append(f"NOT {previous}")
                 arm_params += previous_params
             earlier.append((condition, condition_params))
+            selected = (
+                _JSON_COLUMNS.format(meta_description=meta_description, meta_json=meta_json)
+                if as_json
+                else _PLAIN_COLUMNS.format(meta=meta)
+            )
             arms.append(
-                f"""SELECT e.event_id AS event_id, e.org_id, e.experiment_id, x.slug, {meta},
-                       e.metric_name, e.metric_value, e.step AS step, e.metadata_json,
+                f"""SELECT {selected}, e.step AS step,
                        e.client_timestamp_ms AS client_timestamp_ms,
-                       e.server_timestamp_ms AS server_timestamp_ms, {index} AS series_index
+                       e.server_timestamp_ms AS server_timestamp_ms,
+                       e.event_id AS event_id, {index} AS series_index
                 FROM events e JOIN experiments x ON x.id = e.experiment_id
                 WHERE {" AND ".join(where)}"""
             )
@@ -320,6 +330,40 @@ class RowQuery:
         """
         params.append(self.limit)
         return text, params
+
+
+_PLAIN_COLUMNS = """e.event_id, e.org_id, e.experiment_id, x.slug, {meta}, e.metric_name,
+    e.metric_value, e.step, e.metadata_json, e.client_timestamp_ms, e.server_timestamp_ms"""
+_JSON_COLUMNS = """rtrim(json_object('event_id', e.event_id, 'org_id', e.org_id,
+        'experiment_id', e.experiment_id, 'experiment_slug', x.slug,
+        'experiment_description', {meta_description}, 'experiment_metadata_json', {meta_json},
+        'metric_name', e.metric_name), '}}') || ',"metric_value":',
+    e.metric_value,
+    ',"step":' || CASE WHEN e.step IS NULL THEN 'null' ELSE CAST(e.step AS INTEGER) || '.0' END
+        || ',' || ltrim(json_object('event_metadata_json', e.metadata_json,
+        'client_timestamp_ms', e.client_timestamp_ms,
+        'server_timestamp_ms', e.server_timestamp_ms), '{{')"""
+_ROW_TEXT = "{}{!r}{}".format
+
+
+def rows_json(rows: Sequence[Sequence[Any]]) -> str:
+    """The JSON array of rows selected with ``RowQuery.sql(as_json=True)``: each row is its
+    head text, its value written by Python (the shortest text that reads back exactly) and
+    its tail text.
+
+    Example:
+        >>> rows_json([('{"event_id":"e1","metric_value":', 0.1, ',"step":null}')])
+        '[{"event_id":"e1","metric_value":0.1,"step":null}]'
+    """
+    if not rows:
+        return "[]"
+    texts = map(
+        _ROW_TEXT,
+        map(itemgetter(0), rows),
+        map(float, map(itemgetter(1), rows)),
+        map(itemgetter(2), rows),
+    )
+    return "[" + ",".join(texts) + "]"
 
 
 def row_wire(values: Sequence[Any]) -> dict[str, Any]:

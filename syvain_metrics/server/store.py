@@ -39,6 +39,7 @@ from syvain_metrics.server.sql import (
     compact,
     register_functions,
     row_wire,
+    rows_json,
 )
 
 DEFAULT_INGESTION_KEY_TTL_MS = 60 * 60 * 1000
@@ -630,7 +631,18 @@ class Store:
     ) -> list[dict[str, Any]]:
         """Metric rows of one or more series; every experiment must be the organization's
         (else 404, naming ``missing_field``)."""
-        text, params = query.sql()
+        return [row_wire(r) for r in self._metric_rows(query, missing_field, as_json=False)]
+
+    def metric_rows_json(self, query: RowQuery, *, missing_field: str | None = None) -> str:
+        """:meth:`metric_rows` as the JSON array text of the rows, written mostly by SQLite:
+        a large read's answer costs a fraction of what a dict per row and ``json.dumps``
+        cost."""
+        return rows_json(self._metric_rows(query, missing_field, as_json=True))
+
+    def _metric_rows(
+        self, query: RowQuery, missing_field: str | None, *, as_json: bool
+    ) -> list[tuple[Any, ...]]:
+        text, params = query.sql(as_json=as_json)
         with self._reading() as db:
             for series in query.series:
                 known = db.execute(
@@ -639,8 +651,10 @@ class Store:
                 ).fetchone()
                 if known is None:
                     raise not_found("Experiment", field=missing_field)
-            rows = db.execute(text, params).fetchall()
-        return [row_wire(tuple(r)) for r in rows]
+            cursor = db.cursor()
+            cursor.row_factory = None  # plain tuples: a Row object per row costs more
+            rows: list[tuple[Any, ...]] = cursor.execute(text, params).fetchall()
+        return rows
 
     def catalog(self, org_id: str, experiment_id: str, limit: int) -> list[dict[str, Any]]:
         """Metric names and the metadata keys seen with each, alphabetically."""
