@@ -182,3 +182,68 @@ def test_rows_written_by_sqlite_are_the_rows_as_json_writes_them() -> None:
         )
         == "[]"
     )
+
+
+def test_a_database_of_the_earlier_layout_opens_and_reads_back(tmp_path: Path) -> None:
+    import sqlite3
+
+    from syvain_metrics.server.sql import SCHEMA_VERSION, RowQuery, SeriesFilter
+    from syvain_metrics.server.store import Store
+
+    path = tmp_path / "old.sqlite"
+    old = sqlite3.connect(path)
+    old.executescript((Path(__file__).parent / "server_layout_1.sql").read_text())
+    old.execute("INSERT INTO organizations VALUES ('org-1', 'Local', 1)")
+    old.execute("INSERT INTO api_keys VALUES ('ak_old', 'org-1', 1)")
+    old.execute(
+        "INSERT INTO experiments (id, org_id, slug, description, metadata_json, status, "
+        "created_at_ms, updated_at_ms) VALUES ('x-1', 'org-1', 'old-run', '', '{}', 'done', 1, 1)"
+    )
+    old.executemany(
+        "INSERT INTO events (event_id, org_id, experiment_id, client_event_id, metric_name, "
+        "metric_value, step, metadata_json, client_timestamp_ms, server_timestamp_ms) "
+        "VALUES (?, 'org-1', 'x-1', ?, 'loss', ?, ?, '{}', ?, ?)",
+        [(f"uuid-{i}", f"c{i}", i / 4, i, 1_000 + i, 2_000 + i) for i in range(5)],
+    )
+    old.commit()
+    old.close()
+
+    store = Store(str(path))
+    assert store.use_api_keys([]) == ["ak_old"]
+    query = RowQuery(org_id="org-1", series=[SeriesFilter("x-1", "loss")], limit=100)
+    rows = store.metric_rows(query)
+    assert [(r["step"], r["metric_value"]) for r in rows] == [(float(i), i / 4) for i in range(5)]
+    ids = [r["event_id"] for r in rows]
+    assert len(set(ids)) == 5
+    assert ids == sorted(ids)  # new ids, in the order the events were stored
+    # Dedupe by client_event_id still holds for what was stored before.
+    store.ingest("org-1", "x-1", [{"client_event_id": "c0", "name": "loss", "value": 9.0}])
+    assert len(store.metric_rows(query)) == 5
+    version = store._db.execute("PRAGMA user_version").fetchone()[0]
+    assert version == SCHEMA_VERSION
+    store.close()
+    assert len(Store(str(path)).metric_rows(query)) == 5  # opening again changes nothing
+
+
+def test_a_write_and_its_idempotency_record_commit_together(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # An annotation has no id of its own to dedupe by: if it committed before its
+    # idempotency record failed, the retry would store it a second time.
+    with LocalServer() as server:
+        session = server.session(spool_dir=None, retry=sm.RetryPolicy(sleep=lambda s: None))
+        exp = sm.Experiment.create("atomic", session=session)
+        real = server.store.save_idempotency
+        failures: list[str] = []
+
+        def fails_once(*args: object) -> None:
+            if not failures:
+                failures.append("record")
+                raise RuntimeError("disk full")
+            real(*args)  # type: ignore[arg-type]
+
+        monkeypatch.setattr(server.store, "save_idempotency", fails_once)
+        exp.annotate("checkpoint")
+        assert failures == ["record"]
+        assert [a.text for a in exp.annotations()] == ["checkpoint"]
+        session.close()

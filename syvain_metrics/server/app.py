@@ -204,13 +204,17 @@ def _broken(status: int, body: bytes) -> WSGIApplication:
     return app
 
 
-def _load_body(schema: Schema, raw: bytes) -> dict[str, Any]:
+def _parse_body(raw: bytes) -> dict[str, Any]:
     try:
         value = parse_json_text(raw.decode("utf-8")) if raw.strip() else {}
     except ValueError:  # UnicodeDecodeError is a ValueError too
         raise invalid("body", "Must be a JSON object.", what="request body") from None
     if not isinstance(value, dict):
         raise invalid("body", "Must be a JSON object.", what="request body")
+    return value
+
+
+def _load_body(schema: Schema, value: dict[str, Any]) -> dict[str, Any]:
     try:
         loaded: dict[str, Any] = schema.load(value)
     except ValidationError as error:
@@ -280,6 +284,9 @@ class MetricsApp:
         try:
             principal = self._authorize(endpoint, request, args)
             body = self._read_body(request)
+            # The body is parsed once: its value is what the idempotency fingerprint and the
+            # schema both look at.
+            value = _parse_body(body) if endpoint.body is not None else {}
         except ApiError as error:
             return _error_response(error)
         if endpoint.name == "ingest_metrics":
@@ -292,7 +299,9 @@ class MetricsApp:
         # Ingestion-key creation ignores the header (contract section 8).
         if key and endpoint.route.sends_idempotency_key:
             outcome = self.idempotency.begin(
-                principal.credential, key, fingerprint(method, raw_path, raw_query, body)
+                principal.credential,
+                key,
+                fingerprint(method, raw_path, raw_query, value if body.strip() else None),
             )
             if isinstance(outcome, ApiError):
                 return _error_response(outcome)
@@ -302,9 +311,20 @@ class MetricsApp:
                 )
             ticket = outcome
         try:
-            status, payload, keep = self._run(endpoint, request, principal, args, body)
-            if ticket is not None and keep:
-                self.idempotency.record(ticket, status, payload)
+            if method == "GET":
+                status, payload, keep = self._run(endpoint, request, principal, args, value)
+            else:
+                # The write, the ingestion key's use and the idempotency record commit
+                # together: a crash between them cannot leave a write without its answer.
+                try:
+                    with self.store.transaction():
+                        status, payload, keep = self._run(endpoint, request, principal, args, value)
+                        if ticket is not None and keep:
+                            self.idempotency.record(ticket, status, payload)
+                except Exception:
+                    logger.exception("could not commit %s", endpoint.name)
+                    failure = ApiError(500, "internal_error", "Internal server error")
+                    status, payload = 500, _dump(failure.envelope())
             dropped = self.faults.take("drop_after_commit", method, raw_path, endpoint.name)
             delay = self.faults.take("delay", method, raw_path, endpoint.name)
             if delay is not None:
@@ -367,7 +387,7 @@ class MetricsApp:
         request: Request,
         principal: Principal,
         args: dict[str, str],
-        body: bytes,
+        body: dict[str, Any],
     ) -> tuple[int, bytes, bool]:
         """Validate and run one call: ``(status, body, keep)``, where ``keep`` says whether an
         idempotency record may hold the answer (not for validation failures or 5xx)."""

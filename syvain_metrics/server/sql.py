@@ -19,6 +19,14 @@ from functools import lru_cache
 from operator import itemgetter
 from typing import Any
 
+SCHEMA_VERSION = 2
+"""``PRAGMA user_version`` of a database in this layout. Version 2: events keyed by their
+sequence number alone (``event_id`` is made from it), indexes ending with it."""
+
+EVENT_ID = "(? || printf('%012x', e.seq))"
+"""The SQL of an event's id: the database's random UUID-shaped prefix (a parameter) and the
+event's sequence number in 12 hex digits, so ids sort as the sequence does."""
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS organizations (
     id TEXT PRIMARY KEY,
@@ -61,7 +69,6 @@ CREATE TABLE IF NOT EXISTS experiments (
 );
 CREATE TABLE IF NOT EXISTS events (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    event_id TEXT NOT NULL UNIQUE,
     org_id TEXT NOT NULL,
     experiment_id TEXT NOT NULL,
     client_event_id TEXT NOT NULL,
@@ -74,13 +81,15 @@ CREATE TABLE IF NOT EXISTS events (
     UNIQUE (experiment_id, client_event_id)
 );
 CREATE INDEX IF NOT EXISTS events_by_metric_step
-    ON events (experiment_id, metric_name, step, client_timestamp_ms, event_id);
+    ON events (experiment_id, metric_name, step, client_timestamp_ms);
 CREATE INDEX IF NOT EXISTS events_by_metric_time
-    ON events (experiment_id, metric_name, client_timestamp_ms, event_id);
-CREATE INDEX IF NOT EXISTS events_by_step
-    ON events (experiment_id, step, client_timestamp_ms, event_id);
-CREATE INDEX IF NOT EXISTS events_by_time ON events (experiment_id, client_timestamp_ms, event_id);
-DROP INDEX IF EXISTS events_by_metric;
+    ON events (experiment_id, metric_name, client_timestamp_ms);
+CREATE INDEX IF NOT EXISTS events_by_step ON events (experiment_id, step, client_timestamp_ms);
+CREATE INDEX IF NOT EXISTS events_by_time ON events (experiment_id, client_timestamp_ms);
+CREATE TABLE IF NOT EXISTS settings (
+    name TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS annotations (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     id TEXT NOT NULL UNIQUE,
@@ -114,6 +123,19 @@ CREATE TABLE IF NOT EXISTS idempotency (
     PRIMARY KEY (credential, key)
 );
 """
+
+EVENT_COLUMNS = (
+    "org_id",
+    "experiment_id",
+    "client_event_id",
+    "metric_name",
+    "metric_value",
+    "step",
+    "metadata_json",
+    "client_timestamp_ms",
+    "server_timestamp_ms",
+)
+"""The columns an ingest writes (the sequence number comes by itself)."""
 
 DATA_TABLES = ("folders", "experiments", "events", "annotations", "ingestion_keys", "idempotency")
 """Tables :meth:`Store.reset` empties; organizations and API keys survive."""
@@ -266,6 +288,8 @@ class RowQuery:
     sort_by: Sequence[str] = field(default_factory=lambda: ("step", "client_timestamp"))
     descending: bool = False
     include_meta: bool = False
+    id_prefix: str = ""
+    """The database's event-id prefix (the store fills it in)."""
 
     def sql(self, *, as_json: bool = False) -> tuple[str, list[Any]]:
         """The SELECT and its parameters; rows come in :data:`ROW_COLUMNS` order, or with
@@ -275,15 +299,17 @@ class RowQuery:
 
         Each series is its own arm, whose conditions (experiment, metric name, bounds) all
         sit in ``WHERE``, so the arm is a range scan of an index already in the requested
-        order (``events_by_metric_step`` and friends end with ``event_id``, the last sort
-        key); several arms are merged (``UNION ALL`` under one ``ORDER BY``), never sorted
+        order (``events_by_metric_step`` and friends end with the rowid, the event's sequence
+        number, whose order is that of ``event_id``, the last sort key); several arms are merged (``UNION ALL`` under one ``ORDER BY``), never sorted
         as a whole. A row belongs to the first series it matches: later arms exclude the
         earlier series. SQLite sorts NULL first ascending and last descending, which is the
         contract's rule for null steps, and indexes keep that order too.
         """
         direction = "DESC" if self.descending else "ASC"
         order = [f"{_SORT_COLUMNS[key]} {direction}" for key in self.sort_by]
-        order.append(f"event_id {direction}")  # the last key makes every order total
+        # The last key makes every order total; ids sort as their sequence numbers do, and
+        # every index ends with that number (the rowid).
+        order.append(f"seq {direction}")
         meta = "x.description, x.metadata_json" if self.include_meta else "NULL, NULL"
         meta_description, meta_json = meta.split(", ")
         bounds: list[str] = ["e.org_id = ?"]
@@ -310,19 +336,21 @@ class RowQuery:
                 arm_params += previous_params
             earlier.append((condition, condition_params))
             selected = (
-                _JSON_COLUMNS.format(meta_description=meta_description, meta_json=meta_json)
+                _JSON_COLUMNS.format(
+                    event_id=EVENT_ID, meta_description=meta_description, meta_json=meta_json
+                )
                 if as_json
-                else _PLAIN_COLUMNS.format(meta=meta)
+                else _PLAIN_COLUMNS.format(event_id=EVENT_ID, meta=meta)
             )
             arms.append(
                 f"""SELECT {selected}, e.step AS step,
                        e.client_timestamp_ms AS client_timestamp_ms,
                        e.server_timestamp_ms AS server_timestamp_ms,
-                       e.event_id AS event_id, {index} AS series_index
+                       e.seq AS seq, {index} AS series_index
                 FROM events e JOIN experiments x ON x.id = e.experiment_id
                 WHERE {" AND ".join(where)}"""
             )
-            params += arm_params
+            params += [self.id_prefix, *arm_params]
         text = f"""
             {" UNION ALL ".join(arms)}
             ORDER BY {", ".join(order)}
@@ -332,9 +360,9 @@ class RowQuery:
         return text, params
 
 
-_PLAIN_COLUMNS = """e.event_id, e.org_id, e.experiment_id, x.slug, {meta}, e.metric_name,
+_PLAIN_COLUMNS = """{event_id}, e.org_id, e.experiment_id, x.slug, {meta}, e.metric_name,
     e.metric_value, e.step, e.metadata_json, e.client_timestamp_ms, e.server_timestamp_ms"""
-_JSON_COLUMNS = """rtrim(json_object('event_id', e.event_id, 'org_id', e.org_id,
+_JSON_COLUMNS = """rtrim(json_object('event_id', {event_id}, 'org_id', e.org_id,
         'experiment_id', e.experiment_id, 'experiment_slug', x.slug,
         'experiment_description', {meta_description}, 'experiment_metadata_json', {meta_json},
         'metric_name', e.metric_name), '}}') || ',"metric_value":',

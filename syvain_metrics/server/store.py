@@ -25,7 +25,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 from urllib.parse import quote
 
@@ -33,7 +33,9 @@ from syvain_metrics.schemas.limits import DEFAULT_ERROR_NAME
 from syvain_metrics.server.errors import ApiError, invalid, not_found
 from syvain_metrics.server.sql import (
     DATA_TABLES,
+    EVENT_COLUMNS,
     SCHEMA,
+    SCHEMA_VERSION,
     RowQuery,
     canonical,
     compact,
@@ -125,10 +127,50 @@ class Store:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._readers = []
+        # Writes touch index pages all over a large table: keep them in memory (64 MB).
+        self._db.execute("PRAGMA cache_size = -65536")
         self._reader = threading.local()
         self._trace: Callable[[str], object] | None = None
-        self._db.executescript(SCHEMA)
+        self._depth = 0  # transactions open on the writer (the lock's owner), for savepoints
+        self._purged_at_ms = 0
+        self._open_layout()
         self._accepted: dict[str, str] = {}
+
+    def _open_layout(self) -> None:
+        """Create the tables, or bring a database of an earlier layout up to this one."""
+        db = self._db
+        columns = {row[1] for row in db.execute("PRAGMA table_info(events)")}
+        if "event_id" in columns:  # layout 1: a random event id under a unique index
+            db.execute("BEGIN IMMEDIATE")
+            db.execute("ALTER TABLE events RENAME TO events_layout_1")
+            for (name,) in db.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = "
+                "'events_layout_1' AND sql IS NOT NULL"
+            ).fetchall():
+                db.execute(f'DROP INDEX "{name}"')
+            for statement in SCHEMA.split(";"):  # executescript would commit
+                if statement.strip():
+                    db.execute(statement)
+            kept = ", ".join(c for c in EVENT_COLUMNS)
+            db.execute(
+                f"INSERT INTO events (seq, {kept}) SELECT seq, {kept} FROM events_layout_1 "
+                "ORDER BY seq"
+            )
+            db.execute("DROP TABLE events_layout_1")
+            db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            db.execute("COMMIT")
+        else:
+            db.executescript(SCHEMA)
+            db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        found = db.execute("SELECT value FROM settings WHERE name = 'event_id_prefix'").fetchone()
+        if found is None:
+            # 20 random hex digits in the first four groups of a UUID; the sequence fills
+            # the fifth.
+            digits = secrets.token_hex(10)
+            prefix = f"{digits[:8]}-{digits[8:12]}-{digits[12:16]}-{digits[16:]}-"
+            db.execute("INSERT INTO settings VALUES ('event_id_prefix', ?)", (prefix,))
+            found = (prefix,)
+        self._id_prefix: str = found[0]
 
     def _connect(self) -> sqlite3.Connection:
         db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
@@ -144,15 +186,43 @@ class Store:
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
-        """One transaction under the store lock; any exception rolls it back."""
+        """One transaction under the store lock; any exception rolls it back. Inside another
+        (see :meth:`transaction`) it is a savepoint: its own failure undoes its own writes,
+        and the whole commits or rolls back together."""
         with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
+            outer = self._depth == 0
+            self._db.execute("BEGIN IMMEDIATE" if outer else "SAVEPOINT inner")
+            self._depth += 1
             try:
                 yield self._db
             except BaseException:
-                self._db.execute("ROLLBACK")
+                self._db.execute("ROLLBACK" if outer else "ROLLBACK TO inner")
+                if not outer:
+                    self._db.execute("RELEASE inner")
                 raise
-            self._db.execute("COMMIT")
+            finally:
+                self._depth -= 1
+            if not outer:
+                self._db.execute("RELEASE inner")
+                return
+            try:
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")  # never leave the writer inside a transaction
+                raise
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """Everything the store writes inside the block commits together, or not at all (a
+        request's writes, its ingestion-key use and its idempotency record).
+
+        Example:
+            >>> with store.transaction():  # doctest: +SKIP
+            ...     store.ingest(org_id, experiment_id, metrics)
+            ...     store.save_idempotency(credential, key, fingerprint, 200, body)
+        """
+        with self._tx():
+            yield
 
     @contextmanager
     def _reading(self) -> Iterator[sqlite3.Connection]:
@@ -285,8 +355,8 @@ class Store:
         org_id = self._accepted.get(token)
         if org_id is not None:
             return Principal("api_key", org_id, digest)
-        with self._lock:
-            key = self._db.execute(
+        with self._reading() as db:  # not the writer's lock: a write may be under way
+            key = db.execute(
                 "SELECT id, org_id, experiment_id, expires_at_ms, revoked_at_ms "
                 "FROM ingestion_keys WHERE token_hash = ?",
                 (digest,),
@@ -319,8 +389,8 @@ class Store:
 
     def find_idempotency(self, credential: str, key: str) -> tuple[str, int, bytes] | None:
         """``(fingerprint, status, body)`` stored for a key in the last 24 hours, if any."""
-        with self._lock:
-            row = self._db.execute(
+        with self._reading() as db:
+            row = db.execute(
                 "SELECT fingerprint, status, body FROM idempotency "
                 "WHERE credential = ? AND key = ? AND created_at_ms > ?",
                 (credential, key, self.now_ms() - IDEMPOTENCY_TTL_MS),
@@ -333,9 +403,12 @@ class Store:
         """Remember an answer for 24 hours (and forget the ones that are older)."""
         now = self.now_ms()
         with self._tx() as db:
-            db.execute(
-                "DELETE FROM idempotency WHERE created_at_ms <= ?", (now - IDEMPOTENCY_TTL_MS,)
-            )
+            if now - self._purged_at_ms >= 60_000:  # expired records go once a minute
+                db.execute(
+                    "DELETE FROM idempotency WHERE created_at_ms <= ?",
+                    (now - IDEMPOTENCY_TTL_MS,),
+                )
+                self._purged_at_ms = now
             db.execute(
                 "INSERT OR REPLACE INTO idempotency VALUES (?, ?, ?, ?, ?, ?)",
                 (credential, key, fingerprint, status, body, now),
@@ -600,7 +673,6 @@ class Store:
         now = self.now_ms()
         rows = [
             (
-                new_id(),
                 org_id,
                 experiment_id,
                 m["client_event_id"],
@@ -616,9 +688,8 @@ class Store:
         with self._tx() as db:
             self._experiment_row(db, org_id, experiment_id)
             db.executemany(
-                "INSERT OR IGNORE INTO events (event_id, org_id, experiment_id, client_event_id, "
-                "metric_name, metric_value, step, metadata_json, client_timestamp_ms, "
-                "server_timestamp_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                f"INSERT OR IGNORE INTO events ({', '.join(EVENT_COLUMNS)}) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 rows,
             )
             db.execute(
@@ -642,7 +713,7 @@ class Store:
     def _metric_rows(
         self, query: RowQuery, missing_field: str | None, *, as_json: bool
     ) -> list[tuple[Any, ...]]:
-        text, params = query.sql(as_json=as_json)
+        text, params = replace(query, id_prefix=self._id_prefix).sql(as_json=as_json)
         with self._reading() as db:
             for series in query.series:
                 known = db.execute(
