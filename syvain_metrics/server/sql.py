@@ -300,16 +300,22 @@ class RowQuery:
         Each series is its own arm, whose conditions (experiment, metric name, bounds) all
         sit in ``WHERE``, so the arm is a range scan of an index already in the requested
         order (``events_by_metric_step`` and friends end with the rowid, the event's sequence
-        number, whose order is that of ``event_id``, the last sort key); several arms are merged (``UNION ALL`` under one ``ORDER BY``), never sorted
-        as a whole. A row belongs to the first series it matches: later arms exclude the
+        number, whose order is that of ``event_id``, the last sort key); several arms are
+        merged (``UNION ALL`` under one ``ORDER BY`` of the keys they select), never sorted
+        as a whole; a single arm orders by its table's columns and selects no keys. A row belongs to the first series it matches: later arms exclude the
         earlier series. SQLite sorts NULL first ascending and last descending, which is the
         contract's rule for null steps, and indexes keep that order too.
         """
         direction = "DESC" if self.descending else "ASC"
-        order = [f"{_SORT_COLUMNS[key]} {direction}" for key in self.sort_by]
+        table = "" if len(self.series) > 1 else "e."
+        order = [
+            f"{table}{_SORT_COLUMNS[key]} {direction}"
+            for key in self.sort_by
+            if table == "" or key != "series"  # one series: the same for every row
+        ]
         # The last key makes every order total; ids sort as their sequence numbers do, and
         # every index ends with that number (the rowid).
-        order.append(f"seq {direction}")
+        order.append(f"{table}seq {direction}")
         meta = "x.description, x.metadata_json" if self.include_meta else "NULL, NULL"
         meta_description, meta_json = meta.split(", ")
         bounds: list[str] = ["e.org_id = ?"]
@@ -342,11 +348,16 @@ class RowQuery:
                 if as_json
                 else _PLAIN_COLUMNS.format(event_id=EVENT_ID, meta=meta)
             )
-            arms.append(
-                f"""SELECT {selected}, e.step AS step,
-                       e.client_timestamp_ms AS client_timestamp_ms,
+            # Several arms are ordered by the keys they select; one arm needs no copy of them.
+            keys = (
+                f""", e.step AS step, e.client_timestamp_ms AS client_timestamp_ms,
                        e.server_timestamp_ms AS server_timestamp_ms,
-                       e.seq AS seq, {index} AS series_index
+                       e.seq AS seq, {index} AS series_index"""
+                if len(self.series) > 1
+                else ""
+            )
+            arms.append(
+                f"""SELECT {selected}{keys}
                 FROM events e JOIN experiments x ON x.id = e.experiment_id
                 WHERE {" AND ".join(where)}"""
             )
