@@ -101,7 +101,6 @@ import os
 import platform
 import queue
 import re
-import signal
 import statistics
 import subprocess
 import sys
@@ -115,6 +114,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from peer_env import ensure_peer_env  # benchmarks/ is on sys.path when run as a script
+from processes import stop_process
 
 PEER_PACKAGE = "syvain-metrics-api-client"
 PEER_VERSION = "0.0.71"
@@ -734,15 +734,7 @@ class Server:
 
     def stop(self) -> None:
         """SIGTERM (the server closes its store cleanly), then wait; kill if it hangs."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=120)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        if self.process.stdout is not None:
-            self.process.stdout.close()
+        stop_process(self.process, grace=120)
 
     def remove_files(self) -> None:
         for suffix in ("", "-wal", "-shm"):

@@ -91,7 +91,6 @@ import logging
 import os
 import queue
 import re
-import signal
 import statistics
 import subprocess
 import sys
@@ -105,6 +104,7 @@ from typing import IO, Any
 from urllib.parse import urlsplit
 
 from peer_env import ensure_peer_env  # benchmarks/ is on sys.path when run as a script
+from processes import stop_process
 
 COLLECTOR_PACKAGE = "syvain-metrics-collector"
 COLLECTOR_VERSION = "0.0.71"
@@ -431,15 +431,7 @@ class ServerProcess:
 
     def stop(self) -> None:
         """SIGTERM (the server stops cleanly), then wait; kill if it hangs."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        if self.process.stdout is not None:
-            self.process.stdout.close()
+        stop_process(self.process, grace=15)
 
     def __enter__(self) -> ServerProcess:
         return self
