@@ -1,8 +1,9 @@
-"""Stopping the server processes the benchmarks start.
+"""Stopping the server and worker processes the benchmarks start.
 
 Example::
 
     stop_process(server, grace=15)
+    kill_process(worker)
 """
 
 from __future__ import annotations
@@ -23,3 +24,10 @@ def stop_process(process: subprocess.Popen[str], grace: float) -> None:
             process.wait()
     if process.stdout is not None:
         process.stdout.close()
+
+
+def kill_process(process: subprocess.Popen[str]) -> None:
+    """End a worker that is still running, at once, and reap it."""
+    if process.poll() is None:
+        process.kill()
+        process.wait()

@@ -114,7 +114,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from peer_env import ensure_peer_env  # benchmarks/ is on sys.path when run as a script
-from processes import stop_process
+from processes import kill_process, stop_process
 
 PEER_PACKAGE = "syvain-metrics-api-client"
 PEER_VERSION = "0.0.71"
@@ -798,9 +798,7 @@ class Worker:
         return message
 
     def kill(self) -> None:
-        if self.process.poll() is None:
-            self.process.kill()
-            self.process.wait()
+        kill_process(self.process)
 
     def __enter__(self) -> Worker:
         return self

@@ -104,7 +104,7 @@ from typing import IO, Any
 from urllib.parse import urlsplit
 
 from peer_env import ensure_peer_env  # benchmarks/ is on sys.path when run as a script
-from processes import stop_process
+from processes import kill_process, stop_process
 
 COLLECTOR_PACKAGE = "syvain-metrics-collector"
 COLLECTOR_VERSION = "0.0.71"
@@ -487,9 +487,7 @@ class WorkerProcess:
         return message
 
     def kill(self) -> None:
-        if self.process.poll() is None:
-            self.process.kill()
-            self.process.wait()
+        kill_process(self.process)
 
     def __enter__(self) -> WorkerProcess:
         return self

@@ -101,11 +101,10 @@ class Metric:
         """The metric value."""
         # The hot path of row-by-row reads: straight to the column, the general lookup only
         # for a row that lacks the field.
-        try:
-            value: float = self._table.columns["metric_value"][self._index]
-        except KeyError:
-            value = None  # type: ignore[assignment]
-        return self._get("metric_value") if value is ABSENT else value
+        column = self._table.columns.get("metric_value")
+        value = ABSENT if column is None else column[self._index]
+        found: float = self._get("metric_value") if value is ABSENT else value
+        return found
 
     @property
     def step(self) -> int | None:
