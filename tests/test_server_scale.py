@@ -85,7 +85,9 @@ def test_paging_queries_are_ordered_index_range_scans(
     for statement in pages:
         plan = server.store.query_plan(statement)
         assert not [step for step in plan if "TEMP B-TREE" in step], (statement, plan)
-        assert all(step.startswith(("SEARCH", "MERGE", "LEFT", "RIGHT")) for step in plan), (
+        # A series names its experiment by a constant subquery (one search, run once).
+        steps = ("SEARCH", "MERGE", "LEFT", "RIGHT", "SCALAR SUBQUERY", "REUSE SUBQUERY")
+        assert all(step.startswith(steps) for step in plan), (
             statement,
             plan,
         )
@@ -184,7 +186,8 @@ def test_rows_written_by_sqlite_are_the_rows_as_json_writes_them() -> None:
     )
 
 
-def test_a_database_of_the_earlier_layout_opens_and_reads_back(tmp_path: Path) -> None:
+@pytest.mark.parametrize("layout", [1, 2])
+def test_a_database_of_an_earlier_layout_opens_and_reads_back(tmp_path: Path, layout: int) -> None:
     import sqlite3
 
     from syvain_metrics.server.sql import SCHEMA_VERSION, RowQuery, SeriesFilter
@@ -192,18 +195,27 @@ def test_a_database_of_the_earlier_layout_opens_and_reads_back(tmp_path: Path) -
 
     path = tmp_path / "old.sqlite"
     old = sqlite3.connect(path)
-    old.executescript((Path(__file__).parent / "server_layout_1.sql").read_text())
+    old.executescript((Path(__file__).parent / f"server_layout_{layout}.sql").read_text())
     old.execute("INSERT INTO organizations VALUES ('org-1', 'Local', 1)")
     old.execute("INSERT INTO api_keys VALUES ('ak_old', 'org-1', 1)")
+    old.execute(  # a second experiment first, so sequence numbers and ids differ
+        "INSERT INTO experiments (id, org_id, slug, description, metadata_json, status, "
+        "created_at_ms, updated_at_ms) VALUES ('x-0', 'org-1', 'other', '', '{}', 'done', 1, 1)"
+    )
     old.execute(
         "INSERT INTO experiments (id, org_id, slug, description, metadata_json, status, "
         "created_at_ms, updated_at_ms) VALUES ('x-1', 'org-1', 'old-run', '', '{}', 'done', 1, 1)"
     )
+    event_id = ("event_id, ", "?, ") if layout == 1 else ("", "")
     old.executemany(
-        "INSERT INTO events (event_id, org_id, experiment_id, client_event_id, metric_name, "
+        f"INSERT INTO events ({event_id[0]}org_id, experiment_id, client_event_id, metric_name, "
         "metric_value, step, metadata_json, client_timestamp_ms, server_timestamp_ms) "
-        "VALUES (?, 'org-1', 'x-1', ?, 'loss', ?, ?, '{}', ?, ?)",
-        [(f"uuid-{i}", f"c{i}", i / 4, i, 1_000 + i, 2_000 + i) for i in range(5)],
+        f"VALUES ({event_id[1]}'org-1', ?, ?, 'loss', ?, ?, '{{}}', ?, ?)",
+        [
+            ((f"uuid-{i}",) if layout == 1 else ())
+            + (f"x-{i % 2}", f"c{i}", i / 4, i, 1_000 + i, 2_000 + i)
+            for i in range(10)
+        ],
     )
     old.commit()
     old.close()
@@ -212,12 +224,17 @@ def test_a_database_of_the_earlier_layout_opens_and_reads_back(tmp_path: Path) -
     assert store.use_api_keys([]) == ["ak_old"]
     query = RowQuery(org_id="org-1", series=[SeriesFilter("x-1", "loss")], limit=100)
     rows = store.metric_rows(query)
-    assert [(r["step"], r["metric_value"]) for r in rows] == [(float(i), i / 4) for i in range(5)]
+    assert [(r["step"], r["metric_value"]) for r in rows] == [
+        (float(i), i / 4) for i in range(1, 10, 2)
+    ]
+    assert {(r["experiment_id"], r["org_id"], r["experiment_slug"]) for r in rows} == {
+        ("x-1", "org-1", "old-run")
+    }
     ids = [r["event_id"] for r in rows]
     assert len(set(ids)) == 5
     assert ids == sorted(ids)  # new ids, in the order the events were stored
     # Dedupe by client_event_id still holds for what was stored before.
-    store.ingest("org-1", "x-1", [{"client_event_id": "c0", "name": "loss", "value": 9.0}])
+    store.ingest("org-1", "x-1", [{"client_event_id": "c1", "name": "loss", "value": 9.0}])
     assert len(store.metric_rows(query)) == 5
     version = store._db.execute("PRAGMA user_version").fetchone()[0]
     assert version == SCHEMA_VERSION

@@ -13,15 +13,17 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from operator import itemgetter
 from typing import Any
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 """``PRAGMA user_version`` of a database in this layout. Version 2: events keyed by their
-sequence number alone (``event_id`` is made from it), indexes ending with it."""
+sequence number alone (``event_id`` is made from it), indexes ending with it. Version 3: an
+event names its experiment by the experiment's sequence number (its organization is the
+experiment's), so every row and index entry is about 70 bytes shorter."""
 
 EVENT_ID = "(? || printf('%012x', e.seq))"
 """The SQL of an event's id: the database's random UUID-shaped prefix (a parameter) and the
@@ -69,8 +71,7 @@ CREATE TABLE IF NOT EXISTS experiments (
 );
 CREATE TABLE IF NOT EXISTS events (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    org_id TEXT NOT NULL,
-    experiment_id TEXT NOT NULL,
+    experiment_seq INTEGER NOT NULL,
     client_event_id TEXT NOT NULL,
     metric_name TEXT NOT NULL,
     metric_value REAL NOT NULL,
@@ -78,14 +79,15 @@ CREATE TABLE IF NOT EXISTS events (
     metadata_json TEXT NOT NULL,
     client_timestamp_ms INTEGER NOT NULL,
     server_timestamp_ms INTEGER NOT NULL,
-    UNIQUE (experiment_id, client_event_id)
+    UNIQUE (experiment_seq, client_event_id)
 );
 CREATE INDEX IF NOT EXISTS events_by_metric_step
-    ON events (experiment_id, metric_name, step, client_timestamp_ms);
+    ON events (experiment_seq, metric_name, step, client_timestamp_ms);
 CREATE INDEX IF NOT EXISTS events_by_metric_time
-    ON events (experiment_id, metric_name, client_timestamp_ms);
-CREATE INDEX IF NOT EXISTS events_by_step ON events (experiment_id, step, client_timestamp_ms);
-CREATE INDEX IF NOT EXISTS events_by_time ON events (experiment_id, client_timestamp_ms);
+    ON events (experiment_seq, metric_name, client_timestamp_ms);
+CREATE INDEX IF NOT EXISTS events_by_step
+    ON events (experiment_seq, step, client_timestamp_ms);
+CREATE INDEX IF NOT EXISTS events_by_time ON events (experiment_seq, client_timestamp_ms);
 CREATE TABLE IF NOT EXISTS settings (
     name TEXT PRIMARY KEY,
     value TEXT NOT NULL
@@ -125,8 +127,7 @@ CREATE TABLE IF NOT EXISTS idempotency (
 """
 
 EVENT_COLUMNS = (
-    "org_id",
-    "experiment_id",
+    "experiment_seq",
     "client_event_id",
     "metric_name",
     "metric_value",
@@ -149,6 +150,39 @@ def compact(value: Any) -> str:
         '{"split":"train","seed":7}'
     """
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+_COMPACT = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
+
+
+class CompactMemo:
+    """:func:`compact` for the many metadata objects of one batch, most of them equal: each
+    distinct flat object (scalar values) is encoded once.
+
+    The memo key holds every value's type beside it, since ``1``, ``1.0`` and ``True`` are
+    equal keys in Python but different JSON.
+
+    Example:
+        >>> memo = CompactMemo()
+        >>> [memo.text(m) for m in ({"seed": 1}, {"seed": 1.0}, {"seed": True}, {"seed": 1})]
+        ['{"seed":1}', '{"seed":1.0}', '{"seed":true}', '{"seed":1}']
+        >>> memo.text({"a": [1]})  # not flat: encoded every time
+        '{"a":[1]}'
+    """
+
+    def __init__(self) -> None:
+        self._texts: dict[tuple[Any, ...], str] = {}
+
+    def text(self, value: Mapping[str, Any]) -> str:
+        """The compact JSON text of a metadata object."""
+        try:
+            key = tuple([(name, item.__class__, item) for name, item in value.items()])
+            found = self._texts.get(key)
+        except TypeError:  # a list or an object inside: not hashable
+            return _COMPACT(value)
+        if found is None:
+            found = self._texts[key] = _COMPACT(value)
+        return found
 
 
 def canonical(value: Any) -> str:
@@ -233,7 +267,8 @@ class SeriesFilter:
 
     def sql(self) -> tuple[str, list[Any]]:
         """The SQL condition on ``e`` (the events table) and its parameters."""
-        parts = ["e.experiment_id = ?"]
+        # The subquery runs once per statement, so the index range is still a constant's.
+        parts = ["e.experiment_seq = (SELECT seq FROM experiments WHERE id = ?)"]
         params: list[Any] = [self.experiment_id]
         if self.metric_name is not None:
             parts.append("e.metric_name = ?")
@@ -318,7 +353,7 @@ class RowQuery:
         order.append(f"{table}seq {direction}")
         meta = "x.description, x.metadata_json" if self.include_meta else "NULL, NULL"
         meta_description, meta_json = meta.split(", ")
-        bounds: list[str] = ["e.org_id = ?"]
+        bounds: list[str] = ["x.org_id = ?"]
         bound_params: list[Any] = [self.org_id]
         for clause, value in (
             ("e.step = ?", self.step),
@@ -358,7 +393,7 @@ class RowQuery:
             )
             arms.append(
                 f"""SELECT {selected}{keys}
-                FROM events e JOIN experiments x ON x.id = e.experiment_id
+                FROM events e JOIN experiments x ON x.seq = e.experiment_seq
                 WHERE {" AND ".join(where)}"""
             )
             params += [self.id_prefix, *arm_params]
@@ -371,10 +406,10 @@ class RowQuery:
         return text, params
 
 
-_PLAIN_COLUMNS = """{event_id}, e.org_id, e.experiment_id, x.slug, {meta}, e.metric_name,
+_PLAIN_COLUMNS = """{event_id}, x.org_id, x.id, x.slug, {meta}, e.metric_name,
     e.metric_value, e.step, e.metadata_json, e.client_timestamp_ms, e.server_timestamp_ms"""
-_JSON_COLUMNS = """rtrim(json_object('event_id', {event_id}, 'org_id', e.org_id,
-        'experiment_id', e.experiment_id, 'experiment_slug', x.slug,
+_JSON_COLUMNS = """rtrim(json_object('event_id', {event_id}, 'org_id', x.org_id,
+        'experiment_id', x.id, 'experiment_slug', x.slug,
         'experiment_description', {meta_description}, 'experiment_metadata_json', {meta_json},
         'metric_name', e.metric_name), '}}') || ',"metric_value":',
     e.metric_value,

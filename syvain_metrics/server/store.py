@@ -36,6 +36,7 @@ from syvain_metrics.server.sql import (
     EVENT_COLUMNS,
     SCHEMA,
     SCHEMA_VERSION,
+    CompactMemo,
     RowQuery,
     canonical,
     compact,
@@ -93,7 +94,7 @@ def _folder_wire(
 
 
 _EXPERIMENT_COLUMNS = (
-    "id, org_id, folder_id, slug, description, metadata_json, status, error_name, "
+    "seq, id, org_id, folder_id, slug, description, metadata_json, status, error_name, "
     "error_detail, created_at_ms, updated_at_ms, started_at_ms, done_at_ms, "
     "last_heartbeat_at_ms, last_event_at_ms"
 )
@@ -140,23 +141,27 @@ class Store:
         """Create the tables, or bring a database of an earlier layout up to this one."""
         db = self._db
         columns = {row[1] for row in db.execute("PRAGMA table_info(events)")}
-        if "event_id" in columns:  # layout 1: a random event id under a unique index
+        # Layout 1 had a random event id under a unique index, layouts 1 and 2 the
+        # experiment's id and organization in every event: copied into this layout once.
+        if "experiment_id" in columns:
             db.execute("BEGIN IMMEDIATE")
-            db.execute("ALTER TABLE events RENAME TO events_layout_1")
+            db.execute("ALTER TABLE events RENAME TO events_earlier_layout")
             for (name,) in db.execute(
                 "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = "
-                "'events_layout_1' AND sql IS NOT NULL"
+                "'events_earlier_layout' AND sql IS NOT NULL"
             ).fetchall():
                 db.execute(f'DROP INDEX "{name}"')
             for statement in SCHEMA.split(";"):  # executescript would commit
                 if statement.strip():
                     db.execute(statement)
-            kept = ", ".join(c for c in EVENT_COLUMNS)
+            kept = [c for c in EVENT_COLUMNS if c != "experiment_seq"]
             db.execute(
-                f"INSERT INTO events (seq, {kept}) SELECT seq, {kept} FROM events_layout_1 "
-                "ORDER BY seq"
+                f"INSERT INTO events (seq, experiment_seq, {', '.join(kept)}) "
+                f"SELECT e.seq, x.seq, {', '.join('e.' + c for c in kept)} "
+                "FROM events_earlier_layout e JOIN experiments x ON x.id = e.experiment_id "
+                "ORDER BY e.seq"
             )
-            db.execute("DROP TABLE events_layout_1")
+            db.execute("DROP TABLE events_earlier_layout")
             db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             db.execute("COMMIT")
         else:
@@ -671,25 +676,25 @@ class Store:
         if not metrics:
             return
         now = self.now_ms()
-        rows = [
-            (
-                org_id,
-                experiment_id,
-                m["client_event_id"],
-                m["name"],
-                m["value"],
-                m.get("step"),
-                compact(m.get("metadata", {})),
-                m.get("timestamp_ms", now),
-                now,
-            )
-            for m in metrics
-        ]
+        metadata_text = CompactMemo().text
         with self._tx() as db:
-            self._experiment_row(db, org_id, experiment_id)
+            experiment_seq = self._experiment_row(db, org_id, experiment_id)["seq"]
+            rows = [
+                (
+                    experiment_seq,
+                    m["client_event_id"],
+                    m["name"],
+                    m["value"],
+                    m.get("step"),
+                    metadata_text(m.get("metadata", {})),
+                    m.get("timestamp_ms", now),
+                    now,
+                )
+                for m in metrics
+            ]
             db.executemany(
                 f"INSERT OR IGNORE INTO events ({', '.join(EVENT_COLUMNS)}) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                f"VALUES ({', '.join('?' * len(EVENT_COLUMNS))})",
                 rows,
             )
             db.execute(
@@ -730,11 +735,11 @@ class Store:
     def catalog(self, org_id: str, experiment_id: str, limit: int) -> list[dict[str, Any]]:
         """Metric names and the metadata keys seen with each, alphabetically."""
         with self._reading() as db:
-            self._experiment_row(db, org_id, experiment_id)
+            experiment = self._experiment_row(db, org_id, experiment_id)
             rows = db.execute(
-                "SELECT metric_name, metadata_json FROM events WHERE experiment_id = ? "
+                "SELECT metric_name, metadata_json FROM events WHERE experiment_seq = ? "
                 "GROUP BY metric_name, metadata_json",
-                (experiment_id,),
+                (experiment["seq"],),
             ).fetchall()
         keys: dict[str, set[str]] = {}
         for row in rows:
@@ -754,11 +759,11 @@ class Store:
     ) -> dict[str, Any]:
         """The values of a metric's metadata keys, ordered by JSON text, at most ``limit`` each."""
         with self._reading() as db:
-            self._experiment_row(db, org_id, experiment_id)
+            experiment = self._experiment_row(db, org_id, experiment_id)
             rows = db.execute(
                 "SELECT metadata_json, COUNT(*) AS n FROM events "
-                "WHERE experiment_id = ? AND metric_name = ? GROUP BY metadata_json",
-                (experiment_id, metric_name),
+                "WHERE experiment_seq = ? AND metric_name = ? GROUP BY metadata_json",
+                (experiment["seq"], metric_name),
             ).fetchall()
         values: dict[str, dict[str, Any]] = {}
         scanned = 0
