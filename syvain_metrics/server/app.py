@@ -311,14 +311,21 @@ class MetricsApp:
                 )
             ticket = outcome
         try:
-            if method == "GET":
-                status, payload, keep = self._run(endpoint, request, principal, args, value)
+            # Validation runs before the write lock is taken, so other requests can be
+            # checked while one is written.
+            call = self._prepare(endpoint, request, principal, args, value)
+            if isinstance(call, tuple):
+                status, payload, keep = call
+                if ticket is not None and keep:
+                    self.idempotency.record(ticket, status, payload)
+            elif method == "GET":
+                status, payload, keep = self._run(endpoint, call)
             else:
                 # The write, the ingestion key's use and the idempotency record commit
                 # together: a crash between them cannot leave a write without its answer.
                 try:
                     with self.store.transaction():
-                        status, payload, keep = self._run(endpoint, request, principal, args, value)
+                        status, payload, keep = self._run(endpoint, call)
                         if ticket is not None and keep:
                             self.idempotency.record(ticket, status, payload)
                 except Exception:
@@ -381,25 +388,37 @@ class MetricsApp:
             )
         return request.get_data(cache=False)
 
-    def _run(
+    def _prepare(
         self,
         endpoint: Endpoint,
         request: Request,
         principal: Principal,
         args: dict[str, str],
         body: dict[str, Any],
-    ) -> tuple[int, bytes, bool]:
-        """Validate and run one call: ``(status, body, keep)``, where ``keep`` says whether an
-        idempotency record may hold the answer (not for validation failures or 5xx)."""
+    ) -> handlers.Call | tuple[int, bytes, bool]:
+        """The validated call, or the answer to a call that cannot run: ``(status, body,
+        keep)``, where ``keep`` says whether an idempotency record may hold the answer (not
+        for validation failures)."""
         try:
             query = load_query(endpoint.query, request.args)
             loaded = _load_body(endpoint.body, body) if endpoint.body is not None else {}
-            origin = request.host_url.rstrip("/")
-            call = handlers.Call(self.store, principal, origin, args, query, loaded)
+        except ApiError as error:
+            return error.status, _dump(error.envelope()), error.code != VALIDATION_ERROR
+        except Exception:
+            logger.exception("unexpected error validating %s", endpoint.name)
+            failure = ApiError(500, "internal_error", "Internal server error")
+            return 500, _dump(failure.envelope()), False
+        origin = request.host_url.rstrip("/")
+        return handlers.Call(self.store, principal, origin, args, query, loaded)
+
+    def _run(self, endpoint: Endpoint, call: handlers.Call) -> tuple[int, bytes, bool]:
+        """Run one validated call: ``(status, body, keep)`` as :meth:`_prepare` says (no
+        idempotency record for a 5xx either)."""
+        try:
             data = endpoint.handler(call)
-            if principal.key_id is not None:
+            if call.principal.key_id is not None:
                 # Only an accepted request counts as a use: bad input changes nothing.
-                self.store.touch_ingestion_key(principal.key_id)
+                self.store.touch_ingestion_key(call.principal.key_id)
         except ApiError as error:
             return error.status, _dump(error.envelope()), error.code != VALIDATION_ERROR
         except Exception:
