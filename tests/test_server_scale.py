@@ -186,6 +186,54 @@ def test_rows_written_by_sqlite_are_the_rows_as_json_writes_them() -> None:
     )
 
 
+def test_a_batch_is_stored_exactly_as_validated() -> None:
+    # SQLite reads a batch out of its JSON text: every double must come back bit for bit,
+    # whole-number steps as integers, metadata as its compact text, defaults filled in, and
+    # the first of two events with one client_event_id must win.
+    import random
+    import struct
+
+    from syvain_metrics.server.sql import RowQuery, SeriesFilter, compact
+    from syvain_metrics.server.store import Store
+
+    store = Store(clock=lambda: 1_800_000_000.0)
+    [key] = store.use_api_keys(["ak_exact"])
+    org = store.authenticate(key).org_id
+    exp = store.create_experiment(org, "http://h", {"slug": "exact", "metadata": {}})
+    rng = random.Random(11)
+    values: list[float | int] = []
+    while len(values) < 20_000:
+        (value,) = struct.unpack("<d", struct.pack("<Q", rng.getrandbits(64)))
+        if value == value and abs(value) != float("inf"):
+            values.append(value)
+    values += [0.1, -0.0, 5e-324, 2.2250738585072014e-308, 1.7976931348623157e308, 3, 2**60]
+    metrics = [
+        {
+            "client_event_id": f"c{i}",
+            "name": "v",
+            "value": value,
+            "step": float(i) if i % 2 else i,
+            "metadata": {"i": i, "s": 'é\n"\u0000', "nested": {"b": [1.5, True, None]}},
+        }
+        for i, value in enumerate(values)
+    ]
+    metrics.append({"client_event_id": "c0", "name": "v", "value": 99.0, "step": 0})
+    store.ingest(org, exp["id"], metrics)
+    rows = store.metric_rows(RowQuery(org_id=org, series=[SeriesFilter(exp["id"])], limit=100_000))
+    assert len(rows) == len(values)
+    # SQLite keeps a whole-number REAL as an integer, so -0.0 comes back as 0.0 (as it did
+    # when rows were bound one by one).
+    assert [struct.pack("<d", r["metric_value"]) for r in rows] == [
+        struct.pack("<d", 0.0 if v == 0 else float(v)) for v in values
+    ]
+    stored = store._db.execute(
+        "SELECT step, typeof(step), metadata_json, client_timestamp_ms FROM events ORDER BY seq"
+    ).fetchall()
+    assert [(r[0], r[1]) for r in stored] == [(i, "integer") for i in range(len(values))]
+    assert [r[2] for r in stored] == [compact(m["metadata"]) for m in metrics[:-1]]
+    assert {r[3] for r in stored} == {1_800_000_000_000}
+
+
 @pytest.mark.parametrize("layout", [1, 2])
 def test_a_database_of_an_earlier_layout_opens_and_reads_back(tmp_path: Path, layout: int) -> None:
     import sqlite3

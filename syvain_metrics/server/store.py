@@ -34,10 +34,11 @@ from syvain_metrics.server.errors import ApiError, invalid, not_found
 from syvain_metrics.server.sql import (
     DATA_TABLES,
     EVENT_COLUMNS,
+    INSERT_EVENTS,
     SCHEMA,
     SCHEMA_VERSION,
-    CompactMemo,
     RowQuery,
+    batch_json,
     canonical,
     compact,
     register_functions,
@@ -676,26 +677,11 @@ class Store:
         if not metrics:
             return
         now = self.now_ms()
-        metadata_text = CompactMemo().text
+        batch = batch_json(metrics)
         with self._tx() as db:
             experiment_seq = self._experiment_row(db, org_id, experiment_id)["seq"]
-            rows = [
-                (
-                    experiment_seq,
-                    m["client_event_id"],
-                    m["name"],
-                    m["value"],
-                    m.get("step"),
-                    metadata_text(m.get("metadata", {})),
-                    m.get("timestamp_ms", now),
-                    now,
-                )
-                for m in metrics
-            ]
-            db.executemany(
-                f"INSERT OR IGNORE INTO events ({', '.join(EVENT_COLUMNS)}) "
-                f"VALUES ({', '.join('?' * len(EVENT_COLUMNS))})",
-                rows,
+            db.execute(
+                INSERT_EVENTS, {"experiment_seq": experiment_seq, "now": now, "batch": batch}
             )
             db.execute(
                 "UPDATE experiments SET updated_at_ms = ?, last_event_at_ms = ? WHERE id = ?",
