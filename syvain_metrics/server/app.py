@@ -45,6 +45,8 @@ from syvain_metrics.server import handlers
 from syvain_metrics.server.errors import VALIDATION_ERROR, ApiError, from_validation, invalid
 from syvain_metrics.server.faults import Faults
 from syvain_metrics.server.idempotency import IdempotencyGate, Replay, Ticket, fingerprint
+from syvain_metrics.server.inputs import BadJsonError, parse_json
+from syvain_metrics.server.limits import MAX_BODY_BYTES, MAX_IDEMPOTENCY_KEY_LENGTH
 from syvain_metrics.server.queries import (
     AnnotationListQuery,
     CatalogQuery,
@@ -57,7 +59,6 @@ from syvain_metrics.server.queries import (
     MetricsListQuery,
     QuerySchema,
     load_query,
-    parse_json_text,
 )
 from syvain_metrics.server.store import Principal, Store
 
@@ -65,8 +66,6 @@ if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
 
 logger = logging.getLogger("syvain_metrics.server")
-
-MAX_BODY_BYTES = 32 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -166,7 +165,11 @@ def canonical_path(raw_path: str) -> str:
 
 
 def _dump(payload: Any) -> bytes:
-    return json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
+    text = json.dumps(payload, separators=(",", ":"), ensure_ascii=False)
+    try:
+        return text.encode()
+    except UnicodeEncodeError:  # a lone surrogate: written as its JSON escape instead
+        return json.dumps(payload, separators=(",", ":")).encode()
 
 
 def _answer(data: dict[str, Any]) -> bytes:
@@ -205,10 +208,17 @@ def _broken(status: int, body: bytes) -> WSGIApplication:
 
 
 def _parse_body(raw: bytes) -> dict[str, Any]:
+    """The body's JSON object, checked by :func:`~syvain_metrics.server.inputs.parse_json`
+    (nesting, lone surrogates, finite numbers, metadata size); 400 naming the place."""
+    if not raw.strip():
+        return {}
     try:
-        value = parse_json_text(raw.decode("utf-8")) if raw.strip() else {}
-    except ValueError:  # UnicodeDecodeError is a ValueError too
-        raise invalid("body", "Must be a JSON object.", what="request body") from None
+        value = parse_json(raw)
+    except BadJsonError as error:
+        if not error.where:  # not JSON at all, or too deep to read
+            problem = f"Must be a JSON object. {error.problem}"
+            raise invalid("body", problem, what="request body") from None
+        raise invalid(error.where, error.problem, what="request body") from None
     if not isinstance(value, dict):
         raise invalid("body", "Must be a JSON object.", what="request body")
     return value
@@ -261,7 +271,13 @@ class MetricsApp:
         self.store.reset()
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
-        return self.respond(environ)(environ, start_response)
+        try:
+            answer = self.respond(environ)
+        except Exception:
+            # Never waitress' plain-text 500: whatever went wrong, the answer is an envelope.
+            logger.exception("unexpected error answering %s", environ.get("REQUEST_METHOD"))
+            answer = _error_response(ApiError(500, "internal_error", "Internal server error"))
+        return answer(environ, start_response)
 
     # -- the request pipeline -----------------------------------------------------------
 
@@ -295,6 +311,9 @@ class MetricsApp:
                 field = f"data[{refused}].name"
                 return _error_response(invalid(field, "Refused by a fault.", what="metric"))
         key = request.headers.get("Idempotency-Key")
+        if key is not None and len(key) > MAX_IDEMPOTENCY_KEY_LENGTH:
+            problem = f"Must be at most {MAX_IDEMPOTENCY_KEY_LENGTH} characters."
+            return _error_response(invalid("Idempotency-Key", problem, what="header"))
         ticket: Ticket | None = None
         # Ingestion-key creation ignores the header (contract section 8).
         if key and endpoint.route.sends_idempotency_key:
@@ -375,11 +394,25 @@ class MetricsApp:
 
     @staticmethod
     def _read_body(request: Request) -> bytes:
-        if (request.content_length or 0) > MAX_BODY_BYTES:
+        """The body, at most :data:`MAX_BODY_BYTES` of it: 413 by ``Content-Length`` before
+        reading, or once a body without one goes past the limit. Bodies are not inflated:
+        any ``Content-Encoding`` but ``identity`` is 415."""
+        too_large = ApiError(
+            413, "payload_too_large", f"Bodies are limited to {MAX_BODY_BYTES} bytes"
+        )
+        encoding = request.headers.get("Content-Encoding", "identity").strip().lower()
+        if encoding not in ("", "identity"):
             raise ApiError(
-                413, "payload_too_large", f"Bodies are limited to {MAX_BODY_BYTES} bytes"
+                415,
+                "unsupported_encoding",
+                "Request bodies are taken as they are: no Content-Encoding",
             )
-        return request.get_data(cache=False)
+        if (request.content_length or 0) > MAX_BODY_BYTES:
+            raise too_large
+        body = request.stream.read(MAX_BODY_BYTES + 1)
+        if len(body) > MAX_BODY_BYTES:
+            raise too_large
+        return body
 
     def _run(
         self,
