@@ -73,10 +73,10 @@ def parse_json(text: str | bytes, *, where: str = "") -> Any:
     Example:
         >>> parse_json(b"[1, 2.5]")
         [1, 2.5]
-        >>> parse_json("[" * 40 + "]" * 40)
+        >>> parse_json('{"a": ' + "[" * 40 + "]" * 40 + "}")
         Traceback (most recent call last):
         ...
-        syvain_metrics.server.inputs.BadJsonError: Must be nested at most 32 levels deep.
+        syvain_metrics.server.inputs.BadJsonError: a[0][0]...[0]: Must be nested at most 32 levels deep.
     """
     if isinstance(text, bytes):
         try:
