@@ -43,7 +43,7 @@ from syvain_metrics.schemas.ingest import IngestRequest
 from syvain_metrics.schemas.ingestion_key import IngestionKeyCreateRequest
 from syvain_metrics.server import handlers
 from syvain_metrics.server.errors import VALIDATION_ERROR, ApiError, from_validation, invalid
-from syvain_metrics.server.faults import Faults
+from syvain_metrics.server.faults import Faults, SimulatedCrash
 from syvain_metrics.server.idempotency import IdempotencyGate, Replay, Ticket, fingerprint
 from syvain_metrics.server.inputs import BadJsonError, parse_json
 from syvain_metrics.server.limits import MAX_BODY_BYTES, MAX_IDEMPOTENCY_KEY_LENGTH
@@ -338,17 +338,25 @@ class MetricsApp:
                 try:
                     with self.store.transaction():
                         status, payload, keep = self._run(endpoint, request, principal, args, value)
+                        self.faults.crash_point(
+                            "crash_after_write", method, raw_path, endpoint.name
+                        )
                         if ticket is not None and keep:
                             self.idempotency.record(ticket, status, payload)
                 except Exception:
                     logger.exception("could not commit %s", endpoint.name)
                     failure = ApiError(500, "internal_error", "Internal server error")
                     status, payload = 500, _dump(failure.envelope())
+                self.faults.crash_point("crash_after_commit", method, raw_path, endpoint.name)
             dropped = self.faults.take("drop_after_commit", method, raw_path, endpoint.name)
             delay = self.faults.take("delay", method, raw_path, endpoint.name)
             if delay is not None:
                 self.faults.sleep(delay.seconds)  # still "in progress" for a second attempt
+        except SimulatedCrash:
+            # What a client of a crashed server sees: the connection ends, no answer.
+            return _broken(200, b'{"data":')
         finally:
+            # After a real crash nothing of this is left in memory either.
             if ticket is not None:
                 self.idempotency.finish(ticket)
         if dropped is not None:
