@@ -284,7 +284,7 @@ def test_folder_body_validation(api: Api, body: dict[str, Any], field_name: str)
     assert api.ok("GET", "/folders")["folders"] == []
 
 
-@pytest.mark.parametrize("raw", [b"not json", b"[1, 2]", b'{"slug": NaN}', b"\xff"])
+@pytest.mark.parametrize("raw", [b"not json", b"[1, 2]", b'{"slug": [1', b"\xff"])
 def test_body_must_be_a_json_object(api: Api, raw: bytes) -> None:
     response = api.call("POST", "/experiments", data=raw)
     assert failure(response) == (400, "validation_error", "body")

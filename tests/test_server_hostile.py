@@ -297,6 +297,14 @@ def test_non_finite_numbers_in_a_metric_are_a_400(target: Target, number: str, f
     assert rows == []
 
 
+@pytest.mark.parametrize("number", ["NaN", "-Infinity", "1e400"])
+def test_a_non_finite_number_is_named_where_it_stands(target: Target, number: str) -> None:
+    body = f'{{"slug": "s", "metadata": {{"lr": [0.1, {number}]}}}}'.encode()
+    response = target.send("POST", "/experiments", body=body)
+    assert response.status_code == 400
+    assert error_field(response.content) == "metadata.lr[1]"
+
+
 JSON_FILTERS = [
     pytest.param("[" * 500 + "]" * 500, id="nested 500 deep"),
     pytest.param('{"a":' * 500 + "1" + "}" * 500, id="objects 500 deep"),
