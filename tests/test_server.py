@@ -971,7 +971,9 @@ def test_local_server_lifecycle(tmp_path: Any) -> None:
 
             Experiment.create("persisted", session=session)
     server.close()  # twice is fine
-    with LocalServer(db=db) as reopened:  # the stored key is accepted again
+    with pytest.raises(ValueError, match="only as hashes"):  # it cannot tell the stored key
+        LocalServer(db=db)
+    with LocalServer(db=db, api_key="ak_local_fixed") as reopened:  # the same organization
         assert reopened.api_key == "ak_local_fixed"
         with reopened.session() as session:
             from syvain_metrics import Experiment

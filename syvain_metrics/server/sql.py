@@ -19,9 +19,10 @@ from functools import lru_cache
 from operator import itemgetter
 from typing import Any
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 """``PRAGMA user_version`` of a database in this layout. Version 2: events keyed by their
-sequence number alone (``event_id`` is made from it), indexes ending with it."""
+sequence number alone (``event_id`` is made from it), indexes ending with it. Version 3:
+API keys kept only as their SHA-256 hashes."""
 
 EVENT_ID = "(? || printf('%012x', e.seq))"
 """The SQL of an event's id: the database's random UUID-shaped prefix (a parameter) and the
@@ -34,7 +35,7 @@ CREATE TABLE IF NOT EXISTS organizations (
     created_at_ms INTEGER NOT NULL
 );
 CREATE TABLE IF NOT EXISTS api_keys (
-    key TEXT PRIMARY KEY,
+    key_hash TEXT PRIMARY KEY,
     org_id TEXT NOT NULL,
     created_at_ms INTEGER NOT NULL
 );
