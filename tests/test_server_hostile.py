@@ -696,3 +696,38 @@ def test_fuzzed_requests_get_no_5xx_and_an_envelope(
         },
     )
     check_envelope(response.status_code, response.get_data())
+
+
+def test_only_a_few_large_bodies_are_handled_at_once(
+    metrics_server: LocalServer, target: Target
+) -> None:
+    from syvain_metrics.server.limits import LARGE_BODIES_AT_ONCE, LARGE_BODY_BYTES
+
+    faults = metrics_server.faults
+    faults.delay("create_folder", seconds=30, times=LARGE_BODIES_AT_ONCE + 1)
+    padding = " " * (LARGE_BODY_BYTES + 1)  # whitespace: a valid body, and a large one
+    answers: list[int] = []
+
+    def create(index: int) -> None:
+        body = f'{{"name": "large-{index}"{padding}}}'.encode()
+        with requests.Session() as http:
+            response = http.post(
+                target.url + API + "/folders",
+                data=body,
+                headers={"Authorization": f"Bearer {target.key}"},
+                timeout=60,
+            )
+        answers.append(response.status_code)
+
+    threads = [threading.Thread(target=create, args=(i,)) for i in range(LARGE_BODIES_AT_ONCE + 1)]
+    for thread in threads:
+        thread.start()
+    assert faults.wait_fired(LARGE_BODIES_AT_ONCE, timeout=20)
+    time.sleep(0.5)  # room for one more to start, were it allowed to
+    assert faults.fired == LARGE_BODIES_AT_ONCE
+    faults.wake_all()  # the delayed ones answer; the last one gets its turn
+    for thread in threads:
+        thread.join(timeout=30)
+    assert answers == [200] * (LARGE_BODIES_AT_ONCE + 1)
+    names = {f["name"] for f in target.send("GET", "/folders").json()["data"]["folders"]}
+    assert {f"large-{i}" for i in range(LARGE_BODIES_AT_ONCE + 1)} <= names

@@ -17,8 +17,10 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -46,7 +48,12 @@ from syvain_metrics.server.errors import VALIDATION_ERROR, ApiError, from_valida
 from syvain_metrics.server.faults import Faults, SimulatedCrash
 from syvain_metrics.server.idempotency import IdempotencyGate, Replay, Ticket, fingerprint
 from syvain_metrics.server.inputs import BadJsonError, parse_json
-from syvain_metrics.server.limits import MAX_BODY_BYTES, MAX_IDEMPOTENCY_KEY_LENGTH
+from syvain_metrics.server.limits import (
+    LARGE_BODIES_AT_ONCE,
+    LARGE_BODY_BYTES,
+    MAX_BODY_BYTES,
+    MAX_IDEMPOTENCY_KEY_LENGTH,
+)
 from syvain_metrics.server.queries import (
     AnnotationListQuery,
     CatalogQuery,
@@ -250,6 +257,7 @@ class MetricsApp:
         self.store = store
         self.faults = faults or Faults()
         self.idempotency = IdempotencyGate(store)
+        self._large_bodies = threading.BoundedSemaphore(LARGE_BODIES_AT_ONCE)
         self._by_name = {endpoint.name: endpoint for endpoint in ENDPOINTS}
         self._urls = Map(
             [
@@ -300,6 +308,25 @@ class MetricsApp:
         try:
             principal = self._authorize(endpoint, request, args)
             body = self._read_body(request)
+        except ApiError as error:
+            return _error_response(error)
+        # A large body's parsed value can take 25 times its size: only a few at once.
+        large = len(body) > LARGE_BODY_BYTES and endpoint.body is not None
+        with self._large_bodies if large else contextlib.nullcontext():
+            return self._respond(endpoint, args, request, principal, body, raw_query)
+
+    def _respond(
+        self,
+        endpoint: Endpoint,
+        args: dict[str, str],
+        request: Request,
+        principal: Principal,
+        body: bytes,
+        raw_query: str,
+    ) -> WSGIApplication:
+        """The answer to a routed, authenticated request whose body has been read."""
+        method, raw_path = request.method.upper(), raw_target(request.environ)[0]
+        try:
             # The body is parsed once: its value is what the idempotency fingerprint and the
             # schema both look at.
             value = _parse_body(body) if endpoint.body is not None else {}

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Iterator
 from typing import Any
 
 from syvain_metrics.server.limits import MAX_JSON_DEPTH, MAX_METADATA_BYTES
@@ -58,10 +59,6 @@ def _shown(key: str) -> str:
     return key.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
-def _member(path: str, key: str) -> str:
-    return f"{path}.{_shown(key)}" if path else _shown(key)
-
-
 def parse_json(text: str | bytes, *, where: str = "") -> Any:
     """Parse a JSON text and :func:`check_json` its value; :class:`BadJsonError` otherwise (bytes
     must be UTF-8).
@@ -90,10 +87,38 @@ def parse_json(text: str | bytes, *, where: str = "") -> Any:
     return value
 
 
+def _segment(key: str | int) -> str:
+    return f"[{key}]" if isinstance(key, int) else f".{_shown(key)}"
+
+
+def _join(path: str, key: str | int) -> str:
+    segment = _segment(key)
+    return segment[1:] if not path and isinstance(key, str) else path + segment
+
+
+def _scalar_problem(item: Any) -> str | None:
+    if isinstance(item, str):
+        if _has_lone_surrogate(item):
+            return "Must not contain a lone surrogate (U+D800 to U+DFFF)."
+    elif isinstance(item, float):
+        if not math.isfinite(item):
+            return _NOT_FINITE
+    elif isinstance(item, int) and not isinstance(item, bool) and item.bit_length() > 1000:
+        try:
+            float(item)
+        except OverflowError:
+            return _NOT_FINITE
+    return None
+
+
 def check_json(value: Any, where: str = "") -> None:
     """Check a parsed JSON value in one iterative pass: nesting at most
     :data:`MAX_JSON_DEPTH` levels, no lone surrogate in a string or key, every number
     finite as a double, every ``metadata`` object at most :data:`MAX_METADATA_BYTES`.
+
+    The pass keeps one frame per level open, never a copy of a container's items, so
+    checking costs no memory beyond the value itself; the first bad place is the one
+    reported.
 
     Example:
         >>> check_json({"a": [1, float("inf")]})
@@ -101,51 +126,45 @@ def check_json(value: Any, where: str = "") -> None:
         ...
         syvain_metrics.server.inputs.BadJsonError: a[1]: Numbers must be finite (no NaN or Infinity, nothing beyond a double's range).
     """
+    problem = _scalar_problem(value)
+    if problem is not None:
+        raise BadJsonError(where, problem)
+    if not isinstance(value, dict | list):
+        return
     metadata: list[tuple[str, dict[str, Any]]] = []
-    stack: list[tuple[Any, str, int]] = [(value, where, 0)]
-    while stack:
-        item, path, depth = stack.pop()
-        if isinstance(item, str):
-            if _has_lone_surrogate(item):
-                raise BadJsonError(path, "Must not contain a lone surrogate (U+D800 to U+DFFF).")
-        elif isinstance(item, bool) or item is None:
-            continue
-        elif isinstance(item, float):
-            if not math.isfinite(item):
-                raise BadJsonError(path, _NOT_FINITE)
-        elif isinstance(item, int):
-            if item.bit_length() > 1000:
-                try:
-                    float(item)
-                except OverflowError:
-                    raise BadJsonError(path, _NOT_FINITE) from None
-        elif isinstance(item, dict | list):
-            if depth >= MAX_JSON_DEPTH:
-                raise BadJsonError(path, f"Must be nested at most {MAX_JSON_DEPTH} levels deep.")
-            if isinstance(item, list):
-                # Reversed onto the stack, so the first bad place is the one reported.
-                stack.extend(
-                    (item[i], f"{path}[{i}]", depth + 1) for i in reversed(range(len(item)))
+    frames: list[tuple[Iterator[tuple[Any, Any]], str]] = [(_items(value), where)]
+    while frames:
+        items, path = frames[-1]
+        for key, item in items:
+            if isinstance(key, str) and _has_lone_surrogate(key):
+                raise BadJsonError(
+                    _join(path, key), "Keys must not contain a lone surrogate (U+D800 to U+DFFF)."
                 )
-                continue
-            members: list[tuple[Any, str, int]] = []
-            for key, member in item.items():
-                if not isinstance(key, str) or _has_lone_surrogate(key):
+            if isinstance(item, dict | list):
+                inner = _join(path, key)
+                if len(frames) >= MAX_JSON_DEPTH:
                     raise BadJsonError(
-                        _member(path, str(key)),
-                        "Keys must not contain a lone surrogate (U+D800 to U+DFFF).",
+                        inner, f"Must be nested at most {MAX_JSON_DEPTH} levels deep."
                     )
-                inner = _member(path, key)
-                if key == METADATA and isinstance(member, dict):
-                    metadata.append((inner, member))
-                members.append((member, inner, depth + 1))
-            stack.extend(reversed(members))
+                if key == METADATA and isinstance(item, dict):
+                    metadata.append((inner, item))
+                frames.append((_items(item), inner))
+                break
+            problem = _scalar_problem(item)
+            if problem is not None:
+                raise BadJsonError(_join(path, key), problem)
+        else:
+            frames.pop()
     for path, found in metadata:
         size = len(json.dumps(found, separators=(",", ":"), ensure_ascii=False).encode())
         if size > MAX_METADATA_BYTES:
             raise BadJsonError(
                 path, f"Must be at most {MAX_METADATA_BYTES} bytes as compact JSON ({size})."
             )
+
+
+def _items(container: dict[str, Any] | list[Any]) -> Iterator[tuple[Any, Any]]:
+    return iter(container.items()) if isinstance(container, dict) else enumerate(container)
 
 
 _NOT_FINITE = "Numbers must be finite (no NaN or Infinity, nothing beyond a double's range)."

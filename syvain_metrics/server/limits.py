@@ -17,6 +17,13 @@ MAX_BODY_BYTES = 4 * 1024 * 1024
 refuses as too large. A body is refused by its ``Content-Length`` before it is read, and a
 body without one is read no further than this."""
 
+LARGE_BODY_BYTES = 256 * 1024
+"""A body past this size is large: its parsed value may take up to 25 times as much memory."""
+
+LARGE_BODIES_AT_ONCE = 2
+"""Large bodies parsed and handled at the same time; more wait their turn, so parallel
+large requests do not multiply the server's memory."""
+
 MAX_JSON_DEPTH = 32
 """Deepest nesting of arrays and objects in a JSON body or a JSON query value (the body
 object itself is level 1): ``400 validation_error`` beyond."""
