@@ -6,7 +6,8 @@
     Syvain Metrics local server at http://127.0.0.1:8765 (API key: ak_local_alice); Ctrl-C to stop
 
 Each ``--api-key`` is its own organization. Without one, a database file's stored
-keys are accepted again, or a random key is made (and printed).
+keys are accepted again (they are stored only as hashes, so they are not printed), or
+a random key is made (and printed, that once).
 
 ``syvain-metrics sync`` uploads the ``log()`` events that ended processes left in the
 spool (killed jobs, ``os._exit``), with their original ids, so nothing is stored twice::
@@ -146,9 +147,14 @@ def serve(host: str, port: int, db: str, api_keys: Sequence[str], threads: int =
         f"[{server.effective_host}]" if ":" in str(server.effective_host) else server.effective_host
     )
     label = "API key" if len(keys) == 1 else "API keys"
+    accepted = (
+        f"{label}: {', '.join(keys)}"
+        if keys
+        else f"the {store.api_key_count} API key(s) stored in {db}, kept as hashes"
+    )
     print(
         f"Syvain Metrics local server at http://{shown}:{server.effective_port} "
-        f"({label}: {', '.join(keys)}); Ctrl-C to stop",
+        f"({accepted}); Ctrl-C to stop",
         flush=True,
     )
     if host not in _LOOPBACK:

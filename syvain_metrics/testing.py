@@ -51,8 +51,9 @@ class LocalServer:
 
     Args:
         db: a SQLite file, or ``":memory:"`` (the default).
-        api_key: the API key it accepts; a random ``ak_local_...`` when ``None`` (or, for a
-            database file that already has keys, those keys).
+        api_key: the API key it accepts; a random ``ak_local_...`` when ``None``. A database
+            file that already has keys keeps them only as hashes: pass one of them again
+            (``ValueError`` without one).
         host: the interface to bind (loopback by default).
         port: the port; ``0`` picks a free one.
         threads: waitress worker threads.
@@ -84,7 +85,13 @@ class LocalServer:
         from syvain_metrics.server import MetricsApp, Store, make_server
 
         self.store: Store = Store(db, clock=clock)
-        self.api_key: str = self.store.use_api_keys([api_key] if api_key else [])[0]
+        known = self.store.use_api_keys([api_key] if api_key else [])
+        if not known:
+            self.store.close()
+            raise ValueError(
+                f"{db} keeps its API keys only as hashes: pass one of them as api_key="
+            )
+        self.api_key: str = known[0]
         self.app: MetricsApp = MetricsApp(self.store)
         self.faults: Faults = self.app.faults
         try:

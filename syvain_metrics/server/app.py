@@ -17,8 +17,10 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -43,8 +45,15 @@ from syvain_metrics.schemas.ingest import IngestRequest
 from syvain_metrics.schemas.ingestion_key import IngestionKeyCreateRequest
 from syvain_metrics.server import handlers
 from syvain_metrics.server.errors import VALIDATION_ERROR, ApiError, from_validation, invalid
-from syvain_metrics.server.faults import Faults
+from syvain_metrics.server.faults import Faults, SimulatedCrash
 from syvain_metrics.server.idempotency import IdempotencyGate, Replay, Ticket, fingerprint
+from syvain_metrics.server.inputs import BadJsonError, parse_json
+from syvain_metrics.server.limits import (
+    LARGE_BODIES_AT_ONCE,
+    LARGE_BODY_BYTES,
+    MAX_BODY_BYTES,
+    MAX_IDEMPOTENCY_KEY_LENGTH,
+)
 from syvain_metrics.server.queries import (
     AnnotationListQuery,
     CatalogQuery,
@@ -57,7 +66,6 @@ from syvain_metrics.server.queries import (
     MetricsListQuery,
     QuerySchema,
     load_query,
-    parse_json_text,
 )
 from syvain_metrics.server.store import Principal, Store
 
@@ -65,8 +73,6 @@ if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
 
 logger = logging.getLogger("syvain_metrics.server")
-
-MAX_BODY_BYTES = 32 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -166,7 +172,11 @@ def canonical_path(raw_path: str) -> str:
 
 
 def _dump(payload: Any) -> bytes:
-    return json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
+    text = json.dumps(payload, separators=(",", ":"), ensure_ascii=False)
+    try:
+        return text.encode()
+    except UnicodeEncodeError:  # a lone surrogate: written as its JSON escape instead
+        return json.dumps(payload, separators=(",", ":")).encode()
 
 
 def _answer(data: dict[str, Any]) -> bytes:
@@ -205,10 +215,17 @@ def _broken(status: int, body: bytes) -> WSGIApplication:
 
 
 def _parse_body(raw: bytes) -> dict[str, Any]:
+    """The body's JSON object, checked by :func:`~syvain_metrics.server.inputs.parse_json`
+    (nesting, lone surrogates, finite numbers, metadata size); 400 naming the place."""
+    if not raw.strip():
+        return {}
     try:
-        value = parse_json_text(raw.decode("utf-8")) if raw.strip() else {}
-    except ValueError:  # UnicodeDecodeError is a ValueError too
-        raise invalid("body", "Must be a JSON object.", what="request body") from None
+        value = parse_json(raw)
+    except BadJsonError as error:
+        if not error.where:  # not JSON at all, or too deep to read
+            problem = f"Must be a JSON object. {error.problem}"
+            raise invalid("body", problem, what="request body") from None
+        raise invalid(error.where, error.problem, what="request body") from None
     if not isinstance(value, dict):
         raise invalid("body", "Must be a JSON object.", what="request body")
     return value
@@ -240,6 +257,7 @@ class MetricsApp:
         self.store = store
         self.faults = faults or Faults()
         self.idempotency = IdempotencyGate(store)
+        self._large_bodies = threading.BoundedSemaphore(LARGE_BODIES_AT_ONCE)
         self._by_name = {endpoint.name: endpoint for endpoint in ENDPOINTS}
         self._urls = Map(
             [
@@ -261,7 +279,13 @@ class MetricsApp:
         self.store.reset()
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
-        return self.respond(environ)(environ, start_response)
+        try:
+            answer = self.respond(environ)
+        except Exception:
+            # Never waitress' plain-text 500: whatever went wrong, the answer is an envelope.
+            logger.exception("unexpected error answering %s", environ.get("REQUEST_METHOD"))
+            answer = _error_response(ApiError(500, "internal_error", "Internal server error"))
+        return answer(environ, start_response)
 
     # -- the request pipeline -----------------------------------------------------------
 
@@ -284,6 +308,25 @@ class MetricsApp:
         try:
             principal = self._authorize(endpoint, request, args)
             body = self._read_body(request)
+        except ApiError as error:
+            return _error_response(error)
+        # A large body's parsed value can take 25 times its size: only a few at once.
+        large = len(body) > LARGE_BODY_BYTES and endpoint.body is not None
+        with self._large_bodies if large else contextlib.nullcontext():
+            return self._respond(endpoint, args, request, principal, body, raw_query)
+
+    def _respond(
+        self,
+        endpoint: Endpoint,
+        args: dict[str, str],
+        request: Request,
+        principal: Principal,
+        body: bytes,
+        raw_query: str,
+    ) -> WSGIApplication:
+        """The answer to a routed, authenticated request whose body has been read."""
+        method, raw_path = request.method.upper(), raw_target(request.environ)[0]
+        try:
             # The body is parsed once: its value is what the idempotency fingerprint and the
             # schema both look at.
             value = _parse_body(body) if endpoint.body is not None else {}
@@ -295,6 +338,9 @@ class MetricsApp:
                 field = f"data[{refused}].name"
                 return _error_response(invalid(field, "Refused by a fault.", what="metric"))
         key = request.headers.get("Idempotency-Key")
+        if key is not None and len(key) > MAX_IDEMPOTENCY_KEY_LENGTH:
+            problem = f"Must be at most {MAX_IDEMPOTENCY_KEY_LENGTH} characters."
+            return _error_response(invalid("Idempotency-Key", problem, what="header"))
         ticket: Ticket | None = None
         # Ingestion-key creation ignores the header (contract section 8).
         if key and endpoint.route.sends_idempotency_key:
@@ -326,17 +372,25 @@ class MetricsApp:
                 try:
                     with self.store.transaction():
                         status, payload, keep = self._run(endpoint, call)
+                        self.faults.crash_point(
+                            "crash_after_write", method, raw_path, endpoint.name
+                        )
                         if ticket is not None and keep:
                             self.idempotency.record(ticket, status, payload)
                 except Exception:
                     logger.exception("could not commit %s", endpoint.name)
                     failure = ApiError(500, "internal_error", "Internal server error")
                     status, payload = 500, _dump(failure.envelope())
+                self.faults.crash_point("crash_after_commit", method, raw_path, endpoint.name)
             dropped = self.faults.take("drop_after_commit", method, raw_path, endpoint.name)
             delay = self.faults.take("delay", method, raw_path, endpoint.name)
             if delay is not None:
                 self.faults.sleep(delay.seconds)  # still "in progress" for a second attempt
+        except SimulatedCrash:
+            # What a client of a crashed server sees: the connection ends, no answer.
+            return _broken(200, b'{"data":')
         finally:
+            # After a real crash nothing of this is left in memory either.
             if ticket is not None:
                 self.idempotency.finish(ticket)
         if dropped is not None:
@@ -382,11 +436,25 @@ class MetricsApp:
 
     @staticmethod
     def _read_body(request: Request) -> bytes:
-        if (request.content_length or 0) > MAX_BODY_BYTES:
+        """The body, at most :data:`MAX_BODY_BYTES` of it: 413 by ``Content-Length`` before
+        reading, or once a body without one goes past the limit. Bodies are not inflated:
+        any ``Content-Encoding`` but ``identity`` is 415."""
+        too_large = ApiError(
+            413, "payload_too_large", f"Bodies are limited to {MAX_BODY_BYTES} bytes"
+        )
+        encoding = request.headers.get("Content-Encoding", "identity").strip().lower()
+        if encoding not in ("", "identity"):
             raise ApiError(
-                413, "payload_too_large", f"Bodies are limited to {MAX_BODY_BYTES} bytes"
+                415,
+                "unsupported_encoding",
+                "Request bodies are taken as they are: no Content-Encoding",
             )
-        return request.get_data(cache=False)
+        if (request.content_length or 0) > MAX_BODY_BYTES:
+            raise too_large
+        body = request.stream.read(MAX_BODY_BYTES + 1)
+        if len(body) > MAX_BODY_BYTES:
+            raise too_large
+        return body
 
     def _prepare(
         self,

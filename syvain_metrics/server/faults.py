@@ -26,14 +26,33 @@ Example:
 from __future__ import annotations
 
 import json
+import os
 import threading
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from typing import Literal
 
 FaultKind = Literal[
-    "fail", "drop_before_commit", "drop_after_commit", "delay", "refuse", "reject_metric"
+    "fail",
+    "drop_before_commit",
+    "drop_after_commit",
+    "delay",
+    "refuse",
+    "reject_metric",
+    "crash_after_write",
+    "crash_after_commit",
 ]
+
+CRASH_EXIT_STATUS = 75
+"""The exit status of a server process that :meth:`Faults.crash` ended (``exit_process=True``)."""
+
+
+class SimulatedCrash(BaseException):
+    """Raised where :meth:`Faults.crash` makes the server "die": nothing after it runs, an
+    open transaction rolls back, and the client's connection breaks without an answer.
+
+    A ``BaseException``, so no ``except Exception`` on the way turns it into an answer.
+    """
 
 
 @dataclass
@@ -48,6 +67,7 @@ class FaultRule:
     retry_after: str | None = None
     seconds: float = 0.0
     metric_name: str | None = None
+    exit_process: bool = False
 
     def matches(self, method: str, path: str, operation: str | None) -> bool:
         """Whether a request (method, raw path, operation name) is selected by this rule."""
@@ -149,6 +169,49 @@ class Faults:
         method, target = _parse_route(route)
         kind: FaultKind = "drop_before_commit" if when == "before_commit" else "drop_after_commit"
         self._arm(FaultRule(kind, method, target, times))
+
+    def crash(
+        self,
+        route: str | None = None,
+        *,
+        when: Literal["after_write", "after_commit"] = "after_write",
+        exit_process: bool = False,
+        times: int = 1,
+    ) -> None:
+        """Make the server "die" in the next ``times`` matching write requests, between the
+        write and its answer.
+
+        ``after_write``: the handler has written, inside the request's transaction, but its
+        idempotency record is not written and nothing is committed; a crash there loses the
+        whole transaction, and so does this. ``after_commit``: the write and its idempotency
+        record are committed, and the answer is never sent. Either way the client's
+        connection breaks, and a retry with the same ``Idempotency-Key`` finds exactly one
+        write: run once (``after_write``) or replayed (``after_commit``).
+
+        ``exit_process=True`` ends the whole process right there (``os._exit`` with
+        :data:`CRASH_EXIT_STATUS`), for a server running in a child process that the test
+        then starts again on the same database. Never in a server inside the test's process.
+
+        Example:
+            >>> Faults().crash("create_annotation", when="after_commit")
+        """
+        if when not in ("after_write", "after_commit"):
+            raise ValueError("when must be 'after_write' or 'after_commit'")
+        method, target = _parse_route(route)
+        kind: FaultKind = "crash_after_write" if when == "after_write" else "crash_after_commit"
+        self._arm(FaultRule(kind, method, target, times, exit_process=exit_process))
+
+    def crash_point(
+        self, kind: FaultKind, method: str, path: str, operation: str | None = None
+    ) -> None:
+        """Where the server may "die": raise :class:`SimulatedCrash` (or end the process)
+        if an armed :meth:`crash` of ``kind`` matches this request."""
+        rule = self.take(kind, method, path, operation)
+        if rule is None:
+            return
+        if rule.exit_process:
+            os._exit(CRASH_EXIT_STATUS)
+        raise SimulatedCrash(kind)
 
     def delay(self, route: str | None = None, *, seconds: float, times: int = 1) -> None:
         """Hold the answer of the next ``times`` matching requests for ``seconds`` after the

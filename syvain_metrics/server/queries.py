@@ -14,7 +14,6 @@ Example:
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Iterator, Mapping
 from typing import Any, ClassVar, Protocol
@@ -39,6 +38,7 @@ from syvain_metrics.schemas.limits import (
     SORT_DIRECTIONS,
 )
 from syvain_metrics.server.errors import from_validation, invalid
+from syvain_metrics.server.inputs import BadJsonError, parse_json
 
 _INTEGER = re.compile(r"-?[0-9]{1,30}")
 
@@ -63,17 +63,18 @@ def clamp_limit(value: int | None, bounds: tuple[int, int]) -> int:
 
 
 def parse_json_text(text: str) -> Any:
-    """Parse a JSON text that must hold finite numbers only; ``ValueError`` otherwise.
+    """Parse a JSON query value the server will hold (see
+    :func:`~syvain_metrics.server.inputs.parse_json`); ``ValueError`` otherwise.
 
     Example:
         >>> parse_json_text('{"a": 1.0}')
         {'a': 1.0}
+        >>> parse_json_text("1e400")
+        Traceback (most recent call last):
+        ...
+        syvain_metrics.server.inputs.BadJsonError: Numbers must be finite (no NaN or Infinity, nothing beyond a double's range).
     """
-
-    def _reject(constant: str) -> Any:
-        raise ValueError(f"{constant} is not allowed")
-
-    return json.loads(text, parse_constant=_reject)
+    return parse_json(text)
 
 
 class QueryInt(_Field):
@@ -162,8 +163,8 @@ class JsonText(_Field):
             raise self.make_error("invalid")
         try:
             return parse_json_text(value)
-        except ValueError:
-            raise self.make_error("invalid") from None
+        except BadJsonError as error:
+            raise ValidationError(error.problem) from None
 
 
 class QuerySchema(Schema):
@@ -320,8 +321,8 @@ class SeriesParam(_Field):
     ) -> dict[str, Any]:
         try:
             decoded = parse_json_text(value) if isinstance(value, str) else None
-        except ValueError:
-            decoded = None
+        except BadJsonError as error:
+            raise ValidationError(error.problem) from None
         if not isinstance(decoded, dict):
             raise self.make_error("invalid")
         loaded: dict[str, Any] = _SERIES_WIRE.load(decoded)

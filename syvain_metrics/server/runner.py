@@ -1,7 +1,10 @@
 """Serving the application with waitress (HTTP/1.1 keep-alive, several worker threads).
 
 ``make_server`` binds the socket at once (port 0 picks a free port), so the URL is
-known before the serving thread starts: no sleeps, no polling.
+known before the serving thread starts: no sleeps, no polling. Connections are bounded
+as :mod:`syvain_metrics.server.limits` says (how many, how long one may stay idle, how
+large a body waitress receives), and the answers waitress writes itself (a malformed
+request, headers too large) are in the contract's envelope like every other.
 
 Example:
     >>> from syvain_metrics.server.app import MetricsApp
@@ -14,12 +17,27 @@ Example:
 
 from __future__ import annotations
 
+import json
 import logging
+import resource
 import threading
 from typing import Any
 
 from syvain_metrics.server.app import MetricsApp
 from syvain_metrics.server.faults import Faults
+from syvain_metrics.server.limits import (
+    CLEANUP_INTERVAL_S,
+    CONNECTION_LIMIT,
+    IDLE_TIMEOUT_S,
+    MAX_BODY_BYTES,
+)
+
+RECEIVED_BODY_LIMIT = 16 * MAX_BODY_BYTES
+"""Bodies up to this size are received whole (waitress keeps them in a temporary file past
+512 KB, not in memory) so the application answers its own 413 while the client still reads;
+a larger one is cut off as soon as its headers say so."""
+
+_ERROR_CODES = {400: "bad_request", 413: "payload_too_large", 431: "headers_too_large"}
 
 
 class _QuietBrokenAnswers(logging.Filter):
@@ -30,20 +48,79 @@ class _QuietBrokenAnswers(logging.Filter):
         return "too few bytes" not in record.getMessage()
 
 
+def envelope_error(status: int, reason: str) -> bytes:
+    """The body of an error waitress answers by itself, in the contract's envelope.
+
+    Example:
+        >>> envelope_error(431, "Request Header Fields Too Large")
+        b'{"data":null,"error":{"message":"Request Header Fields Too Large","details":"code=headers_too_large"}}'
+    """
+    code = _ERROR_CODES.get(status, "internal_error")
+    error = {"message": reason, "details": f"code={code}"}
+    return json.dumps({"data": None, "error": error}, separators=(",", ":")).encode()
+
+
+def connection_limit() -> int:
+    """:data:`CONNECTION_LIMIT`, or fewer when the process may not open that many files (each
+    connection can take up to three descriptors).
+
+    Example:
+        >>> 0 < connection_limit() <= CONNECTION_LIMIT
+        True
+    """
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return CONNECTION_LIMIT
+    return max(16, min(CONNECTION_LIMIT, (soft - 64) // 3))
+
+
 def make_server(
-    app: MetricsApp, host: str = "127.0.0.1", port: int = 0, *, threads: int = 8
+    app: MetricsApp,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    *,
+    threads: int = 8,
+    idle_timeout: int = IDLE_TIMEOUT_S,
+    connections: int | None = None,
 ) -> Any:
     """A bound waitress server for ``app`` (call ``.run()`` to serve).
 
+    ``idle_timeout`` (whole seconds) and ``connections`` (default :func:`connection_limit`)
+    are there for tests of the limits; the defaults are the local server's choices.
     ``app.faults.refuse_connections()`` is honoured: a refused connection is closed as
     soon as it is accepted, before any request is read.
     """
     import waitress
+    from waitress.channel import HTTPChannel
+    from waitress.task import ErrorTask
+
+    class EnvelopeErrorTask(ErrorTask):  # type: ignore[misc]
+        def execute(self) -> None:
+            error = self.request.error
+            body = envelope_error(error.code, error.reason)
+            self.status = f"{error.code} {error.reason}"
+            self.response_headers.append(("Content-Type", "application/json"))
+            self.set_close_on_finish()
+            self.content_length = len(body)
+            self.write(body)
+
+    class Channel(HTTPChannel):  # type: ignore[misc]
+        error_task_class = EnvelopeErrorTask
 
     logging.getLogger("waitress").addFilter(_QuietBrokenAnswers())
     server = waitress.create_server(
-        app, host=host, port=port, threads=threads, ident="syvain-metrics-local"
+        app,
+        host=host,
+        port=port,
+        threads=threads,
+        ident="syvain-metrics-local",
+        connection_limit=connections or connection_limit(),
+        channel_timeout=idle_timeout,
+        cleanup_interval=min(CLEANUP_INTERVAL_S, idle_timeout),
+        max_request_body_size=RECEIVED_BODY_LIMIT,
+        asyncore_use_poll=True,  # select() cannot watch descriptors past 1024
     )
+    server.channel_class = Channel
     _refuse_when_asked(server, app.faults)
     return server
 

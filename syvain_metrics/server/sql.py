@@ -19,11 +19,13 @@ from functools import lru_cache
 from operator import itemgetter
 from typing import Any
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 """``PRAGMA user_version`` of a database in this layout. Version 2: events keyed by their
-sequence number alone (``event_id`` is made from it), indexes ending with it. Version 3: an
-event names its experiment by the experiment's sequence number (its organization is the
-experiment's), so every row and index entry is about 70 bytes shorter."""
+sequence number alone (``event_id`` is made from it), indexes ending with it. Version 3:
+API keys kept only as their SHA-256 hashes. Version 4: an event names its experiment by the
+experiment's sequence number (its organization is the experiment's), so every row and index
+entry is about 70 bytes shorter. Each step is found by the columns it changes, so a database
+of any earlier layout is brought up to this one."""
 
 EVENT_ID = "(? || printf('%012x', e.seq))"
 """The SQL of an event's id: the database's random UUID-shaped prefix (a parameter) and the
@@ -36,7 +38,7 @@ CREATE TABLE IF NOT EXISTS organizations (
     created_at_ms INTEGER NOT NULL
 );
 CREATE TABLE IF NOT EXISTS api_keys (
-    key TEXT PRIMARY KEY,
+    key_hash TEXT PRIMARY KEY,
     org_id TEXT NOT NULL,
     created_at_ms INTEGER NOT NULL
 );
@@ -165,6 +167,13 @@ statement: SQLite reads the rows out of the text itself, so a batch costs one ca
 which runs without Python's global lock, instead of one call per event. A metadata object is
 stored as its compact text, cut out of the batch's; a repeated ``client_event_id`` is ignored
 (the first one wins)."""
+
+INSERT_EVENT_ROW = f"""
+INSERT OR IGNORE INTO events ({", ".join(EVENT_COLUMNS)})
+VALUES ({", ".join("?" * len(EVENT_COLUMNS))})
+"""
+"""Store one event (parameters in :data:`EVENT_COLUMNS` order): for the rare batch whose
+names or ids hold a NUL, which SQLite's JSON functions cannot read back."""
 
 _BATCH = json.JSONEncoder(
     separators=(",", ":"), ensure_ascii=False, allow_nan=False, default=dict

@@ -18,13 +18,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import secrets
 import sqlite3
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 from urllib.parse import quote
@@ -34,6 +35,7 @@ from syvain_metrics.server.errors import ApiError, invalid, not_found
 from syvain_metrics.server.sql import (
     DATA_TABLES,
     EVENT_COLUMNS,
+    INSERT_EVENT_ROW,
     INSERT_EVENTS,
     SCHEMA,
     SCHEMA_VERSION,
@@ -57,8 +59,25 @@ def new_id() -> str:
 
 
 def token_hash(token: str) -> str:
-    """The stored identity of a secret (ingestion tokens are kept only as hashes)."""
+    """The stored identity of a secret: API keys and ingestion tokens are kept only as their
+    SHA-256 hashes. A fast hash is enough for the keys and tokens the server makes (128 bits
+    or more from ``secrets``: nothing to guess); a key you choose yourself is only as hard
+    to guess as you make it.
+
+    Example:
+        >>> token_hash("ak_local_demo")[:16]
+        '8c70c4fafd39bd38'
+    """
     return hashlib.sha256(token.encode()).hexdigest()
+
+
+def _create_private(path: str) -> None:
+    """Create a database file readable and writable by its owner only (0600) unless it
+    exists; SQLite gives its ``-wal`` and ``-shm`` files the same mode."""
+    if path in ("", ":memory:") or path.startswith("file:"):
+        return
+    with suppress(FileExistsError):
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
 
 
 @dataclass(frozen=True)
@@ -121,6 +140,7 @@ class Store:
         self.path = path
         self.clock = clock
         self._lock = threading.RLock()
+        _create_private(path)
         self._db = self._connect()
         # A database file has readers of its own, one per thread (WAL): a long read never
         # holds up a write. In memory, everything shares the one connection.
@@ -136,7 +156,8 @@ class Store:
         self._depth = 0  # transactions open on the writer (the lock's owner), for savepoints
         self._purged_at_ms = 0
         self._open_layout()
-        self._accepted: dict[str, str] = {}
+        self._accepted: dict[str, str] = {}  # API key hash -> organization id
+        self._known: list[str] = []
 
     def _open_layout(self) -> None:
         """Create the tables, or bring a database of an earlier layout up to this one."""
@@ -168,6 +189,7 @@ class Store:
         else:
             db.executescript(SCHEMA)
             db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        self._hash_stored_api_keys()
         found = db.execute("SELECT value FROM settings WHERE name = 'event_id_prefix'").fetchone()
         if found is None:
             # 20 random hex digits in the first four groups of a UUID; the sequence fills
@@ -177,6 +199,29 @@ class Store:
             db.execute("INSERT INTO settings VALUES ('event_id_prefix', ?)", (prefix,))
             found = (prefix,)
         self._id_prefix: str = found[0]
+
+    def _hash_stored_api_keys(self) -> None:
+        """Layout 2 kept API keys as they are: keep only their hashes from now on."""
+        db = self._db
+        columns = {row[1] for row in db.execute("PRAGMA table_info(api_keys)")}
+        if "key" not in columns:
+            return
+        db.execute("BEGIN IMMEDIATE")
+        rows = db.execute("SELECT key, org_id, created_at_ms FROM api_keys").fetchall()
+        db.execute("ALTER TABLE api_keys RENAME TO api_keys_layout_2")
+        for statement in SCHEMA.split(";"):
+            if "api_keys" in statement:
+                db.execute(statement)
+        db.executemany(
+            "INSERT OR IGNORE INTO api_keys VALUES (?, ?, ?)",
+            [(token_hash(r["key"]), r["org_id"], r["created_at_ms"]) for r in rows],
+        )
+        db.execute("DROP TABLE api_keys_layout_2")
+        db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        db.execute("COMMIT")
+        db.execute("VACUUM")  # the old pages held the keys in plain text
+        if self.path != ":memory:":
+            db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
     def _connect(self) -> sqlite3.Connection:
         db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
@@ -306,7 +351,9 @@ class Store:
         """Accept exactly ``keys``, each its own organization (kept across restarts).
 
         With no keys, the keys already stored in the database are accepted again, or a
-        random one is made when there are none. Returns the accepted keys.
+        random one is made when there are none. Keys are stored only as hashes, so the
+        stored ones cannot be shown: returns the accepted keys this store knows as text
+        (``[]`` for a database that already had keys).
 
         Example:
             >>> Store().use_api_keys(["ak_a", "ak_b"])
@@ -317,10 +364,17 @@ class Store:
                 raise ValueError("An API key must be non-empty, without surrounding whitespace.")
         with self._tx() as db:
             if not keys:
-                stored = [r["key"] for r in db.execute("SELECT key FROM api_keys ORDER BY rowid")]
-                keys = stored or [f"ak_local_{secrets.token_hex(16)}"]
-            self._accepted = {key: self._org_for(db, key) for key in keys}
-        return list(self._accepted)
+                stored = {
+                    r["key_hash"]: r["org_id"]
+                    for r in db.execute("SELECT key_hash, org_id FROM api_keys ORDER BY rowid")
+                }
+                if stored:
+                    self._accepted, self._known = stored, []
+                    return []
+                keys = [f"ak_local_{secrets.token_hex(16)}"]
+            self._accepted = {token_hash(key): self._org_for(db, key) for key in keys}
+            self._known = list(dict.fromkeys(keys))
+        return list(self._known)
 
     def add_api_key(self, key: str | None = None) -> str:
         """Accept one more API key (a random one when ``None``): another organization.
@@ -331,22 +385,30 @@ class Store:
         """
         key = key or f"ak_local_{secrets.token_hex(16)}"
         with self._tx() as db:
-            self._accepted[key] = self._org_for(db, key)
+            self._accepted[token_hash(key)] = self._org_for(db, key)
+            if key not in self._known:
+                self._known.append(key)
         return key
 
     @property
     def api_keys(self) -> list[str]:
-        """The API keys this store accepts."""
-        return list(self._accepted)
+        """The accepted API keys this store was given or made (stored keys are only hashes)."""
+        return list(self._known)
+
+    @property
+    def api_key_count(self) -> int:
+        """How many API keys this store accepts, the stored ones included."""
+        return len(self._accepted)
 
     def _org_for(self, db: sqlite3.Connection, key: str) -> str:
-        found = db.execute("SELECT org_id FROM api_keys WHERE key = ?", (key,)).fetchone()
+        digest = token_hash(key)
+        found = db.execute("SELECT org_id FROM api_keys WHERE key_hash = ?", (digest,)).fetchone()
         if found is not None:
             return str(found["org_id"])
         org_id = new_id()
         now = self.now_ms()
         db.execute("INSERT INTO organizations VALUES (?, ?, ?)", (org_id, ORGANIZATION_NAME, now))
-        db.execute("INSERT INTO api_keys VALUES (?, ?, ?)", (key, org_id, now))
+        db.execute("INSERT INTO api_keys VALUES (?, ?, ?)", (digest, org_id, now))
         return org_id
 
     def authenticate(self, token: str) -> Principal:
@@ -358,7 +420,7 @@ class Store:
             ApiError: Invalid API key or ingestion token
         """
         digest = token_hash(token)
-        org_id = self._accepted.get(token)
+        org_id = self._accepted.get(digest)
         if org_id is not None:
             return Principal("api_key", org_id, digest)
         with self._reading() as db:  # not the writer's lock: a write may be under way
@@ -680,9 +742,29 @@ class Store:
         batch = batch_json(metrics)
         with self._tx() as db:
             experiment_seq = self._experiment_row(db, org_id, experiment_id)["seq"]
-            db.execute(
-                INSERT_EVENTS, {"experiment_seq": experiment_seq, "now": now, "batch": batch}
-            )
+            if "\\u0000" in batch:
+                # SQLite's JSON functions end a string at a NUL: such a batch is bound row
+                # by row (metadata texts keep the escape, so only names and ids need it).
+                db.executemany(
+                    INSERT_EVENT_ROW,
+                    [
+                        (
+                            experiment_seq,
+                            m["client_event_id"],
+                            m["name"],
+                            m["value"],
+                            m.get("step"),
+                            compact(m.get("metadata", {})),
+                            m.get("timestamp_ms", now),
+                            now,
+                        )
+                        for m in metrics
+                    ],
+                )
+            else:
+                db.execute(
+                    INSERT_EVENTS, {"experiment_seq": experiment_seq, "now": now, "batch": batch}
+                )
             db.execute(
                 "UPDATE experiments SET updated_at_ms = ?, last_event_at_ms = ? WHERE id = ?",
                 (now, now, experiment_id),

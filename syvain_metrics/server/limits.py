@@ -1,0 +1,48 @@
+"""The local server's own limits on what it accepts, each written once.
+
+These are the local server's choices (README, "The local server's limits"), not the
+contract's: the hosted service may draw its lines elsewhere, and the SDK does not depend
+on them. Whatever crosses one gets a 4xx in the contract's envelope, never a 5xx.
+
+Example:
+    >>> MAX_BODY_BYTES // 1024 // 1024, MAX_JSON_DEPTH, MAX_METADATA_BYTES // 1024
+    (4, 32, 16)
+"""
+
+from __future__ import annotations
+
+MAX_BODY_BYTES = 4 * 1024 * 1024
+"""Largest request body, in bytes (``413 payload_too_large`` beyond). A full ingest batch of
+1,000 metrics with a few kilobytes of metadata each fits; the SDK splits a batch the server
+refuses as too large. A body is refused by its ``Content-Length`` before it is read, and a
+body without one is read no further than this."""
+
+LARGE_BODY_BYTES = 256 * 1024
+"""A body past this size is large: its parsed value may take up to 25 times as much memory."""
+
+LARGE_BODIES_AT_ONCE = 2
+"""Large bodies parsed and handled at the same time; more wait their turn, so parallel
+large requests do not multiply the server's memory."""
+
+MAX_JSON_DEPTH = 32
+"""Deepest nesting of arrays and objects in a JSON body or a JSON query value (the body
+object itself is level 1): ``400 validation_error`` beyond."""
+
+MAX_METADATA_BYTES = 16 * 1024
+"""Largest ``metadata`` object of an experiment, a metric or an annotation, as compact UTF-8
+JSON text: ``400 validation_error`` naming the field beyond."""
+
+MAX_IDEMPOTENCY_KEY_LENGTH = 255
+"""Longest ``Idempotency-Key`` header value, in characters."""
+
+CONNECTION_LIMIT = 1000
+"""Open connections served at once (waitress' ``connection_limit``; its default is 100). Past
+it, new connections wait in the listen backlog until idle ones are closed."""
+
+IDLE_TIMEOUT_S = 20
+"""A connection that sends nothing for this long, and has no request being answered, is
+closed (waitress' ``channel_timeout``; its default is 120 s): idle or half-open connections
+cannot hold every slot for long."""
+
+CLEANUP_INTERVAL_S = 2
+"""How often idle connections are looked for (waitress' ``cleanup_interval``)."""
