@@ -67,7 +67,7 @@ class Access:
         API key this server accepts (an ingestion token is refused too).
 
         Example:
-            >>> access.sign_in("ak_wrong") is None
+            >>> Access(Store()).sign_in("ak_wrong") is None
             True
         """
         org_id = self._organization_of_key(api_key) if api_key.strip() else None
@@ -77,7 +77,7 @@ class Access:
         """A one-time login token for the API key's organization (valid for a day).
 
         Example:
-            >>> access.login_token("ak_wrong")
+            >>> Access(Store()).login_token("ak_wrong")
             Traceback (most recent call last):
             ValueError: Not an API key of this server.
         """

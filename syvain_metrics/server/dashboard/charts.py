@@ -93,7 +93,7 @@ def chart_data(
         index, _ = key
         slices = grouped[key]
         unplaced = slices.pop(None, [0])[0]
-        ordered = [slices[b] for b in sorted(slices)]
+        ordered = [slices[b] for b in sorted(b for b in slices if b is not None)]
         label = metadata_label(metadata_of[key])
         if slugs is not None:
             label = f"{slugs[index]} {label}".strip()

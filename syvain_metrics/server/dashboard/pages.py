@@ -115,9 +115,10 @@ def _matches(experiment: Mapping[str, Any], status: str | None, text: str | None
         return False
     if text:
         needle = text.casefold()
-        return needle in experiment["slug"].casefold() or needle in (
-            experiment["description"] or ""
-        ).casefold()
+        return (
+            needle in experiment["slug"].casefold()
+            or needle in (experiment["description"] or "").casefold()
+        )
     return True
 
 
@@ -235,7 +236,8 @@ def compare_page(
     every = sorted(set.union(*names))
     common = sorted(set.intersection(*names))
     if metric is None or metric not in every:
-        metric = (common or every or [None])[0]
+        choices = common or every
+        metric = choices[0] if choices else None
     return {
         "experiments": experiments,
         "metrics": every,

@@ -102,8 +102,10 @@ class Dashboard:
         landing on ``page`` (a dashboard path or URL of this server; the list by default).
 
         Example:
-            >>> dashboard.login_path(key).startswith("/dashboard/login?token=")
-            True
+            >>> store = Store()
+            >>> [key] = store.use_api_keys(["ak_local_demo"])
+            >>> Dashboard(store).login_path(key, "http://127.0.0.1:8765/dashboard/compare?x=1")
+            '/dashboard/login?token=...&next=/dashboard/compare%3Fx%3D1'
         """
         token = self.access.login_token(api_key)
         target = safe_next(_path_of(page)) if page else f"{PREFIX}/"
@@ -217,7 +219,7 @@ class Dashboard:
         kind = STATIC_FILES.get(name)
         if kind is None:
             raise ApiError(404, "not_found", "No such file.")
-        data = resources.files(__package__).joinpath("static", name).read_bytes()
+        data = resources.files(__package__).joinpath("static").joinpath(name).read_bytes()
         response = Response(data, content_type=kind)
         response.headers["Cache-Control"] = "no-cache"
         return response
@@ -324,7 +326,12 @@ class Dashboard:
             origin = self._origin(request)
             slugs = [self.store.get_experiment(org_id, e, origin)["slug"] for e in ids]
         data = charts.chart_data(
-            self.store, org_id, ids, metric, x="time" if x == "time" else "step", width=width,
+            self.store,
+            org_id,
+            ids,
+            metric,
+            x="time" if x == "time" else "step",
+            width=width,
             slugs=slugs,
         )
         body = json.dumps(data, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
