@@ -90,7 +90,8 @@ class Tab:
     def sign_in(self, link: str) -> None:
         """Open a login link and wait for the page it lands on."""
         reply = self.page.goto(link)
-        assert reply is not None and reply.ok
+        assert reply is not None
+        assert reply.ok
         self.page.wait_for_url(lambda url: "/dashboard/login" not in url)
 
     def wait_for_charts(self) -> None:
@@ -266,7 +267,8 @@ def test_another_organizations_experiment_is_not_found(
     page = tab.page
     tab.sign_in(metrics_server.dashboard_url)
     reply = page.goto(runs["other"].url)
-    assert reply is not None and reply.status == 404
+    assert reply is not None
+    assert reply.status == 404
     assert "other-org-run" not in page.content()
     data = page.request.get(
         f"{metrics_server.url}/dashboard/data/chart?experiments={runs['other'].id}&metric=loss"
@@ -276,7 +278,8 @@ def test_another_organizations_experiment_is_not_found(
         f"{metrics_server.url}/dashboard/compare?experiments={runs['a'].id}"
         f"&experiments={runs['other'].id}"
     )
-    assert compare is not None and compare.status == 404
+    assert compare is not None
+    assert compare.status == 404
 
 
 def test_pasting_an_api_key_signs_in_and_login_links_work_once(
@@ -302,7 +305,8 @@ def test_pasting_an_api_key_signs_in_and_login_links_work_once(
         again = Tab(page.context.browser)
         try:
             reply = again.page.goto(link)  # the same link a second time
-            assert reply is not None and reply.status == 401
+            assert reply is not None
+            assert reply.status == 401
             assert "already used" in again.page.locator(".notice").inner_text()
             assert again.context.cookies() == []
         finally:
