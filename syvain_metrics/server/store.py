@@ -971,15 +971,55 @@ class Store:
                     highs.append(int(high))
             lo = min(lows) if lows else None
             hi = max(highs) if highs else None
-            span = 1 if lo is None or hi is None else hi - lo + 1
             rows: list[tuple[Any, ...]] = []
+            single: dict[int, int] = {}  # rowid of a slice's only point -> index in rows
             for index, (condition, params) in enumerate(conditions):
-                cursor = db.cursor()
-                cursor.row_factory = None
-                rows += cursor.execute(
-                    f"SELECT ?, e.metadata_json, CAST(({column} - ?) * ? / ? AS INTEGER) AS b, "
-                    f"count(*), min(e.metric_value), max(e.metric_value), min({column}), "
-                    f"max({column}) FROM events e WHERE {condition} GROUP BY e.metadata_json, b",
-                    (index, lo or 0, buckets, span, *params),
+                for metadata_json, count, low, high in db.execute(
+                    f"SELECT e.metadata_json, count(*), min(e.metric_value), max(e.metric_value) "
+                    f"FROM events e WHERE {condition} AND {column} IS NULL "
+                    "GROUP BY e.metadata_json",
+                    params,
+                ):
+                    rows.append((index, metadata_json, None, count, low, high, None, None))
+                if lo is None or hi is None:
+                    continue
+                # One index range per slice, each grouped on its own: no sort of the whole
+                # series. SQLite writes the values with quote(), exact but for extreme
+                # exponents, so a slice of one point is read again by its rowid.
+                slices = db.execute(
+                    "WITH RECURSIVE k(b) AS (SELECT 0 UNION ALL SELECT b + 1 FROM k WHERE b + 1 < ?)"
+                    " SELECT k.b, (SELECT json_group_array(json_array(m, c, l, h, x0, x1, r)) FROM"
+                    f" (SELECT e.metadata_json AS m, count(*) AS c, quote(min(e.metric_value)) AS l,"
+                    f" quote(max(e.metric_value)) AS h, min({column}) AS x0, max({column}) AS x1,"
+                    f" min(e.rowid) AS r FROM events e WHERE {condition}"
+                    f" AND {column} >= ? + (k.b * ? + ? - 1) / ?"
+                    f" AND {column} < ? + ((k.b + 1) * ? + ? - 1) / ?"
+                    " GROUP BY e.metadata_json)) FROM k",
+                    (buckets, *params, *[lo, hi - lo + 1, buckets, buckets] * 2),
                 ).fetchall()
+                for bucket, text in slices:
+                    for metadata_json, count, low, high, first, last, rowid in json.loads(text):
+                        if count == 1:
+                            single[rowid] = len(rows)
+                        rows.append(
+                            (
+                                index,
+                                metadata_json,
+                                bucket,
+                                count,
+                                float(low),
+                                float(high),
+                                first,
+                                last,
+                            )
+                        )
+            ids = list(single)
+            for start in range(0, len(ids), 500):
+                chunk = ids[start : start + 500]
+                marks = ", ".join("?" * len(chunk))
+                for rowid, value in db.execute(
+                    f"SELECT rowid, metric_value FROM events WHERE rowid IN ({marks})", chunk
+                ):
+                    at = single[rowid]
+                    rows[at] = (*rows[at][:4], float(value), float(value), *rows[at][6:])
         return lo, hi, rows
