@@ -356,6 +356,20 @@ def test_a_small_series_is_sent_point_by_point(site: Site) -> None:
     assert series["lo"] == series["hi"] == [float(i) for i in range(100)]
 
 
+def test_a_point_on_its_own_is_sent_exactly(site: Site) -> None:
+    values = [9.990878206452569e75, 8.392670011577009e-298, 0.1, -1 / 3, 5e-324]
+    site.ingest(
+        site.exp["id"],
+        [
+            {"client_event_id": str(i), "name": "loss", "value": v, "step": i * 10}
+            for i, v in enumerate(values)
+        ],
+    )
+    [series] = chart_data(site.store, site.org, [site.exp["id"]], "loss", width=100)["series"]
+    assert series["n"] == [1] * 5
+    assert series["lo"] == series["hi"] == values
+
+
 def test_a_large_series_keeps_every_extreme(site: Site) -> None:
     rows = [
         {"client_event_id": str(i), "name": "loss", "value": float((i * 7919) % 1000), "step": i}

@@ -235,9 +235,16 @@
     return lo;
   }
 
+  // A point as it was logged; a slice of several as its range, to 6 significant digits.
   function valueText(s, i) {
     if (s.n[i] === 1) return String(s.lo[i]);
-    return s.lo[i] + " … " + s.hi[i] + " (" + s.n[i] + " points)";
+    var short = function (v) { return String(Number(v.toPrecision(6))); };
+    return short(s.lo[i]) + " … " + short(s.hi[i]) + " (" + s.n[i] + " points)";
+  }
+
+  function placeText(axis, s, i, span) {
+    var first = xText(axis, s.x0[i], span);
+    return s.x0[i] === s.x1[i] ? first : first + "–" + xText(axis, s.x1[i], span);
   }
 
   Chart.prototype.hover = function (root, lines, g) {
@@ -259,17 +266,18 @@
         var i = nearest(line.centers, at);
         if (i < 0) return;
         var s = line.s;
+        var place = placeText(g.axis, s, i, span);
         if (head === null) {
-          head = s.n[i] === 1 || s.x0[i] === s.x1[i]
-            ? g.axis + " " + xText(g.axis, s.x0[i], span)
-            : g.axis + " " + xText(g.axis, s.x0[i], span) + "–" + xText(g.axis, s.x1[i], span);
-          html("div", "tip-head", head, tip);
+          head = place;
+          html("div", "tip-head", g.axis + " " + head, tip);
         }
         var row = html("div", "tip-row", null, tip);
         html("span", "swatch c" + (index % COLORS), null, row);
         html("span", "tip-label", s.label + ": ", row);
         var shown = html("span", "tip-value", valueText(s, i), row);
         shown.dataset.value = String(s.lo[i]);
+        // A series whose nearest point is elsewhere says where.
+        if (place !== head) html("span", "tip-place", " at " + g.axis + " " + place, row);
         if (s.n[i] === 1) {
           var sx = g.xScale(s.x0[i]);
           if (!(g.log && s.lo[i] <= 0)) {
