@@ -512,3 +512,18 @@ def test_serve_prints_a_login_link(tmp_path: Any) -> None:
     finally:
         process.terminate()
         process.wait(timeout=30)
+
+
+def test_an_unexpected_failure_is_a_500_page_without_details(
+    site: Site, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    def broken(*args: Any) -> Any:
+        raise RuntimeError("secret detail")
+
+    monkeypatch.setattr(site.store, "metric_names", broken)
+    site.sign_in()
+    reply = site.client.get(f"/dashboard/experiments/{site.exp['id']}")
+    assert reply.status_code == 500
+    assert "secret detail" not in reply.get_data(as_text=True)
+    assert "Internal server error" in reply.get_data(as_text=True)
+    assert "unexpected error in the dashboard" in caplog.text

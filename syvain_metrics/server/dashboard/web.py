@@ -25,6 +25,7 @@ Example:
 from __future__ import annotations
 
 import json
+import logging
 import re
 from collections.abc import Callable, Iterable
 from functools import partial
@@ -45,6 +46,8 @@ from syvain_metrics.server.store import Store
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
     from jinja2 import Environment
+
+logger = logging.getLogger("syvain_metrics.server")
 
 PREFIX = routes.DASHBOARD_PREFIX
 CONTENT_SECURITY_POLICY = (
@@ -124,6 +127,9 @@ class Dashboard:
             response = self._dispatch(request)
         except ApiError as error:
             response = self._error(request, error.status, error.message)
+        except Exception:
+            logger.exception("unexpected error in the dashboard")
+            response = self._error(request, 500, "Internal server error")
         for name, value in SECURITY_HEADERS.items():
             response.headers.setdefault(name, value)
         response.headers.setdefault("Cache-Control", "no-store")
