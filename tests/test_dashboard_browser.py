@@ -261,6 +261,29 @@ def test_markup_in_slugs_and_metadata_renders_as_text(
     assert tab.errors == []
 
 
+def test_the_content_security_policy_blocks_inline_scripts_and_other_origins(
+    tab: Tab, metrics_server: LocalServer, runs: dict[str, Any]
+) -> None:
+    page = tab.page
+    tab.sign_in(metrics_server.dashboard_link(runs["a"].url))
+    tab.wait_for_charts()
+    assert tab.errors == []
+    # Even markup that got into the page could not run: an inline script is refused...
+    page.evaluate(
+        "() => { const s = document.createElement('script');"
+        " s.textContent = 'window.__inline = 1'; document.body.appendChild(s); }"
+    )
+    assert page.evaluate("window.__inline") is None
+    # ...and so is a request to any other origin (here another port of this machine).
+    outcome = page.evaluate(
+        "() => fetch('http://127.0.0.1:9/').then(() => 'sent', () => 'refused')"
+    )
+    assert outcome == "refused"
+    refusals = [e for e in tab.errors if "Content Security Policy" in e]
+    assert any("inline script" in e for e in refusals), tab.errors
+    assert any("Refused to connect" in e for e in refusals), tab.errors
+
+
 def test_another_organizations_experiment_is_not_found(
     tab: Tab, metrics_server: LocalServer, runs: dict[str, Any]
 ) -> None:
