@@ -148,7 +148,8 @@ def runs(metrics_server: LocalServer) -> dict[str, Any]:
         run_a,
         [("loss", s, 2.0 * s, {"split": "train"}) for s in range(100)]
         + [("loss", s, 2.0 * s + 1, {"split": "valid"}) for s in range(100)]
-        + [("accuracy", s, s / 100, {}) for s in range(100)],
+        + [("accuracy", s, s / 100, {}) for s in range(100)]
+        + [("test_accuracy", 99, 0.875, {})],
     )
     _ingest(run_b, [("loss", s, 3.0 * s, {"split": "train"}) for s in range(100)])
     run_a.start()
@@ -195,6 +196,10 @@ def test_login_link_list_experiment_compare(
     labels = [p.get_attribute("data-label") for p in page.locator(f"{loss} path.series").all()]
     assert labels == ["split=train", "split=valid"]  # one path per series
     assert page.locator('section.chart[data-metric="accuracy"] path.series').count() == 1
+    # A metric of one point draws that point as a marker (a line of one point is nothing).
+    lone = 'section.chart[data-metric="test_accuracy"]'
+    assert page.locator(f"{lone} circle.marker").count() == 1
+    assert page.locator(f"{lone} .chart-note").inner_text() == "1 point, drawn as 1"
     assert page.locator(f"{loss} .chart-note").inner_text() == "200 points, drawn as 200"
     text = tab.hover_tooltip(loss, 0.5)
     step = int(re.search(r"step (\d+)", text).group(1))  # type: ignore[union-attr]

@@ -9,6 +9,7 @@
   var HEIGHT = 280;
   var MARGIN = { left: 64, right: 16, top: 12, bottom: 32 };
   var COLORS = 10;
+  var MARKED_POINTS = 60;
 
   function svg(name, attrs, parent) {
     var node = document.createElementNS(SVG, name);
@@ -61,6 +62,10 @@
     var a = Math.abs(v);
     if (a >= 1e6 || a < 1e-3) return v.toExponential(1);
     return String(Number(v.toPrecision(4)));
+  }
+
+  function points(n) {
+    return n.toLocaleString("en-US") + (n === 1 ? " point" : " points");
   }
 
   function timeText(ms, withDate) {
@@ -206,17 +211,24 @@
       }
       var path = svg("path", { d: d.join(" "), class: "series c" + (index % COLORS) }, root);
       path.dataset.label = s.label;
+      // Few points: mark each one (a lone point is no line at all).
+      if (s.n.length <= MARKED_POINTS) {
+        for (var j = 0; j < s.n.length; j++) {
+          if (s.n[j] !== 1 || (log && s.lo[j] <= 0)) continue;
+          svg("circle", { cx: xScale(s.x0[j]), cy: yScale(s.lo[j]), r: 2.5, class: "marker c" + (index % COLORS) }, root);
+        }
+      }
       var item = html("li", null, null, self.legend);
       html("span", "swatch c" + (index % COLORS), null, item);
       html("span", "label", s.label, item);
-      html("span", "count", " " + s.points.toLocaleString("en-US") + " points", item);
+      html("span", "count", " " + points(s.points), item);
     });
     this.hover(root, lines, { xScale: xScale, yScale: yScale, xLo: xLo, xHi: xHi, innerW: innerW, innerH: innerH, log: log, axis: axis });
   };
 
   Chart.prototype.writeNote = function (data, skipped, log) {
     var parts = [
-      data.points.toLocaleString("en-US") + " points, drawn as " + data.drawn.toLocaleString("en-US"),
+      points(data.points) + ", drawn as " + data.drawn.toLocaleString("en-US"),
     ];
     var unplaced = data.series.reduce(function (sum, s) { return sum + s.unplaced; }, 0);
     if (unplaced) parts.push(unplaced.toLocaleString("en-US") + " without a " + (data.x === "step" ? "step (not drawn; try time on the x axis)" : "time"));
