@@ -431,3 +431,44 @@ def test_the_quickstart_prints_a_link_to_the_run_it_made(browser: Any, tmp_path:
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+def test_the_link_serve_prints_opens_the_dashboard(tab: Tab, tmp_path: Path) -> None:
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "syvain_metrics.cli",
+            "serve",
+            "--port",
+            "0",
+            "--db",
+            str(tmp_path / "runs.sqlite"),
+            "--api-key",
+            "ak_local_browser",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        banner, printed = process.stdout.readline(), process.stdout.readline()
+        origin = re.search(r"at (http://127\.0\.0\.1:\d+)", banner).group(1)  # type: ignore[union-attr]
+        link = printed.removeprefix("Dashboard: ").strip()
+        assert link.startswith(f"{origin}/dashboard/login?token=")
+        with sm.Session("ak_local_browser", host=origin) as session:
+            exp = sm.Experiment.create("served-run", session=session)
+            _ingest(exp, [("loss", s, 1 / (s + 1), {}) for s in range(50)])
+        tab.sign_in(link)
+        assert tab.page.url == f"{origin}/dashboard/"
+        tab.page.get_by_role("link", name="served-run").click()
+        tab.page.wait_for_url(exp.url)
+        tab.wait_for_charts()
+        assert tab.page.locator("path.series").count() == 1
+        assert tab.page.locator(".chart-note").inner_text() == "50 points, drawn as 50"
+        tab.page.screenshot(path=str(tmp_path / "served.png"), full_page=True)
+        assert tab.errors == []
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
