@@ -937,10 +937,11 @@ class Store:
         missing_field: str | None = None,
     ) -> tuple[int | None, int | None, list[tuple[Any, ...]]]:
         """Each series (the API's filters) summarized in ``buckets`` equal slices of ``x``
-        over the range all of them span, in one pass of SQLite per series:
-        ``(lo, hi, rows)``, a row being ``(series index, metadata_json, bucket, count,
-        min value, max value, min x, max x)``; rows whose ``x`` is null have bucket ``None``.
-        Every experiment must be the organization's (else 404, naming ``missing_field``).
+        (the step, or the client timestamp) over the range all of them span, one index range
+        per slice: ``(lo, hi, rows)``, a row being ``(series index, metadata_json, bucket,
+        count, min value, max value, min x, max x)`` for each metadata text seen in a slice;
+        rows whose ``x`` is null have bucket ``None``. Every experiment must be the
+        organization's (else 404, naming ``missing_field``).
 
         Example:
             >>> lo, hi, rows = store.metric_buckets(org, [SeriesFilter(e, "loss")], "step", 800)  # doctest: +SKIP
