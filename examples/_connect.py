@@ -8,10 +8,18 @@ Example:
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 import syvain_metrics as sm
+
+if TYPE_CHECKING:
+    from syvain_metrics.testing import LocalServer
+
+_started: list[LocalServer] = []
+"""The local server an example started (while it runs)."""
 
 
 @contextmanager
@@ -30,5 +38,23 @@ def session_for_example() -> Iterator[sm.Session]:
         print(f"No SYVAIN_METRICS_API_KEY set: using a local server at {server.url}.")
         session = server.session()
         sm.set_default_session(session)
-        with session:
-            yield session
+        _started.append(server)
+        try:
+            with session:
+                yield session
+        finally:
+            _started.remove(server)
+
+
+def show_in_dashboard(exp: sm.Experiment) -> None:
+    """Print a link to the run's dashboard page. On the local server an example started, it
+    is a one-time login link, and from a terminal the server keeps serving until Enter."""
+    for server in _started:
+        if exp.url.startswith(server.url + "/"):
+            print(f"dashboard: {server.dashboard_link(exp.url)}", flush=True)
+            if sys.stdin.isatty():
+                input("The local server serves the dashboard until you press Enter. ")
+            else:
+                print("(the local server stops with this script: run it from a terminal to browse)")
+            return
+    print(f"dashboard: {exp.url}")

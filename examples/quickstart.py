@@ -1,7 +1,8 @@
 """Quickstart: a folder, two runs logged with ``run()``, an annotation, a read-back and a comparison.
 
 Run it with ``python examples/quickstart.py``. Without ``SYVAIN_METRICS_API_KEY`` it starts a
-local server, so it works offline.
+local server, so it works offline; it ends with a link to the first run's dashboard page (from
+a terminal, the local server keeps serving it until you press Enter).
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import math
 import random
 import time
 
-from _connect import session_for_example
+from _connect import session_for_example, show_in_dashboard
 
 import syvain_metrics as sm
 
@@ -60,6 +61,7 @@ def main() -> None:
             print(f"  {slug}: best valid loss {value:.4f}")
         contents = sm.Folder.get(folder.id, session=session)
         print(f"folder {contents.path_name} holds {len(contents.experiments)} experiments")
+        show_in_dashboard(first)
 
 
 if __name__ == "__main__":

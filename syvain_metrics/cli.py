@@ -4,6 +4,8 @@
 
     $ syvain-metrics serve --port 8765 --db metrics.sqlite --api-key ak_local_alice
     Syvain Metrics local server at http://127.0.0.1:8765 (API key: ak_local_alice); Ctrl-C to stop
+    Dashboard: http://127.0.0.1:8765/dashboard/login?token=...&next=/dashboard/
+    (one-time login links; or paste an API key at http://127.0.0.1:8765/dashboard/login)
 
 Each ``--api-key`` is its own organization. Without one, a database file's stored
 keys are accepted again (they are stored only as hashes, so they are not printed), or
@@ -157,6 +159,11 @@ def serve(host: str, port: int, db: str, api_keys: Sequence[str], threads: int =
         f"({accepted}); Ctrl-C to stop",
         flush=True,
     )
+    origin = f"http://{shown}:{server.effective_port}"
+    for key in keys:
+        owner = f" ({key})" if len(keys) > 1 else ""
+        print(f"Dashboard{owner}: {origin}{app.dashboard.login_path(key)}", flush=True)
+    print(f"(one-time login links; or paste an API key at {origin}/dashboard/login)", flush=True)
     if host not in _LOOPBACK:
         print(
             f"warning: listening on {host}, not loopback; anyone who can reach it and knows a key "

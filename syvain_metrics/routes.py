@@ -142,3 +142,28 @@ ROUTES: tuple[Route, ...] = (
     CREATE_ANNOTATION,
 )
 """Every operation of the contract (section 5), in its order."""
+
+DASHBOARD_PREFIX = "/dashboard"
+"""The local server's dashboard pages are under this path (outside the API)."""
+
+
+def dashboard_experiment_path(experiment_id: str) -> str:
+    """The path of an experiment's dashboard page (an experiment's ``url`` on the local server).
+
+    Example:
+        >>> dashboard_experiment_path("exp/1")
+        '/dashboard/experiments/exp%2F1'
+    """
+    return f"{DASHBOARD_PREFIX}/experiments/{quote(experiment_id, safe='')}"
+
+
+def dashboard_folder_path(folder_id: str | None = None) -> str:
+    """The path of the dashboard's list page, showing one folder's experiments (or all).
+
+    Example:
+        >>> dashboard_folder_path("f 1"), dashboard_folder_path()
+        ('/dashboard/?folder=f%201', '/dashboard/')
+    """
+    if folder_id is None:
+        return f"{DASHBOARD_PREFIX}/"
+    return f"{DASHBOARD_PREFIX}/?folder={quote(folder_id, safe='')}"

@@ -130,6 +130,27 @@ class LocalServer:
 
         return Session(self.api_key, host=self.url, **kwargs)
 
+    @property
+    def dashboard_url(self) -> str:
+        """A one-time link that signs a browser in to this server's dashboard (with
+        :attr:`api_key`) and opens the list of experiments; each read makes a new link.
+
+        Example:
+            >>> server.dashboard_url  # doctest: +SKIP
+            'http://127.0.0.1:54321/dashboard/login?token=...&next=/dashboard/'
+        """
+        return self.dashboard_link()
+
+    def dashboard_link(self, page: str | None = None, *, api_key: str | None = None) -> str:
+        """A one-time link that signs a browser in and opens ``page``: an experiment's ``url``
+        or any dashboard path of this server (the list of experiments by default).
+
+        Example:
+            >>> print(server.dashboard_link(exp.url))  # doctest: +SKIP
+            http://127.0.0.1:54321/dashboard/login?token=...&next=/dashboard/experiments/...
+        """
+        return self.url + self.app.dashboard.login_path(api_key or self.api_key, page)
+
     def add_organization(self, api_key: str | None = None) -> str:
         """Accept another API key, its own organization; returns the key.
 

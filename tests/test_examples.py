@@ -43,6 +43,13 @@ def test_quickstart_logs_reads_back_and_compares() -> None:
     assert "annotations: ['Checkpoint saved']" in out
     assert "compared 40 valid points across 2 runs:" in out
     assert "holds 2 experiments" in out
+    # The last lines: a one-time login link to the first run's page, and why it stops.
+    assert re.search(
+        r"dashboard: http://127\.0\.0\.1:\d+/dashboard/login\?token=[\w-]+"
+        r"&next=/dashboard/experiments/[0-9a-f-]{36}\n",
+        out,
+    )
+    assert "the local server stops with this script" in out
 
 
 def test_organize_renames_moves_and_lists() -> None:

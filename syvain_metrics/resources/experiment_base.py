@@ -53,6 +53,20 @@ class ExperimentBase(Resource):
             return f"{self._session.host}{url}"
         return url
 
+    def open(self) -> str:
+        """Open the experiment's dashboard page (:attr:`url`) in a web browser; returns the URL
+        (also when no browser could be started, e.g. on a server without a screen).
+
+        Example:
+            >>> exp.open()  # doctest: +SKIP
+            'http://127.0.0.1:8765/dashboard/experiments/0f8e2c1a-...'
+        """
+        import webbrowser
+
+        url = self.url
+        webbrowser.open(url)
+        return url
+
     @property
     def folder(self) -> Folder | None:
         """The folder holding this experiment, or ``None`` at the root."""

@@ -104,6 +104,20 @@ class Folder(Resource):
             )
         return self._contents
 
+    def open(self) -> str:
+        """Open the dashboard's list of this folder's experiments in a web browser (the local
+        server's ``/dashboard/?folder=<id>`` on the session's host); returns the URL.
+
+        Example:
+            >>> folder.open()  # doctest: +SKIP
+            'http://127.0.0.1:8765/dashboard/?folder=7b0f6a52-...'
+        """
+        import webbrowser
+
+        url = self._bind().host + routes.dashboard_folder_path(self.id)
+        webbrowser.open(url)
+        return url
+
     # -- class-level operations ---------------------------------------------------
 
     @classmethod

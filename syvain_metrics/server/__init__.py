@@ -3,8 +3,9 @@
 It implements the whole wire contract (``API_CONTRACT.md``, including section 8,
 "Local server choices"), so scripts, examples and tests run offline against real
 HTTP. Start it with ``syvain-metrics serve`` or ``python -m syvain_metrics.server``,
-or in-process with :class:`syvain_metrics.testing.LocalServer`. Needs the ``local``
-extra (``pip install "syvain-metrics[local]"``).
+or in-process with :class:`syvain_metrics.testing.LocalServer`. It also serves read-only
+dashboard pages under ``/dashboard/`` (:mod:`syvain_metrics.server.dashboard`). Needs the
+``local`` extra (``pip install "syvain-metrics[local]"``).
 
 Example:
     >>> from syvain_metrics.server import MetricsApp, Store

@@ -33,7 +33,7 @@ from werkzeug.routing import Map, RequestRedirect, Rule
 from werkzeug.wrappers import Request, Response
 
 from syvain_metrics import routes
-from syvain_metrics.routes import API_PREFIX, Route
+from syvain_metrics.routes import API_PREFIX, DASHBOARD_PREFIX, Route
 from syvain_metrics.schemas.annotation import AnnotationCreateRequest
 from syvain_metrics.schemas.experiment import (
     ExperimentCreateRequest,
@@ -44,6 +44,7 @@ from syvain_metrics.schemas.folder import FolderCreateRequest, FolderPatchReques
 from syvain_metrics.schemas.ingest import IngestRequest
 from syvain_metrics.schemas.ingestion_key import IngestionKeyCreateRequest
 from syvain_metrics.server import handlers
+from syvain_metrics.server.dashboard import Dashboard
 from syvain_metrics.server.errors import VALIDATION_ERROR, ApiError, from_validation, invalid
 from syvain_metrics.server.faults import Faults, SimulatedCrash
 from syvain_metrics.server.idempotency import IdempotencyGate, Replay, Ticket, fingerprint
@@ -258,6 +259,7 @@ class MetricsApp:
         self.faults = faults or Faults()
         self.idempotency = IdempotencyGate(store)
         self._large_bodies = threading.BoundedSemaphore(LARGE_BODIES_AT_ONCE)
+        self.dashboard = Dashboard(store)
         self._by_name = {endpoint.name: endpoint for endpoint in ENDPOINTS}
         self._urls = Map(
             [
@@ -293,6 +295,8 @@ class MetricsApp:
         """The WSGI answer to one request."""
         method = environ.get("REQUEST_METHOD", "GET").upper()
         raw_path, raw_query = raw_target(environ)
+        if raw_path == DASHBOARD_PREFIX or raw_path.startswith(DASHBOARD_PREFIX + "/"):
+            return self.dashboard.respond(environ)
         try:
             endpoint, args = self._route(method, raw_path)
         except ApiError as error:

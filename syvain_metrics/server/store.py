@@ -28,8 +28,8 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, replace
 from typing import Any, Literal
-from urllib.parse import quote
 
+from syvain_metrics.routes import dashboard_experiment_path
 from syvain_metrics.schemas.limits import DEFAULT_ERROR_NAME
 from syvain_metrics.server.errors import ApiError, invalid, not_found
 from syvain_metrics.server.sql import (
@@ -40,6 +40,7 @@ from syvain_metrics.server.sql import (
     SCHEMA,
     SCHEMA_VERSION,
     RowQuery,
+    SeriesFilter,
     batch_json,
     canonical,
     compact,
@@ -588,7 +589,7 @@ class Store:
             "id": row["id"],
             "org_id": row["org_id"],
             "folder": None if folder_id is None else _folder_wire(row["org_id"], folder_id, index),
-            "url": f"{origin}/dashboard/experiments/{quote(row['id'], safe='')}",
+            "url": origin + dashboard_experiment_path(row["id"]),
             "slug": row["slug"],
             "description": row["description"],
             "metadata": json.loads(row["metadata_json"]),
@@ -975,3 +976,123 @@ class Store:
             if key is None:
                 raise not_found("Ingestion key")
         return dict(key)
+
+    # -- dashboard reads ------------------------------------------------------------------
+
+    def metric_names(self, org_id: str, experiment_id: str) -> list[str]:
+        """The experiment's metric names, alphabetically: one index seek per name, however
+        many events each has.
+
+        Example:
+            >>> store.metric_names(org, experiment_id)  # doctest: +SKIP
+            ['accuracy', 'loss']
+        """
+        with self._reading() as db:
+            experiment = self._experiment_row(db, org_id, experiment_id)
+            rows = db.execute(
+                "WITH RECURSIVE names(name) AS ("
+                " SELECT min(metric_name) FROM events WHERE experiment_seq = ?1"
+                " UNION ALL SELECT (SELECT min(metric_name) FROM events"
+                "  WHERE experiment_seq = ?1 AND metric_name > names.name)"
+                " FROM names WHERE names.name IS NOT NULL"
+                ") SELECT name FROM names WHERE name IS NOT NULL",
+                (experiment["seq"],),
+            ).fetchall()
+        return [str(row[0]) for row in rows]
+
+    def metric_buckets(
+        self,
+        org_id: str,
+        series: Sequence[SeriesFilter],
+        x: Literal["step", "client_timestamp"],
+        buckets: int,
+        *,
+        missing_field: str | None = None,
+    ) -> tuple[int | None, int | None, list[tuple[Any, ...]]]:
+        """Each series (the API's filters) summarized in ``buckets`` equal slices of ``x``
+        (the step, or the client timestamp) over the range all of them span, one index range
+        per slice: ``(lo, hi, rows)``, a row being ``(series index, metadata_json, bucket,
+        count, min value, max value, min x, max x)`` for each metadata text seen in a slice;
+        rows whose ``x`` is null have bucket ``None``. Every experiment must be the
+        organization's (else 404, naming ``missing_field``).
+
+        Example:
+            >>> lo, hi, rows = store.metric_buckets(org, [SeriesFilter(e, "loss")], "step", 800)  # doctest: +SKIP
+        """
+        column = "e.step" if x == "step" else "e.client_timestamp_ms"
+        # Each series' experiment is checked to be the organization's below, and a series
+        # condition names exactly that experiment.
+        conditions = [one.sql() for one in series]
+        with self._reading() as db:
+            for one in series:
+                known = db.execute(
+                    "SELECT 1 FROM experiments WHERE org_id = ? AND id = ?",
+                    (org_id, one.experiment_id),
+                ).fetchone()
+                if known is None:
+                    raise not_found("Experiment", field=missing_field)
+            lows: list[int] = []
+            highs: list[int] = []
+            for condition, params in conditions:
+                low, high = db.execute(
+                    f"SELECT (SELECT min({column}) FROM events e WHERE {condition}), "
+                    f"(SELECT max({column}) FROM events e WHERE {condition})",
+                    (*params, *params),
+                ).fetchone()
+                if low is not None:
+                    lows.append(int(low))
+                    highs.append(int(high))
+            lo = min(lows) if lows else None
+            hi = max(highs) if highs else None
+            rows: list[tuple[Any, ...]] = []
+            single: dict[int, int] = {}  # rowid of a slice's only point -> index in rows
+            for index, (condition, params) in enumerate(conditions):
+                for metadata_json, count, low, high in db.execute(
+                    f"SELECT e.metadata_json, count(*), min(e.metric_value), max(e.metric_value) "
+                    f"FROM events e WHERE {condition} AND {column} IS NULL "
+                    "GROUP BY e.metadata_json",
+                    params,
+                ):
+                    rows.append((index, metadata_json, None, count, low, high, None, None))
+                if lo is None or hi is None:
+                    continue
+                # One index range per slice, each grouped on its own: no sort of the whole
+                # series. SQLite writes the values with quote(), exact but for extreme
+                # exponents, so a slice of one point is read again by its rowid.
+                slices = db.execute(
+                    "WITH RECURSIVE k(b) AS (SELECT 0 UNION ALL SELECT b + 1 FROM k WHERE b + 1 < ?)"
+                    " SELECT k.b, (SELECT json_group_array(json_array(m, c, l, h, x0, x1, r)) FROM"
+                    f" (SELECT e.metadata_json AS m, count(*) AS c, quote(min(e.metric_value)) AS l,"
+                    f" quote(max(e.metric_value)) AS h, min({column}) AS x0, max({column}) AS x1,"
+                    f" min(e.rowid) AS r FROM events e WHERE {condition}"
+                    f" AND {column} >= ? + (k.b * ? + ? - 1) / ?"
+                    f" AND {column} < ? + ((k.b + 1) * ? + ? - 1) / ?"
+                    " GROUP BY e.metadata_json)) FROM k",
+                    (buckets, *params, *[lo, hi - lo + 1, buckets, buckets] * 2),
+                ).fetchall()
+                for bucket, text in slices:
+                    for metadata_json, count, low, high, first, last, rowid in json.loads(text):
+                        if count == 1:
+                            single[rowid] = len(rows)
+                        rows.append(
+                            (
+                                index,
+                                metadata_json,
+                                bucket,
+                                count,
+                                float(low),
+                                float(high),
+                                first,
+                                last,
+                            )
+                        )
+            ids = list(single)
+            for start in range(0, len(ids), 500):
+                chunk = ids[start : start + 500]
+                marks = ", ".join("?" * len(chunk))
+                for rowid, value in db.execute(
+                    f"SELECT rowid, metric_value FROM events WHERE rowid IN ({marks})", chunk
+                ):
+                    at = single[rowid]
+                    rows[at] = (*rows[at][:4], float(value), float(value), *rows[at][6:])
+        return lo, hi, rows
