@@ -232,7 +232,7 @@ def ema(values: list[float], weight: float) -> list[float]:
 
 
 def _hue_values(table: RowColumns, keys: list[SeriesKey], hue: str) -> dict[SeriesKey, Any]:
-    """Each series' value of ``hue``: an event metadata key, else an experiment metadata
+    """Each series' value (``keys``: each row's series) of ``hue``: an event metadata key, else an experiment metadata
     key (dotted keys reach nested objects), else ``"experiment"`` / ``"name"``."""
     from syvain_metrics.display import flatten
 
@@ -323,7 +323,7 @@ def plot_rows(
         xs.append(x_value)
         ys.append(y_value)
     labels = series_labels(list(groups))
-    hues = _hue_values(table, list(groups), hue) if hue is not None else {}
+    hues = _hue_values(table, keys, hue) if hue is not None else {}
     colours = _hue_colours(list(hues.values())) if hues else {}
     labelled: set[Any] = set()
     for key, (xs, ys) in groups.items():
