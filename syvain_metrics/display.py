@@ -50,7 +50,7 @@ def cell(value: Any, limit: int = CELL_LIMIT) -> str:
 
     Example:
         >>> cell(None), cell(dt.timedelta(seconds=75.5)), cell([1, 2])
-        ('', '0:01:15', '[1,2]')
+        ('', '0:01:16', '[1,2]')
     """
     if value is None or (isinstance(value, float) and math.isnan(value)):
         text = ""
@@ -81,7 +81,7 @@ def html_table(
     column index to one URL per row (that column's cells become links).
 
     Example:
-        >>> "<td>1</td>" in html_table("T", ["a"], [[1]])
+        >>> ">1</td>" in html_table("T", ["a"], [[1]])
         True
     """
     head = "".join(f"<th style='text-align:left'>{html.escape(c)}</th>" for c in columns)
