@@ -16,7 +16,7 @@ import copy
 import datetime as dt
 import html
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar, overload
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, NoReturn, TypeVar, overload
 
 from syvain_metrics.display import cell, flatten
 from syvain_metrics.errors import MetricsApiError
@@ -49,7 +49,7 @@ class wire(Generic[T]):  # noqa: N801 - reads like a field declaration
         value: T = obj._data.get(self.key)  # type: ignore[assignment]
         return value
 
-    def __set__(self, obj: Resource, value: object) -> None:
+    def __set__(self, obj: Resource, value: NoReturn) -> None:  # type checkers refuse it too
         obj._refuse_assignment(self.name)
 
 
@@ -72,7 +72,7 @@ class ms_time:  # noqa: N801
             return self
         return from_ms(obj._data.get(self.key))
 
-    def __set__(self, obj: Resource, value: object) -> None:
+    def __set__(self, obj: Resource, value: NoReturn) -> None:  # type checkers refuse it too
         obj._refuse_assignment(self.name)
 
 
