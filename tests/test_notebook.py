@@ -8,6 +8,7 @@ import datetime as dt
 import logging
 import re
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import matplotlib
@@ -460,3 +461,23 @@ def test_start_local_server_makes_its_session_the_default_until_closed(
     with pytest.raises(sm.MetricsApiError, match="No session"):
         sm.get_session()
     server.close()  # twice is fine
+
+
+def test_the_readme_notebook_workflow_runs_as_written(no_default_session: None) -> None:
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    block = readme.split("<!-- readme-notebook: start -->", 1)[1].split(
+        "<!-- readme-notebook: end -->"
+    )[0]
+    code = block.strip().removeprefix("```python").removesuffix("```")
+    namespace: dict[str, Any] = {}
+    try:
+        exec(compile(code, "README.md", "exec"), namespace)
+        assert list(namespace["table"]["slug"]) == ["adam-0.01", "sgd-0.01", "sgd-0.1"]
+        assert [r.slug for r in namespace["sgd"]] == ["sgd-0.01", "sgd-0.1"]
+        summary = namespace["summary"]
+        assert summary.loc["sgd-0.1", "loss:min"] == pytest.approx(2 / (1 + 0.1 * 99))
+        assert isinstance(namespace["ax"], Axes)
+        assert len(namespace["ax"].get_lines()) == 6  # raw and smoothed, per run
+        assert namespace["wide"].shape == (100, 3)
+    finally:
+        namespace["server"].close()
