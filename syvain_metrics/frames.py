@@ -252,6 +252,9 @@ def _hue_values(table: RowColumns, keys: list[SeriesKey], hue: str) -> dict[Seri
             found[key] = key[0]
         elif hue in ("name", "metric_name"):
             found[key] = key[1]
+    for key, value in found.items():
+        if isinstance(value, dict | list):  # unhashable: coloured by its JSON text
+            found[key] = _plain(value)
     if keys and not found:
         raise MetricsValidationError(
             {
@@ -269,8 +272,12 @@ def _hue_values(table: RowColumns, keys: list[SeriesKey], hue: str) -> dict[Seri
 def _hue_colours(values: list[Any]) -> dict[Any, Any]:
     import matplotlib as mpl
 
-    distinct = sorted(set(values), key=lambda v: (not isinstance(v, int | float), str(v), v))
-    numeric = all(isinstance(v, int | float) and not isinstance(v, bool) for v in distinct)
+    def number(value: Any) -> bool:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+
+    # Numbers in numeric order, then everything else by its text.
+    distinct = sorted(set(values), key=lambda v: (0, v, "") if number(v) else (1, 0, _plain(v)))
+    numeric = all(number(v) for v in distinct)
     if numeric and len(distinct) > 2:
         cmap = mpl.colormaps["viridis"]
         return {v: cmap(i / (len(distinct) - 1) * 0.9) for i, v in enumerate(distinct)}
@@ -326,7 +333,10 @@ def plot_rows(
     hues = _hue_values(table, keys, hue) if hue is not None else {}
     colours = _hue_colours(list(hues.values())) if hues else {}
     labelled: set[Any] = set()
-    for key, (xs, ys) in groups.items():
+    rank = {value: index for index, value in enumerate(colours)}  # hue values in order
+    ordered = sorted(groups, key=lambda k: rank.get(hues.get(k), len(rank))) if hues else groups
+    for key in ordered:
+        xs, ys = groups[key]
         style: dict[str, Any] = {}
         if hue is not None:
             value = hues.get(key)

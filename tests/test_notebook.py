@@ -481,3 +481,20 @@ def test_the_readme_notebook_workflow_runs_as_written(no_default_session: None) 
         assert namespace["wide"].shape == (100, 3)
     finally:
         namespace["server"].close()
+
+
+def test_plot_hue_reaches_nested_metadata_and_orders_numbers_numerically(
+    sweep: tuple[sm.Folder, sm.ExperimentList],
+) -> None:
+    _, runs = sweep
+    axes = runs.plot("acc", hue="model.width")
+    legend = axes.get_legend()
+    assert legend is not None
+    assert [t.get_text() for t in legend.get_texts()] == [
+        f"model.width={w}" for w in (64, 128, 192, 256, 320)
+    ]
+    assert len({str(line.get_color()) for line in axes.get_lines()}) == 5
+    # The first run drawn has lr 0.1; the legend still lists the values in numeric order.
+    by_lr = runs.plot("acc", hue="lr").get_legend()
+    assert by_lr is not None
+    assert [t.get_text() for t in by_lr.get_texts()] == ["lr=0.001", "lr=0.01", "lr=0.1"]
