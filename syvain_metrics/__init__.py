@@ -28,9 +28,11 @@ from syvain_metrics.resources.ingestion_key import IngestionKey
 from syvain_metrics.resources.metric import Metric, MetricRows, Series, compare, iter_compare
 from syvain_metrics.resources.paging import PagingError
 from syvain_metrics.resources.point import MetricPoint
+from syvain_metrics.resources.runs import ExperimentList
 from syvain_metrics.resources.writing import IngestResult
 from syvain_metrics.retry import RetryPolicy
 from syvain_metrics.session import Session, connect, get_session, set_default_session
+from syvain_metrics.testing import start_local_server
 
 __all__ = [
     "UNSET",
@@ -39,6 +41,7 @@ __all__ = [
     "CatalogEntry",
     "CatalogValues",
     "Experiment",
+    "ExperimentList",
     "FlushError",
     "Folder",
     "IngestResult",
@@ -63,5 +66,6 @@ __all__ = [
     "get_session",
     "iter_compare",
     "set_default_session",
+    "start_local_server",
     "whoami",
 ]

@@ -9,6 +9,11 @@ thread of your process, bound to a free loopback port before the constructor ret
         session = server.session()
         exp = sm.Experiment.create("run-1", session=session)
 
+In a notebook, one line starts a server that lives until the kernel ends (or
+``server.close()``) and makes its session the default::
+
+    server = sm.start_local_server()
+
 The pytest plugin (registered through the ``pytest11`` entry point, so it is active
 wherever the SDK is installed) adds two fixtures for testing your own code:
 
@@ -31,6 +36,7 @@ imports nothing heavy: the server (werkzeug, waitress) loads only when a
 
 from __future__ import annotations
 
+import atexit
 import sys
 import threading
 import time
@@ -43,7 +49,7 @@ if TYPE_CHECKING:
     from syvain_metrics.server.store import Store
     from syvain_metrics.session import Session
 
-__all__ = ["LocalServer"]
+__all__ = ["LocalServer", "start_local_server"]
 
 
 class LocalServer:
@@ -64,6 +70,8 @@ class LocalServer:
         api_key: the accepted API key.
         faults: the fault switches (see :mod:`syvain_metrics.server.faults`).
         store: the SQLite store, for assertions on what was really written.
+        default_session: the session :func:`start_local_server` made the default (else
+            ``None``).
 
     Example:
         >>> with LocalServer() as server:
@@ -104,6 +112,8 @@ class LocalServer:
         self.url: str = f"http://{shown}:{self._server.effective_port}"
         self._closed = False
         self._close_lock = threading.Lock()
+        self._owned: list[Session] = []
+        self.default_session: Session | None = None
         self._thread = threading.Thread(
             target=self._server.run, name=f"syvain-metrics-server:{self.url}", daemon=True
         )
@@ -178,12 +188,51 @@ class LocalServer:
             if self._closed:
                 return
             self._closed = True
+        from syvain_metrics.errors import MetricsApiError
         from syvain_metrics.server import stop_server
+        from syvain_metrics.session import get_session, set_default_session
 
+        for session in self._owned:
+            try:
+                if get_session() is session:
+                    set_default_session(None)
+            except MetricsApiError:  # no default session
+                pass
+            session.close()
         try:
             stop_server(self._server, self._thread, self.faults)
         finally:
             self.store.close()
+
+
+def start_local_server(db: str = ":memory:", **session_options: Any) -> LocalServer:
+    """Start an embedded local server for a notebook or a REPL, in one line: it serves from
+    a daemon thread until the kernel (or interpreter) ends or ``server.close()``, and its
+    session (``server.default_session``) becomes the default, so ``sm.Experiment.create(...)``
+    needs no ``session=``. ``db`` may name a SQLite file to keep the runs between kernels;
+    keyword arguments go to the session (``timeout=``, ``spool_dir=``, ...).
+
+    Each call starts another server; closing one closes its session (after flushing its
+    ``log()`` events) and unsets it as the default.
+
+    Example:
+        >>> server = sm.start_local_server()  # doctest: +SKIP
+        >>> sm.Experiment.create("run-1")     # doctest: +SKIP
+        <Experiment run-1 created id=...>
+    """
+    from syvain_metrics.session import set_default_session
+
+    server = LocalServer(db)
+    try:
+        session = server.session(**session_options)
+    except BaseException:
+        server.close()
+        raise
+    server._owned.append(session)
+    server.default_session = session
+    set_default_session(session)
+    atexit.register(server.close)
+    return server
 
 
 # The plugin's fixtures exist only under pytest: importing this module from a script

@@ -45,12 +45,10 @@ def test_to_pandas_gives_typed_columns_and_one_column_per_metadata_key() -> None
 def test_plot_draws_one_line_per_series() -> None:
     axes = sm.MetricRows(some_rows()).plot()
     labels = sorted(line.get_label() for line in axes.get_lines())
-    assert labels == [
-        'run-1 loss {"split":"train","lr":0.1}',
-        'run-1 loss {"split":"train"}',
-        'run-1 loss {"split":"valid"}',
-    ]
-    with pytest.raises(sm.MetricsApiError, match="x must be"):
+    # Labels name what differs between the lines; the event without a step has no place
+    # on a step axis.
+    assert labels == ["split=train", "split=train, lr=0.1"]
+    with pytest.raises(sm.MetricsValidationError, match="Must be 'step' or 'time'"):
         sm.MetricRows(some_rows()).plot(x="value")
 
 

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from syvain_metrics import routes
-from syvain_metrics.resources.annotation import Annotation
+from syvain_metrics.resources.annotation import Annotation, AnnotationList
 from syvain_metrics.resources.experiment_base import ExperimentBase
 from syvain_metrics.resources.paging import read_created
 from syvain_metrics.schemas.annotation import (
@@ -49,7 +49,7 @@ class Annotating(ExperimentBase):
         from_ms: int | dt.datetime | None = None,
         to_ms: int | dt.datetime | None = None,
         limit: int | None = None,
-    ) -> list[Annotation]:
+    ) -> AnnotationList:
         """Annotations, oldest first, optionally bounded by creation time. Without ``limit``,
         every one (paged by creation time); with it, at most that many.
 
@@ -69,4 +69,4 @@ class Annotating(ExperimentBase):
             newest_first=False,
             largest_page=ANNOTATIONS_LIMIT[1],
         )
-        return [Annotation._from_wire(item, bound) for item in items]
+        return AnnotationList(Annotation._from_wire(item, bound) for item in items)

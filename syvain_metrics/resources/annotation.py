@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from syvain_metrics.resources.base import Resource, ms_time, wire
+from syvain_metrics.resources.lists import ResourceList
 
 
 class Annotation(Resource):
@@ -23,6 +24,7 @@ class Annotation(Resource):
     """
 
     _repr_fields = ("annotation",)
+    _changes_hint = "annotations cannot be changed; add another with exp.annotate(text)."
 
     id = wire[str]()
     experiment_id = wire[str]()
@@ -31,6 +33,24 @@ class Annotation(Resource):
     created_at_ms = wire[int]()
     created_at: ms_time = ms_time("created_at_ms")
 
+    def _frame_row(self) -> dict[str, Any]:
+        row = super()._frame_row()
+        return {"text": row.pop("annotation", None), **row}
+
+    def _html_title(self) -> str:
+        return "Annotation"
+
     def __repr__(self) -> str:
         text = self.text if len(self.text) <= 40 else self.text[:39] + "…"
         return f"<Annotation {text!r} id={self.id}>"
+
+
+class AnnotationList(ResourceList[Annotation]):
+    """Annotations, oldest first, as ``exp.annotations()`` returns them.
+
+    Example:
+        >>> exp.annotations().to_pandas()  # doctest: +SKIP
+    """
+
+    _noun = "annotations"
+    _columns = ("created_at", "text", "experiment_id", "id")

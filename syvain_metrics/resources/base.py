@@ -16,8 +16,9 @@ import copy
 import datetime as dt
 import html
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar, overload
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, NoReturn, TypeVar, overload
 
+from syvain_metrics.display import cell, flatten
 from syvain_metrics.errors import MetricsApiError
 from syvain_metrics.session import Session, get_session
 
@@ -32,9 +33,11 @@ class wire(Generic[T]):  # noqa: N801 - reads like a field declaration
 
     def __init__(self, key: str | None = None) -> None:
         self.key = key or ""
+        self.name = self.key
 
     def __set_name__(self, owner: type, name: str) -> None:
         self.key = self.key or name
+        self.name = name
 
     @overload
     def __get__(self, obj: None, owner: type) -> wire[T]: ...
@@ -46,12 +49,19 @@ class wire(Generic[T]):  # noqa: N801 - reads like a field declaration
         value: T = obj._data.get(self.key)  # type: ignore[assignment]
         return value
 
+    def __set__(self, obj: Resource, value: NoReturn) -> None:  # type checkers refuse it too
+        obj._refuse_assignment(self.name)
+
 
 class ms_time:  # noqa: N801
     """A read-only aware ``datetime`` view of a millisecond wire field (``None`` stays ``None``)."""
 
     def __init__(self, key: str) -> None:
         self.key = key
+        self.name = key.removesuffix("_ms")
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
 
     @overload
     def __get__(self, obj: None, owner: type) -> ms_time: ...
@@ -61,6 +71,9 @@ class ms_time:  # noqa: N801
         if obj is None:
             return self
         return from_ms(obj._data.get(self.key))
+
+    def __set__(self, obj: Resource, value: NoReturn) -> None:  # type checkers refuse it too
+        obj._refuse_assignment(self.name)
 
 
 def from_ms(value: int | None) -> dt.datetime | None:
@@ -84,6 +97,8 @@ class Resource:
 
     _id_field: ClassVar[str] = "id"
     _repr_fields: ClassVar[tuple[str, ...]] = ()
+    _changes_hint: ClassVar[str] = "the service offers no way to change it."
+    """Completes "<Class>.<field> is read-only: ..." (what can be changed, and how)."""
 
     def __init__(self, data: Mapping[str, Any], *, session: Session | None) -> None:
         self._data: dict[str, Any] = dict(data)
@@ -106,6 +121,18 @@ class Resource:
 
     def _update(self, data: Mapping[str, Any]) -> None:
         self._data = dict(data)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        # Fields mirror the service's data: assigning one would change nothing there, so it
+        # is refused rather than silently lost. Properties with a setter stay assignable.
+        attribute = getattr(type(self), name, None)
+        if name.startswith("_") or (isinstance(attribute, property) and attribute.fset):
+            object.__setattr__(self, name, value)
+            return
+        self._refuse_assignment(name)
+
+    def _refuse_assignment(self, name: str) -> None:
+        raise AttributeError(f"{type(self).__name__}.{name} is read-only: {self._changes_hint}")
 
     def __getattr__(self, name: str) -> Any:
         if name.startswith("_"):
@@ -147,15 +174,39 @@ class Resource:
         )
         return f"<{type(self).__name__} {shown} id={self._key()}>".replace("  ", " ")
 
+    def _frame_row(self) -> dict[str, Any]:
+        """This object as one row of its list's table: readable values (``*_ms`` fields as
+        UTC datetimes named without ``_ms``, mappings flattened with dots)."""
+        row: dict[str, Any] = {}
+        for key, value in self._data.items():
+            if key.endswith("_ms") and (value is None or isinstance(value, int)):
+                row[key.removesuffix("_ms")] = from_ms(value)
+            elif isinstance(value, Mapping):
+                row.update(flatten(value, f"{key}."))
+            else:
+                row[key] = value
+        return row
+
+    def _html_title(self) -> str:
+        return f"{type(self).__name__} {self._key()}"
+
+    def _html_links(self) -> dict[str, str]:
+        """Fields shown as links (field name -> URL)."""
+        return {}
+
     def _repr_html_(self) -> str:
-        rows = "".join(
-            f"<tr><th style='text-align:left'>{html.escape(str(k))}</th>"
-            f"<td style='text-align:left'>{html.escape(_short(v))}</td></tr>"
-            for k, v in self._data.items()
+        row = self._frame_row()
+        links = self._html_links()
+        cells = "".join(
+            f"<tr><th style='text-align:left'>{html.escape(key)}</th>"
+            f"<td style='text-align:left'>{_linked(cell(value), links.get(key))}</td></tr>"
+            for key, value in row.items()
         )
-        return f"<b>{type(self).__name__}</b><table>{rows}</table>"
+        return f"<b>{html.escape(self._html_title())}</b><table>{cells}</table>"
 
 
-def _short(value: Any, limit: int = 120) -> str:
-    text = str(value)
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+def _linked(text: str, url: str | None) -> str:
+    shown = html.escape(text)
+    if not url:
+        return shown
+    return f"<a href='{html.escape(url, quote=True)}' target='_blank'>{shown}</a>"

@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from syvain_metrics.resources.base import Resource, wire
+from syvain_metrics.resources.lists import ResourceList
 
 
 class CatalogEntry(Resource):
@@ -75,3 +76,14 @@ class CatalogValues(Resource):
     def __repr__(self) -> str:
         keys = [entry["key"] for entry in self.keys]
         return f"<CatalogValues {self.metric_name} scanned={self.scanned_event_count} keys={keys}>"
+
+
+class CatalogList(ResourceList[CatalogEntry]):
+    """An experiment's metric catalog, as ``exp.catalog()`` returns it.
+
+    Example:
+        >>> exp.catalog().to_pandas()  # doctest: +SKIP
+    """
+
+    _noun = "metrics"
+    _columns = ("metric_name", "metadata_keys")

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 from syvain_metrics import routes
 from syvain_metrics.errors import MetricsValidationError
-from syvain_metrics.resources.catalog import CatalogEntry, CatalogValues
+from syvain_metrics.resources.catalog import CatalogEntry, CatalogList, CatalogValues
 from syvain_metrics.resources.experiment_base import ExperimentBase
 from syvain_metrics.schemas.base import load_request
 from syvain_metrics.schemas.catalog import (
@@ -25,7 +25,7 @@ from syvain_metrics.schemas.catalog import (
 class Cataloging(ExperimentBase):
     """The cataloging operations of an experiment."""
 
-    def catalog(self, limit: int | None = None) -> list[CatalogEntry]:
+    def catalog(self, limit: int | None = None) -> CatalogList:
         """Metric names of this experiment and their metadata keys, alphabetically.
 
         Example:
@@ -36,7 +36,7 @@ class Cataloging(ExperimentBase):
         self._settle_logs()
         bound = self._bind()
         data = bound.call(routes.CATALOG, self.id, reply=CatalogReply(), query=query)
-        return [CatalogEntry._from_wire(item, bound) for item in data["metrics"]]
+        return CatalogList(CatalogEntry._from_wire(item, bound) for item in data["metrics"])
 
     def catalog_values(
         self,

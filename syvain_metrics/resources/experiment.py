@@ -18,16 +18,17 @@ import logging
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from syvain_metrics import routes
-from syvain_metrics.errors import FlushError, MetricsValidationError
+from syvain_metrics.errors import FlushError, MetricsApiRequestError, MetricsValidationError
 from syvain_metrics.resources.annotating import Annotating
 from syvain_metrics.resources.cataloging import Cataloging
-from syvain_metrics.resources.folder import Folder, folder_id_of
+from syvain_metrics.resources.folder import Folder, folder_id_of, is_conflict
 from syvain_metrics.resources.keys import IngestionKeys
 from syvain_metrics.resources.paging import read_created
 from syvain_metrics.resources.reading import MetricReading
+from syvain_metrics.resources.runs import ExperimentList, check_selection, selected, summarize
 from syvain_metrics.resources.termination import SigtermGuard
 from syvain_metrics.resources.writing import MetricWriting
 from syvain_metrics.schemas.base import load_request
@@ -45,7 +46,11 @@ from syvain_metrics.schemas.limits import (
     ERROR_NAME_MAX,
     EXPERIMENTS_LIMIT,
 )
+from syvain_metrics.schemas.options import check_flag
 from syvain_metrics.session import Session, get_session
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 logger = logging.getLogger("syvain_metrics")
 
@@ -60,6 +65,11 @@ class _Unset:
 
 UNSET: Any = _Unset()
 """Marks an argument that was not given (so its key is not sent)."""
+
+
+def _folder_id(run: Experiment) -> str | None:
+    folder = run.folder
+    return None if folder is None else folder.id
 
 
 def _clean_exit(exc: BaseException) -> bool:
@@ -105,16 +115,31 @@ class Experiment(MetricWriting, MetricReading, Annotating, IngestionKeys, Catalo
         to_ms: int | dt.datetime | None = None,
         limit: int | None = None,
         *,
+        folder: Folder | str | None = UNSET,
+        metadata: Mapping[str, Any] | None = None,
+        where: Callable[[Experiment], bool] | None = None,
         session: Session | None = None,
-    ) -> builtins.list[Experiment]:
+    ) -> ExperimentList:
         """Experiments, newest first, filtered by status, exact slug, free-text search and
         creation time (ms or aware datetimes). Without ``limit``, every match (paged by
         creation time); with it, at most that many.
 
+        ``folder`` (a ``Folder``, an id, or ``None`` for the root), ``metadata`` (values the
+        run's metadata must have; a value may be a function: ``{"lr": lambda v: v < 0.1}``;
+        dotted keys reach nested objects) and ``where`` (a function of the experiment) are
+        applied by the client, since the service has no such filters: every run matching
+        the service-side filters is listed, then ``limit`` cuts the runs that pass.
+
+        Returns an :class:`ExperimentList`: ``.to_pandas()`` is the runs table.
+
         Example:
             >>> sm.Experiment.list(status="running", search="mamba", limit=20)  # doctest: +SKIP
-            [<Experiment mamba-run-001 running id=...>]
+            <ExperimentList 1: <Experiment mamba-run-001 running id=...>>
+            >>> sm.Experiment.list(folder=sweep, metadata={"optimizer": "sgd"}).to_pandas()  # doctest: +SKIP
         """
+        check_selection(metadata, where)
+        folder_id = UNSET if folder is UNSET else folder_id_of(folder)
+        client_side = folder is not UNSET or metadata is not None or where is not None
         bound = get_session(session)
         query = load_request(
             ExperimentListQuery(),
@@ -127,6 +152,7 @@ class Experiment(MetricWriting, MetricReading, Annotating, IngestionKeys, Catalo
                 "limit": limit,
             },
         )
+        cut = query.pop("limit", None) if client_side else None
 
         items = read_created(
             bound,
@@ -138,7 +164,16 @@ class Experiment(MetricWriting, MetricReading, Annotating, IngestionKeys, Catalo
             newest_first=True,
             largest_page=EXPERIMENTS_LIMIT[1],
         )
-        return [cls._from_wire(item, bound) for item in items]
+        runs = (cls._from_wire(item, bound) for item in items)
+        if client_side:
+            runs = (
+                run
+                for run in runs
+                if (folder_id is UNSET or _folder_id(run) == folder_id)
+                and selected(run, metadata, where)
+            )
+        found = ExperimentList(runs)
+        return found if cut is None else found[:cut]
 
     @classmethod
     def create(
@@ -148,16 +183,25 @@ class Experiment(MetricWriting, MetricReading, Annotating, IngestionKeys, Catalo
         description: str = "",
         metadata: Mapping[str, Any] | None = None,
         folder: Folder | str | None = UNSET,
+        exist_ok: bool = False,
         session: Session | None = None,
     ) -> Experiment:
         """Create an experiment. ``folder`` is a ``Folder``, an id, or ``None`` for the root;
         left out, the service picks its default.
 
+        With ``exist_ok=True`` an experiment that already has this slug is returned as it
+        is (one more request to find it) instead of raising the service's 409, so a notebook
+        cell that creates a run can be run again. Its description, metadata and folder are
+        the existing ones, not the arguments.
+
         Example:
             >>> sm.Experiment.create("mamba-run-001", description="Baseline",
             ...                      metadata={"model": "mamba"}, folder=sub)  # doctest: +SKIP
             <Experiment mamba-run-001 created id=...>
+            >>> sm.Experiment.create("mamba-run-001", exist_ok=True)  # doctest: +SKIP
+            <Experiment mamba-run-001 created id=...>
         """
+        check_flag("exist_ok", exist_ok)
         bound = get_session(session)
         fields: dict[str, Any] = {
             "slug": slug,
@@ -167,7 +211,15 @@ class Experiment(MetricWriting, MetricReading, Annotating, IngestionKeys, Catalo
         if folder is not UNSET:
             fields["folder_id"] = folder_id_of(folder)
         body = load_request(ExperimentCreateRequest(), fields)
-        data = bound.call(routes.CREATE_EXPERIMENT, reply=ExperimentReply(), body=body)
+        try:
+            data = bound.call(routes.CREATE_EXPERIMENT, reply=ExperimentReply(), body=body)
+        except MetricsApiRequestError as error:
+            if not (exist_ok and is_conflict(error)):
+                raise
+            existing = cls.list(slug=slug, limit=1, session=bound)
+            if not existing:
+                raise
+            return existing[0]
         return cls._from_wire(data["experiment"], bound)
 
     @classmethod
@@ -180,6 +232,25 @@ class Experiment(MetricWriting, MetricReading, Annotating, IngestionKeys, Catalo
         """
         bound = get_session(session)
         return cls({"id": experiment_id}, session=bound).refresh()
+
+    def summary(
+        self,
+        names: str | builtins.list[str] | tuple[str, ...],
+        how: str | builtins.list[str] | tuple[str, ...] = ("last", "min", "max"),
+        *,
+        metadata: Mapping[str, Any] | str | None = None,
+    ) -> dict[str, float | int | None]:
+        """Summary values of this run's metrics: ``{"<metric>:<how>": value}`` for each
+        metric of ``names`` and statistic of ``how`` (among ``last``, ``first``, ``min``,
+        ``max``, ``mean``, ``count``, ``last_step``; ``None`` without events). One read of
+        every (narrowed) series at once: 2 requests while the rows fit one page.
+
+        Example:
+            >>> exp.summary(["loss", "acc"], how=("last", "max"))  # doctest: +SKIP
+            {'loss:last': 0.12, 'loss:max': 2.3, 'acc:last': 0.91, 'acc:max': 0.93}
+        """
+        self._settle_logs()
+        return summarize([self], names, how, metadata, self._bind())[self.id]
 
     # -- state --------------------------------------------------------------------
 

@@ -12,10 +12,16 @@ Example:
 
 from __future__ import annotations
 
+import html
 from typing import Any
 
+from syvain_metrics.display import flatten
 from syvain_metrics.resources.base import Resource, ms_time, wire
 from syvain_metrics.resources.folder import Folder
+
+_TRAILING = ("id",)
+"""Columns after the metadata ones in a runs table (a metadata key of that name is
+prefixed with ``metadata.``)."""
 
 
 class ExperimentBase(Resource):
@@ -23,6 +29,11 @@ class ExperimentBase(Resource):
     ``folder`` is a :class:`Folder` or ``None``."""
 
     _repr_fields = ("slug", "status")
+    _changes_hint = (
+        "change the status with exp.start(), exp.finish(), exp.fail() or exp.set_status(), "
+        "the folder with exp.move(folder); the API cannot change a slug, description or "
+        "metadata once the experiment exists (create another experiment instead)."
+    )
 
     id = wire[str]()
     org_id = wire[str]()
@@ -72,6 +83,37 @@ class ExperimentBase(Resource):
         """The folder holding this experiment, or ``None`` at the root."""
         raw = self._data.get("folder")
         return None if raw is None else Folder(raw, session=self._session)
+
+    def _frame_row(self) -> dict[str, Any]:
+        started, done = self.started_at, self.done_at
+        row: dict[str, Any] = {
+            "slug": self.slug,
+            "status": self.status,
+            "folder": None if self.folder is None else self.folder.path_name,
+            "created": self.created_at,
+            "started": started,
+            "done": done,
+            "duration": done - started if started and done else None,
+            "description": self.description,
+            "error": self.error_name,
+        }
+        for key, value in flatten(self.metadata or {}).items():
+            row[f"metadata.{key}" if key in row or key in _TRAILING else key] = value
+        row["id"] = self.id
+        return row
+
+    def _html_title(self) -> str:
+        return f"Experiment {self.slug}"
+
+    def _html_links(self) -> dict[str, str]:
+        return {"slug": self.url} if self._data.get("url") else {}
+
+    def _repr_html_(self) -> str:
+        table = super()._repr_html_()
+        if not self._data.get("url"):
+            return table
+        link = html.escape(self.url, quote=True)
+        return f"{table}<p><a href='{link}' target='_blank'>Open in the dashboard</a></p>"
 
     def _settle_logs(self) -> None:
         """Before a read: wait (up to the session's ``timeout``) for this experiment's pending

@@ -14,8 +14,9 @@ import builtins
 from typing import TYPE_CHECKING, Any
 
 from syvain_metrics import routes
-from syvain_metrics.errors import MetricsApiError, MetricsValidationError
+from syvain_metrics.errors import MetricsApiError, MetricsApiRequestError, MetricsValidationError
 from syvain_metrics.resources.base import Resource, wire
+from syvain_metrics.resources.lists import ResourceList
 from syvain_metrics.schemas.base import load_request
 from syvain_metrics.schemas.experiment import FolderContentsReply
 from syvain_metrics.schemas.folder import (
@@ -25,10 +26,12 @@ from syvain_metrics.schemas.folder import (
     FolderPatchRequest,
     FolderReply,
 )
+from syvain_metrics.schemas.options import check_flag
 from syvain_metrics.session import Session, get_session
 
 if TYPE_CHECKING:
     from syvain_metrics.resources.experiment import Experiment
+    from syvain_metrics.resources.runs import ExperimentList
 
 
 def folder_id_of(folder: Folder | str | None) -> str | None:
@@ -49,6 +52,15 @@ def folder_id_of(folder: Folder | str | None) -> str | None:
     )
 
 
+_SHOWN = {"folder_id", "name", "path_name", "parent_id_path"}
+
+
+def is_conflict(error: MetricsApiRequestError) -> bool:
+    """Whether a create was refused because the name or slug is taken (a 409 that is not
+    about an idempotency key)."""
+    return error.status_code == 409 and not str(error.error_code or "").startswith("idempotency")
+
+
 class Folder(Resource):
     """A folder. ``id`` is the wire ``folder_id``; ``path_name`` reads like ``"baselines/mamba"``.
 
@@ -60,6 +72,10 @@ class Folder(Resource):
 
     _id_field = "folder_id"
     _repr_fields = ("path_name",)
+    _changes_hint = (
+        "rename with folder.name = ...; folder.save() (or folder.rename(name)), "
+        "move with folder.move(parent)."
+    )
 
     id = wire[str]("folder_id")
     org_id = wire[str]()
@@ -68,7 +84,7 @@ class Folder(Resource):
 
     def __init__(self, data: Any, *, session: Session | None) -> None:
         super().__init__(data, session=session)
-        self._contents: tuple[builtins.list[Folder], builtins.list[Experiment]] | None = None
+        self._contents: tuple[FolderList, ExperimentList] | None = None
         self._pending_name: str | None = None
 
     # -- fields -------------------------------------------------------------------
@@ -88,16 +104,18 @@ class Folder(Resource):
         return self.parent_id_path[-1] if self.parent_id_path else None
 
     @property
-    def subfolders(self) -> builtins.list[Folder]:
+    def subfolders(self) -> FolderList:
         """Child folders, as loaded by :meth:`get` or :meth:`refresh` (never a hidden request)."""
-        return list(self._loaded_contents()[0])
+        return FolderList(self._loaded_contents()[0])
 
     @property
-    def experiments(self) -> builtins.list[Experiment]:
+    def experiments(self) -> ExperimentList:
         """Experiments in this folder, newest first, as loaded by :meth:`get` or :meth:`refresh`."""
-        return list(self._loaded_contents()[1])
+        from syvain_metrics.resources.runs import ExperimentList
 
-    def _loaded_contents(self) -> tuple[builtins.list[Folder], builtins.list[Experiment]]:
+        return ExperimentList(self._loaded_contents()[1])
+
+    def _loaded_contents(self) -> tuple[FolderList, ExperimentList]:
         if self._contents is None:
             raise MetricsApiError(
                 "Folder contents are not loaded: call folder.refresh() or sm.Folder.get(id)."
@@ -118,12 +136,22 @@ class Folder(Resource):
         webbrowser.open(url)
         return url
 
+    def _frame_row(self) -> dict[str, Any]:
+        return {
+            "path_name": self.path_name,
+            "name": self.name,
+            "id": self.id,
+            "parent_id": self.parent_id,
+            **{k: v for k, v in self._data.items() if k not in _SHOWN},
+        }
+
+    def _html_title(self) -> str:
+        return f"Folder {self.path_name}"
+
     # -- class-level operations ---------------------------------------------------
 
     @classmethod
-    def list(
-        cls, path: str | None = None, *, session: Session | None = None
-    ) -> builtins.list[Folder]:
+    def list(cls, path: str | None = None, *, session: Session | None = None) -> FolderList:
         """Every folder of the organization, or the one whose ``path_name`` is ``path``.
 
         Example:
@@ -133,7 +161,7 @@ class Folder(Resource):
         bound = get_session(session)
         query = load_request(FolderListQuery(), {"path": path})
         data = bound.call(routes.LIST_FOLDERS, reply=FolderListReply(), query=query)
-        return [cls._from_wire(item, bound) for item in data["folders"]]
+        return FolderList(Folder._from_wire(item, bound) for item in data["folders"])
 
     @classmethod
     def create(
@@ -141,20 +169,44 @@ class Folder(Resource):
         name: str,
         parent: Folder | str | None = None,
         *,
+        exist_ok: bool = False,
         session: Session | None = None,
     ) -> Folder:
         """Create a folder under ``parent`` (a ``Folder``, an id, or ``None`` for the root).
 
+        With ``exist_ok=True`` the folder of that name under that parent is returned when it
+        already exists (one more request to find it) instead of raising the service's 409,
+        so the cell that creates it can be run again.
+
         Example:
             >>> sm.Folder.create("baselines")  # doctest: +SKIP
             <Folder baselines id=...>
+            >>> sm.Folder.create("baselines", exist_ok=True)  # doctest: +SKIP
+            <Folder baselines id=...>
         """
+        check_flag("exist_ok", exist_ok)
         bound = get_session(session)
-        body = load_request(
-            FolderCreateRequest(), {"name": name, "parent_id": folder_id_of(parent)}
-        )
-        data = bound.call(routes.CREATE_FOLDER, reply=FolderReply(), body=body)
+        parent_id = folder_id_of(parent)
+        body = load_request(FolderCreateRequest(), {"name": name, "parent_id": parent_id})
+        try:
+            data = bound.call(routes.CREATE_FOLDER, reply=FolderReply(), body=body)
+        except MetricsApiRequestError as error:
+            if not (exist_ok and is_conflict(error)):
+                raise
+            existing = cls._existing(name, parent_id, bound)
+            if existing is None:
+                raise
+            return existing
         return cls._from_wire(data["folder"], bound)
+
+    @classmethod
+    def _existing(cls, name: str, parent_id: str | None, session: Session) -> Folder | None:
+        """The folder called ``name`` under ``parent_id`` (``None``: the root), if any."""
+        if parent_id is None:
+            candidates: builtins.list[Folder] = cls.list(path=name, session=session)
+        else:
+            candidates = cls.get(parent_id, session=session).subfolders
+        return next((f for f in candidates if f.name == name and f.parent_id == parent_id), None)
 
     @classmethod
     def get(cls, folder_id: str, *, session: Session | None = None) -> Folder:
@@ -179,6 +231,7 @@ class Folder(Resource):
             [<Experiment mamba-run-001 running id=...>]
         """
         from syvain_metrics.resources.experiment import Experiment
+        from syvain_metrics.resources.runs import ExperimentList
 
         bound = self._bind()
         data = bound.call(routes.GET_FOLDER, self.id, reply=FolderContentsReply())
@@ -186,8 +239,8 @@ class Folder(Resource):
         self._session = bound
         self._pending_name = None
         self._contents = (
-            [Folder._from_wire(item, bound) for item in data["folders"]],
-            [Experiment._from_wire(item, bound) for item in data["experiments"]],
+            FolderList(Folder._from_wire(item, bound) for item in data["folders"]),
+            ExperimentList(Experiment._from_wire(item, bound) for item in data["experiments"]),
         )
         return self
 
@@ -249,3 +302,14 @@ class Folder(Resource):
         from syvain_metrics.resources.experiment import Experiment
 
         return Experiment.create(slug, folder=self, session=self._bind(), **kwargs)
+
+
+class FolderList(ResourceList[Folder]):
+    """Folders, as ``sm.Folder.list()`` and ``folder.subfolders`` return them.
+
+    Example:
+        >>> sm.Folder.list().to_pandas()[["path_name", "id"]]  # doctest: +SKIP
+    """
+
+    _noun = "folders"
+    _columns = ("path_name", "name", "id", "parent_id")

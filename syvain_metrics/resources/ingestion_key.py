@@ -14,6 +14,7 @@ from typing import Any
 
 from syvain_metrics import routes
 from syvain_metrics.resources.base import Resource, ms_time, wire
+from syvain_metrics.resources.lists import ResourceList
 from syvain_metrics.schemas.ingestion_key import IngestionKeyReply
 from syvain_metrics.session import Session
 
@@ -30,6 +31,9 @@ class IngestionKey(Resource):
     """
 
     _repr_fields = ("name",)
+    _changes_hint = (
+        "revoke a key with key.revoke(), or make another with exp.create_ingestion_key()."
+    )
 
     id = wire[str]()
     experiment_id = wire[str]()
@@ -60,6 +64,12 @@ class IngestionKey(Resource):
         now_ms = (self._session.clock() if self._session else time.time()) * 1000
         return bool(self.expires_at_ms > now_ms)
 
+    def _frame_row(self) -> dict[str, Any]:
+        return {**super()._frame_row(), "is_active": self.is_active}
+
+    def _html_title(self) -> str:
+        return f"IngestionKey {self.name!r}"
+
     def revoke(self) -> IngestionKey:
         """Revoke this key; revoking twice keeps the first revocation time.
 
@@ -83,3 +93,14 @@ class IngestionKey(Resource):
             else "expired"
         )
         return f"<IngestionKey {self.name!r} {state} id={self.id}>"
+
+
+class IngestionKeyList(ResourceList[IngestionKey]):
+    """Ingestion keys, as ``exp.ingestion_keys()`` returns them (never with a token).
+
+    Example:
+        >>> exp.ingestion_keys().to_pandas()[["name", "expires_at"]]  # doctest: +SKIP
+    """
+
+    _noun = "keys"
+    _columns = ("name", "created_at", "expires_at", "revoked_at", "last_used_at", "id")

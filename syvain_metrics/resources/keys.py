@@ -12,7 +12,7 @@ from typing import Any
 
 from syvain_metrics import routes
 from syvain_metrics.resources.experiment_base import ExperimentBase
-from syvain_metrics.resources.ingestion_key import IngestionKey
+from syvain_metrics.resources.ingestion_key import IngestionKey, IngestionKeyList
 from syvain_metrics.schemas.base import load_request
 from syvain_metrics.schemas.ingestion_key import (
     IngestionKeyCreateReply,
@@ -25,7 +25,7 @@ from syvain_metrics.schemas.limits import DEFAULT_INGESTION_KEY_NAME
 class IngestionKeys(ExperimentBase):
     """The keys operations of an experiment."""
 
-    def ingestion_keys(self) -> list[IngestionKey]:
+    def ingestion_keys(self) -> IngestionKeyList:
         """Every ingestion key of this experiment (revoked and expired ones included).
 
         Example:
@@ -34,7 +34,7 @@ class IngestionKeys(ExperimentBase):
         """
         bound = self._bind()
         data = bound.call(routes.LIST_INGESTION_KEYS, self.id, reply=IngestionKeyListReply())
-        return [IngestionKey._from_wire(item, bound) for item in data["keys"]]
+        return IngestionKeyList(IngestionKey._from_wire(item, bound) for item in data["keys"])
 
     def create_ingestion_key(
         self,

@@ -39,6 +39,9 @@ from syvain_metrics.session import Session, get_session
 
 if TYPE_CHECKING:
     import pandas
+    from matplotlib.axes import Axes
+
+    from syvain_metrics.resources.annotation import Annotation
 
 
 def _json_object(text: str, field_name: str) -> dict[str, Any]:
@@ -165,6 +168,24 @@ class Metric:
     def __hash__(self) -> int:
         return hash(self._get("event_id"))
 
+    def _repr_html_(self) -> str:
+        from syvain_metrics.display import html_table
+
+        return html_table(
+            "Metric",
+            ["experiment", "name", "step", "value", "metadata", "time"],
+            [
+                [
+                    self._get("experiment_slug"),
+                    self.name,
+                    self.step,
+                    self.value,
+                    self.metadata or None,
+                    self.timestamp,
+                ]
+            ],
+        )
+
     def __repr__(self) -> str:
         return (
             f"<Metric {self._get('experiment_slug')}/{self.name} step={self.step} "
@@ -240,26 +261,82 @@ class MetricRows(Sequence[Metric]):
         """
         return list(self._table.rows())
 
-    def to_pandas(self, *, expand_metadata: bool = True) -> pandas.DataFrame:
-        """One row per event with typed columns (needs the ``pandas`` extra), built from the
-        columns without a row object in between.
+    def to_pandas(
+        self, *, wide: bool = False, index: str = "step", expand_metadata: bool = True
+    ) -> pandas.DataFrame:
+        """The rows as a DataFrame (needs the ``pandas`` extra), built from the columns
+        without a row object in between.
+
+        Long form (the default): one row per event with typed columns (``experiment_slug``,
+        ``name``, ``value``, ``step`` as nullable ``Int64``, timestamps as UTC datetimes),
+        one column per event metadata key, and, for rows read with
+        ``include_experiment_meta_as_of=True``, ``experiment_description`` and one column
+        ``experiment.<key>`` per experiment metadata key (nested keys joined with dots).
+
+        ``wide=True``: one column per series (run, metric, metadata, named by the parts
+        that differ: ``run-0 split=valid``), indexed by ``step`` (events without a step are
+        left out) or, with ``index="time"``, by client time; a position with several events
+        keeps the last.
 
         Example:
-            >>> exp.metrics("loss").to_pandas()[["step", "value"]]  # doctest: +SKIP
+            >>> exp.metrics("loss").to_pandas()[["step", "value", "split"]]  # doctest: +SKIP
+            >>> exp.metrics("loss").to_pandas(wide=True).tail()               # doctest: +SKIP
         """
         from syvain_metrics.frames import rows_to_frame
 
-        return rows_to_frame(self._table, expand_metadata=expand_metadata)
+        check_flag("wide", wide)
+        return rows_to_frame(self._table, expand_metadata=expand_metadata, wide=wide, index=index)
 
-    def plot(self, *, x: str = "step", ax: Any = None) -> Any:
-        """Plot one line per series (experiment, metric, metadata); needs the ``plot`` extra.
+    def plot(
+        self,
+        *,
+        x: str = "step",
+        hue: str | None = None,
+        title: str | None = None,
+        logy: bool = False,
+        smooth: float | None = None,
+        annotations: Iterable[Annotation] | None = None,
+        ax: Axes | None = None,
+    ) -> Axes:
+        """Plot one line per series (run, metric, metadata); needs the ``plot`` extra.
+        Returns the matplotlib ``Axes``.
+
+        Args:
+            x: ``"step"`` (events without a step are left out) or ``"time"`` (client time,
+                a UTC date axis).
+            hue: colour by this key: an event metadata key, an experiment metadata key
+                (rows read with ``include_experiment_meta_as_of=True``, as
+                ``runs.compare()`` does; dotted keys reach nested objects), ``"experiment"``
+                or ``"name"``; one legend entry per value.
+            title: the axes' title.
+            logy: a logarithmic y axis.
+            smooth: an exponential moving average weight in ``[0, 1)`` (TensorBoard's
+                smoothing: 0.6 is gentle, 0.95 strong); raw values stay as faint lines.
+            annotations: annotations to mark as dashed vertical lines: at their time on a
+                time axis, at ``metadata["step"]`` on a step axis.
+            ax: draw on these axes instead of a new figure.
+
+        Legend labels name only what differs between the lines (``run-0 split=valid``).
 
         Example:
-            >>> exp.metrics("loss").plot()  # doctest: +SKIP
+            >>> exp.metrics("loss").plot(hue="split", logy=True, smooth=0.6,
+            ...                          annotations=exp.annotations())  # doctest: +SKIP
+            <Axes: xlabel='step', ylabel='loss'>
         """
         from syvain_metrics.frames import plot_rows
 
-        return plot_rows(self._table, x=x, ax=ax)
+        check_flag("logy", logy)
+        axes: Axes = plot_rows(
+            self._table,
+            x=x,
+            hue=hue,
+            title=title,
+            logy=logy,
+            smooth=smooth,
+            annotations=annotations,
+            ax=ax,
+        )
+        return axes
 
     def __eq__(self, other: object) -> bool:
         if isinstance(other, MetricRows):
@@ -274,21 +351,18 @@ class MetricRows(Sequence[Metric]):
         return f"<MetricRows {len(self):,} rows{': ' + shown if shown else ''}>"
 
     def _repr_html_(self) -> str:
-        import html
+        from syvain_metrics.display import HTML_ROWS, html_table
 
-        head = self._table.take(slice(0, 10)).rows()
-        cells = "".join(
-            f"<tr><td>{html.escape(str(r.get('experiment_slug')))}</td>"
-            f"<td>{html.escape(str(r.get('metric_name')))}</td><td>{r.get('step')}</td>"
-            f"<td>{r.get('metric_value')}</td>"
-            f"<td>{html.escape(str(r.get('event_metadata_json')))}</td></tr>"
-            for r in head
-        )
-        shown = min(len(self), 10)
-        more = f"<p>… {len(self) - shown:,} more rows</p>" if len(self) > shown else ""
-        return (
-            f"<b>MetricRows</b> ({len(self):,} rows)<table><tr><th>experiment</th><th>name</th>"
-            f"<th>step</th><th>value</th><th>metadata</th></tr>{cells}</table>{more}"
+        head = MetricRows(self._table.take(slice(0, HTML_ROWS)))
+        rows = [
+            [m.experiment_slug, m.name, m.step, m.value, m.metadata or None, m.timestamp]
+            for m in head
+        ]
+        return html_table(
+            f"MetricRows ({len(self):,} rows)",
+            ["experiment", "name", "step", "value", "metadata", "time"],
+            rows,
+            total=len(self),
         )
 
 
