@@ -51,6 +51,7 @@ from syvain_metrics.retry import RetryPolicy
 from syvain_metrics.routes import API_PREFIX, Route
 from syvain_metrics.schemas.base import load_request, load_response
 from syvain_metrics.schemas.envelope import IN_PROGRESS, request_error, unwrap_envelope
+from syvain_metrics.schemas.fields import text_ok
 from syvain_metrics.schemas.ingestion_key import IngestionKeyCreateReply, IngestionKeyCreateRequest
 from syvain_metrics.schemas.limits import DEFAULT_INGESTION_KEY_NAME, DEFAULT_PAGE_SIZE
 from syvain_metrics.schemas.options import check_page_size
@@ -407,6 +408,11 @@ class Session:
         """
         if self._closed:
             raise MetricsApiError("This session is closed; open a new one with sm.connect().")
+        for segment in segments:
+            if not isinstance(segment, str) or not text_ok(segment):
+                raise MetricsValidationError(
+                    {route.operation: [f"Path segment {segment!a} must be valid Unicode text."]}
+                )
         key = None
         if route.sends_idempotency_key:
             key = idempotency_key or _new_idempotency_key()
