@@ -170,7 +170,7 @@ class Session:
         flush_interval: the longest a ``log()`` event waits before it is sent (seconds).
         flush_timeout: how long ``close()``, the end of ``run()`` and interpreter exit wait
             for pending ``log()`` events (seconds); what is left stays in the spool.
-        max_response_bytes: the largest answer read, after decompression (512 MiB); a larger
+        max_response_bytes: the largest answer read, after decompression (256 MiB); a larger
             one is a :class:`~syvain_metrics.MetricsApiResponseError`.
 
     Example:

@@ -30,9 +30,9 @@ import urllib3
 from requests.adapters import HTTPAdapter
 from urllib3.connection import HTTPConnection, HTTPSConnection
 
-DEFAULT_MAX_RESPONSE_BYTES = 512 * 1024 * 1024
-"""The largest answer a session reads unless told otherwise (512 MiB, inflated): the largest
-page of metric rows (100,000 rows, about 20 MB) many times over."""
+DEFAULT_MAX_RESPONSE_BYTES = 256 * 1024 * 1024
+"""The largest answer a session reads unless told otherwise (256 MiB, inflated): the largest
+page of metric rows (100,000 rows, about 40 MB of JSON) six times over."""
 
 ERROR_BODY_MAX = 64 * 1024
 """The most of an error answer's body that is read (its message is what matters)."""
@@ -218,7 +218,8 @@ def _read_inflated(raw: urllib3.HTTPResponse, limit: int) -> bytes:
         while not inflater.eof and (chunk := raw.read(_CHUNK, decode_content=False)):
             data = chunk
             while data and not inflater.eof:
-                piece = inflater.decompress(data, limit + 1 - size)
+                # Small pieces: zlib sizes its output buffer by what it may return.
+                piece = inflater.decompress(data, min(_CHUNK, limit + 1 - size))
                 size += len(piece)
                 if size > limit:
                     raise BodyTooLargeError(limit)
