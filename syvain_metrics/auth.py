@@ -71,6 +71,16 @@ def check_api_key(key: str, where: str = "Metrics API key") -> str:
     return key
 
 
+def _shown(raw: str) -> str:
+    """``raw`` for a message, without what may be a password (user info before ``@``)."""
+    scheme, sep, rest = raw.partition("://")
+    if not sep:
+        scheme, rest = "", raw
+    if "@" in rest.split("/", 1)[0]:
+        rest = "***@" + rest.split("@", 1)[1]
+    return f"{scheme}{sep}{rest}"
+
+
 def normalize_host(value: str) -> str:
     """Check that ``value`` is a bare http(s) origin and return it without a trailing ``/``.
 
@@ -88,14 +98,16 @@ def normalize_host(value: str) -> str:
     if not raw.isascii() or not raw.isprintable() or any(char.isspace() for char in raw):
         raise MetricsApiAuthError(
             f"Metrics API host must not contain spaces, control or non-ASCII characters: "
-            f"{raw.encode('ascii', 'backslashreplace').decode()[:200]!r} (an internationalised "
+            f"{_shown(raw).encode('ascii', 'backslashreplace').decode()[:200]!r} (an internationalised "
             "name goes in its xn-- form)."
         )
     try:
         parts = urlsplit(raw)
         parts.port  # noqa: B018 - raises ValueError on a bad port
-    except ValueError as error:
-        raise MetricsApiAuthError(f"Metrics API host is not a valid URL: {raw!r}.") from error
+    except ValueError:
+        raise MetricsApiAuthError(
+            f"Metrics API host is not a valid URL: {_shown(raw)!r}."
+        ) from None
     if parts.scheme not in {"http", "https"}:
         raise MetricsApiAuthError(f"Metrics API host must use http or https: {raw!r}.")
     if parts.username is not None or parts.password is not None:

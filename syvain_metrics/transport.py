@@ -134,6 +134,9 @@ class _HTTPSPool(urllib3.HTTPSConnectionPool):
     ConnectionCls = _DeadlineHTTPSConnection
 
 
+_POOLS: dict[str, type[urllib3.HTTPConnectionPool]] = {"http": _HTTPPool, "https": _HTTPSPool}
+
+
 class DeadlineAdapter(HTTPAdapter):
     """``requests``' adapter with connections that keep one deadline per exchange (pass
     :func:`exchange_timeout` as the request's ``timeout``); never retries on its own.
@@ -148,7 +151,13 @@ class DeadlineAdapter(HTTPAdapter):
 
     def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
         super().init_poolmanager(*args, **kwargs)
-        self.poolmanager.pool_classes_by_scheme = {"http": _HTTPPool, "https": _HTTPSPool}
+        self.poolmanager.pool_classes_by_scheme = dict(_POOLS)
+
+    def proxy_manager_for(self, proxy: str, **proxy_kwargs: Any) -> Any:
+        manager = super().proxy_manager_for(proxy, **proxy_kwargs)
+        if isinstance(manager, urllib3.PoolManager):  # not a SOCKS manager
+            manager.pool_classes_by_scheme = dict(_POOLS)
+        return manager
 
 
 def exchange_timeout(seconds: float) -> urllib3.Timeout:

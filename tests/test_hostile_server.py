@@ -169,6 +169,19 @@ def test_every_retry_of_a_drip_has_its_own_deadline_and_the_call_ends(hostile: H
     assert took < 2 * 0.6 + 2
 
 
+def test_a_drip_through_an_http_proxy_ends_within_the_timeout(
+    hostile: Hostile, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    hostile.script = _drip_body()
+    for name in ("NO_PROXY", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HTTP_PROXY", hostile.url)
+    with _session("http://metrics.example.test", timeout=1) as session:
+        took, _ = _elapsed(lambda: sm.whoami(session=session), sm.MetricsApiTimeoutError)
+    assert hostile.requests[0][1] == "http://metrics.example.test/api/v1/auth/status"
+    assert took < 1 + 2
+
+
 def test_a_slow_but_whole_answer_within_the_timeout_is_read(hostile: Hostile) -> None:
     hostile.script = _drip_body(pause=0.001)
     with _session(hostile.url, timeout=5) as session:
