@@ -15,6 +15,7 @@ import http.server
 import json
 import threading
 import time
+import traceback
 import zlib
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -151,6 +152,10 @@ def test_a_body_dripped_a_byte_at_a_time_ends_within_the_timeout(hostile: Hostil
     assert isinstance(error, sm.MetricsApiRequestError)
     assert error.retryable
     assert "timed out after 1 s" in str(error)
+    # Nothing chained: the transport's exceptions hold the request, Authorization included.
+    assert error.__cause__ is None
+    assert error.__context__ is None
+    assert API_KEY not in "".join(traceback.format_exception(error))
 
 
 def test_headers_dripped_a_byte_at_a_time_end_within_the_timeout(hostile: Hostile) -> None:
