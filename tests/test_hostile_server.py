@@ -24,7 +24,7 @@ import pytest
 import responses
 
 import syvain_metrics as sm
-from tests.conftest import API, API_KEY, envelope, experiment_wire, row_wire
+from tests.conftest import API, API_KEY, envelope, experiment_wire, key_wire, row_wire
 
 Script = Callable[[http.server.BaseHTTPRequestHandler], None]
 
@@ -521,3 +521,18 @@ def test_backoff_has_jitter_and_stays_within_its_bounds() -> None:
 def test_retry_policy_refuses_unbounded_settings(options: dict[str, Any]) -> None:
     with pytest.raises(sm.MetricsValidationError, match=next(iter(options))):
         sm.RetryPolicy(**options)
+
+
+def test_a_minted_token_no_header_can_carry_is_a_response_error_unseen(
+    plain: sm.Session, mocked: responses.RequestsMock
+) -> None:
+    token = "ing_tok_hostile\r\nX-Injected: 1"
+    mocked.post(
+        f"{API}/experiments/exp-1/ingestion-keys",
+        json=envelope({"key": key_wire(), "token": token}),
+    )
+    exp = sm.Experiment(experiment_wire(), session=plain)
+    with pytest.raises(sm.MetricsApiResponseError, match="token") as caught:
+        exp.annotate("note")
+    assert "ing_tok_hostile" not in str(caught.value)
+    assert len(mocked.calls) == 1  # nothing sent with it

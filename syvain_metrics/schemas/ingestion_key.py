@@ -50,7 +50,14 @@ class IngestionKeyCreateReply(ResponseSchema):
     """``{key, token}``: the only answer that shows a token."""
 
     key = fields.Nested(IngestionKeySchema, required=True)
-    token = fields.String(required=True, validate=validate.Length(min=1))
+    token = fields.String(
+        required=True,
+        validate=[
+            validate.Length(min=1),
+            # It goes into an Authorization header; the message must not show it.
+            validate.Regexp(r"[!-~]+\Z", error="Must be printable ASCII without spaces."),
+        ],
+    )
 
 
 class IngestionKeyListReply(ResponseSchema):
