@@ -55,7 +55,10 @@ class IngestionKeyCreateReply(ResponseSchema):
         validate=[
             validate.Length(min=1),
             # It goes into an Authorization header; the message must not show it.
-            validate.Regexp(r"[!-~]+\Z", error="Must be printable ASCII without spaces."),
+            validate.Regexp(
+                r"[!-~\xa0-\xff](?:[ -~\xa0-\xff]*[!-~\xa0-\xff])?\Z",
+                error="Must be printable latin-1 text without control characters.",
+            ),
         ],
     )
 
