@@ -12,10 +12,17 @@ from syvain_metrics._version import __version__
 from syvain_metrics.errors import (
     FlushError,
     MetricsApiAuthError,
+    MetricsApiConflictError,
+    MetricsApiConnectionError,
     MetricsApiError,
+    MetricsApiNotFoundError,
+    MetricsApiPermissionError,
+    MetricsApiRateLimitError,
     MetricsApiRequestError,
     MetricsApiResponseError,
+    MetricsApiTimeoutError,
     MetricsValidationError,
+    PagingError,
     PartialIngestError,
     RejectedEvent,
 )
@@ -26,7 +33,6 @@ from syvain_metrics.resources.experiment import UNSET, Experiment
 from syvain_metrics.resources.folder import Folder
 from syvain_metrics.resources.ingestion_key import IngestionKey
 from syvain_metrics.resources.metric import Metric, MetricRows, Series, compare, iter_compare
-from syvain_metrics.resources.paging import PagingError
 from syvain_metrics.resources.point import MetricPoint
 from syvain_metrics.resources.runs import ExperimentList
 from syvain_metrics.resources.writing import IngestResult
@@ -50,9 +56,15 @@ __all__ = [
     "MetricPoint",
     "MetricRows",
     "MetricsApiAuthError",
+    "MetricsApiConflictError",
+    "MetricsApiConnectionError",
     "MetricsApiError",
+    "MetricsApiNotFoundError",
+    "MetricsApiPermissionError",
+    "MetricsApiRateLimitError",
     "MetricsApiRequestError",
     "MetricsApiResponseError",
+    "MetricsApiTimeoutError",
     "MetricsValidationError",
     "PagingError",
     "PartialIngestError",

@@ -12,6 +12,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import stat
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -44,6 +47,40 @@ class Credentials:
     login_at: int | None = field(default=None, repr=False)
 
 
+def check_api_key(key: str, where: str = "Metrics API key") -> str:
+    """``key`` if it can travel in an ``Authorization`` header: printable latin-1, no
+    whitespace inside. The message never shows the key.
+
+    Example:
+        >>> check_api_key("ak_org_1")
+        'ak_org_1'
+        >>> check_api_key("ak_org_1\\r\\nX-Evil: 1")
+        Traceback (most recent call last):
+        ...
+        syvain_metrics.errors.MetricsApiAuthError: Metrics API key contains a control character or a space (not shown); copy the key again.
+    """
+    if any(ord(char) > 0xFF for char in key):
+        raise MetricsApiAuthError(
+            f"{where} contains a character outside latin-1 (not shown), which an HTTP header "
+            "cannot carry; copy the key again."
+        )
+    if not key.isprintable() or any(char.isspace() for char in key):
+        raise MetricsApiAuthError(
+            f"{where} contains a control character or a space (not shown); copy the key again."
+        )
+    return key
+
+
+def _shown(raw: str) -> str:
+    """``raw`` for a message, without what may be a password (user info before ``@``)."""
+    scheme, sep, rest = raw.partition("://")
+    if not sep:
+        scheme, rest = "", raw
+    if "@" in rest.split("/", 1)[0]:
+        rest = "***@" + rest.split("@", 1)[1]
+    return f"{scheme}{sep}{rest}"
+
+
 def normalize_host(value: str) -> str:
     """Check that ``value`` is a bare http(s) origin and return it without a trailing ``/``.
 
@@ -55,12 +92,22 @@ def normalize_host(value: str) -> str:
         ...
         syvain_metrics.errors.MetricsApiAuthError: Metrics API host must be an origin without a path, query or fragment: https://metrics.syvain.com/api (query and fragment not shown).
     """
+    if not isinstance(value, str):
+        raise MetricsApiAuthError("Metrics API host must be a string.")
     raw = value.strip()
+    if not raw.isascii() or not raw.isprintable() or any(char.isspace() for char in raw):
+        raise MetricsApiAuthError(
+            f"Metrics API host must not contain spaces, control or non-ASCII characters: "
+            f"{_shown(raw).encode('ascii', 'backslashreplace').decode()[:200]!r} (an internationalised "
+            "name goes in its xn-- form)."
+        )
     try:
         parts = urlsplit(raw)
         parts.port  # noqa: B018 - raises ValueError on a bad port
-    except ValueError as error:
-        raise MetricsApiAuthError(f"Metrics API host is not a valid URL: {raw!r}.") from error
+    except ValueError:
+        raise MetricsApiAuthError(
+            f"Metrics API host is not a valid URL: {_shown(raw)!r}."
+        ) from None
     if parts.scheme not in {"http", "https"}:
         raise MetricsApiAuthError(f"Metrics API host must use http or https: {raw!r}.")
     if parts.username is not None or parts.password is not None:
@@ -68,6 +115,11 @@ def normalize_host(value: str) -> str:
         raise MetricsApiAuthError("Metrics API host must not contain user info.")
     if not parts.hostname:
         raise MetricsApiAuthError(f"Metrics API host must name a host: {raw!r}.")
+    name = parts.hostname
+    if not re.fullmatch(r"[a-z0-9._-]+", name) and not (
+        ":" in name and re.fullmatch(r"[0-9a-f:.]+", name)
+    ):
+        raise MetricsApiAuthError(f"Metrics API host is not a valid host name: {raw!r}.")
     if parts.path not in {"", "/"} or parts.query or parts.fragment or "?" in raw or "#" in raw:
         raise MetricsApiAuthError(
             "Metrics API host must be an origin without a path, query or fragment: "
@@ -89,6 +141,21 @@ def cli_auth_path(mode: str) -> Path:
     return root / app / "auth.json"
 
 
+def _warn_if_readable_by_others(path: Path) -> None:
+    """Warn when users other than the owner may read the login file."""
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return
+    if os.name == "posix" and mode & (stat.S_IRWXG | stat.S_IRWXO):
+        warnings.warn(
+            f"{path} holds an API key and can be read by other users "
+            f"({stat.filemode(mode)}); restrict it with: chmod 600 {path}",
+            UserWarning,
+            stacklevel=4,
+        )
+
+
 def load_cli_credentials(mode: str, *, host: str | None = None) -> Credentials:
     """Read the CLI's ``auth.json`` for ``mode``; an explicit ``host`` wins over the file's.
 
@@ -97,14 +164,27 @@ def load_cli_credentials(mode: str, *, host: str | None = None) -> Credentials:
         Credentials(host='https://metrics.syvain.com', source='local', org_id='org_1')
     """
     path = cli_auth_path(mode)
+    # No cause is chained: a decoding error holds the file's text, the key included.
     try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError as error:
-        raise MetricsApiAuthError(f"Metrics CLI auth file was not found at {path}.") from error
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise MetricsApiAuthError(f"Metrics CLI auth file was not found at {path}.") from None
     except (OSError, UnicodeDecodeError) as error:
-        raise MetricsApiAuthError(f"Metrics CLI auth file could not be read: {path}.") from error
-    except json.JSONDecodeError as error:
-        raise MetricsApiAuthError(f"Metrics CLI auth file is not valid JSON: {path}.") from error
+        raise MetricsApiAuthError(
+            f"Metrics CLI auth file could not be read: {path} ({type(error).__name__})."
+        ) from None
+    _warn_if_readable_by_others(path)
+    try:
+        raw = json.loads(text)
+    except (ValueError, RecursionError) as error:
+        where = (
+            f" (line {error.lineno}, column {error.colno})"
+            if isinstance(error, json.JSONDecodeError)
+            else ""
+        )
+        raise MetricsApiAuthError(
+            f"Metrics CLI auth file is not valid JSON{where}: {path}."
+        ) from None
     if not isinstance(raw, dict):
         raise MetricsApiAuthError(f"Metrics CLI auth file must contain a JSON object: {path}.")
     api_key = raw.get("apiKey")
@@ -115,6 +195,7 @@ def load_cli_credentials(mode: str, *, host: str | None = None) -> Credentials:
     chosen = host if host is not None else file_host if isinstance(file_host, str) else None
     org_id = raw.get("orgId")
     login_at = raw.get("loginAt")
+    check_api_key(api_key.strip(), f"apiKey in {path}")
     return Credentials(
         api_key=api_key.strip(),
         host=normalize_host(chosen) if chosen and chosen.strip() else default_host,
@@ -146,4 +227,5 @@ def resolve_credentials(api_key: str | None = None, *, host: str | None = None) 
     key = api_key.strip()
     if not key:
         raise MetricsApiAuthError("Metrics API key must not be empty.")
+    check_api_key(key)
     return Credentials(api_key=key, host=normalize_host(host) if host else PRODUCTION_HOST)

@@ -3,12 +3,22 @@
 Every failure the SDK raises on purpose derives from :class:`MetricsApiError`::
 
     MetricsApiError
-    ├── MetricsApiRequestError      HTTP error status, or the service could not be reached
-    │   └── PartialIngestError    a multi-request ingest stopped part way
-    ├── FlushError                  log() events not all stored when flush() had to say so
-    ├── MetricsApiResponseError     a 2xx answer that breaks the contract
-    ├── MetricsApiAuthError         credentials could not be resolved
-    └── MetricsValidationError      bad input, caught before any request (also a ValueError)
+    ├── MetricsApiRequestError        HTTP error status (a 3xx included), or no answer
+    │   ├── MetricsApiNotFoundError     404
+    │   ├── MetricsApiPermissionError   401 or 403: the key is refused or may not do this
+    │   ├── MetricsApiConflictError     409
+    │   ├── MetricsApiRateLimitError    429
+    │   ├── MetricsApiTimeoutError      no whole answer within the timeout
+    │   ├── MetricsApiConnectionError   the service could not be reached
+    │   └── PartialIngestError          a multi-request ingest stopped part way
+    ├── FlushError                    log() events not all stored when flush() had to say so
+    ├── MetricsApiResponseError       an answer that breaks the contract (or is too large)
+    ├── PagingError                   a paged read cannot go on without losing rows
+    ├── MetricsApiAuthError           credentials could not be resolved
+    └── MetricsValidationError        bad input, caught before any request (also a ValueError)
+
+Every error pickles with its fields, so it crosses process boundaries
+(``ProcessPoolExecutor``, ``multiprocessing``) intact.
 
 Example:
     >>> import syvain_metrics as sm
@@ -33,6 +43,18 @@ class MetricsApiError(RuntimeError):
         >>> issubclass(MetricsValidationError, MetricsApiError)
         True
     """
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Rebuild from the message, then restore every attribute: subclasses with
+        # keyword-only arguments unpickle without a bespoke constructor call.
+        return (_rebuild, (type(self), self.args, dict(self.__dict__)))
+
+
+def _rebuild(cls: type[MetricsApiError], args: tuple[Any, ...], state: dict[str, Any]) -> Any:
+    error = Exception.__new__(cls)
+    Exception.__init__(error, *args)
+    error.__dict__.update(state)
+    return error
 
 
 class MetricsApiRequestError(MetricsApiError):
@@ -65,6 +87,79 @@ class MetricsApiRequestError(MetricsApiError):
         self.error_code = error_code
         self.retryable = retryable
         self.retry_after = retry_after
+
+
+class MetricsApiNotFoundError(MetricsApiRequestError):
+    """HTTP 404: the object does not exist, or not in this organization.
+
+    Example:
+        >>> issubclass(MetricsApiNotFoundError, MetricsApiRequestError)
+        True
+    """
+
+
+class MetricsApiPermissionError(MetricsApiRequestError):
+    """HTTP 401 or 403: the key is not valid, or may not do this.
+
+    Example:
+        >>> MetricsApiPermissionError("HTTP 403: forbidden", status_code=403).status_code
+        403
+    """
+
+
+class MetricsApiConflictError(MetricsApiRequestError):
+    """HTTP 409: the call conflicts with what exists (a taken slug, a reused key).
+
+    Example:
+        >>> issubclass(MetricsApiConflictError, MetricsApiRequestError)
+        True
+    """
+
+
+class MetricsApiRateLimitError(MetricsApiRequestError):
+    """HTTP 429: too many calls; ``retry_after`` says how long the service asked to wait.
+
+    Example:
+        >>> MetricsApiRateLimitError("HTTP 429", status_code=429, retry_after=2.0).retry_after
+        2.0
+    """
+
+
+class MetricsApiTimeoutError(MetricsApiRequestError):
+    """No whole answer within the session's ``timeout`` (connect, headers and body together).
+
+    Example:
+        >>> MetricsApiTimeoutError("timed out", retryable=True).status_code is None
+        True
+    """
+
+
+class MetricsApiConnectionError(MetricsApiRequestError):
+    """The service could not be reached (refused, reset, name not resolved, TLS failure).
+
+    Example:
+        >>> MetricsApiConnectionError("could not reach", retryable=True).retryable
+        True
+    """
+
+
+_BY_STATUS: dict[int, type[MetricsApiRequestError]] = {
+    401: MetricsApiPermissionError,
+    403: MetricsApiPermissionError,
+    404: MetricsApiNotFoundError,
+    409: MetricsApiConflictError,
+    429: MetricsApiRateLimitError,
+}
+
+
+def request_error_class(status: int) -> type[MetricsApiRequestError]:
+    """The :class:`MetricsApiRequestError` subclass for an HTTP status.
+
+    Example:
+        >>> request_error_class(404).__name__, request_error_class(500).__name__
+        ('MetricsApiNotFoundError', 'MetricsApiRequestError')
+    """
+    return _BY_STATUS.get(status, MetricsApiRequestError)
 
 
 class PartialIngestError(MetricsApiRequestError):
@@ -166,25 +261,6 @@ class FlushError(MetricsApiError):
         ending = " (the wait ended first)" if self.timed_out else ""
         return f"log() delivery incomplete: {', '.join(parts)}{ending}."
 
-    def __reduce__(self) -> tuple[Any, ...]:
-        # Keyword-only arguments: rebuild from the attributes so the error crosses processes.
-        return (
-            _rebuild_flush_error,
-            (self.stored, self.pending, self.rejected, self.timed_out, self.spool_dir),
-        )
-
-
-def _rebuild_flush_error(
-    stored: int,
-    pending: int,
-    rejected: list[RejectedEvent],
-    timed_out: bool,
-    spool_dir: str | None,
-) -> FlushError:
-    return FlushError(
-        stored=stored, pending=pending, rejected=rejected, timed_out=timed_out, spool_dir=spool_dir
-    )
-
 
 class MetricsApiResponseError(MetricsApiError):
     """A successful HTTP answer whose body breaks the contract.
@@ -195,6 +271,17 @@ class MetricsApiResponseError(MetricsApiError):
     Example:
         >>> str(MetricsApiResponseError("Response for get_experiment did not match"))
         'Response for get_experiment did not match'
+    """
+
+
+class PagingError(MetricsApiError):
+    """A read cannot go on without losing or repeating rows: more rows at one sort position
+    than the largest page, an answer out of the order asked for, or a bound the service does
+    not keep. Raised instead of returning a silent prefix.
+
+    Example:
+        >>> issubclass(PagingError, MetricsApiError)
+        True
     """
 
 
@@ -235,10 +322,17 @@ class MetricsValidationError(MetricsApiError, ValueError):
 __all__ = [
     "FlushError",
     "MetricsApiAuthError",
+    "MetricsApiConflictError",
+    "MetricsApiConnectionError",
     "MetricsApiError",
+    "MetricsApiNotFoundError",
+    "MetricsApiPermissionError",
+    "MetricsApiRateLimitError",
     "MetricsApiRequestError",
     "MetricsApiResponseError",
+    "MetricsApiTimeoutError",
     "MetricsValidationError",
+    "PagingError",
     "PartialIngestError",
     "RejectedEvent",
 ]

@@ -31,16 +31,17 @@ from typing import Any
 import requests
 import urllib3
 from marshmallow import Schema
-from requests.adapters import HTTPAdapter
 
 from syvain_metrics import routes
 from syvain_metrics._version import __version__
 from syvain_metrics.auth import Credentials, resolve_credentials
 from syvain_metrics.errors import (
     FlushError,
+    MetricsApiConnectionError,
     MetricsApiError,
     MetricsApiRequestError,
     MetricsApiResponseError,
+    MetricsApiTimeoutError,
     MetricsValidationError,
 )
 from syvain_metrics.pipeline.batch import new_idempotency_key as _new_idempotency_key
@@ -50,10 +51,20 @@ from syvain_metrics.retry import RetryPolicy
 from syvain_metrics.routes import API_PREFIX, Route
 from syvain_metrics.schemas.base import load_request, load_response
 from syvain_metrics.schemas.envelope import IN_PROGRESS, request_error, unwrap_envelope
+from syvain_metrics.schemas.fields import text_ok
 from syvain_metrics.schemas.ingestion_key import IngestionKeyCreateReply, IngestionKeyCreateRequest
 from syvain_metrics.schemas.limits import DEFAULT_INGESTION_KEY_NAME, DEFAULT_PAGE_SIZE
 from syvain_metrics.schemas.options import check_page_size
 from syvain_metrics.tokens import IngestionTokenCache
+from syvain_metrics.transport import (
+    DEFAULT_MAX_RESPONSE_BYTES,
+    ERROR_BODY_MAX,
+    BadEncodingError,
+    BodyTooLargeError,
+    DeadlineAdapter,
+    exchange_timeout,
+    read_body,
+)
 
 logger = logging.getLogger("syvain_metrics")
 
@@ -120,6 +131,9 @@ class _UserCache:
         return "USER_CACHE"
 
 
+_MAX_SECONDS = 86_400.0
+"""The longest timeout a session takes (a day): beyond, it is no longer a bound."""
+
 USER_CACHE: Any = _UserCache()
 """The default ``spool_dir``: ``$SYVAIN_METRICS_SPOOL_DIR``, else the user's cache directory."""
 
@@ -141,8 +155,9 @@ class Session:
         api_key: an API key, ``"local"`` / ``"local-dev"`` (the CLI's login file), or ``None``
             to read ``SYVAIN_METRICS_API_KEY`` and ``SYVAIN_METRICS_HOST``, then ``"local"``.
         host: the service origin, e.g. ``"https://metrics.syvain.com"``.
-        timeout: seconds for ordinary calls (annotations included).
-        ingest_timeout: seconds for metric ingestion, which may wait for ``sync=True``.
+        timeout: seconds for each exchange of an ordinary call (annotations included):
+            connecting, sending and the whole answer, body included, within this time.
+        ingest_timeout: the same for metric ingestion, which may wait for ``sync=True``.
         retry: a :class:`RetryPolicy` (3 attempts, 0.25 s then 0.5 s).
         clock: seconds since the epoch; drives ingestion-token expiry (tests inject one).
         pool_size: connections kept alive per host.
@@ -155,6 +170,8 @@ class Session:
         flush_interval: the longest a ``log()`` event waits before it is sent (seconds).
         flush_timeout: how long ``close()``, the end of ``run()`` and interpreter exit wait
             for pending ``log()`` events (seconds); what is left stays in the spool.
+        max_response_bytes: the largest answer read, after decompression (256 MiB); a larger
+            one is a :class:`~syvain_metrics.MetricsApiResponseError`.
 
     Example:
         >>> import syvain_metrics as sm
@@ -178,6 +195,7 @@ class Session:
         spool_dir: str | os.PathLike[str] | _UserCache | None = USER_CACHE,
         flush_interval: float = 1.0,
         flush_timeout: float = 30.0,
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
     ) -> None:
         for name, value in (
             ("timeout", timeout),
@@ -185,8 +203,33 @@ class Session:
             ("flush_interval", flush_interval),
             ("flush_timeout", flush_timeout),
         ):
-            if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
-                raise MetricsValidationError({name: ["Must be a number of seconds above 0."]})
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, int | float)
+                or not 0 < value <= _MAX_SECONDS
+            ):
+                raise MetricsValidationError(
+                    {
+                        name: [
+                            f"Must be a finite number of seconds above 0 (at most {_MAX_SECONDS:g})."
+                        ]
+                    }
+                )
+        if (
+            isinstance(max_response_bytes, bool)
+            or not isinstance(max_response_bytes, int)
+            or max_response_bytes < 1
+        ):
+            raise MetricsValidationError(
+                {"max_response_bytes": ["Must be a whole number of bytes above 0."]}
+            )
+        if retry is not None and not isinstance(retry, RetryPolicy):
+            raise MetricsValidationError({"retry": ["Must be a RetryPolicy or None."]})
+        if isinstance(pool_size, bool) or not isinstance(pool_size, int) or pool_size < 1:
+            raise MetricsValidationError({"pool_size": ["Must be a whole number above 0."]})
+        if not callable(clock):
+            raise MetricsValidationError({"clock": ["Must be a callable returning seconds."]})
+        self.max_response_bytes = max_response_bytes
         self.page_size: int = check_page_size(page_size) or DEFAULT_PAGE_SIZE
         self._credentials: Credentials = resolve_credentials(api_key, host=host)
         self.host: str = self._credentials.host
@@ -211,7 +254,7 @@ class Session:
 
     def _new_http(self) -> requests.Session:
         http = requests.Session()
-        adapter = HTTPAdapter(pool_connections=4, pool_maxsize=self._pool_size, max_retries=0)
+        adapter = DeadlineAdapter(pool_connections=4, pool_maxsize=self._pool_size)
         http.mount("http://", adapter)
         http.mount("https://", adapter)
         http.headers.clear()
@@ -365,6 +408,11 @@ class Session:
         """
         if self._closed:
             raise MetricsApiError("This session is closed; open a new one with sm.connect().")
+        for segment in segments:
+            if not isinstance(segment, str) or not text_ok(segment):
+                raise MetricsValidationError(
+                    {route.operation: [f"Path segment {segment!a} must be valid Unicode text."]}
+                )
         key = None
         if route.sends_idempotency_key:
             key = idempotency_key or _new_idempotency_key()
@@ -425,41 +473,58 @@ class Session:
 
     def _send(self, prepared: _Prepared, *, token: str) -> Any:
         """Send one logical call: retry what is retryable, poll while the same call is in
-        progress on the server, and raise the last error (redacted) otherwise."""
+        progress on the server, and raise the last error (redacted) otherwise. The waits
+        between tries add up to at most ``retry.max_total_wait``."""
         headers = {"Authorization": f"Bearer {token}"}
         if prepared.idempotency_key is not None:
             headers["Idempotency-Key"] = prepared.idempotency_key
         policy = self.retry
         attempt = 0
         polls = 0
+        waited = 0.0
         while True:
             outcome = self._attempt(prepared, headers)
             if outcome.error is None:
                 return outcome.data
             error = outcome.error
+            if isinstance(error, MetricsApiRequestError) and outcome.retry_after:
+                error.retry_after = policy.retry_after_seconds(outcome.retry_after)
             in_progress = getattr(error, "error_code", None) == IN_PROGRESS
             if in_progress and polls < policy.poll_attempts:
-                polls += 1  # polls do not use up the attempts (contract section 3)
-                policy.sleep(policy.poll_interval)
-                continue
-            if in_progress or not outcome.retryable or attempt >= prepared.attempts - 1:
-                if isinstance(error, MetricsApiRequestError) and outcome.retry_after:
-                    error.retry_after = policy.retry_after_seconds(outcome.retry_after)
+                wait = policy.poll_interval
+            elif in_progress or not outcome.retryable or attempt >= prepared.attempts - 1:
                 raise self._redacted(error, token) from None
-            wait = policy.backoff(attempt, outcome.retry_after)
-            logger.info(
-                "%s %s failed (%s); retrying in %.2f s",
-                prepared.method,
-                prepared.url,
-                self._redacted(error, token),
-                wait,
-            )
+            else:
+                wait = policy.backoff(attempt, outcome.retry_after)
+            if waited + wait > policy.max_total_wait:
+                logger.info(
+                    "%s %s failed (%s); not retrying: waiting %.2f s more would pass "
+                    "RetryPolicy.max_total_wait (%g s)",
+                    prepared.method,
+                    prepared.url,
+                    self._redacted(error, token),
+                    wait,
+                    policy.max_total_wait,
+                )
+                raise self._redacted(error, token) from None
+            waited += wait
+            if in_progress:
+                polls += 1  # polls do not use up the attempts (contract section 3)
+            else:
+                logger.info(
+                    "%s %s failed (%s); retrying in %.2f s",
+                    prepared.method,
+                    prepared.url,
+                    self._redacted(error, token),
+                    wait,
+                )
+                attempt += 1
             policy.sleep(wait)
-            attempt += 1
 
     def _attempt(self, prepared: _Prepared, headers: dict[str, str]) -> _Outcome:
         """One HTTP exchange, turned into data or into the error it amounts to."""
         operation = prepared.operation
+        status = 0
         try:
             response = (self._http or self._connect()).request(
                 prepared.method,
@@ -467,27 +532,46 @@ class Session:
                 params=prepared.params,
                 data=prepared.payload,
                 headers=headers,
-                timeout=prepared.timeout,
+                timeout=exchange_timeout(prepared.timeout),  # type: ignore[arg-type]  # passed through to urllib3
                 stream=True,
+                allow_redirects=False,
             )
-            content = _read_body(response)
+            status = response.status_code
+            if 300 <= status < 400:
+                response.close()  # the body is not wanted; the connection is not reused
+                return _Outcome(error=_redirect_error(response, operation), retryable=False)
+            limit = self.max_response_bytes if status < 400 else ERROR_BODY_MAX
+            try:
+                content = read_body(response, limit)
+            except BodyTooLargeError:
+                if status < 400:
+                    message = (
+                        f"Metrics API response for {operation} is larger than "
+                        f"max_response_bytes ({limit:,} bytes); ask for fewer rows, or raise "
+                        "Session(max_response_bytes=...)."
+                    )
+                    return _Outcome(error=MetricsApiResponseError(message), retryable=False)
+                content = b""  # an error answer too long to be a message
         # The requests exception is described, not chained: it carries the request and so its
         # Authorization header, which error reporters that walk causes would pick up.
-        except (requests.Timeout, urllib3.exceptions.TimeoutError):
+        except (requests.Timeout, urllib3.exceptions.TimeoutError, TimeoutError):
             message = (
                 f"Metrics API request for {operation} timed out after {prepared.timeout:g} s "
                 f"(raise Session({prepared.timeout_setting}=...) if the service needs longer)."
             )
-            return _Outcome(error=MetricsApiRequestError(message, retryable=True))
-        except (requests.RequestException, urllib3.exceptions.HTTPError) as exc:
+            return _Outcome(error=MetricsApiTimeoutError(message, retryable=True))
+        except BadEncodingError as exc:
+            message = f"Metrics API response for {operation} could not be read: {exc}."
+            return _Outcome(error=MetricsApiResponseError(message))
+        except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
+            where = f"HTTP {status} from {self.host}" if status else f"could not reach {self.host}"
             message = (
-                f"Metrics API request for {operation} could not reach {self.host}: "
-                f"{type(exc).__name__}: {exc}"
+                f"Metrics API request for {operation} {where}: "
+                f"{type(exc).__name__}: {str(exc)[:500]}"
             )
-            return _Outcome(error=MetricsApiRequestError(message, retryable=True))
-        status = response.status_code
+            return _Outcome(error=MetricsApiConnectionError(message, retryable=True))
         logger.debug("%s %s -> %s", prepared.method, prepared.url, status)
-        if status >= 400:
+        if status >= 400 or status < 200:
             error = request_error(status, content.decode("utf-8", "replace"))
             return _Outcome(
                 error=error,
@@ -501,10 +585,11 @@ class Session:
                 logger.debug("looking ahead at %s failed: %s", operation, error)
         try:
             decoded = json.loads(content)
-        except ValueError:
+        except (ValueError, RecursionError) as exc:
             # The contract counts a body that is not JSON among retryable failures.
+            why = "nested too deeply" if isinstance(exc, RecursionError) else "not JSON"
             message = (
-                f"Metrics API response for {operation} is not JSON "
+                f"Metrics API response for {operation} is {why} "
                 f"(HTTP {status}, {len(content)} bytes)."
             )
             return _Outcome(error=MetricsApiResponseError(message))
@@ -521,20 +606,16 @@ class Session:
         return error
 
 
-def _read_body(response: requests.Response) -> bytes:
-    """The whole body in one read of the connection (requests' ``content`` gathers it in
-    10 KB pieces, a tenth of a second per 40 MB page); the connection goes back to the pool.
-    A response built without a connection (a test adapter's) has its content already."""
-    raw = response.raw
-    if raw is None:
-        return response.content
-    try:
-        body: bytes = raw.read(decode_content=True)
-    except BaseException:
-        raw.close()  # a connection left mid-body must not be used again
-        raise
-    raw.release_conn()
-    return body
+def _redirect_error(response: requests.Response, operation: str) -> MetricsApiRequestError:
+    """A 3xx: never followed (the body and the credentials stay with the configured host)."""
+    status = response.status_code
+    location = response.headers.get("Location", "")[:300] or "(no Location header)"
+    return MetricsApiRequestError(
+        f"HTTP {status}: the service answered {operation} with a redirect to {location!r}, "
+        "which the SDK does not follow; check Session(host=...) (for instance https:// "
+        "rather than http://).",
+        status_code=status,
+    )
 
 
 def _encode_body(body: Mapping[str, Any]) -> bytes:

@@ -73,7 +73,9 @@ def mocked() -> Iterator[responses.RequestsMock]:
 @pytest.fixture
 def session(sleeps: list[float], clock: FakeClock) -> Iterator[sm.Session]:
     """A session with a recording sleep and a fake clock; also the default session."""
-    created = sm.Session(API_KEY, host=HOST, retry=sm.RetryPolicy(sleep=sleeps.append), clock=clock)
+    created = sm.Session(
+        API_KEY, host=HOST, retry=sm.RetryPolicy(sleep=sleeps.append, jitter=0), clock=clock
+    )
     sm.set_default_session(created)
     yield created
     sm.set_default_session(None)

@@ -43,6 +43,7 @@ def write_auth(home: Path, content: Any, app: str = "syvain-metrics", *, raw: bo
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "auth.json"
     path.write_text(content if raw else json.dumps(content), encoding="utf-8")
+    path.chmod(0o600)  # as a login writes it
     return path
 
 

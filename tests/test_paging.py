@@ -247,7 +247,7 @@ def per_step(count: int, per: int, start: int = 0) -> list[int | None]:
 def small(sleeps: list[float]) -> Iterator[sm.Session]:
     """A session that pages 100 rows at a time."""
     created = sm.Session(
-        API_KEY, host=HOST, retry=sm.RetryPolicy(sleep=sleeps.append), page_size=100
+        API_KEY, host=HOST, retry=sm.RetryPolicy(sleep=sleeps.append, jitter=0), page_size=100
     )
     yield created
     created.close()

@@ -87,7 +87,7 @@ def mock_key_creation(
 def other_session(sleeps: list[float], clock: FakeClock) -> Iterator[sm.Session]:
     """A second session on another host with another key (not the default)."""
     created = sm.Session(
-        OTHER_KEY, host=OTHER_HOST, retry=sm.RetryPolicy(sleep=sleeps.append), clock=clock
+        OTHER_KEY, host=OTHER_HOST, retry=sm.RetryPolicy(sleep=sleeps.append, jitter=0), clock=clock
     )
     yield created
     created.close()

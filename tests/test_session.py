@@ -354,7 +354,7 @@ def test_ingest_uses_the_ingest_timeout_and_annotations_the_ordinary_one(
         host=HOST,
         timeout=7,
         ingest_timeout=42,
-        retry=sm.RetryPolicy(sleep=sleeps.append),
+        retry=sm.RetryPolicy(sleep=sleeps.append, jitter=0),
         clock=clock,
     )
     mocked.post(KEYS_URL, json=mint_ok())
@@ -373,7 +373,9 @@ def test_ingest_uses_the_ingest_timeout_and_annotations_the_ordinary_one(
     exp = experiment(session)
     exp.ingest([metric()], sync=True)
     exp.annotate("note")
-    timeouts = {c.request.url.split("?")[0]: c.request.req_kwargs["timeout"] for c in mocked.calls}
+    timeouts = {
+        c.request.url.split("?")[0]: c.request.req_kwargs["timeout"].total for c in mocked.calls
+    }
     assert timeouts[KEYS_URL] == 7
     assert timeouts[INGEST_URL] == 42
     assert timeouts[f"{API}/experiments/exp-1/annotations"] == 7

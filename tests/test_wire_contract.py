@@ -43,7 +43,7 @@ def wire(sleeps: list[float], clock: Any) -> Iterator[sm.Session]:
         host=HOST,
         timeout=TIMEOUT,
         ingest_timeout=INGEST_TIMEOUT,
-        retry=sm.RetryPolicy(sleep=sleeps.append),
+        retry=sm.RetryPolicy(sleep=sleeps.append, jitter=0),
         clock=clock,
     )
     sm.set_default_session(created)
@@ -109,7 +109,7 @@ def assert_request(
         assert headers.get("Idempotency-Key"), "POST/PATCH must carry an Idempotency-Key"
     else:
         assert "Idempotency-Key" not in headers
-    assert request.req_kwargs["timeout"] == timeout
+    assert request.req_kwargs["timeout"].total == timeout  # one deadline per exchange
 
 
 def experiment_from(ex: Exchange, session: sm.Session) -> sm.Experiment:
@@ -653,8 +653,8 @@ def test_ingest_uses_the_default_ingest_timeout(
 
     exp.ingest([{"client_event_id": "a", "name": "loss", "value": 1, "step": 0}])
 
-    assert mocked.calls[0].request.req_kwargs["timeout"] == 10.0  # minting: ordinary call
-    assert mocked.calls[1].request.req_kwargs["timeout"] == 60.0
+    assert mocked.calls[0].request.req_kwargs["timeout"].total == 10.0  # minting: ordinary call
+    assert mocked.calls[1].request.req_kwargs["timeout"].total == 60.0
 
 
 # -- 14..16 ingestion keys -----------------------------------------------------------------
@@ -1163,7 +1163,7 @@ def test_ordinary_calls_use_the_default_timeout(
 
     sm.Experiment.get("exp-1")
 
-    assert mocked.calls[0].request.req_kwargs["timeout"] == 10.0
+    assert mocked.calls[0].request.req_kwargs["timeout"].total == 10.0
 
 
 def test_rows_results_keep_int_steps_and_null_steps(

@@ -88,7 +88,17 @@ def _private_dir(path: Path) -> None:
 
 
 def _open_private(path: Path, flags: int) -> int:
-    return os.open(path, flags | os.O_CREAT, 0o600)
+    """Open (creating) a spool file readable by its owner only: 0600 whatever the umask,
+    and a file found there already is made so too (events may carry what others must not
+    read)."""
+    fd = os.open(path, flags | os.O_CREAT, 0o600)
+    if hasattr(os, "fchmod"):
+        try:
+            os.fchmod(fd, 0o600)
+        except OSError:
+            os.close(fd)
+            raise
+    return fd
 
 
 def _try_lock(fd: int) -> bool:

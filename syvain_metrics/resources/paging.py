@@ -42,7 +42,7 @@ from itertools import compress, islice
 from operator import itemgetter
 from typing import TYPE_CHECKING, Any
 
-from syvain_metrics.errors import MetricsApiError
+from syvain_metrics.errors import MetricsApiResponseError, PagingError
 from syvain_metrics.schemas.limits import DEFAULT_PAGE_SIZE, MAX_METRIC_ROWS_LIMIT
 from syvain_metrics.schemas.rows import RowPage
 
@@ -62,15 +62,28 @@ _STEP_BOUNDS = ("step", "from_step", "to_step")
 _TIME_ORDER = "step,client_timestamp"
 
 
-class PagingError(MetricsApiError):
-    """A read cannot go on without losing or repeating rows: more rows at one sort position
-    than the largest page, an answer out of the order asked for, or a bound the service does
-    not keep. Raised instead of returning a silent prefix.
+def within_limit(fetch: Fetch) -> Fetch:
+    """``fetch`` that refuses an answer with more rows than the ``limit`` it asked for (a
+    :class:`~syvain_metrics.MetricsApiResponseError`), rather than hand them on.
 
     Example:
-        >>> issubclass(PagingError, MetricsApiError)
-        True
+        >>> within_limit(lambda params: [{}, {}])({"limit": 1})
+        Traceback (most recent call last):
+        ...
+        syvain_metrics.errors.MetricsApiResponseError: The service answered 2 rows to a request for at most 1: it does not keep the contract's limit.
     """
+
+    def bounded(params: dict[str, Any], **kwargs: Any) -> list[Row]:
+        rows = fetch(params, **kwargs)
+        limit = params.get("limit")
+        if isinstance(limit, int) and len(rows) > limit:
+            raise MetricsApiResponseError(
+                f"The service answered {len(rows):,} rows to a request for at most {limit:,}: "
+                "it does not keep the contract's limit."
+            )
+        return rows
+
+    return bounded
 
 
 def _frozen(params: dict[str, Any]) -> tuple[tuple[str, Any], ...]:
@@ -214,6 +227,9 @@ class RowReader:
     look_ahead: bool = False
     """Send it as soon as the current page's bytes arrive (``fetch`` takes ``on_body``)."""
     _cap: int = field(default=MAX_METRIC_ROWS_LIMIT, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.fetch = within_limit(self.fetch)
 
     def read(self, params: dict[str, Any], *, limit: int | None) -> list[Row]:
         """Rows in the service's order; at most ``limit`` when given, else all of them."""
@@ -625,6 +641,7 @@ def read_by_time(
         ...              descending=True, largest_page=1000, limit=None)
         []
     """
+    fetch = within_limit(fetch)
     if limit is not None and limit <= largest_page:
         return fetch({**params, "limit": limit})
     query = dict(params)

@@ -11,7 +11,7 @@ from marshmallow import fields, validate
 
 from syvain_metrics.schemas.base import QuerySchema, RequestSchema, ResponseSchema
 from syvain_metrics.schemas.experiment import ExperimentSchema
-from syvain_metrics.schemas.fields import EpochMs, JsonObject, SafeInteger
+from syvain_metrics.schemas.fields import EpochMs, JsonObject, SafeInteger, time_ms
 from syvain_metrics.schemas.limits import ANNOTATION_MAX
 
 
@@ -22,7 +22,7 @@ class AnnotationSchema(ResponseSchema):
     experiment_id = fields.String(required=True)
     annotation = fields.String(required=True)
     metadata = fields.Dict(keys=fields.String(), load_default=dict)
-    created_at_ms = fields.Integer(strict=True, required=True)
+    created_at_ms = time_ms(required=True)
 
 
 class AnnotationCreateRequest(RequestSchema):

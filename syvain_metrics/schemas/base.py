@@ -18,13 +18,39 @@ from typing import Any, ClassVar
 from marshmallow import INCLUDE, RAISE, Schema, ValidationError, post_load
 
 from syvain_metrics.errors import MetricsApiResponseError, MetricsValidationError
+from syvain_metrics.schemas.fields import find_unsendable
+
+
+def _check_sendable(schema: Schema, data: dict[str, Any], skip: tuple[str, ...]) -> None:
+    """Refuse what JSON cannot carry (a lone surrogate, an integer beyond a double) by field."""
+    for name, value in data.items():
+        if name in skip:
+            continue
+        found = find_unsendable(value, _wire_name(schema, name))
+        if found is not None:
+            where, why = found
+            raise ValidationError({where: [why]})
+
+
+def _wire_name(schema: Schema, name: str) -> str:
+    field = schema.fields.get(name)
+    return (field.data_key if field is not None and field.data_key else None) or name
 
 
 class RequestSchema(Schema):
-    """Validates what the user asks to send. Unknown keys are an error."""
+    """Validates what the user asks to send. Unknown keys are an error; so is text or a
+    number JSON cannot carry to the service."""
+
+    checked_by_fields: ClassVar[tuple[str, ...]] = ()
+    """Fields whose own check already covers what JSON can carry (bulk paths)."""
 
     class Meta:
         unknown = RAISE
+
+    @post_load
+    def _sendable(self, data: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+        _check_sendable(self, data, self.checked_by_fields)
+        return data
 
 
 class ResponseSchema(Schema):
@@ -49,6 +75,7 @@ class QuerySchema(Schema):
 
     @post_load
     def _to_wire(self, data: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+        _check_sendable(self, data, ())
         out: dict[str, Any] = {}
         for name in self.wire_order or tuple(self.fields):
             value = data.get(name)
@@ -128,6 +155,17 @@ def load_response(schema: Schema, data: Any, *, operation: str) -> dict[str, Any
             f"{path}: {' '.join(msgs)}" for path, msgs in flatten_messages(error.messages).items()
         )
         raise MetricsApiResponseError(
-            f"Metrics API response for {operation} did not match the expected schema: {problems}"
+            f"Metrics API response for {operation} did not match the expected schema: "
+            f"{problems[:4_000]}"
+        ) from None
+    except RecursionError:
+        raise MetricsApiResponseError(
+            f"Metrics API response for {operation} is nested too deeply."
+        ) from None
+    except (TypeError, KeyError, ValueError, OverflowError, AttributeError) as error:
+        # A shape no field check foresaw: still the service's fault, never a raw error.
+        raise MetricsApiResponseError(
+            f"Metrics API response for {operation} did not match the expected schema "
+            f"({type(error).__name__})."
         ) from None
     return loaded

@@ -14,14 +14,22 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Sequence
 from itertools import chain
 from typing import Any
+
+from syvain_metrics.schemas.fields import text_ok
 
 
 def type_set(values: Sequence[Any]) -> set[type]:
     """The exact types found in a column (``bool`` is not ``int`` here)."""
     return set(map(type, values))
+
+
+def texts_ok(values: Sequence[str]) -> bool:
+    """Every string of the column can travel as UTF-8 (see :func:`text_ok`)."""
+    return all(map(str.isascii, values)) or all(map(text_ok, values))
 
 
 def lengths_within(values: Sequence[str], low: int, high: int) -> bool:
@@ -47,12 +55,16 @@ def finite(value: float) -> bool:
     return all_finite([value])
 
 
+_HUGE_DIGITS = re.compile(r"\d{300}")
+
+
 def plain_json_objects(objects: list[Any]) -> bool:
     """Dicts with string keys whose whole content is finite JSON (one ``json.dumps`` pass)."""
     if type_set(objects) != {dict} or not type_set(list(chain.from_iterable(objects))) <= {str}:
         return False
     try:
-        json.dumps(objects, allow_nan=False)
+        text = json.dumps(objects, allow_nan=False, ensure_ascii=False)
     except (TypeError, ValueError):
         return False
-    return True
+    # Lone surrogates, and digits enough for an integer beyond a double: look closer.
+    return (text.isascii() or text_ok(text)) and _HUGE_DIGITS.search(text) is None

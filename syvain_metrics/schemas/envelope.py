@@ -15,12 +15,17 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from syvain_metrics.errors import MetricsApiRequestError, MetricsApiResponseError
+from syvain_metrics.errors import (
+    MetricsApiRequestError,
+    MetricsApiResponseError,
+    request_error_class,
+)
 
 RETRYABLE_STATUSES = frozenset({408, 425, 429})
 IN_PROGRESS = "idempotency_key_in_progress"
 _GENERIC = "Metrics API request failed."
 _BODY_EXCERPT = 500
+_MESSAGE_MAX = 4_000
 
 
 def error_message(error: Any) -> str | None:
@@ -59,20 +64,21 @@ def is_retryable(status: int, code: str | None) -> bool:
 
 
 def request_error(status: int, body: str) -> MetricsApiRequestError:
-    """Build the error for an HTTP status >= 400 from the response body text."""
+    """Build the error for an HTTP status >= 400 from the response body text (its class
+    follows the status: :class:`~syvain_metrics.MetricsApiNotFoundError` for 404, ...)."""
     message: str | None = None
     code: str | None = None
     try:
         payload = json.loads(body) if body else None
-    except ValueError:
+    except (ValueError, RecursionError):
         payload = None
     if isinstance(payload, Mapping) and payload.get("error") is not None:
         message = error_message(payload["error"])
         code = error_code(payload["error"])
     if message is None:
         message = body[:_BODY_EXCERPT] if body else _GENERIC
-    return MetricsApiRequestError(
-        f"HTTP {status}: {message}",
+    return request_error_class(status)(
+        f"HTTP {status}: {message[:_MESSAGE_MAX]}",
         status_code=status,
         error_code=code,
         retryable=is_retryable(status, code),

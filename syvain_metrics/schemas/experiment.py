@@ -10,7 +10,7 @@ from __future__ import annotations
 from marshmallow import fields, validate
 
 from syvain_metrics.schemas.base import QuerySchema, RequestSchema, ResponseSchema
-from syvain_metrics.schemas.fields import EpochMs, JsonObject, SafeInteger
+from syvain_metrics.schemas.fields import EpochMs, JsonObject, SafeInteger, time_ms
 from syvain_metrics.schemas.folder import FolderSchema
 from syvain_metrics.schemas.limits import (
     DEFAULT_ERROR_NAME,
@@ -24,7 +24,7 @@ from syvain_metrics.schemas.limits import (
 
 
 def _optional_ms() -> fields.Integer:
-    return fields.Integer(strict=True, allow_none=True, load_default=None)
+    return time_ms(allow_none=True, load_default=None)
 
 
 class ExperimentSchema(ResponseSchema):
@@ -40,8 +40,8 @@ class ExperimentSchema(ResponseSchema):
     status = fields.String(required=True, validate=validate.OneOf(EXPERIMENT_STATUSES))
     error_name = fields.String(allow_none=True, load_default=None)
     error_detail = fields.String(allow_none=True, load_default=None)
-    created_at_ms = fields.Integer(strict=True, required=True)
-    updated_at_ms = fields.Integer(strict=True, required=True)
+    created_at_ms = time_ms(required=True)
+    updated_at_ms = time_ms(required=True)
     started_at_ms = _optional_ms()
     done_at_ms = _optional_ms()
     last_heartbeat_at_ms = _optional_ms()

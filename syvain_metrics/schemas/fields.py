@@ -14,11 +14,12 @@ import datetime as dt
 import json
 import math
 import numbers
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from marshmallow import ValidationError, fields
+from marshmallow import ValidationError, fields, validate
 
-from syvain_metrics.schemas.limits import MAX_SAFE_INTEGER
+from syvain_metrics.schemas.limits import MAX_SAFE_INTEGER, MAX_TIME_MS, MIN_TIME_MS
 
 if TYPE_CHECKING:
     _Field = fields.Field[Any]
@@ -58,6 +59,62 @@ def find_non_finite(value: object, path: str = "") -> str | None:
     return None
 
 
+_SURROGATE = "Must not contain a lone surrogate (text that is not valid Unicode)."
+_HUGE = "Numbers must fit in a double (at most about 1.8e308)."
+
+
+def text_ok(value: str) -> bool:
+    """Whether a string can travel as UTF-8 JSON (no lone surrogate such as ``"\\ud800"``).
+
+    Example:
+        >>> text_ok("héllo"), text_ok("\\ud800")
+        (True, False)
+    """
+    if value.isascii():
+        return True
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def find_unsendable(value: object, path: str = "") -> tuple[str, str] | None:
+    """The path of the first thing JSON cannot carry to the service, and why: a string with a
+    lone surrogate (as a key or a value), or an integer beyond a double's range.
+
+    Example:
+        >>> find_unsendable({"a": [1, 10**400]})
+        ('a[1]', 'Numbers must fit in a double (at most about 1.8e308).')
+        >>> find_unsendable({"ckpt": "ckpt-\\udcff.pt"})[0]
+        'ckpt'
+    """
+    if isinstance(value, str):
+        return None if text_ok(value) else (path or "_schema", _SURROGATE)
+    if isinstance(value, bool) or value is None or isinstance(value, float):
+        return None
+    if isinstance(value, int):
+        try:
+            float(value)
+        except OverflowError:
+            return (path or "_schema", _HUGE)
+        return None
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            where = f"{path}.{key}" if path else str(key)
+            if isinstance(key, str) and not text_ok(key):
+                return (path or "_schema", "Keys: " + _SURROGATE)
+            found = find_unsendable(item, where)
+            if found is not None:
+                return found
+    elif isinstance(value, list | tuple):
+        for index, item in enumerate(value):
+            found = find_unsendable(item, f"{path}[{index}]")
+            if found is not None:
+                return found
+    return None
+
+
 def check_json_object(value: object) -> dict[str, Any]:
     """Validate a JSON object with finite numbers only; return a plain ``dict`` copy.
 
@@ -83,6 +140,10 @@ def check_json_object(value: object) -> dict[str, Any]:
         raise ValidationError(f"Must be JSON-serialisable: {error}.") from error
     if any(not isinstance(key, str) for key in value):
         raise ValidationError("Keys must be strings.")
+    unsendable = find_unsendable(value)
+    if unsendable is not None:
+        where, why = unsendable
+        raise ValidationError(f"{why} (at {where})")
     return dict(value)
 
 
@@ -188,6 +249,20 @@ class DurationMs(SafeInteger):
         return self.check(value)
 
 
+def time_ms(**kwargs: Any) -> fields.Integer:
+    """A millisecond timestamp in an answer: an integer a ``datetime`` can hold.
+
+    Example:
+        >>> time_ms().deserialize(10**30)
+        Traceback (most recent call last):
+        ...
+        marshmallow.exceptions.ValidationError: ['Must be greater than or equal to -62135596800000 and less than or equal to 253402300799999.']
+    """
+    return fields.Integer(
+        strict=True, validate=validate.Range(min=MIN_TIME_MS, max=MAX_TIME_MS), **kwargs
+    )
+
+
 class JsonObject(_Field):
     """A JSON object whose numbers are all finite; loaded as a ``dict`` copy.
 
@@ -225,10 +300,38 @@ class StringList(_Field):
         ['split']
     """
 
-    default_error_messages = {"invalid": "Must be a string or a list of strings."}
+    default_error_messages = {
+        "invalid": "Must be a string or a list of strings.",
+        "empty": "Must not contain an empty string.",
+    }
 
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> list[str]:
         items = [value] if isinstance(value, str) else value
         if not isinstance(items, list | tuple) or not all(isinstance(i, str) for i in items):
             raise self.make_error("invalid")
+        if not all(items):
+            raise self.make_error("empty")
         return list(items)
+
+
+class Flag(_Field):
+    """``True`` or ``False`` and nothing else (``"yes"`` or ``1`` are not taken as true).
+
+    Example:
+        >>> Flag().deserialize(True)
+        True
+        >>> Flag().deserialize("yes")
+        Traceback (most recent call last):
+        ...
+        marshmallow.exceptions.ValidationError: Must be True or False.
+    """
+
+    default_error_messages = {"invalid": "Must be True or False."}
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> bool:
+        if not isinstance(value, bool):
+            raise self.make_error("invalid")
+        return value
+
+    def _serialize(self, value: Any, attr: str | None, obj: Any, **kwargs: Any) -> Any:
+        return value

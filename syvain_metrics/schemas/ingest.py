@@ -24,6 +24,7 @@ from syvain_metrics.schemas.columns import (
     ints_within,
     lengths_within,
     plain_json_objects,
+    texts_ok,
     type_set,
 )
 from syvain_metrics.schemas.fields import (
@@ -31,6 +32,7 @@ from syvain_metrics.schemas.fields import (
     JsonObject,
     SafeInteger,
     _Field,
+    text_ok,
 )
 from syvain_metrics.schemas.limits import (
     CLIENT_EVENT_ID_MAX,
@@ -120,11 +122,19 @@ def _plain_and_valid(items: Sequence[Any], *, ids_optional: bool = False) -> boo
     names: list[Any] = list(map(dict.get, items, repeat("name")))
     values: list[Any] = list(map(dict.get, items, repeat("value")))
     steps: list[Any] = list(map(dict.get, items, repeat("step")))
-    if ids and (type_set(ids) != {str} or not lengths_within(ids, 1, CLIENT_EVENT_ID_MAX)):
+    if ids and (
+        type_set(ids) != {str}
+        or not lengths_within(ids, 1, CLIENT_EVENT_ID_MAX)
+        or not texts_ok(ids)
+    ):
         return False
     if not ids and not ids_optional:
         return False
-    if type_set(names) != {str} or not lengths_within(names, 1, METRIC_NAME_MAX):
+    if (
+        type_set(names) != {str}
+        or not lengths_within(names, 1, METRIC_NAME_MAX)
+        or not texts_ok(names)
+    ):
         return False
     if not type_set(values) <= {float, int} or not all_finite(values):
         return False
@@ -221,6 +231,8 @@ def is_plain_metric(
         return False
     if type(name) is not str or not 0 < len(name) <= METRIC_NAME_MAX:
         return False
+    if not (name.isascii() and event_id.isascii()) and not (text_ok(name) and text_ok(event_id)):
+        return False
     try:
         if not math.isfinite(value):
             return False
@@ -239,6 +251,10 @@ def is_plain_metric(
     for key, item in metadata.items():
         # Flat string, bool, null or finite-number values only; the rest to the schema.
         if type(key) is not str or type(item) not in _FLAT_VALUES:
+            return False
+        if not key.isascii() and not text_ok(key):
+            return False
+        if type(item) is str and not item.isascii() and not text_ok(item):
             return False
         if type(item) is float and not math.isfinite(item):
             return False
@@ -270,6 +286,8 @@ def _slow_batch(items: Sequence[Any]) -> list[dict[str, Any]]:
 
 class IngestRequest(RequestSchema):
     """Body of ``POST /experiments/{id}/ingest``: at most 1,000 metrics."""
+
+    checked_by_fields = ("data",)  # each metric is checked, text included, by MetricBatch
 
     data = MetricBatch(required=True, max_length=MAX_METRICS_PER_INGEST)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from marshmallow import fields, validate
 
 from syvain_metrics.schemas.base import RequestSchema, ResponseSchema
-from syvain_metrics.schemas.fields import DurationMs
+from syvain_metrics.schemas.fields import DurationMs, time_ms
 from syvain_metrics.schemas.limits import (
     DEFAULT_INGESTION_KEY_NAME,
     INGESTION_KEY_NAME_MAX,
@@ -24,10 +24,10 @@ class IngestionKeySchema(ResponseSchema):
     id = fields.String(required=True)
     experiment_id = fields.String(required=True)
     name = fields.String(required=True)
-    created_at_ms = fields.Integer(strict=True, required=True)
-    expires_at_ms = fields.Integer(strict=True, required=True)
-    revoked_at_ms = fields.Integer(strict=True, allow_none=True, load_default=None)
-    last_used_at_ms = fields.Integer(strict=True, allow_none=True, load_default=None)
+    created_at_ms = time_ms(required=True)
+    expires_at_ms = time_ms(required=True)
+    revoked_at_ms = time_ms(allow_none=True, load_default=None)
+    last_used_at_ms = time_ms(allow_none=True, load_default=None)
 
 
 class IngestionKeyCreateRequest(RequestSchema):
@@ -50,7 +50,17 @@ class IngestionKeyCreateReply(ResponseSchema):
     """``{key, token}``: the only answer that shows a token."""
 
     key = fields.Nested(IngestionKeySchema, required=True)
-    token = fields.String(required=True, validate=validate.Length(min=1))
+    token = fields.String(
+        required=True,
+        validate=[
+            validate.Length(min=1),
+            # It goes into an Authorization header; the message must not show it.
+            validate.Regexp(
+                r"[!-~\xa0-\xff](?:[ -~\xa0-\xff]*[!-~\xa0-\xff])?\Z",
+                error="Must be printable latin-1 text without control characters.",
+            ),
+        ],
+    )
 
 
 class IngestionKeyListReply(ResponseSchema):

@@ -12,6 +12,11 @@ from __future__ import annotations
 MAX_SAFE_INTEGER = 2**53 - 1
 """Largest integer the service stores exactly (its runtime keeps numbers as doubles)."""
 
+MIN_TIME_MS = -62_135_596_800_000
+MAX_TIME_MS = 253_402_300_799_999
+"""The range of millisecond timestamps an answer may carry: what a ``datetime`` holds
+(years 1 to 9999)."""
+
 FOLDER_NAME_MAX = 200
 SLUG_MAX = 200
 DESCRIPTION_MAX = 4_000

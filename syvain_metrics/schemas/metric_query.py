@@ -16,6 +16,7 @@ from marshmallow import ValidationError, fields, post_load, validate
 from syvain_metrics.schemas.base import QuerySchema, RequestSchema
 from syvain_metrics.schemas.fields import (
     EpochMs,
+    Flag,
     SafeInteger,
     _Field,
 )
@@ -119,7 +120,7 @@ class _RangeQuery(QuerySchema):
     to_time = EpochMs(allow_none=True)
     sort_direction = fields.String(allow_none=True, validate=validate.OneOf(SORT_DIRECTIONS))
     limit = SafeInteger(minimum=1, allow_none=True)
-    include_experiment_meta_as_of = fields.Boolean(allow_none=True)
+    include_experiment_meta_as_of = Flag(allow_none=True)
 
 
 class MetricsQuery(_RangeQuery):

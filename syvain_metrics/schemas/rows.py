@@ -27,6 +27,7 @@ from syvain_metrics.schemas.columns import (
 from syvain_metrics.schemas.fields import (
     _Field,
 )
+from syvain_metrics.schemas.limits import MAX_TIME_MS, MIN_TIME_MS
 
 _NONE: type = type(None)
 _STR: frozenset[type] = frozenset({str})
@@ -63,6 +64,7 @@ ROW: dict[str, Any] = {
 """A valid row, for examples."""
 
 
+_TIMES = frozenset({"client_timestamp_ms", "server_timestamp_ms"})
 _OPTIONAL = frozenset({"experiment_description", "experiment_metadata_json"})
 _REQUIRED = frozenset(ROW_COLUMN_TYPES) - _OPTIONAL
 """Fields every row carries (``step`` too: it may be null but not absent)."""
@@ -154,6 +156,9 @@ class MetricRowTable(_Field):
                 raise ValidationError(f"Row {bad}: field {name} has the wrong type.")
             if name == "step" and float in found and not _whole_steps(column, found):
                 raise ValidationError("Field step must hold whole numbers.")
+            if name in _TIMES and not MIN_TIME_MS <= min(column) <= max(column) <= MAX_TIME_MS:
+                bad = next(i for i, v in enumerate(column) if not MIN_TIME_MS <= v <= MAX_TIME_MS)
+                raise ValidationError(f"Row {bad}: field {name} is out of range.")
             if name == "metric_value" and not all_finite(column):
                 bad = next(i for i, v in enumerate(column) if not finite(v))
                 raise ValidationError(f"Row {bad}: field metric_value is not finite.")
