@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from syvain_metrics.errors import MetricsApiError, MetricsValidationError
@@ -150,12 +150,8 @@ def _long_frame(table: RowColumns, expand_metadata: bool) -> Any:
             "step": pd.Series(table.column("step"), dtype="float64").astype("Int64").array,
             # Copies: the parsed dicts are shared between rows with the same metadata text.
             "metadata": [dict(item) for item in metadata],
-            "client_timestamp": pd.to_datetime(
-                table.column("client_timestamp_ms"), unit="ms", utc=True
-            ),
-            "server_timestamp": pd.to_datetime(
-                table.column("server_timestamp_ms"), unit="ms", utc=True
-            ),
+            "client_timestamp": utc_times(table.column("client_timestamp_ms")),
+            "server_timestamp": utc_times(table.column("server_timestamp_ms")),
         },
         columns=list(FRAME_COLUMNS),
     )
@@ -165,6 +161,20 @@ def _long_frame(table: RowColumns, expand_metadata: bool) -> Any:
             frame[key] = [item.get(key) for item in metadata]
         _add_experiment_columns(frame, table)
     return frame
+
+
+def utc_times(milliseconds: Sequence[int]) -> Any:
+    """UTC datetimes of epoch milliseconds at millisecond resolution, so every time the
+    contract allows (years 1 to 9999) fits, not only pandas' nanosecond range (1677-2262).
+
+    Example:
+        >>> [str(t) for t in utc_times([0, 253_402_300_799_999])]
+        ['1970-01-01 00:00:00+00:00', '9999-12-31 23:59:59.999000+00:00']
+    """
+    pd = require("pandas", "pandas")
+    import numpy as np
+
+    return pd.DatetimeIndex(np.asarray(milliseconds, dtype="datetime64[ms]")).tz_localize("UTC")
 
 
 def _add_experiment_columns(frame: Any, table: RowColumns) -> None:
@@ -191,9 +201,7 @@ def _wide_frame(table: RowColumns, index: str) -> Any:
         raise MetricsValidationError({"index": ["Must be 'step' or 'time'."]})
     keys = _series_keys(table)
     positions = (
-        table.column("step")
-        if index == "step"
-        else pd.to_datetime(table.column("client_timestamp_ms"), unit="ms", utc=True)
+        table.column("step") if index == "step" else utc_times(table.column("client_timestamp_ms"))
     )
     values = table.column("metric_value")
     groups: dict[SeriesKey, tuple[list[Any], list[float]]] = {}

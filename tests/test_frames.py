@@ -42,6 +42,16 @@ def test_to_pandas_gives_typed_columns_and_one_column_per_metadata_key() -> None
     assert "split" not in sm.MetricRows(some_rows()).to_pandas(expand_metadata=False)
 
 
+def test_frames_hold_every_time_the_contract_allows() -> None:
+    # Past 2262 a nanosecond datetime overflows; the contract allows years up to 9999.
+    last = 253_402_300_799_999  # 9999-12-31 23:59:59.999 UTC
+    rows = sm.MetricRows([row_wire("e1", 0, 1.0, last), row_wire("e2", 1, 2.0, 0)])
+    frame = rows.to_pandas()
+    assert [t.year for t in frame["client_timestamp"]] == [9999, 1970]
+    assert frame["client_timestamp"].iloc[0] == pd.Timestamp("9999-12-31 23:59:59.999", tz="UTC")
+    assert [t.year for t in rows.to_pandas(wide=True, index="time").index] == [1970, 9999]
+
+
 def test_plot_draws_one_line_per_series() -> None:
     axes = sm.MetricRows(some_rows()).plot()
     labels = sorted(line.get_label() for line in axes.get_lines())
