@@ -732,3 +732,51 @@ def test_only_a_few_large_bodies_are_handled_at_once(
     assert answers == [200] * (LARGE_BODIES_AT_ONCE + 1)
     names = {f["name"] for f in target.send("GET", "/folders").json()["data"]["folders"]}
     assert {f"large-{i}" for i in range(LARGE_BODIES_AT_ONCE + 1)} <= names
+
+
+_SCALARS = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(10**320), max_value=10**320),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(alphabet=st.characters(min_codepoint=0, max_codepoint=0xDFFF), max_size=6),
+)
+_VALUES = st.recursive(
+    _SCALARS,
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=3),
+        st.dictionaries(st.sampled_from(["metadata", "a", "\ud800", "b"]), inner, max_size=3),
+    ),
+    max_leaves=40,
+)
+
+
+def _nested(value: Any, levels: int) -> Any:
+    for _ in range(levels):
+        value = {"metadata": value} if levels % 2 else [value]
+    return value
+
+
+@settings(max_examples=400, deadline=None, derandomize=True)
+@given(value=_VALUES, levels=st.integers(min_value=0, max_value=MAX_JSON_DEPTH + 2))
+def test_the_quick_input_check_refuses_what_the_full_pass_refuses(value: Any, levels: int) -> None:
+    # parse_json skips the full pass for text with no suspect escape or number: it must
+    # still refuse exactly what check_json refuses, naming the same place.
+    from syvain_metrics.server.inputs import BadJsonError, check_json, parse_json
+
+    value = _nested(value, levels)
+    text = json.dumps(value)  # NaN, Infinity and 1e400-sized integers as Python writes them
+    try:
+        check_json(json.loads(text, parse_constant=float))
+        expected = None
+    except (BadJsonError, RecursionError) as error:
+        expected = str(error) if isinstance(error, BadJsonError) else "deep"
+    try:
+        parse_json(text)
+        got = None
+    except BadJsonError as error:
+        got = str(error)
+    if expected == "deep":
+        assert got is not None
+    else:
+        assert got == expected

@@ -136,6 +136,40 @@ def test_an_ingest_completes_while_a_long_compare_runs(
         session.close()
 
 
+def test_a_rows_answer_is_cut_by_size_and_the_sdk_reads_on(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import requests
+
+    from syvain_metrics.server import store as store_module
+
+    monkeypatch.setattr(store_module, "MAX_ROWS_ANSWER_BYTES", 20_000)
+    with LocalServer() as server:
+        session = server.session(spool_dir=None)
+        exp = sm.Experiment.create("large-metadata", session=session)
+        big = "x" * 2_000
+        exp.ingest(
+            [
+                {"name": "loss", "value": i / 7, "step": i, "metadata": {"note": big}}
+                for i in range(60)
+            ]
+        )
+        answer = requests.get(
+            f"{server.url}/api/v1/experiments/{exp.id}/metrics",
+            params={"metric_name": "loss", "limit": "1000"},
+            headers={"Authorization": f"Bearer {server.api_key}"},
+            timeout=10,
+        )
+        page = answer.json()["data"]["rows"]
+        assert answer.status_code == 200
+        assert 1 <= len(page) < 60  # cut short, not refused
+        assert len(answer.content) < 20_000 + 4_000  # the row that passed the line, no more
+        rows = exp.metrics("loss")  # the SDK reads on past the short pages
+        assert [r.step for r in rows] == list(range(60))
+        assert [r.value for r in rows] == [i / 7 for i in range(60)]
+        session.close()
+
+
 def test_rows_written_by_sqlite_are_the_rows_as_json_writes_them() -> None:
     # The hot read path writes each row's JSON mostly in SQL; it must read back exactly as
     # a dict per row through json.dumps would, whatever the strings and numbers hold.

@@ -240,6 +240,19 @@ def _load_body(schema: Schema, value: dict[str, Any]) -> dict[str, Any]:
     return loaded
 
 
+def _refusal(error: ApiError) -> tuple[int, bytes, bool]:
+    """``(status, body, keep)`` of a refused call: an idempotency record may keep any 4xx
+    answer but a validation failure."""
+    return error.status, _dump(error.envelope()), error.code != VALIDATION_ERROR
+
+
+def _internal_error(message: str, endpoint: Endpoint) -> tuple[int, bytes, bool]:
+    """Log the exception being handled; ``(status, body, keep)`` of a 500, never kept."""
+    logger.exception(message, endpoint.name)
+    failure = ApiError(500, "internal_error", "Internal server error")
+    return 500, _dump(failure.envelope()), False
+
+
 class MetricsApp:
     """The WSGI application of the local Syvain Metrics server.
 
@@ -382,9 +395,7 @@ class MetricsApp:
                         if ticket is not None and keep:
                             self.idempotency.record(ticket, status, payload)
                 except Exception:
-                    logger.exception("could not commit %s", endpoint.name)
-                    failure = ApiError(500, "internal_error", "Internal server error")
-                    status, payload = 500, _dump(failure.envelope())
+                    status, payload, keep = _internal_error("could not commit %s", endpoint)
                 self.faults.crash_point("crash_after_commit", method, raw_path, endpoint.name)
             dropped = self.faults.take("drop_after_commit", method, raw_path, endpoint.name)
             delay = self.faults.take("delay", method, raw_path, endpoint.name)
@@ -475,11 +486,9 @@ class MetricsApp:
             query = load_query(endpoint.query, request.args)
             loaded = _load_body(endpoint.body, body) if endpoint.body is not None else {}
         except ApiError as error:
-            return error.status, _dump(error.envelope()), error.code != VALIDATION_ERROR
+            return _refusal(error)
         except Exception:
-            logger.exception("unexpected error validating %s", endpoint.name)
-            failure = ApiError(500, "internal_error", "Internal server error")
-            return 500, _dump(failure.envelope()), False
+            return _internal_error("unexpected error validating %s", endpoint)
         origin = request.host_url.rstrip("/")
         return handlers.Call(self.store, principal, origin, args, query, loaded)
 
@@ -492,9 +501,7 @@ class MetricsApp:
                 # Only an accepted request counts as a use: bad input changes nothing.
                 self.store.touch_ingestion_key(call.principal.key_id)
         except ApiError as error:
-            return error.status, _dump(error.envelope()), error.code != VALIDATION_ERROR
+            return _refusal(error)
         except Exception:
-            logger.exception("unexpected error in %s", endpoint.name)
-            failure = ApiError(500, "internal_error", "Internal server error")
-            return 500, _dump(failure.envelope()), False
+            return _internal_error("unexpected error in %s", endpoint)
         return 200, _answer(data), True

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -76,15 +77,81 @@ def parse_json(text: str | bytes, *, where: str = "") -> Any:
             text = text.decode("utf-8")
         except UnicodeDecodeError:
             raise BadJsonError(where, "Must be UTF-8 text.") from None
+    suspects: list[str] = []  # numbers a double cannot hold, NaN, Infinity
+
+    def constant(name: str) -> float:
+        suspects.append(name)
+        return float(name)
+
+    def real(text: str) -> float:
+        number = float(text)
+        if number - number != 0:  # an infinity (1e400) or NaN
+            suspects.append(text)
+        return number
+
+    def integer(text: str) -> int:
+        if len(text) > 300:  # perhaps beyond a double (about 1.8e308)
+            suspects.append(text)
+        return int(text)
+
     try:
         # NaN and Infinity are read as floats, so the check names where they stand.
-        value = json.loads(text, parse_constant=float)
+        value = json.loads(text, parse_constant=constant, parse_float=real, parse_int=integer)
     except RecursionError:
         raise BadJsonError(where, f"Must be nested at most {MAX_JSON_DEPTH} levels deep.") from None
     except ValueError:
         raise BadJsonError(where, "Must be a JSON text with finite numbers.") from None
-    check_json(value, where)
+    if suspects or _SURROGATE_ESCAPE.search(text) or not _shallow_and_small(value):
+        check_json(value, where)  # finds and names the problem, if there is one
     return value
+
+
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+"""What a lone surrogate needs in a parsed text: an escape of one (decoded UTF-8 holds no
+surrogate otherwise). Text without one, and without a suspect number, needs only the
+nesting and metadata checks; text with one (perhaps a valid pair) gets the full pass."""
+
+
+def _shallow_and_small(value: Any) -> bool:
+    """True when ``value`` nests at most :data:`MAX_JSON_DEPTH` levels and every ``metadata``
+    object is small enough: the containers only, level by level, and each metadata object's
+    size once per distinct flat object."""
+    level = [value] if isinstance(value, dict | list) else []
+    depth = 1
+    sizes: dict[tuple[Any, ...], int] = {}
+    while level:
+        if depth > MAX_JSON_DEPTH:
+            return False
+        inner: list[Any] = []
+        for container in level:
+            if isinstance(container, list):
+                inner += [item for item in container if isinstance(item, dict | list)]
+                continue
+            for key, item in container.items():
+                if isinstance(item, dict | list):
+                    inner.append(item)
+                    if key != METADATA or not isinstance(item, dict):
+                        continue
+                    if _metadata_size(item, sizes) > MAX_METADATA_BYTES:
+                        return False
+        level = inner
+        depth += 1
+    return True
+
+
+def _metadata_size(found: dict[str, Any], sizes: dict[tuple[Any, ...], int]) -> int:
+    try:  # equal flat objects (most of a batch's) are measured once; types keep 1 and True apart
+        key = tuple([(name, item.__class__, item) for name, item in found.items()])
+        size = sizes.get(key)
+    except TypeError:  # not flat
+        return _compact_size(found)
+    if size is None:
+        size = sizes[key] = _compact_size(found)
+    return size
+
+
+def _compact_size(found: dict[str, Any]) -> int:
+    return len(json.dumps(found, separators=(",", ":"), ensure_ascii=False).encode())
 
 
 def _segment(key: str | int) -> str:
@@ -156,7 +223,7 @@ def check_json(value: Any, where: str = "") -> None:
         else:
             frames.pop()
     for path, found in metadata:
-        size = len(json.dumps(found, separators=(",", ":"), ensure_ascii=False).encode())
+        size = _compact_size(found)
         if size > MAX_METADATA_BYTES:
             raise BadJsonError(
                 path, f"Must be at most {MAX_METADATA_BYTES} bytes as compact JSON ({size})."

@@ -32,6 +32,12 @@ MAX_METADATA_BYTES = 16 * 1024
 """Largest ``metadata`` object of an experiment, a metric or an annotation, as compact UTF-8
 JSON text: ``400 validation_error`` naming the field beyond."""
 
+MAX_ROWS_ANSWER_BYTES = 64 * 1024 * 1024
+"""Largest metric-rows answer, in bytes of row text, about: a page stops at the row that
+passes it (at least one row comes), so a read of rows with large metadata is served in
+shorter pages instead of one answer of gigabytes. The contract lets a service cap pages,
+and the SDK reads on past a short page."""
+
 MAX_IDEMPOTENCY_KEY_LENGTH = 255
 """Longest ``Idempotency-Key`` header value, in characters."""
 

@@ -32,6 +32,7 @@ from typing import Any, Literal
 from syvain_metrics.routes import dashboard_experiment_path
 from syvain_metrics.schemas.limits import DEFAULT_ERROR_NAME
 from syvain_metrics.server.errors import ApiError, invalid, not_found
+from syvain_metrics.server.limits import MAX_ROWS_ANSWER_BYTES
 from syvain_metrics.server.sql import (
     DATA_TABLES,
     EVENT_COLUMNS,
@@ -798,7 +799,17 @@ class Store:
                     raise not_found("Experiment", field=missing_field)
             cursor = db.cursor()
             cursor.row_factory = None  # plain tuples: a Row object per row costs more
-            rows: list[tuple[Any, ...]] = cursor.execute(text, params).fetchall()
+            cursor.execute(text, params)
+            if not as_json:
+                rows: list[tuple[Any, ...]] = cursor.fetchall()
+                return rows
+            rows, size = [], 0
+            while size <= MAX_ROWS_ANSWER_BYTES and (chunk := cursor.fetchmany(1_000)):
+                for row in chunk:
+                    rows.append(row)
+                    size += len(row[0]) + len(row[2]) + 24  # the value's text at most
+                    if size > MAX_ROWS_ANSWER_BYTES:
+                        break
         return rows
 
     def catalog(self, org_id: str, experiment_id: str, limit: int) -> list[dict[str, Any]]:
