@@ -222,12 +222,12 @@ def test_rows_written_by_sqlite_are_the_rows_as_json_writes_them() -> None:
 
 def test_a_batch_is_stored_exactly_as_validated() -> None:
     # SQLite reads a batch out of its JSON text: every double must come back bit for bit,
-    # whole-number steps as integers, metadata as its compact text, defaults filled in, and
+    # whole-number steps as integers, metadata as its canonical text, defaults filled in, and
     # the first of two events with one client_event_id must win.
     import random
     import struct
 
-    from syvain_metrics.server.sql import RowQuery, SeriesFilter, compact
+    from syvain_metrics.server.sql import RowQuery, SeriesFilter, canonical
     from syvain_metrics.server.store import Store
 
     store = Store(clock=lambda: 1_800_000_000.0)
@@ -264,8 +264,83 @@ def test_a_batch_is_stored_exactly_as_validated() -> None:
         "SELECT step, typeof(step), metadata_json, client_timestamp_ms FROM events ORDER BY seq"
     ).fetchall()
     assert [(r[0], r[1]) for r in stored] == [(i, "integer") for i in range(len(values))]
-    assert [r[2] for r in stored] == [compact(m["metadata"]) for m in metrics[:-1]]
+    assert [r[2] for r in stored] == [canonical(m["metadata"]) for m in metrics[:-1]]
     assert {r[3] for r in stored} == {1_800_000_000_000}
+
+
+@pytest.mark.parametrize("keyed", [True, False])
+def test_an_ingest_request_is_stored_as_its_validated_batch_would_be(keyed: bool) -> None:
+    # The server reads a request's rows out of its canonical body text rather than encode
+    # the validated batch again: the rows must be those the validated batch gives, for every
+    # shape the validation lets through (integers a 64-bit integer cannot hold, whole-number
+    # float steps, null metadata and timestamps, a NUL, a repeated id), metadata keys sorted.
+    import json
+    import struct
+
+    from werkzeug.test import Client
+
+    from syvain_metrics.schemas.ingest import IngestRequest
+    from syvain_metrics.server import MetricsApp, Store
+    from syvain_metrics.server.sql import RowQuery, SeriesFilter, canonical
+
+    raw: list[dict[str, object]] = [
+        {"client_event_id": "big", "name": "v", "value": 2**70 + 1, "step": 0},
+        {"client_event_id": "huge", "name": "v", "value": 12345678901234567891 * 10**280},
+        {"client_event_id": "edge", "name": "v", "value": 2**62 - 1, "step": 3.0},
+        {"client_event_id": "null", "name": "v", "value": 0.1, "metadata": None},
+        {"client_event_id": "late", "name": "v", "value": 1, "timestamp_ms": None},
+        {"client_event_id": "meta", "name": "v", "value": -2.5, "metadata": {"z": 1, "a": [1]}},
+        {"client_event_id": "big", "name": "v", "value": 7.0, "step": 9},
+    ]
+    # Read from the request's text; from a new text (integers past 2**62); row by row (a NUL).
+    bodies = {
+        "$.data": raw[2:],
+        "$": raw,
+        None: [*raw[2:], {"client_event_id": "n\u0000l", "name": "v", "value": 1e300}],
+    }
+    for index, (path, items) in enumerate(bodies.items()):
+        store = Store(clock=lambda: 1_800_000_000.0)
+        [key] = store.use_api_keys(["ak_source"])
+        org = store.authenticate(key).org_id
+        exp = store.create_experiment(org, "http://h", {"slug": "s", "metadata": {}})
+        client = Client(MetricsApp(store))
+        headers = {"Authorization": f"Bearer {key}"}
+        token = client.post(
+            f"/api/v1/experiments/{exp['id']}/ingestion-keys", json={"name": "k"}, headers=headers
+        ).get_json()["data"]["token"]
+        headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+        if keyed:
+            headers["Idempotency-Key"] = f"key-{index}"
+        body = json.dumps({"data": items})
+        with store.recording() as statements:
+            answer = client.post(
+                f"/api/v1/experiments/{exp['id']}/ingest", data=body, headers=headers
+            )
+        assert answer.status_code == 200, answer.data
+        inserts = [q for q in statements if "INTO events" in q]
+        assert ("json_each" in inserts[0]) is (path is not None)
+        if path is not None:
+            assert f"'{path}'" in inserts[0].split("json_each")[1]
+        loaded = IngestRequest().load(json.loads(body))["data"]
+        expected = {}
+        for m in loaded:
+            expected.setdefault(m["client_event_id"], m)  # the first of an id wins
+        query = RowQuery(org_id=org, series=[SeriesFilter(exp["id"])], limit=100)
+        rows = store.metric_rows(query)
+        assert len(rows) == len(expected)
+        stored = store._db.execute(
+            "SELECT client_event_id, metric_value, step, typeof(step), metadata_json, "
+            "client_timestamp_ms FROM events ORDER BY seq"
+        ).fetchall()
+        assert [r[0] for r in stored] == list(expected)
+        for row in stored:
+            m = expected[row[0]]
+            assert struct.pack("<d", row[1]) == struct.pack("<d", m["value"]), row[0]
+            assert (row[2], row[3]) == (
+                (m["step"], "integer") if m["step"] is not None else (None, "null")
+            )
+            assert row[4] == canonical(m.get("metadata", {}))
+            assert row[5] == m.get("timestamp_ms", 1_800_000_000_000)
 
 
 @pytest.mark.parametrize("layout", [1, 2])

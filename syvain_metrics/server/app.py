@@ -68,6 +68,7 @@ from syvain_metrics.server.queries import (
     QuerySchema,
     load_query,
 )
+from syvain_metrics.server.sql import canonical
 from syvain_metrics.server.store import Principal, Store
 
 if TYPE_CHECKING:
@@ -360,11 +361,17 @@ class MetricsApp:
             return _error_response(invalid("Idempotency-Key", problem, what="header"))
         ticket: Ticket | None = None
         # Ingestion-key creation ignores the header (contract section 8).
-        if key and endpoint.route.sends_idempotency_key:
+        keyed = bool(key) and endpoint.route.sends_idempotency_key
+        # The canonical text serves the fingerprint and, for an ingest, the insert: one
+        # encoding of the body instead of two.
+        text = (
+            canonical(value)
+            if body.strip() and (keyed or endpoint.name == "ingest_metrics")
+            else None
+        )
+        if key and keyed:
             outcome = self.idempotency.begin(
-                principal.credential,
-                key,
-                fingerprint(method, raw_path, raw_query, value if body.strip() else None),
+                principal.credential, key, fingerprint(method, raw_path, raw_query, text)
             )
             if isinstance(outcome, ApiError):
                 return _error_response(outcome)
@@ -376,7 +383,7 @@ class MetricsApp:
         try:
             # Validation runs before the write lock is taken, so other requests can be
             # checked while one is written.
-            call = self._prepare(endpoint, request, principal, args, value)
+            call = self._prepare(endpoint, request, principal, args, value, text)
             if isinstance(call, tuple):
                 status, payload, keep = call
                 if ticket is not None and keep:
@@ -478,6 +485,7 @@ class MetricsApp:
         principal: Principal,
         args: dict[str, str],
         body: dict[str, Any],
+        text: str | None,
     ) -> handlers.Call | tuple[int, bytes, bool]:
         """The validated call, or the answer to a call that cannot run: ``(status, body,
         keep)``, where ``keep`` says whether an idempotency record may hold the answer (not
@@ -490,7 +498,7 @@ class MetricsApp:
         except Exception:
             return _internal_error("unexpected error validating %s", endpoint)
         origin = request.host_url.rstrip("/")
-        return handlers.Call(self.store, principal, origin, args, query, loaded)
+        return handlers.Call(self.store, principal, origin, args, query, loaded, text)
 
     def _run(self, endpoint: Endpoint, call: handlers.Call) -> tuple[int, bytes, bool]:
         """Run one validated call: ``(status, body, keep)`` as :meth:`_prepare` says (no

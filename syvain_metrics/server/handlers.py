@@ -42,6 +42,8 @@ class Call:
     """Path values, percent-decoded."""
     query: Mapping[str, Any]
     body: Mapping[str, Any]
+    body_text: str | None = None
+    """The canonical JSON text of the parsed body, when the request pipeline made it."""
 
     @property
     def org(self) -> str:
@@ -180,7 +182,9 @@ def compare_metrics(call: Call) -> Data:
 
 def ingest_metrics(call: Call) -> Data:
     """``POST /experiments/{id}/ingest``: stored before answering, whatever ``sync`` says."""
-    call.store.ingest(call.org, call.args["experiment_id"], call.body["data"])
+    call.store.ingest(
+        call.org, call.args["experiment_id"], call.body["data"], source=call.body_text
+    )
     return {"ok": True, "mode": "sync" if call.query.get("sync") else "queued"}
 
 

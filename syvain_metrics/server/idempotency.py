@@ -9,7 +9,7 @@ first has not finished yet.
 Example:
     >>> from syvain_metrics.server.store import Store
     >>> gate = IdempotencyGate(Store())
-    >>> ticket = gate.begin("cred", "key-1", fingerprint("POST", "/api/v1/folders", "", {}))
+    >>> ticket = gate.begin("cred", "key-1", fingerprint("POST", "/api/v1/folders", "", "{}"))
     >>> isinstance(ticket, Ticket)
     True
     >>> gate.begin("cred", "key-1", ticket.fingerprint).status  # the first is still running
@@ -21,23 +21,22 @@ from __future__ import annotations
 import hashlib
 import threading
 from dataclasses import dataclass
-from typing import Any
 
 from syvain_metrics.server.errors import ApiError
-from syvain_metrics.server.sql import canonical
 from syvain_metrics.server.store import Store
 
 
-def fingerprint(method: str, raw_path: str, raw_query: str, body: dict[str, Any] | None) -> str:
-    """The identity of a request, from its parsed body (``None``: no body): bodies that are
-    the same JSON value match.
+def fingerprint(method: str, raw_path: str, raw_query: str, body: str | None) -> str:
+    """The identity of a request, from the :func:`~syvain_metrics.server.sql.canonical` text
+    of its parsed body (``None``: no body), so bodies that are the same JSON value match.
 
     Example:
-        >>> fingerprint("POST", "/x", "", {"a": 1, "b": 2}) == fingerprint("POST", "/x", "", {"b": 2, "a": 1})
+        >>> from syvain_metrics.server.sql import canonical
+        >>> a = fingerprint("POST", "/x", "", canonical({"a": 1, "b": 2}))
+        >>> a == fingerprint("POST", "/x", "", canonical({"b": 2, "a": 1}))
         True
     """
-    text = "" if body is None else canonical(body)
-    identity = "\n".join((method, raw_path, raw_query, text))
+    identity = "\n".join((method, raw_path, raw_query, body or ""))
     return hashlib.sha256(identity.encode()).hexdigest()
 
 

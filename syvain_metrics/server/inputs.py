@@ -115,8 +115,8 @@ nesting and metadata checks; text with one (perhaps a valid pair) gets the full 
 def _shallow_and_small(value: Any) -> bool:
     """True when ``value`` nests at most :data:`MAX_JSON_DEPTH` levels and every ``metadata``
     object is small enough: the containers only, level by level, and each metadata object's
-    size once per distinct flat object."""
-    level = [value] if isinstance(value, dict | list) else []
+    size once per distinct flat object (a flat one holds nothing more to walk)."""
+    level = [value] if type(value) in _CONTAINERS else []
     depth = 1
     sizes: dict[tuple[Any, ...], int] = {}
     while level:
@@ -124,27 +124,38 @@ def _shallow_and_small(value: Any) -> bool:
             return False
         inner: list[Any] = []
         for container in level:
-            if isinstance(container, list):
-                inner += [item for item in container if isinstance(item, dict | list)]
+            if type(container) is list:
+                inner += [item for item in container if type(item) in _CONTAINERS]
                 continue
             for key, item in container.items():
-                if isinstance(item, dict | list):
-                    inner.append(item)
-                    if key != METADATA or not isinstance(item, dict):
-                        continue
-                    if _metadata_size(item, sizes) > MAX_METADATA_BYTES:
+                if type(item) not in _CONTAINERS:
+                    continue
+                if key == METADATA and type(item) is dict:
+                    size = _flat_size(item, sizes)
+                    if size is not None:
+                        if size > MAX_METADATA_BYTES:
+                            return False
+                        if depth < MAX_JSON_DEPTH:  # its own level is within bounds
+                            continue
+                    if _compact_size(item) > MAX_METADATA_BYTES:
                         return False
+                inner.append(item)
         level = inner
         depth += 1
     return True
 
 
-def _metadata_size(found: dict[str, Any], sizes: dict[tuple[Any, ...], int]) -> int:
-    try:  # equal flat objects (most of a batch's) are measured once; types keep 1 and True apart
-        key = tuple([(name, item.__class__, item) for name, item in found.items()])
+_CONTAINERS = (dict, list)  # what json.loads makes, exactly these types
+
+
+def _flat_size(found: dict[str, Any], sizes: dict[tuple[Any, ...], int]) -> int | None:
+    """The compact size of a flat object (``None``: it holds a container); equal flat objects
+    (most of a batch's) are measured once, and the types keep ``1`` and ``true`` apart."""
+    try:
+        key = (tuple(found.items()), tuple(map(type, found.values())))
         size = sizes.get(key)
-    except TypeError:  # not flat
-        return _compact_size(found)
+    except TypeError:  # a list or an object inside
+        return None
     if size is None:
         size = sizes[key] = _compact_size(found)
     return size

@@ -158,15 +158,18 @@ INSERT_EVENTS = """
 INSERT OR IGNORE INTO events (experiment_seq, client_event_id, metric_name, metric_value, step,
     metadata_json, client_timestamp_ms, server_timestamp_ms)
 SELECT :experiment_seq, value ->> '$.client_event_id', value ->> '$.name', value ->> '$.value',
-    value ->> '$.step', coalesce(value -> '$.metadata', '{}'),
+    value ->> '$.step',
+    CASE WHEN value ->> '$.metadata' IS NULL THEN '{}' ELSE value -> '$.metadata' END,
     coalesce(value ->> '$.timestamp_ms', :now), :now
-FROM json_each(:batch) ORDER BY key
+FROM json_each(:batch, :path) ORDER BY key
 """
-"""Store a batch of validated metrics (the JSON array text of :func:`batch_json`) in one
-statement: SQLite reads the rows out of the text itself, so a batch costs one call into it,
-which runs without Python's global lock, instead of one call per event. A metadata object is
-stored as its compact text, cut out of the batch's; a repeated ``client_event_id`` is ignored
-(the first one wins)."""
+"""Store a batch of validated metrics in one statement: the JSON array at ``:path`` in the
+text ``:batch`` (the array of :func:`batch_json` at ``'$'``, or a canonical request body at
+``'$.data'``). SQLite reads the rows out of the text itself, so a batch costs one call into
+it, which runs without Python's global lock, instead of one call per event. A metadata object
+is stored as its compact text, cut out of the batch's (``null`` or missing: ``{}``); a
+missing or ``null`` timestamp is ``:now``; a repeated ``client_event_id`` is ignored (the
+first one wins)."""
 
 INSERT_EVENT_ROW = f"""
 INSERT OR IGNORE INTO events ({", ".join(EVENT_COLUMNS)})
@@ -176,17 +179,18 @@ VALUES ({", ".join("?" * len(EVENT_COLUMNS))})
 names or ids hold a NUL, which SQLite's JSON functions cannot read back."""
 
 _BATCH = json.JSONEncoder(
-    separators=(",", ":"), ensure_ascii=False, allow_nan=False, default=dict
+    separators=(",", ":"), ensure_ascii=False, allow_nan=False, sort_keys=True, default=dict
 ).encode
 
 
 def batch_json(metrics: Sequence[Mapping[str, Any]]) -> str:
-    """The JSON array text :data:`INSERT_EVENTS` reads: each metric in compact form, floats
-    written as their shortest exact text.
+    """The JSON array text :data:`INSERT_EVENTS` reads: each metric in canonical form (keys
+    sorted, as in a request's canonical text, so an event's metadata is stored the same way
+    whichever text it was read from), floats written as their shortest exact text.
 
     Example:
-        >>> batch_json([{"name": "loss", "value": 0.1, "metadata": {"split": "é"}}])
-        '[{"name":"loss","value":0.1,"metadata":{"split":"é"}}]'
+        >>> batch_json([{"name": "loss", "value": 0.1, "metadata": {"split": "é", "k": 1}}])
+        '[{"metadata":{"k":1,"split":"é"},"name":"loss","value":0.1}]'
     """
     return _BATCH(metrics if isinstance(metrics, list) else list(metrics))
 

@@ -27,6 +27,7 @@ import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, replace
+from operator import itemgetter
 from typing import Any, Literal
 
 from syvain_metrics.routes import dashboard_experiment_path
@@ -123,6 +124,18 @@ _EXPERIMENT_COLUMNS = (
 _KEY_COLUMNS = (
     "id, experiment_id, name, created_at_ms, expires_at_ms, revoked_at_ms, last_used_at_ms"
 )
+
+
+_EXACT_INTEGERS = float(2**62)
+"""Up to this magnitude an integer ``value`` reaches SQLite as a 64-bit integer and becomes
+the same double as Python's ``float()`` of it; beyond 2**63, SQLite parses its digits as a
+double itself, which need not round as Python does. (A float's text is its shortest
+repr, which SQLite reads back exactly.)"""
+
+
+def _values_exact_in_sqlite(metrics: Sequence[Mapping[str, Any]]) -> bool:
+    # Loaded values are floats; one whole-column pass in C.
+    return bool(max(map(abs, map(itemgetter("value"), metrics))) <= _EXACT_INTEGERS)
 
 
 class Store:
@@ -735,13 +748,27 @@ class Store:
 
     # -- metrics --------------------------------------------------------------------------
 
-    def ingest(self, org_id: str, experiment_id: str, metrics: Sequence[Mapping[str, Any]]) -> None:
+    def ingest(
+        self,
+        org_id: str,
+        experiment_id: str,
+        metrics: Sequence[Mapping[str, Any]],
+        *,
+        source: str | None = None,
+    ) -> None:
         """Store a validated batch in one transaction; a repeated ``client_event_id`` is ignored
-        (the first write wins, within the batch or across batches)."""
+        (the first write wins, within the batch or across batches).
+
+        ``source`` is the canonical JSON text (:func:`canonical`) of ``{"data": raw}``, where
+        ``raw`` is what ``metrics`` were validated and loaded from: SQLite then reads the rows
+        out of it rather than out of a new text (one encoding less per batch). Either way an
+        event's metadata is stored as its canonical text: keys in sorted order."""
         if not metrics:
             return
         now = self.now_ms()
-        batch = batch_json(metrics)
+        batch, path = (source, "$.data") if source is not None else (None, "$")
+        if batch is None or not _values_exact_in_sqlite(metrics):
+            batch, path = batch_json(metrics), "$"
         with self._tx() as db:
             experiment_seq = self._experiment_row(db, org_id, experiment_id)["seq"]
             if "\\u0000" in batch:
@@ -756,7 +783,7 @@ class Store:
                             m["name"],
                             m["value"],
                             m.get("step"),
-                            compact(m.get("metadata", {})),
+                            canonical(m.get("metadata", {})),
                             m.get("timestamp_ms", now),
                             now,
                         )
@@ -765,7 +792,8 @@ class Store:
                 )
             else:
                 db.execute(
-                    INSERT_EVENTS, {"experiment_seq": experiment_seq, "now": now, "batch": batch}
+                    INSERT_EVENTS,
+                    {"experiment_seq": experiment_seq, "now": now, "batch": batch, "path": path},
                 )
             db.execute(
                 "UPDATE experiments SET updated_at_ms = ?, last_event_at_ms = ? WHERE id = ?",
