@@ -292,13 +292,22 @@ def test_an_ingest_request_is_stored_as_its_validated_batch_would_be(keyed: bool
         {"client_event_id": "meta", "name": "v", "value": -2.5, "metadata": {"z": 1, "a": [1]}},
         {"client_event_id": "big", "name": "v", "value": 7.0, "step": 9},
     ]
-    # Read from the request's text; from a new text (integers past 2**62); row by row (a NUL).
-    bodies = {
-        "$.data": raw[2:],
-        "$": raw,
-        None: [*raw[2:], {"client_event_id": "n\u0000l", "name": "v", "value": 1e300}],
-    }
-    for index, (path, items) in enumerate(bodies.items()):
+    plain: list[dict[str, object]] = [
+        {"client_event_id": "p1", "name": "v", "value": 3},
+        {"client_event_id": "p2", "name": "v", "value": -(2**62), "step": 5, "timestamp_ms": 9},
+        {"client_event_id": "p3", "name": "v", "value": 0.1, "metadata": {"z": 1, "a": "x"}},
+        {"client_event_id": "p1", "name": "v", "value": 4},
+    ]
+    # Read from the request's text (plainly valid, or normalized by the schema); from a new
+    # text (integers past 2**62, in a plain batch or not); row by row (a NUL).
+    bodies = [
+        ("$.data", plain),
+        ("$.data", raw[2:]),
+        ("$", [*plain, {"client_event_id": "p4", "name": "v", "value": 2**70 + 1}]),
+        ("$", raw),
+        (None, [*raw[2:], {"client_event_id": "n\u0000l", "name": "v", "value": 1e300}]),
+    ]
+    for index, (path, items) in enumerate(bodies):
         store = Store(clock=lambda: 1_800_000_000.0)
         [key] = store.use_api_keys(["ak_source"])
         org = store.authenticate(key).org_id

@@ -609,3 +609,31 @@ def test_an_integer_too_large_for_a_float_is_a_validation_error(
     with pytest.raises(sm.MetricsValidationError):
         exp.log("loss", 10**400, step=1)
     assert len(mocked.calls) == 0
+
+
+def test_a_batch_kept_as_given_is_checked_all_the_same() -> None:
+    # The local server keeps a plainly valid batch as given (it stores the request's text);
+    # anything else is normalized or refused exactly as the SDK's own batch is.
+    from marshmallow import ValidationError
+
+    from syvain_metrics.schemas.ingest import CheckedIngestRequest, IngestRequest
+
+    plain = [{"client_event_id": "a", "name": "loss", "value": 3, "metadata": {"k": 1}}]
+    kept = CheckedIngestRequest().load({"data": plain})["data"]
+    assert kept == plain and kept[0] is plain[0]
+    loose = [{"client_event_id": "a", "name": "loss", "value": 3, "step": 2.0, "metadata": None}]
+    assert CheckedIngestRequest().load({"data": loose}) == IngestRequest().load({"data": loose})
+    assert CheckedIngestRequest().load({"data": loose})["data"][0]["step"] == 2
+    for bad in (
+        [{"client_event_id": "a", "name": "", "value": 1}],
+        [{"client_event_id": "a", "name": "x", "value": math.nan}],
+        [{"client_event_id": "a", "name": "x", "value": 1, "extra": True}],
+        [{"name": "x", "value": 1}],
+    ):
+        before = json.dumps(bad)
+        with pytest.raises(ValidationError) as checked:
+            CheckedIngestRequest().load({"data": bad})
+        with pytest.raises(ValidationError) as loaded:
+            IngestRequest().load({"data": bad})
+        assert checked.value.messages == loaded.value.messages
+        assert json.dumps(bad) == before

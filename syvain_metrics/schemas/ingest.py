@@ -78,7 +78,9 @@ class MetricBatch(_Field):
 
     Loads to a list of wire-ready dicts in the order of :data:`INGEST_KEYS`.
     ``max_length`` bounds one request body; the SDK validates a whole ``ingest()``
-    call with no bound and splits it afterwards.
+    call with no bound and splits it afterwards. ``as_given=True`` keeps the dicts of a
+    plainly valid list as they are (a value may be an ``int``, ``step`` may be missing):
+    for a reader that needs the check, not new dicts.
 
     Example:
         >>> MetricBatch().deserialize([{"client_event_id": "a", "name": "", "value": 1}])
@@ -92,9 +94,12 @@ class MetricBatch(_Field):
         "too_many": "At most {max} metrics per request, got {count}.",
     }
 
-    def __init__(self, *, max_length: int | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self, *, max_length: int | None = None, as_given: bool = False, **kwargs: Any
+    ) -> None:
         super().__init__(**kwargs)
         self.max_length = max_length
+        self.as_given = as_given
 
     def _deserialize(
         self, value: Any, attr: str | None, data: Any, **kwargs: Any
@@ -104,6 +109,8 @@ class MetricBatch(_Field):
         if self.max_length is not None and len(value) > self.max_length:
             raise self.make_error("too_many", max=self.max_length, count=len(value))
         items: Sequence[Any] = value
+        if self.as_given and _plain_and_valid(items):
+            return list(items)
         fast = _fast_batch(items)
         return fast if fast is not None else _slow_batch(items)
 
@@ -290,6 +297,13 @@ class IngestRequest(RequestSchema):
     checked_by_fields = ("data",)  # each metric is checked, text included, by MetricBatch
 
     data = MetricBatch(required=True, max_length=MAX_METRICS_PER_INGEST)
+
+
+class CheckedIngestRequest(IngestRequest):
+    """:class:`IngestRequest` for a reader that stores the request's own text: plainly valid
+    metrics are checked and kept as given (``MetricBatch(as_given=True)``)."""
+
+    data = MetricBatch(required=True, max_length=MAX_METRICS_PER_INGEST, as_given=True)
 
 
 class IngestReply(ResponseSchema):

@@ -41,7 +41,7 @@ from syvain_metrics.schemas.experiment import (
     StatusUpdateRequest,
 )
 from syvain_metrics.schemas.folder import FolderCreateRequest, FolderPatchRequest
-from syvain_metrics.schemas.ingest import IngestRequest
+from syvain_metrics.schemas.ingest import CheckedIngestRequest
 from syvain_metrics.schemas.ingestion_key import IngestionKeyCreateRequest
 from syvain_metrics.server import handlers
 from syvain_metrics.server.dashboard import Dashboard
@@ -118,7 +118,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
     ),
     Endpoint(routes.LIST_METRICS, handlers.list_metrics, MetricsListQuery()),
     Endpoint(routes.COMPARE_METRICS, handlers.compare_metrics, CompareQuery()),
-    Endpoint(routes.INGEST_METRICS, handlers.ingest_metrics, IngestQuery(), IngestRequest()),
+    Endpoint(routes.INGEST_METRICS, handlers.ingest_metrics, IngestQuery(), CheckedIngestRequest()),
     Endpoint(routes.LIST_INGESTION_KEYS, handlers.list_ingestion_keys, EmptyQuery()),
     Endpoint(
         routes.CREATE_INGESTION_KEY,

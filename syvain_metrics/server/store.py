@@ -133,8 +133,14 @@ double itself, which need not round as Python does. (A float's text is its short
 repr, which SQLite reads back exactly.)"""
 
 
+def _float_value(metric: Mapping[str, Any]) -> Mapping[str, Any]:
+    # Python's rounding of an integer value, not SQLite's reading of its digits.
+    value = metric["value"]
+    return metric if type(value) is float else {**metric, "value": float(value)}
+
+
 def _values_exact_in_sqlite(metrics: Sequence[Mapping[str, Any]]) -> bool:
-    # Loaded values are floats; one whole-column pass in C.
+    # One whole-column pass in C.
     return bool(max(map(abs, map(itemgetter("value"), metrics))) <= _EXACT_INTEGERS)
 
 
@@ -757,7 +763,9 @@ class Store:
         source: str | None = None,
     ) -> None:
         """Store a validated batch in one transaction; a repeated ``client_event_id`` is ignored
-        (the first write wins, within the batch or across batches).
+        (the first write wins, within the batch or across batches). ``metrics`` are as
+        :class:`~syvain_metrics.schemas.ingest.MetricBatch` loads them, or kept as given
+        (``as_given``: a value may be an ``int``, ``step`` may be missing).
 
         ``source`` is the canonical JSON text (:func:`canonical`) of ``{"data": raw}``, where
         ``raw`` is what ``metrics`` were validated and loaded from: SQLite then reads the rows
@@ -768,7 +776,7 @@ class Store:
         now = self.now_ms()
         batch, path = (source, "$.data") if source is not None else (None, "$")
         if batch is None or not _values_exact_in_sqlite(metrics):
-            batch, path = batch_json(metrics), "$"
+            batch, path = batch_json([_float_value(m) for m in metrics]), "$"
         with self._tx() as db:
             experiment_seq = self._experiment_row(db, org_id, experiment_id)["seq"]
             if "\\u0000" in batch:
@@ -781,7 +789,7 @@ class Store:
                             experiment_seq,
                             m["client_event_id"],
                             m["name"],
-                            m["value"],
+                            float(m["value"]),
                             m.get("step"),
                             canonical(m.get("metadata", {})),
                             m.get("timestamp_ms", now),
