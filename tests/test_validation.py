@@ -620,7 +620,8 @@ def test_a_batch_kept_as_given_is_checked_all_the_same() -> None:
 
     plain = [{"client_event_id": "a", "name": "loss", "value": 3, "metadata": {"k": 1}}]
     kept = CheckedIngestRequest().load({"data": plain})["data"]
-    assert kept == plain and kept[0] is plain[0]
+    assert kept == plain
+    assert kept[0] is plain[0]
     loose = [{"client_event_id": "a", "name": "loss", "value": 3, "step": 2.0, "metadata": None}]
     assert CheckedIngestRequest().load({"data": loose}) == IngestRequest().load({"data": loose})
     assert CheckedIngestRequest().load({"data": loose})["data"][0]["step"] == 2
