@@ -135,6 +135,7 @@ def _stop_on_sigterm(signum: int, frame: FrameType | None) -> None:
 def serve(host: str, port: int, db: str, api_keys: Sequence[str], threads: int = 8) -> int:
     """Serve until interrupted; print one line with the URL and the accepted API keys."""
     from syvain_metrics.server import MetricsApp, Store, make_server, stop_server
+    from syvain_metrics.server.runner import SERVE_SWITCH_INTERVAL_S
 
     store = Store(db)
     try:
@@ -172,6 +173,7 @@ def serve(host: str, port: int, db: str, api_keys: Sequence[str], threads: int =
             flush=True,
         )
     signal.signal(signal.SIGTERM, _stop_on_sigterm)
+    sys.setswitchinterval(SERVE_SWITCH_INTERVAL_S)  # this process is the server's alone
     try:
         server.run()  # returns after Ctrl-C (waitress catches KeyboardInterrupt)
     except KeyboardInterrupt:

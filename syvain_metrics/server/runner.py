@@ -39,6 +39,14 @@ a larger one is cut off as soon as its headers say so."""
 
 _ERROR_CODES = {400: "bad_request", 413: "payload_too_large", 431: "headers_too_large"}
 
+SERVE_SWITCH_INTERVAL_S = 0.0001
+"""Python's thread switch interval in a ``syvain-metrics serve`` process (the default is
+5 ms). The thread that writes a batch calls into SQLite about fifteen times, without the
+global lock each time, and must take the lock back after each call; while another thread
+parses a request, that wait lasts until the parser's interval ends, so at 5 ms one write
+stretches across many of them and the write lock, not the CPU, sets the pace. An embedded
+:class:`~syvain_metrics.testing.LocalServer` leaves its host process's setting alone."""
+
 
 class _QuietBrokenAnswers(logging.Filter):
     """waitress warns about every answer shorter than its Content-Length; the fault
