@@ -350,7 +350,8 @@ class MetricsApp:
             value = _parse_body(body) if endpoint.body is not None else {}
         except ApiError as error:
             return _error_response(error)
-        if endpoint.name == "ingest_metrics":
+        ingest = endpoint.route == routes.INGEST_METRICS
+        if ingest:
             refused = self.faults.rejected_metric(body)
             if refused is not None:
                 field = f"data[{refused}].name"
@@ -359,17 +360,13 @@ class MetricsApp:
         if key is not None and len(key) > MAX_IDEMPOTENCY_KEY_LENGTH:
             problem = f"Must be at most {MAX_IDEMPOTENCY_KEY_LENGTH} characters."
             return _error_response(invalid("Idempotency-Key", problem, what="header"))
+        if not endpoint.route.sends_idempotency_key:
+            key = None  # ingestion-key creation ignores the header (contract section 8)
         ticket: Ticket | None = None
-        # Ingestion-key creation ignores the header (contract section 8).
-        keyed = bool(key) and endpoint.route.sends_idempotency_key
         # The canonical text serves the fingerprint and, for an ingest, the insert: one
         # encoding of the body instead of two.
-        text = (
-            canonical(value)
-            if body.strip() and (keyed or endpoint.name == "ingest_metrics")
-            else None
-        )
-        if key and keyed:
+        text = canonical(value) if body.strip() and (key or ingest) else None
+        if key:
             outcome = self.idempotency.begin(
                 principal.credential, key, fingerprint(method, raw_path, raw_query, text)
             )
