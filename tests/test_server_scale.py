@@ -11,6 +11,7 @@ is then explained.
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -326,10 +327,13 @@ def test_an_ingest_request_is_stored_as_its_validated_batch_would_be(keyed: bool
                 f"/api/v1/experiments/{exp['id']}/ingest", data=body, headers=headers
             )
         assert answer.status_code == 200, answer.data
-        inserts = [q for q in statements if "INTO events" in q]
+        # Read out of the text into a staging table (or straight into events), then stored.
+        inserts = [q for q in statements if "INTO events" in q or "INTO rows" in q]
         assert ("json_each" in inserts[0]) is (path is not None)
         if path is not None:
             assert f"'{path}'" in inserts[0].split("json_each")[1]
+            assert "INTO rows" in inserts[0]
+            assert "FROM staging_0.rows" in inserts[1]
         loaded = IngestRequest().load(json.loads(body))["data"]
         expected = {}
         for m in loaded:
@@ -431,3 +435,136 @@ def test_a_write_and_its_idempotency_record_commit_together(
         assert failures == ["record"]
         assert [a.text for a in exp.annotations()] == ["checkpoint"]
         session.close()
+
+
+# -- staging: an ingest's rows are read out of its text before the write lock ---------------
+
+
+def _ingest_app(store: object) -> tuple[object, dict[str, str], str]:
+    """A client of an app on ``store``, its headers, and an experiment id (the organization is
+    kept for :func:`_stored_steps`)."""
+    from werkzeug.test import Client
+
+    from syvain_metrics.server import MetricsApp, Store
+
+    assert isinstance(store, Store)
+    [key] = store.use_api_keys(["ak_staging"])
+    org = store.authenticate(key).org_id
+    exp = store.create_experiment(org, "http://h", {"slug": "s", "metadata": {}})
+    client = Client(MetricsApp(store))
+    token = client.post(
+        f"/api/v1/experiments/{exp['id']}/ingestion-keys",
+        json={"name": "k"},
+        headers={"Authorization": f"Bearer {key}"},
+    ).get_json()["data"]["token"]
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+    _ORGS[id(store)] = org
+    return client, headers, exp["id"]
+
+
+_ORGS: dict[int, str] = {}
+
+
+def _post_batch(client: object, headers: dict[str, str], experiment_id: str, start: int) -> int:
+    import json
+
+    body = {
+        "data": [
+            {"client_event_id": f"e{i}", "name": "loss", "value": i / 7, "step": i}
+            for i in range(start, start + 50)
+        ]
+    }
+    answer = client.post(  # type: ignore[attr-defined]
+        f"/api/v1/experiments/{experiment_id}/ingest", data=json.dumps(body), headers=headers
+    )
+    return int(answer.status_code)
+
+
+def _stored_steps(store: object, experiment_id: str) -> list[int]:
+    from syvain_metrics.server import Store
+
+    assert isinstance(store, Store)
+    query = sql.RowQuery(_ORGS[id(store)], [sql.SeriesFilter(experiment_id, "loss")], 100_000)
+    return [r["step"] for r in store.metric_rows(query)]
+
+
+def test_concurrent_ingests_are_staged_and_each_event_is_stored_once(tmp_path: Path) -> None:
+    from syvain_metrics.server import Store
+
+    store = Store(str(tmp_path / "metrics.sqlite"))
+    client, headers, experiment_id = _ingest_app(store)
+    statuses: list[int] = []
+
+    def send(first: int) -> None:
+        for start in range(first, first + 500, 50):
+            statuses.append(_post_batch(client, headers, experiment_id, start))
+            # The same events again, from another thread: stored once.
+            statuses.append(_post_batch(client, headers, experiment_id, start))
+
+    with store.recording() as statements:
+        threads = [threading.Thread(target=send, args=(n * 500,)) for n in range(6)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+    assert statuses == [200] * 120
+    assert sorted(_stored_steps(store, experiment_id)) == list(range(3000))
+    staged = [q for q in statements if "INTO events" in q and "FROM staging_" in q]
+    assert len(staged) > 60  # most batches were copied from a staging slot
+    store.close()
+
+
+def test_a_batch_is_read_in_its_transaction_when_no_staging_slot_is_free() -> None:
+    from syvain_metrics.server import Store
+    from syvain_metrics.server.staging import StagingPool
+
+    store = Store()
+    store._staging = StagingPool(0)
+    client, headers, experiment_id = _ingest_app(store)
+    with store.recording() as statements:
+        assert _post_batch(client, headers, experiment_id, 0) == 200
+    inserts = [q for q in statements if "INTO events" in q]
+    assert len(inserts) == 1
+    assert "json_each" in inserts[0]
+    assert _stored_steps(store, experiment_id) == list(range(50))
+
+
+def test_without_memdb_batches_are_read_in_the_transaction(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from syvain_metrics.server import Store, staging
+
+    def no_memdb(*args: object) -> None:
+        raise sqlite3.OperationalError("no such vfs: memdb")
+
+    monkeypatch.setattr(staging, "StagingSlot", no_memdb)
+    store = Store()
+    client, headers, experiment_id = _ingest_app(store)
+    assert _post_batch(client, headers, experiment_id, 0) == 200
+    assert _post_batch(client, headers, experiment_id, 50) == 200
+    assert _stored_steps(store, experiment_id) == list(range(100))
+
+
+def test_a_failed_staged_ingest_stores_nothing_and_frees_its_slot(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from syvain_metrics.server import Store
+
+    store = Store(str(tmp_path / "metrics.sqlite"))
+    client, headers, experiment_id = _ingest_app(store)
+
+    def disk_full(*args: object) -> None:
+        raise sqlite3.OperationalError("database or disk is full")
+
+    # The batch is staged and copied, then the transaction fails at its idempotency record.
+    with monkeypatch.context() as patch:
+        patch.setattr(store, "save_idempotency", disk_full)
+        keyed = {**headers, "Idempotency-Key": "k-1"}
+        assert _post_batch(client, keyed, experiment_id, 0) == 500
+    assert _stored_steps(store, experiment_id) == []
+    with store.recording() as statements:
+        assert _post_batch(client, keyed, experiment_id, 0) == 200
+    # The same slot, detached after the failure, serves the retry.
+    assert any("FROM staging_0.rows" in q for q in statements)
+    assert _stored_steps(store, experiment_id) == list(range(50))
+    store.close()

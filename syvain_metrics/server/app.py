@@ -18,10 +18,11 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, unquote, unquote_to_bytes, urlsplit
@@ -391,7 +392,7 @@ class MetricsApp:
                 # The write, the ingestion key's use and the idempotency record commit
                 # together: a crash between them cannot leave a write without its answer.
                 try:
-                    with self.store.transaction():
+                    with self._staged(call, ingest) as call, self.store.transaction(call.staged):
                         status, payload, keep = self._run(endpoint, call)
                         self.faults.crash_point(
                             "crash_after_write", method, raw_path, endpoint.name
@@ -496,6 +497,16 @@ class MetricsApp:
             return _internal_error("unexpected error validating %s", endpoint)
         origin = request.host_url.rstrip("/")
         return handlers.Call(self.store, principal, origin, args, query, loaded, text)
+
+    @contextlib.contextmanager
+    def _staged(self, call: handlers.Call, ingest: bool) -> Iterator[handlers.Call]:
+        """The call with its batch staged (an ingest: its rows are read out of its text before
+        the write lock is taken, while other requests are written), else the call as it is."""
+        if not ingest:
+            yield call
+            return
+        with self.store.staging(call.body["data"], source=call.body_text) as staged:
+            yield dataclasses.replace(call, staged=staged)
 
     def _run(self, endpoint: Endpoint, call: handlers.Call) -> tuple[int, bytes, bool]:
         """Run one validated call: ``(status, body, keep)`` as :meth:`_prepare` says (no

@@ -27,7 +27,7 @@ from syvain_metrics.schemas.limits import (
 from syvain_metrics.server.errors import invalid
 from syvain_metrics.server.queries import clamp_limit
 from syvain_metrics.server.sql import RowQuery, SeriesFilter, compact
-from syvain_metrics.server.store import Principal, Store
+from syvain_metrics.server.store import Principal, StagedBatch, Store
 
 
 @dataclass(frozen=True)
@@ -44,6 +44,8 @@ class Call:
     body: Mapping[str, Any]
     body_text: str | None = None
     """The canonical JSON text of the parsed body, when the request pipeline made it."""
+    staged: StagedBatch | None = None
+    """An ingest's batch, made ready before its transaction (:meth:`Store.staging`)."""
 
     @property
     def org(self) -> str:
@@ -183,7 +185,11 @@ def compare_metrics(call: Call) -> Data:
 def ingest_metrics(call: Call) -> Data:
     """``POST /experiments/{id}/ingest``: stored before answering, whatever ``sync`` says."""
     call.store.ingest(
-        call.org, call.args["experiment_id"], call.body["data"], source=call.body_text
+        call.org,
+        call.args["experiment_id"],
+        call.body["data"],
+        source=call.body_text,
+        staged=call.staged,
     )
     return {"ok": True, "mode": "sync" if call.query.get("sync") else "queued"}
 

@@ -154,13 +154,14 @@ def compact(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
 
-INSERT_EVENTS = """
-INSERT OR IGNORE INTO events (experiment_seq, client_event_id, metric_name, metric_value, step,
-    metadata_json, client_timestamp_ms, server_timestamp_ms)
-SELECT :experiment_seq, value ->> '$.client_event_id', value ->> '$.name', value ->> '$.value',
+_BATCH_ROW_FIELDS = """value ->> '$.client_event_id', value ->> '$.name', value ->> '$.value',
     value ->> '$.step',
     CASE WHEN value ->> '$.metadata' IS NULL THEN '{}' ELSE value -> '$.metadata' END,
-    coalesce(value ->> '$.timestamp_ms', :now), :now
+    coalesce(value ->> '$.timestamp_ms', :now)"""
+
+INSERT_EVENTS = f"""
+INSERT OR IGNORE INTO events ({", ".join(EVENT_COLUMNS)})
+SELECT :experiment_seq, {_BATCH_ROW_FIELDS}, :now
 FROM json_each(:batch, :path) ORDER BY key
 """
 """Store a batch of validated metrics in one statement: the JSON array at ``:path`` in the
@@ -170,6 +171,38 @@ it, which runs without Python's global lock, instead of one call per event. A me
 is stored as its compact text, cut out of the batch's (``null`` or missing: ``{}``); a
 missing or ``null`` timestamp is ``:now``; a repeated ``client_event_id`` is ignored (the
 first one wins)."""
+
+STAGED_COLUMNS = EVENT_COLUMNS[1:-1]
+"""The columns of a staged row: an event's own values, without its experiment and the
+server's time (both known only when it is written)."""
+
+CREATE_STAGED_ROWS = f"CREATE TABLE IF NOT EXISTS rows ({', '.join(STAGED_COLUMNS)})"
+"""The one table of a staging database (untyped columns keep each value as SQLite read it,
+so a staged row is written exactly as :data:`INSERT_EVENTS` writes it)."""
+
+STAGE_EVENTS = f"""
+INSERT INTO rows ({", ".join(STAGED_COLUMNS)})
+SELECT {_BATCH_ROW_FIELDS}
+FROM json_each(:batch, :path) ORDER BY key
+"""
+"""The rows of a batch, read out of its text as :data:`INSERT_EVENTS` reads them, into a
+staging database: most of an insert's work, done before the write lock is taken."""
+
+
+def insert_staged(schema: str) -> str:
+    """The statement that stores the rows staged in the attached database ``schema``, in the
+    order they were staged (a repeated ``client_event_id`` is ignored: the first one wins).
+
+    Example:
+        >>> "FROM staging_0.rows ORDER BY rowid" in insert_staged("staging_0")
+        True
+    """
+    return (
+        f"INSERT OR IGNORE INTO events ({', '.join(EVENT_COLUMNS)}) "
+        f"SELECT :experiment_seq, {', '.join(STAGED_COLUMNS)}, :now "
+        f"FROM {schema}.rows ORDER BY rowid"
+    )
+
 
 INSERT_EVENT_ROW = f"""
 INSERT OR IGNORE INTO events ({", ".join(EVENT_COLUMNS)})

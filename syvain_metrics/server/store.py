@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import secrets
 import sqlite3
@@ -46,14 +47,18 @@ from syvain_metrics.server.sql import (
     batch_json,
     canonical,
     compact,
+    insert_staged,
     register_functions,
     row_wire,
     rows_json,
 )
+from syvain_metrics.server.staging import STAGING_SLOTS, StagingPool, StagingSlot
 
 DEFAULT_INGESTION_KEY_TTL_MS = 60 * 60 * 1000
 IDEMPOTENCY_TTL_MS = 24 * 60 * 60 * 1000
 ORGANIZATION_NAME = "Local"
+
+log = logging.getLogger(__name__)
 
 
 def new_id() -> str:
@@ -144,6 +149,20 @@ def _values_exact_in_sqlite(metrics: Sequence[Mapping[str, Any]]) -> bool:
     return bool(max(map(abs, map(itemgetter("value"), metrics))) <= _EXACT_INTEGERS)
 
 
+@dataclass(frozen=True)
+class StagedBatch:
+    """A batch of metrics made ready for :meth:`Store.ingest` before the write lock is taken
+    (:meth:`Store.staging`): its time, its JSON text and, when a staging slot was free, its
+    rows already read out of that text."""
+
+    now: int
+    text: str | None
+    """What SQLite reads the rows from; ``None``: they are bound one by one (a NUL in a name or
+    an id, which SQLite's JSON functions cannot read back)."""
+    path: str
+    slot: StagingSlot | None = None
+
+
 class Store:
     """Every piece of server state, in one SQLite database (a file, or ``":memory:"``).
 
@@ -163,6 +182,9 @@ class Store:
         self._lock = threading.RLock()
         _create_private(path)
         self._db = self._connect()
+        # A staged batch is attached by its URI, which needs a connection that reads URIs; a
+        # path that is itself a URI is left as it is, and batches are then read in the write.
+        self._staging = StagingPool(0 if path.startswith("file:") else STAGING_SLOTS)
         # A database file has readers of its own, one per thread (WAL): a long read never
         # holds up a write. In memory, everything shares the one connection.
         self._readers: list[sqlite3.Connection] | None = None
@@ -245,7 +267,12 @@ class Store:
             db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
     def _connect(self) -> sqlite3.Connection:
-        db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        db = sqlite3.connect(
+            self.path,
+            check_same_thread=False,
+            isolation_level=None,
+            uri=not self.path.startswith("file:"),  # a plain path stays a plain path
+        )
         db.row_factory = sqlite3.Row
         register_functions(db)
         return db
@@ -257,43 +284,69 @@ class Store:
         return int(self.clock() * 1000)
 
     @contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
+    def _tx(self, staged: StagedBatch | None = None) -> Iterator[sqlite3.Connection]:
         """One transaction under the store lock; any exception rolls it back. Inside another
         (see :meth:`transaction`) it is a savepoint: its own failure undoes its own writes,
-        and the whole commits or rolls back together."""
+        and the whole commits or rolls back together. A staged batch's slot is attached for
+        the transaction (before it begins: SQLite attaches nothing inside one)."""
         with self._lock:
-            outer = self._depth == 0
-            self._db.execute("BEGIN IMMEDIATE" if outer else "SAVEPOINT inner")
-            self._depth += 1
+            slot = staged.slot if staged is not None and self._depth == 0 else None
+            if slot is not None and not slot.attached:
+                self._db.execute(f"ATTACH DATABASE ? AS {slot.schema}", (slot.uri,))
+                slot.attached = True
             try:
-                yield self._db
-            except BaseException:
-                self._db.execute("ROLLBACK" if outer else "ROLLBACK TO inner")
-                if not outer:
-                    self._db.execute("RELEASE inner")
-                raise
+                with self._tx_body() as db:
+                    yield db
             finally:
-                self._depth -= 1
-            if not outer:
-                self._db.execute("RELEASE inner")
-                return
-            try:
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")  # never leave the writer inside a transaction
-                raise
+                if slot is not None:
+                    self._detach(slot)
+
+    def _detach(self, slot: StagingSlot) -> None:
+        try:
+            self._db.execute(f"DETACH DATABASE {slot.schema}")
+        except sqlite3.Error:
+            # Still attached: the next transaction that takes the slot finds it so.
+            log.warning("could not detach %s", slot.schema, exc_info=True)
+            return
+        slot.attached = False
 
     @contextmanager
-    def transaction(self) -> Iterator[None]:
+    def _tx_body(self) -> Iterator[sqlite3.Connection]:
+        """The transaction or savepoint itself (the caller holds the lock)."""
+        outer = self._depth == 0
+        self._db.execute("BEGIN IMMEDIATE" if outer else "SAVEPOINT inner")
+        self._depth += 1
+        try:
+            yield self._db
+        except BaseException:
+            self._db.execute("ROLLBACK" if outer else "ROLLBACK TO inner")
+            if not outer:
+                self._db.execute("RELEASE inner")
+            raise
+        finally:
+            self._depth -= 1
+        if not outer:
+            self._db.execute("RELEASE inner")
+            return
+        try:
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._db.execute("ROLLBACK")  # never leave the writer inside a transaction
+            raise
+
+    @contextmanager
+    def transaction(self, staged: StagedBatch | None = None) -> Iterator[None]:
         """Everything the store writes inside the block commits together, or not at all (a
-        request's writes, its ingestion-key use and its idempotency record).
+        request's writes, its ingestion-key use and its idempotency record). Give it the
+        :meth:`staging` of the batch the block ingests, if any.
 
         Example:
-            >>> with store.transaction():  # doctest: +SKIP
-            ...     store.ingest(org_id, experiment_id, metrics)
-            ...     store.save_idempotency(credential, key, fingerprint, 200, body)
+            >>> with store.staging(metrics) as staged:  # doctest: +SKIP
+            ...     with store.transaction(staged):
+            ...         store.ingest(org_id, experiment_id, metrics, staged=staged)
+            ...         store.save_idempotency(credential, key, fingerprint, 200, body)
         """
-        with self._tx():
+        with self._tx(staged):
             yield
 
     @contextmanager
@@ -337,6 +390,7 @@ class Store:
             self._trace = callback
             for db in [self._db, *(self._readers or [])]:
                 db.set_trace_callback(callback)
+            self._staging.set_trace(callback)
 
     def query_plan(self, statement: str) -> list[str]:
         """The steps of ``EXPLAIN QUERY PLAN`` for a statement, e.g. ``SEARCH e USING INDEX ...``.
@@ -354,6 +408,7 @@ class Store:
             for reader in self._readers or []:
                 reader.close()
             self._db.close()
+            self._staging.close()
 
     def reset(self) -> None:
         """Delete every folder, experiment, event, annotation, ingestion key and idempotency
@@ -754,6 +809,38 @@ class Store:
 
     # -- metrics --------------------------------------------------------------------------
 
+    def _batch_text(
+        self, metrics: Sequence[Mapping[str, Any]], source: str | None
+    ) -> tuple[str | None, str]:
+        batch, path = (source, "$.data") if source is not None else (None, "$")
+        if batch is None or not _values_exact_in_sqlite(metrics):
+            batch, path = batch_json([_float_value(m) for m in metrics]), "$"
+        # SQLite's JSON functions end a string at a NUL: such a batch is bound row by row
+        # (metadata texts keep the escape, so only names and ids need it).
+        return (None, path) if "\\u0000" in batch else (batch, path)
+
+    @contextmanager
+    def staging(
+        self, metrics: Sequence[Mapping[str, Any]], *, source: str | None = None
+    ) -> Iterator[StagedBatch]:
+        """Make a batch ready for :meth:`ingest` without the write lock: its rows are read out
+        of its JSON text now, while other batches are written, and the write transaction only
+        copies them (:mod:`~syvain_metrics.server.staging`). ``metrics`` and ``source`` are as
+        :meth:`ingest` takes them; pass the result to :meth:`transaction` and :meth:`ingest`.
+
+        Example:
+            >>> with store.staging(metrics, source=text) as staged:  # doctest: +SKIP
+            ...     with store.transaction(staged):
+            ...         store.ingest(org_id, experiment_id, metrics, staged=staged)
+        """
+        now = self.now_ms()
+        text, path = self._batch_text(metrics, source) if metrics else (None, "$")
+        if text is None:
+            yield StagedBatch(now, None, path)
+            return
+        with self._staging.staged(text, path, now) as slot:
+            yield StagedBatch(now, text, path, slot)
+
     def ingest(
         self,
         org_id: str,
@@ -761,6 +848,7 @@ class Store:
         metrics: Sequence[Mapping[str, Any]],
         *,
         source: str | None = None,
+        staged: StagedBatch | None = None,
     ) -> None:
         """Store a validated batch in one transaction; a repeated ``client_event_id`` is ignored
         (the first write wins, within the batch or across batches). ``metrics`` are as
@@ -769,19 +857,17 @@ class Store:
 
         ``source`` is the canonical JSON text (:func:`canonical`) of ``{"data": raw}``, where
         ``raw`` is what ``metrics`` were validated and loaded from: SQLite then reads the rows
-        out of it rather than out of a new text (one encoding less per batch). Either way an
+        out of it rather than out of a new text (one encoding less per batch). ``staged`` is the
+        batch's :meth:`staging`, when the caller made it before the transaction. Either way an
         event's metadata is stored as its canonical text: keys in sorted order."""
         if not metrics:
             return
-        now = self.now_ms()
-        batch, path = (source, "$.data") if source is not None else (None, "$")
-        if batch is None or not _values_exact_in_sqlite(metrics):
-            batch, path = batch_json([_float_value(m) for m in metrics]), "$"
+        if staged is None:
+            staged = StagedBatch(self.now_ms(), *self._batch_text(metrics, source))
+        now, slot = staged.now, staged.slot
         with self._tx() as db:
             experiment_seq = self._experiment_row(db, org_id, experiment_id)["seq"]
-            if "\\u0000" in batch:
-                # SQLite's JSON functions end a string at a NUL: such a batch is bound row
-                # by row (metadata texts keep the escape, so only names and ids need it).
+            if staged.text is None:
                 db.executemany(
                     INSERT_EVENT_ROW,
                     [
@@ -798,10 +884,19 @@ class Store:
                         for m in metrics
                     ],
                 )
+            elif slot is not None and slot.attached:
+                db.execute(
+                    insert_staged(slot.schema), {"experiment_seq": experiment_seq, "now": now}
+                )
             else:
                 db.execute(
                     INSERT_EVENTS,
-                    {"experiment_seq": experiment_seq, "now": now, "batch": batch, "path": path},
+                    {
+                        "experiment_seq": experiment_seq,
+                        "now": now,
+                        "batch": staged.text,
+                        "path": staged.path,
+                    },
                 )
             db.execute(
                 "UPDATE experiments SET updated_at_ms = ?, last_event_at_ms = ? WHERE id = ?",
