@@ -28,6 +28,7 @@ import signal
 import sys
 from collections.abc import Sequence
 from types import FrameType
+from typing import Any
 
 from syvain_metrics._version import __version__
 
@@ -70,6 +71,14 @@ def _parser() -> argparse.ArgumentParser:
     )
     serve.add_argument(
         "--threads", type=int, default=8, help="worker threads (default: %(default)s)"
+    )
+    serve.add_argument(
+        "--processes",
+        type=int,
+        default=1,
+        metavar="N",
+        help="answer from N processes, each with --threads threads, for many clients writing "
+        "at once (default: %(default)s; more than one needs --db FILE and a POSIX system)",
     )
     sync = commands.add_parser(
         "sync",
@@ -132,16 +141,38 @@ def _stop_on_sigterm(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt  # waitress ends its loop cleanly on KeyboardInterrupt
 
 
-def serve(host: str, port: int, db: str, api_keys: Sequence[str], threads: int = 8) -> int:
+def serve(
+    host: str,
+    port: int,
+    db: str,
+    api_keys: Sequence[str],
+    threads: int = 8,
+    processes: int = 1,
+) -> int:
     """Serve until interrupted; print one line with the URL and the accepted API keys."""
     from syvain_metrics.server import MetricsApp, Store, make_server, stop_server
+    from syvain_metrics.server.processes import Dealer
     from syvain_metrics.server.runner import SERVE_SWITCH_INTERVAL_S
 
-    store = Store(db)
+    if processes < 1 or threads < 1:
+        print("syvain-metrics serve: --processes and --threads must be at least 1", file=sys.stderr)
+        return 2
+    try:
+        store = Store(db, shared=processes > 1)
+    except ValueError as error:
+        print(f"syvain-metrics serve: {error} (--processes {processes})", file=sys.stderr)
+        return 2
+    server: Any = None
     try:
         keys = store.use_api_keys(api_keys)
         app = MetricsApp(store)
-        server = make_server(app, host, port, threads=threads)
+        if processes > 1:
+            # Nothing of an earlier run can be in progress, and its logins are forgotten.
+            app.idempotency.reset()
+            store.forget_logins()
+            server = Dealer(host, port, db, keys, threads, processes)
+        else:
+            server = make_server(app, host, port, threads=threads)
     except (ValueError, OSError) as error:
         store.close()
         print(f"syvain-metrics serve: {error}", file=sys.stderr)
@@ -179,7 +210,10 @@ def serve(host: str, port: int, db: str, api_keys: Sequence[str], threads: int =
     except KeyboardInterrupt:
         pass
     finally:
-        stop_server(server, None, app.faults)
+        if isinstance(server, Dealer):
+            server.stop()
+        else:
+            stop_server(server, None, app.faults)
         store.close()
     return 0
 
@@ -192,7 +226,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     args = _parser().parse_args(argv)
     if args.command == "serve":
-        return serve(args.host, args.port, args.db, args.api_keys, args.threads)
+        return serve(args.host, args.port, args.db, args.api_keys, args.threads, args.processes)
     if args.command == "sync":
         return sync(args.spool_dir, args.api_key, args.host, args.timeout)
     return 2  # pragma: no cover - argparse rejects unknown commands

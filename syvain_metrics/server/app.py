@@ -48,7 +48,13 @@ from syvain_metrics.server import handlers
 from syvain_metrics.server.dashboard import Dashboard
 from syvain_metrics.server.errors import VALIDATION_ERROR, ApiError, from_validation, invalid
 from syvain_metrics.server.faults import Faults, SimulatedCrash
-from syvain_metrics.server.idempotency import IdempotencyGate, Replay, Ticket, fingerprint
+from syvain_metrics.server.idempotency import (
+    IdempotencyGate,
+    Replay,
+    RunningElsewhere,
+    Ticket,
+    fingerprint,
+)
 from syvain_metrics.server.inputs import BadJsonError, parse_json
 from syvain_metrics.server.limits import (
     LARGE_BODIES_AT_ONCE,
@@ -272,7 +278,9 @@ class MetricsApp:
     def __init__(self, store: Store, *, faults: Faults | None = None) -> None:
         self.store = store
         self.faults = faults or Faults()
-        self.idempotency = IdempotencyGate(store)
+        # Processes sharing the database see each other's requests in progress.
+        elsewhere = RunningElsewhere(store.path) if store.shared else None
+        self.idempotency = IdempotencyGate(store, elsewhere)
         self._large_bodies = threading.BoundedSemaphore(LARGE_BODIES_AT_ONCE)
         self.dashboard = Dashboard(store)
         self._by_name = {endpoint.name: endpoint for endpoint in ENDPOINTS}

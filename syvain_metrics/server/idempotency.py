@@ -4,7 +4,9 @@ A request's identity is its method, raw path, raw query and the canonical JSON o
 its body. Keys are scoped to the credential that sent them. Finished answers (2xx
 and 4xx, except validation failures) are stored for 24 hours in the database;
 requests still running are tracked in memory, so a second attempt can see that the
-first has not finished yet.
+first has not finished yet, and, when several processes serve one database, also in a small
+database of their own (:class:`RunningElsewhere`), so that a retry that reaches another
+process sees it too.
 
 Example:
     >>> from syvain_metrics.server.store import Store
@@ -19,7 +21,10 @@ Example:
 from __future__ import annotations
 
 import hashlib
+import os
+import sqlite3
 import threading
+from contextlib import suppress
 from dataclasses import dataclass
 
 from syvain_metrics.server.errors import ApiError
@@ -57,11 +62,95 @@ class Replay:
     body: bytes
 
 
-class IdempotencyGate:
-    """Decides, per (credential, key), whether a request runs, replays, or is refused."""
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process
+    return True
 
-    def __init__(self, store: Store) -> None:
+
+class RunningElsewhere:
+    """Requests running in any of the processes that serve one database file: a row per
+    (credential, key) with the request's identity and its process, in ``<path>-inflight``.
+
+    A process that ended without removing its rows (killed) leaves them behind; a row whose
+    process is gone counts as nothing running. Writes here never wait for the store's writes
+    (another file, another lock), and the rows need no durability.
+
+    Example:
+        >>> import tempfile, os
+        >>> running = RunningElsewhere(os.path.join(tempfile.mkdtemp(), "m.sqlite"))
+        >>> running.claim("cred", "k", "id-1") is None  # nobody else runs it: ours now
+        True
+        >>> running.release("cred", "k")
+        >>> running.close()
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = f"{path}-inflight"
+        with suppress(FileExistsError):
+            os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        self._db = sqlite3.connect(
+            self.path, isolation_level=None, check_same_thread=False, timeout=60
+        )
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=OFF")
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS running (credential TEXT NOT NULL, key TEXT NOT NULL, "
+            "fingerprint TEXT NOT NULL, pid INTEGER NOT NULL, PRIMARY KEY (credential, key))"
+        )
+        self._lock = threading.Lock()
+
+    def claim(self, credential: str, key: str, identity: str) -> str | None:
+        """Mark the request as running in this process and return ``None``; or, when another
+        live process runs a request with this key, that request's identity."""
+        pid = os.getpid()
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                row = self._db.execute(
+                    "SELECT fingerprint, pid FROM running WHERE credential = ? AND key = ?",
+                    (credential, key),
+                ).fetchone()
+                if row is not None and row[1] != pid and _alive(row[1]):
+                    return str(row[0])
+                self._db.execute(
+                    "INSERT OR REPLACE INTO running VALUES (?, ?, ?, ?)",
+                    (credential, key, identity, pid),
+                )
+            finally:
+                self._db.execute("COMMIT")
+        return None
+
+    def release(self, credential: str, key: str) -> None:
+        """This process's request with this key is over."""
+        with self._lock:
+            self._db.execute(
+                "DELETE FROM running WHERE credential = ? AND key = ? AND pid = ?",
+                (credential, key, os.getpid()),
+            )
+
+    def clear(self) -> None:
+        """Forget every row (a server starting: nothing of its can be running)."""
+        with self._lock:
+            self._db.execute("DELETE FROM running")
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+
+class IdempotencyGate:
+    """Decides, per (credential, key), whether a request runs, replays, or is refused.
+
+    ``elsewhere``: the requests other processes serving the same database run."""
+
+    def __init__(self, store: Store, elsewhere: RunningElsewhere | None = None) -> None:
         self._store = store
+        self._elsewhere = elsewhere
         self._lock = threading.Lock()
         self._running: dict[tuple[str, str], str] = {}
 
@@ -69,11 +158,17 @@ class IdempotencyGate:
         """A :class:`Ticket` to run the request, a :class:`Replay`, or the error to answer."""
         with self._lock:
             running = self._running.get((credential, key))
+            if running is None and self._elsewhere is not None:
+                # Claimed before the stored answer is looked up: a request another process
+                # finishes meanwhile has stored its answer before it lets go of its claim.
+                running = self._elsewhere.claim(credential, key, identity)
             if running is None:
                 stored = self._store.find_idempotency(credential, key)
                 if stored is None:
                     self._running[(credential, key)] = identity
                     return Ticket(credential, key, identity)
+                if self._elsewhere is not None:
+                    self._elsewhere.release(credential, key)
                 if stored[0] == identity:
                     return Replay(stored[1], stored[2])
                 running = stored[0]
@@ -99,8 +194,12 @@ class IdempotencyGate:
         """The request is over: later attempts see the stored answer, or run again if none."""
         with self._lock:
             self._running.pop((ticket.credential, ticket.key), None)
+            if self._elsewhere is not None:
+                self._elsewhere.release(ticket.credential, ticket.key)
 
     def reset(self) -> None:
         """Forget requests in progress (the database records go with :meth:`Store.reset`)."""
         with self._lock:
             self._running.clear()
+            if self._elsewhere is not None:
+                self._elsewhere.clear()

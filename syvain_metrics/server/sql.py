@@ -117,6 +117,13 @@ CREATE TABLE IF NOT EXISTS ingestion_keys (
     revoked_at_ms INTEGER,
     last_used_at_ms INTEGER
 );
+CREATE TABLE IF NOT EXISTS dashboard_logins (
+    kind TEXT NOT NULL,
+    digest TEXT NOT NULL,
+    org_id TEXT NOT NULL,
+    expires_at_ms INTEGER NOT NULL,
+    PRIMARY KEY (kind, digest)
+);
 CREATE TABLE IF NOT EXISTS idempotency (
     credential TEXT NOT NULL,
     key TEXT NOT NULL,

@@ -22,6 +22,7 @@ import logging
 import os
 import secrets
 import sqlite3
+import sys
 import threading
 import time
 import uuid
@@ -52,6 +53,10 @@ from syvain_metrics.server.sql import (
     row_wire,
     rows_json,
 )
+
+if sys.platform != "win32":
+    import fcntl
+
 from syvain_metrics.server.staging import STAGING_SLOTS, StagingPool, StagingSlot
 
 DEFAULT_INGESTION_KEY_TTL_MS = 60 * 60 * 1000
@@ -169,6 +174,10 @@ class Store:
     Args:
         path: a database file (opened in WAL mode) or ``":memory:"``.
         clock: seconds since the epoch (tests inject a fake one to move time).
+        shared: other processes serve the same database file (``serve --processes``): write
+            transactions take turns through a lock file (``<path>.lock``) instead of SQLite's
+            retries, and dashboard logins are kept in the database, where every process
+            sees them.
 
     Example:
         >>> store = Store()
@@ -176,11 +185,29 @@ class Store:
         True
     """
 
-    def __init__(self, path: str = ":memory:", *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        path: str = ":memory:",
+        *,
+        clock: Callable[[], float] = time.time,
+        shared: bool = False,
+    ) -> None:
+        if shared and (path in ("", ":memory:") or path.startswith("file:")):
+            raise ValueError("Only a database file can be shared by several processes.")
+        if shared and sys.platform == "win32":
+            raise ValueError("Sharing a database between processes needs a POSIX system.")
         self.path = path
         self.clock = clock
+        self.shared = shared
         self._lock = threading.RLock()
         _create_private(path)
+        self._turns: int | None = None
+        if shared:
+            # A file of its own: closing a descriptor of the database file would drop the
+            # locks SQLite holds on it.
+            lock_path = f"{path}.lock"
+            _create_private(lock_path)
+            self._turns = os.open(lock_path, os.O_RDWR)
         self._db = self._connect()
         # A staged batch is attached by its URI, which needs a connection that reads URIs; a
         # path that is itself a URI is left as it is, and batches are then read in the write.
@@ -290,14 +317,21 @@ class Store:
         and the whole commits or rolls back together. A staged batch's slot is attached for
         the transaction (before it begins: SQLite attaches nothing inside one)."""
         with self._lock:
-            slot = staged.slot if staged is not None and self._depth == 0 else None
+            outer = self._depth == 0
+            slot = staged.slot if staged is not None and outer else None
             if slot is not None and not slot.attached:
                 self._db.execute(f"ATTACH DATABASE ? AS {slot.schema}", (slot.uri,))
                 slot.attached = True
+            if outer and self._turns is not None:
+                # Blocks until the other processes' write is over; SQLite's own wait would
+                # poll, sleeping up to 100 ms between tries.
+                fcntl.flock(self._turns, fcntl.LOCK_EX)
             try:
                 with self._tx_body() as db:
                     yield db
             finally:
+                if outer and self._turns is not None:
+                    fcntl.flock(self._turns, fcntl.LOCK_UN)
                 if slot is not None:
                     self._detach(slot)
 
@@ -409,6 +443,9 @@ class Store:
                 reader.close()
             self._db.close()
             self._staging.close()
+            if self._turns is not None:
+                os.close(self._turns)
+                self._turns = None
 
     def reset(self) -> None:
         """Delete every folder, experiment, event, annotation, ingestion key and idempotency
@@ -530,6 +567,43 @@ class Store:
         return {"id": row["id"], "name": row["name"]}
 
     # -- idempotency records -----------------------------------------------------------
+
+    # -- dashboard logins (kept here only when processes share the database) -------------
+
+    def save_login(self, kind: str, digest: str, org_id: str, ttl_s: float) -> None:
+        """Keep a dashboard login secret's hash (``kind``: ``"token"`` or ``"session"``)."""
+        with self._tx() as db:
+            db.execute("DELETE FROM dashboard_logins WHERE expires_at_ms <= ?", (self.now_ms(),))
+            db.execute(
+                "INSERT OR REPLACE INTO dashboard_logins VALUES (?, ?, ?, ?)",
+                (kind, digest, org_id, self.now_ms() + int(ttl_s * 1000)),
+            )
+
+    def find_login(self, kind: str, digest: str, *, spend: bool = False) -> str | None:
+        """The organization a login secret opens (``None``: unknown or expired); ``spend``
+        removes it, so a one-time token opens one session only, in whichever process."""
+        with self._tx() as db:
+            row = db.execute(
+                "SELECT org_id, expires_at_ms FROM dashboard_logins WHERE kind = ? AND digest = ?",
+                (kind, digest),
+            ).fetchone()
+            if row is not None and (spend or row["expires_at_ms"] <= self.now_ms()):
+                db.execute(
+                    "DELETE FROM dashboard_logins WHERE kind = ? AND digest = ?", (kind, digest)
+                )
+        if row is None or row["expires_at_ms"] <= self.now_ms():
+            return None
+        return str(row["org_id"])
+
+    def forget_logins(self, kind: str | None = None, digest: str | None = None) -> None:
+        """Remove one login secret, or all of them (a server starting forgets every login)."""
+        with self._tx() as db:
+            if digest is None:
+                db.execute("DELETE FROM dashboard_logins")
+            else:
+                db.execute(
+                    "DELETE FROM dashboard_logins WHERE kind = ? AND digest = ?", (kind, digest)
+                )
 
     def find_idempotency(self, credential: str, key: str) -> tuple[str, int, bytes] | None:
         """``(fingerprint, status, body)`` stored for a key in the last 24 hours, if any."""

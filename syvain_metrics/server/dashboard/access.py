@@ -2,8 +2,9 @@
 
 A browser signs in once, by pasting an API key or by opening a one-time login link; it then
 carries a random session id in an HttpOnly, SameSite=Strict cookie. The server keeps only a
-hash of each session id and of each login token, with the organization it opens, in memory:
-a restarted server forgets them (sign in again). Keys are checked by the store's own
+hash of each session id and of each login token, with the organization it opens, in memory
+(in the database when several processes serve it, so that a link printed by one opens in
+any): a restarted server forgets them (sign in again). Keys are checked by the store's own
 authentication, so only an API key (never an ingestion token) opens a session.
 
 Example:
@@ -54,6 +55,7 @@ class Access:
         self._lock = threading.Lock()
         self._sessions: TTLCache[str, str] = TTLCache(MAX_SESSIONS, SESSION_TTL_S)
         self._tokens: TTLCache[str, str] = TTLCache(MAX_SESSIONS, LOGIN_TOKEN_TTL_S)
+        self._shared = store.shared
 
     def _organization_of_key(self, api_key: str) -> str | None:
         try:
@@ -85,18 +87,27 @@ class Access:
         if org_id is None:
             raise ValueError("Not an API key of this server.")
         token = secrets.token_urlsafe(24)
+        if self._shared:
+            self.store.save_login("token", _digest(token), org_id, LOGIN_TOKEN_TTL_S)
+            return token
         with self._lock:
             self._tokens[_digest(token)] = org_id
         return token
 
     def redeem(self, token: str) -> str | None:
         """Spend a login token: a new session id, or ``None`` if unknown, used or expired."""
-        with self._lock:
-            org_id = self._tokens.pop(_digest(token), None)
+        if self._shared:
+            org_id = self.store.find_login("token", _digest(token), spend=True)
+        else:
+            with self._lock:
+                org_id = self._tokens.pop(_digest(token), None)
         return None if org_id is None else self._open(org_id)
 
     def _open(self, org_id: str) -> str:
         session_id = secrets.token_urlsafe(32)
+        if self._shared:
+            self.store.save_login("session", _digest(session_id), org_id, SESSION_TTL_S)
+            return session_id
         with self._lock:
             self._sessions[_digest(session_id)] = org_id
         return session_id
@@ -105,11 +116,15 @@ class Access:
         """The organization a session id opens, or ``None``."""
         if not session_id:
             return None
+        if self._shared:
+            return self.store.find_login("session", _digest(session_id))
         with self._lock:
             return self._sessions.get(_digest(session_id))
 
     def sign_out(self, session_id: str | None) -> None:
         """Forget a session (no error if it is unknown)."""
-        if session_id:
+        if session_id and self._shared:
+            self.store.forget_logins("session", _digest(session_id))
+        elif session_id:
             with self._lock:
                 self._sessions.pop(_digest(session_id), None)

@@ -1,0 +1,272 @@
+"""Serving from several processes: ``syvain-metrics serve --db FILE --processes N``.
+
+One process answers requests under one interpreter lock: clients writing at once share one
+core's worth of Python, and the thread that holds the write lock waits for that lock between
+its calls into SQLite. With ``--processes N`` the first process only accepts connections and
+passes each, in turn, to one of N worker processes (over a Unix socket); each worker answers
+its connections with its own threads and its own
+:class:`~syvain_metrics.server.store.Store` (``shared=True``) on the same database file.
+Write transactions take turns across the processes and stay atomic; readers never wait (WAL);
+what one request must know of others still running is where every worker sees it: an
+``Idempotency-Key`` in progress in :class:`~syvain_metrics.server.idempotency.RunningElsewhere`,
+dashboard logins in the database.
+
+A worker that ends unexpectedly is started again at the next connection; the connections it
+held are closed, so their clients retry as after any dropped connection.
+
+Example:
+    >>> socket_pair_supported()  # passing connections needs Unix sockets
+    True
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import IO, Any
+
+WORKER_START_TIMEOUT_S = 60.0
+"""How long the server waits for a worker to open the database and say it is ready."""
+WORKER_STOP_GRACE_S = 10.0
+"""How long a stopping worker may take to finish the requests it is answering."""
+HANDOVER_ACK_TIMEOUT_S = 10.0
+"""How long the dealer waits for a worker to confirm it took a connection. A connection
+passed to a worker that is ending is not confirmed (the worker's socket closes instead) and
+goes to the next worker; one not confirmed in time is left with the worker, busy as it is
+(passing it on as well would give one connection two readers)."""
+
+
+def socket_pair_supported() -> bool:
+    """Whether this platform can pass an accepted connection to another process."""
+    return hasattr(socket, "send_fds") and hasattr(socket, "AF_UNIX")
+
+
+@dataclass(frozen=True)
+class WorkerSettings:
+    """What a worker process needs to answer like the server that started it."""
+
+    db: str
+    api_keys: tuple[str, ...]
+    threads: int
+    fd: int
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {"db": self.db, "api_keys": list(self.api_keys), "threads": self.threads, "fd": self.fd}
+        )
+
+    @classmethod
+    def from_json(cls, text: str) -> WorkerSettings:
+        raw = json.loads(text)
+        return cls(raw["db"], tuple(raw["api_keys"]), int(raw["threads"]), int(raw["fd"]))
+
+
+class Worker:
+    """One worker process and the Unix socket its connections are passed over."""
+
+    def __init__(self, db: str, api_keys: Sequence[str], threads: int) -> None:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        settings = WorkerSettings(db, tuple(api_keys), threads, theirs.fileno())
+        self.channel = ours
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "syvain_metrics.server.processes"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            pass_fds=(theirs.fileno(),),
+            text=True,
+        )
+        theirs.close()
+        assert self.process.stdin is not None
+        assert self.process.stdout is not None
+        # The keys travel on a pipe, never on a command line other users can read.
+        self.process.stdin.write(settings.to_json() + "\n")
+        self.process.stdin.close()
+        self._stdout: IO[str] = self.process.stdout
+
+    def wait_ready(self) -> None:
+        """Block until the worker has opened its store; raise if it ended instead."""
+        line = _read_line(self._stdout, WORKER_START_TIMEOUT_S)
+        if line.strip() != "ready":
+            self.stop()
+            raise OSError(f"a server worker did not start: {line.strip() or 'no answer'}")
+
+    @property
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def hand_over(self, connection: socket.socket) -> bool:
+        """Pass an accepted connection to the worker; ``False`` if the worker is gone (it did
+        not take the connection)."""
+        try:
+            socket.send_fds(self.channel, [b"c"], [connection.fileno()])
+            self.channel.settimeout(HANDOVER_ACK_TIMEOUT_S)
+            return self.channel.recv(1) == b"k"
+        except TimeoutError:
+            return True
+        except OSError:
+            return False
+
+    def stop(self) -> None:
+        """Ask the worker to finish (SIGTERM), then wait; kill it if it does not."""
+        self.channel.close()
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(WORKER_STOP_GRACE_S)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self._stdout.close()
+
+
+def _read_line(stream: IO[str], timeout: float) -> str:
+    line: list[str] = []
+    reader = threading.Thread(target=lambda: line.append(stream.readline()), daemon=True)
+    reader.start()
+    reader.join(timeout)
+    return line[0] if line else ""
+
+
+class Dealer:
+    """Listens on ``host:port`` (port 0: any free one) and passes each connection to the next
+    of ``count`` worker processes, started on the database file ``db``.
+
+    Call :meth:`run` to serve, :meth:`stop` to end (it stops the workers too).
+    """
+
+    def __init__(
+        self, host: str, port: int, db: str, api_keys: Sequence[str], threads: int, count: int
+    ) -> None:
+        if not socket_pair_supported():
+            raise ValueError("Serving from several processes needs a POSIX system.")
+        family, _, _, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        self.listener = socket.create_server(address, family=family, backlog=1024)
+        self.effective_host, self.effective_port = self.listener.getsockname()[:2]
+        self._start = (db, tuple(api_keys), threads)
+        self.workers: list[Worker] = []
+        self._next = 0
+        self._stopping = False
+        try:
+            for _ in range(count):
+                self.workers.append(Worker(*self._start))
+            for worker in self.workers:
+                worker.wait_ready()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _worker(self) -> Worker:
+        index = self._next % len(self.workers)
+        self._next += 1
+        worker = self.workers[index]
+        if not worker.alive:
+            print(
+                f"syvain-metrics serve: worker {worker.process.pid} ended "
+                f"(status {worker.process.returncode}); starting another",
+                file=sys.stderr,
+                flush=True,
+            )
+            worker.stop()
+            worker = self.workers[index] = Worker(*self._start)
+            worker.wait_ready()
+        return worker
+
+    def run(self) -> None:
+        """Deal connections until :meth:`stop` (or Ctrl-C)."""
+        while True:
+            try:
+                connection, _ = self.listener.accept()
+            except OSError:
+                if self._stopping:
+                    return
+                time.sleep(0.05)  # out of descriptors, say: do not spin
+                continue
+            with connection:
+                try:
+                    for _ in range(len(self.workers)):
+                        if self._worker().hand_over(connection):
+                            break
+                except OSError as error:  # a worker could not be started again
+                    print(f"syvain-metrics serve: {error}", file=sys.stderr, flush=True)
+
+    def stop(self) -> None:
+        """Stop accepting, then stop every worker (each finishes its requests first)."""
+        self._stopping = True
+        self.listener.close()
+        for worker in self.workers:
+            worker.stop()
+
+
+# -- the worker side ------------------------------------------------------------------------
+
+
+def run_worker(settings: WorkerSettings) -> None:
+    """Answer the connections passed over ``settings.fd`` until the server stops."""
+    from waitress import wasyncore
+
+    from syvain_metrics.server.app import MetricsApp
+    from syvain_metrics.server.runner import SERVE_SWITCH_INTERVAL_S, make_server, stop_server
+    from syvain_metrics.server.store import Store
+
+    store = Store(settings.db, shared=True)
+    store.use_api_keys(settings.api_keys)
+    app = MetricsApp(store)
+    # Its own listening socket stays unused: connections come from the dealer.
+    server = make_server(app, "127.0.0.1", 0, threads=settings.threads)
+    server.accepting = False
+    channel = socket.socket(fileno=settings.fd)
+
+    class Handoff(wasyncore.dispatcher):  # type: ignore[misc]
+        def handle_read(self) -> None:
+            try:
+                _, fds, _, _ = socket.recv_fds(channel, 16, 16)
+            except BlockingIOError:
+                return
+            if not fds:  # the dealer is gone
+                self.close()
+                raise KeyboardInterrupt
+            channel.sendall(b"k" * len(fds))  # taken: the dealer may close its copy
+            for fd in fds:
+                connection = socket.socket(fileno=fd)
+                try:
+                    peer = connection.getpeername()
+                    server.set_socket_options(connection)
+                except OSError:
+                    connection.close()  # the client left before the connection was passed
+                    continue
+                server.channel_class(
+                    server, connection, server.fix_addr(peer), server.adj, map=server._map
+                )
+
+        def writable(self) -> bool:
+            return False
+
+    Handoff(channel, map=server._map)
+
+    def stop_on_sigterm(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop_on_sigterm)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the dealer, which stops us
+    sys.setswitchinterval(SERVE_SWITCH_INTERVAL_S)
+    print("ready", flush=True)
+    try:
+        server.run()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        stop_server(server, None, app.faults)
+        store.close()
+
+
+if __name__ == "__main__":
+    run_worker(WorkerSettings.from_json(sys.stdin.readline()))
+    os._exit(0)

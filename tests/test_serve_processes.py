@@ -1,0 +1,281 @@
+"""``syvain-metrics serve --processes N``: one database file answered by N worker processes.
+
+Shown against real ``serve`` processes: clients writing at once from several connections
+(each event stored once), a login link printed by the server opening in whichever worker the
+next connection reaches, a killed worker replaced, SIGTERM ending every process. The
+cross-process parts (write turns, requests in progress) are shown with a second process of
+their own where one process cannot tell.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import requests
+
+import syvain_metrics as sm
+from syvain_metrics.server import Store
+from syvain_metrics.server.idempotency import IdempotencyGate, Replay, RunningElsewhere, Ticket
+
+pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="needs a POSIX system")
+
+API_KEY = "ak_local_processes"
+
+
+@dataclass
+class Served:
+    process: subprocess.Popen[str]
+    url: str
+    login_link: str
+
+    def workers(self) -> list[int]:
+        """The worker processes' ids (the server's children)."""
+        found = []
+        for entry in os.listdir("/proc"):
+            if entry.isdigit():
+                try:
+                    stat = Path(f"/proc/{entry}/stat").read_text()
+                except OSError:
+                    continue
+                if int(stat.rsplit(")", 1)[1].split()[1]) == self.process.pid:
+                    found.append(int(entry))
+        return sorted(found)
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[Served]:
+    process = subprocess.Popen(
+        [
+            *(sys.executable, "-m", "syvain_metrics.cli", "serve", "--port", "0"),
+            *("--db", str(tmp_path / "metrics.sqlite"), "--processes", "2", "--api-key", API_KEY),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stdout is not None
+    first, second = process.stdout.readline(), process.stdout.readline()
+    url = re.search(r"at (http://127\.0\.0\.1:\d+)", first)
+    link = re.search(r"(http://\S+login\?token=\S+)", second)
+    assert url is not None, first + process.stderr.read()  # type: ignore[union-attr]
+    assert link is not None, second
+    yield Served(process, url.group(1), link.group(1))
+    process.terminate()
+    process.communicate(timeout=30)
+
+
+def _fresh_connection(url: str, **options: object) -> requests.Response:
+    # A new connection each time, so that consecutive requests reach different workers.
+    headers = {"Connection": "close", **options.pop("headers", {})}  # type: ignore[dict-item]
+    return requests.get(url, headers=headers, timeout=30, **options)  # type: ignore[arg-type]
+
+
+def test_concurrent_clients_each_store_every_event_once(served: Served) -> None:
+    assert len(served.workers()) == 2
+    failures: list[BaseException] = []
+    experiments: list[sm.Experiment] = []
+
+    def client(number: int) -> None:
+        try:
+            with sm.Session(API_KEY, host=served.url, spool_dir=None) as session:
+                exp = sm.Experiment.create(f"writer-{number}", session=session)
+                experiments.append(exp)
+                events = [{"name": "loss", "value": i / 3, "step": i} for i in range(3000)]
+                exp.ingest(events, sync=True)
+                exp.ingest(events[:1000], sync=True)  # the same events again: stored once
+        except BaseException as error:  # reported below, with the thread's failure
+            failures.append(error)
+
+    threads = [threading.Thread(target=client, args=(n,)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    assert failures == []
+    with sm.Session(API_KEY, host=served.url, spool_dir=None) as session:
+        for exp in experiments:
+            rows = sm.Experiment.get(exp.id, session=session).metrics("loss")
+            assert list(rows.steps) == list(range(3000))
+
+
+def test_a_printed_login_link_opens_in_any_worker_and_only_once(served: Served) -> None:
+    signed_in = _fresh_connection(served.login_link, allow_redirects=False)
+    assert signed_in.status_code in (200, 303)
+    cookies = signed_in.cookies
+    # Two more connections: one of them reaches the other worker.
+    for _ in range(2):
+        page = _fresh_connection(f"{served.url}/dashboard/", cookies=cookies, allow_redirects=False)
+        assert page.status_code == 200
+    again = _fresh_connection(served.login_link, allow_redirects=False)
+    assert again.status_code == 401
+
+
+def test_a_killed_worker_is_replaced(served: Served) -> None:
+    before = served.workers()
+    os.kill(before[0], signal.SIGKILL)
+    statuses = []
+    for _ in range(6):  # every connection is answered, by the survivor or the new worker
+        answer = _fresh_connection(
+            f"{served.url}/api/v1/auth/status", headers={"Authorization": f"Bearer {API_KEY}"}
+        )
+        statuses.append(answer.status_code)
+    assert statuses == [200] * 6
+    after = served.workers()
+    assert len(after) == 2
+    assert before[0] not in after
+    assert before[1] in after
+
+
+def test_sigterm_ends_the_server_and_its_workers(served: Served) -> None:
+    workers = served.workers()
+    served.process.terminate()
+    served.process.wait(timeout=30)
+    assert served.process.returncode == 0
+    deadline = time.monotonic() + 10
+    while any(Path(f"/proc/{pid}").exists() for pid in workers) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(Path(f"/proc/{pid}").exists() for pid in workers)
+
+
+def test_several_processes_need_a_database_file() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "syvain_metrics.cli", "serve", "--port", "0", "--processes", "2"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2
+    assert "Only a database file can be shared" in done.stderr
+    with pytest.raises(ValueError, match="Only a database file"):
+        Store(":memory:", shared=True)
+
+
+# -- what one process must know of another ----------------------------------------------------
+
+
+def _other_process(path: Path, script: str) -> subprocess.Popen[str]:
+    """A second process running ``script`` (with ``path`` bound), which prints "ready" and then
+    waits for a line on stdin."""
+    code = (
+        textwrap.dedent(
+            f"""
+        import sys
+        from syvain_metrics.server import Store
+        from syvain_metrics.server.idempotency import RunningElsewhere
+        path = {str(path)!r}
+        """
+        )
+        + textwrap.dedent(script)
+        + "\nprint('ready', flush=True)\nsys.stdin.readline()\n"
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    assert process.stdout is not None
+    assert process.stdout.readline().strip() == "ready"
+    return process
+
+
+def _finish(process: subprocess.Popen[str]) -> None:
+    process.communicate("\n", timeout=30)
+
+
+def test_a_key_in_progress_in_another_process_is_409_or_422(tmp_path: Path) -> None:
+    path = tmp_path / "metrics.sqlite"
+    store = Store(str(path), shared=True)
+    gate = IdempotencyGate(store, RunningElsewhere(str(path)))
+    other = _other_process(path, "RunningElsewhere(path).claim('cred', 'k', 'id-1')")
+    try:
+        same = gate.begin("cred", "k", "id-1")
+        different = gate.begin("cred", "k", "id-2")
+        assert not isinstance(same, Ticket | Replay)
+        assert not isinstance(different, Ticket | Replay)
+        assert (same.status, same.code) == (409, "idempotency_key_in_progress")
+        assert (different.status, different.code) == (422, "idempotency_key_reused")
+    finally:
+        other.kill()  # ends without letting go: its claim is left behind
+        other.wait(30)
+    ticket = gate.begin("cred", "k", "id-1")  # a claim whose process is gone counts for nothing
+    assert isinstance(ticket, Ticket)
+    gate.finish(ticket)
+    store.close()
+
+
+def test_an_answer_stored_by_another_process_is_replayed(tmp_path: Path) -> None:
+    path = tmp_path / "metrics.sqlite"
+    store = Store(str(path), shared=True)
+    gate = IdempotencyGate(store, RunningElsewhere(str(path)))
+    other = _other_process(
+        path,
+        """
+        running = RunningElsewhere(path)
+        running.claim('cred', 'k', 'id-1')
+        Store(path, shared=True).save_idempotency('cred', 'k', 'id-1', 201, b'{"ok":1}')
+        running.release('cred', 'k')
+        """,
+    )
+    try:
+        replay = gate.begin("cred", "k", "id-1")
+        assert isinstance(replay, Replay)
+        assert (replay.status, replay.body) == (201, b'{"ok":1}')
+    finally:
+        _finish(other)
+    store.close()
+
+
+def test_writes_from_two_processes_take_turns(tmp_path: Path) -> None:
+    from syvain_metrics.server.sql import RowQuery, SeriesFilter
+
+    path = tmp_path / "metrics.sqlite"
+    store = Store(str(path), shared=True)
+    [key] = store.use_api_keys(["ak_turns"])
+    org = store.authenticate(key).org_id
+    exp = store.create_experiment(org, "http://h", {"slug": "turns", "metadata": {}})
+
+    def batch(prefix: str, start: int) -> list[dict[str, object]]:
+        return [
+            {"client_event_id": f"{prefix}{i}", "name": "loss", "value": 1.0, "step": i}
+            for i in range(start, start + 200)
+        ]
+
+    # The other process starts writing once told to, while this one writes too.
+    code = textwrap.dedent(
+        f"""
+        import sys
+        from syvain_metrics.server import Store
+        store = Store({str(path)!r}, shared=True)
+        print("ready", flush=True)
+        sys.stdin.readline()
+        for start in range(0, 4000, 200):
+            batch = [{{"client_event_id": f"o{{i}}", "name": "loss", "value": 2.0, "step": i}}
+                     for i in range(start, start + 200)]
+            store.ingest({org!r}, {exp["id"]!r}, batch)
+        """
+    )
+    other = subprocess.Popen(
+        [sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    assert other.stdout is not None
+    assert other.stdin is not None
+    assert other.stdout.readline().strip() == "ready"
+    other.stdin.write("go\n")
+    other.stdin.flush()
+    for start in range(0, 4000, 200):
+        store.ingest(org, exp["id"], batch("e", start))
+    other.stdin.close()
+    assert other.wait(60) == 0
+    rows = store.metric_rows(RowQuery(org, [SeriesFilter(exp["id"], "loss")], 100_000))
+    assert len(rows) == 8000
+    assert sorted(r["metric_value"] for r in rows) == [1.0] * 4000 + [2.0] * 4000
+    store.close()
