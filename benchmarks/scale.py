@@ -39,7 +39,9 @@ What is measured (``--sizes`` N, 100,000 and 1,000,000 by default):
 4. 4 (``--concurrent-clients``) processes ingesting at once with ours, each into its own
    experiment, 250,000 events each (``--concurrent-events``), on a fresh server, vs one such
    process alone on another fresh server: events/s together (all events / from the first
-   start to the last end) vs alone (target >= 1.5x).
+   start to the last end) vs alone (target >= 1.5x). Run on the server as in the other
+   phases (one process) and on ``serve --processes 2`` (``--server-processes``), whose
+   server CPU includes its worker processes'.
 5. First vs last page of the largest read experiment: ``limit=1000`` reads at
    ``from_step=0`` and at ``from_step=N-1000``, by ours and the floor, interleaved, median of
    ``--page-repeat``; ratio last / first (target <= 1.2).
@@ -211,12 +213,26 @@ class Checksum:
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
-def process_cpu(pid: int) -> float:
-    """utime + stime of a process, all its threads (seconds)."""
+def _stat_fields(pid: int) -> list[str]:
     with open(f"/proc/{pid}/stat") as stat:
         text = stat.read()
-    fields = text[text.rfind(")") + 2 :].split()  # the name may hold spaces and parentheses
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+    return text[text.rfind(")") + 2 :].split()  # the name may hold spaces and parentheses
+
+
+def process_cpu(pid: int) -> float:
+    """utime + stime of a server process, all its threads, and of its child processes that
+    are running (the workers of ``serve --processes N``), in seconds."""
+    fields = _stat_fields(pid)
+    total = (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                child = _stat_fields(int(entry))
+            except OSError:
+                continue  # ended meanwhile
+            if int(child[1]) == pid:
+                total += (int(child[11]) + int(child[12])) / CLOCK_TICKS
+    return total
 
 
 def status_mb(key: str) -> float:
@@ -699,6 +715,7 @@ class ServerSpec:
     command: tuple[str, ...]
     env: dict[str, str]
     cwd: Path | None = None
+    baseline: bool = False
 
 
 SERVER_URL = re.compile(r"(http://127\.0\.0\.1:\d+)")
@@ -1161,8 +1178,15 @@ class Bench:
             f"its own experiment, {self.args.concurrent_events:,} events each, vs one alone "
             "(fresh server each)\n"
         )
+        rounds = self.args.concurrent_repeat
+        if rounds > 1:
+            print(
+                f"   medians of {rounds} rounds; each round runs alone then together, so the "
+                "ratio is taken per round (the machine's speed drifts) and its median judged\n"
+            )
         rows = []
         for server_label, (alone, together) in results.items():
+            middle = statistics.median(together["ratios"])
             for name, r in (("alone", alone), ("together", together)):
                 rows.append(
                     [
@@ -1173,14 +1197,15 @@ class Bench:
                         f"{r['rate']:,.0f}",
                         f"{r['server_cpu']:.2f}",
                         f"{r['peak_mb']:.0f}",
-                        ratio(r["rate"], alone["rate"]) if name == "together" else "",
-                        f"{verdict(r['rate'] >= 1.5 * alone['rate'])} (>=1.5x)"
+                        f"{middle:.2f}x" if name == "together" else "",
+                        f"{verdict(middle >= 1.5)} (>=1.5x)" if name == "together" else "",
+                        " ".join(f"{x:.2f}" for x in together["ratios"])
                         if name == "together"
                         else "",
                     ]
                 )
         headers = ["run @ server", "clients", "events", "wall s", "events/s", "srv cpu s"]
-        table([*headers, "max peak MB", "vs alone", "target"], rows, 26)
+        table([*headers, "max peak MB", "vs alone", "target", "per round"], rows, 31)
 
 
 def phase_reads(bench: Bench, sizes: list[int]) -> None:
@@ -1351,18 +1376,34 @@ def targets(
             print(f"   {label:<{width}}  {shown}")
 
 
+def _median_run(runs: list[Json]) -> Json:
+    """One run's figures from several: the median of each, the counts as they are."""
+    merged = dict(runs[0])
+    for key in ("span", "rate", "server_cpu", "slowest", "peak_mb"):
+        merged[key] = statistics.median(r[key] for r in runs)
+    return merged
+
+
 def phase_concurrent(bench: Bench, specs: list[ServerSpec]) -> None:
     started = time.monotonic()
+    runs: dict[str, tuple[list[Json], list[Json]]] = {spec.label: ([], []) for spec in specs}
+    for _ in range(bench.args.concurrent_repeat):
+        for spec in specs:
+            alone, together = runs[spec.label]
+            alone.append(bench.concurrent(spec, 1))
+            together.append(bench.concurrent(spec, bench.args.concurrent_clients))
     results: dict[str, tuple[Json, Json]] = {}
-    for spec in specs:
-        alone = bench.concurrent(spec, 1)
-        together = bench.concurrent(spec, bench.args.concurrent_clients)
-        results[spec.label] = (alone, together)
+    for label, (alone_runs, together_runs) in runs.items():
+        together = _median_run(together_runs)
+        together["ratios"] = [
+            t["rate"] / a["rate"] for a, t in zip(alone_runs, together_runs, strict=True)
+        ]
+        results[label] = (_median_run(alone_runs), together)
     bench.print_concurrent(results)
     print(f"   [{time.monotonic() - started:.0f} s]")
     if len(specs) > 1:
         current = results[specs[0].label][1]["rate"]
-        for spec in specs[1:]:
+        for spec in (s for s in specs if s.baseline):
             base = results[spec.label][1]["rate"]
             ok = current >= 2.5 * base
             print(
@@ -1396,7 +1437,7 @@ def baseline_spec(ref: str, tmp: Path) -> tuple[ServerSpec, Path]:
         )
     short = git("rev-parse", "--short", ref)
     spec = ServerSpec(
-        f"base {short}", (sys.executable, "-m", "syvain_metrics.server"), env, worktree
+        f"base {short}", (sys.executable, "-m", "syvain_metrics.server"), env, worktree, True
     )
     return spec, worktree
 
@@ -1430,6 +1471,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--concurrent-clients", type=int, default=4, help="phase 4 processes (4)")
     parser.add_argument("--concurrent-events", type=int, help="phase 4 events each (250,000)")
     parser.add_argument(
+        "--server-processes",
+        type=lambda text: [int(n) for n in text.split(",")],
+        default=[2, 4],
+        help="phase 4 also on serve --processes N, for each N listed (default 2,4; 1: not)",
+    )
+    parser.add_argument(
+        "--concurrent-repeat", type=int, default=3, help="phase 4 rounds (default 3)"
+    )
+    parser.add_argument(
         "--peer-page-size", type=int, default=MAX_LIMIT, help="the peer's limit= per page (100,000)"
     )
     parser.add_argument("--baseline-ref", help="also run phases 3 and 4 on this git ref's server")
@@ -1459,7 +1509,8 @@ def main(argv: list[str] | None = None) -> None:
         args.multi_steps = 2_000 if args.quick else 10_000
     if args.concurrent_events is None:
         args.concurrent_events = 25_000 if args.quick else 250_000
-    if min(args.repeat, args.page_repeat, args.multi_steps, args.concurrent_clients) < 1:
+    counts = (args.repeat, args.page_repeat, args.multi_steps, args.concurrent_clients)
+    if min(*counts, args.concurrent_repeat, *args.server_processes) < 1:
         parser.error("counts must be at least 1")
     if args.concurrent_events < 1 or not 1 <= args.peer_page_size <= MAX_LIMIT:
         parser.error("--concurrent-events >= 1; --peer-page-size 1..100000")
@@ -1508,6 +1559,16 @@ def main(argv: list[str] | None = None) -> None:
                 phase_reads(bench, args.sizes)
             if not args.skip_ingest:
                 phase_ingest(bench, specs, args.sizes)
+                several = [
+                    ServerSpec(
+                        f"current, {n} processes",
+                        (*current.command, "--processes", str(n)),
+                        current.env,
+                    )
+                    for n in args.server_processes
+                    if n > 1
+                ]
+                specs = [specs[0], *several, *specs[1:]]
                 phase_concurrent(bench, specs)
         finally:
             if worktree is not None:
