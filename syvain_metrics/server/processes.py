@@ -51,7 +51,14 @@ def socket_pair_supported() -> bool:
 
 @dataclass(frozen=True)
 class WorkerSettings:
-    """What a worker process needs to answer like the server that started it."""
+    """What a worker process needs to answer like the server that started it (sent on the
+    worker's stdin as one JSON line).
+
+    Example:
+        >>> settings = WorkerSettings("metrics.sqlite", ("ak_local_demo",), 8, 5)
+        >>> WorkerSettings.from_json(settings.to_json()) == settings
+        True
+    """
 
     db: str
     api_keys: tuple[str, ...]
@@ -59,18 +66,26 @@ class WorkerSettings:
     fd: int
 
     def to_json(self) -> str:
+        """The settings as one line of JSON."""
         return json.dumps(
             {"db": self.db, "api_keys": list(self.api_keys), "threads": self.threads, "fd": self.fd}
         )
 
     @classmethod
     def from_json(cls, text: str) -> WorkerSettings:
+        """The settings :meth:`to_json` wrote."""
         raw = json.loads(text)
         return cls(raw["db"], tuple(raw["api_keys"]), int(raw["threads"]), int(raw["fd"]))
 
 
 class Worker:
-    """One worker process and the Unix socket its connections are passed over."""
+    """One worker process and the Unix socket its connections are passed over.
+
+    Example:
+        >>> worker = Worker("metrics.sqlite", ["ak_local_demo"], threads=8)  # doctest: +SKIP
+        >>> worker.wait_ready(); worker.hand_over(connection)  # doctest: +SKIP
+        True
+    """
 
     def __init__(self, db: str, api_keys: Sequence[str], threads: int) -> None:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -100,6 +115,7 @@ class Worker:
 
     @property
     def alive(self) -> bool:
+        """Whether the worker process is still running."""
         return self.process.poll() is None
 
     def hand_over(self, connection: socket.socket) -> bool:
@@ -140,6 +156,13 @@ class Dealer:
     of ``count`` worker processes, started on the database file ``db``.
 
     Call :meth:`run` to serve, :meth:`stop` to end (it stops the workers too).
+
+    Example:
+        >>> dealer = Dealer("127.0.0.1", 0, "metrics.sqlite", ["ak_local_demo"], 8, 2)  # doctest: +SKIP
+        >>> try:  # doctest: +SKIP
+        ...     dealer.run()  # until Ctrl-C
+        ... finally:
+        ...     dealer.stop()
     """
 
     def __init__(
@@ -209,7 +232,13 @@ class Dealer:
 
 
 def run_worker(settings: WorkerSettings) -> None:
-    """Answer the connections passed over ``settings.fd`` until the server stops."""
+    """Answer the connections passed over ``settings.fd`` until the server stops (SIGTERM, or
+    the dealer's end of the socket closing). Runs as ``python -m
+    syvain_metrics.server.processes`` with the settings on stdin.
+
+    Example:
+        >>> run_worker(WorkerSettings.from_json(sys.stdin.readline()))  # doctest: +SKIP
+    """
     from waitress import wasyncore
 
     from syvain_metrics.server.app import MetricsApp
