@@ -148,6 +148,16 @@ def test_sigterm_ends_the_server_and_its_workers(served: Served) -> None:
     assert not any(Path(f"/proc/{pid}").exists() for pid in workers)
 
 
+def test_api_keys_stay_off_worker_command_lines_and_reprs(served: Served) -> None:
+    from syvain_metrics.server.processes import WorkerSettings
+
+    for pid in served.workers():
+        command = Path(f"/proc/{pid}/cmdline").read_bytes()
+        assert b"syvain_metrics.server.processes" in command
+        assert API_KEY.encode() not in command  # passed on the worker's stdin instead
+    assert API_KEY not in repr(WorkerSettings("m.sqlite", (API_KEY,), 8, 5))
+
+
 def test_several_processes_need_a_database_file() -> None:
     done = subprocess.run(
         [sys.executable, "-m", "syvain_metrics.cli", "serve", "--port", "0", "--processes", "2"],

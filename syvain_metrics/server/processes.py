@@ -30,7 +30,7 @@ import sys
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import IO, Any
 
 WORKER_START_TIMEOUT_S = 60.0
@@ -61,9 +61,9 @@ class WorkerSettings:
     """
 
     db: str
-    api_keys: tuple[str, ...]
-    threads: int
-    fd: int
+    api_keys: tuple[str, ...] = field(repr=False)  # secrets stay out of reprs and logs
+    threads: int = 8
+    fd: int = -1
 
     def to_json(self) -> str:
         """The settings as one line of JSON."""
@@ -292,6 +292,9 @@ def run_worker(settings: WorkerSettings) -> None:
     except KeyboardInterrupt:
         pass
     finally:
+        # The dealer's end closing and its SIGTERM both stop us: the second must not cut
+        # the first's clean stop short.
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         stop_server(server, None, app.faults)
         store.close()
 
