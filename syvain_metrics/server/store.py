@@ -323,8 +323,8 @@ class Store:
                 self._db.execute(f"ATTACH DATABASE ? AS {slot.schema}", (slot.uri,))
                 slot.attached = True
             if outer and self._turns is not None:
-                # Blocks until the other processes' write is over; SQLite's own wait would
-                # poll, sleeping up to 100 ms between tries.
+                # Blocks until the other processes' write is over; SQLite's own wait
+                # polls, with sleeps that grow between tries.
                 fcntl.flock(self._turns, fcntl.LOCK_EX)
             try:
                 with self._tx_body() as db:
