@@ -2,7 +2,8 @@
 
 Shown against real ``serve`` processes: clients writing at once from several connections
 (each event stored once), a login link printed by the server opening in whichever worker the
-next connection reaches, a killed worker replaced, SIGTERM ending every process. The
+next connection reaches, a restart forgetting every login, a killed worker replaced,
+SIGTERM ending every process. The
 cross-process parts (write turns, requests in progress) are shown with a second process of
 their own where one process cannot tell.
 """
@@ -12,6 +13,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -121,6 +123,51 @@ def test_a_printed_login_link_opens_in_any_worker_and_only_once(served: Served) 
     assert again.status_code == 401
 
 
+def test_a_restarted_server_forgets_its_logins(tmp_path: Path) -> None:
+    def start() -> tuple[subprocess.Popen[str], str, str]:
+        process = subprocess.Popen(
+            [
+                *(sys.executable, "-m", "syvain_metrics.cli", "serve", "--port", "0"),
+                *("--db", str(tmp_path / "m.sqlite"), "--processes", "2", "--api-key", API_KEY),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
+        assert process.stdout is not None
+        url = re.search(r"at (http://127\.0\.0\.1:\d+)", process.stdout.readline())
+        link = re.search(r"(http://\S+login\?token=\S+)", process.stdout.readline())
+        assert url is not None
+        assert link is not None
+        return process, url.group(1), link.group(1)
+
+    first, first_url, unspent_link = start()
+    signed_in = requests.post(
+        f"{first_url}/dashboard/login",
+        data={"api_key": API_KEY},
+        headers={"Connection": "close"},
+        allow_redirects=False,
+        timeout=30,
+    )
+    cookies = signed_in.cookies
+    page = _fresh_connection(f"{first_url}/dashboard/", cookies=cookies, allow_redirects=False)
+    assert page.status_code == 200  # signed in, in whichever worker
+    first.terminate()
+    first.wait(30)
+    second, url, _ = start()
+    try:
+        # The link printed by the first run, never used, and the session it opened: both
+        # forgotten.
+        port = url.rsplit(":", 1)[1]
+        link = re.sub(r":\d+/", f":{port}/", unspent_link)
+        assert _fresh_connection(link, allow_redirects=False).status_code == 401
+        page = _fresh_connection(f"{url}/dashboard/", cookies=cookies, allow_redirects=False)
+        assert page.status_code != 200
+    finally:
+        second.terminate()
+        second.wait(30)
+
+
 def test_a_killed_worker_is_replaced(served: Served) -> None:
     before = served.workers()
     os.kill(before[0], signal.SIGKILL)
@@ -135,6 +182,48 @@ def test_a_killed_worker_is_replaced(served: Served) -> None:
     assert len(after) == 2
     assert before[0] not in after
     assert before[1] in after
+
+
+def _status_over(connection: socket.socket) -> bytes:
+    """Ask for the auth status on a raw keep-alive connection; the first bytes answered."""
+    connection.sendall(
+        b"GET /api/v1/auth/status HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        + f"Authorization: Bearer {API_KEY}\r\n\r\n".encode()
+    )
+    try:
+        return connection.recv(64)
+    except ConnectionResetError:
+        return b""
+
+
+def test_a_connection_no_worker_can_take_is_closed(tmp_path: Path) -> None:
+    from syvain_metrics.server.processes import Dealer
+
+    db = str(tmp_path / "metrics.sqlite")
+    store = Store(db, shared=True)
+    keys = store.use_api_keys([API_KEY])
+    store.close()
+    dealer = Dealer("127.0.0.1", 0, db, keys, 4, 1, connections=2)
+    threading.Thread(target=dealer.run, daemon=True).start()
+    address = ("127.0.0.1", dealer.effective_port)
+    try:
+        held = [socket.create_connection(address, timeout=30) for _ in range(2)]
+        for connection in held:
+            assert _status_over(connection).startswith(b"HTTP/1.1 200")
+        with socket.create_connection(address, timeout=30) as extra:
+            assert _status_over(extra) == b""  # closed: the one worker holds its 2
+        held.pop().close()
+        answers = []
+        for _ in range(50):  # the worker sees the close on its next poll
+            with socket.create_connection(address, timeout=30) as again:
+                answers.append(_status_over(again))
+            if answers[-1]:
+                break
+            time.sleep(0.1)
+        assert answers[-1].startswith(b"HTTP/1.1 200")
+        held[0].close()
+    finally:
+        dealer.stop()
 
 
 def test_sigterm_ends_the_server_and_its_workers(served: Served) -> None:

@@ -21,6 +21,7 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -64,18 +65,18 @@ class WorkerSettings:
     api_keys: tuple[str, ...] = field(repr=False)  # secrets stay out of reprs and logs
     threads: int = 8
     fd: int = -1
+    connections: int | None = None
+    """Connections the worker holds at most (``None``: :func:`~.runner.connection_limit`)."""
 
     def to_json(self) -> str:
         """The settings as one line of JSON."""
-        return json.dumps(
-            {"db": self.db, "api_keys": list(self.api_keys), "threads": self.threads, "fd": self.fd}
-        )
+        return json.dumps({**dataclasses.asdict(self), "api_keys": list(self.api_keys)})
 
     @classmethod
     def from_json(cls, text: str) -> WorkerSettings:
         """The settings :meth:`to_json` wrote."""
         raw = json.loads(text)
-        return cls(raw["db"], tuple(raw["api_keys"]), int(raw["threads"]), int(raw["fd"]))
+        return cls(**{**raw, "api_keys": tuple(raw["api_keys"])})
 
 
 class Worker:
@@ -87,9 +88,11 @@ class Worker:
         True
     """
 
-    def __init__(self, db: str, api_keys: Sequence[str], threads: int) -> None:
+    def __init__(
+        self, db: str, api_keys: Sequence[str], threads: int, connections: int | None = None
+    ) -> None:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        settings = WorkerSettings(db, tuple(api_keys), threads, theirs.fileno())
+        settings = WorkerSettings(db, tuple(api_keys), threads, theirs.fileno(), connections)
         self.channel = ours
         self.process = subprocess.Popen(
             [sys.executable, "-m", "syvain_metrics.server.processes"],
@@ -119,8 +122,8 @@ class Worker:
         return self.process.poll() is None
 
     def hand_over(self, connection: socket.socket) -> bool:
-        """Pass an accepted connection to the worker; ``False`` if the worker is gone (it did
-        not take the connection)."""
+        """Pass an accepted connection to the worker; ``False`` if it did not take it (it is
+        gone, or holds as many connections as it may)."""
         try:
             socket.send_fds(self.channel, [b"c"], [connection.fileno()])
             self.channel.settimeout(HANDOVER_ACK_TIMEOUT_S)
@@ -155,7 +158,9 @@ class Dealer:
     """Listens on ``host:port`` (port 0: any free one) and passes each connection to the next
     of ``count`` worker processes, started on the database file ``db``.
 
-    Call :meth:`run` to serve, :meth:`stop` to end (it stops the workers too).
+    Call :meth:`run` to serve, :meth:`stop` to end (it stops the workers too). A connection no
+    worker can take (each holds ``connections``, default :func:`~.runner.connection_limit`) is
+    closed at once.
 
     Example:
         >>> dealer = Dealer("127.0.0.1", 0, "metrics.sqlite", ["ak_local_demo"], 8, 2)  # doctest: +SKIP
@@ -166,14 +171,22 @@ class Dealer:
     """
 
     def __init__(
-        self, host: str, port: int, db: str, api_keys: Sequence[str], threads: int, count: int
+        self,
+        host: str,
+        port: int,
+        db: str,
+        api_keys: Sequence[str],
+        threads: int,
+        count: int,
+        *,
+        connections: int | None = None,
     ) -> None:
         if not socket_pair_supported():
             raise ValueError("Serving from several processes needs a POSIX system.")
         family, _, _, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
         self.listener = socket.create_server(address, family=family, backlog=1024)
         self.effective_host, self.effective_port = self.listener.getsockname()[:2]
-        self._start = (db, tuple(api_keys), threads)
+        self._start = (db, tuple(api_keys), threads, connections)
         self.workers: list[Worker] = []
         self._next = 0
         self._stopping = False
@@ -212,7 +225,7 @@ class Dealer:
                     return
                 time.sleep(0.05)  # out of descriptors, say: do not spin
                 continue
-            with connection:
+            with connection:  # closed here once a worker has its own copy, or none took it
                 try:
                     for _ in range(len(self.workers)):
                         if self._worker().hand_over(connection):
@@ -249,7 +262,9 @@ def run_worker(settings: WorkerSettings) -> None:
     store.use_api_keys(settings.api_keys)
     app = MetricsApp(store)
     # Its own listening socket stays unused: connections come from the dealer.
-    server = make_server(app, "127.0.0.1", 0, threads=settings.threads)
+    server = make_server(
+        app, "127.0.0.1", 0, threads=settings.threads, connections=settings.connections
+    )
     server.accepting = False
     channel = socket.socket(fileno=settings.fd)
 
@@ -262,9 +277,13 @@ def run_worker(settings: WorkerSettings) -> None:
             if not fds:  # the dealer is gone
                 self.close()
                 raise KeyboardInterrupt
-            channel.sendall(b"k" * len(fds))  # taken: the dealer may close its copy
             for fd in fds:
                 connection = socket.socket(fileno=fd)
+                if len(server.active_channels) >= server.adj.connection_limit:
+                    connection.close()
+                    channel.sendall(b"f")  # full: the dealer offers it to the next worker
+                    continue
+                channel.sendall(b"k")  # taken: the dealer may close its copy
                 try:
                     peer = connection.getpeername()
                     server.set_socket_options(connection)
