@@ -27,7 +27,6 @@ import argparse
 import signal
 import sys
 from collections.abc import Sequence
-from types import FrameType
 from typing import Any
 
 from syvain_metrics._version import __version__
@@ -137,10 +136,6 @@ def sync(spool_dir: str | None, api_key: str | None, host: str | None, timeout: 
     return 0 if not report.kept and not report.rejected else 1
 
 
-def _stop_on_sigterm(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt  # waitress ends its loop cleanly on KeyboardInterrupt
-
-
 def serve(
     host: str,
     port: int,
@@ -152,7 +147,7 @@ def serve(
     """Serve until interrupted; print one line with the URL and the accepted API keys."""
     from syvain_metrics.server import MetricsApp, Store, make_server, stop_server
     from syvain_metrics.server.processes import Dealer
-    from syvain_metrics.server.runner import SERVE_SWITCH_INTERVAL_S
+    from syvain_metrics.server.runner import SERVE_SWITCH_INTERVAL_S, stop_on_sigterm
 
     if processes < 1 or threads < 1:
         print("syvain-metrics serve: --processes and --threads must be at least 1", file=sys.stderr)
@@ -203,7 +198,7 @@ def serve(
             file=sys.stderr,
             flush=True,
         )
-    signal.signal(signal.SIGTERM, _stop_on_sigterm)
+    signal.signal(signal.SIGTERM, stop_on_sigterm)
     sys.setswitchinterval(SERVE_SWITCH_INTERVAL_S)  # this process is the server's alone
     try:
         server.run()  # returns after Ctrl-C (waitress catches KeyboardInterrupt)

@@ -247,6 +247,29 @@ def test_api_keys_stay_off_worker_command_lines_and_reprs(served: Served) -> Non
     assert API_KEY not in repr(WorkerSettings("m.sqlite", (API_KEY,), 8, 5))
 
 
+def test_ctrl_c_in_a_terminal_ends_the_server_and_its_workers(tmp_path: Path) -> None:
+    process = subprocess.Popen(
+        [
+            *(sys.executable, "-m", "syvain_metrics.cli", "serve", "--port", "0"),
+            *("--db", str(tmp_path / "metrics.sqlite"), "--processes", "2"),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        start_new_session=True,  # a process group of its own, as a terminal gives
+    )
+    assert process.stdout is not None
+    assert "local server at" in process.stdout.readline()
+    workers = Served(process, "", "").workers()
+    assert len(workers) == 2
+    os.killpg(process.pid, signal.SIGINT)  # what Ctrl-C sends: every process of the group
+    assert process.wait(30) == 0
+    deadline = time.monotonic() + 10
+    while any(Path(f"/proc/{pid}").exists() for pid in workers) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(Path(f"/proc/{pid}").exists() for pid in workers)
+
+
 def test_several_processes_need_a_database_file() -> None:
     done = subprocess.run(
         [sys.executable, "-m", "syvain_metrics.cli", "serve", "--port", "0", "--processes", "2"],

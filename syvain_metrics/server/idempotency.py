@@ -24,11 +24,10 @@ import hashlib
 import os
 import sqlite3
 import threading
-from contextlib import suppress
 from dataclasses import dataclass
 
 from syvain_metrics.server.errors import ApiError
-from syvain_metrics.server.store import Store
+from syvain_metrics.server.store import Store, create_private
 
 
 def fingerprint(method: str, raw_path: str, raw_query: str, body: str | None) -> str:
@@ -91,8 +90,7 @@ class RunningElsewhere:
 
     def __init__(self, path: str) -> None:
         self.path = f"{path}-inflight"
-        with suppress(FileExistsError):
-            os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        create_private(self.path)
         self._db = sqlite3.connect(
             self.path, isolation_level=None, check_same_thread=False, timeout=60
         )

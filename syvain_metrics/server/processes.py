@@ -32,7 +32,7 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import IO, Any
+from typing import IO
 
 WORKER_START_TIMEOUT_S = 60.0
 """How long the server waits for a worker to open the database and say it is ready."""
@@ -255,7 +255,12 @@ def run_worker(settings: WorkerSettings) -> None:
     from waitress import wasyncore
 
     from syvain_metrics.server.app import MetricsApp
-    from syvain_metrics.server.runner import SERVE_SWITCH_INTERVAL_S, make_server, stop_server
+    from syvain_metrics.server.runner import (
+        SERVE_SWITCH_INTERVAL_S,
+        make_server,
+        stop_on_sigterm,
+        stop_server,
+    )
     from syvain_metrics.server.store import Store
 
     store = Store(settings.db, shared=True)
@@ -298,9 +303,6 @@ def run_worker(settings: WorkerSettings) -> None:
             return False
 
     Handoff(channel, map=server._map)
-
-    def stop_on_sigterm(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, stop_on_sigterm)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the dealer, which stops us

@@ -84,9 +84,18 @@ def token_hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-def _create_private(path: str) -> None:
-    """Create a database file readable and writable by its owner only (0600) unless it
-    exists; SQLite gives its ``-wal`` and ``-shm`` files the same mode."""
+def create_private(path: str) -> None:
+    """Create a file of the server's (a database, its lock file) readable and writable by
+    its owner only (0600) unless it exists; SQLite gives a database's ``-wal`` and ``-shm``
+    files the same mode. ``":memory:"`` and URIs are left alone.
+
+    Example:
+        >>> import os, stat, tempfile
+        >>> path = os.path.join(tempfile.mkdtemp(), "metrics.sqlite")
+        >>> create_private(path)
+        >>> oct(stat.S_IMODE(os.stat(path).st_mode))
+        '0o600'
+    """
     if path in ("", ":memory:") or path.startswith("file:"):
         return
     with suppress(FileExistsError):
@@ -200,13 +209,13 @@ class Store:
         self.clock = clock
         self.shared = shared
         self._lock = threading.RLock()
-        _create_private(path)
+        create_private(path)
         self._turns: int | None = None
         if shared:
             # A file of its own: closing a descriptor of the database file would drop the
             # locks SQLite holds on it.
             lock_path = f"{path}.lock"
-            _create_private(lock_path)
+            create_private(lock_path)
             self._turns = os.open(lock_path, os.O_RDWR)
         self._db = self._connect()
         # A staged batch is attached by its URI, which needs a connection that reads URIs; a
