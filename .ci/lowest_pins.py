@@ -1,0 +1,32 @@
+"""Print a pip constraint `name==low` for every `name>=low` that setup.cfg declares
+(install_requires and every extra), so CI can test the lowest versions the package claims
+to work with."""
+
+from __future__ import annotations
+
+import configparser
+import re
+import sys
+from pathlib import Path
+
+LOWER = re.compile(r"^\s*([A-Za-z0-9_.\-\[\]]+)\s*>=\s*([0-9][^,;\s]*)\s*$")
+
+
+def main() -> int:
+    config = configparser.ConfigParser()
+    config.read(Path(__file__).resolve().parent.parent / "setup.cfg")
+    lines = config["options"]["install_requires"].splitlines()
+    for _, value in config.items("options.extras_require"):
+        lines += value.splitlines()
+    pins = {}
+    for line in lines:
+        if match := LOWER.match(line):
+            name = re.sub(r"\[.*\]", "", match.group(1)).lower()
+            pins[name] = match.group(2)
+    for name, version in sorted(pins.items()):
+        print(f"{name}=={version}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
