@@ -10,6 +10,7 @@ Example:
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import re
@@ -116,6 +117,9 @@ def normalize_host(value: str) -> str:
     if not parts.hostname:
         raise MetricsApiAuthError(f"Metrics API host must name a host: {raw!r}.")
     name = parts.hostname
+    if "[" in parts.netloc and not _is_ipv6(name):
+        # Python 3.11 refuses a bracketed non-address in urlsplit(); 3.10 lets it through.
+        raise MetricsApiAuthError(f"Metrics API host is not a valid IPv6 address: {raw!r}.")
     if not re.fullmatch(r"[a-z0-9._-]+", name) and not (
         ":" in name and re.fullmatch(r"[0-9a-f:.]+", name)
     ):
@@ -126,6 +130,14 @@ def normalize_host(value: str) -> str:
             f"{parts.scheme}://{parts.netloc}{parts.path} (query and fragment not shown)."
         )
     return f"{parts.scheme}://{parts.netloc}"
+
+
+def _is_ipv6(name: str) -> bool:
+    try:
+        ipaddress.IPv6Address(name)
+    except ValueError:
+        return False
+    return True
 
 
 def cli_auth_path(mode: str) -> Path:
