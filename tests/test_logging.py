@@ -19,6 +19,7 @@ import sys
 import textwrap
 import threading
 import time
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -321,8 +322,11 @@ def test_spool_is_private_and_emptied_as_the_service_acknowledges(
     assert stat.S_IMODE(directory.stat().st_mode) == 0o700
     assert stat.S_IMODE(batch.stat().st_mode) == 0o600
     header, line = batch.read_text().splitlines()
-    assert json.loads(header) == {"experiment_id": exp.id}
-    assert [event["name"] for event in json.loads(line)] == ["loss"]
+    # Each line: the CRC-32 of the rest, then the JSON (format 2).
+    assert json.loads(header.split(" ", 1)[1]) == {"experiment_id": exp.id, "format": 2}
+    checksum, array = line.split(" ", 1)
+    assert int(checksum, 16) == zlib.crc32(array.encode())
+    assert [event["name"] for event in json.loads(array)] == ["loss"]
     assert server.api_key not in (directory / "meta.json").read_text()
     assert exp.flush(timeout=30) == 1
     assert list(directory.glob("b-*.jsonl")) == []
