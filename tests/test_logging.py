@@ -31,6 +31,7 @@ import syvain_metrics as sm
 from syvain_metrics.errors import FlushError, RejectedEvent
 from syvain_metrics.pipeline.recovery import sync_spool
 from syvain_metrics.pipeline.sender import BATCHES_IN_MEMORY
+from syvain_metrics.pipeline.spool import load_batch
 from syvain_metrics.testing import LocalServer
 from tests.conftest import API, API_KEY, HOST, envelope, experiment_wire, key_wire
 
@@ -245,7 +246,7 @@ def test_an_experiment_that_is_gone_rejects_its_events_without_blocking_others(
     assert len(stored(server, real.id)) == 3
     # A refusal about the run (not the events) keeps them in the spool, for a later sync.
     (kept,) = Path(session.spool_dir or "").glob("b-*.jsonl")
-    assert json.loads(kept.read_text().splitlines()[0]) == {"experiment_id": "no-such-experiment"}
+    assert load_batch(kept).experiment_id == "no-such-experiment"
 
 
 def test_close_raises_what_it_could_not_confirm_after_releasing_everything(
