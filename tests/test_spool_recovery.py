@@ -68,11 +68,13 @@ def new_experiment(server: LocalServer, name: str) -> str:
         return sm.Experiment.create(name, session=session).id
 
 
-def stored_steps(server: LocalServer, experiment_id: str) -> list[int | None]:
+def stored(server: LocalServer, experiment_id: str) -> sm.MetricRows:
     with server.session(spool_dir=None) as session:
-        return sorted(
-            row.step or 0 for row in sm.Experiment.get(experiment_id, session=session).metrics()
-        )
+        return sm.Experiment.get(experiment_id, session=session).metrics()
+
+
+def stored_steps(server: LocalServer, experiment_id: str) -> list[int]:
+    return sorted(row.step or 0 for row in stored(server, experiment_id))
 
 
 def sync(
@@ -511,3 +513,41 @@ def test_flush_error_tells_events_held_in_memory_only() -> None:
     assert error.unspooled == 3
     assert "3 of them held in memory only" in str(error)
     assert sm.FlushError(stored=1, pending=5, rejected=[], timed_out=True).unspooled == 0
+
+
+# -- the session's own spool, read back ------------------------------------------------------------
+
+
+def test_a_batch_changed_on_disk_before_its_turn_is_reported_and_set_aside(
+    metrics_server: LocalServer, root: Path
+) -> None:
+    metrics_server.faults.fail_next("ingest_metrics", times=10**6, status=503)
+    session = metrics_server.session(spool_dir=root, retry=sm.RetryPolicy(backoff_base=0.02))
+    exp = sm.Experiment.create("read-back", session=session)
+    for step in range(20_000):
+        exp.log("loss", 1.0, step=step)
+    with pytest.raises(sm.FlushError):
+        exp.flush(timeout=0.5)  # all sealed; the last batches wait on disk only
+    assert session.logs.sender.backlog().batches_on_disk_only >= 1
+    last = Path(session.spool_dir or "") / "b-000000020.jsonl"
+    data = bytearray(last.read_bytes())
+    at = data.rindex(b'"value":1.0')
+    data[at + 8] = ord("7")  # valid JSON still: only the checksum tells
+    last.write_bytes(bytes(data))
+    line = bytes(data).splitlines()[-1]
+    lost = len(json.loads(line[line.index(b"[") :]))  # the events of the changed line
+
+    metrics_server.faults.clear()
+    with pytest.raises(sm.FlushError) as caught:
+        exp.flush(timeout=60)
+    session.close()
+
+    assert caught.value.pending == 0
+    assert len(caught.value.rejected) == lost
+    assert f"{lost} events could not be read back from {last}" in caught.value.rejected[0].message
+    rows = stored(metrics_server, exp.id)
+    assert len(rows) == 20_000 - lost
+    assert {row.value for row in rows} == {1.0}
+    aside = last.parent / "damaged" / last.name
+    assert aside.read_bytes() == bytes(data)  # kept for whoever wants to look, not deleted
+    assert "fails its checksum" in aside.with_name(aside.name + ".reason").read_text()

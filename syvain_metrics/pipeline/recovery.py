@@ -137,7 +137,6 @@ def sync_spool(
                 report.set_aside_before += len(leftover.set_aside)
                 if not leftover.batch_files:
                     continue
-                report.spools += 1
                 if session is None:
                     session = Session(api_key, host=host, spool_dir=None, **session_options)
                 recorded = _origin(leftover.host)
@@ -149,6 +148,7 @@ def sync_spool(
                         "sends them to this one)"
                     )
                     continue
+                report.spools += 1
                 if not _replay(session, leftover.batch_files, timeout, report):
                     break
             finally:

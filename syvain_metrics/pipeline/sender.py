@@ -441,6 +441,8 @@ class Sender:
             if box.open_path is None:
                 box.open_path = self.spool.directory / f"b-{next(self._numbers):09d}.jsonl"
             self.spool.append(experiment_id, int(box.open_path.stem[2:]), [chunk])
+            if self._spool_failure is not None:
+                self._spool_recovered()
         except OSError as error:
             # A full or read-only disk must not stop logging: carry on in memory, and try
             # the disk again later. What the file holds already is removed once answered.
@@ -457,7 +459,8 @@ class Sender:
                 error,
             )
             self._spool_failed_since = time.time()
-            self._spool_notice_due = True  # once per episode; FlushError tells the rest
+            with self._lock:  # take_spool_notice() reads and clears it on the user's thread
+                self._spool_notice_due = True  # once per episode; FlushError tells the rest
         self._spool_failure = self._spool_error = error.strerror or str(error)
         self._spooling = False
         self._spool_retry_at = time.monotonic() + self._spool_backoff
@@ -469,7 +472,7 @@ class Sender:
         spool = self.spool
         if spool is None or (not self._spooling and now < self._spool_retry_at):
             return
-        self._spooling = True  # new batches try the disk again too
+        self._spooling = True  # new batches try the disk again too: a probe if none waits
         while True:
             with self._lock:
                 batch = next(iter(self._memory_only.values()), None)
@@ -492,12 +495,14 @@ class Sender:
             if stale is not None:
                 with contextlib.suppress(OSError):
                     stale.unlink()
+            if self._spool_failure is not None:
+                self._spool_recovered()
+
+    def _spool_recovered(self) -> None:
+        """A spool write succeeded after a failure: the trouble is over."""
+        logger.warning("syvain_metrics: the log() spool is written again")
+        self._spool_failure = None
         self._spool_backoff = SPOOL_RETRY_FIRST
-        if self._spool_failure is not None:
-            logger.warning(
-                "syvain_metrics: the log() spool in %s is written again", spool.directory
-            )
-            self._spool_failure = None
 
     def unspooled(self) -> int:
         """Events with a spool configured that are held in memory only (its disk could not
@@ -523,9 +528,10 @@ class Sender:
             >>> session.logs.sender.take_spool_notice()  # doctest: +SKIP
             'the log() spool in /tmp/spool/1-ab could not be written (No space left on device) ...'
         """
-        if not self._spool_notice_due or self.spool is None:
+        with self._lock:
+            due, self._spool_notice_due = self._spool_notice_due, False
+        if not due or self.spool is None:
             return None
-        self._spool_notice_due = False
         since = time.strftime("%H:%M:%S", time.localtime(self._spool_failed_since or 0))
         where = f"the log() spool in {self.spool.directory}"
         if self._spool_failure is None:
