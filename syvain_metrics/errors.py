@@ -258,7 +258,7 @@ class FlushError(MetricsApiError):
             if self.unspooled:
                 parts.append(
                     f"{self.unspooled} of them held in memory only (the spool cannot be "
-                    "written): lost if this process is killed"
+                    "written): lost if this process ends before they are sent"
                 )
         if self.rejected:
             first = self.rejected[0]

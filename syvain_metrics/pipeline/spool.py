@@ -442,7 +442,7 @@ def _spool_dirs(root: Path, skipped: Skipped | None) -> Iterator[Path]:
         if uid is not None and info.st_uid != uid:
             # Another user's (a shared root): replaying it would send their events with
             # this user's key, and whatever it names to wherever its meta says.
-            if skipped is not None and (entry / "lock").exists():
+            if skipped is not None:  # not looked into: it may not even be readable
                 skipped(entry, f"belongs to another user (uid {info.st_uid})")
             continue
         yield from _spool_dirs(entry / CHILDREN, skipped)  # children first: they died first
