@@ -162,6 +162,7 @@ def sync(
         ("damaged", report.damaged),
         ("other host", report.other_hosts),
         ("ignored", report.other_owners),
+        ("set aside before", report.set_aside_where),
     ):
         for reason in reasons:
             print(f"{label}: {reason}", file=sys.stderr)

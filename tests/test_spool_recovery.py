@@ -139,6 +139,7 @@ def test_a_header_of_the_wrong_type_is_set_aside_and_the_rest_still_syncs(
     assert again.returncode == 0, again.stderr
     assert again.stdout.startswith("synced 0 events from 0 batches")
     assert "1 damaged batches set aside before" in again.stdout
+    assert f"set aside before: {damaged / 'damaged'}: 1 batch(es)" in again.stderr
     assert aside.exists()
 
 

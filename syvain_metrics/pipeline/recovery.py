@@ -26,7 +26,13 @@ from syvain_metrics.auth import normalize_host
 from syvain_metrics.errors import MetricsApiError, RejectedEvent
 from syvain_metrics.pipeline.batch import Batch
 from syvain_metrics.pipeline.delivery import KEEP_STATUSES, deliver
-from syvain_metrics.pipeline.spool import DamagedBatchError, claim_leftovers, load_batch, set_aside
+from syvain_metrics.pipeline.spool import (
+    DAMAGED,
+    DamagedBatchError,
+    claim_leftovers,
+    load_batch,
+    set_aside,
+)
 
 if TYPE_CHECKING:
     from syvain_metrics.session import Session
@@ -50,6 +56,7 @@ class SyncReport:
     other_hosts: list[str] = field(default_factory=list)
     other_owners: list[str] = field(default_factory=list)
     set_aside_before: int = 0
+    set_aside_where: list[str] = field(default_factory=list)
 
     @property
     def complete(self) -> bool:
@@ -134,7 +141,13 @@ def sync_spool(
     try:
         for leftover in claim_leftovers(root, skipped=ignored):
             try:
-                report.set_aside_before += len(leftover.set_aside)
+                earlier = len(leftover.set_aside)
+                if earlier:
+                    report.set_aside_before += earlier
+                    report.set_aside_where.append(
+                        f"{leftover.directory / DAMAGED}: {earlier} batch(es) set aside by an "
+                        "earlier sync, with the reason beside each; delete them once looked at"
+                    )
                 if not leftover.batch_files:
                     continue
                 if session is None:
