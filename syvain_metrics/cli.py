@@ -17,6 +17,11 @@ spool (killed jobs, ``os._exit``), with their original ids, so nothing is stored
     $ syvain-metrics sync
     synced 2500 events from 3 batches in 1 spool(s); 0 rejected; 0 batches kept
 
+It sends to the configured host only (``--host``, else the credentials'), passes over the
+spools of other users and, unless ``--other-hosts``, those recorded for another host; a
+batch it cannot read whole is set aside in its spool's ``damaged/`` directory. Each is
+reported, and the exit status is 1 when anything of this user's was not stored.
+
 Example:
     >>> main(["serve", "--help"])  # doctest: +SKIP
 """
@@ -99,7 +104,15 @@ def _parser() -> argparse.ArgumentParser:
         help="API key (default: $SYVAIN_METRICS_API_KEY, else the CLI login)",
     )
     sync.add_argument(
-        "--host", default=None, help="service origin (default: the one each spool recorded)"
+        "--host",
+        default=None,
+        help="service origin to send to (default: $SYVAIN_METRICS_HOST, else the CLI login's); "
+        "spools recorded for another host are skipped and reported",
+    )
+    sync.add_argument(
+        "--other-hosts",
+        action="store_true",
+        help="also send the spools recorded for another host (or none) to this one",
     )
     sync.add_argument(
         "--timeout",
@@ -110,8 +123,16 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def sync(spool_dir: str | None, api_key: str | None, host: str | None, timeout: float) -> int:
-    """Replay the spool; print one summary line; 0 when everything was stored."""
+def sync(
+    spool_dir: str | None,
+    api_key: str | None,
+    host: str | None,
+    timeout: float,
+    other_hosts: bool = False,
+) -> int:
+    """Replay the spool; print one summary line, then what was not stored and why; 0 when
+    every event found was stored, 1 when some were rejected, kept, damaged or left for
+    another host."""
     from pathlib import Path
 
     from syvain_metrics.errors import MetricsApiError
@@ -120,20 +141,32 @@ def sync(spool_dir: str | None, api_key: str | None, host: str | None, timeout: 
 
     root = Path(spool_dir) if spool_dir else configured_root()
     try:
-        report = sync_spool(root, api_key=api_key, host=host, timeout=timeout)
+        report = sync_spool(
+            root, api_key=api_key, host=host, timeout=timeout, other_hosts=other_hosts
+        )
     except MetricsApiError as error:
         print(f"syvain-metrics sync: {error}", file=sys.stderr)
         return 2
+    except OSError as error:
+        print(f"syvain-metrics sync: cannot read the spool {root}: {error}", file=sys.stderr)
+        return 2
     print(report.summary())
     for refusal in report.rejected[:20]:
+        event = refusal.event if isinstance(refusal.event, dict) else {}
         print(
-            f"rejected: {refusal.event.get('name')!r} step {refusal.event.get('step')}: "
-            f"{refusal.message}",
+            f"rejected: {event.get('name')!r} step {event.get('step')}: {refusal.message}",
             file=sys.stderr,
         )
-    for reason in report.kept:
-        print(f"kept: {reason}", file=sys.stderr)
-    return 0 if not report.kept and not report.rejected else 1
+    for label, reasons in (
+        ("kept", report.kept),
+        ("damaged", report.damaged),
+        ("other host", report.other_hosts),
+        ("ignored", report.other_owners),
+        ("set aside before", report.set_aside_where),
+    ):
+        for reason in reasons:
+            print(f"{label}: {reason}", file=sys.stderr)
+    return 0 if report.complete else 1
 
 
 def serve(
@@ -223,7 +256,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "serve":
         return serve(args.host, args.port, args.db, args.api_keys, args.threads, args.processes)
     if args.command == "sync":
-        return sync(args.spool_dir, args.api_key, args.host, args.timeout)
+        return sync(args.spool_dir, args.api_key, args.host, args.timeout, args.other_hosts)
     return 2  # pragma: no cover - argparse rejects unknown commands
 
 

@@ -217,6 +217,8 @@ class FlushError(MetricsApiError):
         rejected: the events the service refused, each with its answer; they are not retried.
         timed_out: whether the wait ended before every event had an answer.
         spool_dir: where the pending events are kept on disk, or ``None``.
+        unspooled: how many of the pending events are held in memory only, because the
+            spool could not be written (a full disk): a kill of the process would lose them.
 
     Example:
         >>> error = FlushError(stored=10, pending=2, rejected=[], timed_out=True)
@@ -234,12 +236,14 @@ class FlushError(MetricsApiError):
         rejected: Sequence[RejectedEvent],
         timed_out: bool,
         spool_dir: str | None = None,
+        unspooled: int = 0,
     ) -> None:
         self.stored = stored
         self.pending = pending
         self.rejected = list(rejected)
         self.timed_out = timed_out
         self.spool_dir = spool_dir
+        self.unspooled = unspooled
         super().__init__(self._describe())
 
     def _describe(self) -> str:
@@ -251,6 +255,11 @@ class FlushError(MetricsApiError):
                 else ""
             )
             parts.append(f"{self.pending} still pending and retrying{where}")
+            if self.unspooled:
+                parts.append(
+                    f"{self.unspooled} of them held in memory only (the spool cannot be "
+                    "written): lost if this process ends before they are sent"
+                )
         if self.rejected:
             first = self.rejected[0]
             name = first.event.get("name")

@@ -19,6 +19,7 @@ import sys
 import textwrap
 import threading
 import time
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,7 @@ import syvain_metrics as sm
 from syvain_metrics.errors import FlushError, RejectedEvent
 from syvain_metrics.pipeline.recovery import sync_spool
 from syvain_metrics.pipeline.sender import BATCHES_IN_MEMORY
+from syvain_metrics.pipeline.spool import load_batch
 from syvain_metrics.testing import LocalServer
 from tests.conftest import API, API_KEY, HOST, envelope, experiment_wire, key_wire
 
@@ -244,7 +246,7 @@ def test_an_experiment_that_is_gone_rejects_its_events_without_blocking_others(
     assert len(stored(server, real.id)) == 3
     # A refusal about the run (not the events) keeps them in the spool, for a later sync.
     (kept,) = Path(session.spool_dir or "").glob("b-*.jsonl")
-    assert json.loads(kept.read_text().splitlines()[0]) == {"experiment_id": "no-such-experiment"}
+    assert load_batch(kept).experiment_id == "no-such-experiment"
 
 
 def test_close_raises_what_it_could_not_confirm_after_releasing_everything(
@@ -321,8 +323,11 @@ def test_spool_is_private_and_emptied_as_the_service_acknowledges(
     assert stat.S_IMODE(directory.stat().st_mode) == 0o700
     assert stat.S_IMODE(batch.stat().st_mode) == 0o600
     header, line = batch.read_text().splitlines()
-    assert json.loads(header) == {"experiment_id": exp.id}
-    assert [event["name"] for event in json.loads(line)] == ["loss"]
+    # Each line: the CRC-32 of the rest, then the JSON (format 2).
+    assert json.loads(header.split(" ", 1)[1]) == {"experiment_id": exp.id, "format": 2}
+    checksum, array = line.split(" ", 1)
+    assert int(checksum, 16) == zlib.crc32(array.encode())
+    assert [event["name"] for event in json.loads(array)] == ["loss"]
     assert server.api_key not in (directory / "meta.json").read_text()
     assert exp.flush(timeout=30) == 1
     assert list(directory.glob("b-*.jsonl")) == []

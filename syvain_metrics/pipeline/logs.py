@@ -13,6 +13,7 @@ import logging
 import sys
 import threading
 import time
+import warnings
 from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -107,10 +108,16 @@ class SessionLogs:
             )
 
     def incomplete(self, settled: Settled | None) -> FlushError | None:
-        """The error that says what ``settled`` could not confirm, if anything."""
+        """The error that says what ``settled`` could not confirm, if anything. When the
+        spool could not be written since the last call (a full disk), a ``UserWarning``
+        says so first: events held in memory only are lost if the process is killed, and
+        the user, not only the log, should know it."""
+        sender = self._sender
+        notice = None if sender is None else sender.take_spool_notice()
+        if notice is not None:
+            warnings.warn(f"syvain_metrics: {notice}", UserWarning, stacklevel=3)
         if settled is None or (not settled.pending and not settled.rejected):
             return None
-        sender = self._sender
         spool = None if sender is None or sender.spool is None else sender.spool.directory
         return FlushError(
             stored=settled.stored,
@@ -118,6 +125,7 @@ class SessionLogs:
             rejected=settled.rejected,
             timed_out=settled.timed_out,
             spool_dir=None if spool is None else str(spool),
+            unspooled=0 if sender is None else min(sender.unspooled(), settled.pending),
         )
 
     def exit_wait(self, timeout: float) -> float:

@@ -4,7 +4,9 @@ Each batch is sent again with the event ids it was logged with, so events the de
 process had already delivered are not stored twice, and running ``sync`` twice stores
 nothing the second time. A batch is removed once the service answered every event in it;
 one refused for reasons of credentials or of the experiment (401, 403, 404) is kept, so it
-can be replayed later with the right API key.
+can be replayed later with the right API key. A batch that cannot be read whole is never
+dropped nor allowed to stop the replay: what is intact is sent, and the file is set aside
+(in the spool's ``damaged/`` directory) and reported with the reason.
 
 Example:
     >>> report = sync_spool(Path("/nonexistent"))
@@ -20,10 +22,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from syvain_metrics.errors import RejectedEvent
+from syvain_metrics.auth import normalize_host
+from syvain_metrics.errors import MetricsApiError, RejectedEvent
 from syvain_metrics.pipeline.batch import Batch
 from syvain_metrics.pipeline.delivery import KEEP_STATUSES, deliver
-from syvain_metrics.pipeline.spool import claim_leftovers, read_batch
+from syvain_metrics.pipeline.spool import (
+    DAMAGED,
+    DamagedBatchError,
+    claim_leftovers,
+    load_batch,
+    set_aside,
+)
 
 if TYPE_CHECKING:
     from syvain_metrics.session import Session
@@ -34,25 +43,54 @@ logger = logging.getLogger("syvain_metrics")
 @dataclass
 class SyncReport:
     """What a replay did: spools and batches found, events stored, events rejected for good,
-    and batches kept for a later try (with why)."""
+    batches kept for a later try (with why), batches set aside as damaged (with why), spools
+    recorded for another host and left alone, other users' spools ignored, and batches set
+    aside by earlier runs."""
 
     spools: int = 0
     batches: int = 0
     stored: int = 0
     rejected: list[RejectedEvent] = field(default_factory=list)
     kept: list[str] = field(default_factory=list)
+    damaged: list[str] = field(default_factory=list)
+    other_hosts: list[str] = field(default_factory=list)
+    other_owners: list[str] = field(default_factory=list)
+    set_aside_before: int = 0
+    set_aside_where: list[str] = field(default_factory=list)
+
+    @property
+    def complete(self) -> bool:
+        """Whether every event found was stored: nothing rejected, kept, damaged or left for
+        another host (other users' spools are none of this user's business).
+
+        Example:
+            >>> SyncReport(stored=3).complete, SyncReport(damaged=["b-1: line 2"]).complete
+            (True, False)
+        """
+        return not (self.rejected or self.kept or self.damaged or self.other_hosts)
 
     def summary(self) -> str:
-        """One line for people.
+        """One line for people (the counts that are zero after "kept" are left out).
 
         Example:
             >>> SyncReport(spools=1, batches=2, stored=1500).summary()
             'synced 1500 events from 2 batches in 1 spool(s); 0 rejected; 0 batches kept'
+            >>> SyncReport(spools=1, batches=1, damaged=["..."]).summary()
+            'synced 0 events from 1 batches in 1 spool(s); 0 rejected; 0 batches kept; 1 damaged (set aside)'
         """
-        return (
+        line = (
             f"synced {self.stored} events from {self.batches} batches in {self.spools} "
             f"spool(s); {len(self.rejected)} rejected; {len(self.kept)} batches kept"
         )
+        for count, what in (
+            (len(self.damaged), "damaged (set aside)"),
+            (len(self.other_hosts), "spool(s) of another host skipped"),
+            (len(self.other_owners), "spool(s) of other users ignored"),
+            (self.set_aside_before, "damaged batches set aside before"),
+        ):
+            if count:
+                line += f"; {count} {what}"
+        return line
 
 
 class _Deadline:
@@ -75,13 +113,18 @@ def sync_spool(
     api_key: str | None = None,
     host: str | None = None,
     timeout: float = 60.0,
+    other_hosts: bool = False,
     **session_options: Any,
 ) -> SyncReport:
-    """Upload every batch left under ``root`` by processes that ended, then remove it.
+    """Upload every batch left under ``root`` by this user's processes that ended, then
+    remove it.
 
-    ``api_key`` / ``host`` default as for a :class:`~syvain_metrics.Session` (the host
-    recorded in each spool comes before the environment's). A batch whose delivery keeps
-    failing for ``timeout`` seconds is kept, and the replay stops there.
+    ``api_key`` / ``host`` default as for a :class:`~syvain_metrics.Session`; events go to
+    that host only. A spool recorded for another host (or none) is skipped and reported,
+    unless ``other_hosts`` says to send it to this host all the same; another user's spool
+    is ignored and reported. A batch that cannot be read whole is set aside in its spool's
+    ``damaged/`` directory (after its intact events are sent) and reported. A batch whose
+    delivery keeps failing for ``timeout`` seconds is kept, and the replay stops there.
 
     Example:
         >>> sync_spool(default_root(), api_key="ak_...").summary()  # doctest: +SKIP
@@ -90,46 +133,95 @@ def sync_spool(
     from syvain_metrics.session import Session
 
     report = SyncReport()
-    sessions: dict[str | None, Session] = {}
+    session: Session | None = None
+
+    def ignored(directory: Path, why: str) -> None:
+        report.other_owners.append(f"{directory}: {why}")
+
     try:
-        for leftover in claim_leftovers(root):
+        for leftover in claim_leftovers(root, skipped=ignored):
             try:
+                earlier = len(leftover.set_aside)
+                if earlier:
+                    report.set_aside_before += earlier
+                    report.set_aside_where.append(
+                        f"{leftover.directory / DAMAGED}: {earlier} batch(es) set aside by an "
+                        "earlier sync, with the reason beside each; delete them once looked at"
+                    )
                 if not leftover.batch_files:
                     continue
-                report.spools += 1
-                target = host or leftover.host
-                if target not in sessions:
-                    sessions[target] = Session(
-                        api_key, host=target, spool_dir=None, **session_options
+                if session is None:
+                    session = Session(api_key, host=host, spool_dir=None, **session_options)
+                recorded = _origin(leftover.host)
+                if recorded != session.host and not other_hosts:
+                    report.other_hosts.append(
+                        f"{leftover.directory}: recorded for {recorded or 'no readable host'}, "
+                        f"not {session.host} ({len(leftover.batch_files)} batches left as they "
+                        "are; `--host` names the service to send them to, `--other-hosts` "
+                        "sends them to this one)"
                     )
-                if not _replay(sessions[target], leftover.batch_files, timeout, report):
+                    continue
+                report.spools += 1
+                if not _replay(session, leftover.batch_files, timeout, report):
                     break
             finally:
                 leftover.release()
     finally:
-        for session in sessions.values():
+        if session is not None:
             session.close()
     return report
+
+
+def _origin(host: str | None) -> str | None:
+    """A recorded host, compared as the session compares its own."""
+    if host is None:
+        return None
+    try:
+        return normalize_host(host)
+    except MetricsApiError:
+        return host
 
 
 def _replay(session: Session, paths: list[Path], timeout: float, report: SyncReport) -> bool:
     """Replay one spool's batches in order; False when the service could not be reached."""
     for path in paths:
         try:
-            experiment_id, chunks = read_batch(path)
-        except (OSError, ValueError, KeyError) as error:
-            report.kept.append(f"{path}: unreadable ({error})")
+            batch = load_batch(path)
+        except DamagedBatchError as error:
+            report.batches += 1
+            _set_aside(path, str(error), report)
+            continue
+        except OSError as error:
+            report.kept.append(f"{path}: cannot be read ({error.strerror or error})")
             continue
         report.batches += 1
-        outcome = deliver(session, Batch(experiment_id, chunks, path=path), wait=_Deadline(timeout))
-        if not outcome.finished:
-            report.kept.append(f"{path}: the service did not answer within {timeout:g} s")
-            return False
-        refused = [r for r in outcome.rejected if r.status_code in KEEP_STATUSES]
-        if refused:
-            report.kept.append(f"{path}: {refused[0].message}")
-            continue
-        report.stored += outcome.stored
-        report.rejected.extend(outcome.rejected)
-        path.unlink(missing_ok=True)
+        if batch.chunks:
+            outcome = deliver(
+                session,
+                Batch(batch.experiment_id, batch.chunks, path=path),
+                wait=_Deadline(timeout),
+            )
+            if not outcome.finished:
+                report.kept.append(f"{path}: the service did not answer within {timeout:g} s")
+                return False
+            refused = [r for r in outcome.rejected if r.status_code in KEEP_STATUSES]
+            if refused:
+                report.kept.append(f"{path}: {refused[0].message}")
+                continue
+            report.stored += outcome.stored
+            report.rejected.extend(outcome.rejected)
+        if batch.damage:
+            sent = sum(chunk.size for chunk in batch.chunks)
+            _set_aside(path, f"{'; '.join(batch.damage)} ({sent} intact events sent)", report)
+        else:
+            path.unlink(missing_ok=True)
     return True
+
+
+def _set_aside(path: Path, reason: str, report: SyncReport) -> None:
+    try:
+        where = set_aside(path, reason)
+    except OSError as error:
+        report.damaged.append(f"{path}: {reason}; left in place ({error.strerror or error})")
+        return
+    report.damaged.append(f"{path}: {reason}; moved to {where}")

@@ -23,6 +23,13 @@ Batches refused for reasons of the run or the credentials (401, 403, 404) are re
 kept in the spool, so that ``syvain-metrics sync`` can replay them later (with the right
 API key, say); batches refused for their content are reported and removed.
 
+When the spool cannot be written (a full disk), logging carries on in memory and the
+spooler tries again after :data:`SPOOL_RETRY_FIRST` seconds, then twice as long each time
+up to :data:`SPOOL_RETRY_CAP` (one write each time): once the disk takes writes again, the
+batches held in memory meanwhile are written too, so a kill loses no more than before.
+Until then, ``flush()``, the end of ``run()`` and ``close()`` say how many events a kill
+would lose (:meth:`Sender.take_spool_notice`).
+
 Example:
     >>> sender = session.sender                                   # doctest: +SKIP
     >>> sender.put(queued_event("exp-1", "id-1", "loss", 1.0, 0, None, None))  # doctest: +SKIP
@@ -32,6 +39,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import threading
@@ -44,7 +52,14 @@ from syvain_metrics.errors import MetricsApiError, RejectedEvent
 from syvain_metrics.event_ids import EventIdSource
 from syvain_metrics.pipeline.batch import Batch, Chunk, QueuedEvent, encode_chunk
 from syvain_metrics.pipeline.delivery import KEEP_STATUSES, Outcome, deliver
-from syvain_metrics.pipeline.spool import Leftover, Spool, claim_leftovers, read_batch
+from syvain_metrics.pipeline.spool import (
+    Leftover,
+    Spool,
+    claim_leftovers,
+    load_batch,
+    read_batch,
+    set_aside,
+)
 from syvain_metrics.schemas.limits import MAX_METRICS_PER_INGEST
 
 if TYPE_CHECKING:
@@ -61,6 +76,12 @@ SPOOL_INTERVAL = 0.2
 BATCHES_IN_MEMORY = 16
 """Sealed batches that keep their bytes in memory (about 16,000 events, 2-2.5 MB); with a spool,
 the rest wait on disk only."""
+
+SPOOL_RETRY_FIRST = 1.0
+"""Seconds after a failed spool write (a full disk) before the spooler tries again."""
+
+SPOOL_RETRY_CAP = 15.0
+"""The longest pause between two tries to write a spool that failed (doubling up to it)."""
 
 REJECTED_KEPT = 1_000
 """Rejected events kept per experiment for the next ``flush()`` to report (each is also
@@ -141,6 +162,16 @@ class Sender:
         self.interval = interval
         self._session = session
         self._spooling = spool is not None
+        self._spool_retry_at = 0.0
+        self._spool_backoff = SPOOL_RETRY_FIRST
+        # Sealed batches held in memory only (the spool could not be written), by id, in
+        # order; the spooler writes them once the disk takes writes again.
+        self._memory_only: dict[int, Batch] = {}
+        self._spool_failure: str | None = None  # the write error of the current trouble
+        self._spool_error = ""  # the last write error, for the notice after it is over
+        self._spool_failed_since: float | None = None  # wall clock, for people
+        self._spool_notice_due = False
+        self._aside: dict[int, str] = {}  # batches whose spool file read back damaged
         self._queue: deque[Any] = deque()
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -347,7 +378,10 @@ class Sender:
                 fresh = {}
                 self._place(item)
         self._fill(fresh)
-        self._seal_old(time.monotonic())
+        now = time.monotonic()
+        self._seal_old(now)
+        if self._memory_only or (self.spool is not None and not self._spooling):
+            self._respool(now)
 
     def _fill(self, fresh: dict[str, list[QueuedEvent]]) -> None:
         """Encode each experiment's new events (one chunk per pass and batch), spool them,
@@ -407,29 +441,125 @@ class Sender:
             if box.open_path is None:
                 box.open_path = self.spool.directory / f"b-{next(self._numbers):09d}.jsonl"
             self.spool.append(experiment_id, int(box.open_path.stem[2:]), [chunk])
+            if self._spool_failure is not None:
+                self._spool_recovered()
         except OSError as error:
-            # A full or read-only disk must not stop logging: carry on in memory. Files
-            # already written are still removed once their events are answered.
+            # A full or read-only disk must not stop logging: carry on in memory, and try
+            # the disk again later. What the file holds already is removed once answered.
+            self._spool_failed(error)
+            box.open_on_disk = False
+
+    def _spool_failed(self, error: OSError) -> None:
+        """Spooling stops until the next try, at most :data:`SPOOL_RETRY_CAP` seconds away."""
+        if self._spool_failure is None:
             logger.warning(
                 "syvain_metrics: cannot write the log() spool in %s (%s); pending events are "
-                "kept in memory only from now on",
-                self.spool.directory,
+                "kept in memory only until it can be written again",
+                None if self.spool is None else self.spool.directory,
                 error,
             )
-            self._spooling = False
-            box.open_on_disk = False
+            self._spool_failed_since = time.time()
+            with self._lock:  # take_spool_notice() reads and clears it on the user's thread
+                self._spool_notice_due = True  # once per episode; FlushError tells the rest
+        self._spool_failure = self._spool_error = error.strerror or str(error)
+        self._spooling = False
+        self._spool_retry_at = time.monotonic() + self._spool_backoff
+        self._spool_backoff = min(self._spool_backoff * 2, SPOOL_RETRY_CAP)
+
+    def _respool(self, now: float) -> None:
+        """Once the spool may be tried again: write the batches held in memory only, oldest
+        first, each to a file of its own; stop at the first failure."""
+        spool = self.spool
+        if spool is None or (not self._spooling and now < self._spool_retry_at):
+            return
+        self._spooling = True  # new batches try the disk again too: a probe if none waits
+        while True:
+            with self._lock:
+                batch = next(iter(self._memory_only.values()), None)
+            if batch is None:
+                break
+            chunks = batch.chunks or []
+            try:
+                path = spool.append(batch.experiment_id, next(self._numbers), chunks)
+            except OSError as error:
+                self._spool_failed(error)
+                return
+            spool.seal(path)
+            stale: Path | None = path
+            with self._changed:
+                if self._memory_only.pop(id(batch), None) is batch:  # not taken for sending
+                    stale, batch.path = batch.path, path  # a partial file of the batch, if any
+                    in_memory = sum(1 for b in self._ready if b.chunks is not None)
+                    if in_memory > BATCHES_IN_MEMORY:
+                        batch.chunks = None  # on disk only until its turn comes
+            if stale is not None:
+                with contextlib.suppress(OSError):
+                    stale.unlink()
+            if self._spool_failure is not None:
+                self._spool_recovered()
+
+    def _spool_recovered(self) -> None:
+        """A spool write succeeded after a failure: the trouble is over."""
+        logger.warning("syvain_metrics: the log() spool is written again")
+        self._spool_failure = None
+        self._spool_backoff = SPOOL_RETRY_FIRST
+
+    def unspooled(self) -> int:
+        """Events with a spool configured that are held in memory only (its disk could not
+        be written): a kill of this process would lose them.
+
+        Example:
+            >>> session.logs.sender.unspooled()  # doctest: +SKIP
+            0
+        """
+        if self.spool is None:
+            return 0
+        with self._lock:
+            sealed = sum(batch.count for batch in self._memory_only.values())
+            return sealed + sum(
+                box.open_count for box in self._outboxes.values() if not box.open_on_disk
+            )
+
+    def take_spool_notice(self) -> str | None:
+        """What to tell the user about the spool since the last notice: that it could not
+        be written, and how many events a kill would lose now (``None``: nothing to tell).
+
+        Example:
+            >>> session.logs.sender.take_spool_notice()  # doctest: +SKIP
+            'the log() spool in /tmp/spool/1-ab could not be written (No space left on device) ...'
+        """
+        with self._lock:
+            due, self._spool_notice_due = self._spool_notice_due, False
+        if not due or self.spool is None:
+            return None
+        since = time.strftime("%H:%M:%S", time.localtime(self._spool_failed_since or 0))
+        where = f"the log() spool in {self.spool.directory}"
+        if self._spool_failure is None:
+            return (
+                f"{where} could not be written from {since} for a while ({self._spool_error}); "
+                "it is written again, and no pending event is held in memory only"
+            )
+        return (
+            f"{where} cannot be written since {since} ({self._spool_error}); "
+            f"{self.unspooled()} pending events are held in memory only and would be lost if "
+            f"this process were killed (the spool is tried again every {SPOOL_RETRY_CAP:g} s "
+            "at most)"
+        )
 
     def _seal(self, experiment_id: str, box: _Outbox) -> None:
         with self._changed:
             path = box.open_path
             chunks: list[Chunk] | None = box.open_chunks
-            on_disk = path is not None and box.open_on_disk and self._spooling
+            on_disk = path is not None and box.open_on_disk
             if path is not None and self.spool is not None:
                 self.spool.seal(path)
             in_memory = sum(1 for b in self._ready if b.chunks is not None)
             if on_disk and in_memory >= BATCHES_IN_MEMORY:
                 chunks = None  # on disk only until its turn comes
-            self._ready.append(Batch(experiment_id, chunks, box.open_count, box.open_first, path))
+            batch = Batch(experiment_id, chunks, box.open_count, box.open_first, path)
+            self._ready.append(batch)
+            if self.spool is not None and not on_disk:
+                self._memory_only[id(batch)] = batch
             box.open_chunks = []
             box.open_count = 0
             box.open_path = None
@@ -476,7 +606,8 @@ class Sender:
             for path in leftover.batch_files:
                 try:
                     experiment_id, chunks = read_batch(path)
-                except (OSError, ValueError, KeyError):
+                except (OSError, ValueError):
+                    # Left where it is, for `syvain-metrics sync` to report and set aside.
                     logger.warning("syvain_metrics: skipping unreadable spool file %s", path)
                     continue
                 with self._lock:
@@ -502,6 +633,7 @@ class Sender:
                 if self._stop.is_set():
                     return
                 batch = self._ready.popleft()
+                self._memory_only.pop(id(batch), None)  # sent from memory: no need to spool it
             outcome = self._deliver(batch)
             if not outcome.finished:
                 return  # stopping: the batch stays in the spool
@@ -513,16 +645,23 @@ class Sender:
     def _deliver(self, batch: Batch) -> Outcome:
         unreadable: list[RejectedEvent] = []
         if batch.chunks is None and batch.path is not None:
+            damage = ""
             try:
-                _, batch.chunks = read_batch(batch.path)
-            except (OSError, ValueError, KeyError) as error:
+                read = load_batch(batch.path)
+                batch.chunks, damage = read.chunks, "; ".join(read.damage)
+            except (OSError, ValueError) as error:
                 batch.chunks = []
-                message = f"the spool file {batch.path} could not be read back: {error}"
-                logger.error("syvain_metrics: %s", message)
+                damage = str(error)
+                logger.error(
+                    "syvain_metrics: the spool file %s could not be read back: %s",
+                    batch.path,
+                    error,
+                )
             missing = batch.count - sum(chunk.size for chunk in batch.chunks)
             if missing > 0:  # answered as refused, so that waits end and flush() says so
                 message = f"{missing} events could not be read back from {batch.path}"
                 unreadable = [RejectedEvent({}, message)] * missing
+                self._aside[id(batch)] = f"{message}: {damage}" if damage else message
                 batch = Batch(batch.experiment_id, batch.chunks, first=batch.first)
         outcome = Outcome()
         if batch.chunks:
@@ -548,9 +687,13 @@ class Sender:
             box.refused += len(outcome.rejected)
             room = max(REJECTED_KEPT - len(box.unreported), 0)
             box.unreported.extend((batch.first, r) for r in outcome.rejected[:room])
+            damaged = self._aside.pop(id(batch), None)
             if batch.path is not None and not keep:
                 try:
-                    batch.path.unlink()
+                    if damaged is None:
+                        batch.path.unlink()
+                    else:  # kept, not deleted: what it holds is someone's lost events
+                        set_aside(batch.path, damaged)
                 except FileNotFoundError:
                     pass
                 except OSError as error:

@@ -5,16 +5,23 @@ Each session, in each process, owns one directory::
     <root>/<pid>-<random>/
         meta.json        {"host": ..., "pid": ..., "created_at_ms": ...}  (no secrets)
         lock             held (flock) for as long as the owning process lives
-        b-000000001.jsonl  one batch: a header line {"experiment_id": ...}, then one JSON
-        b-000000002.jsonl  array of events per line, appended while the batch fills
+        b-000000001.jsonl  one batch: a header line {"experiment_id": ..., "format": 2}, then
+        b-000000002.jsonl  one JSON array of events per line, appended while the batch fills
         children/<pid>-<random>/   the spools of sessions used in forked children
+        damaged/           batches ``sync`` could not read whole, set aside with the reason
+
+Every line starts with the CRC-32 of the rest of the line (8 hex digits and a space), so a
+changed byte or a line cut short is found and reported, never sent or skipped silently.
+Batches written before the checksum (no prefix) are still read: a line of those is damaged
+when it is not a JSON array of objects.
 
 A batch file is removed once the service acknowledged (or finally rejected) its events,
 and an empty directory is removed when its session closes. A directory whose lock is free
 belongs to a process that died: ``syvain-metrics sync`` replays it, with the same event ids,
 so whatever the dead process had already delivered is not stored twice. Everything is
-created readable by the user alone (directories 0700, files 0600). API keys and ingestion
-tokens are never written.
+created readable by the user alone (directories 0700, files 0600); a directory the SDK did
+not create (a shared spool root, say) is used as it is, never chmodded, and each session
+spools in a directory of its own inside it. API keys and ingestion tokens are never written.
 
 Example:
     >>> import tempfile
@@ -33,13 +40,16 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
+import stat
 import time
+import zlib
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from syvain_metrics.pipeline.batch import Chunk
+from syvain_metrics.pipeline.batch import Chunk, encode_events
 
 _flock: Callable[[int, int], Any] | None
 try:
@@ -53,6 +63,11 @@ except ImportError:  # pragma: no cover - no flock (Windows): spools never count
 
 BATCH_GLOB = "b-*.jsonl"
 CHILDREN = "children"
+DAMAGED = "damaged"
+FORMAT = 2
+"""The spool format written: 2 has a CRC-32 on every line (1 had none, and is still read)."""
+
+_CHECKED = re.compile(rb"([0-9a-f]{8}) (.*)", re.DOTALL)
 
 
 def default_root() -> Path:
@@ -82,9 +97,41 @@ def new_spool_name() -> str:
     return f"{os.getpid()}-{os.urandom(4).hex()}"
 
 
-def _private_dir(path: Path) -> None:
-    path.mkdir(mode=0o700, parents=True, exist_ok=True)
-    os.chmod(path, 0o700)
+def _my_uid() -> int | None:
+    geteuid = getattr(os, "geteuid", None)
+    return None if geteuid is None else int(geteuid())
+
+
+def _make_dirs(path: Path) -> None:
+    """Create ``path`` and its missing parents, each 0700. A directory that exists already
+    is left exactly as it is: it may be shared (a 1777 directory, say), and its mode is its
+    owner's business; what the SDK puts inside is private anyway."""
+    missing = []
+    here = path
+    while not os.path.lexists(here):
+        missing.append(here)
+        if here.parent == here:
+            break
+        here = here.parent
+    for directory in reversed(missing):
+        try:
+            directory.mkdir(mode=0o700)
+        except FileExistsError:
+            continue  # made by someone else meanwhile: not ours to change
+        os.chmod(directory, 0o700)  # mkdir's mode passes through the umask
+
+
+def _own_private_dir(path: Path) -> None:
+    """``path`` as a directory of this user's: created 0700, or found already as a real
+    directory (not a link) owned by this user, which only the SDK makes (a child process
+    may make its parent's spool directory first)."""
+    _make_dirs(path)
+    info = os.lstat(path)
+    uid = _my_uid()
+    if not stat.S_ISDIR(info.st_mode) or (uid is not None and info.st_uid != uid):
+        raise PermissionError(
+            f"{path} exists and is not a directory of this user's: not used as a spool"
+        )
 
 
 def _open_private(path: Path, flags: int) -> int:
@@ -111,6 +158,16 @@ def _try_lock(fd: int) -> bool:
     return True
 
 
+def checked_line(payload: bytes) -> bytes:
+    """``payload`` with its CRC-32 in front, as a spool line (without the newline).
+
+    Example:
+        >>> checked_line(b'[{"a":1}]')
+        b'f2cb737d [{"a":1}]'
+    """
+    return b"%08x %s" % (zlib.crc32(payload), payload)
+
+
 class Spool:
     """One session's spool directory in one process (see the module docstring)."""
 
@@ -118,14 +175,15 @@ class Spool:
         self.directory = directory
         self._lock_fd = lock_fd
         self._open: dict[Path, int] = {}
+        self._sizes: dict[Path, int] = {}
 
     @classmethod
     def create(cls, directory: Path, *, host: str) -> Spool:
         """Make ``directory`` (it may exist already, holding children's spools) and lock it
         before anyone can see the lock: the lock file is taken under a private name, then
         renamed into place, so a scan never finds it free while this process lives."""
-        _private_dir(directory.parent)
-        _private_dir(directory)
+        _make_dirs(directory.parent)
+        _own_private_dir(directory)
         building = directory / f"lock.{os.urandom(4).hex()}"
         lock_fd = _open_private(building, os.O_RDWR)
         _try_lock(lock_fd)
@@ -142,24 +200,41 @@ class Spool:
 
     def append(self, experiment_id: str, number: int, chunks: list[Chunk]) -> Path:
         """Append chunks of events, one line each, to batch file ``number`` (created with its
-        header on first use)."""
+        header on first use). A failed write (a full disk) leaves the file as it was: a new
+        file is removed, a partial line is cut off again, and the error is raised."""
         path = self.directory / f"b-{number:09d}.jsonl"
         fd = self._open.get(path)
         lines = []
+        new = fd is None
         if fd is None:
             fd = self._open[path] = _open_private(path, os.O_WRONLY | os.O_APPEND)
-            lines.append(json.dumps({"experiment_id": experiment_id}).encode())
-        lines.extend(chunk.array for chunk in chunks)
-        # One write per pass: a kill leaves whole lines, or a torn last one that reading skips.
-        data = memoryview(b"\n".join(lines) + b"\n")
-        while data:
-            written = os.write(fd, data)  # short on a filling disk: write the rest, or raise
-            data = data[written:]
+            header = json.dumps({"experiment_id": experiment_id, "format": FORMAT})
+            lines.append(checked_line(header.encode()))
+        lines.extend(checked_line(chunk.array) for chunk in chunks)
+        # One write per pass: a kill leaves whole lines, or a torn last one that reading reports.
+        whole = b"\n".join(lines) + b"\n"
+        data = memoryview(whole)
+        start = self._sizes.get(path, 0)
+        try:
+            while data:
+                written = os.write(fd, data)  # short on a filling disk: write the rest, or raise
+                data = data[written:]
+        except OSError:
+            if new:
+                self.seal(path)
+                with contextlib.suppress(OSError):
+                    path.unlink()
+            else:
+                with contextlib.suppress(OSError):
+                    os.ftruncate(fd, start)
+            raise
+        self._sizes[path] = start + len(whole)
         return path
 
     def seal(self, path: Path) -> None:
         """No more events go to ``path``: close its descriptor."""
         fd = self._open.pop(path, None)
+        self._sizes.pop(path, None)
         if fd is not None:
             with contextlib.suppress(OSError):  # the data is written; a failing close is moot
                 os.close(fd)
@@ -174,37 +249,153 @@ class Spool:
 
 
 def _remove_if_empty(directory: Path) -> None:
-    """Remove a spool directory that holds no batch and no child spool."""
-    children = directory / CHILDREN
-    if any(directory.glob(BATCH_GLOB)) or (children.is_dir() and any(children.iterdir())):
+    """Remove a spool directory that holds no batch, no child spool, no damaged batch."""
+    if any(directory.glob(BATCH_GLOB)):
         return
+    for kept in (directory / CHILDREN, directory / DAMAGED):
+        if kept.is_dir() and any(kept.iterdir()):
+            return
     for name in ("meta.json", "lock"):
         with contextlib.suppress(FileNotFoundError):
             (directory / name).unlink()
-    for empty in (children, directory):
+    for empty in (directory / CHILDREN, directory / DAMAGED, directory):
         with contextlib.suppress(OSError):
             empty.rmdir()
 
 
+class DamagedBatchError(ValueError):
+    """A batch file whose header cannot be read: none of its events can be sent.
+
+    Example:
+        >>> str(DamagedBatchError("the header is not an object naming an experiment"))
+        'the header is not an object naming an experiment'
+    """
+
+
+@dataclass
+class SpooledBatch:
+    """A batch file as read back: its experiment, the event chunks that are intact, and
+    what is wrong with the others (one line of text each; empty when the file is whole)."""
+
+    experiment_id: str
+    chunks: list[Chunk]
+    damage: list[str] = field(default_factory=list)
+
+
+def _shown(data: bytes) -> str:
+    text = data[:60].decode("utf-8", "replace")
+    return repr(text) + ("..." if len(data) > 60 else "")
+
+
+def _payload(line: bytes, checked: bool) -> tuple[bytes | None, str]:
+    """The payload of a line, or ``None`` and why it cannot be trusted."""
+    if not checked:
+        return line, ""
+    match = _CHECKED.fullmatch(line)
+    if match is None:
+        return None, "has no checksum"
+    if int(match.group(1), 16) != zlib.crc32(match.group(2)):
+        return None, "fails its checksum (changed on disk)"
+    return match.group(2), ""
+
+
+def load_batch(path: Path) -> SpooledBatch:
+    r"""Read a batch file back, checking every line; raises :class:`DamagedBatchError` when its
+    header is unusable (and ``OSError`` when it cannot be read at all).
+
+    Example:
+        >>> import tempfile
+        >>> path = Path(tempfile.mkdtemp()) / "b-000000001.jsonl"
+        >>> lines = [b'{"experiment_id":"e","format":2}', b'[{"n":1}]', b'[{"n":2}]']
+        >>> _ = path.write_bytes(b"\n".join(checked_line(x) for x in lines)[:-3])
+        >>> batch = load_batch(path)
+        >>> batch.experiment_id, len(batch.chunks), batch.damage
+        ('e', 1, ['line 3 is cut short (the writing process ended in the middle of it)'])
+        >>> _ = path.write_bytes(b"[1]\n")
+        >>> load_batch(path)
+        Traceback (most recent call last):
+        ...
+        syvain_metrics.pipeline.spool.DamagedBatchError: the header is not an object naming an experiment: '[1]'
+    """
+    data = path.read_bytes()
+    lines = data.split(b"\n")
+    torn = not data.endswith(b"\n")  # the last element is then what a kill cut short
+    if not torn:
+        lines.pop()
+    if not lines or not lines[0]:
+        raise DamagedBatchError("the file is empty: no header")
+    checked = _CHECKED.fullmatch(lines[0]) is not None
+    header, why = _payload(lines[0], checked)
+    if header is None:
+        raise DamagedBatchError(f"the header {why}")
+    try:
+        meta = json.loads(header)
+    except ValueError:
+        meta = None
+    experiment_id = meta.get("experiment_id") if isinstance(meta, dict) else None
+    if not isinstance(experiment_id, str) or not experiment_id:
+        cut = " (cut short)" if torn and len(lines) == 1 else ""
+        raise DamagedBatchError(
+            f"the header is not an object naming an experiment{cut}: {_shown(header)}"
+        )
+    batch = SpooledBatch(experiment_id, [])
+    last = len(lines)
+    for number, line in enumerate(lines[1:], start=2):
+        if not line:
+            continue
+        payload, why = _payload(line, checked)
+        events: Any = None
+        if payload is not None:
+            try:
+                events = json.loads(payload)
+            except ValueError:
+                why = "is not JSON"
+        if why:
+            if torn and number == last:
+                why = "is cut short (the writing process ended in the middle of it)"
+            batch.damage.append(f"line {number} {why}")
+            continue
+        if not isinstance(events, list) or not all(isinstance(e, dict) for e in events):
+            batch.damage.append(f"line {number} is not a list of event objects")
+            continue
+        if not events:
+            continue
+        array = payload.strip() if payload is not None else b""
+        if not (array.startswith(b"[") and array.endswith(b"]")):  # pragma: no cover
+            array = encode_events(events).array
+        batch.chunks.append(Chunk(len(events), array))
+    return batch
+
+
 def read_batch(path: Path) -> tuple[str, list[Chunk]]:
-    """The experiment id and event chunks of a batch file; a torn last line is skipped.
+    """The experiment id and intact event chunks of a batch file (see :func:`load_batch`,
+    which also says what is damaged).
 
     Example:
         >>> read_batch(Path("missing.jsonl"))  # doctest: +SKIP
     """
-    raw = path.read_bytes().split(b"\n")
-    experiment_id = json.loads(raw[0])["experiment_id"]
-    chunks = []
-    for line in raw[1:]:
-        if not line:
-            continue
-        try:
-            events = json.loads(line)
-        except ValueError:
-            continue  # the process died mid-write
-        if isinstance(events, list) and events:
-            chunks.append(Chunk(len(events), line))
-    return str(experiment_id), chunks
+    batch = load_batch(path)
+    return batch.experiment_id, batch.chunks
+
+
+def set_aside(path: Path, reason: str) -> Path:
+    """Move a batch file that cannot be sent whole into its spool's ``damaged/`` directory,
+    with the reason beside it (``<name>.reason``); returns where it went.
+
+    Example:
+        >>> set_aside(Path("spool/123-ab/b-000000001.jsonl"), "line 2 is not JSON")  # doctest: +SKIP
+        PosixPath('spool/123-ab/damaged/b-000000001.jsonl')
+    """
+    aside = path.parent / DAMAGED
+    _own_private_dir(aside)
+    target = aside / path.name
+    while os.path.lexists(target):  # set aside before: keep both
+        target = aside / f"{path.stem}.{os.urandom(2).hex()}{path.suffix}"
+    fd = _open_private(target.with_name(target.name + ".reason"), os.O_WRONLY | os.O_TRUNC)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(reason + "\n")
+    os.replace(path, target)
+    return target
 
 
 @dataclass
@@ -215,6 +406,11 @@ class Leftover:
     host: str | None
     batch_files: list[Path]
     _lock_fd: int
+
+    @property
+    def set_aside(self) -> list[Path]:
+        """Batch files set aside as damaged by an earlier ``sync``."""
+        return sorted((self.directory / DAMAGED).glob(BATCH_GLOB))
 
     def release(self) -> None:
         """Drop the claim; remove the directory if it is empty now (and the directory of a
@@ -228,27 +424,44 @@ class Leftover:
                     empty.rmdir()
 
 
-def _spool_dirs(root: Path) -> Iterator[Path]:
+Skipped = Callable[[Path, str], None]
+"""Told of each spool directory passed over, with why."""
+
+
+def _spool_dirs(root: Path, skipped: Skipped | None) -> Iterator[Path]:
     if not root.is_dir():
         return
+    uid = _my_uid()
     for entry in sorted(root.iterdir()):
-        if entry.is_dir():
-            yield from _spool_dirs(entry / CHILDREN)  # children first: they died first
-            if (entry / "lock").exists():
-                yield entry
+        try:
+            info = entry.lstat()
+        except OSError:
+            continue
+        if not stat.S_ISDIR(info.st_mode) or entry.name == DAMAGED:
+            continue
+        if uid is not None and info.st_uid != uid:
+            # Another user's (a shared root): replaying it would send their events with
+            # this user's key, and whatever it names to wherever its meta says.
+            if skipped is not None:  # not looked into: it may not even be readable
+                skipped(entry, f"belongs to another user (uid {info.st_uid})")
+            continue
+        yield from _spool_dirs(entry / CHILDREN, skipped)  # children first: they died first
+        if (entry / "lock").exists():
+            yield entry
 
 
-def claim_leftovers(root: Path) -> Iterator[Leftover]:
-    """Every spool under ``root`` whose process is gone, each locked by the caller until
-    released. A live process's spool (its lock held) is never returned.
+def claim_leftovers(root: Path, *, skipped: Skipped | None = None) -> Iterator[Leftover]:
+    """Every spool of this user's under ``root`` whose process is gone, each locked by the
+    caller until released. A live process's spool (its lock held) is never returned, nor
+    another user's (``skipped`` is told of those).
 
     Example:
         >>> list(claim_leftovers(Path("/nonexistent")))
         []
     """
-    for directory in _spool_dirs(root):
+    for directory in _spool_dirs(root, skipped):
         try:
-            fd = os.open(directory / "lock", os.O_RDWR)
+            fd = os.open(directory / "lock", os.O_RDWR | getattr(os, "O_NOFOLLOW", 0))
         except OSError:
             continue
         if not _try_lock(fd):

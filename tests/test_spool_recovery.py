@@ -1,0 +1,554 @@
+"""Damaged and untrusted spools: ``syvain-metrics sync`` never stops at a bad batch, never
+loses one silently (it is set aside and reported, the exit status says so), finds a changed
+byte or a line cut short, sends only to the configured host and only this user's spools;
+a spool root the SDK did not create is never chmodded; after a full disk, spooling resumes
+and what a kill would lose is said where the user looks.
+
+Everything runs against the real local server; the full disk is a real one for the writing
+process (``RLIMIT_FSIZE``), in a child process so that nothing else is limited.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import stat
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import syvain_metrics as sm
+from syvain_metrics.pipeline.batch import encode_events
+from syvain_metrics.pipeline.spool import Spool, checked_line, new_spool_name
+from syvain_metrics.testing import LocalServer
+
+OTHER_UID = 54_321
+"""A user id that is not the one running the tests (they may run as root)."""
+
+
+# -- helpers ------------------------------------------------------------------------------------
+
+
+def events(tag: str, count: int, start: int = 0) -> list[dict[str, Any]]:
+    return [
+        {"client_event_id": f"{tag}-{i}", "name": "loss", "value": float(i), "step": i}
+        for i in range(start, start + count)
+    ]
+
+
+def dead_spool(
+    root: Path, host: str, batches: list[tuple[str, list[list[dict[str, Any]]]]]
+) -> Path:
+    """A spool as a killed process leaves it, written by the SDK's own spool code: one
+    batch file per ``(experiment_id, lines)``, the lock free."""
+    spool = Spool.create(root / new_spool_name(), host=host)
+    for number, (experiment_id, lines) in enumerate(batches, start=1):
+        path = spool.append(experiment_id, number, [encode_events(line) for line in lines])
+        spool.seal(path)
+    os.close(spool._lock_fd)  # the process is gone: its lock is free, its files stay
+    return spool.directory
+
+
+def legacy_batch(directory: Path, number: int, header: bytes, lines: list[bytes]) -> Path:
+    """A batch file as written before lines had checksums (format 1)."""
+    path = directory / f"b-{number:09d}.jsonl"
+    path.write_bytes(b"\n".join([header, *lines]) + b"\n")
+    return path
+
+
+def new_experiment(server: LocalServer, name: str) -> str:
+    with server.session(spool_dir=None) as session:
+        return sm.Experiment.create(name, session=session).id
+
+
+def stored(server: LocalServer, experiment_id: str) -> sm.MetricRows:
+    with server.session(spool_dir=None) as session:
+        return sm.Experiment.get(experiment_id, session=session).metrics()
+
+
+def stored_steps(server: LocalServer, experiment_id: str) -> list[int]:
+    return sorted(row.step or 0 for row in stored(server, experiment_id))
+
+
+def sync(
+    server: LocalServer, root: Path, *extra: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, "-m", "syvain_metrics.cli", "sync", "--spool-dir", str(root)]
+    if env is None:
+        command += ["--api-key", server.api_key, "--host", server.url]
+    command += ["--timeout", "5", *extra]
+    return subprocess.run(
+        command,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env={**os.environ, **(env or {})},
+    )
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Path:
+    return tmp_path / "spool"
+
+
+# -- a batch that cannot be read never stops sync, and is never dropped ---------------------------
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        pytest.param(b"[1]", id="list"),
+        pytest.param(b"42", id="number"),
+        pytest.param(b'{"experiment_id": 7}', id="id-not-a-string"),
+        pytest.param(checked_line(b"[1]"), id="checked-list"),
+    ],
+)
+def test_a_header_of_the_wrong_type_is_set_aside_and_the_rest_still_syncs(
+    metrics_server: LocalServer, root: Path, header: bytes
+) -> None:
+    first = new_experiment(metrics_server, "first")
+    later = new_experiment(metrics_server, "later")
+    damaged = dead_spool(root, metrics_server.url, [(first, [events("a", 10)])])
+    bad = legacy_batch(damaged, 2, header, [encode_events(events("b", 5)).array])
+    dead_spool(root, metrics_server.url, [(later, [events("c", 20)])])
+
+    result = sync(metrics_server, root)
+
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    assert result.stdout.startswith("synced 30 events from 3 batches in 2 spool(s)")
+    assert "; 1 damaged (set aside)" in result.stdout
+    assert f"damaged: {bad}: the header is not an object naming an experiment" in result.stderr
+    assert stored_steps(metrics_server, first) == list(range(10))
+    assert stored_steps(metrics_server, later) == list(range(20))
+    # Kept, not deleted: moved aside with the reason beside it.
+    aside = damaged / "damaged" / bad.name
+    assert aside.read_bytes().startswith(header)
+    assert "naming an experiment" in aside.with_name(aside.name + ".reason").read_text()
+    assert stat.S_IMODE((damaged / "damaged").stat().st_mode) == 0o700
+
+    again = sync(metrics_server, root)
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.startswith("synced 0 events from 0 batches")
+    assert "1 damaged batches set aside before" in again.stdout
+    assert f"set aside before: {damaged / 'damaged'}: 1 batch(es)" in again.stderr
+    assert aside.exists()
+
+
+def test_a_changed_byte_in_a_checked_line_is_reported_not_sent(
+    metrics_server: LocalServer, root: Path
+) -> None:
+    experiment_id = new_experiment(metrics_server, "flipped")
+    directory = dead_spool(
+        root,
+        metrics_server.url,
+        [(experiment_id, [events("f", 1_000, 1_000 * n)]) for n in range(3)],
+    )
+    second = directory / "b-000000002.jsonl"
+    data = bytearray(second.read_bytes())
+    at = data.index(b'"value":1500.0')
+    data[at + 9] = ord("7")  # 1500.0 -> 7500.0: still valid JSON, only the checksum knows
+    second.write_bytes(bytes(data))
+
+    result = sync(metrics_server, root)
+
+    assert result.returncode == 1, result.stderr
+    assert result.stdout.startswith("synced 2000 events from 3 batches")
+    assert "1 damaged (set aside)" in result.stdout
+    assert f"damaged: {second}: line 2 fails its checksum" in result.stderr
+    steps = stored_steps(metrics_server, experiment_id)
+    assert steps == list(range(1_000)) + list(range(2_000, 3_000))  # no 7500.0 stored
+    assert (directory / "damaged" / second.name).read_bytes() == bytes(data)
+
+
+def test_a_changed_byte_in_a_spool_written_before_checksums_is_reported(
+    metrics_server: LocalServer, root: Path
+) -> None:
+    experiment_id = new_experiment(metrics_server, "legacy-flip")
+    directory = dead_spool(root, metrics_server.url, [])
+    header = json.dumps({"experiment_id": experiment_id}).encode()
+    lines = [encode_events(events("l", 1_000, 1_000 * n)).array for n in range(3)]
+    lines[1] = lines[1].replace(b'"name"', b'"name\x01', 1)  # no longer JSON
+    path = legacy_batch(directory, 1, header, lines)
+
+    result = sync(metrics_server, root)
+
+    assert result.returncode == 1, result.stderr
+    assert result.stdout.startswith("synced 2000 events from 1 batches")
+    assert f"damaged: {path}: line 3 is not JSON (2000 intact events sent)" in result.stderr
+    assert len(stored_steps(metrics_server, experiment_id)) == 2_000
+
+
+def test_a_spool_written_before_checksums_still_syncs(
+    metrics_server: LocalServer, root: Path
+) -> None:
+    experiment_id = new_experiment(metrics_server, "legacy")
+    directory = dead_spool(root, metrics_server.url, [])
+    header = json.dumps({"experiment_id": experiment_id}).encode()
+    legacy_batch(directory, 1, header, [encode_events(events("o", 700)).array])
+
+    result = sync(metrics_server, root)
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("synced 700 events from 1 batches")
+    assert stored_steps(metrics_server, experiment_id) == list(range(700))
+    assert list(root.iterdir()) == []
+
+
+def test_a_torn_last_line_is_counted_and_the_batch_kept(
+    metrics_server: LocalServer, root: Path
+) -> None:
+    experiment_id = new_experiment(metrics_server, "torn")
+    directory = dead_spool(
+        root, metrics_server.url, [(experiment_id, [events("t", 500), events("t", 500, 500)])]
+    )
+    path = directory / "b-000000001.jsonl"
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) - 2_000])  # killed in the middle of the last line
+
+    result = sync(metrics_server, root)
+
+    assert result.returncode == 1, result.stderr
+    assert result.stdout.startswith("synced 500 events from 1 batches")
+    assert f"damaged: {path}: line 3 is cut short" in result.stderr
+    assert stored_steps(metrics_server, experiment_id) == list(range(500))
+    assert (directory / "damaged" / path.name).exists()
+
+
+def test_lines_of_non_object_events_are_reported_without_a_traceback(
+    metrics_server: LocalServer, root: Path
+) -> None:
+    experiment_id = new_experiment(metrics_server, "non-objects")
+    directory = dead_spool(root, metrics_server.url, [])
+    header = json.dumps({"experiment_id": experiment_id}).encode()
+    path = legacy_batch(
+        directory,
+        1,
+        header,
+        [b"[1, 2, 3]", encode_events(events("n", 50)).array, b'[{"name": "x"}, "y"]', b"{}"],
+    )
+
+    result = sync(metrics_server, root)
+
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    assert result.stdout.startswith("synced 50 events from 1 batches")
+    for line in (2, 4, 5):
+        assert f"line {line} is not a list of event objects" in result.stderr
+    assert stored_steps(metrics_server, experiment_id) == list(range(50))
+    assert (directory / "damaged" / path.name).exists()
+
+
+# -- whose spools, and where they go ---------------------------------------------------------------
+
+
+def test_another_users_spool_is_ignored_and_reported(
+    metrics_server: LocalServer, root: Path
+) -> None:
+    mine = new_experiment(metrics_server, "mine")
+    theirs = new_experiment(metrics_server, "theirs")
+    dead_spool(root, metrics_server.url, [(mine, [events("m", 10)])])
+    other = dead_spool(root, metrics_server.url, [(theirs, [events("o", 10)])])
+    os.chown(other, OTHER_UID, OTHER_UID)
+
+    result = sync(metrics_server, root)
+
+    assert result.returncode == 0, result.stderr  # only this user's events are its business
+    assert result.stdout.startswith("synced 10 events from 1 batches in 1 spool(s)")
+    assert "1 spool(s) of other users ignored" in result.stdout
+    assert f"ignored: {other}: belongs to another user (uid {OTHER_UID})" in result.stderr
+    assert stored_steps(metrics_server, mine) == list(range(10))
+    assert stored_steps(metrics_server, theirs) == []
+    assert (other / "b-000000001.jsonl").exists()
+
+
+@pytest.fixture
+def silent_listener() -> Iterator[socket.socket]:
+    """A loopback port that accepts connections and never answers: whatever connects to it
+    is seen."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    listener.setblocking(False)
+    yield listener
+    listener.close()
+
+
+def connections(listener: socket.socket) -> int:
+    count = 0
+    while True:
+        try:
+            accepted, _ = listener.accept()
+        except BlockingIOError:
+            return count
+        accepted.close()
+        count += 1
+
+
+@pytest.mark.parametrize("configured", ["--host", "environment"])
+def test_a_spool_recorded_for_another_host_gets_neither_the_key_nor_the_events(
+    metrics_server: LocalServer, root: Path, silent_listener: socket.socket, configured: str
+) -> None:
+    experiment_id = new_experiment(metrics_server, "elsewhere")
+    elsewhere = f"http://127.0.0.1:{silent_listener.getsockname()[1]}"
+    directory = dead_spool(root, elsewhere, [(experiment_id, [events("e", 10)])])
+    env = None
+    if configured == "environment":
+        env = {
+            "SYVAIN_METRICS_API_KEY": metrics_server.api_key,
+            "SYVAIN_METRICS_HOST": metrics_server.url,
+        }
+
+    result = sync(metrics_server, root, env=env)
+
+    assert connections(silent_listener) == 0  # the API key never went there
+    assert result.returncode == 1, result.stderr
+    assert "1 spool(s) of another host skipped" in result.stdout
+    assert f"other host: {directory}: recorded for {elsewhere}, not {metrics_server.url}" in (
+        result.stderr
+    )
+    assert stored_steps(metrics_server, experiment_id) == []
+    assert (directory / "b-000000001.jsonl").exists()
+
+    confirmed = sync(metrics_server, root, "--other-hosts", env=env)
+
+    assert confirmed.returncode == 0, confirmed.stderr
+    assert confirmed.stdout.startswith("synced 10 events from 1 batches")
+    assert connections(silent_listener) == 0
+    assert stored_steps(metrics_server, experiment_id) == list(range(10))
+
+
+# -- spool directories the SDK did not make -------------------------------------------------------
+
+
+@pytest.mark.parametrize("given", ["spool_dir", "environment"])
+def test_a_shared_sticky_spool_root_keeps_its_mode(
+    metrics_server: LocalServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, given: str
+) -> None:
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    os.chmod(shared, 0o1777)
+    options: dict[str, Any] = {"spool_dir": shared}
+    if given == "environment":
+        monkeypatch.setenv("SYVAIN_METRICS_SPOOL_DIR", str(shared))
+        options = {}
+    session = metrics_server.session(**options, flush_interval=60)
+    exp = sm.Experiment.create("shared", session=session)
+    exp.log("loss", 1.0, step=0)
+    session.logs.sender.wait([], timeout=10)  # a mark: the event is spooled by now
+    own = Path(session.spool_dir or "")
+    assert own.parent == shared
+    assert stat.S_IMODE(own.stat().st_mode) == 0o700  # made by the SDK: private
+    assert stat.S_IMODE(shared.stat().st_mode) == 0o1777  # not the SDK's: left alone
+    assert exp.flush(timeout=30) == 1
+    session.close()
+    assert stat.S_IMODE(shared.stat().st_mode) == 0o1777
+
+
+def test_a_spool_directory_of_another_user_is_refused(tmp_path: Path) -> None:
+    planted = tmp_path / "spool" / "123-abcd"
+    planted.mkdir(parents=True)
+    os.chown(planted, OTHER_UID, OTHER_UID)
+    with pytest.raises(PermissionError, match="not a directory of this user's"):
+        Spool.create(planted, host="http://127.0.0.1:1")
+    assert list(planted.iterdir()) == []  # nothing written into it
+
+
+def test_missing_parents_of_a_spool_root_are_made_private(
+    metrics_server: LocalServer, tmp_path: Path
+) -> None:
+    old = os.umask(0o022)
+    try:
+        session = metrics_server.session(spool_dir=tmp_path / "a" / "b")
+        sm.Experiment.create("parents", session=session).log("loss", 1.0)
+        session.flush(timeout=30)
+        session.close()
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "a").stat().st_mode) == 0o700
+    assert stat.S_IMODE((tmp_path / "a" / "b").stat().st_mode) == 0o700
+
+
+# -- a full disk ---------------------------------------------------------------------------------
+
+DISK_FULL_CHILD = """
+import resource, signal, sys, warnings
+import syvain_metrics as sm
+from syvain_metrics.pipeline import sender as sender_module
+
+url, key, spool = sys.argv[1:4]
+sender_module.SPOOL_RETRY_FIRST = 0.05
+sender_module.SPOOL_RETRY_CAP = 0.2
+warnings.simplefilter("always")
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG
+session = sm.Session(key, host=url, spool_dir=spool, flush_interval=0.05,
+                     retry=sm.RetryPolicy(backoff_base=0.02, delivery_backoff_cap=0.2))
+exp = sm.Experiment.create("disk-full", session=session)
+print(exp.id, flush=True)
+exp.log("loss", 0.0, step=0)
+try:
+    exp.flush(timeout=0.5)  # the spool exists now; the service is down
+except sm.FlushError:
+    pass
+limits = resource.getrlimit(resource.RLIMIT_FSIZE)
+resource.setrlimit(resource.RLIMIT_FSIZE, (40_000, limits[1]))  # the disk fills up
+for step in range(1, 20_001):
+    exp.log("loss", float(step), step=step)
+with warnings.catch_warnings(record=True) as caught:
+    try:
+        exp.flush(timeout=1)
+    except sm.FlushError as error:
+        print("full", error.pending, getattr(error, "unspooled", None), flush=True)
+print("warned", any("held in memory only" in str(w.message) for w in caught), flush=True)
+resource.setrlimit(resource.RLIMIT_FSIZE, limits)  # space is back
+for _ in range(300):
+    try:
+        exp.flush(timeout=0.1)
+    except sm.FlushError as error:
+        if getattr(error, "unspooled", None) == 0:
+            print("spooled", error.pending, flush=True)
+            break
+else:
+    print("spooled never", flush=True)
+with warnings.catch_warnings(record=True) as caught:
+    try:
+        exp.flush(timeout=0.1)
+    except sm.FlushError:
+        pass
+print("ready", flush=True)
+sys.stdin.read()  # until killed
+"""
+
+
+def test_after_a_full_disk_spooling_resumes_and_a_kill_loses_nothing(
+    metrics_server: LocalServer, root: Path
+) -> None:
+    metrics_server.faults.fail_next("ingest_metrics", times=10**6, status=503)
+    child = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            DISK_FULL_CHILD,
+            metrics_server.url,
+            metrics_server.api_key,
+            str(root),
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert child.stdout is not None
+        experiment_id = child.stdout.readline().strip()
+        lines = []
+        for line in child.stdout:
+            lines.append(line.split())
+            if line.startswith("ready"):
+                break
+        else:
+            pytest.fail(f"the child ended early: {child.stderr.read() if child.stderr else ''}")
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait(30)
+    metrics_server.faults.clear()
+    result = sync(metrics_server, root)
+
+    assert result.stdout.startswith("synced 20001 events"), result.stdout
+    assert result.returncode == 0, result.stderr  # no line torn by the failed writes
+    assert stored_steps(metrics_server, experiment_id) == list(range(20_001))
+    full, warned, spooled, _ = lines
+    assert full[:2] == ["full", "20001"]
+    assert int(full[2]) > 0  # some events held in memory only, and flush() said how many
+    assert warned == ["warned", "True"]
+    assert spooled == ["spooled", "20001"]  # still pending, but on disk again
+
+
+def test_a_full_disk_is_told_at_flush_even_when_everything_got_through(
+    metrics_server: LocalServer, root: Path
+) -> None:
+    script = textwrap.dedent(
+        """
+        import resource, signal, sys, warnings
+        import syvain_metrics as sm
+        url, key, spool = sys.argv[1:4]
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        session = sm.Session(key, host=url, spool_dir=spool, flush_interval=0.05)
+        exp = sm.Experiment.create("told", session=session)
+        exp.log("loss", 0.0, step=0)
+        exp.flush(timeout=30)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (0, resource.RLIM_INFINITY))
+        for step in range(1, 101):
+            exp.log("loss", float(step), step=step)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            print(exp.flush(timeout=30))
+            print(exp.flush(timeout=30))
+        print(len(caught), caught[0].message if caught else "")
+        """
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script, metrics_server.url, metrics_server.api_key, str(root)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    first, second, warning = result.stdout.splitlines()
+    assert (first, second) == ("100", "0")
+    assert warning.startswith("1 syvain_metrics: the log() spool in ")  # once, not each flush
+    assert "cannot be written" in warning
+
+
+def test_flush_error_tells_events_held_in_memory_only() -> None:
+    error = sm.FlushError(stored=1, pending=5, rejected=[], timed_out=True, unspooled=3)
+    assert error.unspooled == 3
+    assert "3 of them held in memory only" in str(error)
+    assert sm.FlushError(stored=1, pending=5, rejected=[], timed_out=True).unspooled == 0
+
+
+# -- the session's own spool, read back ------------------------------------------------------------
+
+
+def test_a_batch_changed_on_disk_before_its_turn_is_reported_and_set_aside(
+    metrics_server: LocalServer, root: Path
+) -> None:
+    metrics_server.faults.fail_next("ingest_metrics", times=10**6, status=503)
+    session = metrics_server.session(spool_dir=root, retry=sm.RetryPolicy(backoff_base=0.02))
+    exp = sm.Experiment.create("read-back", session=session)
+    for step in range(20_000):
+        exp.log("loss", 1.0, step=step)
+    with pytest.raises(sm.FlushError):
+        exp.flush(timeout=0.5)  # all sealed; the last batches wait on disk only
+    assert session.logs.sender.backlog().batches_on_disk_only >= 1
+    last = Path(session.spool_dir or "") / "b-000000020.jsonl"
+    data = bytearray(last.read_bytes())
+    at = data.rindex(b'"value":1.0')
+    data[at + 8] = ord("7")  # valid JSON still: only the checksum tells
+    last.write_bytes(bytes(data))
+    line = bytes(data).splitlines()[-1]
+    lost = len(json.loads(line[line.index(b"[") :]))  # the events of the changed line
+
+    metrics_server.faults.clear()
+    with pytest.raises(sm.FlushError) as caught:
+        exp.flush(timeout=60)
+    session.close()
+
+    assert caught.value.pending == 0
+    assert len(caught.value.rejected) == lost
+    assert f"{lost} events could not be read back from {last}" in caught.value.rejected[0].message
+    rows = stored(metrics_server, exp.id)
+    assert len(rows) == 20_000 - lost
+    assert {row.value for row in rows} == {1.0}
+    aside = last.parent / "damaged" / last.name
+    assert aside.read_bytes() == bytes(data)  # kept for whoever wants to look, not deleted
+    assert "fails its checksum" in aside.with_name(aside.name + ".reason").read_text()
