@@ -166,7 +166,10 @@ class Session:
             read correctly all the same, only with more requests).
         spool_dir: where ``log()`` events wait on disk until the service acknowledges them:
             by default ``$SYVAIN_METRICS_SPOOL_DIR``, else the user's cache directory
-            (``~/.cache/syvain-metrics/spool``); ``None`` keeps them in memory only.
+            (``~/.cache/syvain-metrics/spool``); ``None`` keeps them in memory only. A spool
+            that cannot be created or written yet (a full disk) is tried again, up to every
+            15 s; one refused (not a directory of this user's) is not, and either way
+            ``flush()`` and ``close()`` warn that events are held in memory only.
         flush_interval: the longest a ``log()`` event waits before it is sent (seconds).
         flush_timeout: how long ``close()``, the end of ``run()`` and interpreter exit wait
             for pending ``log()`` events (seconds); what is left stays in the spool.

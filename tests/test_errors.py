@@ -231,6 +231,7 @@ def test_spool_files_are_private_whatever_the_umask(
         session = metrics_server.session(spool_dir=tmp_path / "spool")
         exp = sm.Experiment.create("spooled", session=session)
         exp.log("loss", 1.0, step=0)
+        session.logs.sender.wait([], timeout=10)  # a mark: the spooler has spooled the event
         spool = Path(session.spool_dir or "")
         files = [p for p in spool.rglob("*") if p.is_file()]
         modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in files}

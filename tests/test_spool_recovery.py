@@ -18,6 +18,7 @@ import stat
 import subprocess
 import sys
 import textwrap
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ from typing import Any
 import pytest
 
 import syvain_metrics as sm
+from syvain_metrics.pipeline import sender as sender_module
 from syvain_metrics.pipeline.batch import encode_events
 from syvain_metrics.pipeline.spool import Spool, checked_line, new_spool_name
 from syvain_metrics.testing import LocalServer
@@ -514,6 +516,196 @@ def test_flush_error_tells_events_held_in_memory_only() -> None:
     assert error.unspooled == 3
     assert "3 of them held in memory only" in str(error)
     assert sm.FlushError(stored=1, pending=5, rejected=[], timed_out=True).unspooled == 0
+
+
+# -- a spool that cannot be created yet ------------------------------------------------------------
+
+NO_SPOOL_YET_CHILD = """
+import os, resource, signal, sys, warnings
+import syvain_metrics as sm
+from syvain_metrics.pipeline import sender as sender_module
+
+url, key, spool, how = sys.argv[1:5]
+sender_module.SPOOL_RETRY_FIRST = 0.05
+sender_module.SPOOL_RETRY_CAP = 0.2
+warnings.simplefilter("always")
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG
+session = sm.Session(key, host=url, spool_dir=spool, flush_interval=0.05, ingest_timeout=0.5,
+                     retry=sm.RetryPolicy(backoff_base=0.02, delivery_backoff_cap=0.2))
+exp = sm.Experiment.create("no-spool-yet", session=session)
+print(exp.id, flush=True)
+limits = resource.getrlimit(resource.RLIMIT_FSIZE)
+if how == "disk-full":
+    resource.setrlimit(resource.RLIMIT_FSIZE, (0, limits[1]))  # full before the first log()
+else:
+    open(spool, "w").close()  # a file where the spool root should be
+for step in range(5_000):
+    exp.log("loss", float(step), step=step)
+with warnings.catch_warnings(record=True) as caught:
+    try:
+        exp.flush(timeout=1)
+    except sm.FlushError as error:
+        print("held", error.pending, error.unspooled, flush=True)
+told = [str(w.message) for w in caught if "held in memory only" in str(w.message)]
+print("warned", len(told), all("cannot be created" in m for m in told), flush=True)
+if how == "disk-full":
+    resource.setrlimit(resource.RLIMIT_FSIZE, limits)  # space is back
+else:
+    os.unlink(spool)  # the way is free
+for _ in range(300):
+    try:
+        exp.flush(timeout=0.1)
+    except sm.FlushError as error:
+        if error.unspooled == 0:
+            print("spooled", error.pending, flush=True)
+            break
+else:
+    print("spooled never", flush=True)
+print("ready", flush=True)
+sys.stdin.read()  # until killed
+"""
+
+
+@pytest.mark.parametrize("how", ["disk-full", "file-in-the-way"])
+def test_a_spool_created_late_holds_everything_and_a_kill_loses_nothing(
+    metrics_server: LocalServer, root: Path, how: str
+) -> None:
+    # The first batch is stored, its answer held back: it stays pending (a retry finds it
+    # in progress), and the batches behind it wait.
+    metrics_server.faults.delay("ingest_metrics", seconds=600)
+    child = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            NO_SPOOL_YET_CHILD,
+            metrics_server.url,
+            metrics_server.api_key,
+            str(root),
+            how,
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert child.stdout is not None
+        experiment_id = child.stdout.readline().strip()
+        lines = []
+        for line in child.stdout:
+            lines.append(line.split())
+            if line.startswith("ready"):
+                break
+        else:
+            pytest.fail(f"the child ended early: {child.stderr.read() if child.stderr else ''}")
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait(30)
+    metrics_server.faults.clear()
+    assert len(stored_steps(metrics_server, experiment_id)) > 0  # some were stored already
+    result = sync(metrics_server, root)
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("synced 5000 events"), result.stdout  # the first too
+    assert stored_steps(metrics_server, experiment_id) == list(range(5_000))  # each once
+    held, warned, spooled, _ = lines
+    assert held == ["held", "5000", "5000"]  # not one of them on disk, and flush() said so
+    assert warned == ["warned", "1", "True"]
+    assert spooled == ["spooled", "5000"]  # still pending, all of them on disk now
+
+
+def test_a_spool_that_cannot_be_created_is_told_at_close(
+    metrics_server: LocalServer, root: Path
+) -> None:
+    root.write_text("")  # a file where the spool root should be
+    session = metrics_server.session(spool_dir=root)
+    exp = sm.Experiment.create("told-at-close", session=session)
+    for step in range(10):
+        exp.log("loss", float(step), step=step)
+    with pytest.warns(UserWarning, match=r"cannot be created .*\(Not a directory\)"):
+        session.close()
+    assert stored_steps(metrics_server, exp.id) == list(range(10))
+
+
+def test_the_end_of_run_says_what_is_held_in_memory_only(
+    metrics_server: LocalServer, root: Path
+) -> None:
+    root.write_text("")
+    metrics_server.faults.fail_next("ingest_metrics", times=10**6, status=503)
+    session = metrics_server.session(spool_dir=root, retry=sm.RetryPolicy(backoff_base=0.02))
+    exp = sm.Experiment.create("run-end", session=session)
+
+    def training() -> None:
+        with exp.run(flush_timeout=0.5):
+            for step in range(3):
+                exp.log("loss", float(step), step=step)
+
+    with (
+        pytest.warns(UserWarning, match="held in memory only"),
+        pytest.raises(sm.FlushError) as caught,
+    ):
+        training()
+    assert (caught.value.pending, caught.value.unspooled) == (3, 3)
+    assert "3 of them held in memory only" in str(caught.value)
+    metrics_server.faults.clear()
+    assert session.flush(timeout=30) == 3
+
+
+@pytest.mark.parametrize("planted", ["another-user", "symlink"])
+def test_a_spool_directory_refused_for_trust_is_told_once_and_never_used(
+    metrics_server: LocalServer,
+    root: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    planted: str,
+) -> None:
+    monkeypatch.setattr(sender_module, "SPOOL_RETRY_FIRST", 0.01)
+    monkeypatch.setattr(sender_module, "SPOOL_RETRY_CAP", 0.02)
+    metrics_server.faults.fail_next("ingest_metrics", times=10**6, status=503)
+    session = metrics_server.session(
+        spool_dir=root, retry=sm.RetryPolicy(backoff_base=0.02, delivery_backoff_cap=0.1)
+    )
+    directory = Path(session.spool_dir or "")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    root.mkdir()
+    if planted == "another-user":
+        directory.mkdir()
+        os.chown(directory, OTHER_UID, OTHER_UID)
+    else:
+        directory.symlink_to(elsewhere)
+    exp = sm.Experiment.create("refused", session=session)
+    for step in range(50):
+        exp.log("loss", float(step), step=step)
+
+    with (
+        pytest.warns(UserWarning, match="is refused") as told,
+        pytest.raises(sm.FlushError) as caught,
+    ):
+        exp.flush(timeout=0.5)
+
+    assert (caught.value.pending, caught.value.unspooled, caught.value.spool_dir) == (50, 50, None)
+    (message,) = [str(w.message) for w in told]
+    assert f"the log() spool in {directory} is refused" in message
+    assert "not a directory of this user's" in message
+    assert "held in memory only" in message
+    assert metrics_server.api_key not in message
+    # Made harmless now, it is still not used: a refused directory is not tried again.
+    if planted == "another-user":
+        os.chown(directory, os.geteuid(), os.getegid())
+    else:
+        directory.unlink()
+    metrics_server.faults.clear()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)  # told once, not at each flush or close
+        assert exp.flush(timeout=30) == 50
+        session.close()
+    assert stored_steps(metrics_server, exp.id) == list(range(50))
+    assert list(elsewhere.iterdir()) == []
+    if planted == "another-user":
+        assert list(directory.iterdir()) == []
+    else:
+        assert not os.path.lexists(directory)
 
 
 # -- the session's own spool, read back ------------------------------------------------------------

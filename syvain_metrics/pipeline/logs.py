@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 from syvain_metrics.errors import FlushError
 from syvain_metrics.pipeline.sender import Sender, Settled
-from syvain_metrics.pipeline.spool import CHILDREN, Spool, count_leftovers, new_spool_name
+from syvain_metrics.pipeline.spool import CHILDREN, count_leftovers, new_spool_name
 
 if TYPE_CHECKING:
     from syvain_metrics.session import Session
@@ -55,7 +55,7 @@ class SessionLogs:
         with self._lock:
             if self._sender is None:
                 self._sender = Sender(
-                    self._session, spool=self._open_spool(), interval=self.interval
+                    self._session, spool_dir=self.spool_dir, interval=self.interval
                 )
                 _flush_when_multiprocessing_exits(self)
             return self._sender
@@ -64,20 +64,6 @@ class SessionLogs:
     def started(self) -> bool:
         """Whether a sender runs in this process."""
         return self._sender is not None and not self._sender.stopped
-
-    def _open_spool(self) -> Spool | None:
-        if self.spool_dir is None:
-            return None
-        try:
-            return Spool.create(self.spool_dir, host=self._session.host)
-        except OSError as error:
-            logger.warning(
-                "syvain_metrics: cannot create the log() spool %s (%s); pending events are "
-                "kept in memory only",
-                self.spool_dir,
-                error,
-            )
-            return None
 
     def pending(self, experiment_id: str) -> int:
         """Events of ``experiment_id`` logged in this process and not answered yet."""
@@ -109,9 +95,9 @@ class SessionLogs:
 
     def incomplete(self, settled: Settled | None) -> FlushError | None:
         """The error that says what ``settled`` could not confirm, if anything. When the
-        spool could not be written since the last call (a full disk), a ``UserWarning``
-        says so first: events held in memory only are lost if the process is killed, and
-        the user, not only the log, should know it."""
+        spool could not be created or written since the last call (a full disk), or is
+        refused, a ``UserWarning`` says so first: events held in memory only are lost if the
+        process is killed, and the user, not only the log, should know it."""
         sender = self._sender
         notice = None if sender is None else sender.take_spool_notice()
         if notice is not None:

@@ -23,12 +23,17 @@ Batches refused for reasons of the run or the credentials (401, 403, 404) are re
 kept in the spool, so that ``syvain-metrics sync`` can replay them later (with the right
 API key, say); batches refused for their content are reported and removed.
 
-When the spool cannot be written (a full disk), logging carries on in memory and the
-spooler tries again after :data:`SPOOL_RETRY_FIRST` seconds, then twice as long each time
-up to :data:`SPOOL_RETRY_CAP` (one write each time): once the disk takes writes again, the
-batches held in memory meanwhile are written too, so a kill loses no more than before.
-Until then, ``flush()``, the end of ``run()`` and ``close()`` say how many events a kill
-would lose (:meth:`Sender.take_spool_notice`).
+The spooler creates the spool on its first pass, so ``log()`` never touches the disk.
+When the spool cannot be created or written (a full disk, a file where its directory
+should be), logging carries on in memory and the spooler tries again after
+:data:`SPOOL_RETRY_FIRST` seconds, then twice as long each time up to
+:data:`SPOOL_RETRY_CAP` (one attempt each time): once the disk takes writes again, the
+batches held in memory meanwhile are written too, the one being sent included, so a kill
+loses no more than before. Until then, ``flush()``, the end of ``run()`` and ``close()``
+say how many events a kill would lose (:meth:`Sender.take_spool_notice`). A spool
+directory found in place already that is not this user's (another user's, a link) is
+never used nor tried again: the session keeps its events in memory only, and says so
+once, with the reason.
 
 Example:
     >>> sender = session.sender                                   # doctest: +SKIP
@@ -46,15 +51,17 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from syvain_metrics.errors import MetricsApiError, RejectedEvent
 from syvain_metrics.event_ids import EventIdSource
 from syvain_metrics.pipeline.batch import Batch, Chunk, QueuedEvent, encode_chunk
 from syvain_metrics.pipeline.delivery import KEEP_STATUSES, Outcome, deliver
 from syvain_metrics.pipeline.spool import (
+    CHILDREN,
     Leftover,
     Spool,
+    UntrustedSpoolError,
     claim_leftovers,
     load_batch,
     read_batch,
@@ -78,10 +85,14 @@ BATCHES_IN_MEMORY = 16
 the rest wait on disk only."""
 
 SPOOL_RETRY_FIRST = 1.0
-"""Seconds after a failed spool write (a full disk) before the spooler tries again."""
+"""Seconds after a failed spool write or creation (a full disk) before the spooler tries
+again."""
 
 SPOOL_RETRY_CAP = 15.0
-"""The longest pause between two tries to write a spool that failed (doubling up to it)."""
+"""The longest pause between two tries of a spool that failed (doubling up to it)."""
+
+_Verb = Literal["created", "written"]
+"""What a spool failure failed to do."""
 
 REJECTED_KEPT = 1_000
 """Rejected events kept per experiment for the next ``flush()`` to report (each is also
@@ -148,27 +159,34 @@ class Sender:
     """Batches, spools and delivers one session's ``log()`` events (see the module docstring).
 
     Created by the session on the first ``log()``; a forked child gets a new one.
+    ``spool_dir`` is where its spool goes (``None``: memory only); the spooler thread
+    creates it.
     """
 
     def __init__(
         self,
         session: Session,
         *,
-        spool: Spool | None,
+        spool_dir: Path | None,
         interval: float,
     ) -> None:
         self.ids = EventIdSource()
-        self.spool = spool
+        self.spool: Spool | None = None
+        self.spool_dir = spool_dir
         self.interval = interval
         self._session = session
-        self._spooling = spool is not None
+        self._spooling = False
         self._spool_retry_at = 0.0
         self._spool_backoff = SPOOL_RETRY_FIRST
         # Sealed batches held in memory only (the spool could not be written), by id, in
-        # order; the spooler writes them once the disk takes writes again.
+        # order, the one being sent included until it has its answer; the spooler writes
+        # them once the disk takes writes again.
         self._memory_only: dict[int, Batch] = {}
-        self._spool_failure: str | None = None  # the write error of the current trouble
-        self._spool_error = ""  # the last write error, for the notice after it is over
+        self._sending: Batch | None = None
+        self._spool_failure: str | None = None  # the error of the current trouble
+        self._spool_error = ""  # the last error, for the notice after it is over
+        self._spool_verb: _Verb = "written"  # what failed
+        self._spool_refused: str | None = None  # why spool_dir is never used, if it is not
         self._spool_failed_since: float | None = None  # wall clock, for people
         self._spool_notice_due = False
         self._aside: dict[int, str] = {}  # batches whose spool file read back damaged
@@ -193,6 +211,8 @@ class Sender:
         )
         self._spooler.start()
         self._delivery.start()
+        if spool_dir is not None:
+            self._wake.set()  # create the spool now rather than at the first pass
 
     # -- the log() side: never blocks --------------------------------------------------
 
@@ -358,6 +378,8 @@ class Sender:
                 return
 
     def _collect(self) -> None:
+        if self.spool is None:
+            self._create_spool()  # first: this pass's events go to it
         queue = self._queue
         taken: list[Any] = []
         with self._lock:  # so pending() never misses the events in hand
@@ -382,6 +404,25 @@ class Sender:
         self._seal_old(now)
         if self._memory_only or (self.spool is not None and not self._spooling):
             self._respool(now)
+
+    def _create_spool(self) -> None:
+        """One attempt at creating the spool, when it is due: at the first pass, then at
+        the pace of :meth:`_spool_failed`; never again once the directory is refused."""
+        if (
+            self.spool_dir is None
+            or self._spool_refused is not None
+            or time.monotonic() < self._spool_retry_at
+        ):
+            return
+        try:
+            spool = Spool.create(self.spool_dir, host=self._session.host)
+        except UntrustedSpoolError as error:
+            self._refuse_spool(error)
+        except OSError as error:
+            self._spool_failed(error, "created")
+        else:
+            self.spool = spool
+            self._spooling = True  # recovery is declared once events are written
 
     def _fill(self, fresh: dict[str, list[QueuedEvent]]) -> None:
         """Encode each experiment's new events (one chunk per pass and batch), spool them,
@@ -449,18 +490,20 @@ class Sender:
             self._spool_failed(error)
             box.open_on_disk = False
 
-    def _spool_failed(self, error: OSError) -> None:
+    def _spool_failed(self, error: OSError, verb: _Verb = "written") -> None:
         """Spooling stops until the next try, at most :data:`SPOOL_RETRY_CAP` seconds away."""
         if self._spool_failure is None:
             logger.warning(
-                "syvain_metrics: cannot write the log() spool in %s (%s); pending events are "
-                "kept in memory only until it can be written again",
-                None if self.spool is None else self.spool.directory,
+                "syvain_metrics: the log() spool in %s cannot be %s (%s); pending events are "
+                "kept in memory only until it can be",
+                self.spool_dir,
+                verb,
                 error,
             )
             self._spool_failed_since = time.time()
             with self._lock:  # take_spool_notice() reads and clears it on the user's thread
                 self._spool_notice_due = True  # once per episode; FlushError tells the rest
+        self._spool_verb = verb
         self._spool_failure = self._spool_error = error.strerror or str(error)
         self._spooling = False
         self._spool_retry_at = time.monotonic() + self._spool_backoff
@@ -487,16 +530,28 @@ class Sender:
             spool.seal(path)
             stale: Path | None = path
             with self._changed:
-                if self._memory_only.pop(id(batch), None) is batch:  # not taken for sending
+                if self._memory_only.pop(id(batch), None) is batch:  # not answered meanwhile
                     stale, batch.path = batch.path, path  # a partial file of the batch, if any
                     in_memory = sum(1 for b in self._ready if b.chunks is not None)
-                    if in_memory > BATCHES_IN_MEMORY:
+                    if in_memory > BATCHES_IN_MEMORY and batch is not self._sending:
                         batch.chunks = None  # on disk only until its turn comes
             if stale is not None:
                 with contextlib.suppress(OSError):
                     stale.unlink()
             if self._spool_failure is not None:
                 self._spool_recovered()
+
+    def _refuse_spool(self, error: UntrustedSpoolError) -> None:
+        """``spool_dir`` is not this user's: events stay in memory only for good. Retrying
+        would meet the same directory, so the user is told once instead, with the reason."""
+        self._spool_refused = str(error)
+        logger.warning(
+            "syvain_metrics: the log() spool is refused (%s); pending events are kept in "
+            "memory only",
+            error,
+        )
+        with self._lock:
+            self._spool_notice_due = True
 
     def _spool_recovered(self) -> None:
         """A spool write succeeded after a failure: the trouble is over."""
@@ -505,14 +560,14 @@ class Sender:
         self._spool_backoff = SPOOL_RETRY_FIRST
 
     def unspooled(self) -> int:
-        """Events with a spool configured that are held in memory only (its disk could not
-        be written): a kill of this process would lose them.
+        """Events with a spool configured that are held in memory only (the spool could not
+        be created or written, or was refused): a kill of this process would lose them.
 
         Example:
             >>> session.logs.sender.unspooled()  # doctest: +SKIP
             0
         """
-        if self.spool is None:
+        if self.spool_dir is None:
             return 0
         with self._lock:
             sealed = sum(batch.count for batch in self._memory_only.values())
@@ -522,25 +577,33 @@ class Sender:
 
     def take_spool_notice(self) -> str | None:
         """What to tell the user about the spool since the last notice: that it could not
-        be written, and how many events a kill would lose now (``None``: nothing to tell).
+        be created or written, or is refused, and how many events a kill would lose now
+        (``None``: nothing to tell).
 
         Example:
             >>> session.logs.sender.take_spool_notice()  # doctest: +SKIP
-            'the log() spool in /tmp/spool/1-ab could not be written (No space left on device) ...'
+            'the log() spool in /tmp/spool/1-ab cannot be written since ... (No space left ...'
         """
         with self._lock:
             due, self._spool_notice_due = self._spool_notice_due, False
-        if not due or self.spool is None:
+        if not due or self.spool_dir is None:
             return None
+        where = f"the log() spool in {self.spool_dir}"
+        if self._spool_refused is not None:
+            return (
+                f"{where} is refused ({self._spool_refused}); log() events are held in memory "
+                f"only until they are sent, and the {self.unspooled()} pending now would be "
+                "lost if this process were killed"
+            )
         since = time.strftime("%H:%M:%S", time.localtime(self._spool_failed_since or 0))
-        where = f"the log() spool in {self.spool.directory}"
+        verb = self._spool_verb
         if self._spool_failure is None:
             return (
-                f"{where} could not be written from {since} for a while ({self._spool_error}); "
+                f"{where} could not be {verb} from {since} for a while ({self._spool_error}); "
                 "it is written again, and no pending event is held in memory only"
             )
         return (
-            f"{where} cannot be written since {since} ({self._spool_error}); "
+            f"{where} cannot be {verb} since {since} ({self._spool_error}); "
             f"{self.unspooled()} pending events are held in memory only and would be lost if "
             f"this process were killed (the spool is tried again every {SPOOL_RETRY_CAP:g} s "
             "at most)"
@@ -558,7 +621,7 @@ class Sender:
                 chunks = None  # on disk only until its turn comes
             batch = Batch(experiment_id, chunks, box.open_count, box.open_first, path)
             self._ready.append(batch)
-            if self.spool is not None and not on_disk:
+            if self.spool_dir is not None and not on_disk:
                 self._memory_only[id(batch)] = batch
             box.open_chunks = []
             box.open_count = 0
@@ -599,9 +662,9 @@ class Sender:
         (their batches wait on disk only, like evicted ones); return how many events of
         ``targets`` (all when ``None``) were taken over."""
         adopted = 0
-        if self.spool is None:
-            return adopted
-        for leftover in claim_leftovers(self.spool.child_root()):
+        if self.spool_dir is None or self._spool_refused is not None:
+            return adopted  # a refused directory is not looked into
+        for leftover in claim_leftovers(self.spool_dir / CHILDREN):
             self._adopted.append(leftover)
             for path in leftover.batch_files:
                 try:
@@ -633,7 +696,9 @@ class Sender:
                 if self._stop.is_set():
                     return
                 batch = self._ready.popleft()
-                self._memory_only.pop(id(batch), None)  # sent from memory: no need to spool it
+                # Held in memory only, it stays listed until answered: a kill while it is
+                # retried would lose it, so the spooler still writes it when it can.
+                self._sending = batch
             outcome = self._deliver(batch)
             if not outcome.finished:
                 return  # stopping: the batch stays in the spool
@@ -682,6 +747,8 @@ class Sender:
         # Refused for the run or the credentials, not the content: kept for a later sync.
         keep = any(r.status_code in KEEP_STATUSES for r in outcome.rejected)
         with self._changed:
+            self._memory_only.pop(id(batch), None)
+            self._sending = None
             box = self._outboxes[batch.experiment_id]
             box.done += batch.count
             box.refused += len(outcome.rejected)

@@ -121,6 +121,16 @@ def _make_dirs(path: Path) -> None:
         os.chmod(directory, 0o700)  # mkdir's mode passes through the umask
 
 
+class UntrustedSpoolError(PermissionError):
+    """A spool directory found in place already that is not a real directory of this user's
+    (another user's, or a link): it is never written into, and trying again cannot help.
+
+    Example:
+        >>> isinstance(UntrustedSpoolError("/tmp/x is a link"), PermissionError)
+        True
+    """
+
+
 def _own_private_dir(path: Path) -> None:
     """``path`` as a directory of this user's: created 0700, or found already as a real
     directory (not a link) owned by this user, which only the SDK makes (a child process
@@ -129,7 +139,7 @@ def _own_private_dir(path: Path) -> None:
     info = os.lstat(path)
     uid = _my_uid()
     if not stat.S_ISDIR(info.st_mode) or (uid is not None and info.st_uid != uid):
-        raise PermissionError(
+        raise UntrustedSpoolError(
             f"{path} exists and is not a directory of this user's: not used as a spool"
         )
 
@@ -181,22 +191,32 @@ class Spool:
     def create(cls, directory: Path, *, host: str) -> Spool:
         """Make ``directory`` (it may exist already, holding children's spools) and lock it
         before anyone can see the lock: the lock file is taken under a private name, then
-        renamed into place, so a scan never finds it free while this process lives."""
+        renamed into place, so a scan never finds it free while this process lives.
+
+        Raises :class:`UntrustedSpoolError` for a directory found there that is not this
+        user's, and ``OSError`` when it cannot be made now (a full disk, say): then nothing
+        is left behind but the directories, so trying again later is cheap."""
         _make_dirs(directory.parent)
         _own_private_dir(directory)
         building = directory / f"lock.{os.urandom(4).hex()}"
+        meta_path = directory / "meta.json"
         lock_fd = _open_private(building, os.O_RDWR)
-        _try_lock(lock_fd)
-        meta = {"host": host, "pid": os.getpid(), "created_at_ms": int(time.time() * 1000)}
-        meta_fd = _open_private(directory / "meta.json", os.O_WRONLY | os.O_TRUNC)
-        with os.fdopen(meta_fd, "w") as handle:
-            json.dump(meta, handle)
-        os.rename(building, directory / "lock")
+        try:
+            _try_lock(lock_fd)
+            meta = {"host": host, "pid": os.getpid(), "created_at_ms": int(time.time() * 1000)}
+            meta_fd = _open_private(meta_path, os.O_WRONLY | os.O_TRUNC)
+            with os.fdopen(meta_fd, "w") as handle:
+                json.dump(meta, handle)
+            os.rename(building, directory / "lock")
+        except BaseException:
+            os.close(lock_fd)
+            for path in (building, meta_path):
+                with contextlib.suppress(OSError):
+                    path.unlink()
+            with contextlib.suppress(OSError):
+                _remove_if_empty(directory)
+            raise
         return cls(directory, lock_fd)
-
-    def child_root(self) -> Path:
-        """Where sessions used in a forked child keep their spools."""
-        return self.directory / CHILDREN
 
     def append(self, experiment_id: str, number: int, chunks: list[Chunk]) -> Path:
         """Append chunks of events, one line each, to batch file ``number`` (created with its

@@ -403,6 +403,7 @@ class Experiment(MetricWriting, MetricReading, Annotating, IngestionKeys, Catalo
                         rejected=error.rejected,
                         timed_out=error.timed_out,
                         spool_dir=error.spool_dir,
+                        unspooled=error.unspooled,
                     ) from None
 
     def _record_failure(
