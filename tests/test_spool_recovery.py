@@ -2,7 +2,8 @@
 loses one silently (it is set aside and reported, the exit status says so), finds a changed
 byte or a line cut short, sends only to the configured host and only this user's spools;
 a spool root the SDK did not create is never chmodded; after a full disk, spooling resumes
-and what a kill would lose is said where the user looks.
+(a spool that could not even be created is created then) and what a kill would lose is said
+where the user looks; a spool directory that is not the user's is refused, and said so once.
 
 Everything runs against the real local server; the full disk is a real one for the writing
 process (``RLIMIT_FSIZE``), in a child process so that nothing else is limited.
@@ -548,6 +549,7 @@ with warnings.catch_warnings(record=True) as caught:
         print("held", error.pending, error.unspooled, flush=True)
 told = [str(w.message) for w in caught if "held in memory only" in str(w.message)]
 print("warned", len(told), all("cannot be created" in m for m in told), flush=True)
+print("left", os.path.lexists(session.spool_dir), flush=True)  # no half-made spool
 if how == "disk-full":
     resource.setrlimit(resource.RLIMIT_FSIZE, limits)  # space is back
 else:
@@ -608,9 +610,10 @@ def test_a_spool_created_late_holds_everything_and_a_kill_loses_nothing(
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("synced 5000 events"), result.stdout  # the first too
     assert stored_steps(metrics_server, experiment_id) == list(range(5_000))  # each once
-    held, warned, spooled, _ = lines
+    held, warned, left, spooled, _ = lines
     assert held == ["held", "5000", "5000"]  # not one of them on disk, and flush() said so
     assert warned == ["warned", "1", "True"]
+    assert left == ["left", "False"]
     assert spooled == ["spooled", "5000"]  # still pending, all of them on disk now
 
 
