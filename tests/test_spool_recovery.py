@@ -431,19 +431,11 @@ sys.stdin.read()  # until killed
 """
 
 
-def test_after_a_full_disk_spooling_resumes_and_a_kill_loses_nothing(
-    metrics_server: LocalServer, root: Path
-) -> None:
-    metrics_server.faults.fail_next("ingest_metrics", times=10**6, status=503)
+def run_child_until_ready(script: str, *args: str) -> tuple[str, list[list[str]]]:
+    """Run ``script`` in a child process until it prints ``ready``, then kill it (-9):
+    the experiment id it printed first, and the words of each line after it."""
     child = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            DISK_FULL_CHILD,
-            metrics_server.url,
-            metrics_server.api_key,
-            str(root),
-        ],
+        [sys.executable, "-c", script, *args],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -462,6 +454,16 @@ def test_after_a_full_disk_spooling_resumes_and_a_kill_loses_nothing(
     finally:
         child.send_signal(signal.SIGKILL)
         child.wait(30)
+    return experiment_id, lines
+
+
+def test_after_a_full_disk_spooling_resumes_and_a_kill_loses_nothing(
+    metrics_server: LocalServer, root: Path
+) -> None:
+    metrics_server.faults.fail_next("ingest_metrics", times=10**6, status=503)
+    experiment_id, lines = run_child_until_ready(
+        DISK_FULL_CHILD, metrics_server.url, metrics_server.api_key, str(root)
+    )
     metrics_server.faults.clear()
     result = sync(metrics_server, root)
 
@@ -575,34 +577,9 @@ def test_a_spool_created_late_holds_everything_and_a_kill_loses_nothing(
     # The first batch is stored, its answer held back: it stays pending (a retry finds it
     # in progress), and the batches behind it wait.
     metrics_server.faults.delay("ingest_metrics", seconds=600)
-    child = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            NO_SPOOL_YET_CHILD,
-            metrics_server.url,
-            metrics_server.api_key,
-            str(root),
-            how,
-        ],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+    experiment_id, lines = run_child_until_ready(
+        NO_SPOOL_YET_CHILD, metrics_server.url, metrics_server.api_key, str(root), how
     )
-    try:
-        assert child.stdout is not None
-        experiment_id = child.stdout.readline().strip()
-        lines = []
-        for line in child.stdout:
-            lines.append(line.split())
-            if line.startswith("ready"):
-                break
-        else:
-            pytest.fail(f"the child ended early: {child.stderr.read() if child.stderr else ''}")
-    finally:
-        child.send_signal(signal.SIGKILL)
-        child.wait(30)
     metrics_server.faults.clear()
     assert len(stored_steps(metrics_server, experiment_id)) > 0  # some were stored already
     result = sync(metrics_server, root)
