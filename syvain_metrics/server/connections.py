@@ -46,6 +46,11 @@ from waitress.utilities import build_http_date
 from syvain_metrics.server.framing import FramingParser
 from syvain_metrics.server.runner import envelope_error
 
+ACCEPTS_PER_PASS = 64
+"""Connections accepted each time the serving loop finds some waiting (fewer with a lower
+limit per client: each may take the place of an older one, and a connection accepted must
+outlast the next pass, where its first bytes are read)."""
+
 
 class EnvelopeErrorTask(ErrorTask):  # type: ignore[misc]
     """Answers a request waitress refused itself (malformed, too large) in the contract's
@@ -179,6 +184,18 @@ class TimedChannel(HTTPChannel):  # type: ignore[misc]
         if request is not None:  # read ahead, then not read while this one was answered
             request.restart_clock()
 
+    def read_waiting(self) -> None:
+        """Read what the client has sent already, without waiting: a request whose head came
+        with its connection is then being answered, so no connection opened after it can
+        take its place."""
+        try:
+            data = self.socket.recv(self.adj.recv_bytes)
+        except OSError:  # nothing yet (BlockingIOError), or gone: the serving loop will see
+            return
+        if data:
+            self.last_activity = time.time()
+            self.received(data)
+
     def deadline(self) -> float | None:
         """When the request arriving must be whole (``time.monotonic()``); ``None`` while
         none is (idle between requests), or while a request is answered."""
@@ -278,15 +295,19 @@ class GuardedServer(TcpWSGIServer):  # type: ignore[misc]
                 channel.time_out()
 
     def handle_accept(self) -> None:
-        try:
-            accepted = self.accept()
-            if accepted is None:
-                return
-            connection, address = accepted
-            self.set_socket_options(connection)
-        except OSError:
-            return  # the client left before it was accepted
-        self.take(connection, self.fix_addr(address))
+        # Several at a time (waitress takes one per pass of its loop): a client that opens
+        # connections as fast as they are closed for others keeps the listen queue full, and
+        # a new client waits for every connection queued before its own.
+        for _ in range(min(ACCEPTS_PER_PASS, max(1, self.per_client // 4))):
+            try:
+                accepted = self.accept()
+                if accepted is None:
+                    return  # none waiting
+                connection, address = accepted
+                self.set_socket_options(connection)
+            except OSError:
+                continue  # the client left before it was accepted
+            self.take(connection, self.fix_addr(address))
 
     def take(self, connection: socket.socket, address: Any) -> bool:
         """Serve an accepted connection if there is room for it (made as the module's text
@@ -294,7 +315,7 @@ class GuardedServer(TcpWSGIServer):  # type: ignore[misc]
         if not self.make_room(str(address[0])):
             connection.close()
             return False
-        self.channel_class(self, connection, address, self.adj, map=self._map)
+        self.channel_class(self, connection, address, self.adj, map=self._map).read_waiting()
         return True
 
     def make_room(self, client: str) -> bool:
