@@ -150,6 +150,9 @@ class Worker:
         try:
             self.channel.settimeout(HANDOVER_ACK_TIMEOUT_S)
             socket.send_fds(self.channel, [b"c"], [connection.fileno()])
+        except OSError:  # not sent (gone, or so far behind that its socket is full)
+            return False
+        try:
             return self.channel.recv(1) == b"k"
         except TimeoutError:
             self.unconfirmed += 1
