@@ -150,6 +150,7 @@ class TimedChannel(HTTPChannel):  # type: ignore[misc]
     def __init__(self, server: GuardedServer, sock: Any, addr: Any, adj: Any, map: Any) -> None:
         self.opened = time.monotonic()
         self.fresh = True  # no request answered yet: its first head is due from the opening
+        self.last_request = self.opened
         self.client = str(addr[0])
         super().__init__(server, sock, addr, adj, map=map)
         server.clients.setdefault(self.client, set()).add(self)
@@ -179,6 +180,9 @@ class TimedChannel(HTTPChannel):  # type: ignore[misc]
 
     def service(self) -> None:
         self.fresh = False
+        # Idle ones make room in the order their last requests began to be answered: the end
+        # of an answer is recorded by a worker thread that may run late.
+        self.last_request = time.monotonic()
         super().service()
         request = self.request
         if request is not None:  # read ahead, then not read while this one was answered
@@ -215,7 +219,7 @@ class TimedChannel(HTTPChannel):  # type: ignore[misc]
         if request is None:
             if self.fresh:
                 return (0, self.opened)
-            return (2, float(self.last_activity))
+            return (2, self.last_request)
         if request.body_started is not None:
             return (1, float(request.body_started))
         return (0, float(request.head_started))
