@@ -7,7 +7,9 @@ process and with ``--processes 2`` (``--modes``). For each:
    0.1 s for ``--baseline`` seconds (timeout 10 s per request): latency p50 / p95 / max.
 2. Attack: N connections (``--connections``, default 2,000) from this same address each send
    a request line, then one more header byte every ``--every`` seconds (5 s), never ending
-   the head; a connection the server ends is opened again at once, as the attack tool does.
+   the head; a connection the server ends is opened again at once (``--reopen at-once``, the
+   harshest: it keeps the listen queue full), or at its next byte's time (``on-pass``, as
+   the original slowloris tool does on each pass).
    Once all N were opened, the normal client asks again for ``--duration`` seconds: requests,
    failures (no answer within 10 s, or the connection closed), latency p50 / p95 / max, the
    share answered within 1 s; and how many slow connections were open at the end, cut by the
@@ -107,9 +109,9 @@ def ask_for(port: int, seconds: float) -> Latencies:
 class Slowloris(threading.Thread):
     """``count`` connections sending one header byte each every ``every`` seconds."""
 
-    def __init__(self, port: int, count: int, every: float) -> None:
+    def __init__(self, port: int, count: int, every: float, *, at_once: bool) -> None:
         super().__init__(daemon=True)
-        self.port, self.count, self.every = port, count, every
+        self.port, self.count, self.every, self.at_once = port, count, every, at_once
         self.opened = self.cut = self.refused = 0
         self.ready = threading.Event()
         self.stopping = threading.Event()
@@ -152,7 +154,9 @@ class Slowloris(threading.Thread):
                 now = time.monotonic()
                 for index, connection in enumerate(connections):
                     if connection is None:
-                        connections[index] = self._open()
+                        if self.at_once or due[index] <= now:
+                            due[index] = now + self.every
+                            connections[index] = self._open()
                     elif due[index] <= now:
                         due[index] = now + self.every
                         try:
@@ -196,11 +200,12 @@ def run_mode(processes: int, options: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory() as directory:
         server, port = start_server(Path(directory), processes, options.server_path)
         try:
-            print(f"\n== serve, {label} ==", flush=True)
+            print(f"\n== serve, {label}; slow connections reopened {options.reopen} ==", flush=True)
             print(
                 f"baseline ({options.baseline:.0f} s): {ask_for(port, options.baseline).summary()}"
             )
-            attack = Slowloris(port, options.connections, options.every)
+            at_once = options.reopen == "at-once"
+            attack = Slowloris(port, options.connections, options.every, at_once=at_once)
             started = time.monotonic()
             attack.start()
             attack.ready.wait()
@@ -236,6 +241,7 @@ def main() -> None:
     parser.add_argument("--baseline", type=float, default=5.0)
     parser.add_argument("--duration", type=float, default=30.0)
     parser.add_argument("--modes", default="1,2", help="process counts to serve with")
+    parser.add_argument("--reopen", choices=("at-once", "on-pass"), default="at-once")
     parser.add_argument("--server-path", default=None, help="PYTHONPATH of the served code")
     options = parser.parse_args()
     raise_open_files()
