@@ -9,18 +9,22 @@ as the other server counted them, become a request of their own. Here every requ
 framing is in doubt is refused, and, as for every error waitress answers, the answer says
 ``Connection: close`` and the connection ends after it:
 
-- ``Transfer-Encoding`` in an HTTP/1.0 request, or beside a ``Content-Length``: 400;
-- ``chunked`` not the last coding, applied twice, or an empty ``Transfer-Encoding``: 400;
-- another coding before a final ``chunked`` (``gzip, chunked``): 501, the status the RFC
-  names for a transfer coding the server does not decode.
+- ``Transfer-Encoding`` in an HTTP/1.0 request, or beside a ``Content-Length``;
+- ``chunked`` not the last coding, applied twice, or an empty ``Transfer-Encoding``;
+- another coding before a final ``chunked`` (``gzip, chunked``), which the server does not
+  decode. RFC 9112 §6.1 suggests a 501 here; a 400 keeps the local server's rule that
+  what a client sends wrong is a 4xx, and a client following the contract does not retry
+  it as it would a 5xx.
+
+Each is a 400 ``bad_request`` saying why.
 
 Example:
     >>> framing_error([b"chunked"], content_length=False, version="1.1") is None
     True
     >>> framing_error([b"chunked, identity"], content_length=False, version="1.1")
-    (400, 'chunked must be the last transfer coding')
+    'chunked must be the last transfer coding'
     >>> framing_error([b"gzip, chunked"], content_length=False, version="1.1")
-    (501, 'transfer coding not supported: gzip')
+    'transfer coding not supported: gzip (send chunked alone)'
 """
 
 from __future__ import annotations
@@ -38,23 +42,23 @@ CHUNKED = "chunked"
 
 def framing_error(
     transfer_encodings: list[bytes], *, content_length: bool, version: str
-) -> tuple[int, str] | None:
-    """The status and reason to refuse a request whose body length cannot be trusted, or
-    ``None`` when it can.
+) -> str | None:
+    """Why a request's body length cannot be trusted (it is refused), or ``None`` when it
+    can.
 
     ``transfer_encodings`` holds the value of each ``Transfer-Encoding`` field (none: the
     request has no such field).
 
     Example:
         >>> framing_error([b"chunked"], content_length=True, version="1.1")
-        (400, 'Transfer-Encoding and Content-Length together')
+        'Transfer-Encoding and Content-Length together'
     """
     if not transfer_encodings:
         return None
     if version != "1.1":
-        return 400, f"Transfer-Encoding in an HTTP/{version} request"
+        return f"Transfer-Encoding in an HTTP/{version} request"
     if content_length:
-        return 400, "Transfer-Encoding and Content-Length together"
+        return "Transfer-Encoding and Content-Length together"
     codings = [
         coding.strip(b" \t").decode("latin-1").lower()
         for value in transfer_encodings
@@ -62,12 +66,12 @@ def framing_error(
         if coding.strip(b" \t")
     ]
     if not codings or codings[-1] != CHUNKED:
-        return 400, "chunked must be the last transfer coding"
+        return "chunked must be the last transfer coding"
     if codings.count(CHUNKED) > 1:
-        return 400, "chunked applied more than once"
+        return "chunked applied more than once"
     others = [coding for coding in codings if coding != CHUNKED]
     if others:
-        return 501, f"transfer coding not supported: {', '.join(others)}"
+        return f"transfer coding not supported: {', '.join(others)} (send chunked alone)"
     return None
 
 
@@ -96,8 +100,7 @@ def framing_fields(header_plus: bytes) -> tuple[list[bytes], bool]:
 
 class FramingParser(HTTPRequestParser):  # type: ignore[misc]
     """waitress' request parser, refusing every request whose framing is in doubt (see the
-    module's text): the refusal is a request error, answered and then closed like waitress'
-    own.
+    module's text) as waitress refuses a malformed one: a 400, then the connection closed.
 
     Example:
         >>> from waitress.adjustments import Adjustments
@@ -122,7 +125,4 @@ class FramingParser(HTTPRequestParser):  # type: ignore[misc]
             if unsupported is not None:  # pragma: no cover - framing_error refuses it too
                 raise unsupported
             return
-        status, reason = problem
-        if status == 501:
-            raise TransferEncodingNotImplemented(reason)
-        raise ParsingError(reason)
+        raise ParsingError(problem)
