@@ -185,18 +185,30 @@ def test_a_killed_worker_is_replaced(served: Served) -> None:
 
 
 def _status_over(connection: socket.socket) -> bytes:
-    """Ask for the auth status on a raw keep-alive connection; the first bytes answered."""
+    """Ask for the auth status on a raw keep-alive connection; the whole answer read (empty:
+    the connection ended first)."""
     connection.sendall(
         b"GET /api/v1/auth/status HTTP/1.1\r\nHost: 127.0.0.1\r\n"
         + f"Authorization: Bearer {API_KEY}\r\n\r\n".encode()
     )
+    answer = b""
     try:
-        return connection.recv(64)
+        while b"\r\n\r\n" not in answer:
+            chunk = connection.recv(65536)
+            if not chunk:
+                return answer
+            answer += chunk
+        length = int(re.search(rb"(?i)content-length: *(\d+)", answer).group(1))  # type: ignore[union-attr]
+        while len(answer.partition(b"\r\n\r\n")[2]) < length:
+            answer += connection.recv(65536)
     except ConnectionResetError:
-        return b""
+        pass
+    return answer
 
 
-def test_a_connection_no_worker_can_take_is_closed(tmp_path: Path) -> None:
+def test_a_full_worker_makes_room_and_a_connection_no_worker_takes_is_closed(
+    tmp_path: Path,
+) -> None:
     from syvain_metrics.server.processes import Dealer
 
     db = str(tmp_path / "metrics.sqlite")
@@ -206,23 +218,25 @@ def test_a_connection_no_worker_can_take_is_closed(tmp_path: Path) -> None:
     dealer = Dealer("127.0.0.1", 0, db, keys, 4, 1, connections=2)
     threading.Thread(target=dealer.run, daemon=True).start()
     address = ("127.0.0.1", dealer.effective_port)
+    [worker] = dealer.workers
     try:
         held = [socket.create_connection(address, timeout=30) for _ in range(2)]
         for connection in held:
             assert _status_over(connection).startswith(b"HTTP/1.1 200")
+        # The one worker holds its 2, both idle: the one idle longest makes room.
         with socket.create_connection(address, timeout=30) as extra:
-            assert _status_over(extra) == b""  # closed: the one worker holds its 2
-        held.pop().close()
-        answers = []
-        for _ in range(50):  # the worker sees the close on its next poll
+            assert _status_over(extra).startswith(b"HTTP/1.1 200")
+        assert held[0].recv(64) == b""
+        assert _status_over(held[1]).startswith(b"HTTP/1.1 200")
+        # A worker that stopped answering takes nothing: the connection ends, never hangs.
+        os.kill(worker.process.pid, signal.SIGSTOP)
+        for _ in range(2):
             with socket.create_connection(address, timeout=30) as again:
-                answers.append(_status_over(again))
-            if answers[-1]:
-                break
-            time.sleep(0.1)
-        assert answers[-1].startswith(b"HTTP/1.1 200")
-        held[0].close()
+                assert _status_over(again) == b""
+        for connection in held:
+            connection.close()
     finally:
+        os.kill(worker.process.pid, signal.SIGCONT)
         dealer.stop()
 
 

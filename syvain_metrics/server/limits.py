@@ -43,12 +43,33 @@ MAX_IDEMPOTENCY_KEY_LENGTH = 255
 
 CONNECTION_LIMIT = 1000
 """Open connections served at once (waitress' ``connection_limit``; its default is 100). Past
-it, new connections wait in the listen backlog until idle ones are closed."""
+it, a new connection takes the place of the connection that has waited longest for its client
+(one idle between requests, or still sending its request); it is closed at once only when
+every connection has a request being answered."""
+
+CONNECTIONS_PER_CLIENT = 100
+"""Open connections one client address holds at once. Its next connection takes the place of
+the one of its own that has waited longest for it, as past :data:`CONNECTION_LIMIT`: a client
+opening connections it does not use only ever replaces its own, and leaves the other
+clients' slots alone."""
+
+HEAD_TIMEOUT_S = 10
+"""A request's head (its request line and header fields) must arrive whole within this many
+seconds of the connection's opening, or of its first byte on a kept-alive connection; the
+server then answers ``408 request_timeout`` and closes the connection. Bytes arriving do not
+move this deadline, so a client sending its head a byte at a time holds a connection no
+longer than this."""
+
+BODY_TIMEOUT_S = 60
+"""A request's body must arrive whole within this many seconds of the end of its head (a
+body of :data:`MAX_BODY_BYTES` at 70 KB/s), or ``408 request_timeout`` and the connection
+closed."""
 
 IDLE_TIMEOUT_S = 20
-"""A connection that sends nothing for this long, and has no request being answered, is
-closed (waitress' ``channel_timeout``; its default is 120 s): idle or half-open connections
-cannot hold every slot for long."""
+"""A kept-alive connection that sends nothing for this long between requests is closed
+(waitress' ``channel_timeout``; its default is 120 s): idle or half-open connections cannot
+hold every slot for long."""
 
 CLEANUP_INTERVAL_S = 2
-"""How often idle connections are looked for (waitress' ``cleanup_interval``)."""
+"""How often deadlines and idle connections are checked (waitress' ``cleanup_interval``): a
+connection is closed up to this long after its deadline."""

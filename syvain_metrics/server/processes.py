@@ -12,7 +12,8 @@ what one request must know of others still running is where every worker sees it
 dashboard logins in the database.
 
 A worker that ends unexpectedly is started again at the next connection; the connections it
-held are closed, so their clients retry as after any dropped connection.
+held are closed, so their clients retry as after any dropped connection. A worker that stops
+answering (stopped, or stuck) is passed no new connections until it answers again.
 
 Example:
     >>> socket_pair_supported()  # passing connections needs Unix sockets
@@ -21,6 +22,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -38,11 +40,13 @@ WORKER_START_TIMEOUT_S = 60.0
 """How long the server waits for a worker to open the database and say it is ready."""
 WORKER_STOP_GRACE_S = 10.0
 """How long a stopping worker may take to finish the requests it is answering."""
-HANDOVER_ACK_TIMEOUT_S = 10.0
+HANDOVER_ACK_TIMEOUT_S = 2.0
 """How long the dealer waits for a worker to confirm it took a connection. A connection
 passed to a worker that is ending is not confirmed (the worker's socket closes instead) and
-goes to the next worker; one not confirmed in time is left with the worker, busy as it is
-(passing it on as well would give one connection two readers)."""
+goes to the next worker. One not confirmed in time is closed (passing it on would give one
+connection two readers), so its client sees a closed connection and may retry; the worker,
+stopped or stuck, is passed no more connections until it has confirmed every one it was
+passed."""
 
 
 def socket_pair_supported() -> bool:
@@ -102,6 +106,8 @@ class Worker:
             text=True,
         )
         theirs.close()
+        self.unconfirmed = 0
+        """Connections passed to the worker and not confirmed in time."""
         assert self.process.stdin is not None
         assert self.process.stdout is not None
         # The keys travel on a pipe, never on a command line other users can read.
@@ -121,14 +127,37 @@ class Worker:
         """Whether the worker process is still running."""
         return self.process.poll() is None
 
+    def answering(self) -> bool:
+        """Whether the worker has confirmed every connection passed to it (confirmations
+        that came late are read here, without waiting)."""
+        while self.unconfirmed:
+            try:
+                self.channel.setblocking(False)
+                late = self.channel.recv(self.unconfirmed)
+            except OSError:  # none yet (BlockingIOError), or the worker is gone
+                return False
+            if not late:
+                return False
+            self.unconfirmed -= len(late)
+        return True
+
     def hand_over(self, connection: socket.socket) -> bool:
         """Pass an accepted connection to the worker; ``False`` if it did not take it (it is
-        gone, or holds as many connections as it may)."""
+        gone, has not answered since :data:`HANDOVER_ACK_TIMEOUT_S` passed, or has no room).
+        ``True`` also when it did not confirm in time: the connection is then closed."""
+        if not self.answering():
+            return False
         try:
-            socket.send_fds(self.channel, [b"c"], [connection.fileno()])
             self.channel.settimeout(HANDOVER_ACK_TIMEOUT_S)
+            socket.send_fds(self.channel, [b"c"], [connection.fileno()])
+        except OSError:  # not sent (gone, or so far behind that its socket is full)
+            return False
+        try:
             return self.channel.recv(1) == b"k"
         except TimeoutError:
+            self.unconfirmed += 1
+            with contextlib.suppress(OSError):
+                connection.shutdown(socket.SHUT_RDWR)  # its client sees the end, not a hang
             return True
         except OSError:
             return False
@@ -158,8 +187,10 @@ class Dealer:
     """Listens on ``host:port`` (port 0: any free one) and passes each connection to the next
     of ``count`` worker processes, started on the database file ``db``.
 
-    Call :meth:`run` to serve, :meth:`stop` to end (it stops the workers too). A connection no
-    worker can take (each holds ``connections``, default :func:`~.runner.connection_limit`) is
+    Call :meth:`run` to serve, :meth:`stop` to end (it stops the workers too). Each worker holds
+    ``connections`` at most (default :func:`~.runner.connection_limit`) and makes room for a new
+    one as :mod:`~syvain_metrics.server.connections` says; a connection no worker can take
+    (every connection of each is answering a request, or the worker stopped answering) is
     closed at once.
 
     Example:
@@ -284,20 +315,17 @@ def run_worker(settings: WorkerSettings) -> None:
                 raise KeyboardInterrupt
             for fd in fds:
                 connection = socket.socket(fileno=fd)
-                if len(server.active_channels) >= server.adj.connection_limit:
-                    connection.close()
-                    channel.sendall(b"f")  # full: the dealer offers it to the next worker
-                    continue
-                channel.sendall(b"k")  # taken: the dealer may close its copy
                 try:
                     peer = connection.getpeername()
                     server.set_socket_options(connection)
                 except OSError:
                     connection.close()  # the client left before the connection was passed
+                    channel.sendall(b"k")
                     continue
-                server.channel_class(
-                    server, connection, server.fix_addr(peer), server.adj, map=server._map
-                )
+                # Taken: the dealer may close its copy. Else (every connection of this worker
+                # is answering a request) the dealer offers it to the next worker.
+                taken = server.take(connection, server.fix_addr(peer))
+                channel.sendall(b"k" if taken else b"f")
 
         def writable(self) -> bool:
             return False

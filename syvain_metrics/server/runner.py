@@ -2,9 +2,12 @@
 
 ``make_server`` binds the socket at once (port 0 picks a free port), so the URL is
 known before the serving thread starts: no sleeps, no polling. Connections are bounded
-as :mod:`syvain_metrics.server.limits` says (how many, how long one may stay idle, how
-large a body waitress receives), and the answers waitress writes itself (a malformed
-request, headers too large) are in the contract's envelope like every other.
+as :mod:`syvain_metrics.server.limits` says (how many, how many per client, how long a
+request's head and body may take to arrive, how long one may stay idle, how large a body
+waitress receives; see :mod:`~syvain_metrics.server.connections`), requests whose framing is
+in doubt are refused (:mod:`~syvain_metrics.server.framing`), and the answers waitress writes
+itself (a malformed request, headers too large) are in the contract's envelope like every
+other.
 
 Example:
     >>> from syvain_metrics.server.app import MetricsApp
@@ -27,8 +30,11 @@ from typing import Any
 from syvain_metrics.server.app import MetricsApp
 from syvain_metrics.server.faults import Faults
 from syvain_metrics.server.limits import (
+    BODY_TIMEOUT_S,
     CLEANUP_INTERVAL_S,
     CONNECTION_LIMIT,
+    CONNECTIONS_PER_CLIENT,
+    HEAD_TIMEOUT_S,
     IDLE_TIMEOUT_S,
     MAX_BODY_BYTES,
 )
@@ -38,7 +44,13 @@ RECEIVED_BODY_LIMIT = 16 * MAX_BODY_BYTES
 512 KB, not in memory) so the application answers its own 413 while the client still reads;
 a larger one is cut off as soon as its headers say so."""
 
-_ERROR_CODES = {400: "bad_request", 413: "payload_too_large", 431: "headers_too_large"}
+_ERROR_CODES = {
+    400: "bad_request",
+    408: "request_timeout",
+    413: "payload_too_large",
+    431: "headers_too_large",
+    501: "not_implemented",
+}
 
 SERVE_SWITCH_INTERVAL_S = 0.0001
 """Python's thread switch interval in a ``syvain-metrics serve`` process (the default is
@@ -104,45 +116,43 @@ def make_server(
     threads: int = 8,
     idle_timeout: int = IDLE_TIMEOUT_S,
     connections: int | None = None,
+    head_timeout: int = HEAD_TIMEOUT_S,
+    body_timeout: int = BODY_TIMEOUT_S,
+    per_client: int | None = None,
 ) -> Any:
     """A bound waitress server for ``app`` (call ``.run()`` to serve).
 
-    ``idle_timeout`` (whole seconds) and ``connections`` (default :func:`connection_limit`)
-    are there for tests of the limits; the defaults are the local server's choices.
+    ``idle_timeout``, ``head_timeout``, ``body_timeout`` (whole seconds), ``connections``
+    (default :func:`connection_limit`) and ``per_client`` (connections of one client address,
+    default :data:`~.limits.CONNECTIONS_PER_CLIENT` or ``connections`` if fewer) are there for
+    tests of the limits; the defaults are the local server's choices.
     ``app.faults.refuse_connections()`` is honoured: a refused connection is closed as
     soon as it is accepted, before any request is read.
     """
-    import waitress
-    from waitress.channel import HTTPChannel
-    from waitress.task import ErrorTask
+    from waitress.adjustments import Adjustments
 
-    class EnvelopeErrorTask(ErrorTask):  # type: ignore[misc]
-        def execute(self) -> None:
-            error = self.request.error
-            body = envelope_error(error.code, error.reason)
-            self.status = f"{error.code} {error.reason}"
-            self.response_headers.append(("Content-Type", "application/json"))
-            self.set_close_on_finish()
-            self.content_length = len(body)
-            self.write(body)
-
-    class Channel(HTTPChannel):  # type: ignore[misc]
-        error_task_class = EnvelopeErrorTask
+    from syvain_metrics.server.connections import GuardedServer
 
     logging.getLogger("waitress").addFilter(_QuietBrokenAnswers())
-    server = waitress.create_server(
-        app,
+    limit = connections or connection_limit()
+    adjustments = Adjustments(
         host=host,
         port=port,
         threads=threads,
         ident="syvain-metrics-local",
-        connection_limit=connections or connection_limit(),
+        connection_limit=limit,
         channel_timeout=idle_timeout,
-        cleanup_interval=min(CLEANUP_INTERVAL_S, idle_timeout),
+        cleanup_interval=min(CLEANUP_INTERVAL_S, idle_timeout, head_timeout, body_timeout),
         max_request_body_size=RECEIVED_BODY_LIMIT,
         asyncore_use_poll=True,  # select() cannot watch descriptors past 1024
     )
-    server.channel_class = Channel
+    server = GuardedServer(
+        app,
+        adjustments,
+        head_timeout=head_timeout,
+        body_timeout=body_timeout,
+        per_client=min(per_client or CONNECTIONS_PER_CLIENT, limit),
+    )
     _refuse_when_asked(server, app.faults)
     return server
 
