@@ -541,7 +541,7 @@ class Sender:
                 refusal.message,
             )
         # Refused for the run or the credentials, not the content: kept for a later sync.
-        keep = any(r.status_code in KEEP_STATUSES for r in outcome.rejected)
+        keep = outcome.keep or any(r.status_code in KEEP_STATUSES for r in outcome.rejected)
         with self._changed:
             box = self._outboxes[batch.experiment_id]
             box.done += batch.count
