@@ -363,7 +363,12 @@ class Session:
         return None if directory is None else str(directory)
 
     def __repr__(self) -> str:
-        return f"<Session {self.host} auth={self._credentials.source}>"
+        # Also for a session whose constructor failed: reporters that record local variables
+        # call this on the half-built ``self`` of __init__'s frame.
+        credentials = getattr(self, "_credentials", None)
+        if credentials is None:
+            return "<Session (not connected)>"
+        return f"<Session {credentials.host} auth={credentials.source}>"
 
     @property
     def closed(self) -> bool:
