@@ -562,6 +562,10 @@ class Session:
                         )
                         return _Outcome(error=MetricsApiResponseError(message), retryable=False)
                     content = b""  # an error answer too long to be a message
+            if exchange.expired:
+                # Cut at the deadline: what was read may look whole (a body that ends when
+                # the connection closes, headers that end early) and is not to be trusted.
+                raise TimeoutError("the exchange's deadline passed")
         # The exception below is described, not chained (and this returns rather than raises):
         # it holds the request, Authorization header included, in its attributes and frames.
         except Exception as exc:

@@ -29,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import heapq
 import itertools
+import logging
 import os
 import socket
 import threading
@@ -41,6 +42,8 @@ import requests
 import urllib3
 from requests.adapters import HTTPAdapter
 from urllib3.connection import HTTPConnection, HTTPSConnection
+
+logger = logging.getLogger("syvain_metrics")
 
 DEFAULT_MAX_RESPONSE_BYTES = 256 * 1024 * 1024
 """The largest answer a session reads unless told otherwise (256 MiB, inflated): the largest
@@ -67,23 +70,43 @@ class BadEncodingError(Exception):
     """An answer whose ``Content-Encoding`` cannot be read."""
 
 
-def _shut(sock: Any) -> None:
-    """End every read and write waiting on ``sock``, from another thread.
+_RECHECK = 0.05
+"""Seconds between two looks of the watchdog at an expired exchange that has not ended yet:
+a connection may open its socket after the deadline passed."""
+
+
+def _socket_of(source: Any) -> socket.socket | None:
+    """The socket of ``source``: a socket, or a connection's socket of the moment (``sock``:
+    the plain one while connecting, then the TLS one), or a TLS-in-TLS transport's."""
+    if isinstance(source, socket.socket):
+        return source
+    sock = getattr(source, "sock", None)
+    if isinstance(sock, socket.socket):
+        return sock
+    inner = getattr(sock, "socket", None)
+    return inner if isinstance(inner, socket.socket) else None
+
+
+def _shut(source: Any) -> bool:
+    """End every read and write waiting on the socket of ``source``, from another thread;
+    False when it has no socket (yet).
 
     ``close()`` would not wake a thread blocked in ``recv()``; ``shutdown()`` does. It is
     called on the plain socket class, so that a TLS socket's state is not touched under the
     thread reading it (the read then fails, and the exchange knows why)."""
-    raw = sock if isinstance(sock, socket.socket) else getattr(sock, "socket", None)
-    if isinstance(raw, socket.socket):
-        # Already closed or never connected: nothing is waiting on it.
-        with contextlib.suppress(OSError):
-            socket.socket.shutdown(raw, socket.SHUT_RDWR)
+    sock = _socket_of(source)
+    if sock is None:
+        return False
+    # Already closed or never connected: nothing is waiting on it.
+    with contextlib.suppress(OSError):
+        socket.socket.shutdown(sock, socket.SHUT_RDWR)
+    return True
 
 
 class Exchange:
     """One request and its whole answer, within ``seconds`` of entering the ``with`` block.
 
-    Sockets opened or reused by the SDK's connections on this thread inside the block are
+    The SDK's connections used on this thread inside the block (connecting included) are
     shut down when the deadline passes; :attr:`expired` then says that the failure that
     follows is a timeout, whatever exception the layers below raised for it.
 
@@ -98,7 +121,7 @@ class Exchange:
         self.deadline = time.monotonic() + seconds
         self.expired = False
         self._finished = False
-        self._sockets: list[Any] = []
+        self._watched: list[Any] = []
         self._lock = threading.Lock()
         self._outer: Exchange | None = None
 
@@ -123,33 +146,42 @@ class Exchange:
         _current.exchange = self._outer
         self._outer = None
 
-    def watch(self, sock: Any) -> None:
-        """Shut ``sock`` down when the deadline passes (at once if it has passed)."""
+    @property
+    def finished(self) -> bool:
+        """Whether the exchange ended (its connections are no longer watched)."""
+        return self._finished
+
+    def watch(self, source: Any) -> None:
+        """Shut ``source`` (a socket, or a connection and whatever socket it has then) down
+        when the deadline passes; at once if it has passed."""
         with self._lock:
             if self._finished:
                 return
+            if not any(known is source for known in self._watched):
+                self._watched.append(source)
             if not self.expired:
-                self._sockets.append(sock)
                 return
-        _shut(sock)
+        _shut(source)
 
     def finish(self) -> bool:
         """Stop watching (before a connection goes back to the pool, where another exchange
         may take it); False when the deadline had already passed."""
         with self._lock:
             self._finished = True
-            self._sockets.clear()
+            self._watched.clear()
             return not self.expired
 
-    def expire(self) -> None:
-        """The deadline passed: shut down every socket of the exchange (the watchdog's call)."""
+    def expire(self) -> bool:
+        """The deadline passed: shut down every socket of the exchange (the watchdog's call);
+        True while the exchange goes on, to be looked at again."""
         with self._lock:
-            if self._finished or self.expired:
-                return
+            if self._finished:
+                return False
             self.expired = True
-            sockets, self._sockets = self._sockets, []
-        for sock in sockets:
-            _shut(sock)
+            watched = list(self._watched)
+        for source in watched:
+            _shut(source)
+        return True
 
 
 _current = threading.local()
@@ -164,6 +196,7 @@ class _Watchdog:
         self._order = itertools.count()
         self._thread: threading.Thread | None = None
         self._pid = os.getpid()
+        self._compact_at = 1024
 
     def after_fork_in_child(self) -> None:
         # The thread did not cross the fork, and its lock may have been held when it happened.
@@ -174,20 +207,26 @@ class _Watchdog:
 
     def arm(self, exchange: Exchange) -> None:
         with self._condition:
-            if self._thread is None or self._pid != os.getpid():
+            if self._thread is None or self._pid != os.getpid() or not self._thread.is_alive():
                 self._heap = []
                 self._pid = os.getpid()
                 self._thread = threading.Thread(
                     target=self._run, name="syvain-metrics-deadlines", daemon=True
                 )
                 self._thread.start()
-            if len(self._heap) > 1024:  # drop finished exchanges waiting for their deadline
-                self._heap = [entry for entry in self._heap if not entry[2]._finished]
+            if len(self._heap) > self._compact_at:
+                # Finished exchanges wait in the heap for their deadline: drop them.
+                self._heap = [entry for entry in self._heap if not entry[2].finished]
                 heapq.heapify(self._heap)
-            first = not self._heap or exchange.deadline < self._heap[0][0]
-            heapq.heappush(self._heap, (exchange.deadline, next(self._order), exchange))
-            if first:
-                self._condition.notify()
+                self._compact_at = max(1024, 2 * len(self._heap))
+            self._push(exchange, exchange.deadline)
+
+    def _push(self, exchange: Exchange, when: float) -> None:
+        """Queue ``exchange`` to be expired at ``when`` (the lock held)."""
+        first = not self._heap or when < self._heap[0][0]
+        heapq.heappush(self._heap, (when, next(self._order), exchange))
+        if first:
+            self._condition.notify()
 
     def _run(self) -> None:
         while True:
@@ -200,8 +239,17 @@ class _Watchdog:
                     wait = self._heap[0][0] - now if self._heap else None
                     self._condition.wait(wait)
                     continue
+            again = []
             for exchange in due:
-                exchange.expire()
+                try:
+                    if exchange.expire():
+                        again.append(exchange)
+                except Exception:  # pragma: no cover - the thread keeps every other deadline
+                    logger.exception("syvain_metrics: ending an exchange at its deadline failed")
+            if again:  # not ended yet: a socket may come, or be stuck
+                with self._condition:
+                    for exchange in again:
+                        self._push(exchange, time.monotonic() + _RECHECK)
 
 
 _watchdog = _Watchdog()
@@ -210,15 +258,23 @@ if hasattr(os, "register_at_fork"):
 
 
 def _watch(connection: Any) -> None:
+    """Hand ``connection`` to the exchange of this thread, and its socket if it has one: the
+    connection lets go of its socket when an answer ends with the connection (the answer
+    keeps reading from it), so the socket is watched on its own too."""
     exchange: Exchange | None = getattr(_current, "exchange", None)
-    sock = getattr(connection, "sock", None)
-    if exchange is not None and sock is not None:
-        exchange.watch(sock)
+    if exchange is not None:
+        exchange.watch(connection)
+        sock = _socket_of(connection)
+        if sock is not None:
+            exchange.watch(sock)
 
 
 class _WatchedConnection(HTTPConnection):
-    # Arguments are passed through as they come: urllib3 and urllib3-future differ in them.
+    # Watched before connecting (the socket of the moment is shut when the deadline passes,
+    # so a TLS or HTTP/2 handshake is cut too) and after. Arguments are passed through as
+    # they come: urllib3 and urllib3-future differ in them.
     def connect(self, *args: Any, **kwargs: Any) -> Any:
+        _watch(self)
         result = super().connect(*args, **kwargs)
         _watch(self)
         return result
@@ -230,6 +286,7 @@ class _WatchedConnection(HTTPConnection):
 
 class _WatchedHTTPSConnection(HTTPSConnection):
     def connect(self, *args: Any, **kwargs: Any) -> Any:
+        _watch(self)
         result = super().connect(*args, **kwargs)
         _watch(self)
         return result

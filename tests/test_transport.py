@@ -15,7 +15,10 @@ from __future__ import annotations
 import contextlib
 import json
 import multiprocessing
+import shutil
 import socket
+import ssl
+import subprocess
 import threading
 import traceback
 from collections.abc import Callable, Iterator
@@ -49,10 +52,12 @@ class RawServer:
         self.connections = 0
         self.requests = 0
         self.stopping = threading.Event()
+        self.hung_up = threading.Event()  # the client closed while an answer was dripped
         self._listener = socket.create_server(("127.0.0.1", 0))
         self._listener.settimeout(0.1)
         self.url = f"http://127.0.0.1:{self._listener.getsockname()[1]}"
         self._threads: list[threading.Thread] = []
+        self._conns: list[socket.socket] = []
         self._accept = threading.Thread(target=self._accept_loop, daemon=True)
         self._accept.start()
 
@@ -65,6 +70,7 @@ class RawServer:
             except OSError:
                 return
             self.connections += 1
+            self._conns.append(conn)
             thread = threading.Thread(target=self._serve, args=(conn,), daemon=True)
             self._threads.append(thread)
             thread.start()
@@ -93,12 +99,19 @@ class RawServer:
         for start in range(0, len(data), size):
             if self.stopping.wait(PACE):
                 return
-            conn.sendall(data[start : start + size])
+            try:
+                conn.sendall(data[start : start + size])
+            except OSError:
+                self.hung_up.set()
+                raise
 
     def close(self) -> None:
         self.stopping.set()
         self._listener.close()
         self._accept.join(timeout=5)
+        for conn in self._conns:  # unblock a read waiting for a next request
+            with contextlib.suppress(OSError):
+                conn.shutdown(socket.SHUT_RDWR)
         for thread in self._threads:
             thread.join(timeout=5)
 
@@ -158,6 +171,87 @@ def test_a_body_dripped_for_longer_than_the_timeout_times_out(raw: RawServer) ->
     raw.script = script
     with _session(raw.url, timeout=0.5) as session, pytest.raises(sm.MetricsApiTimeoutError):
         sm.whoami(session=session)
+
+
+def test_a_body_that_ends_with_the_connection_cut_at_the_deadline_is_a_timeout(
+    raw: RawServer,
+) -> None:
+    # No length: the body ends when the connection closes, so what was read when the
+    # deadline shut the socket looks whole. It must not be taken for the answer.
+    def script(conn: socket.socket) -> None:
+        conn.sendall(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n")
+        raw.drip(conn, AUTH_OK)
+        conn.shutdown(socket.SHUT_RDWR)
+
+    raw.script = script
+    with _session(raw.url, timeout=0.5) as session, pytest.raises(sm.MetricsApiTimeoutError):
+        sm.whoami(session=session)
+    assert raw.hung_up.wait(DRIP_SECONDS)  # long before the drip would have ended
+
+
+@pytest.fixture
+def certificate(tmp_path: Path) -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1 (made with the openssl command)."""
+    if shutil.which("openssl") is None:
+        pytest.skip("needs the openssl command")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        [
+            *("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"),
+            *("-keyout", str(key), "-out", str(cert), "-subj", "/CN=127.0.0.1"),
+            *("-addext", "subjectAltName=IP:127.0.0.1"),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    return cert, key
+
+
+def test_an_answer_dripped_over_tls_ends_at_the_deadline(
+    raw: RawServer, certificate: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # HTTP/2 is offered: urllib3-future takes it, and then waits for the server's settings
+    # while connecting; urllib3 takes HTTP/1.1 and reads the dripped head.
+    cert, key = certificate
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    context.set_alpn_protocols(["h2", "http/1.1"])
+    original = raw._serve
+
+    def serve(conn: socket.socket) -> None:
+        with contextlib.suppress(OSError), context.wrap_socket(conn, server_side=True) as tls:
+            tls.recv(65536)
+            raw.drip(tls, b"HTTP/1.1 200 OK\r\nX-Slow: " + b"a" * 600 + b"\r\n")
+
+    raw._serve = serve  # type: ignore[method-assign]
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(cert))
+    try:
+        https = raw.url.replace("http://", "https://")
+        with _session(https, timeout=0.5) as session, pytest.raises(sm.MetricsApiTimeoutError):
+            sm.whoami(session=session)
+        # The client hung up long before the drip would have ended.
+        assert raw.hung_up.wait(DRIP_SECONDS)
+    finally:
+        raw._serve = original  # type: ignore[method-assign]
+
+
+def test_a_tls_handshake_dripped_for_longer_than_the_timeout_times_out(raw: RawServer) -> None:
+    # A TLS record header announcing 16 KiB, then its bytes dripped: the handshake never
+    # ends while each read gets a byte (no certificate is needed to play this).
+    raw.script = lambda conn: None
+    original = raw._serve
+
+    def serve(conn: socket.socket) -> None:
+        with contextlib.suppress(OSError), conn:
+            raw.drip(conn, b"\x16\x03\x03\x40\x00" + b"\x00" * 4_000)
+
+    raw._serve = serve  # type: ignore[method-assign]
+    try:
+        https = raw.url.replace("http://", "https://")
+        with _session(https, timeout=0.5) as session, pytest.raises(sm.MetricsApiTimeoutError):
+            sm.whoami(session=session)
+    finally:
+        raw._serve = original  # type: ignore[method-assign]
 
 
 def test_each_attempt_has_its_own_deadline_and_the_next_uses_a_new_connection(
