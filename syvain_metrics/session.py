@@ -570,6 +570,14 @@ class Session:
         # it holds the request, Authorization header included, in its attributes and frames.
         except Exception as exc:
             return _Outcome(**self._failure(prepared, status, exc, expired=exchange.expired))
+        except KeyboardInterrupt:
+            interrupted = True
+        else:
+            interrupted = False
+        if interrupted:
+            # Ctrl-C inside requests: raised afresh, without the frames below, whose locals
+            # hold the request's headers.
+            raise KeyboardInterrupt
         logger.debug("%s %s -> %s", prepared.method, prepared.url, status)
         if status >= 400 or status < 200:
             error = request_error(status, content.decode("utf-8", "replace"))

@@ -229,6 +229,20 @@ def test_no_key_in_the_frames_of_a_failure_below_the_transport(
     assert leaks(caught.value, [server.api_key]) == []
 
 
+def test_no_key_in_the_frames_of_a_ctrl_c_during_a_call(
+    server: LocalServer, session: sm.Session, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Interrupted while the request is under way: urllib3's urlopen() frame, above, holds
+    # the request's headers (Authorization included) in its locals.
+    def interrupted(*args: Any, **kwargs: Any) -> Any:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(urllib3.HTTPConnectionPool, "_make_request", interrupted)
+    with pytest.raises(KeyboardInterrupt) as caught:
+        sm.whoami(session=session)
+    assert leaks(caught.value, [server.api_key]) == []
+
+
 # -- answers no honest server gives ---------------------------------------------------------------
 
 KEY = "ak_raw_server_secret_0123"
