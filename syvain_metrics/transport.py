@@ -8,9 +8,10 @@ exchange used, which ends whatever read or write is waiting on them (connecting,
 line, the headers, the body); the session then reports a timeout.
 
 Only the public API of ``urllib3`` 2.x is used: a connection class (``ConnectionCls``) whose
-``connect()`` and ``request()`` hand their socket (``sock``) to the exchange of the calling
-thread, all arguments passed through untouched. It works the same on ``urllib3-future``,
-which replaces the ``urllib3`` module when installed (for instance by ``niquests``).
+``connect()`` and ``request()`` hand the connection, and its socket (``sock``) once it has
+one, to the exchange of the calling thread, all arguments passed through untouched; nothing
+of ``http.client`` is replaced. It works the same on ``urllib3-future``, which replaces the
+``urllib3`` module when installed (for instance by ``niquests``), HTTP/2 included.
 
 Answers are read up to a size cap, and a compressed answer is inflated piece by piece up to
 the same cap, so a small body that inflates a thousandfold costs no more than the cap.
@@ -333,7 +334,7 @@ class DeadlineAdapter(HTTPAdapter):
 def read_body(response: requests.Response, limit: int) -> bytes:
     """The whole body, inflated when compressed, at most ``limit`` bytes (else
     :class:`BodyTooLargeError`); the connection goes back to the pool, or is closed when the body
-    was not read to its end. A response built without a connection (a test adapter's) has
+    was not read to its end or the exchange's deadline passed. A response built without a connection (a test adapter's) has
     its content already.
 
     Example:
