@@ -244,17 +244,26 @@ def resolve_credentials(api_key: str | None = None, *, host: str | None = None) 
         >>> resolve_credentials("  ak_org_1  ").host
         'https://metrics.syvain.com'
     """
-    if api_key is None:
-        env_key = os.environ.get(API_KEY_ENV, "").strip()
-        if host is None and os.environ.get(HOST_ENV, "").strip():
-            host = os.environ[HOST_ENV]
-        api_key = env_key or "local"
-    if not isinstance(api_key, str):
+    if api_key is not None and not isinstance(api_key, str):
         raise MetricsApiAuthError("Metrics API key must be a string.")
     if api_key in _CLI_MODES:
         return load_cli_credentials(api_key, host=host)
-    key = api_key.strip()
-    if not key:
+    # From here the key is only ever a Secret in this frame: a reporter that records local
+    # variables (a bad host below, say) must not find the key read from the environment.
+    given = Secret(
+        api_key.strip() if api_key is not None else os.environ.get(API_KEY_ENV, "").strip()
+    )
+    if api_key is None:
+        if host is None and os.environ.get(HOST_ENV, "").strip():
+            host = os.environ[HOST_ENV]
+        if not given:
+            given = Secret("local")
+    del api_key
+    if given.reveal() in _CLI_MODES:
+        return load_cli_credentials(given.reveal(), host=host)
+    if not given:
         raise MetricsApiAuthError("Metrics API key must not be empty.")
-    check_api_key(key)
-    return Credentials(api_key=Secret(key), host=normalize_host(host) if host else PRODUCTION_HOST)
+    problem = _key_problem(given.reveal(), "Metrics API key")
+    if problem is not None:
+        raise MetricsApiAuthError(problem)
+    return Credentials(api_key=given, host=normalize_host(host) if host else PRODUCTION_HOST)

@@ -336,3 +336,24 @@ def test_no_key_in_the_frames_or_contexts_of_a_broken_auth_file(
     with pytest.raises(sm.MetricsApiAuthError, match=match) as caught:
         sm.Session("local", spool_dir=None)
     assert leaks(caught.value, [FILE_KEY]) == []
+
+
+# -- a key from the environment beside a bad setting ------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("key", "host", "match"),
+    [
+        ("ak_env_secret_key_0123", "https://metrics.example.com/api", "origin"),
+        ("ak_env_secret_key_0123", "ftp://metrics.example.com", "http or https"),
+        ("ak_env_secret\u0007key_0123", "", "control character"),
+    ],
+)
+def test_no_key_from_the_environment_in_the_frames_of_a_bad_setting(
+    monkeypatch: pytest.MonkeyPatch, key: str, host: str, match: str
+) -> None:
+    monkeypatch.setenv("SYVAIN_METRICS_API_KEY", key)
+    monkeypatch.setenv("SYVAIN_METRICS_HOST", host)
+    with pytest.raises(sm.MetricsApiAuthError, match=match) as caught:
+        sm.Session(spool_dir=None)
+    assert leaks(caught.value, [key, key.replace("\u0007", "")[:13]]) == []
