@@ -30,6 +30,7 @@ import urllib3
 
 import syvain_metrics as sm
 from syvain_metrics.pipeline import delivery
+from syvain_metrics.pipeline.recovery import sync_spool
 from syvain_metrics.testing import LocalServer
 from syvain_metrics.transport import Exchange
 from tests.conftest import API_KEY
@@ -457,3 +458,35 @@ def test_log_does_not_retry_a_failure_below_the_transport_for_ever(
         monkeypatch.undo()
         with contextlib.suppress(sm.FlushError):
             session.close()
+
+
+def test_sync_keeps_a_batch_that_fails_below_the_transport(
+    metrics_server: LocalServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    session = metrics_server.session(spool_dir=tmp_path, flush_timeout=0.2)
+    exp = sm.Experiment.create("sync-below-the-transport", session=session)
+    metrics_server.faults.fail_next("ingest_metrics", times=10**6, status=503)
+    for step in range(10):
+        exp.log("loss", 1.0, step=step)
+    with pytest.raises(sm.FlushError):
+        session.close()  # an outage: the events stay in the spool
+    metrics_server.faults.clear()
+
+    def urlopen(self: Any, *args: Any, **kwargs: Any) -> Any:
+        raise TypeError("unexpected keyword argument 'police_officer'")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(urllib3.HTTPConnectionPool, "urlopen", urlopen)
+        report = sync_spool(
+            tmp_path,
+            api_key=metrics_server.api_key,
+            host=metrics_server.url,
+            retry=sm.RetryPolicy(backoff_base=0.01, jitter=0),
+        )
+    assert report.stored == 0
+    assert len(report.kept) == 1
+    assert "TypeError" in report.kept[0]
+    report = sync_spool(tmp_path, api_key=metrics_server.api_key, host=metrics_server.url)
+    assert report.stored == 10  # nothing was lost
+    with metrics_server.session(spool_dir=None) as reader:
+        assert len(sm.Experiment.get(exp.id, session=reader).metrics("loss")) == 10
