@@ -21,6 +21,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from syvain_metrics.errors import MetricsApiAuthError
+from syvain_metrics.secret import Secret
 
 PRODUCTION_HOST = "https://metrics.syvain.com"
 DEVELOPMENT_HOST = "https://syvain-metrics-app-dev.syvaintech.workers.dev"
@@ -34,14 +35,15 @@ _CLI_MODES = {
 
 @dataclass(frozen=True)
 class Credentials:
-    """A resolved API key and the origin it is for. The key is kept out of ``repr``.
+    """A resolved API key and the origin it is for. The key is a :class:`Secret`, kept out of
+    ``repr`` and of every error reporter's record of local variables.
 
     Example:
-        >>> Credentials(api_key="secret", host="https://metrics.syvain.com").host
+        >>> Credentials(api_key=Secret("secret"), host="https://metrics.syvain.com").host
         'https://metrics.syvain.com'
     """
 
-    api_key: str = field(repr=False)
+    api_key: Secret = field(repr=False)
     host: str
     source: str = "api_key"
     org_id: str | None = None
@@ -60,16 +62,21 @@ def check_api_key(key: str, where: str = "Metrics API key") -> str:
         ...
         syvain_metrics.errors.MetricsApiAuthError: Metrics API key contains a control character or a space (not shown); copy the key again.
     """
+    problem = _key_problem(key, where)
+    if problem is not None:
+        raise MetricsApiAuthError(problem)
+    return key
+
+
+def _key_problem(key: str, where: str) -> str | None:
     if any(ord(char) > 0xFF for char in key):
-        raise MetricsApiAuthError(
+        return (
             f"{where} contains a character outside latin-1 (not shown), which an HTTP header "
             "cannot carry; copy the key again."
         )
     if not key.isprintable() or any(char.isspace() for char in key):
-        raise MetricsApiAuthError(
-            f"{where} contains a control character or a space (not shown); copy the key again."
-        )
-    return key
+        return f"{where} contains a control character or a space (not shown); copy the key again."
+    return None
 
 
 def _shown(raw: str) -> str:
@@ -168,24 +175,26 @@ def _warn_if_readable_by_others(path: Path) -> None:
         )
 
 
-def load_cli_credentials(mode: str, *, host: str | None = None) -> Credentials:
-    """Read the CLI's ``auth.json`` for ``mode``; an explicit ``host`` wins over the file's.
+@dataclass(frozen=True)
+class _Login:
+    """What ``auth.json`` holds, its key already a :class:`Secret`."""
 
-    Example:
-        >>> load_cli_credentials("local")  # doctest: +SKIP
-        Credentials(host='https://metrics.syvain.com', source='local', org_id='org_1')
-    """
-    path = cli_auth_path(mode)
-    # No cause is chained: a decoding error holds the file's text, the key included.
+    api_key: Secret = field(repr=False)
+    host: str | None
+    org_id: str | None
+    login_at: int | None
+
+
+def _parse_login(path: Path) -> _Login | str:
+    """Read ``auth.json``: what it holds, or why it cannot be used. It never raises, so that
+    no traceback keeps this frame (the file's text, the key in it) nor a decoding error's
+    context (a ``JSONDecodeError`` holds the whole text)."""
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise MetricsApiAuthError(f"Metrics CLI auth file was not found at {path}.") from None
+        return f"Metrics CLI auth file was not found at {path}."
     except (OSError, UnicodeDecodeError) as error:
-        raise MetricsApiAuthError(
-            f"Metrics CLI auth file could not be read: {path} ({type(error).__name__})."
-        ) from None
-    _warn_if_readable_by_others(path)
+        return f"Metrics CLI auth file could not be read: {path} ({type(error).__name__})."
     try:
         raw = json.loads(text)
     except (ValueError, RecursionError) as error:
@@ -194,26 +203,46 @@ def load_cli_credentials(mode: str, *, host: str | None = None) -> Credentials:
             if isinstance(error, json.JSONDecodeError)
             else ""
         )
-        raise MetricsApiAuthError(
-            f"Metrics CLI auth file is not valid JSON{where}: {path}."
-        ) from None
+        return f"Metrics CLI auth file is not valid JSON{where}: {path}."
     if not isinstance(raw, dict):
-        raise MetricsApiAuthError(f"Metrics CLI auth file must contain a JSON object: {path}.")
+        return f"Metrics CLI auth file must contain a JSON object: {path}."
     api_key = raw.get("apiKey")
     if not isinstance(api_key, str) or not api_key.strip():
-        raise MetricsApiAuthError(f"Metrics CLI auth file does not contain apiKey: {path}.")
-    _, default_host = _CLI_MODES[mode]
+        return f"Metrics CLI auth file does not contain apiKey: {path}."
+    problem = _key_problem(api_key.strip(), f"apiKey in {path}")
+    if problem is not None:
+        return problem
     file_host = raw.get("host")
-    chosen = host if host is not None else file_host if isinstance(file_host, str) else None
     org_id = raw.get("orgId")
     login_at = raw.get("loginAt")
-    check_api_key(api_key.strip(), f"apiKey in {path}")
-    return Credentials(
-        api_key=api_key.strip(),
-        host=normalize_host(chosen) if chosen and chosen.strip() else default_host,
-        source=mode,
+    return _Login(
+        api_key=Secret(api_key.strip()),
+        host=file_host if isinstance(file_host, str) else None,
         org_id=org_id if isinstance(org_id, str) and org_id else None,
         login_at=login_at if isinstance(login_at, int) and not isinstance(login_at, bool) else None,
+    )
+
+
+def load_cli_credentials(mode: str, *, host: str | None = None) -> Credentials:
+    """Read the CLI's ``auth.json`` for ``mode``; an explicit ``host`` wins over the file's.
+
+    Example:
+        >>> load_cli_credentials("local")  # doctest: +SKIP
+        Credentials(host='https://metrics.syvain.com', source='local', org_id='org_1')
+    """
+    path = cli_auth_path(mode)
+    login = _parse_login(path)
+    if isinstance(login, str):
+        raise MetricsApiAuthError(login)
+    _warn_if_readable_by_others(path)
+    _, default_host = _CLI_MODES[mode]
+    chosen = host if host is not None else login.host
+    return Credentials(
+        api_key=login.api_key,
+        host=normalize_host(chosen) if chosen and chosen.strip() else default_host,
+        source=mode,
+        org_id=login.org_id,
+        login_at=login.login_at,
     )
 
 
@@ -227,17 +256,26 @@ def resolve_credentials(api_key: str | None = None, *, host: str | None = None) 
         >>> resolve_credentials("  ak_org_1  ").host
         'https://metrics.syvain.com'
     """
-    if api_key is None:
-        env_key = os.environ.get(API_KEY_ENV, "").strip()
-        if host is None and os.environ.get(HOST_ENV, "").strip():
-            host = os.environ[HOST_ENV]
-        api_key = env_key or "local"
-    if not isinstance(api_key, str):
+    if api_key is not None and not isinstance(api_key, str):
         raise MetricsApiAuthError("Metrics API key must be a string.")
     if api_key in _CLI_MODES:
         return load_cli_credentials(api_key, host=host)
-    key = api_key.strip()
-    if not key:
+    # From here the key is only ever a Secret in this frame: a reporter that records local
+    # variables (a bad host below, say) must not find the key read from the environment.
+    given = Secret(
+        api_key.strip() if api_key is not None else os.environ.get(API_KEY_ENV, "").strip()
+    )
+    if api_key is None:
+        if host is None and os.environ.get(HOST_ENV, "").strip():
+            host = os.environ[HOST_ENV]
+        if not given:
+            given = Secret("local")
+    del api_key
+    if given.reveal() in _CLI_MODES:
+        return load_cli_credentials(given.reveal(), host=host)
+    if not given:
         raise MetricsApiAuthError("Metrics API key must not be empty.")
-    check_api_key(key)
-    return Credentials(api_key=key, host=normalize_host(host) if host else PRODUCTION_HOST)
+    problem = _key_problem(given.reveal(), "Metrics API key")
+    if problem is not None:
+        raise MetricsApiAuthError(problem)
+    return Credentials(api_key=given, host=normalize_host(host) if host else PRODUCTION_HOST)

@@ -10,6 +10,7 @@ Every failure the SDK raises on purpose derives from :class:`MetricsApiError`::
     │   ├── MetricsApiRateLimitError    429
     │   ├── MetricsApiTimeoutError      no whole answer within the timeout
     │   ├── MetricsApiConnectionError   the service could not be reached
+    │   ├── MetricsApiTransportError    the HTTP client below the SDK failed unexpectedly
     │   └── PartialIngestError          a multi-request ingest stopped part way
     ├── FlushError                    log() events not all stored when flush() had to say so
     ├── MetricsApiResponseError       an answer that breaks the contract (or is too large)
@@ -140,6 +141,18 @@ class MetricsApiConnectionError(MetricsApiRequestError):
     Example:
         >>> MetricsApiConnectionError("could not reach", retryable=True).retryable
         True
+    """
+
+
+class MetricsApiTransportError(MetricsApiRequestError):
+    """The HTTP libraries under the SDK (``requests``, ``urllib3``) failed in a way they
+    should not: an incompatible version, a bug. Not retried, since trying again cannot help;
+    the message names the exception, never a key or token.
+
+    Example:
+        >>> error = MetricsApiTransportError("TypeError: ...")
+        >>> error.retryable, error.status_code
+        (False, None)
     """
 
 
@@ -340,6 +353,7 @@ __all__ = [
     "MetricsApiRequestError",
     "MetricsApiResponseError",
     "MetricsApiTimeoutError",
+    "MetricsApiTransportError",
     "MetricsValidationError",
     "PagingError",
     "PartialIngestError",

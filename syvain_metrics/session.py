@@ -16,6 +16,7 @@ Example:
 from __future__ import annotations
 
 import atexit
+import http.client
 import json
 import logging
 import os
@@ -42,6 +43,7 @@ from syvain_metrics.errors import (
     MetricsApiRequestError,
     MetricsApiResponseError,
     MetricsApiTimeoutError,
+    MetricsApiTransportError,
     MetricsValidationError,
 )
 from syvain_metrics.pipeline.batch import new_idempotency_key as _new_idempotency_key
@@ -55,6 +57,7 @@ from syvain_metrics.schemas.fields import text_ok
 from syvain_metrics.schemas.ingestion_key import IngestionKeyCreateReply, IngestionKeyCreateRequest
 from syvain_metrics.schemas.limits import DEFAULT_INGESTION_KEY_NAME, DEFAULT_PAGE_SIZE
 from syvain_metrics.schemas.options import check_page_size
+from syvain_metrics.secret import BearerAuth, Secret
 from syvain_metrics.tokens import IngestionTokenCache
 from syvain_metrics.transport import (
     DEFAULT_MAX_RESPONSE_BYTES,
@@ -62,12 +65,13 @@ from syvain_metrics.transport import (
     BadEncodingError,
     BodyTooLargeError,
     DeadlineAdapter,
-    exchange_timeout,
+    Exchange,
     read_body,
 )
 
 logger = logging.getLogger("syvain_metrics")
 
+_URLLIB3_VERSION: str = getattr(urllib3, "__version__", "?")
 USER_AGENT = (
     f"syvain-metrics-python/{__version__} python/{platform.python_version()} "
     f"requests/{requests.__version__}"
@@ -362,7 +366,12 @@ class Session:
         return None if directory is None else str(directory)
 
     def __repr__(self) -> str:
-        return f"<Session {self.host} auth={self._credentials.source}>"
+        # Also for a session whose constructor failed: reporters that record local variables
+        # call this on the half-built ``self`` of __init__'s frame.
+        credentials = getattr(self, "_credentials", None)
+        if credentials is None:
+            return "<Session (not connected)>"
+        return f"<Session {credentials.host} auth={credentials.source}>"
 
     @property
     def closed(self) -> bool:
@@ -433,26 +442,27 @@ class Session:
             attempts=self.retry.attempts if attempts is None else attempts,
             on_body=on_body,
         )
-        token = self._credentials.api_key
+        # Keys and tokens stay Secret in this frame and below (error reporters record the
+        # locals of each frame); the answer is never bound here, as a minted token is in it.
+        credential = self._credentials.api_key
         try:
             if route.credential != "ingestion_key":
-                data = self._send(prepared, token=token)
-            else:
-                experiment_id = segments[0]
-                token = self.tokens.token(experiment_id)
-                try:
-                    data = self._send(prepared, token=token)
-                except MetricsApiRequestError as error:
-                    if error.status_code not in (401, 403):
-                        raise
-                    logger.info(
-                        "ingestion token refused (%s); minting a new one", error.status_code
-                    )
-                    token = self.tokens.renew(experiment_id, token)
-                    data = self._send(prepared, token=token)
-            return load_response(reply, data, operation=route.operation)
+                return load_response(
+                    reply, self._send(prepared, credential=credential), operation=route.operation
+                )
+            experiment_id = segments[0]
+            credential = self.tokens.token(experiment_id)
+            try:
+                answer = self._send(prepared, credential=credential)
+            except MetricsApiRequestError as error:
+                if error.status_code not in (401, 403):
+                    raise
+                logger.info("ingestion token refused (%s); minting a new one", error.status_code)
+                credential = self.tokens.renew(experiment_id, credential)
+                answer = self._send(prepared, credential=credential)
+            return load_response(reply, answer, operation=route.operation)
         except MetricsApiError as error:
-            raise self._redacted(error, token) from error.__cause__
+            raise self._redacted(error, credential) from error.__cause__
 
     def forget_ingestion_credential(self, experiment_id: str) -> None:
         """Drop the cached ingestion token of one experiment.
@@ -464,7 +474,7 @@ class Session:
 
     # -- internals ------------------------------------------------------------------
 
-    def _mint_ingestion_token(self, experiment_id: str) -> tuple[str, int]:
+    def _mint_ingestion_token(self, experiment_id: str) -> tuple[Secret, int]:
         body = load_request(IngestionKeyCreateRequest(), {"name": DEFAULT_INGESTION_KEY_NAME})
         data = self.call(
             routes.CREATE_INGESTION_KEY,
@@ -472,21 +482,18 @@ class Session:
             reply=IngestionKeyCreateReply(),
             body=body,
         )
-        return data["token"], data["key"]["expires_at_ms"]
+        return Secret(data["token"]), data["key"]["expires_at_ms"]
 
-    def _send(self, prepared: _Prepared, *, token: str) -> Any:
+    def _send(self, prepared: _Prepared, *, credential: Secret) -> Any:
         """Send one logical call: retry what is retryable, poll while the same call is in
         progress on the server, and raise the last error (redacted) otherwise. The waits
         between tries add up to at most ``retry.max_total_wait``."""
-        headers = {"Authorization": f"Bearer {token}"}
-        if prepared.idempotency_key is not None:
-            headers["Idempotency-Key"] = prepared.idempotency_key
         policy = self.retry
         attempt = 0
         polls = 0
         waited = 0.0
         while True:
-            outcome = self._attempt(prepared, headers)
+            outcome = self._attempt(prepared, credential)
             if outcome.error is None:
                 return outcome.data
             error = outcome.error
@@ -496,7 +503,7 @@ class Session:
             if in_progress and polls < policy.poll_attempts:
                 wait = policy.poll_interval
             elif in_progress or not outcome.retryable or attempt >= prepared.attempts - 1:
-                raise self._redacted(error, token) from None
+                raise self._redacted(error, credential) from None
             else:
                 wait = policy.backoff(attempt, outcome.retry_after)
             if waited + wait > policy.max_total_wait:
@@ -505,11 +512,11 @@ class Session:
                     "RetryPolicy.max_total_wait (%g s)",
                     prepared.method,
                     prepared.url,
-                    self._redacted(error, token),
+                    self._redacted(error, credential),
                     wait,
                     policy.max_total_wait,
                 )
-                raise self._redacted(error, token) from None
+                raise self._redacted(error, credential) from None
             waited += wait
             if in_progress:
                 polls += 1  # polls do not use up the attempts (contract section 3)
@@ -518,61 +525,62 @@ class Session:
                     "%s %s failed (%s); retrying in %.2f s",
                     prepared.method,
                     prepared.url,
-                    self._redacted(error, token),
+                    self._redacted(error, credential),
                     wait,
                 )
                 attempt += 1
             policy.sleep(wait)
 
-    def _attempt(self, prepared: _Prepared, headers: dict[str, str]) -> _Outcome:
+    def _attempt(self, prepared: _Prepared, credential: Secret) -> _Outcome:
         """One HTTP exchange, turned into data or into the error it amounts to."""
         operation = prepared.operation
         status = 0
+        exchange = Exchange(prepared.timeout)
         try:
-            response = (self._http or self._connect()).request(
-                prepared.method,
-                prepared.url,
-                params=prepared.params,
-                data=prepared.payload,
-                headers=headers,
-                timeout=exchange_timeout(prepared.timeout),  # type: ignore[arg-type]  # passed through to urllib3
-                stream=True,
-                allow_redirects=False,
-            )
-            status = response.status_code
-            if 300 <= status < 400:
-                response.close()  # the body is not wanted; the connection is not reused
-                return _Outcome(error=_redirect_error(response, operation), retryable=False)
-            limit = self.max_response_bytes if status < 400 else ERROR_BODY_MAX
-            try:
-                content = read_body(response, limit)
-            except BodyTooLargeError:
-                if status < 400:
-                    message = (
-                        f"Metrics API response for {operation} is larger than "
-                        f"max_response_bytes ({limit:,} bytes); ask for fewer rows, or raise "
-                        "Session(max_response_bytes=...)."
-                    )
-                    return _Outcome(error=MetricsApiResponseError(message), retryable=False)
-                content = b""  # an error answer too long to be a message
-        # The requests exception is described, not chained: it carries the request and so its
-        # Authorization header, which error reporters that walk causes would pick up.
-        except (requests.Timeout, urllib3.exceptions.TimeoutError, TimeoutError):
-            message = (
-                f"Metrics API request for {operation} timed out after {prepared.timeout:g} s "
-                f"(raise Session({prepared.timeout_setting}=...) if the service needs longer)."
-            )
-            return _Outcome(error=MetricsApiTimeoutError(message, retryable=True))
-        except BadEncodingError as exc:
-            message = f"Metrics API response for {operation} could not be read: {exc}."
-            return _Outcome(error=MetricsApiResponseError(message))
-        except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
-            where = f"HTTP {status} from {self.host}" if status else f"could not reach {self.host}"
-            message = (
-                f"Metrics API request for {operation} {where}: "
-                f"{type(exc).__name__}: {str(exc)[:500]}"
-            )
-            return _Outcome(error=MetricsApiConnectionError(message, retryable=True))
+            with exchange:
+                response = (self._http or self._connect()).request(
+                    prepared.method,
+                    prepared.url,
+                    params=prepared.params,
+                    data=prepared.payload,
+                    headers=_idempotency_header(prepared.idempotency_key),
+                    auth=BearerAuth(credential),
+                    timeout=exchange.timeout,  # type: ignore[arg-type]  # passed through to urllib3
+                    stream=True,
+                    allow_redirects=False,
+                )
+                status = response.status_code
+                if 300 <= status < 400:
+                    response.close()  # the body is not wanted; the connection is not reused
+                    return _Outcome(error=_redirect_error(response, operation), retryable=False)
+                limit = self.max_response_bytes if status < 400 else ERROR_BODY_MAX
+                try:
+                    content = read_body(response, limit)
+                except BodyTooLargeError:
+                    if status < 400:
+                        message = (
+                            f"Metrics API response for {operation} is larger than "
+                            f"max_response_bytes ({limit:,} bytes); ask for fewer rows, or raise "
+                            "Session(max_response_bytes=...)."
+                        )
+                        return _Outcome(error=MetricsApiResponseError(message), retryable=False)
+                    content = b""  # an error answer too long to be a message
+            if exchange.expired:
+                # Cut at the deadline: what was read may look whole (a body that ends when
+                # the connection closes, headers that end early) and is not to be trusted.
+                raise TimeoutError("the exchange's deadline passed")
+        # The exception below is described, not chained (and this returns rather than raises):
+        # it holds the request, Authorization header included, in its attributes and frames.
+        except Exception as exc:
+            return _Outcome(**self._failure(prepared, status, exc, expired=exchange.expired))
+        except KeyboardInterrupt:
+            interrupted = True
+        else:
+            interrupted = False
+        if interrupted:
+            # Ctrl-C inside requests: raised afresh, without the frames below, whose locals
+            # hold the request's headers.
+            raise KeyboardInterrupt
         logger.debug("%s %s -> %s", prepared.method, prepared.url, status)
         if status >= 400 or status < 200:
             error = request_error(status, content.decode("utf-8", "replace"))
@@ -598,15 +606,58 @@ class Session:
             return _Outcome(error=MetricsApiResponseError(message))
         return _Outcome(data=unwrap_envelope(decoded, operation=operation))
 
-    def _redacted(self, error: MetricsApiError, token: str) -> MetricsApiError:
+    def _failure(
+        self, prepared: _Prepared, status: int, exc: Exception, *, expired: bool
+    ) -> dict[str, Any]:
+        """The error an exception of one exchange amounts to (``_Outcome``'s fields)."""
+        operation = prepared.operation
+        if expired or isinstance(
+            exc, requests.Timeout | urllib3.exceptions.TimeoutError | TimeoutError
+        ):
+            message = (
+                f"Metrics API request for {operation} timed out after {prepared.timeout:g} s "
+                f"(raise Session({prepared.timeout_setting}=...) if the service needs longer)."
+            )
+            return {"error": MetricsApiTimeoutError(message, retryable=True)}
+        if isinstance(exc, BadEncodingError):
+            message = f"Metrics API response for {operation} could not be read: {exc}."
+            return {"error": MetricsApiResponseError(message)}
+        where = f"HTTP {status} from {self.host}" if status else f"could not reach {self.host}"
+        what = f"{type(exc).__name__}: {str(exc)[:500]}"
+        if isinstance(
+            exc,
+            requests.RequestException
+            | urllib3.exceptions.HTTPError
+            | http.client.HTTPException
+            | OSError,
+        ):
+            message = f"Metrics API request for {operation} {where}: {what}"
+            return {"error": MetricsApiConnectionError(message, retryable=True)}
+        # Anything else is a fault of the HTTP libraries below (a version the SDK does not
+        # work with, a bug): trying again cannot help, and it must not escape raw.
+        message = (
+            f"Metrics API request for {operation} failed inside the HTTP client "
+            f"(requests {requests.__version__}, urllib3 {_URLLIB3_VERSION}): {what}"
+        )
+        return {"error": MetricsApiTransportError(message), "retryable": False}
+
+    def _redacted(self, error: MetricsApiError, credential: Secret) -> MetricsApiError:
         """Scrub the API key and tokens from an error message, should a server echo them."""
         message = str(error)
-        secrets = [self._credentials.api_key, token, *self.tokens.secrets()]
+        secrets = [
+            secret.reveal()
+            for secret in (self._credentials.api_key, credential, *self.tokens.secrets())
+        ]
         if any(secret and secret in message for secret in secrets):
             for secret in secrets:
-                message = message.replace(secret, "***")
+                if secret:
+                    message = message.replace(secret, "***")
             error.args = (message,)
         return error
+
+
+def _idempotency_header(key: str | None) -> dict[str, str]:
+    return {} if key is None else {"Idempotency-Key": key}
 
 
 def _redirect_error(response: requests.Response, operation: str) -> MetricsApiRequestError:

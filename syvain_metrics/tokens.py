@@ -10,10 +10,12 @@ Example:
     >>> minted = []
     >>> def mint(experiment_id):
     ...     minted.append(experiment_id)
-    ...     return "tok-secret", 3_600_000
+    ...     return Secret("tok-secret"), 3_600_000
     >>> cache = IngestionTokenCache(mint, clock=lambda: 0.0)
     >>> cache.token("exp-1") == cache.token("exp-1"), minted
     (True, ['exp-1'])
+    >>> cache.token("exp-1")  # a Secret: error reporters never show it
+    Secret('***')
 """
 
 from __future__ import annotations
@@ -26,14 +28,15 @@ from dataclasses import dataclass, field
 from cachetools import TLRUCache
 
 from syvain_metrics.schemas.limits import INGESTION_TOKEN_RENEWAL_MS
+from syvain_metrics.secret import Secret
 
-Minter = Callable[[str], tuple[str, int]]
+Minter = Callable[[str], tuple[Secret, int]]
 """Mints a key for an experiment id and returns ``(token, expires_at_ms)``."""
 
 
 @dataclass(frozen=True)
 class _CachedToken:
-    token: str = field(repr=False)
+    token: Secret = field(repr=False)
     expires_at_ms: int
 
 
@@ -47,7 +50,7 @@ class IngestionTokenCache:
     ``clock`` returns seconds since the epoch (tests inject a fake one).
 
     Example:
-        >>> cache = IngestionTokenCache(lambda eid: ("t", 10**13))
+        >>> cache = IngestionTokenCache(lambda eid: (Secret("t"), 10**13))
         >>> cache.forget("exp-1")  # nothing cached: a no-op
     """
 
@@ -69,7 +72,7 @@ class IngestionTokenCache:
         with self._lock:
             return f"<IngestionTokenCache experiments={len(self._cache)}>"
 
-    def _cached(self, experiment_id: str) -> str | None:
+    def _cached(self, experiment_id: str) -> Secret | None:
         with self._lock:
             entry = self._cache.get(experiment_id)
         return None if entry is None else entry.token
@@ -78,11 +81,11 @@ class IngestionTokenCache:
         with self._lock:
             return self._mint_locks.setdefault(experiment_id, threading.Lock())
 
-    def token(self, experiment_id: str) -> str:
+    def token(self, experiment_id: str) -> Secret:
         """A token for ``experiment_id``: the cached one while fresh, else a newly minted one."""
         return self._get(experiment_id, stale=None)
 
-    def renew(self, experiment_id: str, stale: str) -> str:
+    def renew(self, experiment_id: str, stale: Secret) -> Secret:
         """Replace ``stale`` after the service refused it (401/403).
 
         If another thread already replaced it, that newer token is returned instead of
@@ -90,7 +93,7 @@ class IngestionTokenCache:
         """
         return self._get(experiment_id, stale=stale)
 
-    def _get(self, experiment_id: str, *, stale: str | None) -> str:
+    def _get(self, experiment_id: str, *, stale: Secret | None) -> Secret:
         cached = self._cached(experiment_id)
         if cached is not None and cached != stale:
             return cached
@@ -108,7 +111,7 @@ class IngestionTokenCache:
         with self._lock:
             self._cache.pop(experiment_id, None)
 
-    def secrets(self) -> list[str]:
+    def secrets(self) -> list[Secret]:
         """The cached tokens, for redaction of messages only."""
         with self._lock:
             return [entry.token for entry in self._cache.values()]

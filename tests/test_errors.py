@@ -39,6 +39,7 @@ ERRORS: list[sm.MetricsApiError] = [
     CAUSE,
     sm.MetricsApiTimeoutError("timed out", retryable=True),
     sm.MetricsApiConnectionError("could not reach", retryable=True),
+    sm.MetricsApiTransportError("TypeError: inside the HTTP client"),
     sm.PartialIngestError(
         "stopped",
         stored=1_000,
@@ -208,7 +209,7 @@ def test_a_broken_auth_file_chains_nothing_that_holds_its_contents(
     with pytest.raises(sm.MetricsApiAuthError, match="not valid JSON") as caught:
         sm.Session("local", spool_dir=None)
     assert caught.value.__cause__ is None
-    assert caught.value.__suppress_context__
+    assert caught.value.__context__ is None  # a JSONDecodeError holds the whole text
     shown = "".join(traceback.format_exception(caught.value))
     assert "ak_from_file_secret" not in shown
 

@@ -11,6 +11,11 @@ handled by what it is about:
 - the experiment or the credentials (401, 403, 404, ...): every event of the batch is
   reported with that answer, since splitting cannot help.
 
+A failure of the HTTP libraries themselves (:class:`~syvain_metrics.MetricsApiTransportError`,
+or any exception that is not the SDK's) is tried :data:`UNEXPECTED_TRIES` times, then every
+event of the batch is reported with it and the batch is kept on disk for
+``syvain-metrics sync``: retrying without end could not help, and dropping would lose it.
+
 Example:
     >>> outcome = deliver(session, batch, wait=stop_event.wait)  # doctest: +SKIP
     >>> outcome.stored, outcome.rejected, outcome.finished        # doctest: +SKIP
@@ -26,7 +31,12 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from syvain_metrics import routes
-from syvain_metrics.errors import MetricsApiError, MetricsApiRequestError, RejectedEvent
+from syvain_metrics.errors import (
+    MetricsApiError,
+    MetricsApiRequestError,
+    MetricsApiTransportError,
+    RejectedEvent,
+)
 from syvain_metrics.pipeline.batch import Batch
 from syvain_metrics.schemas.ingest import IngestReply
 
@@ -42,6 +52,9 @@ KEEP_STATUSES = frozenset({401, 403, 404})
 """Answers about the run or the credentials: the batch is kept on disk for a later replay
 (with the right API key, say) instead of being dropped."""
 
+UNEXPECTED_TRIES = 3
+"""Tries of a batch that fails inside the HTTP libraries before it is reported and kept."""
+
 _EVENT_INDEX = re.compile(r"\bfield=data\[(\d+)\]")
 _REPLY = IngestReply()
 
@@ -51,18 +64,21 @@ Wait = Callable[[float], bool]
 
 @dataclass
 class Outcome:
-    """What became of a batch: events ``stored``, events ``rejected`` (with the answer), and
-    whether every event got an answer (``finished``; False when told to stop first)."""
+    """What became of a batch: events ``stored``, events ``rejected`` (with the answer),
+    whether every event got an answer (``finished``; False when told to stop first), and
+    whether the batch must stay on disk for ``syvain-metrics sync`` (``keep``)."""
 
     stored: int = 0
     rejected: list[RejectedEvent] = field(default_factory=list)
     finished: bool = True
+    keep: bool = False
 
     def add(self, other: Outcome) -> None:
         """Fold a part's outcome into this one."""
         self.stored += other.stored
         self.rejected.extend(other.rejected)
         self.finished = self.finished and other.finished
+        self.keep = self.keep or other.keep
 
 
 def deliver(session: Session, batch: Batch, *, wait: Wait) -> Outcome:
@@ -72,7 +88,9 @@ def deliver(session: Session, batch: Batch, *, wait: Wait) -> Outcome:
         >>> deliver(session, batch, wait=threading.Event().wait)  # doctest: +SKIP
     """
     failures = 0
+    unexpected = 0
     while True:
+        pause: float | None
         try:
             session.call(
                 routes.INGEST_METRICS,
@@ -83,17 +101,29 @@ def deliver(session: Session, batch: Batch, *, wait: Wait) -> Outcome:
                 attempts=1,
             )
             return Outcome(stored=batch.count)
+        except MetricsApiTransportError as error:
+            reason: MetricsApiError = error
+            pause = None
         except MetricsApiRequestError as error:
             if not error.retryable:
                 return _refused(session, batch, error, wait)
             pause = session.retry.delivery_wait(failures, error.retry_after)
-            reason: MetricsApiError = error
+            reason = error
         except MetricsApiError as error:  # a broken answer: the contract says retry
             pause = session.retry.delivery_wait(failures)
             reason = error
         except Exception as error:
+            reason = MetricsApiTransportError(
+                f"log() delivery failed unexpectedly: {type(error).__name__}: {error}"
+            )
+            pause = None
+        if pause is None:
+            unexpected += 1
+            if unexpected >= UNEXPECTED_TRIES:
+                message = f"{reason} (kept on disk for `syvain-metrics sync`)"
+                rejected = [RejectedEvent(event, message) for event in batch.events()]
+                return Outcome(rejected=rejected, keep=True)
             pause = session.retry.delivery_wait(failures)
-            reason = MetricsApiError(f"{type(error).__name__}: {error}")
         failures += 1
         log = logger.warning if failures in (1, 10) or failures % 100 == 0 else logger.debug
         log(

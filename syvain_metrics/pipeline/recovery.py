@@ -205,8 +205,8 @@ def _replay(session: Session, paths: list[Path], timeout: float, report: SyncRep
                 report.kept.append(f"{path}: the service did not answer within {timeout:g} s")
                 return False
             refused = [r for r in outcome.rejected if r.status_code in KEEP_STATUSES]
-            if refused:
-                report.kept.append(f"{path}: {refused[0].message}")
+            if refused or outcome.keep:
+                report.kept.append(f"{path}: {(refused or outcome.rejected)[0].message}")
                 continue
             report.stored += outcome.stored
             report.rejected.extend(outcome.rejected)

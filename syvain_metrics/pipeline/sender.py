@@ -745,7 +745,7 @@ class Sender:
                 refusal.message,
             )
         # Refused for the run or the credentials, not the content: kept for a later sync.
-        keep = any(r.status_code in KEEP_STATUSES for r in outcome.rejected)
+        keep = outcome.keep or any(r.status_code in KEEP_STATUSES for r in outcome.rejected)
         with self._changed:
             self._memory_only.pop(id(batch), None)
             self._sending = None

@@ -143,9 +143,21 @@ def load_response(schema: Schema, data: Any, *, operation: str) -> dict[str, Any
         ...
         syvain_metrics.errors.MetricsApiResponseError: Metrics API response for get_folder did not match the expected schema: folder: Missing data for required field.
     """
+    loaded = _loaded(schema, data)
+    if isinstance(loaded, str):
+        # Raised here, out of any handler and without the answer: a reporter that records
+        # local variables or contexts must not find it (an ingestion key's answer holds its
+        # token).
+        del data
+        raise MetricsApiResponseError(f"Metrics API response for {operation} {loaded}")
+    return loaded
+
+
+def _loaded(schema: Schema, data: Any) -> dict[str, Any] | str:
+    """``data`` loaded by ``schema``, or what is wrong with it; never raises."""
     if not isinstance(data, Mapping):
-        raise MetricsApiResponseError(
-            f"Metrics API response for {operation} did not match the expected schema: "
+        return (
+            "did not match the expected schema: "
             f"data must be a JSON object, got {type(data).__name__}."
         )
     try:
@@ -154,18 +166,10 @@ def load_response(schema: Schema, data: Any, *, operation: str) -> dict[str, Any
         problems = "; ".join(
             f"{path}: {' '.join(msgs)}" for path, msgs in flatten_messages(error.messages).items()
         )
-        raise MetricsApiResponseError(
-            f"Metrics API response for {operation} did not match the expected schema: "
-            f"{problems[:4_000]}"
-        ) from None
+        return f"did not match the expected schema: {problems[:4_000]}"
     except RecursionError:
-        raise MetricsApiResponseError(
-            f"Metrics API response for {operation} is nested too deeply."
-        ) from None
+        return "is nested too deeply."
     except (TypeError, KeyError, ValueError, OverflowError, AttributeError) as error:
         # A shape no field check foresaw: still the service's fault, never a raw error.
-        raise MetricsApiResponseError(
-            f"Metrics API response for {operation} did not match the expected schema "
-            f"({type(error).__name__})."
-        ) from None
+        return f"did not match the expected schema ({type(error).__name__})."
     return loaded
