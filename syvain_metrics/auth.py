@@ -246,7 +246,22 @@ def load_cli_credentials(mode: str, *, host: str | None = None) -> Credentials:
     )
 
 
-def resolve_credentials(api_key: str | None = None, *, host: str | None = None) -> Credentials:
+def hide_key(api_key: str | Secret | None) -> str | Secret | None:
+    """What the user passed as a credential, with a key (not a mode name) made a
+    :class:`Secret`, so that frames holding it after this point show no key.
+
+    Example:
+        >>> hide_key("ak_org_1"), hide_key("local"), hide_key(None)
+        (Secret('***'), 'local', None)
+    """
+    if isinstance(api_key, str) and api_key not in _CLI_MODES:
+        return Secret(api_key)
+    return api_key
+
+
+def resolve_credentials(
+    api_key: str | Secret | None = None, *, host: str | None = None
+) -> Credentials:
     """Turn what the user passed to ``connect()`` into :class:`Credentials`.
 
     ``api_key`` may be a key, ``"local"``, ``"local-dev"``, or ``None`` to read
@@ -256,6 +271,8 @@ def resolve_credentials(api_key: str | None = None, *, host: str | None = None) 
         >>> resolve_credentials("  ak_org_1  ").host
         'https://metrics.syvain.com'
     """
+    if isinstance(api_key, Secret):
+        api_key = api_key.reveal()  # ends in a Secret again below, and this name is deleted
     if api_key is not None and not isinstance(api_key, str):
         raise MetricsApiAuthError("Metrics API key must be a string.")
     if api_key in _CLI_MODES:

@@ -35,7 +35,7 @@ from marshmallow import Schema
 
 from syvain_metrics import routes
 from syvain_metrics._version import __version__
-from syvain_metrics.auth import Credentials, resolve_credentials
+from syvain_metrics.auth import Credentials, hide_key, resolve_credentials
 from syvain_metrics.errors import (
     FlushError,
     MetricsApiConnectionError,
@@ -190,7 +190,7 @@ class Session:
 
     def __init__(
         self,
-        api_key: str | None = None,
+        api_key: str | Secret | None = None,
         *,
         host: str | None = None,
         timeout: float = 10.0,
@@ -204,6 +204,10 @@ class Session:
         flush_timeout: float = 30.0,
         max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
     ) -> None:
+        # First of all: a reporter recording this frame's locals (a bad timeout below, say)
+        # must find no key in it.
+        credential = hide_key(api_key)
+        del api_key
         for name, value in (
             ("timeout", timeout),
             ("ingest_timeout", ingest_timeout),
@@ -238,7 +242,7 @@ class Session:
             raise MetricsValidationError({"clock": ["Must be a callable returning seconds."]})
         self.max_response_bytes = max_response_bytes
         self.page_size: int = check_page_size(page_size) or DEFAULT_PAGE_SIZE
-        self._credentials: Credentials = resolve_credentials(api_key, host=host)
+        self._credentials: Credentials = resolve_credentials(credential, host=host)
         self.host: str = self._credentials.host
         self.timeout = float(timeout)
         self.ingest_timeout = float(ingest_timeout)
@@ -717,7 +721,9 @@ def connect(api_key: str | None = None, **options: Any) -> Session:
         <Session http://127.0.0.1:8765 auth=api_key>
     """
     global _default
-    session = Session(api_key, **options)
+    credential = hide_key(api_key)
+    del api_key
+    session = Session(credential, **options)
     with _default_lock:
         _default = session
     return session

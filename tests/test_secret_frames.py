@@ -357,3 +357,23 @@ def test_no_key_from_the_environment_in_the_frames_of_a_bad_setting(
     with pytest.raises(sm.MetricsApiAuthError, match=match) as caught:
         sm.Session(spool_dir=None)
     assert leaks(caught.value, [key, key.replace("\u0007", "")[:13]]) == []
+
+
+# -- a key passed by the user beside a bad setting ------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("make", "match"),
+    [
+        (lambda key: sm.Session(key, timeout=-1, spool_dir=None), "seconds"),
+        (lambda key: sm.Session(key, host="ftp://metrics.example.com"), "http or https"),
+        (lambda key: sm.Session(key + "\u0007", spool_dir=None), "control character"),
+        (lambda key: sm.connect(key, host="https://metrics.example.com/api"), "origin"),
+        (lambda key: sm.connect(key, pool_size=0), "whole number"),
+    ],
+)
+def test_no_key_passed_by_the_user_in_the_frames_of_a_bad_setting(make: Any, match: str) -> None:
+    key = "ak_org_passed_secret_0123"
+    with pytest.raises((sm.MetricsApiAuthError, sm.MetricsValidationError), match=match) as caught:
+        make(key)
+    assert leaks(caught.value, [key]) == []
