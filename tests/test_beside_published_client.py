@@ -93,7 +93,7 @@ def test_both_clients_in_one_process_share_one_server(metrics_server: LocalServe
 
         # What the SDK wrote, the published client reads, and the other way round.
         seen = theirs.list_metrics(exp.id, metric_name="acc")
-        assert [row.step for row in seen.data] == [0, 1, 2, 3, 4]
+        assert [row.step for row in seen.rows] == [0, 1, 2, 3, 4]
         made = theirs.create_experiment("from-published").experiment
         theirs.ingest_metrics(
             made.id,

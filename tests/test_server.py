@@ -7,6 +7,7 @@ WSGI app with werkzeug's test client when a fake clock must move time.
 
 from __future__ import annotations
 
+import http.client
 import json
 import subprocess
 import sys
@@ -15,7 +16,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import pytest
 import requests
@@ -937,19 +938,23 @@ def test_list_experiments(clocked: Clocked) -> None:
 
 
 def test_keep_alive(api: Api) -> None:
-    http = requests.Session()
+    # http.client, not requests: its socket can be watched whatever urllib3 is installed.
+    parts = urlsplit(api.url)
+    connection = http.client.HTTPConnection(parts.hostname or "", parts.port, timeout=5)
     headers = {"Authorization": f"Bearer {api.key}"}
-    for _ in range(5):
-        assert (
-            http.get(f"{api.url}{API}/auth/status", headers=headers, timeout=5).status_code == 200
-        )
-    adapter = http.get_adapter(api.url)
-    assert isinstance(adapter, requests.adapters.HTTPAdapter)
-    manager = adapter.poolmanager
-    # urllib3's pool container cannot be iterated, only asked for its keys.
-    pools = [manager.pools[key] for key in manager.pools.keys()]  # noqa: SIM118
-    assert [pool.num_connections for pool in pools] == [1]  # one socket for five requests
-    http.close()
+    sockets = []
+    try:
+        for _ in range(5):
+            connection.request("GET", f"{API}/auth/status", headers=headers)
+            response = connection.getresponse()
+            assert response.status == 200
+            assert not response.will_close
+            response.read()
+            sockets.append(connection.sock)
+    finally:
+        connection.close()
+    assert sockets[0] is not None
+    assert all(sock is sockets[0] for sock in sockets)  # one socket for five requests
 
 
 def test_local_server_reset_keeps_the_key(
