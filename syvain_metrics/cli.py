@@ -24,12 +24,15 @@ Example:
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from syvain_metrics._version import __version__
+from syvain_metrics.signal_guard import SignalGuard, Stopped, held, stage
+
+if TYPE_CHECKING:
+    from syvain_metrics.server import MetricsApp, Store
 
 _LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
@@ -144,34 +147,62 @@ def serve(
     threads: int = 8,
     processes: int = 1,
 ) -> int:
-    """Serve until interrupted; print one line with the URL and the accepted API keys."""
+    """Serve until interrupted; print one line with the URL and the accepted API keys.
+
+    Run by :func:`main` under a :class:`~syvain_metrics.signal_guard.SignalGuard`: Ctrl-C
+    or SIGTERM at any moment raise :class:`~syvain_metrics.signal_guard.Stopped` here, and
+    everything opened so far is closed before it goes on.
+    """
     from syvain_metrics.server import MetricsApp, Store, make_server, stop_server
     from syvain_metrics.server.processes import Dealer
-    from syvain_metrics.server.runner import SERVE_SWITCH_INTERVAL_S, stop_on_sigterm
+    from syvain_metrics.server.runner import SERVE_SWITCH_INTERVAL_S
 
     if processes < 1 or threads < 1:
         print("syvain-metrics serve: --processes and --threads must be at least 1", file=sys.stderr)
         return 2
-    try:
-        store = Store(db, shared=processes > 1)
-    except ValueError as error:
-        print(f"syvain-metrics serve: {error} (--processes {processes})", file=sys.stderr)
-        return 2
+    store: Store | None = None
     server: Any = None
     try:
-        keys = store.use_api_keys(api_keys)
-        app = MetricsApp(store)
-        if processes > 1:
-            # Nothing of an earlier run can be in progress, and its logins are forgotten.
-            app.idempotency.reset()
-            store.forget_logins()
-            server = Dealer(host, port, db, keys, threads, processes)
-        else:
-            server = make_server(app, host, port, threads=threads)
-    except (ValueError, OSError) as error:
-        store.close()
-        print(f"syvain-metrics serve: {error}", file=sys.stderr)
-        return 2
+        try:
+            store = Store(db, shared=processes > 1)
+        except ValueError as error:
+            print(f"syvain-metrics serve: {error} (--processes {processes})", file=sys.stderr)
+            return 2
+        try:
+            keys = store.use_api_keys(api_keys)
+            app = MetricsApp(store)
+            stage("store-open")
+            if processes > 1:
+                # Nothing of an earlier run can be in progress, and its logins are forgotten.
+                app.idempotency.reset()
+                store.forget_logins()
+                server = Dealer(host, port, db, keys, threads, processes)
+            else:
+                server = make_server(app, host, port, threads=threads)
+        except (ValueError, OSError) as error:
+            print(f"syvain-metrics serve: {error}", file=sys.stderr)
+            return 2
+        stage("listening")
+        with held():  # every line whole, or none: a link is never cut in two
+            _print_banner(server, host, db, keys, store, app)
+        stage("serving")
+        sys.setswitchinterval(SERVE_SWITCH_INTERVAL_S)  # this process is the server's alone
+        server.run()  # returns after Ctrl-C or SIGTERM (waitress catches KeyboardInterrupt)
+    finally:
+        with held():  # a second signal does not cut the clean-up short
+            stage("stopping")
+            if isinstance(server, Dealer):
+                server.stop()
+            elif server is not None:
+                stop_server(server, None, app.faults)
+            if store is not None:
+                store.close()
+    return 0
+
+
+def _print_banner(
+    server: Any, host: str, db: str, keys: Sequence[str], store: Store, app: MetricsApp
+) -> None:
     shown = (
         f"[{server.effective_host}]" if ":" in str(server.effective_host) else server.effective_host
     )
@@ -181,15 +212,16 @@ def serve(
         if keys
         else f"the {store.api_key_count} API key(s) stored in {db}, kept as hashes"
     )
+    origin = f"http://{shown}:{server.effective_port}"
+    links = [app.dashboard.login_path(key) for key in keys]
     print(
-        f"Syvain Metrics local server at http://{shown}:{server.effective_port} "
-        f"({accepted}); Ctrl-C to stop",
+        f"Syvain Metrics local server at {origin} ({accepted}); Ctrl-C to stop",
         flush=True,
     )
-    origin = f"http://{shown}:{server.effective_port}"
-    for key in keys:
+    stage("printing")
+    for key, link in zip(keys, links, strict=True):
         owner = f" ({key})" if len(keys) > 1 else ""
-        print(f"Dashboard{owner}: {origin}{app.dashboard.login_path(key)}", flush=True)
+        print(f"Dashboard{owner}: {origin}{link}", flush=True)
     print(f"(one-time login links; or paste an API key at {origin}/dashboard/login)", flush=True)
     if host not in _LOOPBACK:
         print(
@@ -198,19 +230,25 @@ def serve(
             file=sys.stderr,
             flush=True,
         )
-    signal.signal(signal.SIGTERM, stop_on_sigterm)
-    sys.setswitchinterval(SERVE_SWITCH_INTERVAL_S)  # this process is the server's alone
+
+
+def _guarded_serve(arguments: list[str]) -> int:
+    # Ctrl-C and SIGTERM are handled from here on, before anything else is done: at any
+    # moment of start-up, serving or stopping they end ``serve`` cleanly.
     try:
-        server.run()  # returns after Ctrl-C (waitress catches KeyboardInterrupt)
-    except KeyboardInterrupt:
-        pass
+        guard = SignalGuard().install()
+    except ValueError as error:
+        print(f"syvain-metrics serve: {error}", file=sys.stderr)
+        return 2
+    try:
+        stage("started")
+        args = _parser().parse_args(arguments)
+        status = serve(args.host, args.port, args.db, args.api_keys, args.threads, args.processes)
+        return guard.exit_status if guard.received is not None else status
+    except Stopped:
+        return guard.exit_status
     finally:
-        if isinstance(server, Dealer):
-            server.stop()
-        else:
-            stop_server(server, None, app.faults)
-        store.close()
-    return 0
+        guard.restore()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -219,9 +257,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     Example:
         >>> main(["serve", "--port", "0"])  # doctest: +SKIP
     """
-    args = _parser().parse_args(argv)
-    if args.command == "serve":
-        return serve(args.host, args.port, args.db, args.api_keys, args.threads, args.processes)
+    arguments = sys.argv[1:] if argv is None else list(argv)
+    if arguments[:1] == ["serve"]:
+        return _guarded_serve(arguments)
+    args = _parser().parse_args(arguments)
     if args.command == "sync":
         return sync(args.spool_dir, args.api_key, args.host, args.timeout)
     return 2  # pragma: no cover - argparse rejects unknown commands

@@ -24,7 +24,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -33,6 +32,8 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import IO
+
+from syvain_metrics.signal_guard import SignalGuard, Stopped, held, stage
 
 WORKER_START_TIMEOUT_S = 60.0
 """How long the server waits for a worker to open the database and say it is ready."""
@@ -100,6 +101,9 @@ class Worker:
             stdout=subprocess.PIPE,
             pass_fds=(theirs.fileno(),),
             text=True,
+            # Out of the terminal's process group: Ctrl-C reaches the server alone, which
+            # stops its workers (one interrupted while importing would print a traceback).
+            start_new_session=True,
         )
         theirs.close()
         assert self.process.stdin is not None
@@ -192,7 +196,9 @@ class Dealer:
         self._stopping = False
         try:
             for _ in range(count):
-                self.workers.append(Worker(*self._start))
+                with held():  # a started worker is always in the list that stop() stops
+                    self.workers.append(Worker(*self._start))
+                stage("worker-started")
             for worker in self.workers:
                 worker.wait_ready()
         except BaseException:
@@ -211,7 +217,8 @@ class Dealer:
                 flush=True,
             )
             worker.stop()
-            worker = self.workers[index] = Worker(*self._start)
+            with held():  # a started worker is always in the list that stop() stops
+                worker = self.workers[index] = Worker(*self._start)
             worker.wait_ready()
         return worker
 
@@ -235,10 +242,11 @@ class Dealer:
 
     def stop(self) -> None:
         """Stop accepting, then stop every worker (each finishes its requests first)."""
-        self._stopping = True
-        self.listener.close()
-        for worker in self.workers:
-            worker.stop()
+        with held():  # a signal while stopping does not leave a worker running
+            self._stopping = True
+            self.listener.close()
+            for worker in self.workers:
+                worker.stop()
 
 
 # -- the worker side ------------------------------------------------------------------------
@@ -247,7 +255,9 @@ class Dealer:
 def run_worker(settings: WorkerSettings) -> None:
     """Answer the connections passed over ``settings.fd`` until the server stops (SIGTERM, or
     the dealer's end of the socket closing). Runs as ``python -m
-    syvain_metrics.server.processes`` with the settings on stdin.
+    syvain_metrics.server.processes`` with the settings on stdin, under a
+    :class:`~syvain_metrics.signal_guard.SignalGuard` (a signal before "ready" ends it
+    cleanly too).
 
     Example:
         >>> run_worker(WorkerSettings.from_json(sys.stdin.readline()))  # doctest: +SKIP
@@ -255,12 +265,7 @@ def run_worker(settings: WorkerSettings) -> None:
     from waitress import wasyncore
 
     from syvain_metrics.server.app import MetricsApp
-    from syvain_metrics.server.runner import (
-        SERVE_SWITCH_INTERVAL_S,
-        make_server,
-        stop_on_sigterm,
-        stop_server,
-    )
+    from syvain_metrics.server.runner import SERVE_SWITCH_INTERVAL_S, make_server, stop_server
     from syvain_metrics.server.store import Store
 
     store = Store(settings.db, shared=True)
@@ -304,22 +309,30 @@ def run_worker(settings: WorkerSettings) -> None:
 
     Handoff(channel, map=server._map)
 
-    signal.signal(signal.SIGTERM, stop_on_sigterm)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the dealer, which stops us
     sys.setswitchinterval(SERVE_SWITCH_INTERVAL_S)
-    print("ready", flush=True)
     try:
+        stage("worker-ready")
+        print("ready", flush=True)
         server.run()
     except KeyboardInterrupt:
         pass
     finally:
         # The dealer's end closing and its SIGTERM both stop us: the second must not cut
         # the first's clean stop short.
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        stop_server(server, None, app.faults)
-        store.close()
+        with held():
+            stop_server(server, None, app.faults)
+            store.close()
+
+
+def _worker_main() -> int:
+    guard = SignalGuard().install()
+    try:
+        stage("worker-begin")
+        run_worker(WorkerSettings.from_json(sys.stdin.readline()))
+    except Stopped:
+        pass
+    return guard.exit_status
 
 
 if __name__ == "__main__":
-    run_worker(WorkerSettings.from_json(sys.stdin.readline()))
-    os._exit(0)
+    os._exit(_worker_main())
