@@ -24,6 +24,7 @@ Example:
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
@@ -35,6 +36,14 @@ if TYPE_CHECKING:
     from syvain_metrics.server import MetricsApp, Store
 
 _LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def _proxy_address(text: str) -> str:
+    try:
+        ipaddress.ip_network(text.strip(), strict=False)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an IP address or network: {text!r}") from None
+    return text.strip()
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -81,6 +90,17 @@ def _parser() -> argparse.ArgumentParser:
         metavar="N",
         help="answer from N processes, each with --threads threads, for many clients writing "
         "at once (default: %(default)s; more than one needs --db FILE and a POSIX system)",
+    )
+    serve.add_argument(
+        "--trusted-proxy",
+        action="append",
+        default=[],
+        dest="trusted_proxies",
+        type=_proxy_address,
+        metavar="ADDRESS",
+        help="a reverse proxy (IP address or network) whose X-Forwarded-Proto/-Host/-Port/-For "
+        "headers are believed, e.g. one that ends TLS: the dashboard's cookie is then Secure "
+        "(repeatable; default: none, such headers are ignored)",
     )
     sync = commands.add_parser(
         "sync",
@@ -146,6 +166,7 @@ def serve(
     api_keys: Sequence[str],
     threads: int = 8,
     processes: int = 1,
+    trusted_proxies: Sequence[str] = (),
 ) -> int:
     """Serve until interrupted; print one line with the URL and the accepted API keys.
 
@@ -170,13 +191,15 @@ def serve(
             return 2
         try:
             keys = store.use_api_keys(api_keys)
-            app = MetricsApp(store)
+            app = MetricsApp(store, trusted_proxies=trusted_proxies)
             stage("store-open")
             if processes > 1:
                 # Nothing of an earlier run can be in progress, and its logins are forgotten.
                 app.idempotency.reset()
                 store.forget_logins()
-                server = Dealer(host, port, db, keys, threads, processes)
+                server = Dealer(
+                    host, port, db, keys, threads, processes, trusted_proxies=trusted_proxies
+                )
             else:
                 server = make_server(app, host, port, threads=threads)
         except (ValueError, OSError) as error:
@@ -243,7 +266,15 @@ def _guarded_serve(arguments: list[str]) -> int:
     try:
         stage("started")
         args = _parser().parse_args(arguments)
-        status = serve(args.host, args.port, args.db, args.api_keys, args.threads, args.processes)
+        status = serve(
+            args.host,
+            args.port,
+            args.db,
+            args.api_keys,
+            args.threads,
+            args.processes,
+            args.trusted_proxies,
+        )
         return guard.exit_status if guard.received is not None else status
     except Stopped:
         return guard.exit_status

@@ -68,6 +68,8 @@ class WorkerSettings:
     fd: int = -1
     connections: int | None = None
     """Connections the worker holds at most (``None``: :func:`~.runner.connection_limit`)."""
+    trusted_proxies: tuple[str, ...] = ()
+    """Reverse proxies whose ``X-Forwarded-*`` headers are believed."""
 
     def to_json(self) -> str:
         """The settings as one line of JSON."""
@@ -77,7 +79,13 @@ class WorkerSettings:
     def from_json(cls, text: str) -> WorkerSettings:
         """The settings :meth:`to_json` wrote."""
         raw = json.loads(text)
-        return cls(**{**raw, "api_keys": tuple(raw["api_keys"])})
+        return cls(
+            **{
+                **raw,
+                "api_keys": tuple(raw["api_keys"]),
+                "trusted_proxies": tuple(raw.get("trusted_proxies", ())),
+            }
+        )
 
 
 class Worker:
@@ -90,10 +98,17 @@ class Worker:
     """
 
     def __init__(
-        self, db: str, api_keys: Sequence[str], threads: int, connections: int | None = None
+        self,
+        db: str,
+        api_keys: Sequence[str],
+        threads: int,
+        connections: int | None = None,
+        trusted_proxies: Sequence[str] = (),
     ) -> None:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        settings = WorkerSettings(db, tuple(api_keys), threads, theirs.fileno(), connections)
+        settings = WorkerSettings(
+            db, tuple(api_keys), threads, theirs.fileno(), connections, tuple(trusted_proxies)
+        )
         self.channel = ours
         self.process = subprocess.Popen(
             [sys.executable, "-m", "syvain_metrics.server.processes"],
@@ -184,13 +199,14 @@ class Dealer:
         count: int,
         *,
         connections: int | None = None,
+        trusted_proxies: Sequence[str] = (),
     ) -> None:
         if not socket_pair_supported():
             raise ValueError("Serving from several processes needs a POSIX system.")
         family, _, _, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
         self.listener = socket.create_server(address, family=family, backlog=1024)
         self.effective_host, self.effective_port = self.listener.getsockname()[:2]
-        self._start = (db, tuple(api_keys), threads, connections)
+        self._start = (db, tuple(api_keys), threads, connections, tuple(trusted_proxies))
         self.workers: list[Worker] = []
         self._next = 0
         self._stopping = False
@@ -270,7 +286,7 @@ def run_worker(settings: WorkerSettings) -> None:
 
     store = Store(settings.db, shared=True)
     store.use_api_keys(settings.api_keys)
-    app = MetricsApp(store)
+    app = MetricsApp(store, trusted_proxies=settings.trusted_proxies)
     # Its own listening socket stays unused: connections come from the dealer.
     server = make_server(
         app, "127.0.0.1", 0, threads=settings.threads, connections=settings.connections
