@@ -9,7 +9,11 @@
 
 Each ``--api-key`` is its own organization. Without one, a database file's stored
 keys are accepted again (they are stored only as hashes, so they are not printed), or
-a random key is made (and printed, that once).
+a random key is made (and printed, that once). Ctrl-C or SIGTERM stop it cleanly at any
+moment, start-up included (:mod:`syvain_metrics.signal_guard`): exit status 0 after
+Ctrl-C, 143 after SIGTERM. Behind a reverse proxy that ends TLS, ``--trusted-proxy
+ADDRESS`` has that proxy's ``X-Forwarded-*`` headers believed (and the dashboard's
+cookie ``Secure``); from any other peer they are ignored.
 
 ``syvain-metrics sync`` uploads the ``log()`` events that ended processes left in the
 spool (killed jobs, ``os._exit``), with their original ids, so nothing is stored twice::
