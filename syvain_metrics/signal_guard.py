@@ -90,13 +90,25 @@ class SignalGuard:
 
     @property
     def exit_status(self) -> int:
-        """143 after SIGTERM, else 0 (Ctrl-C, or no signal)."""
+        """143 after SIGTERM, else 0 (Ctrl-C, or no signal).
+
+        Example:
+            >>> SignalGuard().exit_status
+            0
+        """
         return SIGTERM_EXIT_STATUS if self.received == signal.SIGTERM else 0
 
     def install(self) -> SignalGuard:
         """Handle SIGINT and SIGTERM in this process (the main thread only: elsewhere, and
         for a second guard, nothing changes). Raises ``ValueError`` if :data:`PAUSE_ENV`
-        names no stage."""
+        names no stage.
+
+        Example:
+            >>> guard = SignalGuard().install()
+            >>> signal.getsignal(signal.SIGTERM) == guard._handle
+            True
+            >>> guard.restore()
+        """
         global _current
         pause_at = os.environ.get(PAUSE_ENV) or None
         if pause_at is not None and pause_at not in STAGES:
@@ -110,7 +122,14 @@ class SignalGuard:
         return self
 
     def restore(self) -> None:
-        """Put back the handlers :meth:`install` replaced."""
+        """Put back the handlers :meth:`install` replaced.
+
+        Example:
+            >>> before = signal.getsignal(signal.SIGINT)
+            >>> SignalGuard().install().restore()
+            >>> signal.getsignal(signal.SIGINT) is before
+            True
+        """
         global _current
         for signum, previous in self._previous.items():
             signal.signal(signum, previous)
