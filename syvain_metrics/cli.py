@@ -9,7 +9,11 @@
 
 Each ``--api-key`` is its own organization. Without one, a database file's stored
 keys are accepted again (they are stored only as hashes, so they are not printed), or
-a random key is made (and printed, that once).
+a random key is made (and printed, that once). Ctrl-C or SIGTERM stop it cleanly at any
+moment, start-up included (:mod:`syvain_metrics.signal_guard`): exit status 0 after
+Ctrl-C, 143 after SIGTERM. Behind a reverse proxy that ends TLS, ``--trusted-proxy
+ADDRESS`` has that proxy's ``X-Forwarded-*`` headers believed (and the dashboard's
+cookie ``Secure``); from any other peer they are ignored.
 
 ``syvain-metrics sync`` uploads the ``log()`` events that ended processes left in the
 spool (killed jobs, ``os._exit``), with their original ids, so nothing is stored twice::
@@ -29,14 +33,26 @@ Example:
 from __future__ import annotations
 
 import argparse
-import signal
+import ipaddress
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from syvain_metrics._version import __version__
+from syvain_metrics.signal_guard import SignalGuard, Stopped, held, stage
+
+if TYPE_CHECKING:
+    from syvain_metrics.server import MetricsApp, Store
 
 _LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def _proxy_address(text: str) -> str:
+    try:
+        ipaddress.ip_network(text.strip(), strict=False)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an IP address or network: {text!r}") from None
+    return text.strip()
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -83,6 +99,17 @@ def _parser() -> argparse.ArgumentParser:
         metavar="N",
         help="answer from N processes, each with --threads threads, for many clients writing "
         "at once (default: %(default)s; more than one needs --db FILE and a POSIX system)",
+    )
+    serve.add_argument(
+        "--trusted-proxy",
+        action="append",
+        default=[],
+        dest="trusted_proxies",
+        type=_proxy_address,
+        metavar="ADDRESS",
+        help="a reverse proxy (IP address or network) whose X-Forwarded-Proto/-Host/-Port/-For "
+        "headers are believed, e.g. one that ends TLS: the dashboard's cookie is then Secure "
+        "(repeatable; default: none, such headers are ignored)",
     )
     sync = commands.add_parser(
         "sync",
@@ -176,35 +203,66 @@ def serve(
     api_keys: Sequence[str],
     threads: int = 8,
     processes: int = 1,
+    trusted_proxies: Sequence[str] = (),
 ) -> int:
-    """Serve until interrupted; print one line with the URL and the accepted API keys."""
+    """Serve until interrupted; print one line with the URL and the accepted API keys.
+
+    Run by :func:`main` under a :class:`~syvain_metrics.signal_guard.SignalGuard`: Ctrl-C
+    or SIGTERM at any moment raise :class:`~syvain_metrics.signal_guard.Stopped` here, and
+    everything opened so far is closed before it goes on.
+    """
     from syvain_metrics.server import MetricsApp, Store, make_server, stop_server
     from syvain_metrics.server.processes import Dealer
-    from syvain_metrics.server.runner import SERVE_SWITCH_INTERVAL_S, stop_on_sigterm
+    from syvain_metrics.server.runner import SERVE_SWITCH_INTERVAL_S
 
     if processes < 1 or threads < 1:
         print("syvain-metrics serve: --processes and --threads must be at least 1", file=sys.stderr)
         return 2
-    try:
-        store = Store(db, shared=processes > 1)
-    except ValueError as error:
-        print(f"syvain-metrics serve: {error} (--processes {processes})", file=sys.stderr)
-        return 2
+    store: Store | None = None
     server: Any = None
     try:
-        keys = store.use_api_keys(api_keys)
-        app = MetricsApp(store)
-        if processes > 1:
-            # Nothing of an earlier run can be in progress, and its logins are forgotten.
-            app.idempotency.reset()
-            store.forget_logins()
-            server = Dealer(host, port, db, keys, threads, processes)
-        else:
-            server = make_server(app, host, port, threads=threads)
-    except (ValueError, OSError) as error:
-        store.close()
-        print(f"syvain-metrics serve: {error}", file=sys.stderr)
-        return 2
+        try:
+            store = Store(db, shared=processes > 1)
+        except ValueError as error:
+            print(f"syvain-metrics serve: {error} (--processes {processes})", file=sys.stderr)
+            return 2
+        try:
+            keys = store.use_api_keys(api_keys)
+            app = MetricsApp(store, trusted_proxies=trusted_proxies)
+            stage("store-open")
+            if processes > 1:
+                # Nothing of an earlier run can be in progress, and its logins are forgotten.
+                app.idempotency.reset()
+                store.forget_logins()
+                server = Dealer(
+                    host, port, db, keys, threads, processes, trusted_proxies=trusted_proxies
+                )
+            else:
+                server = make_server(app, host, port, threads=threads)
+        except (ValueError, OSError) as error:
+            print(f"syvain-metrics serve: {error}", file=sys.stderr)
+            return 2
+        stage("listening")
+        with held():  # every line whole, or none: a link is never cut in two
+            _print_banner(server, host, db, keys, store, app)
+        stage("serving")
+        sys.setswitchinterval(SERVE_SWITCH_INTERVAL_S)  # this process is the server's alone
+        server.run()  # returns after Ctrl-C or SIGTERM (waitress catches KeyboardInterrupt)
+    finally:
+        with held():  # a second signal does not cut the clean-up short
+            stage("stopping")
+            if isinstance(server, Dealer):
+                server.stop()
+            elif server is not None:
+                stop_server(server, None, app.faults)
+            if store is not None:
+                store.close()
+    return 0
+
+
+def _print_banner(
+    server: Any, host: str, db: str, keys: Sequence[str], store: Store, app: MetricsApp
+) -> None:
     shown = (
         f"[{server.effective_host}]" if ":" in str(server.effective_host) else server.effective_host
     )
@@ -214,15 +272,16 @@ def serve(
         if keys
         else f"the {store.api_key_count} API key(s) stored in {db}, kept as hashes"
     )
+    origin = f"http://{shown}:{server.effective_port}"
+    links = [app.dashboard.login_path(key) for key in keys]
     print(
-        f"Syvain Metrics local server at http://{shown}:{server.effective_port} "
-        f"({accepted}); Ctrl-C to stop",
+        f"Syvain Metrics local server at {origin} ({accepted}); Ctrl-C to stop",
         flush=True,
     )
-    origin = f"http://{shown}:{server.effective_port}"
-    for key in keys:
+    stage("printing")
+    for key, link in zip(keys, links, strict=True):
         owner = f" ({key})" if len(keys) > 1 else ""
-        print(f"Dashboard{owner}: {origin}{app.dashboard.login_path(key)}", flush=True)
+        print(f"Dashboard{owner}: {origin}{link}", flush=True)
     print(f"(one-time login links; or paste an API key at {origin}/dashboard/login)", flush=True)
     if host not in _LOOPBACK:
         print(
@@ -231,19 +290,33 @@ def serve(
             file=sys.stderr,
             flush=True,
         )
-    signal.signal(signal.SIGTERM, stop_on_sigterm)
-    sys.setswitchinterval(SERVE_SWITCH_INTERVAL_S)  # this process is the server's alone
+
+
+def _guarded_serve(arguments: list[str]) -> int:
+    # Ctrl-C and SIGTERM are handled from here on, before anything else is done: at any
+    # moment of start-up, serving or stopping they end ``serve`` cleanly.
     try:
-        server.run()  # returns after Ctrl-C (waitress catches KeyboardInterrupt)
-    except KeyboardInterrupt:
-        pass
+        guard = SignalGuard().install()
+    except ValueError as error:
+        print(f"syvain-metrics serve: {error}", file=sys.stderr)
+        return 2
+    try:
+        stage("started")
+        args = _parser().parse_args(arguments)
+        status = serve(
+            args.host,
+            args.port,
+            args.db,
+            args.api_keys,
+            args.threads,
+            args.processes,
+            args.trusted_proxies,
+        )
+        return guard.exit_status if guard.received is not None else status
+    except Stopped:
+        return guard.exit_status
     finally:
-        if isinstance(server, Dealer):
-            server.stop()
-        else:
-            stop_server(server, None, app.faults)
-        store.close()
-    return 0
+        guard.restore()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -252,9 +325,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     Example:
         >>> main(["serve", "--port", "0"])  # doctest: +SKIP
     """
-    args = _parser().parse_args(argv)
-    if args.command == "serve":
-        return serve(args.host, args.port, args.db, args.api_keys, args.threads, args.processes)
+    arguments = sys.argv[1:] if argv is None else list(argv)
+    if arguments[:1] == ["serve"]:
+        return _guarded_serve(arguments)
+    args = _parser().parse_args(arguments)
     if args.command == "sync":
         return sync(args.spool_dir, args.api_key, args.host, args.timeout, args.other_hosts)
     return 2  # pragma: no cover - argparse rejects unknown commands

@@ -62,6 +62,7 @@ from syvain_metrics.server.limits import (
     MAX_BODY_BYTES,
     MAX_IDEMPOTENCY_KEY_LENGTH,
 )
+from syvain_metrics.server.proxies import TrustedProxies
 from syvain_metrics.server.queries import (
     AnnotationListQuery,
     CatalogQuery,
@@ -267,6 +268,8 @@ class MetricsApp:
     Args:
         store: where everything is kept.
         faults: the fault switches (a fresh, disarmed set when ``None``).
+        trusted_proxies: addresses or networks of reverse proxies whose ``X-Forwarded-*``
+            headers are believed (:mod:`~syvain_metrics.server.proxies`); none by default.
 
     Example:
         >>> from syvain_metrics.server.store import Store
@@ -275,9 +278,17 @@ class MetricsApp:
         0
     """
 
-    def __init__(self, store: Store, *, faults: Faults | None = None) -> None:
+    def __init__(
+        self,
+        store: Store,
+        *,
+        faults: Faults | None = None,
+        trusted_proxies: Iterable[str] = (),
+    ) -> None:
         self.store = store
         self.faults = faults or Faults()
+        self.trusted_proxies = TrustedProxies(trusted_proxies)
+        self._entry = self.trusted_proxies.wrap(self._answer)
         # Processes sharing the database see each other's requests in progress.
         elsewhere = RunningElsewhere(store.path) if store.shared else None
         self.idempotency = IdempotencyGate(store, elsewhere)
@@ -304,6 +315,9 @@ class MetricsApp:
         self.store.reset()
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        return self._entry(environ, start_response)
+
+    def _answer(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         try:
             answer = self.respond(environ)
         except Exception:

@@ -26,7 +26,6 @@ import contextlib
 import dataclasses
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -35,6 +34,8 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import IO
+
+from syvain_metrics.signal_guard import SignalGuard, Stopped, held, stage
 
 WORKER_START_TIMEOUT_S = 60.0
 """How long the server waits for a worker to open the database and say it is ready."""
@@ -71,6 +72,8 @@ class WorkerSettings:
     fd: int = -1
     connections: int | None = None
     """Connections the worker holds at most (``None``: :func:`~.runner.connection_limit`)."""
+    trusted_proxies: tuple[str, ...] = ()
+    """Reverse proxies whose ``X-Forwarded-*`` headers are believed."""
 
     def to_json(self) -> str:
         """The settings as one line of JSON."""
@@ -80,7 +83,13 @@ class WorkerSettings:
     def from_json(cls, text: str) -> WorkerSettings:
         """The settings :meth:`to_json` wrote."""
         raw = json.loads(text)
-        return cls(**{**raw, "api_keys": tuple(raw["api_keys"])})
+        return cls(
+            **{
+                **raw,
+                "api_keys": tuple(raw["api_keys"]),
+                "trusted_proxies": tuple(raw.get("trusted_proxies", ())),
+            }
+        )
 
 
 class Worker:
@@ -93,10 +102,17 @@ class Worker:
     """
 
     def __init__(
-        self, db: str, api_keys: Sequence[str], threads: int, connections: int | None = None
+        self,
+        db: str,
+        api_keys: Sequence[str],
+        threads: int,
+        connections: int | None = None,
+        trusted_proxies: Sequence[str] = (),
     ) -> None:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        settings = WorkerSettings(db, tuple(api_keys), threads, theirs.fileno(), connections)
+        settings = WorkerSettings(
+            db, tuple(api_keys), threads, theirs.fileno(), connections, tuple(trusted_proxies)
+        )
         self.channel = ours
         self.process = subprocess.Popen(
             [sys.executable, "-m", "syvain_metrics.server.processes"],
@@ -104,6 +120,9 @@ class Worker:
             stdout=subprocess.PIPE,
             pass_fds=(theirs.fileno(),),
             text=True,
+            # Out of the terminal's process group: Ctrl-C reaches the server alone, which
+            # stops its workers (one interrupted while importing would print a traceback).
+            start_new_session=True,
         )
         theirs.close()
         self.unconfirmed = 0
@@ -211,19 +230,22 @@ class Dealer:
         count: int,
         *,
         connections: int | None = None,
+        trusted_proxies: Sequence[str] = (),
     ) -> None:
         if not socket_pair_supported():
             raise ValueError("Serving from several processes needs a POSIX system.")
         family, _, _, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
         self.listener = socket.create_server(address, family=family, backlog=1024)
         self.effective_host, self.effective_port = self.listener.getsockname()[:2]
-        self._start = (db, tuple(api_keys), threads, connections)
+        self._start = (db, tuple(api_keys), threads, connections, tuple(trusted_proxies))
         self.workers: list[Worker] = []
         self._next = 0
         self._stopping = False
         try:
             for _ in range(count):
-                self.workers.append(Worker(*self._start))
+                with held():  # a started worker is always in the list that stop() stops
+                    self.workers.append(Worker(*self._start))
+                stage("worker-started")
             for worker in self.workers:
                 worker.wait_ready()
         except BaseException:
@@ -242,7 +264,8 @@ class Dealer:
                 flush=True,
             )
             worker.stop()
-            worker = self.workers[index] = Worker(*self._start)
+            with held():  # a started worker is always in the list that stop() stops
+                worker = self.workers[index] = Worker(*self._start)
             worker.wait_ready()
         return worker
 
@@ -266,10 +289,11 @@ class Dealer:
 
     def stop(self) -> None:
         """Stop accepting, then stop every worker (each finishes its requests first)."""
-        self._stopping = True
-        self.listener.close()
-        for worker in self.workers:
-            worker.stop()
+        with held():  # a signal while stopping does not leave a worker running
+            self._stopping = True
+            self.listener.close()
+            for worker in self.workers:
+                worker.stop()
 
 
 # -- the worker side ------------------------------------------------------------------------
@@ -278,7 +302,9 @@ class Dealer:
 def run_worker(settings: WorkerSettings) -> None:
     """Answer the connections passed over ``settings.fd`` until the server stops (SIGTERM, or
     the dealer's end of the socket closing). Runs as ``python -m
-    syvain_metrics.server.processes`` with the settings on stdin.
+    syvain_metrics.server.processes`` with the settings on stdin, under a
+    :class:`~syvain_metrics.signal_guard.SignalGuard` (a signal before "ready" ends it
+    cleanly too).
 
     Example:
         >>> run_worker(WorkerSettings.from_json(sys.stdin.readline()))  # doctest: +SKIP
@@ -286,17 +312,12 @@ def run_worker(settings: WorkerSettings) -> None:
     from waitress import wasyncore
 
     from syvain_metrics.server.app import MetricsApp
-    from syvain_metrics.server.runner import (
-        SERVE_SWITCH_INTERVAL_S,
-        make_server,
-        stop_on_sigterm,
-        stop_server,
-    )
+    from syvain_metrics.server.runner import SERVE_SWITCH_INTERVAL_S, make_server, stop_server
     from syvain_metrics.server.store import Store
 
     store = Store(settings.db, shared=True)
     store.use_api_keys(settings.api_keys)
-    app = MetricsApp(store)
+    app = MetricsApp(store, trusted_proxies=settings.trusted_proxies)
     # Its own listening socket stays unused: connections come from the dealer.
     server = make_server(
         app, "127.0.0.1", 0, threads=settings.threads, connections=settings.connections
@@ -332,22 +353,30 @@ def run_worker(settings: WorkerSettings) -> None:
 
     Handoff(channel, map=server._map)
 
-    signal.signal(signal.SIGTERM, stop_on_sigterm)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the dealer, which stops us
     sys.setswitchinterval(SERVE_SWITCH_INTERVAL_S)
-    print("ready", flush=True)
     try:
+        stage("worker-ready")
+        print("ready", flush=True)
         server.run()
     except KeyboardInterrupt:
         pass
     finally:
         # The dealer's end closing and its SIGTERM both stop us: the second must not cut
         # the first's clean stop short.
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        stop_server(server, None, app.faults)
-        store.close()
+        with held():
+            stop_server(server, None, app.faults)
+            store.close()
+
+
+def _worker_main() -> int:
+    guard = SignalGuard().install()
+    try:
+        stage("worker-begin")
+        run_worker(WorkerSettings.from_json(sys.stdin.readline()))
+    except Stopped:
+        pass
+    return guard.exit_status
 
 
 if __name__ == "__main__":
-    run_worker(WorkerSettings.from_json(sys.stdin.readline()))
-    os._exit(0)
+    os._exit(_worker_main())

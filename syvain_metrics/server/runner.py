@@ -145,6 +145,9 @@ def make_server(
         cleanup_interval=min(CLEANUP_INTERVAL_S, idle_timeout, head_timeout, body_timeout),
         max_request_body_size=RECEIVED_BODY_LIMIT,
         asyncore_use_poll=True,  # select() cannot watch descriptors past 1024
+        # waitress drops X-Forwarded-* headers unless told otherwise; with trusted proxies
+        # configured, the application believes them from those peers only.
+        clear_untrusted_proxy_headers=not app.trusted_proxies,
     )
     server = GuardedServer(
         app,

@@ -124,6 +124,8 @@ CREATE TABLE IF NOT EXISTS dashboard_logins (
     expires_at_ms INTEGER NOT NULL,
     PRIMARY KEY (kind, digest)
 );
+CREATE INDEX IF NOT EXISTS dashboard_logins_by_org
+    ON dashboard_logins (kind, org_id, expires_at_ms);
 CREATE TABLE IF NOT EXISTS idempotency (
     credential TEXT NOT NULL,
     key TEXT NOT NULL,

@@ -579,14 +579,24 @@ class Store:
 
     # -- dashboard logins (kept here only when processes share the database) -------------
 
-    def save_login(self, kind: str, digest: str, org_id: str, ttl_s: float) -> None:
-        """Keep a dashboard login secret's hash (``kind``: ``"token"`` or ``"session"``)."""
+    def save_login(
+        self, kind: str, digest: str, org_id: str, ttl_s: float, *, keep: int | None = None
+    ) -> None:
+        """Keep a dashboard login secret's hash (``kind``: ``"token"`` or ``"session"``);
+        with ``keep``, the organization's oldest of that kind past ``keep`` are dropped."""
         with self._tx() as db:
             db.execute("DELETE FROM dashboard_logins WHERE expires_at_ms <= ?", (self.now_ms(),))
             db.execute(
                 "INSERT OR REPLACE INTO dashboard_logins VALUES (?, ?, ?, ?)",
                 (kind, digest, org_id, self.now_ms() + int(ttl_s * 1000)),
             )
+            if keep is not None:
+                db.execute(
+                    "DELETE FROM dashboard_logins WHERE kind = ? AND org_id = ? AND rowid NOT IN "
+                    "(SELECT rowid FROM dashboard_logins WHERE kind = ? AND org_id = ? "
+                    "ORDER BY expires_at_ms DESC, rowid DESC LIMIT ?)",
+                    (kind, org_id, kind, org_id, keep),
+                )
 
     def find_login(self, kind: str, digest: str, *, spend: bool = False) -> str | None:
         """The organization a login secret opens (``None``: unknown or expired); ``spend``

@@ -266,7 +266,13 @@ class Dashboard:
         self._same_origin(request)
         self.access.sign_out(request.cookies.get(COOKIE_NAME))
         response = _redirect(f"{PREFIX}/login")
-        response.delete_cookie(COOKIE_NAME, path=PREFIX, httponly=True, samesite="Strict")
+        response.delete_cookie(
+            COOKIE_NAME,
+            path=PREFIX,
+            secure=request.scheme == "https",
+            httponly=True,
+            samesite="Strict",
+        )
         return response
 
     @staticmethod
