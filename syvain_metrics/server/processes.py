@@ -26,7 +26,6 @@ import collections
 import contextlib
 import dataclasses
 import json
-import math
 import os
 import selectors
 import signal
@@ -50,8 +49,9 @@ AWAITING_PER_WORKER = 64
 more until one is: they wait in the listen queue rather than be closed for a full socket."""
 HANDOVER_ACK_TIMEOUT_S = 2.0
 """How long a worker may take to confirm a connection passed to it. The dealer does not wait
-for confirmations: it passes a connection and goes on. A connection not confirmed in time is
-closed (passing it on would give one connection two readers), so its client sees a closed
+for confirmations: it passes a connection and goes on. A connection passed to a worker that is
+ending is not confirmed (the worker's socket closes instead) and goes to another worker. One
+not confirmed in time is closed (passing it on would give one connection two readers), so its client sees a closed
 connection and may retry; the worker, stopped or stuck, is passed no more connections until
 it has confirmed every one it was passed."""
 
@@ -178,31 +178,29 @@ class Worker:
 
     def read_confirmations(self) -> list[Passed]:
         """Read the confirmations that came, without waiting; the dealer closes its copy of
-        each connection taken. Returned: the connections the worker had no room for, to be
-        offered to another worker."""
-        if self.ended:
-            return []
-        try:
-            answers = self.channel.recv(4096)
-        except BlockingIOError:
-            return []
-        except OSError:
-            answers = b""
-        if not answers:  # the worker is ending: what it did not confirm, it will not serve
-            self.ended = True
-            while self.awaiting:
-                _cut(self.awaiting.popleft().connection)
-            return []
-        refused = []
-        for answer in answers:
-            if self.missed:  # already closed
-                self.missed -= 1
-            elif self.awaiting:
-                passed = self.awaiting.popleft()
-                if answer == ord("k"):
-                    passed.connection.close()
-                else:
-                    refused.append(passed)
+        each connection taken. Returned: the connections the worker did not take, to be
+        offered to another worker (it had no room for them, or it is ending)."""
+        refused: list[Passed] = []
+        while not self.ended:
+            try:
+                answers = self.channel.recv(4096)
+            except BlockingIOError:
+                break
+            except OSError:  # gone with connections still on its socket (ECONNRESET)
+                answers = b""
+            if not answers:  # the worker is ending: it confirmed all it took
+                self.ended = True
+                refused += self.awaiting
+                self.awaiting.clear()
+            for answer in answers:
+                if self.missed:  # already closed
+                    self.missed -= 1
+                elif self.awaiting:
+                    passed = self.awaiting.popleft()
+                    if answer == ord("k"):
+                        passed.connection.close()
+                    else:
+                        refused.append(passed)
         return refused
 
     def close_unconfirmed(self, now: float) -> None:
@@ -382,7 +380,9 @@ class Dealer:
         passed.connection.close()
 
     def _replace_ended(self) -> None:
-        """Start a worker in the place of each one that ended."""
+        """Start a worker in the place of each one that ended, and deal again the
+        connections it did not take."""
+        untaken: list[Passed] = []
         for index, worker in enumerate(self.workers):
             if worker.alive:
                 continue
@@ -394,7 +394,7 @@ class Dealer:
             )
             with contextlib.suppress(KeyError, ValueError):  # unwatched once its socket closed
                 self._selector.unregister(worker.channel)
-            worker.close_unconfirmed(math.inf)  # it will never serve them
+            untaken += worker.read_confirmations()  # up to its end
             worker.stop()
             try:
                 worker = Worker(*self._start)
@@ -404,6 +404,8 @@ class Dealer:
                 continue
             self.workers[index] = worker
             self._selector.register(worker.channel, selectors.EVENT_READ, worker)
+        for passed in untaken:
+            self._deal(passed)
 
     def stop(self) -> None:
         """Stop accepting, then stop every worker (each finishes its requests first)."""
