@@ -178,13 +178,20 @@ def start_server(
     directory: Path, processes: int, server_path: str | None
 ) -> tuple[subprocess.Popen[str], int]:
     environment = dict(os.environ)
-    environment["PYTHONPATH"] = server_path or str(Path(__file__).resolve().parents[1])
+    checkout = server_path or str(Path(__file__).resolve().parents[1])
+    environment["PYTHONPATH"] = checkout
     command = [sys.executable, "-m", "syvain_metrics.cli", "serve", "--host", HOST, "--port"]
     command += ["0", "--db", str(directory / "metrics.sqlite"), "--api-key", API_KEY]
     if processes > 1:
         command += ["--processes", str(processes)]
+    # Run from the checkout too: ``python -m`` puts the working directory first on sys.path.
     server = subprocess.Popen(
-        command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=environment
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env=environment,
+        cwd=checkout,
     )
     assert server.stdout is not None
     found = re.search(r"at http://127\.0\.0\.1:(\d+)", server.stdout.readline())

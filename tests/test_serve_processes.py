@@ -239,6 +239,7 @@ def test_a_full_worker_makes_room_and_a_connection_no_worker_takes_is_closed(
         dealer.stop()
 
 
+<<<<<<< HEAD
 def _started_at(pid: int) -> str | None:
     """A running process's start time (another process given the same pid has another)."""
     try:
@@ -246,6 +247,52 @@ def _started_at(pid: int) -> str | None:
     except OSError:
         return None
     return None if fields[0] == "Z" else fields[19]
+=======
+def _waits_for_a_lock(pid: int) -> bool:
+    """Whether process ``pid`` waits for a file lock (``->`` marks waiters in /proc/locks)."""
+    return any(
+        "->" in line and f" {pid} " in line for line in Path("/proc/locks").read_text().splitlines()
+    )
+
+
+def test_a_connection_a_busy_worker_cannot_take_goes_to_the_other(tmp_path: Path) -> None:
+    from syvain_metrics.server.processes import Dealer
+
+    db = str(tmp_path / "metrics.sqlite")
+    store = Store(db, shared=True)
+    keys = store.use_api_keys([API_KEY])
+    dealer = Dealer("127.0.0.1", 0, db, keys, 2, 2, connections=1)
+    threading.Thread(target=dealer.run, daemon=True).start()
+    address = ("127.0.0.1", dealer.effective_port)
+    body = b'{"slug": "waiting", "metadata": {}}'
+    try:
+        with store.transaction():  # every worker's write waits for its turn
+            busy = socket.create_connection(address, timeout=30)  # to the first worker
+            busy.sendall(
+                b"POST /api/v1/experiments HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
+                + f"Authorization: Bearer {API_KEY}\r\nContent-Type: application/json\r\n".encode()
+                + f"Content-Length: {len(body)}\r\n\r\n".encode()
+                + body
+            )
+            deadline = time.monotonic() + 30
+            while not _waits_for_a_lock(dealer.workers[0].process.pid):
+                assert time.monotonic() < deadline, "the request never began to be answered"
+                time.sleep(0.05)
+            # The second worker's one connection sends nothing; the first's is answering.
+            silent = socket.create_connection(address, timeout=30)
+            with socket.create_connection(address, timeout=30) as new:  # to the first again
+                assert _status_over(new).startswith(b"HTTP/1.1 200")
+            assert silent.recv(64) == b""  # it made room
+            silent.close()
+        answer = b""
+        while chunk := busy.recv(65536):
+            answer += chunk
+        busy.close()
+        assert answer.startswith(b"HTTP/1.1 200")  # its turn came: answered, never cut
+    finally:
+        dealer.stop()
+        store.close()
+>>>>>>> i19-server
 
 
 def test_sigterm_ends_the_server_and_its_workers(served: Served) -> None:

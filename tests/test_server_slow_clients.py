@@ -398,3 +398,22 @@ def test_a_stopped_worker_is_passed_no_new_connections(dealer: Any) -> None:
     statuses = _statuses(address, 8)
     assert statuses.count(200) >= 7, statuses
     assert set(statuses) <= {200, None}
+
+
+@posix_only
+def test_a_stopped_worker_holds_up_no_other_connection(
+    dealer: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from syvain_metrics.server import processes
+
+    # Longer than any wait below: a dealer waiting for the stopped worker would fail them.
+    monkeypatch.setattr(processes, "HANDOVER_ACK_TIMEOUT_S", 4 * HANG)
+    address = ("127.0.0.1", dealer.effective_port)
+    os.kill(dealer.workers[0].process.pid, signal.SIGSTOP)
+    with socket.create_connection(address, timeout=HANG) as first:  # dealt to the first worker
+        first.sendall(STATUS_HEAD.encode() + b"Connection: close\r\n\r\n")
+        assert _statuses(address, 3) == [200] * 3  # the other worker, while the first waits
+        os.kill(dealer.workers[0].process.pid, signal.SIGCONT)
+        answer = ended(first, HANG)  # confirmed late, within the deadline: served
+    assert answer is not None
+    assert answer.startswith(b"HTTP/1.1 200")

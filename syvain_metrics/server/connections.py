@@ -298,11 +298,27 @@ class GuardedServer(TcpWSGIServer):  # type: ignore[misc]
             if deadline is not None and moment >= deadline:
                 channel.time_out()
 
+    @property
+    def accepts_per_pass(self) -> int:
+        """Connections taken at most each time the serving loop finds some waiting (see
+        :data:`ACCEPTS_PER_PASS`).
+
+        Example:
+            >>> from syvain_metrics.server.app import MetricsApp
+            >>> from syvain_metrics.server.runner import make_server
+            >>> from syvain_metrics.server.store import Store
+            >>> server = make_server(MetricsApp(Store()), "127.0.0.1", 0, per_client=8)
+            >>> server.accepts_per_pass
+            2
+            >>> server.close()
+        """
+        return min(ACCEPTS_PER_PASS, max(1, self.per_client // 4))
+
     def handle_accept(self) -> None:
         # Several at a time (waitress takes one per pass of its loop): a client that opens
         # connections as fast as they are closed for others keeps the listen queue full, and
         # a new client waits for every connection queued before its own.
-        for _ in range(min(ACCEPTS_PER_PASS, max(1, self.per_client // 4))):
+        for _ in range(self.accepts_per_pass):
             try:
                 accepted = self.accept()
                 if accepted is None:

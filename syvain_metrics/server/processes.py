@@ -22,10 +22,16 @@ Example:
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import dataclasses
 import json
 import os
+<<<<<<< HEAD
+=======
+import selectors
+import signal
+>>>>>>> i19-server
 import socket
 import subprocess
 import sys
@@ -41,13 +47,18 @@ WORKER_START_TIMEOUT_S = 60.0
 """How long the server waits for a worker to open the database and say it is ready."""
 WORKER_STOP_GRACE_S = 10.0
 """How long a stopping worker may take to finish the requests it is answering."""
+ACCEPTS_PER_TURN = 64
+"""Connections the dealer accepts before it reads the workers' confirmations again."""
+AWAITING_PER_WORKER = 64
+"""Connections passed to a worker and not confirmed yet past which the dealer accepts no
+more until one is: they wait in the listen queue rather than be closed for a full socket."""
 HANDOVER_ACK_TIMEOUT_S = 2.0
-"""How long the dealer waits for a worker to confirm it took a connection. A connection
-passed to a worker that is ending is not confirmed (the worker's socket closes instead) and
-goes to the next worker. One not confirmed in time is closed (passing it on would give one
-connection two readers), so its client sees a closed connection and may retry; the worker,
-stopped or stuck, is passed no more connections until it has confirmed every one it was
-passed."""
+"""How long a worker may take to confirm a connection passed to it. The dealer does not wait
+for confirmations: it passes a connection and goes on. A connection passed to a worker that is
+ending is not confirmed (the worker's socket closes instead) and goes to another worker. One
+not confirmed in time is closed (passing it on would give one connection two readers), so its client sees a closed
+connection and may retry; the worker, stopped or stuck, is passed no more connections until
+it has confirmed every one it was passed."""
 
 
 def socket_pair_supported() -> bool:
@@ -92,12 +103,29 @@ class WorkerSettings:
         )
 
 
+@dataclass
+class Passed:
+    """A connection passed to a worker and not confirmed yet.
+
+    Example:
+        >>> with socket.socket() as connection:
+        ...     Passed(connection, sent=0.0).tried
+        ()
+    """
+
+    connection: socket.socket
+    sent: float
+    """When it was passed (:func:`time.monotonic`)."""
+    tried: tuple[Worker, ...] = ()
+    """The workers it was passed to, the last one included."""
+
+
 class Worker:
     """One worker process and the Unix socket its connections are passed over.
 
     Example:
         >>> worker = Worker("metrics.sqlite", ["ak_local_demo"], threads=8)  # doctest: +SKIP
-        >>> worker.wait_ready(); worker.hand_over(connection)  # doctest: +SKIP
+        >>> worker.wait_ready(); worker.pass_on(Passed(connection, time.monotonic()))  # doctest: +SKIP
         True
     """
 
@@ -125,8 +153,15 @@ class Worker:
             start_new_session=True,
         )
         theirs.close()
-        self.unconfirmed = 0
-        """Connections passed to the worker and not confirmed in time."""
+        self.channel.setblocking(False)  # the dealer never waits for one worker
+        self.awaiting: collections.deque[Passed] = collections.deque()
+        """Connections passed and not confirmed yet, oldest first (confirmations come in
+        the order the connections were passed)."""
+        self.missed = 0
+        """Connections closed because the worker did not confirm them in time, and whose
+        confirmations have not come yet."""
+        self.ended = False
+        """Its end of the socket closed: the worker is ending."""
         assert self.process.stdin is not None
         assert self.process.stdout is not None
         # The keys travel on a pipe, never on a command line other users can read.
@@ -146,43 +181,61 @@ class Worker:
         """Whether the worker process is still running."""
         return self.process.poll() is None
 
+    @property
     def answering(self) -> bool:
-        """Whether the worker has confirmed every connection passed to it (confirmations
-        that came late are read here, without waiting)."""
-        while self.unconfirmed:
-            try:
-                self.channel.setblocking(False)
-                late = self.channel.recv(self.unconfirmed)
-            except OSError:  # none yet (BlockingIOError), or the worker is gone
-                return False
-            if not late:
-                return False
-            self.unconfirmed -= len(late)
-        return True
+        """Whether the worker may be passed connections: running, and it confirmed in time
+        every connection passed to it (or has confirmed, late, each one it missed)."""
+        return not self.ended and self.missed == 0
 
-    def hand_over(self, connection: socket.socket) -> bool:
-        """Pass an accepted connection to the worker; ``False`` if it did not take it (it is
-        gone, has not answered since :data:`HANDOVER_ACK_TIMEOUT_S` passed, or has no room).
-        ``True`` also when it did not confirm in time: the connection is then closed."""
-        if not self.answering():
-            return False
+    def pass_on(self, passed: Passed) -> bool:
+        """Pass a connection to the worker without waiting for its confirmation; ``False``
+        if it could not be sent (the worker is gone, or so far behind that its socket is
+        full)."""
         try:
-            self.channel.settimeout(HANDOVER_ACK_TIMEOUT_S)
-            socket.send_fds(self.channel, [b"c"], [connection.fileno()])
-        except OSError:  # not sent (gone, or so far behind that its socket is full)
-            return False
-        try:
-            return self.channel.recv(1) == b"k"
-        except TimeoutError:
-            self.unconfirmed += 1
-            with contextlib.suppress(OSError):
-                connection.shutdown(socket.SHUT_RDWR)  # its client sees the end, not a hang
-            return True
+            socket.send_fds(self.channel, [b"c"], [passed.connection.fileno()])
         except OSError:
             return False
+        passed.tried += (self,)
+        self.awaiting.append(passed)
+        return True
+
+    def read_confirmations(self) -> list[Passed]:
+        """Read the confirmations that came, without waiting; the dealer closes its copy of
+        each connection taken. Returned: the connections the worker did not take, to be
+        offered to another worker (it had no room for them, or it is ending)."""
+        refused: list[Passed] = []
+        while not self.ended:
+            try:
+                answers = self.channel.recv(4096)
+            except BlockingIOError:
+                break
+            except OSError:  # gone with connections still on its socket (ECONNRESET)
+                answers = b""
+            if not answers:  # the worker is ending: it confirmed all it took
+                self.ended = True
+                refused += self.awaiting
+                self.awaiting.clear()
+            for answer in answers:
+                if self.missed:  # already closed
+                    self.missed -= 1
+                elif self.awaiting:
+                    passed = self.awaiting.popleft()
+                    if answer == ord("k"):
+                        passed.connection.close()
+                    else:
+                        refused.append(passed)
+        return refused
+
+    def close_unconfirmed(self, now: float) -> None:
+        """Close the connections passed :data:`HANDOVER_ACK_TIMEOUT_S` or more before
+        ``now`` and not confirmed, so their clients see them end rather than hang."""
+        while self.awaiting and now - self.awaiting[0].sent >= HANDOVER_ACK_TIMEOUT_S:
+            _cut(self.awaiting.popleft().connection)
+            self.missed += 1
 
     def stop(self) -> None:
         """Ask the worker to finish (SIGTERM), then wait; kill it if it does not."""
+        self.ended = True
         self.channel.close()
         if self.process.poll() is None:
             self.process.terminate()
@@ -194,6 +247,14 @@ class Worker:
         self._stdout.close()
 
 
+def _cut(connection: socket.socket) -> None:
+    """End a connection for every process holding it (a worker may have it, unread, on its
+    socket), then close this copy."""
+    with contextlib.suppress(OSError):
+        connection.shutdown(socket.SHUT_RDWR)
+    connection.close()
+
+
 def _read_line(stream: IO[str], timeout: float) -> str:
     line: list[str] = []
     reader = threading.Thread(target=lambda: line.append(stream.readline()), daemon=True)
@@ -203,8 +264,10 @@ def _read_line(stream: IO[str], timeout: float) -> str:
 
 
 class Dealer:
-    """Listens on ``host:port`` (port 0: any free one) and passes each connection to the next
-    of ``count`` worker processes, started on the database file ``db``.
+    """Listens on ``host:port`` (port 0: any free one) and passes each connection to one of
+    ``count`` worker processes, started on the database file ``db``: the one awaiting fewest
+    confirmations, taking turns among equals. It never waits for a worker: confirmations are
+    read as they come, between connections.
 
     Call :meth:`run` to serve, :meth:`stop` to end (it stops the workers too). Each worker holds
     ``connections`` at most (default :func:`~.runner.connection_limit`) and makes room for a new
@@ -236,11 +299,13 @@ class Dealer:
             raise ValueError("Serving from several processes needs a POSIX system.")
         family, _, _, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
         self.listener = socket.create_server(address, family=family, backlog=1024)
+        self.listener.setblocking(False)
         self.effective_host, self.effective_port = self.listener.getsockname()[:2]
         self._start = (db, tuple(api_keys), threads, connections, tuple(trusted_proxies))
         self.workers: list[Worker] = []
         self._next = 0
         self._stopping = False
+        self._selector = selectors.DefaultSelector()
         try:
             for _ in range(count):
                 with held():  # a started worker is always in the list that stop() stops
@@ -251,19 +316,113 @@ class Dealer:
         except BaseException:
             self.stop()
             raise
+        for worker in self.workers:
+            self._selector.register(worker.channel, selectors.EVENT_READ, worker)
+        self._selector.register(self.listener, selectors.EVENT_READ)
+        self._accepting = True
 
-    def _worker(self) -> Worker:
-        index = self._next % len(self.workers)
+    def run(self) -> None:
+        """Deal connections until :meth:`stop` (or Ctrl-C)."""
+        try:
+            while not self._stopping:
+                self._turn()
+        except (OSError, ValueError):
+            if not self._stopping:
+                raise
+            # stop() from another thread closed what this loop was using.
+        finally:
+            for worker in self.workers:  # each took or will never take its copy
+                for passed in worker.awaiting:
+                    passed.connection.close()
+
+    def _turn(self) -> None:
+        """Read the confirmations that came, close the connections not confirmed in time,
+        then deal the connections waiting to be accepted."""
+        refused: list[Passed] = []
+        for key, _ in self._selector.select(self._wait()):
+            if isinstance(key.data, Worker):
+                refused += key.data.read_confirmations()
+                if key.data.ended:  # its socket stays readable: stop watching it
+                    self._selector.unregister(key.fileobj)
+        now = time.monotonic()
+        for worker in self.workers:
+            worker.close_unconfirmed(now)
+        for passed in refused:
+            self._deal(passed)
+        if not self._accept_while(self._room()):
+            return
+        # A few at a time: confirmations are read in between, so none waits long.
+        for _ in range(ACCEPTS_PER_TURN):
+            if not self._room():
+                return
+            try:
+                connection, _ = self.listener.accept()
+            except BlockingIOError:
+                return
+            except OSError:
+                if not self._stopping:
+                    time.sleep(0.05)  # out of descriptors, say: do not spin
+                return
+            self._replace_ended()
+            self._deal(Passed(connection, time.monotonic()))
+
+    def _room(self) -> bool:
+        """Whether a connection accepted now would be passed at once (or closed at once: no
+        worker is answering)."""
+        answering = [worker for worker in self.workers if worker.answering]
+        return not answering or any(
+            len(worker.awaiting) < AWAITING_PER_WORKER for worker in answering
+        )
+
+    def _accept_while(self, room: bool) -> bool:
+        """Watch the listener only while there is room (it stays readable while full)."""
+        if room != self._accepting:
+            if room:
+                self._selector.register(self.listener, selectors.EVENT_READ)
+            else:
+                self._selector.unregister(self.listener)
+            self._accepting = room
+        return room
+
+    def _wait(self) -> float:
+        """Seconds until a confirmation is due (at most 1, to see :meth:`stop` from another
+        thread)."""
+        due = [worker.awaiting[0].sent for worker in self.workers if worker.awaiting]
+        if not due:
+            return 1.0
+        return max(0.0, min(1.0, min(due) + HANDOVER_ACK_TIMEOUT_S - time.monotonic()))
+
+    def _deal(self, passed: Passed) -> None:
+        """Pass a connection to the answering worker awaiting fewest confirmations that has
+        not had it yet; close it if none takes it."""
+        start = self._next % len(self.workers)
         self._next += 1
-        worker = self.workers[index]
-        if not worker.alive:
+        turns = self.workers[start:] + self.workers[:start]
+        for worker in sorted(turns, key=lambda worker: len(worker.awaiting)):  # stable
+            if worker.answering and worker not in passed.tried:
+                passed.sent = time.monotonic()
+                if worker.pass_on(passed):
+                    return
+        passed.connection.close()
+
+    def _replace_ended(self) -> None:
+        """Start a worker in the place of each one that ended, and deal again the
+        connections it did not take."""
+        untaken: list[Passed] = []
+        for index, worker in enumerate(self.workers):
+            if worker.alive:
+                continue
             print(
                 f"syvain-metrics serve: worker {worker.process.pid} ended "
                 f"(status {worker.process.returncode}); starting another",
                 file=sys.stderr,
                 flush=True,
             )
+            with contextlib.suppress(KeyError, ValueError):  # unwatched once its socket closed
+                self._selector.unregister(worker.channel)
+            untaken += worker.read_confirmations()  # up to its end
             worker.stop()
+<<<<<<< HEAD
             with held():  # a started worker is always in the list that stop() stops
                 worker = self.workers[index] = Worker(*self._start)
             worker.wait_ready()
@@ -272,28 +431,34 @@ class Dealer:
     def run(self) -> None:
         """Deal connections until :meth:`stop` (or Ctrl-C)."""
         while True:
+=======
+>>>>>>> i19-server
             try:
-                connection, _ = self.listener.accept()
-            except OSError:
-                if self._stopping:
-                    return
-                time.sleep(0.05)  # out of descriptors, say: do not spin
+                worker = Worker(*self._start)
+                worker.wait_ready()
+            except OSError as error:  # tried again at the next connection
+                print(f"syvain-metrics serve: {error}", file=sys.stderr, flush=True)
                 continue
-            with connection:  # closed here once a worker has its own copy, or none took it
-                try:
-                    for _ in range(len(self.workers)):
-                        if self._worker().hand_over(connection):
-                            break
-                except OSError as error:  # a worker could not be started again
-                    print(f"syvain-metrics serve: {error}", file=sys.stderr, flush=True)
+            self.workers[index] = worker
+            self._selector.register(worker.channel, selectors.EVENT_READ, worker)
+        for passed in untaken:
+            self._deal(passed)
 
     def stop(self) -> None:
         """Stop accepting, then stop every worker (each finishes its requests first)."""
+<<<<<<< HEAD
         with held():  # a signal while stopping does not leave a worker running
             self._stopping = True
             self.listener.close()
             for worker in self.workers:
                 worker.stop()
+=======
+        self._stopping = True
+        self.listener.close()
+        for worker in self.workers:
+            worker.stop()
+        self._selector.close()
+>>>>>>> i19-server
 
 
 # -- the worker side ------------------------------------------------------------------------
@@ -327,13 +492,18 @@ def run_worker(settings: WorkerSettings) -> None:
 
     class Handoff(wasyncore.dispatcher):  # type: ignore[misc]
         def handle_read(self) -> None:
-            try:
-                _, fds, _, _ = socket.recv_fds(channel, 16, 16)
-            except BlockingIOError:
-                return
-            if not fds:  # the dealer is gone
-                self.close()
-                raise KeyboardInterrupt
+            # Several at a time, as the server takes connections from its own listener.
+            for _ in range(server.accepts_per_pass):
+                try:
+                    _, fds, _, _ = socket.recv_fds(channel, 16, 16)
+                except BlockingIOError:
+                    return
+                if not fds:  # the dealer is gone
+                    self.close()
+                    raise KeyboardInterrupt
+                self.take(fds)
+
+        def take(self, fds: list[int]) -> None:
             for fd in fds:
                 connection = socket.socket(fileno=fd)
                 try:
