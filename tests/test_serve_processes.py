@@ -18,6 +18,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -239,7 +240,6 @@ def test_a_full_worker_makes_room_and_a_connection_no_worker_takes_is_closed(
         dealer.stop()
 
 
-<<<<<<< HEAD
 def _started_at(pid: int) -> str | None:
     """A running process's start time (another process given the same pid has another)."""
     try:
@@ -247,7 +247,8 @@ def _started_at(pid: int) -> str | None:
     except OSError:
         return None
     return None if fields[0] == "Z" else fields[19]
-=======
+
+
 def _waits_for_a_lock(pid: int) -> bool:
     """Whether process ``pid`` waits for a file lock (``->`` marks waiters in /proc/locks)."""
     return any(
@@ -292,7 +293,6 @@ def test_a_connection_a_busy_worker_cannot_take_goes_to_the_other(tmp_path: Path
     finally:
         dealer.stop()
         store.close()
->>>>>>> i19-server
 
 
 def test_sigterm_ends_the_server_and_its_workers(served: Served) -> None:

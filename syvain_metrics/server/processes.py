@@ -27,11 +27,7 @@ import contextlib
 import dataclasses
 import json
 import os
-<<<<<<< HEAD
-=======
 import selectors
-import signal
->>>>>>> i19-server
 import socket
 import subprocess
 import sys
@@ -422,43 +418,25 @@ class Dealer:
                 self._selector.unregister(worker.channel)
             untaken += worker.read_confirmations()  # up to its end
             worker.stop()
-<<<<<<< HEAD
-            with held():  # a started worker is always in the list that stop() stops
-                worker = self.workers[index] = Worker(*self._start)
-            worker.wait_ready()
-        return worker
-
-    def run(self) -> None:
-        """Deal connections until :meth:`stop` (or Ctrl-C)."""
-        while True:
-=======
->>>>>>> i19-server
             try:
-                worker = Worker(*self._start)
+                with held():  # a started worker is always in the list that stop() stops
+                    worker = self.workers[index] = Worker(*self._start)
                 worker.wait_ready()
             except OSError as error:  # tried again at the next connection
                 print(f"syvain-metrics serve: {error}", file=sys.stderr, flush=True)
                 continue
-            self.workers[index] = worker
             self._selector.register(worker.channel, selectors.EVENT_READ, worker)
         for passed in untaken:
             self._deal(passed)
 
     def stop(self) -> None:
         """Stop accepting, then stop every worker (each finishes its requests first)."""
-<<<<<<< HEAD
         with held():  # a signal while stopping does not leave a worker running
             self._stopping = True
             self.listener.close()
             for worker in self.workers:
                 worker.stop()
-=======
-        self._stopping = True
-        self.listener.close()
-        for worker in self.workers:
-            worker.stop()
-        self._selector.close()
->>>>>>> i19-server
+            self._selector.close()
 
 
 # -- the worker side ------------------------------------------------------------------------
