@@ -5,8 +5,9 @@ Shown against real servers on 127.0.0.1, with the limits scaled down: a head or 
 a byte at a time is cut at its deadline (a 408 in the envelope, then the connection ends),
 blank lines do not hold a connection either, a kept-alive connection still waits for the
 idle timeout; a client at its limit loses its connection that waited longest, not its new
-one; a slowloris of 150 connections from the same address leaves normal requests served, in
-one process and with two worker processes; a stopped worker is passed no new connections and
+one; a slowloris of 150 connections leaves another address's requests answered first time
+and the SDK's calls from its own address served, in one process, and normal requests served
+with two worker processes; a stopped worker is passed no new connections and
 gets them again once it answers.
 
 Timings only bound how long a test may wait (a hang detector); what is asserted is what the
@@ -31,6 +32,7 @@ from typing import Any
 import pytest
 import requests
 
+import syvain_metrics as sm
 from syvain_metrics.server import MetricsApp, Store
 from syvain_metrics.server.runner import make_server, stop_server
 
@@ -259,8 +261,10 @@ class Slowloris:
     """``count`` connections from this address, each sending one more header byte every
     ``every`` seconds; one the server ends is opened again, as the attack tool would."""
 
-    def __init__(self, address: tuple[str, int], count: int, every: float) -> None:
-        self.address, self.count, self.every = address, count, every
+    def __init__(
+        self, address: tuple[str, int], count: int, every: float, source: str = "127.0.0.1"
+    ) -> None:
+        self.address, self.count, self.every, self.source = address, count, every, source
         self.cut = 0
         self.opened = 0
         self._stop = threading.Event()
@@ -276,7 +280,9 @@ class Slowloris:
 
     def _open(self) -> socket.socket | None:
         try:
-            connection = socket.create_connection(self.address, timeout=HANG)
+            connection = socket.create_connection(
+                self.address, timeout=HANG, source_address=(self.source, 0)
+            )
             connection.sendall(b"GET /api/v1/auth/status HTTP/1.1\r\nHost: x\r\n")
         except OSError:
             return None
@@ -318,11 +324,13 @@ class Slowloris:
         return True
 
 
-def test_a_slowloris_from_one_address_leaves_normal_requests_served() -> None:
+def test_a_slowloris_from_another_address_leaves_this_one_served_at_once() -> None:
     # Scaled down from 2,000 slow connections against 1,000 slots: 150 against 60, at most 30
-    # per client address, heads due within 2 s.
+    # per client address, heads due within 2 s. The attack comes from 127.0.0.2 (loopback
+    # too): its connections only ever push out its own, so every plain request from
+    # 127.0.0.1 is answered, first time.
     with serving(connections=60, per_client=30, head_timeout=2, idle_timeout=30) as address:
-        with Slowloris(address, count=150, every=0.5) as attack:
+        with Slowloris(address, count=150, every=0.5, source="127.0.0.2") as attack:
             while attack.opened < 150:
                 time.sleep(0.05)
             statuses = []
@@ -331,6 +339,24 @@ def test_a_slowloris_from_one_address_leaves_normal_requests_served() -> None:
                 time.sleep(0.2)
         assert statuses == [200] * 20
         assert attack.cut > 0  # the server ends slow connections
+
+
+def test_a_slowloris_from_the_same_address_leaves_the_sdks_calls_served() -> None:
+    # The harshest case: attack and client share an address, so a fresh connection of the
+    # client's may be pushed out before its head is read (when the server's thread runs
+    # first); the SDK then calls again on a new connection, and every call succeeds.
+    with serving(connections=60, per_client=30, head_timeout=2, idle_timeout=30) as address:
+        host = f"http://{address[0]}:{address[1]}"
+        with Slowloris(address, count=150, every=0.5) as attack:
+            while attack.opened < 150:
+                time.sleep(0.05)
+            with sm.Session(API_KEY, host=host, spool_dir=None, timeout=5) as session:
+                kinds = []
+                for _ in range(20):
+                    kinds.append(sm.whoami(session=session).kind)
+                    time.sleep(0.2)
+        assert kinds == ["api_key"] * 20
+        assert attack.cut > 0
 
 
 # -- with worker processes ----------------------------------------------------------------
