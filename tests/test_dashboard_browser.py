@@ -408,7 +408,10 @@ def test_the_quickstart_prints_a_link_to_the_run_it_made(browser: Any, tmp_path:
                 lines.append(line)
                 if line.startswith("dashboard: "):
                     link = line.removeprefix("dashboard: ").strip()
-        assert link is not None, "".join(lines)
+        if link is None:
+            process.kill()
+            _, errors = process.communicate(timeout=30)
+            pytest.fail(f"no dashboard link in:\n{''.join(lines)}\nstderr:\n{errors}")
         slug = re.search(r"^(quickstart-\S+-lr0\.01): done", "".join(lines), re.M)
         assert slug is not None
         tab = Tab(browser)
