@@ -270,31 +270,27 @@ def _watch(connection: Any) -> None:
             exchange.watch(sock)
 
 
-class _WatchedConnection(HTTPConnection):
+class _Watched:
     # Watched before connecting (the socket of the moment is shut when the deadline passes,
     # so a TLS or HTTP/2 handshake is cut too) and after. Arguments are passed through as
     # they come: urllib3 and urllib3-future differ in them.
     def connect(self, *args: Any, **kwargs: Any) -> Any:
         _watch(self)
-        result = super().connect(*args, **kwargs)
+        result = super().connect(*args, **kwargs)  # type: ignore[misc]
         _watch(self)
         return result
 
     def request(self, *args: Any, **kwargs: Any) -> Any:
         _watch(self)  # a kept-alive connection: connect() is not called again
-        return super().request(*args, **kwargs)
+        return super().request(*args, **kwargs)  # type: ignore[misc]
 
 
-class _WatchedHTTPSConnection(HTTPSConnection):
-    def connect(self, *args: Any, **kwargs: Any) -> Any:
-        _watch(self)
-        result = super().connect(*args, **kwargs)
-        _watch(self)
-        return result
+class _WatchedConnection(_Watched, HTTPConnection):
+    pass
 
-    def request(self, *args: Any, **kwargs: Any) -> Any:
-        _watch(self)
-        return super().request(*args, **kwargs)
+
+class _WatchedHTTPSConnection(_Watched, HTTPSConnection):
+    pass
 
 
 class _HTTPPool(urllib3.HTTPConnectionPool):
