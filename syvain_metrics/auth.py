@@ -271,8 +271,10 @@ def resolve_credentials(
         >>> resolve_credentials("  ak_org_1  ").host
         'https://metrics.syvain.com'
     """
-    if isinstance(api_key, Secret):
-        api_key = api_key.reveal()  # ends in a Secret again below, and this name is deleted
+    if isinstance(api_key, Secret):  # hide_key() leaves an exact mode name a str
+        if api_key.reveal().strip() in _CLI_MODES:
+            return load_cli_credentials(api_key.reveal().strip(), host=host)
+        return _key_credentials(api_key, host)
     if api_key is not None and not isinstance(api_key, str):
         raise MetricsApiAuthError("Metrics API key must be a string.")
     if api_key in _CLI_MODES:
@@ -290,9 +292,14 @@ def resolve_credentials(
     del api_key
     if given.reveal() in _CLI_MODES:
         return load_cli_credentials(given.reveal(), host=host)
-    if not given:
+    return _key_credentials(given, host)
+
+
+def _key_credentials(key: Secret, host: str | None) -> Credentials:
+    key = Secret(key.reveal().strip())
+    if not key:
         raise MetricsApiAuthError("Metrics API key must not be empty.")
-    problem = _key_problem(given.reveal(), "Metrics API key")
+    problem = _key_problem(key.reveal(), "Metrics API key")
     if problem is not None:
         raise MetricsApiAuthError(problem)
-    return Credentials(api_key=given, host=normalize_host(host) if host else PRODUCTION_HOST)
+    return Credentials(api_key=key, host=normalize_host(host) if host else PRODUCTION_HOST)

@@ -555,6 +555,9 @@ class Session:
                 )
                 status = response.status_code
                 if 300 <= status < 400:
+                    # Unwatched first: close() hands the connection back to the pool, where
+                    # another thread's exchange may take it before this block ends.
+                    exchange.finish()
                     response.close()  # the body is not wanted; the connection is not reused
                     return _Outcome(error=_redirect_error(response, operation), retryable=False)
                 limit = self.max_response_bytes if status < 400 else ERROR_BODY_MAX
