@@ -23,6 +23,12 @@ def main() -> int:
         if match := LOWER.match(line):
             name = re.sub(r"\[.*\]", "", match.group(1)).lower()
             pins[name] = match.group(2)
+        elif re.search(r"[<>=!~;,]", line):
+            # A range, a marker or an exact pin: its lower bound cannot be read off here.
+            print(
+                f"lowest_pins.py: cannot read a lower bound from {line.strip()!r}", file=sys.stderr
+            )
+            return 1
     for name, version in sorted(pins.items()):
         print(f"{name}=={version}")
     return 0
