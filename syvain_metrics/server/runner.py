@@ -124,8 +124,9 @@ def make_server(
 
     ``idle_timeout``, ``head_timeout``, ``body_timeout`` (whole seconds), ``connections``
     (default :func:`connection_limit`) and ``per_client`` (connections of one client address,
-    default :data:`~.limits.CONNECTIONS_PER_CLIENT` or ``connections`` if fewer) are there for
-    tests of the limits; the defaults are the local server's choices.
+    default :data:`~.limits.CONNECTIONS_PER_CLIENT` or ``connections`` if fewer; not applied
+    to ``app.trusted_proxies``) are there for tests of the limits; the defaults are the local
+    server's choices.
     ``app.faults.refuse_connections()`` is honoured: a refused connection is closed as
     soon as it is accepted, before any request is read.
     """
@@ -155,6 +156,7 @@ def make_server(
         head_timeout=head_timeout,
         body_timeout=body_timeout,
         per_client=min(per_client or CONNECTIONS_PER_CLIENT, limit),
+        trusted_proxies=app.trusted_proxies,
     )
     _refuse_when_asked(server, app.faults)
     return server
