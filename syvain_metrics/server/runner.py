@@ -24,7 +24,6 @@ import json
 import logging
 import resource
 import threading
-from types import FrameType
 from typing import Any
 
 from syvain_metrics.server.app import MetricsApp
@@ -61,17 +60,6 @@ write can stretch across many of them while other requests wait for the write lo
 loop of SQLite inserts ran 8-9x slower next to one busy thread at 5 ms, 1.5x at 0.1 ms).
 An embedded :class:`~syvain_metrics.testing.LocalServer` leaves its host process's setting
 alone."""
-
-
-def stop_on_sigterm(signum: int, frame: FrameType | None) -> None:
-    """A SIGTERM handler for a serving process: it stops as after Ctrl-C (waitress ends its
-    loop cleanly on ``KeyboardInterrupt``).
-
-    Example:
-        >>> import signal
-        >>> signal.signal(signal.SIGTERM, stop_on_sigterm)  # doctest: +SKIP
-    """
-    raise KeyboardInterrupt
 
 
 class _QuietBrokenAnswers(logging.Filter):
