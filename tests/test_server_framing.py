@@ -111,6 +111,12 @@ STATUS = f"GET /api/v1/auth/status HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer 
         pytest.param(
             "Transfer-Encoding: chunked\r\nContent-Length: 30\r\n", 400, "bad_request", id="cl"
         ),
+        # Field names in any case spelling, and a value continued on a folded line.
+        pytest.param(
+            "TRANSFER-ENCODING: chunked\r\ncontent-length: 30\r\n", 400, "bad_request", id="CL"
+        ),
+        pytest.param("tRANSFER-eNCODING: xchunked\r\n", 400, "bad_request", id="case"),
+        pytest.param("Transfer-Encoding: chunked,\r\n identity\r\n", 400, "bad_request", id="fold"),
     ],
 )
 def test_a_transfer_encoding_the_server_cannot_follow_is_answered_then_closed(

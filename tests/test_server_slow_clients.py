@@ -205,10 +205,10 @@ def test_a_client_whose_connections_are_all_being_answered_gets_no_more() -> Non
 
 
 @contextlib.contextmanager
-def unserved(**options: Any) -> Iterator[Any]:
+def unserved(trusted_proxies: tuple[str, ...] = (), **options: Any) -> Iterator[Any]:
     """A server that does not run its loop: connections are handed to it by the test."""
     store = Store()
-    app = MetricsApp(store)
+    app = MetricsApp(store, trusted_proxies=trusted_proxies)
     server = make_server(app, "127.0.0.1", 0, threads=1, **options)
     try:
         yield server
@@ -240,6 +240,31 @@ def test_a_client_at_its_limit_pushes_out_its_own_connections_only() -> None:
         assert third is not None
         assert first.will_close
         assert [other.will_close, second.will_close, third.will_close] == [False] * 3
+    for connection in kept:
+        connection.close()
+
+
+def test_a_trusted_proxy_is_held_to_the_overall_limit_only() -> None:
+    # Behind a proxy every user's connection comes from the proxy's address: a limit per
+    # address would cap them all together.
+    kept: list[socket.socket] = []
+    with unserved(trusted_proxies=("10.0.0.9",), connections=10, per_client=2) as server:
+        proxied = [handed(server, "10.0.0.9", kept) for _ in range(5)]
+        assert all(channel is not None for channel in proxied)
+        assert [channel.will_close for channel in proxied] == [False] * 5
+        direct = [handed(server, "10.0.0.2", kept) for _ in range(3)]
+        assert [channel.will_close for channel in direct] == [True, False, False]
+        assert [channel.will_close for channel in proxied] == [False] * 5
+    for connection in kept:
+        connection.close()
+
+
+def test_a_trusted_proxy_still_makes_room_past_the_overall_limit() -> None:
+    kept: list[socket.socket] = []
+    with unserved(trusted_proxies=("10.0.0.0/24",), connections=3, per_client=1) as server:
+        proxied = [handed(server, "10.0.0.9", kept) for _ in range(3)]
+        assert handed(server, "10.0.0.9", kept) is not None
+        assert [channel.will_close for channel in proxied] == [True, False, False]
     for connection in kept:
         connection.close()
 

@@ -16,6 +16,9 @@ hold every one. Here:
   longest for its client: first one still sending a request head (the oldest), then one
   sending a body, then one idle between requests. A connection with a request being answered
   is never closed for another; when all are, the new connection is closed at once.
+- a trusted proxy's address (``serve --trusted-proxy``) is held to ``connection_limit``
+  only: every client behind it connects from that address, and a limit per address would
+  cap them all together.
 
 A client that opens connections and does not use them therefore only ever pushes out its own,
 and a new request, which sends its head at once, is read before it could be pushed out.
@@ -44,6 +47,7 @@ from waitress.task import ErrorTask
 from waitress.utilities import build_http_date
 
 from syvain_metrics.server.framing import FramingParser
+from syvain_metrics.server.proxies import TrustedProxies
 from syvain_metrics.server.runner import envelope_error
 
 ACCEPTS_PER_PASS = 64
@@ -255,8 +259,9 @@ class TimedChannel(HTTPChannel):  # type: ignore[misc]
 
 
 class GuardedServer(TcpWSGIServer):  # type: ignore[misc]
-    """waitress' server with head and body deadlines and a limit per client address (see the
-    module's text). Built by :func:`~syvain_metrics.server.runner.make_server`.
+    """waitress' server with head and body deadlines and a limit per client address, except
+    for ``trusted_proxies`` (see the module's text). Built by
+    :func:`~syvain_metrics.server.runner.make_server`.
 
     Example:
         >>> GuardedServer.channel_class is TimedChannel
@@ -275,10 +280,12 @@ class GuardedServer(TcpWSGIServer):  # type: ignore[misc]
         head_timeout: float,
         body_timeout: float,
         per_client: int,
+        trusted_proxies: TrustedProxies | None = None,
     ) -> None:
         self.head_timeout = head_timeout
         self.body_timeout = body_timeout
         self.per_client = per_client
+        self.trusted_proxies = trusted_proxies or TrustedProxies()
         self.clients: dict[str, set[TimedChannel]] = {}
         super().__init__(application, map={}, adj=adj)
 
@@ -341,7 +348,8 @@ class GuardedServer(TcpWSGIServer):  # type: ignore[misc]
     def make_room(self, client: str) -> bool:
         """Make room for one more connection of ``client``; ``False`` if none can be made."""
         mine = self.clients.get(client, set())
-        if _staying(mine) >= self.per_client:
+        # Asked only at the limit, so that not every accept parses the address.
+        if _staying(mine) >= self.per_client and not self.trusted_proxies.trusts(client):
             return _push_out_one(mine)
         everyone, limit = self.active_channels.values(), self.adj.connection_limit
         # Counted only when it may matter: the count walks every connection.

@@ -112,6 +112,12 @@ class FramingParser(HTTPRequestParser):  # type: ignore[misc]
     """
 
     def parse_header(self, header_plus: bytes) -> None:
+        # Most requests have no Transfer-Encoding: their framing is waitress' to read, and
+        # their fields are not parsed twice. Field names never contain spaces or fold, so a
+        # name in any case spelling is found in the lowercased head.
+        if b"transfer-encoding" not in header_plus.lower():
+            super().parse_header(header_plus)
+            return
         transfer_encodings, content_length = framing_fields(header_plus)
         unsupported: TransferEncodingNotImplemented | None = None
         try:

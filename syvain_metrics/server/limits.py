@@ -51,7 +51,8 @@ CONNECTIONS_PER_CLIENT = 100
 """Open connections one client address holds at once. Its next connection takes the place of
 the one of its own that has waited longest for it, as past :data:`CONNECTION_LIMIT`: a client
 opening connections it does not use only ever replaces its own, and leaves the other
-clients' slots alone."""
+clients' slots alone. A trusted proxy's address (``serve --trusted-proxy``), which every
+client behind it shares, is held to :data:`CONNECTION_LIMIT` only."""
 
 HEAD_TIMEOUT_S = 10
 """A request's head (its request line and header fields) must arrive whole within this many

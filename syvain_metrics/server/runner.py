@@ -24,7 +24,6 @@ import json
 import logging
 import resource
 import threading
-from types import FrameType
 from typing import Any
 
 from syvain_metrics.server.app import MetricsApp
@@ -61,17 +60,6 @@ write can stretch across many of them while other requests wait for the write lo
 loop of SQLite inserts ran 8-9x slower next to one busy thread at 5 ms, 1.5x at 0.1 ms).
 An embedded :class:`~syvain_metrics.testing.LocalServer` leaves its host process's setting
 alone."""
-
-
-def stop_on_sigterm(signum: int, frame: FrameType | None) -> None:
-    """A SIGTERM handler for a serving process: it stops as after Ctrl-C (waitress ends its
-    loop cleanly on ``KeyboardInterrupt``).
-
-    Example:
-        >>> import signal
-        >>> signal.signal(signal.SIGTERM, stop_on_sigterm)  # doctest: +SKIP
-    """
-    raise KeyboardInterrupt
 
 
 class _QuietBrokenAnswers(logging.Filter):
@@ -124,8 +112,9 @@ def make_server(
 
     ``idle_timeout``, ``head_timeout``, ``body_timeout`` (whole seconds), ``connections``
     (default :func:`connection_limit`) and ``per_client`` (connections of one client address,
-    default :data:`~.limits.CONNECTIONS_PER_CLIENT` or ``connections`` if fewer) are there for
-    tests of the limits; the defaults are the local server's choices.
+    default :data:`~.limits.CONNECTIONS_PER_CLIENT` or ``connections`` if fewer; not applied
+    to ``app.trusted_proxies``) are there for tests of the limits; the defaults are the local
+    server's choices.
     ``app.faults.refuse_connections()`` is honoured: a refused connection is closed as
     soon as it is accepted, before any request is read.
     """
@@ -155,6 +144,7 @@ def make_server(
         head_timeout=head_timeout,
         body_timeout=body_timeout,
         per_client=min(per_client or CONNECTIONS_PER_CLIENT, limit),
+        trusted_proxies=app.trusted_proxies,
     )
     _refuse_when_asked(server, app.faults)
     return server
