@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import os
 import pty
+import queue
 import re
-import select
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -396,18 +397,30 @@ def test_the_quickstart_prints_a_link_to_the_run_it_made(browser: Any, tmp_path:
     os.close(terminal)
     try:
         assert process.stdout is not None
+        # Lines come through a thread: select() on a buffered pipe misses lines already read
+        # into the buffer (the example flushes its whole output with the link at once).
+        received: queue.Queue[str] = queue.Queue()
+        stdout = process.stdout
+
+        def read() -> None:
+            for line in stdout:
+                received.put(line)
+            received.put("")  # the end
+
+        threading.Thread(target=read, daemon=True).start()
         deadline = time.monotonic() + 120
         lines: list[str] = []
         link = None
         while link is None and time.monotonic() < deadline:
-            ready, _, _ = select.select([process.stdout], [], [], 1.0)
-            if ready:
-                line = process.stdout.readline()
-                if not line:
-                    break
-                lines.append(line)
-                if line.startswith("dashboard: "):
-                    link = line.removeprefix("dashboard: ").strip()
+            try:
+                line = received.get(timeout=1.0)
+            except queue.Empty:
+                continue
+            if not line:
+                break
+            lines.append(line)
+            if line.startswith("dashboard: "):
+                link = line.removeprefix("dashboard: ").strip()
         if link is None:
             process.kill()
             _, errors = process.communicate(timeout=30)
