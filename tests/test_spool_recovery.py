@@ -29,7 +29,7 @@ import pytest
 import syvain_metrics as sm
 from syvain_metrics.pipeline import sender as sender_module
 from syvain_metrics.pipeline.batch import encode_events
-from syvain_metrics.pipeline.spool import Spool, checked_line, new_spool_name
+from syvain_metrics.pipeline.spool import CHILDREN, Spool, checked_line, new_spool_name
 from syvain_metrics.testing import LocalServer
 
 OTHER_UID = 54_321
@@ -687,6 +687,37 @@ def test_a_spool_directory_refused_for_trust_is_told_once_and_never_used(
         assert list(directory.iterdir()) == []
     else:
         assert not os.path.lexists(directory)
+
+
+# -- a forked child's spool, taken over by its parent's session ---------------------------------
+
+
+def test_a_damaged_line_in_a_childs_spool_is_reported_and_set_aside_not_deleted(
+    metrics_server: LocalServer, root: Path
+) -> None:
+    session = metrics_server.session(spool_dir=root)
+    exp = sm.Experiment.create("child-read-back", session=session)
+    own = Path(session.spool_dir or "")
+    child = dead_spool(
+        own / CHILDREN, metrics_server.url, [(exp.id, [events("a", 10), events("b", 5)])]
+    )
+    (batch,) = child.glob("b-*.jsonl")
+    data = bytearray(batch.read_bytes())
+    at = data.rindex(b'"value":1.0')  # in the last line, event b-1
+    data[at + 8] = ord("7")  # valid JSON still: only the checksum tells
+    batch.write_bytes(bytes(data))
+
+    with pytest.raises(sm.FlushError) as caught:
+        session.close()  # takes over what the child left
+
+    assert caught.value.pending == 0
+    assert len(caught.value.rejected) == 1  # one damaged line: how many events it held is unknown
+    message = caught.value.rejected[0].message
+    assert f"1 damaged lines of events could not be read back from {batch}" in message
+    assert sorted(row.step or 0 for row in stored(metrics_server, exp.id)) == list(range(10))
+    aside = child / "damaged" / batch.name
+    assert aside.read_bytes() == bytes(data)  # kept for whoever wants to look, not deleted
+    assert "fails its checksum" in aside.with_name(aside.name + ".reason").read_text()
 
 
 # -- the session's own spool, read back ------------------------------------------------------------

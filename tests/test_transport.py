@@ -451,9 +451,40 @@ def test_log_does_not_retry_a_failure_below_the_transport_for_ever(
         assert not caught.value.timed_out
         assert len(caught.value.rejected) == 5
         assert "TypeError" in caught.value.rejected[0].message
+        assert "(kept on disk for `syvain-metrics sync`)" in caught.value.rejected[0].message
         assert len(calls) == delivery.UNEXPECTED_TRIES
         kept = list(Path(str(session.spool_dir)).glob("b-*.jsonl"))
         assert len(kept) == 1  # kept for `syvain-metrics sync`, not dropped
+    finally:
+        monkeypatch.undo()
+        with contextlib.suppress(sm.FlushError):
+            session.close()
+
+
+def test_log_without_a_spool_does_not_claim_to_keep_a_batch_failing_below_the_transport(
+    metrics_server: LocalServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    retry = sm.RetryPolicy(backoff_base=0.01, jitter=0)
+    session = metrics_server.session(spool_dir=None, retry=retry)
+    try:
+        exp = sm.Experiment.create("below-the-transport-no-spool", session=session)
+
+        def urlopen(self: Any, *args: Any, **kwargs: Any) -> Any:
+            raise TypeError("unexpected keyword argument 'police_officer'")
+
+        monkeypatch.setattr(urllib3.HTTPConnectionPool, "urlopen", urlopen)
+        for step in range(3):
+            exp.log("loss", 1.0, step=step)
+        with pytest.raises(sm.FlushError) as caught:
+            exp.flush(timeout=60)
+        assert not caught.value.timed_out
+        messages = {r.message for r in caught.value.rejected}
+        assert len(caught.value.rejected) == 3
+        assert len(messages) == 1
+        message = messages.pop()
+        assert "TypeError" in message
+        assert "kept on disk" not in message  # nothing holds the events: none is kept
+        assert "not kept: the session has no spool (spool_dir=None)" in message
     finally:
         monkeypatch.undo()
         with contextlib.suppress(sm.FlushError):

@@ -13,8 +13,9 @@ handled by what it is about:
 
 A failure of the HTTP libraries themselves (:class:`~syvain_metrics.MetricsApiTransportError`,
 or any exception that is not the SDK's) is tried :data:`UNEXPECTED_TRIES` times, then every
-event of the batch is reported with it and the batch is kept on disk for
-``syvain-metrics sync``: retrying without end could not help, and dropping would lose it.
+event of the batch is reported with it (``unexpected``) and the batch is kept on disk for
+``syvain-metrics sync`` when a spool file holds it: retrying without end could not help, and
+dropping would lose it. Whoever holds the batch says in each message whether it was kept.
 
 Example:
     >>> outcome = deliver(session, batch, wait=stop_event.wait)  # doctest: +SKIP
@@ -66,12 +67,15 @@ Wait = Callable[[float], bool]
 class Outcome:
     """What became of a batch: events ``stored``, events ``rejected`` (with the answer),
     whether every event got an answer (``finished``; False when told to stop first), and
-    whether the batch must stay on disk for ``syvain-metrics sync`` (``keep``)."""
+    whether the batch must stay on disk for ``syvain-metrics sync`` (``keep``), and whether
+    the rejections are failures of the HTTP libraries rather than answers (``unexpected``;
+    their messages do not say yet whether a spool file keeps the events)."""
 
     stored: int = 0
     rejected: list[RejectedEvent] = field(default_factory=list)
     finished: bool = True
     keep: bool = False
+    unexpected: bool = False
 
     def add(self, other: Outcome) -> None:
         """Fold a part's outcome into this one."""
@@ -79,6 +83,7 @@ class Outcome:
         self.rejected.extend(other.rejected)
         self.finished = self.finished and other.finished
         self.keep = self.keep or other.keep
+        self.unexpected = self.unexpected or other.unexpected
 
 
 def deliver(session: Session, batch: Batch, *, wait: Wait) -> Outcome:
@@ -120,9 +125,9 @@ def deliver(session: Session, batch: Batch, *, wait: Wait) -> Outcome:
         if pause is None:
             unexpected += 1
             if unexpected >= UNEXPECTED_TRIES:
-                message = f"{reason} (kept on disk for `syvain-metrics sync`)"
+                message = str(reason)
                 rejected = [RejectedEvent(event, message) for event in batch.events()]
-                return Outcome(rejected=rejected, keep=True)
+                return Outcome(rejected=rejected, keep=True, unexpected=True)
             pause = session.retry.delivery_wait(failures)
         failures += 1
         log = logger.warning if failures in (1, 10) or failures % 100 == 0 else logger.debug

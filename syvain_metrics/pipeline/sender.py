@@ -50,7 +50,7 @@ import logging
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Literal
 
 from syvain_metrics.errors import MetricsApiError, RejectedEvent
@@ -64,7 +64,6 @@ from syvain_metrics.pipeline.spool import (
     UntrustedSpoolError,
     claim_leftovers,
     load_batch,
-    read_batch,
     set_aside,
 )
 from syvain_metrics.schemas.limits import MAX_METRICS_PER_INGEST
@@ -190,6 +189,8 @@ class Sender:
         self._spool_failed_since: float | None = None  # wall clock, for people
         self._spool_notice_due = False
         self._aside: dict[int, str] = {}  # batches whose spool file read back damaged
+        # Batches of children's spools whose count holds one per damaged line, not per event.
+        self._by_line: set[int] = set()
         self._queue: deque[Any] = deque()
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -659,8 +660,9 @@ class Sender:
 
     def _adopt_children(self, targets: tuple[str, ...] | None) -> int:
         """Take over the spools of forked children that ended without sending everything
-        (their batches wait on disk only, like evicted ones); return how many events of
-        ``targets`` (all when ``None``) were taken over."""
+        (read and checked once; beyond :data:`BATCHES_IN_MEMORY` they wait on disk only,
+        like evicted ones); return how many events of ``targets`` (all when ``None``) were
+        taken over, a damaged line counting as one."""
         adopted = 0
         if self.spool_dir is None or self._spool_refused is not None:
             return adopted  # a refused directory is not looked into
@@ -668,18 +670,29 @@ class Sender:
             self._adopted.append(leftover)
             for path in leftover.batch_files:
                 try:
-                    experiment_id, chunks = read_batch(path)
+                    read = load_batch(path)
                 except (OSError, ValueError):
                     # Left where it is, for `syvain-metrics sync` to report and set aside.
                     logger.warning("syvain_metrics: skipping unreadable spool file %s", path)
                     continue
+                experiment_id = read.experiment_id
                 with self._lock:
                     box = self._outboxes.setdefault(experiment_id, _Outbox())
                 if box.open_count:
                     self._seal(experiment_id, box)  # keep this session's order: earlier first
-                count = sum(chunk.size for chunk in chunks)
+                # How many events a damaged line held is unknown: each counts as one, so that
+                # it is reported as refused and its file set aside, never silently deleted.
+                count = sum(chunk.size for chunk in read.chunks) + len(read.damage)
                 with self._changed:
-                    self._ready.append(Batch(experiment_id, None, count, box.collected, path))
+                    in_memory = sum(1 for b in self._ready if b.chunks is not None)
+                    # Already read and checked: kept unless memory is full, or the file is
+                    # damaged (then read again at its turn, which finds and reports it).
+                    keep = not read.damage and in_memory < BATCHES_IN_MEMORY
+                    chunks = read.chunks if keep else None
+                    batch = Batch(experiment_id, chunks, count, box.collected, path)
+                    if read.damage:
+                        self._by_line.add(id(batch))
+                    self._ready.append(batch)
                     box.collected += count
                     self._changed.notify_all()
                 if targets is None or experiment_id in targets:
@@ -724,7 +737,8 @@ class Sender:
                 )
             missing = batch.count - sum(chunk.size for chunk in batch.chunks)
             if missing > 0:  # answered as refused, so that waits end and flush() says so
-                message = f"{missing} events could not be read back from {batch.path}"
+                what = "damaged lines of events" if id(batch) in self._by_line else "events"
+                message = f"{missing} {what} could not be read back from {batch.path}"
                 unreadable = [RejectedEvent({}, message)] * missing
                 self._aside[id(batch)] = f"{message}: {damage}" if damage else message
                 batch = Batch(batch.experiment_id, batch.chunks, first=batch.first)
@@ -735,6 +749,18 @@ class Sender:
         return outcome
 
     def _settle(self, batch: Batch, outcome: Outcome) -> None:
+        # Refused for the run or the credentials, not the content: kept for a later sync.
+        keep = outcome.keep or any(r.status_code in KEEP_STATUSES for r in outcome.rejected)
+        with self._changed:
+            # Unlisted first, so the spooler no longer writes it (a write under way is undone);
+            # a batch held in memory only may name a partial file: that file does not hold it.
+            memory_only = self._memory_only.pop(id(batch), None) is not None
+            on_disk = batch.path is not None and not memory_only
+        if outcome.unexpected:
+            note = _kept_note(on_disk, self.spool_dir is not None)
+            outcome.rejected = [
+                replace(r, message=f"{r.message} ({note})") for r in outcome.rejected
+            ]
         for refusal in outcome.rejected:
             logger.warning(
                 "syvain_metrics: the service rejected a log() event of experiment %s "
@@ -744,10 +770,16 @@ class Sender:
                 refusal.event.get("step"),
                 refusal.message,
             )
-        # Refused for the run or the credentials, not the content: kept for a later sync.
-        keep = outcome.keep or any(r.status_code in KEEP_STATUSES for r in outcome.rejected)
+        if keep and on_disk:
+            logger.warning("syvain_metrics: kept %s for `syvain-metrics sync`", batch.path)
+        elif keep:
+            logger.warning(
+                "syvain_metrics: %d log() events of experiment %s were not kept for "
+                "`syvain-metrics sync`: no spool file holds them",
+                batch.count,
+                batch.experiment_id,
+            )
         with self._changed:
-            self._memory_only.pop(id(batch), None)
             self._sending = None
             box = self._outboxes[batch.experiment_id]
             box.done += batch.count
@@ -755,6 +787,7 @@ class Sender:
             room = max(REJECTED_KEPT - len(box.unreported), 0)
             box.unreported.extend((batch.first, r) for r in outcome.rejected[:room])
             damaged = self._aside.pop(id(batch), None)
+            self._by_line.discard(id(batch))
             if batch.path is not None and not keep:
                 try:
                     if damaged is None:
@@ -765,10 +798,6 @@ class Sender:
                     pass
                 except OSError as error:
                     logger.warning("syvain_metrics: cannot remove %s: %s", batch.path, error)
-            elif keep:
-                logger.warning(
-                    "syvain_metrics: kept %s for `syvain-metrics sync`", batch.path or "nothing"
-                )
             batch.chunks = None
             self._check_marks()
 
@@ -785,3 +814,17 @@ class Sender:
         taken = [(f, r) for f, r in box.unreported if goal is None or f < goal]
         box.unreported = [(f, r) for f, r in box.unreported if goal is not None and f >= goal]
         return taken
+
+
+def _kept_note(on_disk: bool, spooled: bool) -> str:
+    """What became of a batch the HTTP libraries kept failing on, for its events' messages.
+
+    Example:
+        >>> _kept_note(False, False)
+        'not kept: the session has no spool (spool_dir=None)'
+    """
+    if on_disk:
+        return "kept on disk for `syvain-metrics sync`"
+    if not spooled:
+        return "not kept: the session has no spool (spool_dir=None)"
+    return "not kept: held in memory only, the spool could not be written"
