@@ -4,7 +4,7 @@ API keys and ingestion tokens are kept as :class:`Secret` everywhere in the SDK,
 error reporters which record the local variables of every frame (``traceback`` with
 ``capture_locals=True``, Sentry, IDE debuggers) see ``Secret('***')`` instead of the key.
 The value is revealed only where the ``Authorization`` header is built, deep inside
-``requests`` (see :class:`BearerAuth`), at the last moment.
+``requests`` (see :class:`syvain_metrics.transport.BearerAuth`), at the last moment.
 
 Example:
     >>> key = Secret("ak_org_123")
@@ -17,8 +17,6 @@ Example:
 from __future__ import annotations
 
 import hmac
-
-import requests
 
 
 class Secret:
@@ -61,26 +59,3 @@ class Secret:
 
     def __bool__(self) -> bool:
         return bool(self._value)
-
-
-class BearerAuth(requests.auth.AuthBase):
-    """``requests``' authentication hook that sets ``Authorization: Bearer <secret>`` on the
-    prepared request, so that no frame of the SDK holds the header's text.
-
-    Example:
-        >>> request = requests.Request("GET", "http://127.0.0.1/", auth=BearerAuth(Secret("k")))
-        >>> request.prepare().headers["Authorization"]
-        'Bearer k'
-        >>> BearerAuth(Secret("k"))
-        BearerAuth(Secret('***'))
-    """
-
-    def __init__(self, secret: Secret) -> None:
-        self._secret = secret
-
-    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
-        request.headers["Authorization"] = "Bearer " + self._secret.reveal()
-        return request
-
-    def __repr__(self) -> str:
-        return f"BearerAuth({self._secret!r})"

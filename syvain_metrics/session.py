@@ -57,12 +57,13 @@ from syvain_metrics.schemas.fields import text_ok
 from syvain_metrics.schemas.ingestion_key import IngestionKeyCreateReply, IngestionKeyCreateRequest
 from syvain_metrics.schemas.limits import DEFAULT_INGESTION_KEY_NAME, DEFAULT_PAGE_SIZE
 from syvain_metrics.schemas.options import check_page_size
-from syvain_metrics.secret import BearerAuth, Secret
+from syvain_metrics.secret import Secret
 from syvain_metrics.tokens import IngestionTokenCache
 from syvain_metrics.transport import (
     DEFAULT_MAX_RESPONSE_BYTES,
     ERROR_BODY_MAX,
     BadEncodingError,
+    BearerAuth,
     BodyTooLargeError,
     DeadlineAdapter,
     Exchange,

@@ -44,6 +44,8 @@ import urllib3
 from requests.adapters import HTTPAdapter
 from urllib3.connection import HTTPConnection, HTTPSConnection
 
+from syvain_metrics.secret import Secret
+
 logger = logging.getLogger("syvain_metrics")
 
 DEFAULT_MAX_RESPONSE_BYTES = 256 * 1024 * 1024
@@ -325,6 +327,29 @@ class DeadlineAdapter(HTTPAdapter):
         if isinstance(manager, urllib3.PoolManager):  # not a SOCKS manager
             manager.pool_classes_by_scheme = dict(_POOLS)
         return manager
+
+
+class BearerAuth(requests.auth.AuthBase):
+    """``requests``' authentication hook that sets ``Authorization: Bearer <secret>`` on the
+    prepared request, so that no frame of the SDK holds the header's text.
+
+    Example:
+        >>> request = requests.Request("GET", "http://127.0.0.1/", auth=BearerAuth(Secret("k")))
+        >>> request.prepare().headers["Authorization"]
+        'Bearer k'
+        >>> BearerAuth(Secret("k"))
+        BearerAuth(Secret('***'))
+    """
+
+    def __init__(self, secret: Secret) -> None:
+        self._secret = secret
+
+    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
+        request.headers["Authorization"] = "Bearer " + self._secret.reveal()
+        return request
+
+    def __repr__(self) -> str:
+        return f"BearerAuth({self._secret!r})"
 
 
 def read_body(response: requests.Response, limit: int) -> bytes:
