@@ -430,29 +430,40 @@ def test_a_type_error_below_the_transport_is_an_sdk_error_without_the_key(
     assert API_KEY not in _texts(error)
 
 
+def _flush_failing_below_the_transport(
+    session: sm.Session, monkeypatch: pytest.MonkeyPatch, slug: str, count: int
+) -> tuple[sm.FlushError, int]:
+    """Log ``count`` events while every HTTP call fails inside urllib3 (a ``TypeError``):
+    the ``FlushError`` that ``flush()`` raises, and how many calls were tried."""
+    exp = sm.Experiment.create(slug, session=session)
+    calls: list[int] = []
+
+    def urlopen(self: Any, *args: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        raise TypeError("unexpected keyword argument 'police_officer'")
+
+    monkeypatch.setattr(urllib3.HTTPConnectionPool, "urlopen", urlopen)
+    for step in range(count):
+        exp.log("loss", 1.0, step=step)
+    with pytest.raises(sm.FlushError) as caught:
+        exp.flush(timeout=60)
+    return caught.value, len(calls)
+
+
 def test_log_does_not_retry_a_failure_below_the_transport_for_ever(
     metrics_server: LocalServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     retry = sm.RetryPolicy(backoff_base=0.01, jitter=0)
     session = metrics_server.session(spool_dir=tmp_path, retry=retry)
     try:
-        exp = sm.Experiment.create("below-the-transport", session=session)
-        calls: list[int] = []
-
-        def urlopen(self: Any, *args: Any, **kwargs: Any) -> Any:
-            calls.append(1)
-            raise TypeError("unexpected keyword argument 'police_officer'")
-
-        monkeypatch.setattr(urllib3.HTTPConnectionPool, "urlopen", urlopen)
-        for step in range(5):
-            exp.log("loss", 1.0, step=step)
-        with pytest.raises(sm.FlushError) as caught:
-            exp.flush(timeout=60)
-        assert not caught.value.timed_out
-        assert len(caught.value.rejected) == 5
-        assert "TypeError" in caught.value.rejected[0].message
-        assert "(kept on disk for `syvain-metrics sync`)" in caught.value.rejected[0].message
-        assert len(calls) == delivery.UNEXPECTED_TRIES
+        error, calls = _flush_failing_below_the_transport(
+            session, monkeypatch, "below-the-transport", 5
+        )
+        assert not error.timed_out
+        assert len(error.rejected) == 5
+        assert "TypeError" in error.rejected[0].message
+        assert "(kept on disk for `syvain-metrics sync`)" in error.rejected[0].message
+        assert calls == delivery.UNEXPECTED_TRIES
         kept = list(Path(str(session.spool_dir)).glob("b-*.jsonl"))
         assert len(kept) == 1  # kept for `syvain-metrics sync`, not dropped
     finally:
@@ -467,19 +478,12 @@ def test_log_without_a_spool_does_not_claim_to_keep_a_batch_failing_below_the_tr
     retry = sm.RetryPolicy(backoff_base=0.01, jitter=0)
     session = metrics_server.session(spool_dir=None, retry=retry)
     try:
-        exp = sm.Experiment.create("below-the-transport-no-spool", session=session)
-
-        def urlopen(self: Any, *args: Any, **kwargs: Any) -> Any:
-            raise TypeError("unexpected keyword argument 'police_officer'")
-
-        monkeypatch.setattr(urllib3.HTTPConnectionPool, "urlopen", urlopen)
-        for step in range(3):
-            exp.log("loss", 1.0, step=step)
-        with pytest.raises(sm.FlushError) as caught:
-            exp.flush(timeout=60)
-        assert not caught.value.timed_out
-        messages = {r.message for r in caught.value.rejected}
-        assert len(caught.value.rejected) == 3
+        error, _ = _flush_failing_below_the_transport(
+            session, monkeypatch, "below-the-transport-no-spool", 3
+        )
+        assert not error.timed_out
+        messages = {r.message for r in error.rejected}
+        assert len(error.rejected) == 3
         assert len(messages) == 1
         message = messages.pop()
         assert "TypeError" in message
