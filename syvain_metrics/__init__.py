@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, Any
 from syvain_metrics._version import __version__
 
 if TYPE_CHECKING:
+    from syvain_metrics.client.retry import RetryPolicy
+    from syvain_metrics.client.session import Session, connect, get_session, set_default_session
     from syvain_metrics.errors import (
         FlushError,
         MetricsApiAuthError,
@@ -38,14 +40,12 @@ if TYPE_CHECKING:
     from syvain_metrics.resources.auth_status import AuthStatus, whoami
     from syvain_metrics.resources.catalog import CatalogEntry, CatalogValues
     from syvain_metrics.resources.experiment import UNSET, Experiment
+    from syvain_metrics.resources.experiment.writing import IngestResult
+    from syvain_metrics.resources.experiment_list import ExperimentList
     from syvain_metrics.resources.folder import Folder
     from syvain_metrics.resources.ingestion_key import IngestionKey
     from syvain_metrics.resources.metric import Metric, MetricRows, Series, compare, iter_compare
     from syvain_metrics.resources.point import MetricPoint
-    from syvain_metrics.resources.runs import ExperimentList
-    from syvain_metrics.resources.writing import IngestResult
-    from syvain_metrics.retry import RetryPolicy
-    from syvain_metrics.session import Session, connect, get_session, set_default_session
     from syvain_metrics.testing import start_local_server
 
 # Where each public name lives: imported on first use, so that `import syvain_metrics`
@@ -83,13 +83,13 @@ _LAZY: dict[str, str] = {
     "compare": "syvain_metrics.resources.metric",
     "iter_compare": "syvain_metrics.resources.metric",
     "MetricPoint": "syvain_metrics.resources.point",
-    "ExperimentList": "syvain_metrics.resources.runs",
-    "IngestResult": "syvain_metrics.resources.writing",
-    "RetryPolicy": "syvain_metrics.retry",
-    "Session": "syvain_metrics.session",
-    "connect": "syvain_metrics.session",
-    "get_session": "syvain_metrics.session",
-    "set_default_session": "syvain_metrics.session",
+    "ExperimentList": "syvain_metrics.resources.experiment_list",
+    "IngestResult": "syvain_metrics.resources.experiment.writing",
+    "RetryPolicy": "syvain_metrics.client.retry",
+    "Session": "syvain_metrics.client.session",
+    "connect": "syvain_metrics.client.session",
+    "get_session": "syvain_metrics.client.session",
+    "set_default_session": "syvain_metrics.client.session",
     "start_local_server": "syvain_metrics.testing",
 }
 

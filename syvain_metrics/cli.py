@@ -10,7 +10,7 @@
 Each ``--api-key`` is its own organization. Without one, a database file's stored
 keys are accepted again (they are stored only as hashes, so they are not printed), or
 a random key is made (and printed, that once). Ctrl-C or SIGTERM stop it cleanly at any
-moment, start-up included (:mod:`syvain_metrics.signal_guard`): exit status 0 after
+moment, start-up included (:mod:`syvain_metrics.server.signal_guard`): exit status 0 after
 Ctrl-C, 143 after SIGTERM. Behind a reverse proxy that ends TLS, ``--trusted-proxy
 ADDRESS`` has that proxy's ``X-Forwarded-*`` headers believed (and the dashboard's
 cookie ``Secure``); from any other peer they are ignored.
@@ -39,7 +39,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from syvain_metrics._version import __version__
-from syvain_metrics.signal_guard import SignalGuard, Stopped, held, stage
+from syvain_metrics.server.signal_guard import SignalGuard, Stopped, held, stage
 
 if TYPE_CHECKING:
     from syvain_metrics.server import MetricsApp, Store
@@ -207,8 +207,8 @@ def serve(
 ) -> int:
     """Serve until interrupted; print one line with the URL and the accepted API keys.
 
-    Run by :func:`main` under a :class:`~syvain_metrics.signal_guard.SignalGuard`: Ctrl-C
-    or SIGTERM at any moment raise :class:`~syvain_metrics.signal_guard.Stopped` here, and
+    Run by :func:`main` under a :class:`~syvain_metrics.server.signal_guard.SignalGuard`: Ctrl-C
+    or SIGTERM at any moment raise :class:`~syvain_metrics.server.signal_guard.Stopped` here, and
     everything opened so far is closed before it goes on.
     """
     from syvain_metrics.server import MetricsApp, Store, make_server, stop_server

@@ -44,10 +44,10 @@ from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from syvain_metrics.client.session import Session
     from syvain_metrics.server.app import MetricsApp
     from syvain_metrics.server.faults import Faults
     from syvain_metrics.server.store import Store
-    from syvain_metrics.session import Session
 
 __all__ = ["LocalServer", "start_local_server"]
 
@@ -136,7 +136,7 @@ class LocalServer:
         Example:
             >>> session = server.session(timeout=2)  # doctest: +SKIP
         """
-        from syvain_metrics.session import Session
+        from syvain_metrics.client.session import Session
 
         return Session(self.api_key, host=self.url, **kwargs)
 
@@ -188,9 +188,9 @@ class LocalServer:
             if self._closed:
                 return
             self._closed = True
+        from syvain_metrics.client.session import get_session, set_default_session
         from syvain_metrics.errors import MetricsApiError
         from syvain_metrics.server import stop_server
-        from syvain_metrics.session import get_session, set_default_session
 
         for session in self._owned:
             try:
@@ -220,7 +220,7 @@ def start_local_server(db: str = ":memory:", **session_options: Any) -> LocalSer
         >>> sm.Experiment.create("run-1")     # doctest: +SKIP
         <Experiment run-1 created id=...>
     """
-    from syvain_metrics.session import set_default_session
+    from syvain_metrics.client.session import set_default_session
 
     server = LocalServer(db)
     try:
@@ -269,8 +269,8 @@ if "pytest" in sys.modules:
             >>> def test_create(metrics_session):  # doctest: +SKIP
             ...     assert sm.Experiment.create("run-1").status == "created"
         """
+        from syvain_metrics.client.session import get_session, set_default_session
         from syvain_metrics.errors import MetricsApiError
-        from syvain_metrics.session import get_session, set_default_session
 
         try:
             previous: Session | None = get_session()

@@ -12,7 +12,7 @@ import pytest
 import responses
 
 import syvain_metrics as sm
-from syvain_metrics import session as session_module
+from syvain_metrics.client import session as session_module
 
 HOST = "http://127.0.0.1:8765"
 API = f"{HOST}/api/v1"

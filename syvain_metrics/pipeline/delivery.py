@@ -31,7 +31,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from syvain_metrics import routes
+from syvain_metrics.contract import routes
+from syvain_metrics.contract.schemas.ingest import IngestReply
 from syvain_metrics.errors import (
     MetricsApiError,
     MetricsApiRequestError,
@@ -39,10 +40,9 @@ from syvain_metrics.errors import (
     RejectedEvent,
 )
 from syvain_metrics.pipeline.batch import Batch
-from syvain_metrics.schemas.ingest import IngestReply
 
 if TYPE_CHECKING:
-    from syvain_metrics.session import Session
+    from syvain_metrics.client.session import Session
 
 logger = logging.getLogger("syvain_metrics")
 

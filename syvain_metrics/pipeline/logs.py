@@ -23,7 +23,7 @@ from syvain_metrics.pipeline.sender import Sender, Settled
 from syvain_metrics.pipeline.spool import CHILDREN, count_leftovers, new_spool_name
 
 if TYPE_CHECKING:
-    from syvain_metrics.session import Session
+    from syvain_metrics.client.session import Session
 
 logger = logging.getLogger("syvain_metrics")
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from syvain_metrics.auth import normalize_host
+from syvain_metrics.client.auth import normalize_host
 from syvain_metrics.errors import MetricsApiError, RejectedEvent
 from syvain_metrics.pipeline.batch import Batch
 from syvain_metrics.pipeline.delivery import KEEP_STATUSES, deliver
@@ -35,7 +35,7 @@ from syvain_metrics.pipeline.spool import (
 )
 
 if TYPE_CHECKING:
-    from syvain_metrics.session import Session
+    from syvain_metrics.client.session import Session
 
 logger = logging.getLogger("syvain_metrics")
 
@@ -130,7 +130,7 @@ def sync_spool(
         >>> sync_spool(default_root(), api_key="ak_...").summary()  # doctest: +SKIP
         'synced 2500 events from 3 batches in 1 spool(s); 0 rejected; 0 batches kept'
     """
-    from syvain_metrics.session import Session
+    from syvain_metrics.client.session import Session
 
     report = SyncReport()
     session: Session | None = None

@@ -53,8 +53,9 @@ from collections import deque
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Literal
 
+from syvain_metrics.contract.event_ids import EventIdSource
+from syvain_metrics.contract.limits import MAX_METRICS_PER_INGEST
 from syvain_metrics.errors import MetricsApiError, RejectedEvent
-from syvain_metrics.event_ids import EventIdSource
 from syvain_metrics.pipeline.batch import Batch, Chunk, QueuedEvent, encode_chunk
 from syvain_metrics.pipeline.delivery import KEEP_STATUSES, Outcome, deliver
 from syvain_metrics.pipeline.spool import (
@@ -66,13 +67,12 @@ from syvain_metrics.pipeline.spool import (
     load_batch,
     set_aside,
 )
-from syvain_metrics.schemas.limits import MAX_METRICS_PER_INGEST
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
     from pathlib import Path
 
-    from syvain_metrics.session import Session
+    from syvain_metrics.client.session import Session
 
 logger = logging.getLogger("syvain_metrics")
 

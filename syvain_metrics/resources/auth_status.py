@@ -7,10 +7,10 @@ Example:
 
 from __future__ import annotations
 
-from syvain_metrics import routes
+from syvain_metrics.client.session import Session, get_session
+from syvain_metrics.contract import routes
+from syvain_metrics.contract.schemas.auth import AuthStatusReply
 from syvain_metrics.resources.base import Resource
-from syvain_metrics.schemas.auth import AuthStatusReply
-from syvain_metrics.session import Session, get_session
 
 
 class AuthStatus(Resource):

@@ -18,9 +18,9 @@ import html
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, NoReturn, TypeVar, overload
 
-from syvain_metrics.display import cell, flatten
+from syvain_metrics.client.session import Session, get_session
 from syvain_metrics.errors import MetricsApiError
-from syvain_metrics.session import Session, get_session
+from syvain_metrics.tables.display import cell, flatten
 
 if TYPE_CHECKING:
     from typing_extensions import Self

@@ -13,25 +13,25 @@ from __future__ import annotations
 import builtins
 from typing import TYPE_CHECKING, Any
 
-from syvain_metrics import routes
-from syvain_metrics.errors import MetricsApiError, MetricsApiRequestError, MetricsValidationError
-from syvain_metrics.resources.base import Resource, wire
-from syvain_metrics.resources.lists import ResourceList
-from syvain_metrics.schemas.base import load_request
-from syvain_metrics.schemas.experiment import FolderContentsReply
-from syvain_metrics.schemas.folder import (
+from syvain_metrics.client.session import Session, get_session
+from syvain_metrics.contract import routes
+from syvain_metrics.contract.schemas.base import load_request
+from syvain_metrics.contract.schemas.experiment import FolderContentsReply
+from syvain_metrics.contract.schemas.folder import (
     FolderCreateRequest,
     FolderListQuery,
     FolderListReply,
     FolderPatchRequest,
     FolderReply,
 )
-from syvain_metrics.schemas.options import check_flag
-from syvain_metrics.session import Session, get_session
+from syvain_metrics.contract.schemas.options import check_flag
+from syvain_metrics.errors import MetricsApiError, MetricsApiRequestError, MetricsValidationError
+from syvain_metrics.resources.base import Resource, wire
+from syvain_metrics.resources.lists import ResourceList
 
 if TYPE_CHECKING:
     from syvain_metrics.resources.experiment import Experiment
-    from syvain_metrics.resources.runs import ExperimentList
+    from syvain_metrics.resources.experiment_list import ExperimentList
 
 
 def folder_id_of(folder: Folder | str | None) -> str | None:
@@ -111,7 +111,7 @@ class Folder(Resource):
     @property
     def experiments(self) -> ExperimentList:
         """Experiments in this folder, newest first, as loaded by :meth:`get` or :meth:`refresh`."""
-        from syvain_metrics.resources.runs import ExperimentList
+        from syvain_metrics.resources.experiment_list import ExperimentList
 
         return ExperimentList(self._loaded_contents()[1])
 
@@ -231,7 +231,7 @@ class Folder(Resource):
             [<Experiment mamba-run-001 running id=...>]
         """
         from syvain_metrics.resources.experiment import Experiment
-        from syvain_metrics.resources.runs import ExperimentList
+        from syvain_metrics.resources.experiment_list import ExperimentList
 
         bound = self._bind()
         data = bound.call(routes.GET_FOLDER, self.id, reply=FolderContentsReply())

@@ -12,11 +12,11 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from syvain_metrics import routes
+from syvain_metrics.client.session import Session
+from syvain_metrics.contract import routes
+from syvain_metrics.contract.schemas.ingestion_key import IngestionKeyReply
 from syvain_metrics.resources.base import Resource, ms_time, wire
 from syvain_metrics.resources.lists import ResourceList
-from syvain_metrics.schemas.ingestion_key import IngestionKeyReply
-from syvain_metrics.session import Session
 
 
 class IngestionKey(Resource):

@@ -17,9 +17,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, ClassVar, SupportsIndex, TypeVar, overload
 
-from syvain_metrics.display import HTML_ROWS, html_table, short_list
-from syvain_metrics.frames import require
 from syvain_metrics.resources.base import Resource
+from syvain_metrics.tables.display import HTML_ROWS, html_table, short_list
+from syvain_metrics.tables.frames import require
 
 if TYPE_CHECKING:
     import pandas

@@ -17,25 +17,25 @@ from dataclasses import dataclass, field
 from itertools import repeat
 from typing import TYPE_CHECKING, Any, overload
 
-from syvain_metrics import routes
-from syvain_metrics.errors import MetricsApiResponseError, MetricsValidationError
-from syvain_metrics.frames import progress_bar
-from syvain_metrics.resources.base import from_ms
-from syvain_metrics.resources.experiment_base import ExperimentBase
-from syvain_metrics.resources.paging import RowReader
-from syvain_metrics.resources.row_columns import RowColumns
-from syvain_metrics.routes import Route
-from syvain_metrics.schemas.base import load_request
-from syvain_metrics.schemas.limits import STREAM_PAGE_SIZE
-from syvain_metrics.schemas.metric_query import (
+from syvain_metrics.client.session import Session, get_session
+from syvain_metrics.contract import routes
+from syvain_metrics.contract.limits import STREAM_PAGE_SIZE
+from syvain_metrics.contract.routes import Route
+from syvain_metrics.contract.schemas.base import load_request
+from syvain_metrics.contract.schemas.metric_query import (
     QUERY_ORDER,
     CompareQuery,
     CompareSeriesList,
     series_param,
 )
-from syvain_metrics.schemas.options import check_flag, check_page_size
-from syvain_metrics.schemas.rows import ABSENT, MetricRowsReply
-from syvain_metrics.session import Session, get_session
+from syvain_metrics.contract.schemas.options import check_flag, check_page_size
+from syvain_metrics.contract.schemas.rows import ABSENT, MetricRowsReply
+from syvain_metrics.errors import MetricsApiResponseError, MetricsValidationError
+from syvain_metrics.resources.base import from_ms
+from syvain_metrics.resources.experiment.base import ExperimentBase
+from syvain_metrics.resources.paging import RowReader
+from syvain_metrics.tables.columns import RowColumns
+from syvain_metrics.tables.frames import progress_bar
 
 if TYPE_CHECKING:
     import pandas
@@ -169,7 +169,7 @@ class Metric:
         return hash(self._get("event_id"))
 
     def _repr_html_(self) -> str:
-        from syvain_metrics.display import html_table
+        from syvain_metrics.tables.display import html_table
 
         return html_table(
             "Metric",
@@ -282,7 +282,7 @@ class MetricRows(Sequence[Metric]):
             >>> exp.metrics("loss").to_pandas()[["step", "value", "split"]]  # doctest: +SKIP
             >>> exp.metrics("loss").to_pandas(wide=True).tail()               # doctest: +SKIP
         """
-        from syvain_metrics.frames import rows_to_frame
+        from syvain_metrics.tables.frames import rows_to_frame
 
         check_flag("wide", wide)
         return rows_to_frame(self._table, expand_metadata=expand_metadata, wide=wide, index=index)
@@ -323,7 +323,7 @@ class MetricRows(Sequence[Metric]):
             ...                          annotations=exp.annotations())  # doctest: +SKIP
             <Axes: xlabel='step', ylabel='loss'>
         """
-        from syvain_metrics.frames import plot_rows
+        from syvain_metrics.tables.frames import plot_rows
 
         check_flag("logy", logy)
         axes: Axes = plot_rows(
@@ -351,7 +351,7 @@ class MetricRows(Sequence[Metric]):
         return f"<MetricRows {len(self):,} rows{': ' + shown if shown else ''}>"
 
     def _repr_html_(self) -> str:
-        from syvain_metrics.display import HTML_ROWS, html_table
+        from syvain_metrics.tables.display import HTML_ROWS, html_table
 
         head = MetricRows(self._table.take(slice(0, HTML_ROWS)))
         rows = [

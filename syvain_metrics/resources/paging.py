@@ -42,15 +42,15 @@ from itertools import compress, islice
 from operator import itemgetter
 from typing import TYPE_CHECKING, Any
 
+from syvain_metrics.contract.limits import DEFAULT_PAGE_SIZE, MAX_METRIC_ROWS_LIMIT
+from syvain_metrics.contract.schemas.rows import RowPage
 from syvain_metrics.errors import MetricsApiResponseError, PagingError
-from syvain_metrics.schemas.limits import DEFAULT_PAGE_SIZE, MAX_METRIC_ROWS_LIMIT
-from syvain_metrics.schemas.rows import RowPage
 
 if TYPE_CHECKING:
     from marshmallow import Schema
 
-    from syvain_metrics.routes import Route
-    from syvain_metrics.session import Session
+    from syvain_metrics.client.session import Session
+    from syvain_metrics.contract.routes import Route
 
 Row = dict[str, Any]
 Fetch = Callable[..., list[Row]]

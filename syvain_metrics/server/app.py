@@ -33,17 +33,17 @@ from werkzeug.http import HTTP_STATUS_CODES
 from werkzeug.routing import Map, RequestRedirect, Rule
 from werkzeug.wrappers import Request, Response
 
-from syvain_metrics import routes
-from syvain_metrics.routes import API_PREFIX, DASHBOARD_PREFIX, Route
-from syvain_metrics.schemas.annotation import AnnotationCreateRequest
-from syvain_metrics.schemas.experiment import (
+from syvain_metrics.contract import routes
+from syvain_metrics.contract.routes import API_PREFIX, DASHBOARD_PREFIX, Route
+from syvain_metrics.contract.schemas.annotation import AnnotationCreateRequest
+from syvain_metrics.contract.schemas.experiment import (
     ExperimentCreateRequest,
     ExperimentMoveRequest,
     StatusUpdateRequest,
 )
-from syvain_metrics.schemas.folder import FolderCreateRequest, FolderPatchRequest
-from syvain_metrics.schemas.ingest import CheckedIngestRequest
-from syvain_metrics.schemas.ingestion_key import IngestionKeyCreateRequest
+from syvain_metrics.contract.schemas.folder import FolderCreateRequest, FolderPatchRequest
+from syvain_metrics.contract.schemas.ingest import CheckedIngestRequest
+from syvain_metrics.contract.schemas.ingestion_key import IngestionKeyCreateRequest
 from syvain_metrics.server import handlers
 from syvain_metrics.server.dashboard import Dashboard
 from syvain_metrics.server.errors import VALIDATION_ERROR, ApiError, from_validation, invalid
@@ -87,7 +87,7 @@ logger = logging.getLogger("syvain_metrics.server")
 
 @dataclass(frozen=True)
 class Endpoint:
-    """One operation of the contract (its :class:`~syvain_metrics.routes.Route`), the handler
+    """One operation of the contract (its :class:`~syvain_metrics.contract.routes.Route`), the handler
     that serves it, and how to check its input."""
 
     route: Route

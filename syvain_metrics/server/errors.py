@@ -16,7 +16,7 @@ from typing import Any
 
 from marshmallow import ValidationError
 
-from syvain_metrics.schemas.base import flatten_messages
+from syvain_metrics.contract.schemas.base import flatten_messages
 
 VALIDATION_ERROR = "validation_error"
 
@@ -81,7 +81,7 @@ def invalid(field: str, problem: str, *, what: str = "request") -> ApiError:
 def from_validation(error: ValidationError, *, what: str, prefix: str = "") -> ApiError:
     """Map a marshmallow error to ``400 validation_error`` with the first bad field.
 
-    Paths use the SDK's :func:`~syvain_metrics.schemas.base.flatten_messages`, so an ingest
+    Paths use the SDK's :func:`~syvain_metrics.contract.schemas.base.flatten_messages`, so an ingest
     body error names e.g. ``data[3].value``.
 
     Example:

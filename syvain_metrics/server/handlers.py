@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from syvain_metrics.schemas.limits import (
+from syvain_metrics.contract.limits import (
     ANNOTATIONS_LIMIT,
     CATALOG_LIMIT,
     EXPERIMENTS_LIMIT,

@@ -37,7 +37,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import IO
 
-from syvain_metrics.signal_guard import SignalGuard, Stopped, held, stage
+from syvain_metrics.server.signal_guard import SignalGuard, Stopped, held, stage
 
 WORKER_START_TIMEOUT_S = 60.0
 """How long the server waits for a worker to open the database and say it is ready."""
@@ -446,7 +446,7 @@ def run_worker(settings: WorkerSettings) -> None:
     """Answer the connections passed over ``settings.fd`` until the server stops (SIGTERM, or
     the dealer's end of the socket closing). Runs as ``python -m
     syvain_metrics.server.processes`` with the settings on stdin, under a
-    :class:`~syvain_metrics.signal_guard.SignalGuard` (a signal before "ready" ends it
+    :class:`~syvain_metrics.server.signal_guard.SignalGuard` (a signal before "ready" ends it
     cleanly too).
 
     Example:

@@ -28,8 +28,7 @@ from marshmallow import (
     validates_schema,
 )
 
-from syvain_metrics.schemas.fields import _Field
-from syvain_metrics.schemas.limits import (
+from syvain_metrics.contract.limits import (
     COMPARE_SORT_KEYS,
     EXPERIMENT_STATUSES,
     MAX_COMPARE_SERIES,
@@ -37,6 +36,7 @@ from syvain_metrics.schemas.limits import (
     METRIC_SORT_KEYS,
     SORT_DIRECTIONS,
 )
+from syvain_metrics.contract.schemas.fields import _Field
 from syvain_metrics.server.errors import from_validation, invalid
 from syvain_metrics.server.inputs import BadJsonError, parse_json
 

@@ -32,8 +32,8 @@ from dataclasses import dataclass, replace
 from operator import itemgetter
 from typing import Any, Literal
 
-from syvain_metrics.routes import dashboard_experiment_path
-from syvain_metrics.schemas.limits import DEFAULT_ERROR_NAME
+from syvain_metrics.contract.limits import DEFAULT_ERROR_NAME
+from syvain_metrics.contract.routes import dashboard_experiment_path
 from syvain_metrics.server.errors import ApiError, invalid, not_found
 from syvain_metrics.server.limits import MAX_ROWS_ANSWER_BYTES
 from syvain_metrics.server.sql import (
@@ -945,7 +945,7 @@ class Store:
     ) -> None:
         """Store a validated batch in one transaction; a repeated ``client_event_id`` is ignored
         (the first write wins, within the batch or across batches). ``metrics`` are as
-        :class:`~syvain_metrics.schemas.ingest.MetricBatch` loads them, or kept as given
+        :class:`~syvain_metrics.contract.schemas.ingest.MetricBatch` loads them, or kept as given
         (``as_given``: a value may be an ``int``, ``step`` may be missing).
 
         ``source`` is the canonical JSON text (:func:`canonical`) of ``{"data": raw}``, where

@@ -18,7 +18,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from syvain_metrics.schemas.limits import (
+from syvain_metrics.contract.limits import (
     ANNOTATIONS_LIMIT,
     EXPERIMENT_STATUSES,
     EXPERIMENTS_LIMIT,

@@ -36,8 +36,8 @@ from urllib.parse import quote, unquote
 from werkzeug.exceptions import RequestEntityTooLarge
 from werkzeug.wrappers import Request, Response
 
-from syvain_metrics import routes
 from syvain_metrics._version import __version__
+from syvain_metrics.contract import routes
 from syvain_metrics.server.dashboard import charts, pages
 from syvain_metrics.server.dashboard.access import COOKIE_NAME, SESSION_TTL_S, Access
 from syvain_metrics.server.errors import ApiError

@@ -1,0 +1,53 @@
+"""Annotation payloads.
+
+Example:
+    >>> AnnotationCreateRequest().load({"annotation": "checkpoint"})
+    {'annotation': 'checkpoint', 'metadata': {}}
+"""
+
+from __future__ import annotations
+
+from marshmallow import fields, validate
+
+from syvain_metrics.contract.limits import ANNOTATION_MAX
+from syvain_metrics.contract.schemas.base import QuerySchema, RequestSchema, ResponseSchema
+from syvain_metrics.contract.schemas.experiment import ExperimentSchema
+from syvain_metrics.contract.schemas.fields import EpochMs, JsonObject, SafeInteger, time_ms
+
+
+class AnnotationSchema(ResponseSchema):
+    """An annotation as the service returns it."""
+
+    id = fields.String(required=True)
+    experiment_id = fields.String(required=True)
+    annotation = fields.String(required=True)
+    metadata = fields.Dict(keys=fields.String(), load_default=dict)
+    created_at_ms = time_ms(required=True)
+
+
+class AnnotationCreateRequest(RequestSchema):
+    """Body of ``POST /experiments/{id}/annotations`` (``metadata`` always sent)."""
+
+    annotation = fields.String(required=True, validate=validate.Length(min=1, max=ANNOTATION_MAX))
+    metadata = JsonObject(load_default=dict)
+
+
+class AnnotationListQuery(QuerySchema):
+    """Query of ``GET /experiments/{id}/annotations``."""
+
+    from_ms = EpochMs(allow_none=True, data_key="from")
+    to_ms = EpochMs(allow_none=True, data_key="to")
+    limit = SafeInteger(minimum=1, allow_none=True)
+
+
+class AnnotationReply(ResponseSchema):
+    """``{experiment, annotation}``."""
+
+    experiment = fields.Nested(ExperimentSchema, required=True)
+    annotation = fields.Nested(AnnotationSchema, required=True)
+
+
+class AnnotationListReply(ResponseSchema):
+    """``{annotations: [Annotation]}``."""
+
+    annotations = fields.List(fields.Nested(AnnotationSchema), required=True)

@@ -1,0 +1,61 @@
+"""Metric catalog payloads.
+
+Example:
+    >>> CatalogReply().load({"metrics": [{"metric_name": "loss"}]})
+    {'metrics': [{'metric_name': 'loss', 'metadata_keys': []}]}
+"""
+
+from __future__ import annotations
+
+from marshmallow import fields
+
+from syvain_metrics.contract.schemas.base import QuerySchema, ResponseSchema
+from syvain_metrics.contract.schemas.fields import JsonValue, SafeInteger, StringList
+
+
+class CatalogItemSchema(ResponseSchema):
+    """A metric name and the metadata keys seen with it."""
+
+    metric_name = fields.String(required=True)
+    metadata_keys = fields.List(fields.String(), load_default=list)
+
+
+class CatalogKeyValuesSchema(ResponseSchema):
+    """One metadata key and its values."""
+
+    key = fields.String(required=True)
+    values = fields.List(JsonValue(allow_none=True), load_default=list)
+    value_count = fields.Integer(strict=True, required=True)
+
+
+class CatalogValuesSchema(ResponseSchema):
+    """``{metric_name, scanned_event_count, keys}``."""
+
+    metric_name = fields.String(required=True)
+    scanned_event_count = fields.Integer(strict=True, required=True)
+    keys = fields.List(fields.Nested(CatalogKeyValuesSchema), load_default=list)
+
+
+class CatalogQuery(QuerySchema):
+    """Query of ``GET /experiments/{id}/catalog``."""
+
+    limit = SafeInteger(minimum=1, allow_none=True)
+
+
+class CatalogValuesQuery(QuerySchema):
+    """Query of ``GET /experiments/{id}/catalog/{metric}``; ``key`` is repeated per item."""
+
+    key = StringList(allow_none=True)
+    limit = SafeInteger(minimum=1, allow_none=True)
+
+
+class CatalogReply(ResponseSchema):
+    """``{metrics: [item]}``."""
+
+    metrics = fields.List(fields.Nested(CatalogItemSchema), required=True)
+
+
+class CatalogValuesReply(ResponseSchema):
+    """``{metadata: values}``."""
+
+    metadata = fields.Nested(CatalogValuesSchema, required=True)

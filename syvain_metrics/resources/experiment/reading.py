@@ -1,0 +1,115 @@
+"""Reading metrics of one experiment: ``metrics()`` and ``series()``.
+
+Example:
+    >>> exp.metrics("loss", metadata={"split": "train"}).values[:2]  # doctest: +SKIP
+    [1.0, 0.5]
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+from syvain_metrics.contract import routes
+from syvain_metrics.contract.schemas.base import load_request
+from syvain_metrics.contract.schemas.metric_query import MetricsQuery
+from syvain_metrics.contract.schemas.options import check_flag, check_page_size
+from syvain_metrics.resources.experiment.base import ExperimentBase
+from syvain_metrics.resources.metric import MetricRows, Series, iter_rows, read_rows
+
+
+class MetricReading(ExperimentBase):
+    """``metrics()``, ``iter_metrics()`` and ``series()`` of an experiment."""
+
+    def _metrics_query(self, arguments: dict[str, Any]) -> tuple[dict[str, Any], int | None]:
+        """Validate the filters among a read method's ``arguments`` (the schema's fields;
+        ``name`` is ``metric_name``): the query and its limit."""
+        schema = MetricsQuery()
+        arguments = {**arguments, "metric_name": arguments["name"]}
+        query = load_request(schema, {key: arguments[key] for key in schema.fields})
+        limit_value = query.pop("limit", None)
+        self._settle_logs()
+        return query, limit_value
+
+    def metrics(
+        self,
+        name: str | None = None,
+        *,
+        metadata: Mapping[str, Any] | str | None = None,
+        step: int | None = None,
+        from_step: int | None = None,
+        to_step: int | None = None,
+        from_time: int | dt.datetime | None = None,
+        to_time: int | dt.datetime | None = None,
+        sort_by: str | Sequence[str] | None = None,
+        sort_direction: str | None = None,
+        limit: int | None = None,
+        include_experiment_meta_as_of: bool | None = None,
+        progress: bool = False,
+    ) -> MetricRows:
+        """Read metric events. Without ``limit`` every matching row is returned (paging as
+        needed); with ``limit``, at most that many. ``progress=True`` shows a progress bar of
+        rows read (the ``progress`` extra: a widget in a notebook, text in a terminal).
+
+        ``metadata`` is a one-key dict (``{"split": "train"}``; a non-string value matches
+        by JSON equality) or a bare key (``"split"``: events that have that key).
+
+        Example:
+            >>> rows = exp.metrics("loss", metadata={"split": "train"}, from_step=0, to_step=50)  # doctest: +SKIP
+            >>> rows[0].value, rows.to_pandas()                                                  # doctest: +SKIP
+        """
+        check_flag("progress", progress)
+        query, limit_value = self._metrics_query(locals())
+        return read_rows(
+            self._bind(),
+            routes.LIST_METRICS,
+            (self.id,),
+            query,
+            limit_value,
+            progress=progress,
+            description=f"read {self.slug or self.id}",
+        )
+
+    def iter_metrics(
+        self,
+        name: str | None = None,
+        *,
+        metadata: Mapping[str, Any] | str | None = None,
+        step: int | None = None,
+        from_step: int | None = None,
+        to_step: int | None = None,
+        from_time: int | dt.datetime | None = None,
+        to_time: int | dt.datetime | None = None,
+        sort_by: str | Sequence[str] | None = None,
+        sort_direction: str | None = None,
+        limit: int | None = None,
+        include_experiment_meta_as_of: bool | None = None,
+        page_size: int | None = None,
+    ) -> Iterator[MetricRows]:
+        """:meth:`metrics`, one :class:`MetricRows` page at a time, in constant memory: for
+        histories larger than memory. ``page.to_pandas()`` gives DataFrame chunks;
+        ``page_size`` (default 20,000, or the session's if smaller) bounds the rows per
+        page. The next page is fetched while you work on the current one.
+
+        Example:
+            >>> for page in exp.iter_metrics("loss", page_size=50_000):  # doctest: +SKIP
+            ...     frame = page.to_pandas()
+        """
+        query, limit_value = self._metrics_query(locals())
+        return iter_rows(
+            self._bind(),
+            routes.LIST_METRICS,
+            (self.id,),
+            query,
+            limit_value,
+            check_page_size(page_size),
+        )
+
+    def series(self, name: str, *, metadata: Mapping[str, Any] | str | None = None) -> Series:
+        """This experiment's ``name`` metric as a :class:`Series` for :func:`sm.compare`.
+
+        Example:
+            >>> sm.compare([a.series("loss"), b.series("loss")])  # doctest: +SKIP
+        """
+        return Series(self, name, metadata=metadata)

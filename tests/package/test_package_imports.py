@@ -1,0 +1,48 @@
+"""What ``import syvain_metrics`` costs, and that every public name is still there.
+
+The package's names are imported on first use, so the ``syvain-metrics`` command (which
+must handle Ctrl-C and SIGTERM from its first instruction) and programs that only import
+the package do not pay for HTTP, schemas and resources up front.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+import syvain_metrics as sm
+
+
+def test_importing_the_package_loads_no_http_or_schema_library() -> None:
+    script = (
+        "import sys, syvain_metrics\n"
+        "heavy = {'requests', 'urllib3', 'marshmallow', 'cachetools', 'syvain_metrics.client.session'}\n"
+        "print(sorted(heavy & set(sys.modules)))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=60
+    ).stdout
+    assert out.strip() == "[]"
+
+
+@pytest.mark.parametrize("name", sorted(sm.__all__))
+def test_every_public_name_resolves(name: str) -> None:
+    assert getattr(sm, name) is not None
+
+
+def test_dir_lists_the_public_names_only() -> None:
+    assert sorted(dir(sm)) == sorted(sm.__all__)
+
+
+def test_an_unknown_name_is_an_attribute_error() -> None:
+    with pytest.raises(AttributeError, match="no_such_thing"):
+        sm.no_such_thing  # type: ignore[attr-defined]  # noqa: B018
+
+
+def test_a_name_imported_from_the_package_is_the_class_itself() -> None:
+    from syvain_metrics import Experiment
+    from syvain_metrics.resources.experiment import Experiment as Defined
+
+    assert Experiment is Defined
