@@ -24,6 +24,7 @@ from syvain_metrics.contract.limits import (
     EXPERIMENTS_LIMIT,
     METRIC_ROWS_LIMIT,
 )
+from syvain_metrics.server import wire
 from syvain_metrics.server.errors import invalid
 from syvain_metrics.server.queries import clamp_limit
 from syvain_metrics.server.sql import RowQuery, SeriesFilter, compact
@@ -67,74 +68,81 @@ def auth_status(call: Call) -> Data:
     """``GET /auth/status``."""
     return {
         "auth": {"kind": call.principal.kind},
-        "organization": call.store.organization(call.org),
+        "organization": wire.organization(call.store.organization(call.org)),
     }
 
 
 def list_folders(call: Call) -> Data:
     """``GET /folders``."""
-    return {"folders": call.store.list_folders(call.org, call.query.get("path"))}
+    folders = call.store.list_folders(call.org, call.query.get("path"))
+    return {"folders": [wire.folder(f) for f in folders]}
 
 
 def create_folder(call: Call) -> Data:
     """``POST /folders``."""
     name = _folder_name(call.body["name"])
-    return {"folder": call.store.create_folder(call.org, name, call.body.get("parent_id"))}
+    return {
+        "folder": wire.folder(call.store.create_folder(call.org, name, call.body.get("parent_id")))
+    }
 
 
 def get_folder(call: Call) -> Data:
     """``GET /folders/{id}``."""
-    return call.store.get_folder(call.org, call.args["folder_id"], call.origin)
+    contents = call.store.get_folder(call.org, call.args["folder_id"])
+    return wire.folder_contents(contents, call.origin)
 
 
 def patch_folder(call: Call) -> Data:
     """``PATCH /folders/{id}``."""
     if "name" in call.body:
         _folder_name(call.body["name"])
-    return {"folder": call.store.patch_folder(call.org, call.args["folder_id"], call.body)}
+    return {
+        "folder": wire.folder(call.store.patch_folder(call.org, call.args["folder_id"], call.body))
+    }
 
 
 def list_experiments(call: Call) -> Data:
     """``GET /experiments``."""
     query = call.query
-    return {
-        "experiments": call.store.list_experiments(
-            call.org,
-            call.origin,
-            limit=clamp_limit(query.get("limit"), EXPERIMENTS_LIMIT),
-            status=query.get("status"),
-            slug=query.get("slug"),
-            search=query.get("search"),
-            from_ms=query.get("from_ms"),
-            to_ms=query.get("to_ms"),
-        )
-    }
+    experiments = call.store.list_experiments(
+        call.org,
+        limit=clamp_limit(query.get("limit"), EXPERIMENTS_LIMIT),
+        status=query.get("status"),
+        slug=query.get("slug"),
+        search=query.get("search"),
+        from_ms=query.get("from_ms"),
+        to_ms=query.get("to_ms"),
+    )
+    return {"experiments": [wire.experiment(e, call.origin) for e in experiments]}
 
 
 def create_experiment(call: Call) -> Data:
     """``POST /experiments``."""
-    return {"experiment": call.store.create_experiment(call.org, call.origin, call.body)}
+    return {
+        "experiment": wire.experiment(
+            call.store.create_experiment(call.org, call.body), call.origin
+        )
+    }
 
 
 def get_experiment(call: Call) -> Data:
     """``GET /experiments/{id}``."""
-    return {
-        "experiment": call.store.get_experiment(call.org, call.args["experiment_id"], call.origin)
-    }
+    experiment = call.store.get_experiment(call.org, call.args["experiment_id"])
+    return {"experiment": wire.experiment(experiment, call.origin)}
 
 
 def update_experiment_status(call: Call) -> Data:
     """``POST /experiments/{id}``."""
     experiment_id = call.args["experiment_id"]
-    return {"experiment": call.store.update_status(call.org, experiment_id, call.origin, call.body)}
+    experiment = call.store.update_status(call.org, experiment_id, call.body)
+    return {"experiment": wire.experiment(experiment, call.origin)}
 
 
 def move_experiment(call: Call) -> Data:
     """``PATCH /experiments/{id}``."""
     experiment_id, folder_id = call.args["experiment_id"], call.body["folder_id"]
-    return {
-        "experiment": call.store.move_experiment(call.org, experiment_id, call.origin, folder_id)
-    }
+    experiment = call.store.move_experiment(call.org, experiment_id, folder_id)
+    return {"experiment": wire.experiment(experiment, call.origin)}
 
 
 def _series(experiment_id: str, filters: Mapping[str, Any]) -> SeriesFilter:
@@ -172,14 +180,14 @@ class RawJson(str):
 def list_metrics(call: Call) -> Data:
     """``GET /experiments/{id}/metrics``."""
     series = [_series(call.args["experiment_id"], call.query)]
-    return {"rows": RawJson(call.store.metric_rows_json(_row_query(call, series)))}
+    return {"rows": RawJson(wire.rows_json(call.store.metric_row_texts(_row_query(call, series))))}
 
 
 def compare_metrics(call: Call) -> Data:
     """``GET /metrics``: a row belongs to the first series it matches."""
     series = [_series(s["experiment_id"], s) for s in call.query["series"]]
-    rows = call.store.metric_rows_json(_row_query(call, series), missing_field="series")
-    return {"rows": RawJson(rows)}
+    rows = call.store.metric_row_texts(_row_query(call, series), missing_field="series")
+    return {"rows": RawJson(wire.rows_json(rows))}
 
 
 def ingest_metrics(call: Call) -> Data:
@@ -196,7 +204,8 @@ def ingest_metrics(call: Call) -> Data:
 
 def list_ingestion_keys(call: Call) -> Data:
     """``GET /experiments/{id}/ingestion-keys``."""
-    return {"keys": call.store.list_ingestion_keys(call.org, call.args["experiment_id"])}
+    keys = call.store.list_ingestion_keys(call.org, call.args["experiment_id"])
+    return {"keys": [wire.ingestion_key(k) for k in keys]}
 
 
 def create_ingestion_key(call: Call) -> Data:
@@ -204,22 +213,20 @@ def create_ingestion_key(call: Call) -> Data:
     key, token = call.store.create_ingestion_key(
         call.org, call.args["experiment_id"], call.body["name"], call.body.get("ttl_ms")
     )
-    return {"key": key, "token": token}
+    return {"key": wire.ingestion_key(key), "token": token}
 
 
 def revoke_ingestion_key(call: Call) -> Data:
     """``DELETE /experiments/{id}/ingestion-keys/{key_id}``."""
-    return {
-        "key": call.store.revoke_ingestion_key(
-            call.org, call.args["experiment_id"], call.args["key_id"]
-        )
-    }
+    key = call.store.revoke_ingestion_key(call.org, call.args["experiment_id"], call.args["key_id"])
+    return {"key": wire.ingestion_key(key)}
 
 
 def list_metric_catalog(call: Call) -> Data:
     """``GET /experiments/{id}/catalog``."""
     limit = clamp_limit(call.query.get("limit"), CATALOG_LIMIT)
-    return {"metrics": call.store.catalog(call.org, call.args["experiment_id"], limit)}
+    entries = call.store.catalog(call.org, call.args["experiment_id"], limit)
+    return {"metrics": [wire.catalog_entry(e) for e in entries]}
 
 
 def inspect_metric_catalog_values(call: Call) -> Data:
@@ -228,7 +235,7 @@ def inspect_metric_catalog_values(call: Call) -> Data:
     values = call.store.catalog_values(
         call.org, call.args["experiment_id"], call.args["metric"], call.query.get("key"), limit
     )
-    return {"metadata": values}
+    return {"metadata": wire.catalog_values(values)}
 
 
 def list_annotations(call: Call) -> Data:
@@ -240,11 +247,15 @@ def list_annotations(call: Call) -> Data:
         from_ms=call.query.get("from_ms"),
         to_ms=call.query.get("to_ms"),
     )
-    return {"annotations": annotations}
+    return {"annotations": [wire.annotation(a) for a in annotations]}
 
 
 def create_annotation(call: Call) -> Data:
     """``POST /experiments/{id}/annotations``."""
-    return call.store.create_annotation(
-        call.org, call.args["experiment_id"], call.origin, call.body
+    experiment, annotation = call.store.create_annotation(
+        call.org, call.args["experiment_id"], call.body
     )
+    return {
+        "experiment": wire.experiment(experiment, call.origin),
+        "annotation": wire.annotation(annotation),
+    }

@@ -1,4 +1,5 @@
-"""The SQLite schema of the local server and the SQL helpers of metric reads.
+"""The SQL of the local server's writes and metric reads (the tables themselves are
+:mod:`syvain_metrics.server.store.schema`).
 
 Metadata filters run as small Python functions registered on the connection, since
 metadata keys may hold any character (SQLite's JSON paths would need quoting) and
@@ -16,126 +17,11 @@ import sqlite3
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
-from operator import itemgetter
 from typing import Any
-
-SCHEMA_VERSION = 4
-"""``PRAGMA user_version`` of a database in this layout. Version 2: events keyed by their
-sequence number alone (``event_id`` is made from it), indexes ending with it. Version 3:
-API keys kept only as their SHA-256 hashes. Version 4: an event names its experiment by the
-experiment's sequence number (its organization is the experiment's), so every row and index
-entry is about 70 bytes shorter. Each step is found by the columns it changes, so a database
-of any earlier layout is brought up to this one."""
 
 EVENT_ID = "(? || printf('%012x', e.seq))"
 """The SQL of an event's id: the database's random UUID-shaped prefix (a parameter) and the
 event's sequence number in 12 hex digits, so ids sort as the sequence does."""
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS organizations (
-    id TEXT PRIMARY KEY,
-    name TEXT NOT NULL,
-    created_at_ms INTEGER NOT NULL
-);
-CREATE TABLE IF NOT EXISTS api_keys (
-    key_hash TEXT PRIMARY KEY,
-    org_id TEXT NOT NULL,
-    created_at_ms INTEGER NOT NULL
-);
-CREATE TABLE IF NOT EXISTS folders (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    id TEXT NOT NULL UNIQUE,
-    org_id TEXT NOT NULL,
-    parent_id TEXT,
-    name TEXT NOT NULL,
-    created_at_ms INTEGER NOT NULL
-);
-CREATE UNIQUE INDEX IF NOT EXISTS folders_sibling_name
-    ON folders (org_id, ifnull(parent_id, ''), name);
-CREATE TABLE IF NOT EXISTS experiments (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    id TEXT NOT NULL UNIQUE,
-    org_id TEXT NOT NULL,
-    folder_id TEXT,
-    slug TEXT NOT NULL,
-    description TEXT NOT NULL,
-    metadata_json TEXT NOT NULL,
-    status TEXT NOT NULL,
-    error_name TEXT,
-    error_detail TEXT,
-    created_at_ms INTEGER NOT NULL,
-    updated_at_ms INTEGER NOT NULL,
-    started_at_ms INTEGER,
-    done_at_ms INTEGER,
-    last_heartbeat_at_ms INTEGER,
-    last_event_at_ms INTEGER,
-    UNIQUE (org_id, slug)
-);
-CREATE TABLE IF NOT EXISTS events (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    experiment_seq INTEGER NOT NULL,
-    client_event_id TEXT NOT NULL,
-    metric_name TEXT NOT NULL,
-    metric_value REAL NOT NULL,
-    step INTEGER,
-    metadata_json TEXT NOT NULL,
-    client_timestamp_ms INTEGER NOT NULL,
-    server_timestamp_ms INTEGER NOT NULL,
-    UNIQUE (experiment_seq, client_event_id)
-);
-CREATE INDEX IF NOT EXISTS events_by_metric_step
-    ON events (experiment_seq, metric_name, step, client_timestamp_ms);
-CREATE INDEX IF NOT EXISTS events_by_metric_time
-    ON events (experiment_seq, metric_name, client_timestamp_ms);
-CREATE INDEX IF NOT EXISTS events_by_step
-    ON events (experiment_seq, step, client_timestamp_ms);
-CREATE INDEX IF NOT EXISTS events_by_time ON events (experiment_seq, client_timestamp_ms);
-CREATE TABLE IF NOT EXISTS settings (
-    name TEXT PRIMARY KEY,
-    value TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS annotations (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    id TEXT NOT NULL UNIQUE,
-    org_id TEXT NOT NULL,
-    experiment_id TEXT NOT NULL,
-    annotation TEXT NOT NULL,
-    metadata_json TEXT NOT NULL,
-    created_at_ms INTEGER NOT NULL
-);
-CREATE INDEX IF NOT EXISTS annotations_by_experiment ON annotations (experiment_id, created_at_ms);
-CREATE INDEX IF NOT EXISTS experiments_by_creation ON experiments (org_id, created_at_ms);
-CREATE TABLE IF NOT EXISTS ingestion_keys (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    id TEXT NOT NULL UNIQUE,
-    org_id TEXT NOT NULL,
-    experiment_id TEXT NOT NULL,
-    name TEXT NOT NULL,
-    token_hash TEXT NOT NULL UNIQUE,
-    created_at_ms INTEGER NOT NULL,
-    expires_at_ms INTEGER NOT NULL,
-    revoked_at_ms INTEGER,
-    last_used_at_ms INTEGER
-);
-CREATE TABLE IF NOT EXISTS dashboard_logins (
-    kind TEXT NOT NULL,
-    digest TEXT NOT NULL,
-    org_id TEXT NOT NULL,
-    expires_at_ms INTEGER NOT NULL,
-    PRIMARY KEY (kind, digest)
-);
-CREATE INDEX IF NOT EXISTS dashboard_logins_by_org
-    ON dashboard_logins (kind, org_id, expires_at_ms);
-CREATE TABLE IF NOT EXISTS idempotency (
-    credential TEXT NOT NULL,
-    key TEXT NOT NULL,
-    fingerprint TEXT NOT NULL,
-    status INTEGER NOT NULL,
-    body BLOB NOT NULL,
-    created_at_ms INTEGER NOT NULL,
-    PRIMARY KEY (credential, key)
-);
-"""
 
 EVENT_COLUMNS = (
     "experiment_seq",
@@ -148,9 +34,6 @@ EVENT_COLUMNS = (
     "server_timestamp_ms",
 )
 """The columns an ingest writes (the sequence number comes by itself)."""
-
-DATA_TABLES = ("folders", "experiments", "events", "annotations", "ingestion_keys", "idempotency")
-"""Tables :meth:`Store.reset` empties; organizations and API keys survive."""
 
 
 def compact(value: Any) -> str:
@@ -381,7 +264,7 @@ class RowQuery:
     def sql(self, *, as_json: bool = False) -> tuple[str, list[Any]]:
         """The SELECT and its parameters; rows come in :data:`ROW_COLUMNS` order, or with
         ``as_json`` as three columns whose texts joined make the row's JSON object (see
-        :func:`rows_json`): SQLite escapes the strings, Python writes the value, whose
+        :func:`syvain_metrics.server.wire.rows_json`): SQLite escapes the strings, Python writes the value, whose
         shortest exact form SQLite's own formatting does not give.
 
         Each series is its own arm, whose conditions (experiment, metric name, bounds) all
@@ -469,33 +352,3 @@ _JSON_COLUMNS = """rtrim(json_object('event_id', {event_id}, 'org_id', x.org_id,
         || ',' || ltrim(json_object('event_metadata_json', e.metadata_json,
         'client_timestamp_ms', e.client_timestamp_ms,
         'server_timestamp_ms', e.server_timestamp_ms), '{{')"""
-_ROW_TEXT = "{}{!r}{}".format
-
-
-def rows_json(rows: Sequence[Sequence[Any]]) -> str:
-    """The JSON array of rows selected with ``RowQuery.sql(as_json=True)``: each row is its
-    head text, its value written by Python (the shortest text that reads back exactly) and
-    its tail text.
-
-    Example:
-        >>> rows_json([('{"event_id":"e1","metric_value":', 0.1, ',"step":null}')])
-        '[{"event_id":"e1","metric_value":0.1,"step":null}]'
-    """
-    if not rows:
-        return "[]"
-    texts = map(
-        _ROW_TEXT,
-        map(itemgetter(0), rows),
-        map(float, map(itemgetter(1), rows)),
-        map(itemgetter(2), rows),
-    )
-    return "[" + ",".join(texts) + "]"
-
-
-def row_wire(values: Sequence[Any]) -> dict[str, Any]:
-    """One metric row as the contract writes it (``step`` and the value as floats)."""
-    row = dict(zip(ROW_COLUMNS, values, strict=False))
-    row["metric_value"] = float(row["metric_value"])
-    if row["step"] is not None:
-        row["step"] = float(row["step"])
-    return row

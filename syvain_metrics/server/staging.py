@@ -28,6 +28,7 @@ import sqlite3
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 from syvain_metrics.server.sql import CREATE_STAGED_ROWS, STAGE_EVENTS
 
@@ -138,3 +139,17 @@ class StagingPool:
             for slot in self._made:
                 slot.close()
             self._made.clear()
+
+
+@dataclass(frozen=True)
+class StagedBatch:
+    """A batch of metrics made ready for :meth:`Store.ingest` before the write lock is taken
+    (:meth:`Store.staging`): its time, its JSON text and, when a staging slot was free, its
+    rows already read out of that text."""
+
+    now: int
+    text: str | None
+    """What SQLite reads the rows from; ``None``: they are bound one by one (a NUL in a name or
+    an id, which SQLite's JSON functions cannot read back)."""
+    path: str
+    slot: StagingSlot | None = None

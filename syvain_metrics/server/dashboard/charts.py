@@ -14,11 +14,11 @@ Example:
     >>> store = Store()
     >>> [key] = store.use_api_keys(["ak_local_demo"])
     >>> org = store.authenticate(key).org_id
-    >>> exp = store.create_experiment(org, "", {"slug": "run-1"})
-    >>> store.ingest(org, exp["id"], [
+    >>> exp = store.create_experiment(org, {"slug": "run-1"})
+    >>> store.ingest(org, exp.id, [
     ...     {"client_event_id": str(i), "name": "loss", "value": 10 - i, "step": i}
     ...     for i in range(10)])
-    >>> chart = chart_data(store, org, [exp["id"]], "loss", x="step", width=4)
+    >>> chart = chart_data(store, org, [exp.id], "loss", x="step", width=4)
     >>> [line["label"] for line in chart["series"]], chart["points"], chart["drawn"]
     (['(no metadata)'], 10, 8)
     >>> chart["series"][0]["n"], chart["series"][0]["lo"]

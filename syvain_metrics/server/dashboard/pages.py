@@ -24,6 +24,7 @@ from syvain_metrics.contract.limits import (
     EXPERIMENTS_LIMIT,
     MAX_COMPARE_SERIES,
 )
+from syvain_metrics.server import wire
 from syvain_metrics.server.errors import ApiError
 from syvain_metrics.server.store import Store
 
@@ -154,16 +155,15 @@ def list_page(
     limit = EXPERIMENTS_LIMIT[1]
     selected = None
     if folder_id is None:
-        experiments = store.list_experiments(
-            org_id, origin, limit=limit, status=status, search=text
-        )
+        found = store.list_experiments(org_id, limit=limit, status=status, search=text)
+        experiments = [wire.experiment(e, origin) for e in found]
     else:
-        contents = store.get_folder(org_id, folder_id, origin)
+        contents = wire.folder_contents(store.get_folder(org_id, folder_id), origin)
         selected = contents["folder"]
         experiments = [e for e in contents["experiments"] if _matches(e, status, text)]
     now = store.now_ms()
     return {
-        "tree": folder_tree(store.list_folders(org_id)),
+        "tree": folder_tree(wire.folder(f) for f in store.list_folders(org_id)),
         "selected": selected,
         "experiments": experiments,
         "truncated": folder_id is None and len(experiments) >= limit,
@@ -185,10 +185,12 @@ def key_state(key: Mapping[str, Any], now_ms: int) -> str:
 
 def experiment_page(store: Store, org_id: str, origin: str, experiment_id: str) -> dict[str, Any]:
     """The experiment page: the run, its annotations, ingestion keys and metric names."""
-    experiment = store.get_experiment(org_id, experiment_id, origin)
+    experiment = wire.experiment(store.get_experiment(org_id, experiment_id), origin)
     limit = ANNOTATIONS_LIMIT[1]
-    annotations = store.list_annotations(org_id, experiment_id, limit=limit)
-    keys = store.list_ingestion_keys(org_id, experiment_id)
+    annotations = [
+        wire.annotation(a) for a in store.list_annotations(org_id, experiment_id, limit=limit)
+    ]
+    keys = [wire.ingestion_key(k) for k in store.list_ingestion_keys(org_id, experiment_id)]
     now = store.now_ms()
     return {
         "experiment": experiment,
@@ -231,7 +233,7 @@ def compare_page(
 ) -> dict[str, Any]:
     """The compare page: the runs, the metrics any of them has, and the one to overlay
     (by default the first metric every run has, else the first any run has)."""
-    experiments = [store.get_experiment(org_id, e, origin) for e in ids]
+    experiments = [wire.experiment(store.get_experiment(org_id, e), origin) for e in ids]
     names = [set(store.metric_names(org_id, e)) for e in ids]
     every = sorted(set.union(*names))
     common = sorted(set.intersection(*names))

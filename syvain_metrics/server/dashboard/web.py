@@ -336,8 +336,7 @@ class Dashboard:
         width = min(max(width, charts.MIN_WIDTH), charts.MAX_WIDTH)
         slugs = None
         if len(ids) > 1:
-            origin = self._origin(request)
-            slugs = [self.store.get_experiment(org_id, e, origin)["slug"] for e in ids]
+            slugs = [self.store.get_experiment(org_id, e).slug for e in ids]
         data = charts.chart_data(
             self.store,
             org_id,
