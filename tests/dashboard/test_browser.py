@@ -25,6 +25,7 @@ import pytest
 pytest.importorskip("jinja2", reason="the dashboard needs the 'local' extra")
 
 import syvain_metrics as sm
+from syvain_metrics.server import wire
 from syvain_metrics.testing import LocalServer
 
 CHROMIUM = os.environ.get("SYVAIN_METRICS_CHROMIUM", "/usr/bin/chromium")
@@ -354,7 +355,7 @@ def test_a_large_metric_draws_reduced_and_says_so(
 ) -> None:
     store = metrics_server.store
     org = store.authenticate(metrics_server.api_key).org_id
-    exp = store.create_experiment(org, metrics_server.url, {"slug": "large"})
+    exp = wire.experiment(store.create_experiment(org, {"slug": "large"}), metrics_server.url)
     total = 200_000
     for start in range(0, total, 20_000):
         store.ingest(

@@ -17,6 +17,7 @@ import requests
 from werkzeug.test import Client
 
 import syvain_metrics as sm
+from syvain_metrics.server import wire
 from syvain_metrics.server.app import MetricsApp
 from syvain_metrics.server.dashboard.access import COOKIE_NAME
 from syvain_metrics.server.dashboard.charts import chart_data
@@ -34,9 +35,8 @@ class Site:
         [self.key] = self.store.use_api_keys([API_KEY])
         self.app = MetricsApp(self.store)
         self.org = self.store.authenticate(self.key).org_id
-        self.exp = self.store.create_experiment(
-            self.org, "http://localhost", {"slug": "run-1", "metadata": {"lr": 0.1}}
-        )
+        made = self.store.create_experiment(self.org, {"slug": "run-1", "metadata": {"lr": 0.1}})
+        self.exp = wire.experiment(made, "http://localhost")
         self.client = Client(self.app)
 
     def ingest(self, experiment_id: str, rows: list[dict[str, Any]]) -> None:
@@ -235,49 +235,48 @@ def test_every_user_string_is_escaped(site: Site) -> None:
     folder = site.store.create_folder(site.org, f"f{markup}", None)
     exp = site.store.create_experiment(
         site.org,
-        "",
         {
             "slug": f"s{markup}",
             "description": f"d{markup}",
             "metadata": {f"k{markup}": f"v{markup}"},
-            "folder_id": folder["folder_id"],
+            "folder_id": folder.id,
         },
     )
     site.store.create_annotation(
-        site.org, exp["id"], "", {"annotation": f"a{markup}", "metadata": {"m": markup}}
+        site.org, exp.id, {"annotation": f"a{markup}", "metadata": {"m": markup}}
     )
-    site.ingest(exp["id"], points(3, metadata={"split": markup}))
-    site.ingest(exp["id"], [{"client_event_id": "n", "name": f"n{markup}", "value": 1.0}])
+    site.ingest(exp.id, points(3, metadata={"split": markup}))
+    site.ingest(exp.id, [{"client_event_id": "n", "name": f"n{markup}", "value": 1.0}])
     site.store.update_status(
-        site.org, exp["id"], "", {"status": "error", "error": {"name": markup, "detail": markup}}
+        site.org, exp.id, {"status": "error", "error": {"name": markup, "detail": markup}}
     )
     site.sign_in()
     for path in (
         "/dashboard/",
-        f"/dashboard/?folder={folder['folder_id']}",
-        f"/dashboard/experiments/{exp['id']}",
-        f"/dashboard/compare?experiments={exp['id']}",
+        f"/dashboard/?folder={folder.id}",
+        f"/dashboard/experiments/{exp.id}",
+        f"/dashboard/compare?experiments={exp.id}",
     ):
         text = site.page(path)
         assert "<img" not in text, path
         assert "&lt;img src=x onerror=&#34;alert(1)&#34;&gt;" in text, path
-    chart = site.client.get(f"/dashboard/data/chart?experiments={exp['id']}&metric=loss")
+    chart = site.client.get(f"/dashboard/data/chart?experiments={exp.id}&metric=loss")
     assert chart.json["series"][0]["label"] == f"split={markup}"  # JSON, drawn as text
 
 
 def test_another_organizations_ids_are_not_found(site: Site) -> None:
     other_key = site.store.add_api_key()
     other_org = site.store.authenticate(other_key).org_id
-    hidden = site.store.create_experiment(other_org, "", {"slug": "secret-run"})
+    hidden = site.store.create_experiment(other_org, {"slug": "secret-run"})
     folder = site.store.create_folder(other_org, "secret-folder", None)
     site.ingest(site.exp["id"], points(3))
     site.sign_in()
     for path in (
-        f"/dashboard/experiments/{hidden['id']}",
-        f"/dashboard/?folder={folder['folder_id']}",
-        f"/dashboard/compare?experiments={site.exp['id']}&experiments={hidden['id']}",
-        f"/dashboard/data/chart?experiments={hidden['id']}&metric=loss",
-        f"/dashboard/data/chart?experiments={site.exp['id']},{hidden['id']}&metric=loss",
+        f"/dashboard/experiments/{hidden.id}",
+        f"/dashboard/?folder={folder.id}",
+        f"/dashboard/compare?experiments={site.exp['id']}&experiments={hidden.id}",
+        f"/dashboard/data/chart?experiments={hidden.id}&metric=loss",
+        f"/dashboard/data/chart?experiments={site.exp['id']},{hidden.id}&metric=loss",
     ):
         reply = site.client.get(path)
         assert reply.status_code == 404, path
@@ -287,22 +286,22 @@ def test_another_organizations_ids_are_not_found(site: Site) -> None:
 
 def test_the_list_filters_by_folder_status_and_text(site: Site) -> None:
     folder = site.store.create_folder(site.org, "vision", None)
-    child = site.store.create_folder(site.org, "resnet", folder["folder_id"])
+    child = site.store.create_folder(site.org, "resnet", folder.id)
     for slug, status, where in (
-        ("cat-detector", "done", folder["folder_id"]),
-        ("dog-detector", "running", folder["folder_id"]),
-        ("deep-cat", "done", child["folder_id"]),
+        ("cat-detector", "done", folder.id),
+        ("dog-detector", "running", folder.id),
+        ("deep-cat", "done", child.id),
     ):
-        exp = site.store.create_experiment(site.org, "", {"slug": slug, "folder_id": where})
-        site.store.update_status(site.org, exp["id"], "", {"status": status})
+        exp = site.store.create_experiment(site.org, {"slug": slug, "folder_id": where})
+        site.store.update_status(site.org, exp.id, {"status": status})
     site.sign_in()
 
     def slugs(query: str) -> list[str]:
         return re.findall(r'<td class="slug"><a href="[^"]+">([^<]+)</a>', site.page(query))
 
     assert slugs("/dashboard/") == ["deep-cat", "dog-detector", "cat-detector", "run-1"]
-    assert slugs(f"/dashboard/?folder={folder['folder_id']}") == ["dog-detector", "cat-detector"]
-    assert slugs(f"/dashboard/?folder={folder['folder_id']}&status=done") == ["cat-detector"]
+    assert slugs(f"/dashboard/?folder={folder.id}") == ["dog-detector", "cat-detector"]
+    assert slugs(f"/dashboard/?folder={folder.id}&status=done") == ["cat-detector"]
     assert slugs("/dashboard/?q=CAT") == ["deep-cat", "cat-detector"]
     assert slugs("/dashboard/?status=done&q=deep") == ["deep-cat"]
     tree = site.page("/dashboard/")
@@ -312,15 +311,15 @@ def test_the_list_filters_by_folder_status_and_text(site: Site) -> None:
 
 def test_the_experiment_page_shows_the_run_and_never_a_token(site: Site) -> None:
     key, token = site.store.create_ingestion_key(site.org, site.exp["id"], "trainer", None)
-    site.store.create_annotation(site.org, site.exp["id"], "", {"annotation": "ckpt saved"})
+    site.store.create_annotation(site.org, site.exp["id"], {"annotation": "ckpt saved"})
     site.ingest(site.exp["id"], points(5) + points(5, "acc"))
     site.store.update_status(
-        site.org, site.exp["id"], "", {"status": "error", "error": {"name": "OOM", "detail": "x"}}
+        site.org, site.exp["id"], {"status": "error", "error": {"name": "OOM", "detail": "x"}}
     )
     site.sign_in()
     text = site.page(f"/dashboard/experiments/{site.exp['id']}")
     assert token not in text
-    assert key["id"] in text
+    assert key.id in text
     assert ">trainer<" in text
     assert "ckpt saved" in text
     assert "<strong>OOM</strong>" in text
@@ -328,11 +327,11 @@ def test_the_experiment_page_shows_the_run_and_never_a_token(site: Site) -> None
 
 
 def test_compare_defaults_to_a_metric_every_run_has(site: Site) -> None:
-    other = site.store.create_experiment(site.org, "", {"slug": "run-2"})
+    other = site.store.create_experiment(site.org, {"slug": "run-2"})
     site.ingest(site.exp["id"], points(3, "acc") + points(3))
-    site.ingest(other["id"], points(3))
+    site.ingest(other.id, points(3))
     site.sign_in()
-    text = site.page(f"/dashboard/compare?experiments={site.exp['id']},{other['id']}")
+    text = site.page(f"/dashboard/compare?experiments={site.exp['id']},{other.id}")
     assert '<option value="loss" selected>' in text
     assert "acc (not in every run)" in text
     assert site.client.get("/dashboard/compare").status_code == 400
@@ -435,11 +434,11 @@ def test_chart_data_refuses_bad_queries(site: Site, query: str, message: str) ->
 
 
 def test_a_compared_series_is_labelled_with_its_run(site: Site) -> None:
-    other = site.store.create_experiment(site.org, "", {"slug": "run-2"})
+    other = site.store.create_experiment(site.org, {"slug": "run-2"})
     site.ingest(site.exp["id"], points(3))
-    site.ingest(other["id"], points(30))
+    site.ingest(other.id, points(30))
     site.sign_in()
-    query = f"experiments={site.exp['id']}&experiments={other['id']}&metric=loss"
+    query = f"experiments={site.exp['id']}&experiments={other.id}&metric=loss"
     data = site.client.get(f"/dashboard/data/chart?{query}").json
     assert [s["label"] for s in data["series"]] == ["run-1", "run-2"]
     assert data["x_range"] == [0, 29]  # one x range for every run

@@ -1,4 +1,5 @@
--- The local server database layout before version 2 (random event ids).
+-- The local server database layout before version 2 (random event ids), written before
+-- databases recorded a version: its user_version is 0.
 
 CREATE TABLE IF NOT EXISTS organizations (
     id TEXT PRIMARY KEY,

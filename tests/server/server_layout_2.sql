@@ -94,3 +94,4 @@ CREATE TABLE IF NOT EXISTS idempotency (
     created_at_ms INTEGER NOT NULL,
     PRIMARY KEY (credential, key)
 );
+PRAGMA user_version = 2;

@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 import syvain_metrics as sm
+from syvain_metrics.server import wire
 from syvain_metrics.testing import LocalServer
 
 # Small waits keep the suite fast; the in-progress poll (40 x 0.05 s = 2 s) outlasts the
@@ -150,14 +151,15 @@ class Ctx:
         return sm.whoami(session=self.setup).organization_id
 
     def stored_experiments(self, slug: str) -> list[dict[str, Any]]:
-        everything = self.server.store.list_experiments(self.org_id, self.server.url, limit=1000)
-        return [e for e in everything if e["slug"] == slug]
+        everything = self.server.store.list_experiments(self.org_id, limit=1000)
+        return [wire.experiment(e, self.server.url) for e in everything if e.slug == slug]
 
     def stored_folders(self) -> list[dict[str, Any]]:
-        return self.server.store.list_folders(self.org_id)
+        return [wire.folder(f) for f in self.server.store.list_folders(self.org_id)]
 
     def stored_annotations(self, experiment_id: str) -> list[dict[str, Any]]:
-        return self.server.store.list_annotations(self.org_id, experiment_id, limit=1000)
+        found = self.server.store.list_annotations(self.org_id, experiment_id, limit=1000)
+        return [wire.annotation(a) for a in found]
 
     def close(self) -> None:
         if self._session is not None:

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 import syvain_metrics as sm
-from syvain_metrics.server import sql
+from syvain_metrics.server import sql, wire
 from syvain_metrics.testing import LocalServer
 
 Read = Callable[[sm.Experiment, sm.Experiment], object]
@@ -142,9 +142,9 @@ def test_a_rows_answer_is_cut_by_size_and_the_sdk_reads_on(
 ) -> None:
     import requests
 
-    from syvain_metrics.server import store as store_module
+    from syvain_metrics.server.store import reads
 
-    monkeypatch.setattr(store_module, "MAX_ROWS_ANSWER_BYTES", 20_000)
+    monkeypatch.setattr(reads, "MAX_ROWS_ANSWER_BYTES", 20_000)
     with LocalServer() as server:
         session = server.session(spool_dir=None)
         exp = sm.Experiment.create("large-metadata", session=session)
@@ -186,7 +186,6 @@ def test_rows_written_by_sqlite_are_the_rows_as_json_writes_them() -> None:
     slug = 'run "quoted" \\ é ✓ \u2028 tab\t'
     exp = store.create_experiment(
         org,
-        "http://h",
         {"slug": slug, "description": 'd\n"x"', "metadata": {"k": "v\u0001", "n": 1.5}},
     )
     rng = random.Random(7)
@@ -203,19 +202,21 @@ def test_rows_written_by_sqlite_are_the_rows_as_json_writes_them() -> None:
         }
         for i, value in enumerate(values)
     ]
-    store.ingest(org, exp["id"], metrics)
+    store.ingest(org, exp.id, metrics)
     for include_meta in (False, True):
         query = RowQuery(
-            org_id=org, series=[SeriesFilter(exp["id"])], limit=1_000, include_meta=include_meta
+            org_id=org, series=[SeriesFilter(exp.id)], limit=1_000, include_meta=include_meta
         )
-        written = json.loads(store.metric_rows_json(query))
-        assert written == store.metric_rows(query)
+        written = json.loads(wire.rows_json(store.metric_row_texts(query)))
+        assert written == [wire.metric_row(r) for r in store.metric_rows(query)]
         assert len(written) == len(metrics)
         assert sorted(r["metric_value"] for r in written) == sorted(values)
         assert all(type(r["step"]) is float for r in written if r["step"] is not None)
     assert (
-        store.metric_rows_json(
-            RowQuery(org_id=org, series=[SeriesFilter(exp["id"], "none")], limit=10)
+        wire.rows_json(
+            store.metric_row_texts(
+                RowQuery(org_id=org, series=[SeriesFilter(exp.id, "none")], limit=10)
+            )
         )
         == "[]"
     )
@@ -234,7 +235,7 @@ def test_a_batch_is_stored_exactly_as_validated() -> None:
     store = Store(clock=lambda: 1_800_000_000.0)
     [key] = store.use_api_keys(["ak_exact"])
     org = store.authenticate(key).org_id
-    exp = store.create_experiment(org, "http://h", {"slug": "exact", "metadata": {}})
+    exp = store.create_experiment(org, {"slug": "exact", "metadata": {}})
     rng = random.Random(11)
     values: list[float | int] = []
     while len(values) < 20_000:
@@ -253,8 +254,9 @@ def test_a_batch_is_stored_exactly_as_validated() -> None:
         for i, value in enumerate(values)
     ]
     metrics.append({"client_event_id": "c0", "name": "v", "value": 99.0, "step": 0})
-    store.ingest(org, exp["id"], metrics)
-    rows = store.metric_rows(RowQuery(org_id=org, series=[SeriesFilter(exp["id"])], limit=100_000))
+    store.ingest(org, exp.id, metrics)
+    query = RowQuery(org_id=org, series=[SeriesFilter(exp.id)], limit=100_000)
+    rows = [wire.metric_row(r) for r in store.metric_rows(query)]
     assert len(rows) == len(values)
     # SQLite keeps a whole-number REAL as an integer, so -0.0 comes back as 0.0 (as it did
     # when rows were bound one by one).
@@ -312,20 +314,18 @@ def test_an_ingest_request_is_stored_as_its_validated_batch_would_be(keyed: bool
         store = Store(clock=lambda: 1_800_000_000.0)
         [key] = store.use_api_keys(["ak_source"])
         org = store.authenticate(key).org_id
-        exp = store.create_experiment(org, "http://h", {"slug": "s", "metadata": {}})
+        exp = store.create_experiment(org, {"slug": "s", "metadata": {}})
         client = Client(MetricsApp(store))
         headers = {"Authorization": f"Bearer {key}"}
         token = client.post(
-            f"/api/v1/experiments/{exp['id']}/ingestion-keys", json={"name": "k"}, headers=headers
+            f"/api/v1/experiments/{exp.id}/ingestion-keys", json={"name": "k"}, headers=headers
         ).get_json()["data"]["token"]
         headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
         if keyed:
             headers["Idempotency-Key"] = f"key-{index}"
         body = json.dumps({"data": items})
         with store.recording() as statements:
-            answer = client.post(
-                f"/api/v1/experiments/{exp['id']}/ingest", data=body, headers=headers
-            )
+            answer = client.post(f"/api/v1/experiments/{exp.id}/ingest", data=body, headers=headers)
         assert answer.status_code == 200, answer.data
         # Read out of the text into a staging table (or straight into events), then stored.
         inserts = [q for q in statements if "INTO events" in q or "INTO rows" in q]
@@ -338,7 +338,7 @@ def test_an_ingest_request_is_stored_as_its_validated_batch_would_be(keyed: bool
         expected = {}
         for m in loaded:
             expected.setdefault(m["client_event_id"], m)  # the first of an id wins
-        query = RowQuery(org_id=org, series=[SeriesFilter(exp["id"])], limit=100)
+        query = RowQuery(org_id=org, series=[SeriesFilter(exp.id)], limit=100)
         rows = store.metric_rows(query)
         assert len(rows) == len(expected)
         stored = store._db.execute(
@@ -354,63 +354,6 @@ def test_an_ingest_request_is_stored_as_its_validated_batch_would_be(keyed: bool
             )
             assert row[4] == canonical(m.get("metadata", {}))
             assert row[5] == m.get("timestamp_ms", 1_800_000_000_000)
-
-
-@pytest.mark.parametrize("layout", [1, 2])
-def test_a_database_of_an_earlier_layout_opens_and_reads_back(tmp_path: Path, layout: int) -> None:
-    import sqlite3
-
-    from syvain_metrics.server.sql import SCHEMA_VERSION, RowQuery, SeriesFilter
-    from syvain_metrics.server.store import Store
-
-    path = tmp_path / "old.sqlite"
-    old = sqlite3.connect(path)
-    old.executescript((Path(__file__).parent / f"server_layout_{layout}.sql").read_text())
-    old.execute("INSERT INTO organizations VALUES ('org-1', 'Local', 1)")
-    old.execute("INSERT INTO api_keys VALUES ('ak_old', 'org-1', 1)")
-    old.execute(  # a second experiment first, so sequence numbers and ids differ
-        "INSERT INTO experiments (id, org_id, slug, description, metadata_json, status, "
-        "created_at_ms, updated_at_ms) VALUES ('x-0', 'org-1', 'other', '', '{}', 'done', 1, 1)"
-    )
-    old.execute(
-        "INSERT INTO experiments (id, org_id, slug, description, metadata_json, status, "
-        "created_at_ms, updated_at_ms) VALUES ('x-1', 'org-1', 'old-run', '', '{}', 'done', 1, 1)"
-    )
-    event_id = ("event_id, ", "?, ") if layout == 1 else ("", "")
-    old.executemany(
-        f"INSERT INTO events ({event_id[0]}org_id, experiment_id, client_event_id, metric_name, "
-        "metric_value, step, metadata_json, client_timestamp_ms, server_timestamp_ms) "
-        f"VALUES ({event_id[1]}'org-1', ?, ?, 'loss', ?, ?, '{{}}', ?, ?)",
-        [
-            ((f"uuid-{i}",) if layout == 1 else ())
-            + (f"x-{i % 2}", f"c{i}", i / 4, i, 1_000 + i, 2_000 + i)
-            for i in range(10)
-        ],
-    )
-    old.commit()
-    old.close()
-
-    store = Store(str(path))
-    assert store.use_api_keys([]) == []  # accepted again, but kept only as a hash
-    assert store.authenticate("ak_old").org_id == "org-1"
-    query = RowQuery(org_id="org-1", series=[SeriesFilter("x-1", "loss")], limit=100)
-    rows = store.metric_rows(query)
-    assert [(r["step"], r["metric_value"]) for r in rows] == [
-        (float(i), i / 4) for i in range(1, 10, 2)
-    ]
-    assert {(r["experiment_id"], r["org_id"], r["experiment_slug"]) for r in rows} == {
-        ("x-1", "org-1", "old-run")
-    }
-    ids = [r["event_id"] for r in rows]
-    assert len(set(ids)) == 5
-    assert ids == sorted(ids)  # new ids, in the order the events were stored
-    # Dedupe by client_event_id still holds for what was stored before.
-    store.ingest("org-1", "x-1", [{"client_event_id": "c1", "name": "loss", "value": 9.0}])
-    assert len(store.metric_rows(query)) == 5
-    version = store._db.execute("PRAGMA user_version").fetchone()[0]
-    assert version == SCHEMA_VERSION
-    store.close()
-    assert len(Store(str(path)).metric_rows(query)) == 5  # opening again changes nothing
 
 
 def test_a_write_and_its_idempotency_record_commit_together(
@@ -450,16 +393,16 @@ def _ingest_app(store: object) -> tuple[object, dict[str, str], str]:
     assert isinstance(store, Store)
     [key] = store.use_api_keys(["ak_staging"])
     org = store.authenticate(key).org_id
-    exp = store.create_experiment(org, "http://h", {"slug": "s", "metadata": {}})
+    exp = store.create_experiment(org, {"slug": "s", "metadata": {}})
     client = Client(MetricsApp(store))
     token = client.post(
-        f"/api/v1/experiments/{exp['id']}/ingestion-keys",
+        f"/api/v1/experiments/{exp.id}/ingestion-keys",
         json={"name": "k"},
         headers={"Authorization": f"Bearer {key}"},
     ).get_json()["data"]["token"]
     headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
     _ORGS[id(store)] = org
-    return client, headers, exp["id"]
+    return client, headers, exp.id
 
 
 _ORGS: dict[int, str] = {}
@@ -485,7 +428,7 @@ def _stored_steps(store: object, experiment_id: str) -> list[int]:
 
     assert isinstance(store, Store)
     query = sql.RowQuery(_ORGS[id(store)], [sql.SeriesFilter(experiment_id, "loss")], 100_000)
-    return [r["step"] for r in store.metric_rows(query)]
+    return [wire.metric_row(r)["step"] for r in store.metric_rows(query)]
 
 
 def test_concurrent_ingests_are_staged_and_each_event_is_stored_once(tmp_path: Path) -> None:

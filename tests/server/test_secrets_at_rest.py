@@ -14,8 +14,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from syvain_metrics.server.sql import SCHEMA, SCHEMA_VERSION
-from syvain_metrics.server.store import Store
+from syvain_metrics.server.store import SCHEMA_VERSION, Store
 from syvain_metrics.testing import LocalServer
 
 KEY = "ak_local_0123456789abcdef0123456789abcdef"
@@ -83,12 +82,12 @@ def test_a_reopened_database_accepts_its_stored_keys(tmp_path: Path) -> None:
 
 
 def test_a_database_with_plain_text_keys_is_rewritten_on_open(tmp_path: Path) -> None:
-    db = tmp_path / "layout-2.sqlite"
+    db = tmp_path / "layout-3.sqlite"
     old = sqlite3.connect(db)
-    old.executescript(SCHEMA.replace("key_hash TEXT PRIMARY KEY", "key TEXT PRIMARY KEY"))
+    # The last layout that kept API keys as they are.
+    old.executescript((Path(__file__).parent / "server_layout_3.sql").read_text())
     old.execute("INSERT INTO organizations VALUES ('org-1', 'Local', 1)")
     old.execute("INSERT INTO api_keys VALUES (?, 'org-1', 1)", (KEY,))
-    old.execute("PRAGMA user_version = 2")
     old.commit()
     old.close()
     assert KEY.encode() in db.read_bytes()

@@ -424,13 +424,13 @@ def test_an_answer_stored_by_another_process_is_replayed(tmp_path: Path) -> None
 
 
 def test_writes_from_two_processes_take_turns(tmp_path: Path) -> None:
-    from syvain_metrics.server.sql import RowQuery, SeriesFilter
+    from syvain_metrics.server.sql import ROW_COLUMNS, RowQuery, SeriesFilter
 
     path = tmp_path / "metrics.sqlite"
     store = Store(str(path), shared=True)
     [key] = store.use_api_keys(["ak_turns"])
     org = store.authenticate(key).org_id
-    exp = store.create_experiment(org, "http://h", {"slug": "turns", "metadata": {}})
+    exp = store.create_experiment(org, {"slug": "turns", "metadata": {}})
 
     def batch(prefix: str, start: int) -> list[dict[str, object]]:
         return [
@@ -449,7 +449,7 @@ def test_writes_from_two_processes_take_turns(tmp_path: Path) -> None:
         for start in range(0, 4000, 200):
             batch = [{{"client_event_id": f"o{{i}}", "name": "loss", "value": 2.0, "step": i}}
                      for i in range(start, start + 200)]
-            store.ingest({org!r}, {exp["id"]!r}, batch)
+            store.ingest({org!r}, {exp.id!r}, batch)
         """
     )
     other = subprocess.Popen(
@@ -461,10 +461,10 @@ def test_writes_from_two_processes_take_turns(tmp_path: Path) -> None:
     other.stdin.write("go\n")
     other.stdin.flush()
     for start in range(0, 4000, 200):
-        store.ingest(org, exp["id"], batch("e", start))
+        store.ingest(org, exp.id, batch("e", start))
     other.stdin.close()
     assert other.wait(60) == 0
-    rows = store.metric_rows(RowQuery(org, [SeriesFilter(exp["id"], "loss")], 100_000))
+    rows = store.metric_rows(RowQuery(org, [SeriesFilter(exp.id, "loss")], 100_000))
     assert len(rows) == 8000
-    assert sorted(r["metric_value"] for r in rows) == [1.0] * 4000 + [2.0] * 4000
+    assert sorted(r[ROW_COLUMNS.index("metric_value")] for r in rows) == [1.0] * 4000 + [2.0] * 4000
     store.close()
