@@ -1,5 +1,5 @@
--- The local server database layout of version 3 (events name their experiment by its
--- sequence number; API keys in plain text).
+-- The local server database layout of version 3 (API keys kept as hashes; events name their
+-- experiment by id).
 
 CREATE TABLE IF NOT EXISTS organizations (
     id TEXT PRIMARY KEY,
@@ -7,7 +7,7 @@ CREATE TABLE IF NOT EXISTS organizations (
     created_at_ms INTEGER NOT NULL
 );
 CREATE TABLE IF NOT EXISTS api_keys (
-    key TEXT PRIMARY KEY,
+    key_hash TEXT PRIMARY KEY,
     org_id TEXT NOT NULL,
     created_at_ms INTEGER NOT NULL
 );
@@ -42,7 +42,8 @@ CREATE TABLE IF NOT EXISTS experiments (
 );
 CREATE TABLE IF NOT EXISTS events (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    experiment_seq INTEGER NOT NULL,
+    org_id TEXT NOT NULL,
+    experiment_id TEXT NOT NULL,
     client_event_id TEXT NOT NULL,
     metric_name TEXT NOT NULL,
     metric_value REAL NOT NULL,
@@ -50,15 +51,14 @@ CREATE TABLE IF NOT EXISTS events (
     metadata_json TEXT NOT NULL,
     client_timestamp_ms INTEGER NOT NULL,
     server_timestamp_ms INTEGER NOT NULL,
-    UNIQUE (experiment_seq, client_event_id)
+    UNIQUE (experiment_id, client_event_id)
 );
 CREATE INDEX IF NOT EXISTS events_by_metric_step
-    ON events (experiment_seq, metric_name, step, client_timestamp_ms);
+    ON events (experiment_id, metric_name, step, client_timestamp_ms);
 CREATE INDEX IF NOT EXISTS events_by_metric_time
-    ON events (experiment_seq, metric_name, client_timestamp_ms);
-CREATE INDEX IF NOT EXISTS events_by_step
-    ON events (experiment_seq, step, client_timestamp_ms);
-CREATE INDEX IF NOT EXISTS events_by_time ON events (experiment_seq, client_timestamp_ms);
+    ON events (experiment_id, metric_name, client_timestamp_ms);
+CREATE INDEX IF NOT EXISTS events_by_step ON events (experiment_id, step, client_timestamp_ms);
+CREATE INDEX IF NOT EXISTS events_by_time ON events (experiment_id, client_timestamp_ms);
 CREATE TABLE IF NOT EXISTS settings (
     name TEXT PRIMARY KEY,
     value TEXT NOT NULL

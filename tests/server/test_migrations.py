@@ -3,7 +3,8 @@ step from there to the current layout, and what they held reads back through the
 database of a newer layout is refused and left as it is.
 
 Each past layout is kept as the SQL that made it (``server_layout_N.sql``, with the version
-a database of that layout records; layout 1 recorded none).
+a database of that layout records; layout 1 recorded none). Version 3 named two layouts: the
+hashed API keys, and for a short while events by experiment sequence number instead.
 """
 
 from __future__ import annotations
@@ -22,16 +23,24 @@ from syvain_metrics.server.store.schema import SCHEMA
 from syvain_metrics.testing import LocalServer
 
 KEY = "ak_local_0123456789abcdef0123456789abcdef"
-LAYOUTS = [1, 2, 3, 4]
+LAYOUTS: dict[str, tuple[int, str, bool]] = {
+    # layout: (its version, how its events name their experiment, API keys kept as hashes)
+    "1": (0, "event_id", False),
+    "2": (2, "experiment_id", False),
+    "3": (3, "experiment_id", True),
+    "3_plain_keys": (3, "experiment_seq", False),
+    "4": (4, "experiment_seq", True),
+}
 HERE = Path(__file__).parent
 
 
-def _layout_database(path: Path, layout: int) -> None:
+def _layout_database(path: Path, layout: str) -> None:
     """A database of ``layout`` holding an organization and its key, a folder, two
     experiments with events, an annotation and an ingestion key."""
     db = sqlite3.connect(path)
     db.executescript((HERE / f"server_layout_{layout}.sql").read_text())
-    key = KEY if layout < 4 else hashlib.sha256(KEY.encode()).hexdigest()
+    _, events, hashed = LAYOUTS[layout]
+    key = hashlib.sha256(KEY.encode()).hexdigest() if hashed else KEY
     db.execute("INSERT INTO organizations VALUES ('org-1', 'Local', 1)")
     db.execute("INSERT INTO api_keys VALUES (?, 'org-1', 1)", (key,))
     db.execute(
@@ -47,10 +56,10 @@ def _layout_database(path: Path, layout: int) -> None:
         f"INSERT INTO experiments ({experiments}, created_at_ms, updated_at_ms) "
         "VALUES ('x-1', 'org-1', 'f-1', 'old-run', 'kept', '{\"lr\":0.1}', 'done', 2, 2)"
     )
-    if layout == 1:
+    if events == "event_id":
         names, marks = "event_id, org_id, experiment_id", "?, 'org-1', ?"
         owners = [(f"uuid-{i}", f"x-{i % 2}") for i in range(10)]
-    elif layout == 2:
+    elif events == "experiment_id":
         names, marks = "org_id, experiment_id", "'org-1', ?"
         owners = [(f"x-{i % 2}",) for i in range(10)]
     else:
@@ -82,6 +91,23 @@ def _version(path: Path) -> int:
         db.close()
 
 
+def _shape(path: Path) -> dict[str, Any]:
+    """Every table's columns and every index's table and columns (SQLite's own indexes too)."""
+    db = sqlite3.connect(path)
+    try:
+        shape: dict[str, Any] = {}
+        for kind, name, table in db.execute(
+            "SELECT type, name, tbl_name FROM sqlite_master WHERE name NOT LIKE 'sqlite_%'"
+            " OR type = 'index'"
+        ).fetchall():
+            pragma = "table_info" if kind == "table" else "index_info"
+            columns = [tuple(r[1:]) for r in db.execute(f'PRAGMA {pragma}("{name}")')]
+            shape[name] = (kind, table, columns)
+        return shape
+    finally:
+        db.close()
+
+
 def _get(server: LocalServer, path: str, **params: Any) -> Any:
     answer = requests.get(
         f"{server.url}/api/v1{path}",
@@ -93,11 +119,11 @@ def _get(server: LocalServer, path: str, **params: Any) -> Any:
     return answer.json()["data"]
 
 
-@pytest.mark.parametrize("layout", LAYOUTS)
-def test_a_database_of_an_earlier_layout_opens_and_reads_back(tmp_path: Path, layout: int) -> None:
+@pytest.mark.parametrize("layout", list(LAYOUTS))
+def test_a_database_of_an_earlier_layout_opens_and_reads_back(tmp_path: Path, layout: str) -> None:
     path = tmp_path / f"layout-{layout}.sqlite"
     _layout_database(path, layout)
-    assert _version(path) == (0 if layout == 1 else layout)
+    assert _version(path) == LAYOUTS[layout][0]
 
     with LocalServer(db=str(path), api_key=KEY) as server:
         assert _get(server, "/auth/status")["organization"] == {"id": "org-1", "name": "Local"}
@@ -127,6 +153,15 @@ def test_a_database_of_an_earlier_layout_opens_and_reads_back(tmp_path: Path, la
         server.store.ingest("org-1", "x-1", [{"client_event_id": "c1", "name": "loss", "value": 9}])
         assert len(_get(server, "/experiments/x-1/metrics", metric_name="loss")["rows"]) == 5
     assert _version(path) == SCHEMA_VERSION
+    fresh = tmp_path / "fresh.sqlite"
+    Store(str(fresh)).close()
+    assert _shape(path) == _shape(fresh)  # the current layout, whatever it came from
+    stored = sqlite3.connect(path)
+    assert stored.execute("SELECT key_hash FROM api_keys").fetchall() == [
+        (hashlib.sha256(KEY.encode()).hexdigest(),)
+    ]
+    stored.close()
+    assert KEY.encode() not in path.read_bytes()
 
     again = Store(str(path))  # opening again changes nothing
     query = RowQuery(org_id="org-1", series=[SeriesFilter("x-1", "loss")], limit=100)

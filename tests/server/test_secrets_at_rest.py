@@ -82,10 +82,10 @@ def test_a_reopened_database_accepts_its_stored_keys(tmp_path: Path) -> None:
 
 
 def test_a_database_with_plain_text_keys_is_rewritten_on_open(tmp_path: Path) -> None:
-    db = tmp_path / "layout-3.sqlite"
+    db = tmp_path / "layout-2.sqlite"
     old = sqlite3.connect(db)
     # The last layout that kept API keys as they are.
-    old.executescript((Path(__file__).parent / "server_layout_3.sql").read_text())
+    old.executescript((Path(__file__).parent / "server_layout_2.sql").read_text())
     old.execute("INSERT INTO organizations VALUES ('org-1', 'Local', 1)")
     old.execute("INSERT INTO api_keys VALUES (?, 'org-1', 1)", (KEY,))
     old.commit()

@@ -34,7 +34,6 @@ from syvain_metrics.server.store.ids import create_private
 from syvain_metrics.server.store.records import EXPERIMENT_COLUMNS
 from syvain_metrics.server.store.schema import (
     DATA_TABLES,
-    REWRITES_SECRETS,
     SCHEMA_VERSION,
     layout_version,
     next_step,
@@ -124,9 +123,8 @@ class StoreBase:
                     break
                 version, step = next_step(db, found)
                 log.info("database %s: layout %d -> %d", self.path, found, version)
-                step(db)
+                vacuum = step(db) or vacuum
                 db.execute(f"PRAGMA user_version = {version}")
-            vacuum = vacuum or version in REWRITES_SECRETS
         if vacuum:
             self._db.execute("VACUUM")  # the freed pages still hold the old text
             if self._readers is not None:

@@ -10,9 +10,11 @@ untouched. Versions:
   a random id under a unique index.
 - 2: events keyed by their sequence number alone (``event_id`` is made from it), indexes
   ending with it; a ``settings`` table holds the prefix of event ids.
-- 3: an event names its experiment by the experiment's sequence number (its organization is
-  the experiment's), so every row and index entry is about 70 bytes shorter.
-- 4: API keys kept only as their SHA-256 hashes.
+- 3: API keys kept only as their SHA-256 hashes.
+- 4: an event names its experiment by the experiment's sequence number (its organization is
+  the experiment's), so every row and index entry is about 70 bytes shorter. For a short
+  while version 3 named this change without the hashed keys: the step to 4 makes whichever
+  of the two a version-3 database lacks.
 - 5: dashboard logins kept in the database, where every process serving it sees them (some
   version-4 databases have them already).
 
@@ -221,11 +223,16 @@ def _set_aside(db: sqlite3.Connection, table: str) -> str:
     return old
 
 
-def _create(db: sqlite3.Connection) -> None:
+def _columns(db: sqlite3.Connection, table: str) -> set[str]:
+    return {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
+
+
+def _create(db: sqlite3.Connection) -> bool:
     _run(db, SCHEMA)
+    return False
 
 
-def _events_without_random_ids(db: sqlite3.Connection) -> None:
+def _events_without_random_ids(db: sqlite3.Connection) -> bool:
     old = _set_aside(db, "events")
     _run(db, _EVENTS_LAYOUT_2)
     db.execute(
@@ -233,9 +240,28 @@ def _events_without_random_ids(db: sqlite3.Connection) -> None:
         f"SELECT seq, org_id, experiment_id, {_EVENT_VALUES} FROM {old} ORDER BY seq"
     )
     db.execute(f"DROP TABLE {old}")
+    return False
 
 
-def _events_by_experiment_seq(db: sqlite3.Connection) -> None:
+def _api_keys_as_hashes(db: sqlite3.Connection) -> bool:
+    if "key" not in _columns(db, "api_keys"):
+        return False  # a version 3 of the other order (see the step to 4)
+    rows = db.execute("SELECT key, org_id, created_at_ms FROM api_keys").fetchall()
+    old = _set_aside(db, "api_keys")
+    _run(db, _API_KEYS)
+    db.executemany(
+        "INSERT OR IGNORE INTO api_keys VALUES (?, ?, ?)",
+        [(token_hash(key), org_id, created) for key, org_id, created in rows],
+    )
+    db.execute(f"DROP TABLE {old}")
+    return True
+
+
+def _events_by_experiment_seq(db: sqlite3.Connection) -> bool:
+    # Version 3 also named, for a short while, this change without the hashed keys.
+    rewritten = _api_keys_as_hashes(db)
+    if "experiment_seq" in _columns(db, "events"):
+        return rewritten
     old = _set_aside(db, "events")
     _run(db, _EVENTS)
     # An event whose experiment is gone has nothing to name: it is not copied.
@@ -246,37 +272,26 @@ def _events_by_experiment_seq(db: sqlite3.Connection) -> None:
         "ON x.id = e.experiment_id ORDER BY e.seq"
     )
     db.execute(f"DROP TABLE {old}")
+    return rewritten
 
 
-def _api_keys_as_hashes(db: sqlite3.Connection) -> None:
-    rows = db.execute("SELECT key, org_id, created_at_ms FROM api_keys").fetchall()
-    old = _set_aside(db, "api_keys")
-    _run(db, _API_KEYS)
-    db.executemany(
-        "INSERT OR IGNORE INTO api_keys VALUES (?, ?, ?)",
-        [(token_hash(key), org_id, created) for key, org_id, created in rows],
-    )
-    db.execute(f"DROP TABLE {old}")
-
-
-def _dashboard_logins(db: sqlite3.Connection) -> None:
+def _dashboard_logins(db: sqlite3.Connection) -> bool:
     _run(db, _DASHBOARD_LOGINS)
+    return False
 
 
-Step = Callable[[sqlite3.Connection], None]
+Step = Callable[[sqlite3.Connection], bool]
+"""A step changes the layout inside the caller's transaction; ``True``: the pages it freed
+held secrets in plain text, and the database is to be vacuumed once it commits."""
 
 STEPS: dict[int, Step] = {
     2: _events_without_random_ids,
-    3: _events_by_experiment_seq,
-    4: _api_keys_as_hashes,
+    3: _api_keys_as_hashes,
+    4: _events_by_experiment_seq,
     5: _dashboard_logins,
 }
 """Each step by the version it makes, run on a database of the version before it (layout
 1's version is 0)."""
-
-REWRITES_SECRETS = frozenset({4})
-"""Steps after which the database is vacuumed: the pages they freed held secrets in plain
-text."""
 
 
 def next_step(db: sqlite3.Connection, found: int) -> tuple[int, Step]:
