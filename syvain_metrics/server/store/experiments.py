@@ -20,7 +20,12 @@ from syvain_metrics.server.errors import ApiError, not_found
 from syvain_metrics.server.sql import compact
 from syvain_metrics.server.store.base import StoreBase
 from syvain_metrics.server.store.ids import new_id
-from syvain_metrics.server.store.records import EXPERIMENT_COLUMNS, Experiment, experiment_record
+from syvain_metrics.server.store.records import (
+    EXPERIMENT_COLUMNS,
+    Experiment,
+    Folder,
+    experiment_record,
+)
 
 
 class Experiments(StoreBase):
@@ -68,7 +73,8 @@ class Experiments(StoreBase):
                 (*params, limit),
             ).fetchall()
             index = self._folder_index(db, org_id)  # the same snapshot as the rows
-        return [experiment_record(r, index) for r in rows]
+        folders: dict[str, Folder] = {}
+        return [experiment_record(r, index, folders) for r in rows]
 
     def create_experiment(self, org_id: str, body: Mapping[str, Any]) -> Experiment:
         """A new experiment in status ``created`` (at the root unless ``folder_id`` names one)."""

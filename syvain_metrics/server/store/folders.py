@@ -85,7 +85,7 @@ class Folders(StoreBase):
         return FolderContents(
             folder_record(org_id, folder_id, index),
             [folder_record(org_id, fid, index) for fid in children],
-            [experiment_record(r, index) for r in rows],
+            [experiment_record(r, index, {}) for r in rows],
         )
 
     def patch_folder(self, org_id: str, folder_id: str, changes: Mapping[str, Any]) -> Folder:
