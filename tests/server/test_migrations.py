@@ -25,6 +25,7 @@ from syvain_metrics.testing import LocalServer
 KEY = "ak_local_0123456789abcdef0123456789abcdef"
 LAYOUTS: dict[str, tuple[int, str, bool]] = {
     # layout: (its version, how its events name their experiment, API keys kept as hashes)
+    "1_released": (0, "event_id", False),
     "1": (0, "event_id", False),
     "2": (2, "experiment_id", False),
     "3": (3, "experiment_id", True),

@@ -6,8 +6,8 @@ the version found up to :data:`SCHEMA_VERSION`, in order, each step and the vers
 written in one transaction; a database of a version newer than this code's is refused,
 untouched. Versions:
 
-- 0: a new, empty database; or layout 1, written before versions were, where each event has
-  a random id under a unique index.
+- 0: a new, empty database; or layout 1, written before versions were (release 0.1.0 among
+  them), where each event has a random id under a unique index.
 - 2: events keyed by their sequence number alone (``event_id`` is made from it), indexes
   ending with it; a ``settings`` table holds the prefix of event ids.
 - 3: API keys kept only as their SHA-256 hashes.
@@ -35,7 +35,7 @@ from syvain_metrics.server.store.ids import token_hash
 SCHEMA_VERSION = 5
 """``PRAGMA user_version`` of a database in this layout."""
 
-_EVENTS_LAYOUT_2 = """
+_LAYOUT_2 = """
 CREATE TABLE events (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     org_id TEXT NOT NULL,
@@ -58,7 +58,11 @@ CREATE TABLE IF NOT EXISTS settings (
     name TEXT PRIMARY KEY,
     value TEXT NOT NULL
 );
+CREATE INDEX IF NOT EXISTS experiments_by_creation ON experiments (org_id, created_at_ms);
 """
+"""Layout 2's events, and what layout 1 gained without a version: the ``settings`` table of
+later layout-1 databases and their index of experiments by creation time (a database of
+release 0.1.0 has neither)."""
 
 _EVENTS = """
 CREATE TABLE IF NOT EXISTS events (
@@ -234,7 +238,7 @@ def _create(db: sqlite3.Connection) -> bool:
 
 def _events_without_random_ids(db: sqlite3.Connection) -> bool:
     old = _set_aside(db, "events")
-    _run(db, _EVENTS_LAYOUT_2)
+    _run(db, _LAYOUT_2)
     db.execute(
         f"INSERT INTO events (seq, org_id, experiment_id, {_EVENT_VALUES}) "
         f"SELECT seq, org_id, experiment_id, {_EVENT_VALUES} FROM {old} ORDER BY seq"
@@ -245,7 +249,7 @@ def _events_without_random_ids(db: sqlite3.Connection) -> bool:
 
 def _api_keys_as_hashes(db: sqlite3.Connection) -> bool:
     if "key" not in _columns(db, "api_keys"):
-        return False  # a version 3 of the other order (see the step to 4)
+        return False  # already hashes: a version-3 database, from the step to 4
     rows = db.execute("SELECT key, org_id, created_at_ms FROM api_keys").fetchall()
     old = _set_aside(db, "api_keys")
     _run(db, _API_KEYS)
