@@ -194,3 +194,55 @@ def test_a_new_database_starts_at_the_current_version(tmp_path: Path) -> None:
     path = tmp_path / "new.sqlite"
     Store(str(path)).close()
     assert _version(path) == SCHEMA_VERSION
+
+
+def test_processes_opening_an_old_database_at_once_take_each_step_once(tmp_path: Path) -> None:
+    # Each step reads the version again inside its transaction: whichever process comes
+    # second finds the step taken, and neither copies the events twice.
+    import subprocess
+    import sys
+
+    path = tmp_path / "layout-2.sqlite"
+    _layout_database(path, "2")
+    db = sqlite3.connect(path)
+    db.executemany(
+        "INSERT INTO events (org_id, experiment_id, client_event_id, metric_name, metric_value, "
+        "step, metadata_json, client_timestamp_ms, server_timestamp_ms) "
+        "VALUES ('org-1', 'x-0', ?, 'acc', 0.5, ?, '{}', 1, 2)",
+        [(f"many-{i}", i) for i in range(50_000)],
+    )
+    db.commit()
+    db.close()
+    code = (
+        "import logging, sys\n"
+        "logging.basicConfig(level=logging.INFO, format='%(message)s')\n"
+        "from syvain_metrics.server.store import Store\n"
+        "sys.stdin.readline()\n"
+        f"store = Store({str(path)!r}, shared=True)\n"
+        "print(store._db.execute('SELECT count(*) FROM events').fetchone()[0])\n"
+        "store.close()\n"
+    )
+    openers = [
+        subprocess.Popen(
+            [sys.executable, "-c", code],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
+    for opener in openers:  # both started before either opens the database
+        assert opener.stdin is not None
+        opener.stdin.write("go\n")
+        opener.stdin.flush()
+    answers = [opener.communicate(timeout=120) for opener in openers]
+    assert [opener.returncode for opener in openers] == [0, 0], answers
+    assert [out.strip() for out, _ in answers] == ["50010", "50010"]
+    steps = [line for _, logged in answers for line in logged.splitlines() if "layout" in line]
+    assert sorted(line.split(": ")[-1] for line in steps) == [
+        "layout 2 -> 3",
+        "layout 3 -> 4",
+        "layout 4 -> 5",
+    ]
+    assert _version(path) == SCHEMA_VERSION
