@@ -1,0 +1,239 @@
+"""Every query of the contract, declared once; the SDK and the local server load from it.
+
+A :class:`Query` lists its parameters: name, wire name and kind. Each side builds its own
+schema from that one list: :meth:`Query.client_schema` loads the Python values a user
+passes (``limit=50``, an aware ``datetime``, ``metadata={"split": "train"}``) and dumps
+them under their wire names; :meth:`Query.wire_schema` loads the strings of a query string
+(``limit=50``, a repeated ``key``). A parameter added here is sent by the one and accepted by
+the other, with each side's own messages.
+
+Example:
+    >>> from syvain_metrics.contract.schemas.base import load_request
+    >>> load_request(ANNOTATION_LIST.client_schema()(), {"from": 5, "limit": 10})
+    {'from': 5, 'limit': 10}
+    >>> ANNOTATION_LIST.wire_schema(lambda text: text)().load({"from": "5", "limit": "10"})
+    {'from_ms': 5, 'limit': 10}
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cache
+from typing import Any, ClassVar, Literal
+
+from marshmallow import RAISE, Schema, fields, validate, validates_schema
+
+from syvain_metrics.contract.limits import (
+    COMPARE_SORT_KEYS,
+    EXPERIMENT_STATUSES,
+    MAX_COMPARE_SERIES,
+    METRIC_SORT_KEYS,
+    SORT_DIRECTIONS,
+)
+from syvain_metrics.contract.schemas.base import QuerySchema
+from syvain_metrics.contract.schemas.fields import EpochMs, Flag, SafeInteger, StringList, _Field
+from syvain_metrics.contract.schemas.query_fields import (
+    JsonLoader,
+    MetadataFilter,
+    QueryBool,
+    QueryInt,
+    SeriesParam,
+    SortBy,
+    SortKeys,
+    check_metadata_filter,
+    metadata_fields,
+)
+
+Kind = Literal[
+    "text", "name", "choice", "count", "time", "limit", "flag", "sort", "keys", "metadata", "series"
+]
+"""What a parameter holds:
+
+- ``text``: any string; ``name``: a non-empty string; ``choice``: one of ``choices``;
+- ``count``: an integer from 0 (a step); ``time``: ms since the epoch (the SDK also takes an
+  aware ``datetime``); ``limit``: an integer from 1, any size on the wire (the server clamps);
+- ``flag``: a boolean, ``true``/``false`` on the wire; ``sort``: sort keys among ``choices``,
+  comma-joined on the wire; ``keys``: strings, the parameter repeated once per item;
+- ``metadata``: the SDK's one-key filter, sent as ``metadata_key`` with ``metadata_value`` or
+  ``metadata_value_json``; ``series``: a compact JSON object per compared series, repeated.
+"""
+
+
+@dataclass(frozen=True)
+class Param:
+    """One query parameter.
+
+    Example:
+        >>> Param("from_ms", "time", wire="from").wire_name
+        'from'
+    """
+
+    name: str
+    kind: Kind
+    choices: tuple[str, ...] = ()
+    wire: str | None = None
+    """The name on the wire, when it differs from the Python name."""
+    sdk_sends: bool = True
+    """``False`` for a parameter the SDK sends by other means than the query schema (the
+    compare series from their own list, a step narrowed to by paging)."""
+
+    @property
+    def wire_name(self) -> str:
+        """The parameter's name in a query string."""
+        return self.wire or self.name
+
+    def client_field(self) -> _Field:
+        """The field loading what an SDK user passes (``None`` leaves the parameter out)."""
+        key: dict[str, Any] = {"data_key": self.wire} if self.wire else {}
+        factories: dict[str, Any] = {
+            "text": lambda: fields.String(allow_none=True, **key),
+            "name": lambda: fields.String(allow_none=True, validate=validate.Length(min=1), **key),
+            "choice": lambda: fields.String(
+                allow_none=True, validate=validate.OneOf(self.choices), **key
+            ),
+            "count": lambda: SafeInteger(minimum=0, allow_none=True, **key),
+            "time": lambda: EpochMs(allow_none=True, **key),
+            "limit": lambda: SafeInteger(minimum=1, allow_none=True, **key),
+            "flag": lambda: Flag(allow_none=True, **key),
+            "sort": lambda: SortKeys(choices=self.choices, allow_none=True, **key),
+            "keys": lambda: StringList(allow_none=True, **key),
+            "metadata": lambda: MetadataFilter(allow_none=True, **key),
+        }
+        field: _Field = factories[self.kind]()
+        return field
+
+    def wire_fields(self, loads: JsonLoader) -> dict[str, _Field]:
+        """The field(s) loading the parameter's query-string values, by Python name."""
+        key: dict[str, Any] = {"data_key": self.wire} if self.wire else {}
+        if self.kind == "metadata":
+            return metadata_fields(loads)
+        factories: dict[str, Any] = {
+            "text": lambda: fields.String(**key),
+            "name": lambda: fields.String(validate=validate.Length(min=1), **key),
+            "choice": lambda: fields.String(validate=validate.OneOf(self.choices), **key),
+            "count": lambda: QueryInt(minimum=0, **key),
+            "time": lambda: QueryInt(minimum=0, **key),
+            "limit": lambda: QueryInt(minimum=1, maximum=None, **key),
+            "flag": lambda: QueryBool(**key),
+            "sort": lambda: SortBy(choices=self.choices, **key),
+            "keys": lambda: fields.List(fields.String(validate=validate.Length(min=1)), **key),
+            "series": lambda: fields.List(
+                SeriesParam(loads),
+                required=True,
+                validate=validate.Length(min=1, max=MAX_COMPARE_SERIES),
+                **key,
+            ),
+        }
+        return {self.name: factories[self.kind]()}
+
+
+class WireQuerySchema(Schema):
+    """A query-string schema: unknown parameters are an error, ``repeated`` names the
+    parameters that may appear more than once, and a metadata value needs its key."""
+
+    repeated: ClassVar[frozenset[str]] = frozenset()
+
+    class Meta:
+        unknown = RAISE
+
+    @validates_schema
+    def _metadata_rule(self, data: dict[str, Any], **kwargs: Any) -> None:
+        check_metadata_filter(data)
+
+
+@dataclass(frozen=True)
+class Query:
+    """The query parameters of one operation, in the order the SDK sends them."""
+
+    schema_name: str
+    """The name of the SDK's schema class (``ExperimentListQuery``...)."""
+    params: tuple[Param, ...] = ()
+
+    @property
+    def wire_names(self) -> frozenset[str]:
+        """Every parameter name a query string may hold."""
+        names = {p.wire_name for p in self.params if p.kind != "metadata"}
+        if any(p.kind == "metadata" for p in self.params):
+            names |= {"metadata_key", "metadata_value", "metadata_value_json"}
+        return frozenset(names)
+
+    def client_schema(self) -> type[QuerySchema]:
+        """The SDK's schema: loads Python values, dumps them by wire name in wire order."""
+        return _client_schema(self)
+
+    def wire_schema(self, loads: JsonLoader) -> type[WireQuerySchema]:
+        """The server's schema: loads query-string values, JSON texts by ``loads``."""
+        namespace: dict[str, Any] = {"__doc__": f"The query string of {self.schema_name}."}
+        for param in self.params:
+            namespace.update(param.wire_fields(loads))
+        namespace["repeated"] = frozenset(
+            p.wire_name for p in self.params if p.kind in ("keys", "series")
+        )
+        schema: type[WireQuerySchema] = type(self.schema_name, (WireQuerySchema,), namespace)
+        return schema
+
+
+@cache
+def _client_schema(query: Query) -> type[QuerySchema]:
+    sent = [p for p in query.params if p.sdk_sends]
+    namespace: dict[str, Any] = {p.name: p.client_field() for p in sent}
+    namespace["wire_order"] = tuple(p.name for p in sent)
+    namespace["__doc__"] = f"The query of {query.schema_name}, as the SDK sends it."
+    schema: type[QuerySchema] = type(query.schema_name, (QuerySchema,), namespace)
+    return schema
+
+
+LIMIT = Param("limit", "limit")
+
+
+def _range(sort_keys: tuple[str, ...]) -> tuple[Param, ...]:
+    """Bounds, order and limit: shared by list-metrics and compare."""
+    return (
+        Param("from_step", "count"),
+        Param("to_step", "count"),
+        Param("from_time", "time"),
+        Param("to_time", "time"),
+        Param("sort_by", "sort", sort_keys),
+        Param("sort_direction", "choice", SORT_DIRECTIONS),
+        LIMIT,
+        Param("include_experiment_meta_as_of", "flag"),
+    )
+
+
+NO_QUERY = Query("EmptyQuery")
+FOLDER_LIST = Query("FolderListQuery", (Param("path", "text"),))
+EXPERIMENT_LIST = Query(
+    "ExperimentListQuery",
+    (
+        Param("status", "choice", EXPERIMENT_STATUSES),
+        Param("slug", "text"),
+        Param("search", "text"),
+        Param("from_ms", "time", wire="from"),
+        Param("to_ms", "time", wire="to"),
+        LIMIT,
+    ),
+)
+METRICS_LIST = Query(
+    "MetricsQuery",
+    (
+        Param("metric_name", "name"),
+        Param("metadata", "metadata"),
+        Param("step", "count"),
+        *_range(METRIC_SORT_KEYS),
+    ),
+)
+COMPARE = Query(
+    "CompareQuery",
+    (
+        Param("series", "series", sdk_sends=False),
+        Param("step", "count", sdk_sends=False),
+        *_range(COMPARE_SORT_KEYS),
+    ),
+)
+INGEST = Query("IngestQuery", (Param("sync", "flag"),))
+CATALOG = Query("CatalogQuery", (LIMIT,))
+CATALOG_VALUES = Query("CatalogValuesQuery", (Param("key", "keys"), LIMIT))
+ANNOTATION_LIST = Query(
+    "AnnotationListQuery",
+    (Param("from_ms", "time", wire="from"), Param("to_ms", "time", wire="to"), LIMIT),
+)
