@@ -34,6 +34,7 @@ from syvain_metrics.contract.schemas import (
     folder,
     ingest,
     ingestion_key,
+    metric_query,
     rows,
 )
 from syvain_metrics.errors import MetricsValidationError
@@ -140,7 +141,7 @@ AUTH_STATUS = Operation(
     "auth_status", "GET", "/auth/status", auth.AuthStatusReply, credential="any"
 )
 LIST_FOLDERS = Operation(
-    "list_folders", "GET", "/folders", folder.FolderListReply, query=queries.FOLDER_LIST
+    "list_folders", "GET", "/folders", folder.FolderListReply, query=folder.FOLDER_LIST
 )
 CREATE_FOLDER = Operation(
     "create_folder", "POST", "/folders", folder.FolderReply, body=folder.FolderCreateRequest
@@ -158,7 +159,7 @@ LIST_EXPERIMENTS = Operation(
     "GET",
     "/experiments",
     experiment.ExperimentListReply,
-    query=queries.EXPERIMENT_LIST,
+    query=experiment.EXPERIMENT_LIST,
 )
 CREATE_EXPERIMENT = Operation(
     "create_experiment",
@@ -189,10 +190,10 @@ LIST_METRICS = Operation(
     "GET",
     "/experiments/{experiment_id}/metrics",
     rows.MetricRowsReply,
-    query=queries.METRICS_LIST,
+    query=metric_query.METRICS_LIST,
 )
 COMPARE_METRICS = Operation(
-    "compare_metrics", "GET", "/metrics", rows.MetricRowsReply, query=queries.COMPARE
+    "compare_metrics", "GET", "/metrics", rows.MetricRowsReply, query=metric_query.COMPARE
 )
 INGEST_METRICS = Operation(
     "ingest_metrics",
@@ -200,7 +201,7 @@ INGEST_METRICS = Operation(
     "/experiments/{experiment_id}/ingest",
     ingest.IngestReply,
     body=ingest.IngestRequest,
-    query=queries.INGEST,
+    query=ingest.INGEST,
     credential="ingestion_key",
     long_wait=True,
 )
@@ -229,21 +230,21 @@ CATALOG = Operation(
     "GET",
     "/experiments/{experiment_id}/catalog",
     catalog.CatalogReply,
-    query=queries.CATALOG,
+    query=catalog.CATALOG,
 )
 CATALOG_VALUES = Operation(
     "inspect_metric_catalog_values",
     "GET",
     "/experiments/{experiment_id}/catalog/{metric}",
     catalog.CatalogValuesReply,
-    query=queries.CATALOG_VALUES,
+    query=catalog.CATALOG_VALUES,
 )
 LIST_ANNOTATIONS = Operation(
     "list_annotations",
     "GET",
     "/experiments/{experiment_id}/annotations",
     annotation.AnnotationListReply,
-    query=queries.ANNOTATION_LIST,
+    query=annotation.ANNOTATION_LIST,
 )
 CREATE_ANNOTATION = Operation(
     "create_annotation",

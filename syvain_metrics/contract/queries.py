@@ -7,11 +7,16 @@ them under their wire names; :meth:`Query.wire_schema` loads the strings of a qu
 (``limit=50``, a repeated ``key``). A parameter added here is sent by the one and accepted by
 the other, with each side's own messages.
 
+Each query is declared next to the body and reply schemas of its area
+(``ANNOTATION_LIST`` in :mod:`~syvain_metrics.contract.schemas.annotation`...) and named by its
+operation in :mod:`~syvain_metrics.contract.operations`.
+
 Example:
     >>> from syvain_metrics.contract.schemas.base import load_request
-    >>> load_request(ANNOTATION_LIST.client_schema()(), {"from": 5, "limit": 10})
+    >>> window = Query("Window", (Param("from_ms", "time", wire="from"), LIMIT))
+    >>> load_request(window.client_schema()(), {"from": 5, "limit": 10})
     {'from': 5, 'limit': 10}
-    >>> ANNOTATION_LIST.wire_schema(lambda text: text)().load({"from": "5", "limit": "10"})
+    >>> window.wire_schema(lambda text: text)().load({"from": "5", "limit": "10"})
     {'from_ms': 5, 'limit': 10}
 """
 
@@ -23,13 +28,7 @@ from typing import Any, ClassVar, Literal
 
 from marshmallow import RAISE, Schema, fields, validate, validates_schema
 
-from syvain_metrics.contract.limits import (
-    COMPARE_SORT_KEYS,
-    EXPERIMENT_STATUSES,
-    MAX_COMPARE_SERIES,
-    METRIC_SORT_KEYS,
-    SORT_DIRECTIONS,
-)
+from syvain_metrics.contract.limits import MAX_COMPARE_SERIES
 from syvain_metrics.contract.schemas.base import QuerySchema
 from syvain_metrics.contract.schemas.fields import EpochMs, Flag, SafeInteger, StringList, _Field
 from syvain_metrics.contract.schemas.query_fields import (
@@ -184,56 +183,7 @@ def _client_schema(query: Query) -> type[QuerySchema]:
 
 
 LIMIT = Param("limit", "limit")
-
-
-def _range(sort_keys: tuple[str, ...]) -> tuple[Param, ...]:
-    """Bounds, order and limit: shared by list-metrics and compare."""
-    return (
-        Param("from_step", "count"),
-        Param("to_step", "count"),
-        Param("from_time", "time"),
-        Param("to_time", "time"),
-        Param("sort_by", "sort", sort_keys),
-        Param("sort_direction", "choice", SORT_DIRECTIONS),
-        LIMIT,
-        Param("include_experiment_meta_as_of", "flag"),
-    )
-
+"""The ``limit`` of a list: an integer from 1 (a service clamps larger ones)."""
 
 NO_QUERY = Query("EmptyQuery")
-FOLDER_LIST = Query("FolderListQuery", (Param("path", "text"),))
-EXPERIMENT_LIST = Query(
-    "ExperimentListQuery",
-    (
-        Param("status", "choice", EXPERIMENT_STATUSES),
-        Param("slug", "text"),
-        Param("search", "text"),
-        Param("from_ms", "time", wire="from"),
-        Param("to_ms", "time", wire="to"),
-        LIMIT,
-    ),
-)
-METRICS_LIST = Query(
-    "MetricsQuery",
-    (
-        Param("metric_name", "name"),
-        Param("metadata", "metadata"),
-        Param("step", "count"),
-        *_range(METRIC_SORT_KEYS),
-    ),
-)
-COMPARE = Query(
-    "CompareQuery",
-    (
-        Param("series", "series", sdk_sends=False),
-        Param("step", "count", sdk_sends=False),
-        *_range(COMPARE_SORT_KEYS),
-    ),
-)
-INGEST = Query("IngestQuery", (Param("sync", "flag"),))
-CATALOG = Query("CatalogQuery", (LIMIT,))
-CATALOG_VALUES = Query("CatalogValuesQuery", (Param("key", "keys"), LIMIT))
-ANNOTATION_LIST = Query(
-    "AnnotationListQuery",
-    (Param("from_ms", "time", wire="from"), Param("to_ms", "time", wire="to"), LIMIT),
-)
+"""The query of an operation that takes no parameters."""

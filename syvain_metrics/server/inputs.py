@@ -323,8 +323,8 @@ def load_query(schema: WireQuerySchema, args: MultiValues) -> dict[str, Any]:
 
     Example:
         >>> from werkzeug.datastructures import MultiDict
-        >>> from syvain_metrics.contract import queries
-        >>> load_query(query_schema(queries.ANNOTATION_LIST), MultiDict([("limit", "0")]))
+        >>> from syvain_metrics.contract.schemas.annotation import ANNOTATION_LIST
+        >>> load_query(query_schema(ANNOTATION_LIST), MultiDict([("limit", "0")]))
         Traceback (most recent call last):
         ...
         syvain_metrics.server.errors.ApiError: Invalid query: limit: Must be at least 1.

@@ -10,7 +10,7 @@ from __future__ import annotations
 from marshmallow import fields, validate
 
 from syvain_metrics.contract.limits import ANNOTATION_MAX
-from syvain_metrics.contract.queries import ANNOTATION_LIST
+from syvain_metrics.contract.queries import LIMIT, Param, Query
 from syvain_metrics.contract.schemas.base import RequestSchema, ResponseSchema
 from syvain_metrics.contract.schemas.experiment import ExperimentSchema
 from syvain_metrics.contract.schemas.fields import JsonObject, time_ms
@@ -32,6 +32,12 @@ class AnnotationCreateRequest(RequestSchema):
     annotation = fields.String(required=True, validate=validate.Length(min=1, max=ANNOTATION_MAX))
     metadata = JsonObject(load_default=dict)
 
+
+ANNOTATION_LIST = Query(
+    "AnnotationListQuery",
+    (Param("from_ms", "time", wire="from"), Param("to_ms", "time", wire="to"), LIMIT),
+)
+"""Query of ``GET /experiments/{id}/annotations`` (endpoint 19)."""
 
 AnnotationListQuery = ANNOTATION_LIST.client_schema()
 """Query of ``GET /experiments/{id}/annotations``."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from marshmallow import fields
 
-from syvain_metrics.contract.queries import CATALOG, CATALOG_VALUES
+from syvain_metrics.contract.queries import LIMIT, Param, Query
 from syvain_metrics.contract.schemas.base import ResponseSchema
 from syvain_metrics.contract.schemas.fields import JsonValue
 
@@ -36,6 +36,12 @@ class CatalogValuesSchema(ResponseSchema):
     scanned_event_count = fields.Integer(strict=True, required=True)
     keys = fields.List(fields.Nested(CatalogKeyValuesSchema), load_default=list)
 
+
+CATALOG = Query("CatalogQuery", (LIMIT,))
+"""Query of ``GET /experiments/{id}/catalog`` (endpoint 17)."""
+
+CATALOG_VALUES = Query("CatalogValuesQuery", (Param("key", "keys"), LIMIT))
+"""Query of ``GET /experiments/{id}/catalog/{metric}`` (endpoint 18)."""
 
 CatalogQuery = CATALOG.client_schema()
 """Query of ``GET /experiments/{id}/catalog``."""

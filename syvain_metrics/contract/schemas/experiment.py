@@ -18,7 +18,7 @@ from syvain_metrics.contract.limits import (
     SLUG_MAX,
     STATUS_UPDATES,
 )
-from syvain_metrics.contract.queries import EXPERIMENT_LIST
+from syvain_metrics.contract.queries import LIMIT, Param, Query
 from syvain_metrics.contract.schemas.base import RequestSchema, ResponseSchema
 from syvain_metrics.contract.schemas.fields import EpochMs, JsonObject, time_ms
 from syvain_metrics.contract.schemas.folder import FolderSchema
@@ -80,6 +80,19 @@ class ExperimentMoveRequest(RequestSchema):
 
     folder_id = fields.String(required=True, allow_none=True)
 
+
+EXPERIMENT_LIST = Query(
+    "ExperimentListQuery",
+    (
+        Param("status", "choice", EXPERIMENT_STATUSES),
+        Param("slug", "text"),
+        Param("search", "text"),
+        Param("from_ms", "time", wire="from"),
+        Param("to_ms", "time", wire="to"),
+        LIMIT,
+    ),
+)
+"""Query of ``GET /experiments`` (endpoint 6)."""
 
 ExperimentListQuery = EXPERIMENT_LIST.client_schema()
 """Query of ``GET /experiments``; bounds are ms or aware datetimes, sent as ``from`` / ``to``."""

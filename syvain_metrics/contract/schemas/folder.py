@@ -12,7 +12,7 @@ from typing import Any
 from marshmallow import ValidationError, fields, validate, validates_schema
 
 from syvain_metrics.contract.limits import FOLDER_NAME_MAX
-from syvain_metrics.contract.queries import FOLDER_LIST
+from syvain_metrics.contract.queries import Param, Query
 from syvain_metrics.contract.schemas.base import RequestSchema, ResponseSchema
 
 FolderName = validate.Length(min=1, max=FOLDER_NAME_MAX)
@@ -46,6 +46,9 @@ class FolderPatchRequest(RequestSchema):
         if "name" not in data and "parent_id" not in data:
             raise ValidationError("A folder patch needs name or parent_id.")
 
+
+FOLDER_LIST = Query("FolderListQuery", (Param("path", "text"),))
+"""Query of ``GET /folders`` (endpoint 2)."""
 
 FolderListQuery = FOLDER_LIST.client_schema()
 """Query of ``GET /folders``."""

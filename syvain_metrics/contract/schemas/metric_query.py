@@ -13,12 +13,19 @@ from typing import Any
 
 from marshmallow import fields, post_load, validate
 
-from syvain_metrics.contract.limits import MAX_COMPARE_SERIES
-from syvain_metrics.contract.queries import COMPARE, METRICS_LIST
+from syvain_metrics.contract.limits import (
+    COMPARE_SORT_KEYS,
+    MAX_COMPARE_SERIES,
+    METRIC_SORT_KEYS,
+    SORT_DIRECTIONS,
+)
+from syvain_metrics.contract.queries import LIMIT, Param, Query
 from syvain_metrics.contract.schemas.base import RequestSchema
 from syvain_metrics.contract.schemas.query_fields import MetadataFilter, metadata_filter
 
 __all__ = [
+    "COMPARE",
+    "METRICS_LIST",
     "QUERY_ORDER",
     "CompareQuery",
     "CompareSeriesList",
@@ -28,6 +35,42 @@ __all__ = [
     "series_param",
 ]
 
+
+def _range(sort_keys: tuple[str, ...]) -> tuple[Param, ...]:
+    """Bounds, order and limit: shared by list-metrics and compare."""
+    return (
+        Param("from_step", "count"),
+        Param("to_step", "count"),
+        Param("from_time", "time"),
+        Param("to_time", "time"),
+        Param("sort_by", "sort", sort_keys),
+        Param("sort_direction", "choice", SORT_DIRECTIONS),
+        LIMIT,
+        Param("include_experiment_meta_as_of", "flag"),
+    )
+
+
+METRICS_LIST = Query(
+    "MetricsQuery",
+    (
+        Param("metric_name", "name"),
+        Param("metadata", "metadata"),
+        Param("step", "count"),
+        *_range(METRIC_SORT_KEYS),
+    ),
+)
+"""Query of ``GET /experiments/{id}/metrics`` (endpoint 11)."""
+
+COMPARE = Query(
+    "CompareQuery",
+    (
+        Param("series", "series", sdk_sends=False),
+        Param("step", "count", sdk_sends=False),
+        *_range(COMPARE_SORT_KEYS),
+    ),
+)
+"""Query of ``GET /metrics`` (endpoint 12): the parameters of 11 without its per-series
+filters, and the ``series``."""
 
 _RANGE_ORDER = tuple(p.name for p in COMPARE.params if p.sdk_sends)
 
