@@ -1,4 +1,11 @@
-"""The local server's WSGI application: routing, authentication, idempotency, faults.
+"""The local server's WSGI application: one request pipeline for every operation.
+
+Each request goes the same way: route, faults, authenticate, read and parse the body,
+idempotency, validate (with the operation's schemas), stage, then the handler inside the
+write turn. What an operation adds is in the endpoint table,
+:data:`~syvain_metrics.server.handlers.ENDPOINTS`: its handler, and its hooks (an ingest
+stages its batch before the write turn; the handler then writes it). The pipeline asks the
+store only for what every request needs: credentials, the transaction, idempotency records.
 
 Routing works on the raw request path (``REQUEST_URI``), not ``PATH_INFO``: WSGI
 decodes ``%2F`` into ``/``, and ids and metric names may contain ``/``. Each path
