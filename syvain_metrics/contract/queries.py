@@ -83,47 +83,55 @@ class Param:
 
     def client_field(self) -> _Field:
         """The field loading what an SDK user passes (``None`` leaves the parameter out)."""
-        key: dict[str, Any] = {"data_key": self.wire} if self.wire else {}
-        factories: dict[str, Any] = {
-            "text": lambda: fields.String(allow_none=True, **key),
-            "name": lambda: fields.String(allow_none=True, validate=validate.Length(min=1), **key),
-            "choice": lambda: fields.String(
-                allow_none=True, validate=validate.OneOf(self.choices), **key
-            ),
-            "count": lambda: SafeInteger(minimum=0, allow_none=True, **key),
-            "time": lambda: EpochMs(allow_none=True, **key),
-            "limit": lambda: SafeInteger(minimum=1, allow_none=True, **key),
-            "flag": lambda: Flag(allow_none=True, **key),
-            "sort": lambda: SortKeys(choices=self.choices, allow_none=True, **key),
-            "keys": lambda: StringList(allow_none=True, **key),
-            "metadata": lambda: MetadataFilter(allow_none=True, **key),
-        }
-        field: _Field = factories[self.kind]()
-        return field
+        key: dict[str, Any] = {"data_key": self.wire, "allow_none": True}
+        match self.kind:
+            case "text":
+                return fields.String(**key)
+            case "name":
+                return fields.String(validate=validate.Length(min=1), **key)
+            case "choice":
+                return fields.String(validate=validate.OneOf(self.choices), **key)
+            case "count" | "limit":
+                return SafeInteger(minimum=1 if self.kind == "limit" else 0, **key)
+            case "time":
+                return EpochMs(**key)
+            case "flag":
+                return Flag(**key)
+            case "sort":
+                return SortKeys(choices=self.choices, **key)
+            case "keys":
+                return StringList(**key)
+            case "metadata":
+                return MetadataFilter(**key)
+        raise ValueError(f"the SDK sends {self.name!r} by other means than its query schema")
 
     def wire_fields(self, loads: JsonLoader) -> dict[str, _Field]:
         """The field(s) loading the parameter's query-string values, by Python name."""
-        key: dict[str, Any] = {"data_key": self.wire} if self.wire else {}
-        if self.kind == "metadata":
-            return metadata_fields(loads)
-        factories: dict[str, Any] = {
-            "text": lambda: fields.String(**key),
-            "name": lambda: fields.String(validate=validate.Length(min=1), **key),
-            "choice": lambda: fields.String(validate=validate.OneOf(self.choices), **key),
-            "count": lambda: QueryInt(minimum=0, **key),
-            "time": lambda: QueryInt(minimum=0, **key),
-            "limit": lambda: QueryInt(minimum=1, maximum=None, **key),
-            "flag": lambda: QueryBool(**key),
-            "sort": lambda: SortBy(choices=self.choices, **key),
-            "keys": lambda: fields.List(fields.String(validate=validate.Length(min=1)), **key),
-            "series": lambda: fields.List(
-                SeriesParam(loads),
-                required=True,
-                validate=validate.Length(min=1, max=MAX_COMPARE_SERIES),
-                **key,
-            ),
-        }
-        return {self.name: factories[self.kind]()}
+        return metadata_fields(loads) if self.kind == "metadata" else {self.name: self._wire(loads)}
+
+    def _wire(self, loads: JsonLoader) -> _Field:
+        key: dict[str, Any] = {"data_key": self.wire}
+        match self.kind:
+            case "text":
+                return fields.String(**key)
+            case "name":
+                return fields.String(validate=validate.Length(min=1), **key)
+            case "choice":
+                return fields.String(validate=validate.OneOf(self.choices), **key)
+            case "count" | "time":
+                return QueryInt(minimum=0, **key)
+            case "limit":  # any size: the server clamps it
+                return QueryInt(minimum=1, maximum=None, **key)
+            case "flag":
+                return QueryBool(**key)
+            case "sort":
+                return SortBy(choices=self.choices, **key)
+            case "keys":
+                return fields.List(fields.String(validate=validate.Length(min=1)), **key)
+            case "series":
+                one_to_64 = validate.Length(min=1, max=MAX_COMPARE_SERIES)
+                return fields.List(SeriesParam(loads), required=True, validate=one_to_64, **key)
+        raise ValueError(f"no query-string form for {self.kind!r}")
 
 
 class WireQuerySchema(Schema):
