@@ -85,12 +85,8 @@ class Param:
         """The field loading what an SDK user passes (``None`` leaves the parameter out)."""
         key: dict[str, Any] = {"data_key": self.wire, "allow_none": True}
         match self.kind:
-            case "text":
-                return fields.String(**key)
-            case "name":
-                return fields.String(validate=validate.Length(min=1), **key)
-            case "choice":
-                return fields.String(validate=validate.OneOf(self.choices), **key)
+            case "text" | "name" | "choice":
+                return self._string(key)
             case "count" | "limit":
                 return SafeInteger(minimum=1 if self.kind == "limit" else 0, **key)
             case "time":
@@ -109,15 +105,19 @@ class Param:
         """The field(s) loading the parameter's query-string values, by Python name."""
         return metadata_fields(loads) if self.kind == "metadata" else {self.name: self._wire(loads)}
 
+    def _string(self, key: dict[str, Any]) -> _Field:
+        # A string reads the same from a value and from a query string.
+        if self.kind == "name":
+            return fields.String(validate=validate.Length(min=1), **key)
+        if self.kind == "choice":
+            return fields.String(validate=validate.OneOf(self.choices), **key)
+        return fields.String(**key)
+
     def _wire(self, loads: JsonLoader) -> _Field:
         key: dict[str, Any] = {"data_key": self.wire}
         match self.kind:
-            case "text":
-                return fields.String(**key)
-            case "name":
-                return fields.String(validate=validate.Length(min=1), **key)
-            case "choice":
-                return fields.String(validate=validate.OneOf(self.choices), **key)
+            case "text" | "name" | "choice":
+                return self._string(key)
             case "count" | "time":
                 return QueryInt(minimum=0, **key)
             case "limit":  # any size: the server clamps it
