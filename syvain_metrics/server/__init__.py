@@ -1,6 +1,6 @@
 """The local reference server of the Syvain Metrics API: SQLite storage, waitress serving.
 
-It implements the whole wire contract (``API_CONTRACT.md``, including section 8,
+It implements the whole wire contract (``docs/wire-contract.md``, including section 8,
 "Local server choices"), so scripts, examples and tests run offline against real
 HTTP. Start it with ``syvain-metrics serve`` or ``python -m syvain_metrics.server``,
 or in-process with :class:`syvain_metrics.testing.LocalServer`. It also serves read-only

@@ -1,4 +1,11 @@
-"""The local server's WSGI application: routing, authentication, idempotency, faults.
+"""The local server's WSGI application: one request pipeline for every operation.
+
+Each request goes the same way: route, faults, authenticate, read and parse the body,
+idempotency, validate (with the operation's schemas), stage, then the handler inside the
+write turn. What an operation adds is in the endpoint table,
+:data:`~syvain_metrics.server.handlers.ENDPOINTS`: its handler, and its hooks (an ingest
+stages its batch before the write turn; the handler then writes it). The pipeline asks the
+store only for what every request needs: credentials, the transaction, idempotency records.
 
 Routing works on the raw request path (``REQUEST_URI``), not ``PATH_INFO``: WSGI
 decodes ``%2F`` into ``/``, and ids and metric names may contain ``/``. Each path
@@ -18,36 +25,24 @@ Example:
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
 import logging
 import threading
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, unquote, unquote_to_bytes, urlsplit
 
-from marshmallow import Schema, ValidationError
 from werkzeug.exceptions import MethodNotAllowed, NotFound
 from werkzeug.http import HTTP_STATUS_CODES
 from werkzeug.routing import Map, RequestRedirect, Rule
 from werkzeug.wrappers import Request, Response
 
-from syvain_metrics.contract import routes
-from syvain_metrics.contract.routes import API_PREFIX, DASHBOARD_PREFIX, Route
-from syvain_metrics.contract.schemas.annotation import AnnotationCreateRequest
-from syvain_metrics.contract.schemas.experiment import (
-    ExperimentCreateRequest,
-    ExperimentMoveRequest,
-    StatusUpdateRequest,
-)
-from syvain_metrics.contract.schemas.folder import FolderCreateRequest, FolderPatchRequest
-from syvain_metrics.contract.schemas.ingest import CheckedIngestRequest
-from syvain_metrics.contract.schemas.ingestion_key import IngestionKeyCreateRequest
+from syvain_metrics.contract.operations import API_PREFIX, DASHBOARD_PREFIX, INGEST_METRICS
 from syvain_metrics.server import handlers
 from syvain_metrics.server.dashboard import Dashboard
-from syvain_metrics.server.errors import VALIDATION_ERROR, ApiError, from_validation, invalid
+from syvain_metrics.server.errors import VALIDATION_ERROR, ApiError, invalid
 from syvain_metrics.server.faults import Faults, SimulatedCrash
+from syvain_metrics.server.handlers import ENDPOINTS, Endpoint
 from syvain_metrics.server.idempotency import (
     IdempotencyGate,
     Replay,
@@ -55,7 +50,7 @@ from syvain_metrics.server.idempotency import (
     Ticket,
     fingerprint,
 )
-from syvain_metrics.server.inputs import BadJsonError, parse_json
+from syvain_metrics.server.inputs import load_body, load_query, parse_body
 from syvain_metrics.server.limits import (
     LARGE_BODIES_AT_ONCE,
     LARGE_BODY_BYTES,
@@ -63,19 +58,6 @@ from syvain_metrics.server.limits import (
     MAX_IDEMPOTENCY_KEY_LENGTH,
 )
 from syvain_metrics.server.proxies import TrustedProxies
-from syvain_metrics.server.queries import (
-    AnnotationListQuery,
-    CatalogQuery,
-    CatalogValuesQuery,
-    CompareQuery,
-    EmptyQuery,
-    ExperimentListQuery,
-    FolderListQuery,
-    IngestQuery,
-    MetricsListQuery,
-    QuerySchema,
-    load_query,
-)
 from syvain_metrics.server.sql import canonical
 from syvain_metrics.server.store import Principal, Store
 
@@ -84,68 +66,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("syvain_metrics.server")
 
-
-@dataclass(frozen=True)
-class Endpoint:
-    """One operation of the contract (its :class:`~syvain_metrics.contract.routes.Route`), the handler
-    that serves it, and how to check its input."""
-
-    route: Route
-    handler: Callable[[handlers.Call], dict[str, Any]]
-    query: QuerySchema
-    body: Schema | None = None
-
-    @property
-    def name(self) -> str:
-        """The operation name (``"create_experiment"``...)."""
-        return self.route.operation
-
-
-ENDPOINTS: tuple[Endpoint, ...] = (
-    Endpoint(routes.AUTH_STATUS, handlers.auth_status, EmptyQuery()),
-    Endpoint(routes.LIST_FOLDERS, handlers.list_folders, FolderListQuery()),
-    Endpoint(routes.CREATE_FOLDER, handlers.create_folder, EmptyQuery(), FolderCreateRequest()),
-    Endpoint(routes.GET_FOLDER, handlers.get_folder, EmptyQuery()),
-    Endpoint(routes.PATCH_FOLDER, handlers.patch_folder, EmptyQuery(), FolderPatchRequest()),
-    Endpoint(routes.LIST_EXPERIMENTS, handlers.list_experiments, ExperimentListQuery()),
-    Endpoint(
-        routes.CREATE_EXPERIMENT,
-        handlers.create_experiment,
-        EmptyQuery(),
-        ExperimentCreateRequest(),
-    ),
-    Endpoint(routes.GET_EXPERIMENT, handlers.get_experiment, EmptyQuery()),
-    Endpoint(
-        routes.UPDATE_EXPERIMENT_STATUS,
-        handlers.update_experiment_status,
-        EmptyQuery(),
-        StatusUpdateRequest(),
-    ),
-    Endpoint(
-        routes.MOVE_EXPERIMENT, handlers.move_experiment, EmptyQuery(), ExperimentMoveRequest()
-    ),
-    Endpoint(routes.LIST_METRICS, handlers.list_metrics, MetricsListQuery()),
-    Endpoint(routes.COMPARE_METRICS, handlers.compare_metrics, CompareQuery()),
-    Endpoint(routes.INGEST_METRICS, handlers.ingest_metrics, IngestQuery(), CheckedIngestRequest()),
-    Endpoint(routes.LIST_INGESTION_KEYS, handlers.list_ingestion_keys, EmptyQuery()),
-    Endpoint(
-        routes.CREATE_INGESTION_KEY,
-        handlers.create_ingestion_key,
-        EmptyQuery(),
-        IngestionKeyCreateRequest(),
-    ),
-    Endpoint(routes.REVOKE_INGESTION_KEY, handlers.revoke_ingestion_key, EmptyQuery()),
-    Endpoint(routes.CATALOG, handlers.list_metric_catalog, CatalogQuery()),
-    Endpoint(routes.CATALOG_VALUES, handlers.inspect_metric_catalog_values, CatalogValuesQuery()),
-    Endpoint(routes.LIST_ANNOTATIONS, handlers.list_annotations, AnnotationListQuery()),
-    Endpoint(
-        routes.CREATE_ANNOTATION,
-        handlers.create_annotation,
-        EmptyQuery(),
-        AnnotationCreateRequest(),
-    ),
-)
-"""The contract's 20 endpoints (section 5), named as in its wire examples."""
+__all__ = ["ENDPOINTS", "MetricsApp", "canonical_path", "raw_target"]
 
 
 def raw_target(environ: WSGIEnvironment) -> tuple[str, str]:
@@ -224,29 +145,11 @@ def _broken(status: int, body: bytes) -> WSGIApplication:
     return app
 
 
-def _parse_body(raw: bytes) -> dict[str, Any]:
-    """The body's JSON object, checked by :func:`~syvain_metrics.server.inputs.parse_json`
-    (nesting, lone surrogates, finite numbers, metadata size); 400 naming the place."""
-    if not raw.strip():
-        return {}
-    try:
-        value = parse_json(raw)
-    except BadJsonError as error:
-        if not error.where:  # not JSON at all, or too deep to read
-            problem = f"Must be a JSON object. {error.problem}"
-            raise invalid("body", problem, what="request body") from None
-        raise invalid(error.where, error.problem, what="request body") from None
-    if not isinstance(value, dict):
-        raise invalid("body", "Must be a JSON object.", what="request body")
-    return value
-
-
-def _load_body(schema: Schema, value: dict[str, Any]) -> dict[str, Any]:
-    try:
-        loaded: dict[str, Any] = schema.load(value)
-    except ValidationError as error:
-        raise from_validation(error, what="request body") from None
-    return loaded
+def _staged(
+    endpoint: Endpoint, call: handlers.Call
+) -> contextlib.AbstractContextManager[handlers.Call]:
+    """The call readied by the endpoint's staging hook (outside the write turn), if it has one."""
+    return endpoint.stage(call) if endpoint.stage is not None else contextlib.nullcontext(call)
 
 
 def _refusal(error: ApiError) -> tuple[int, bytes, bool]:
@@ -297,7 +200,7 @@ class MetricsApp:
         self._by_name = {endpoint.name: endpoint for endpoint in ENDPOINTS}
         self._urls = Map(
             [
-                Rule(API_PREFIX + e.route.rule, endpoint=e.name, methods=[e.route.method])
+                Rule(API_PREFIX + e.operation.rule, endpoint=e.name, methods=[e.operation.method])
                 for e in ENDPOINTS
             ],
             strict_slashes=True,  # "/experiments/" is not "/experiments": 404, not a list
@@ -370,11 +273,10 @@ class MetricsApp:
         try:
             # The body is parsed once: its value is what the idempotency fingerprint and the
             # schema both look at.
-            value = _parse_body(body) if endpoint.body is not None else {}
+            value = parse_body(body) if endpoint.body is not None else {}
         except ApiError as error:
             return _error_response(error)
-        ingest = endpoint.route == routes.INGEST_METRICS
-        if ingest:
+        if endpoint.operation is INGEST_METRICS:
             refused = self.faults.rejected_metric(body)
             if refused is not None:
                 field = f"data[{refused}].name"
@@ -383,12 +285,12 @@ class MetricsApp:
         if key is not None and len(key) > MAX_IDEMPOTENCY_KEY_LENGTH:
             problem = f"Must be at most {MAX_IDEMPOTENCY_KEY_LENGTH} characters."
             return _error_response(invalid("Idempotency-Key", problem, what="header"))
-        if not endpoint.route.sends_idempotency_key:
+        if not endpoint.operation.sends_idempotency_key:
             key = None  # ingestion-key creation ignores the header (contract section 8)
         ticket: Ticket | None = None
         # The canonical text serves the fingerprint and, for an ingest, the insert: one
         # encoding of the body instead of two.
-        text = canonical(value) if body.strip() and (key or ingest) else None
+        text = canonical(value) if body.strip() and (key or endpoint.stores_text) else None
         if key:
             outcome = self.idempotency.begin(
                 principal.credential, key, fingerprint(method, raw_path, raw_query, text)
@@ -414,7 +316,7 @@ class MetricsApp:
                 # The write, the ingestion key's use and the idempotency record commit
                 # together: a crash between them cannot leave a write without its answer.
                 try:
-                    with self._staged(call, ingest) as call, self.store.transaction(call.staged):
+                    with _staged(endpoint, call) as call, self.store.transaction(call.staged):
                         status, payload, keep = self._run(endpoint, call)
                         self.faults.crash_point(
                             "crash_after_write", method, raw_path, endpoint.name
@@ -459,13 +361,13 @@ class MetricsApp:
         if scheme.lower() != "bearer" or not token.strip():
             raise ApiError(401, "unauthorized", "Missing bearer token")
         principal = self.store.authenticate(token.strip())
-        if endpoint.route.credential == "api_key" and principal.kind != "api_key":
+        if endpoint.operation.credential == "api_key" and principal.kind != "api_key":
             raise ApiError(
                 403,
                 "forbidden",
                 "An ingestion token can only ingest metrics and create annotations",
             )
-        if endpoint.route.credential == "ingestion_key":
+        if endpoint.operation.credential == "ingestion_key":
             if principal.kind != "ingestion_key":
                 raise ApiError(
                     403, "forbidden", "This endpoint takes the experiment's ingestion token"
@@ -512,23 +414,13 @@ class MetricsApp:
         for validation failures)."""
         try:
             query = load_query(endpoint.query, request.args)
-            loaded = _load_body(endpoint.body, body) if endpoint.body is not None else {}
+            loaded = load_body(endpoint.body, body) if endpoint.body is not None else {}
         except ApiError as error:
             return _refusal(error)
         except Exception:
             return _internal_error("unexpected error validating %s", endpoint)
         origin = request.host_url.rstrip("/")
         return handlers.Call(self.store, principal, origin, args, query, loaded, text)
-
-    @contextlib.contextmanager
-    def _staged(self, call: handlers.Call, ingest: bool) -> Iterator[handlers.Call]:
-        """The call with its batch staged (an ingest: its rows are read out of its text before
-        the write lock is taken, while other requests are written), else the call as it is."""
-        if not ingest:
-            yield call
-            return
-        with self.store.staging(call.body["data"], source=call.body_text) as staged:
-            yield dataclasses.replace(call, staged=staged)
 
     def _run(self, endpoint: Endpoint, call: handlers.Call) -> tuple[int, bytes, bool]:
         """Run one validated call: ``(status, body, keep)`` as :meth:`_prepare` says (no

@@ -1,7 +1,8 @@
-"""One function per endpoint: take a validated call, ask the store, return ``data``.
+"""One function per endpoint: take a validated call, ask the store, return ``data``; and
+:data:`ENDPOINTS`, the table binding each operation of the contract to its handler.
 
-Bodies are validated with the SDK's own request schemas (see :data:`ENDPOINTS` in
-:mod:`syvain_metrics.server.app`), so the client and the server check the same rules.
+Bodies and queries are validated with the schemas the operation names in
+:mod:`syvain_metrics.contract.operations`, so the client and the server check the same rules.
 
 Example:
     >>> from syvain_metrics.server.store import Store
@@ -14,19 +15,27 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import contextlib
+import dataclasses
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from marshmallow import Schema
+
+from syvain_metrics.contract import operations as ops
 from syvain_metrics.contract.limits import (
     ANNOTATIONS_LIMIT,
     CATALOG_LIMIT,
     EXPERIMENTS_LIMIT,
     METRIC_ROWS_LIMIT,
 )
+from syvain_metrics.contract.operations import Operation
+from syvain_metrics.contract.queries import WireQuerySchema
+from syvain_metrics.contract.schemas.ingest import CheckedIngestRequest
 from syvain_metrics.server import wire
 from syvain_metrics.server.errors import invalid
-from syvain_metrics.server.queries import clamp_limit
+from syvain_metrics.server.inputs import query_schema
 from syvain_metrics.server.sql import RowQuery, SeriesFilter, compact
 from syvain_metrics.server.store import Principal, StagedBatch, Store
 
@@ -55,6 +64,17 @@ class Call:
 
 
 Data = dict[str, Any]
+
+
+def clamp_limit(value: int | None, bounds: tuple[int, int]) -> int:
+    """The default when ``value`` is ``None``, else ``value`` clamped to the maximum.
+
+    Example:
+        >>> clamp_limit(None, (100, 1000)), clamp_limit(5000, (100, 1000))
+        (100, 1000)
+    """
+    default, maximum = bounds
+    return default if value is None else min(value, maximum)
 
 
 def _folder_name(name: str) -> str:
@@ -259,3 +279,80 @@ def create_annotation(call: Call) -> Data:
         "experiment": wire.experiment(experiment, call.origin),
         "annotation": wire.annotation(annotation),
     }
+
+
+@contextlib.contextmanager
+def stage_ingest(call: Call) -> Iterator[Call]:
+    """The ingest's batch made ready before its write turn: its rows are read out of its text
+    while other requests are written, and the write only copies them."""
+    with call.store.staging(call.body["data"], source=call.body_text) as staged:
+        yield dataclasses.replace(call, staged=staged)
+
+
+Handler = Callable[[Call], Data]
+Stage = Callable[[Call], contextlib.AbstractContextManager[Call]]
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """An operation of the contract, the handler that serves it, and its hooks.
+
+    Example:
+        >>> endpoint = Endpoint(ops.GET_EXPERIMENT, get_experiment)
+        >>> endpoint.name, endpoint.body
+        ('get_experiment', None)
+    """
+
+    operation: Operation
+    handler: Handler
+    body_schema: type[Schema] | None = None
+    """Checks the body instead of the operation's own schema (a stricter reading)."""
+    stage: Stage | None = None
+    """Readies a call before its write turn is taken (runs outside the write lock)."""
+    stores_text: bool = False
+    """The handler keeps the body's canonical JSON text (``Call.body_text``)."""
+    query: WireQuerySchema = dataclasses.field(init=False, repr=False, compare=False)
+    body: Schema | None = dataclasses.field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        body = self.body_schema or self.operation.body
+        object.__setattr__(self, "query", query_schema(self.operation.query))
+        object.__setattr__(self, "body", body() if body is not None else None)
+
+    @property
+    def name(self) -> str:
+        """The operation name (``"create_experiment"``...)."""
+        return self.operation.operation
+
+
+ENDPOINTS: tuple[Endpoint, ...] = (
+    Endpoint(ops.AUTH_STATUS, auth_status),
+    Endpoint(ops.LIST_FOLDERS, list_folders),
+    Endpoint(ops.CREATE_FOLDER, create_folder),
+    Endpoint(ops.GET_FOLDER, get_folder),
+    Endpoint(ops.PATCH_FOLDER, patch_folder),
+    Endpoint(ops.LIST_EXPERIMENTS, list_experiments),
+    Endpoint(ops.CREATE_EXPERIMENT, create_experiment),
+    Endpoint(ops.GET_EXPERIMENT, get_experiment),
+    Endpoint(ops.UPDATE_EXPERIMENT_STATUS, update_experiment_status),
+    Endpoint(ops.MOVE_EXPERIMENT, move_experiment),
+    Endpoint(ops.LIST_METRICS, list_metrics),
+    Endpoint(ops.COMPARE_METRICS, compare_metrics),
+    Endpoint(
+        ops.INGEST_METRICS,
+        ingest_metrics,
+        # The server stores the request's own text: plainly valid metrics are kept as given.
+        body_schema=CheckedIngestRequest,
+        stage=stage_ingest,
+        stores_text=True,
+    ),
+    Endpoint(ops.LIST_INGESTION_KEYS, list_ingestion_keys),
+    Endpoint(ops.CREATE_INGESTION_KEY, create_ingestion_key),
+    Endpoint(ops.REVOKE_INGESTION_KEY, revoke_ingestion_key),
+    Endpoint(ops.CATALOG, list_metric_catalog),
+    Endpoint(ops.CATALOG_VALUES, inspect_metric_catalog_values),
+    Endpoint(ops.LIST_ANNOTATIONS, list_annotations),
+    Endpoint(ops.CREATE_ANNOTATION, create_annotation),
+)
+"""The contract's 20 endpoints (section 5), in the order of
+:data:`~syvain_metrics.contract.operations.OPERATIONS`."""

@@ -21,8 +21,12 @@ import json
 import math
 import re
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, Protocol
 
+from marshmallow import Schema, ValidationError
+
+from syvain_metrics.contract.queries import Query, WireQuerySchema
+from syvain_metrics.server.errors import from_validation, invalid
 from syvain_metrics.server.limits import MAX_JSON_DEPTH, MAX_METADATA_BYTES
 
 METADATA = "metadata"
@@ -246,3 +250,96 @@ def _items(container: dict[str, Any] | list[Any]) -> Iterator[tuple[Any, Any]]:
 
 
 _NOT_FINITE = "Numbers must be finite (no NaN or Infinity, nothing beyond a double's range)."
+
+
+# -- a request's body and query, loaded by the contract's schemas ----------------------------
+
+
+def parse_body(raw: bytes) -> dict[str, Any]:
+    """The body's JSON object, checked by :func:`parse_json` (nesting, lone surrogates, finite
+    numbers, metadata size); a 400 :class:`~syvain_metrics.server.errors.ApiError` naming the
+    place otherwise.
+
+    Example:
+        >>> parse_body(b'{"name": "runs"}')
+        {'name': 'runs'}
+    """
+    if not raw.strip():
+        return {}
+    try:
+        value = parse_json(raw)
+    except BadJsonError as error:
+        if not error.where:  # not JSON at all, or too deep to read
+            problem = f"Must be a JSON object. {error.problem}"
+            raise invalid("body", problem, what="request body") from None
+        raise invalid(error.where, error.problem, what="request body") from None
+    if not isinstance(value, dict):
+        raise invalid("body", "Must be a JSON object.", what="request body")
+    return value
+
+
+def load_body(schema: Schema, value: dict[str, Any]) -> dict[str, Any]:
+    """``value`` loaded by the operation's body schema; a 400 naming each field otherwise."""
+    try:
+        loaded: dict[str, Any] = schema.load(value)
+    except ValidationError as error:
+        raise from_validation(error, what="request body") from None
+    return loaded
+
+
+def query_json(text: str) -> Any:
+    """A JSON query value (a compare series, a metadata value) as the server holds it: checked
+    by :func:`parse_json`, refused with a :class:`ValidationError` saying why.
+
+    Example:
+        >>> query_json("1e400")
+        Traceback (most recent call last):
+        ...
+        marshmallow.exceptions.ValidationError: Numbers must be finite (no NaN or Infinity, nothing beyond a double's range).
+    """
+    try:
+        return parse_json(text)
+    except BadJsonError as error:
+        raise ValidationError(error.problem) from None
+
+
+def query_schema(query: Query) -> WireQuerySchema:
+    """The schema reading ``query`` out of a query string (:meth:`Query.wire_schema`)."""
+    return query.wire_schema(query_json)()
+
+
+class MultiValues(Protocol):
+    """What the loader needs of a query mapping (werkzeug's ``MultiDict`` fits)."""
+
+    def __iter__(self) -> Iterator[str]: ...
+
+    def getlist(self, key: str) -> list[str]: ...
+
+
+def load_query(schema: WireQuerySchema, args: MultiValues) -> dict[str, Any]:
+    """Validate a query mapping with ``schema``; raise a 400 ``ApiError`` naming the field.
+    Unknown parameters are an error too (a misspelt filter must not return unfiltered rows),
+    and a parameter that is not repeatable must appear at most once.
+
+    Example:
+        >>> from werkzeug.datastructures import MultiDict
+        >>> from syvain_metrics.contract.schemas.annotation import ANNOTATION_LIST
+        >>> load_query(query_schema(ANNOTATION_LIST), MultiDict([("limit", "0")]))
+        Traceback (most recent call last):
+        ...
+        syvain_metrics.server.errors.ApiError: Invalid query: limit: Must be at least 1.
+    """
+    data: dict[str, Any] = {}
+    for key in args:
+        values = args.getlist(key)
+        if key in schema.repeated:
+            data[key] = values
+        elif len(values) > 1:
+            raise invalid(key, "Must be given at most once.", what="query")
+        else:
+            data[key] = values[0]
+    try:
+        loaded: dict[str, Any] = schema.load(data)
+    except ValidationError as error:
+        raise from_validation(error, what="query") from None
+    return loaded

@@ -1029,11 +1029,26 @@ def test_cli_serve(tmp_path: Any) -> None:
     assert process.returncode == 143, errors  # 128 + SIGTERM, as a shell reports it
 
 
-def test_the_server_serves_exactly_the_routes_the_sdk_calls() -> None:
-    from syvain_metrics.contract.routes import ROUTES
+def test_the_server_serves_exactly_the_operations_the_sdk_calls() -> None:
+    from syvain_metrics.contract.operations import OPERATIONS
     from syvain_metrics.server import ENDPOINTS
 
-    assert [endpoint.route for endpoint in ENDPOINTS] == list(ROUTES)
+    assert [endpoint.operation for endpoint in ENDPOINTS] == list(OPERATIONS)
+
+
+def test_each_endpoint_checks_its_input_with_the_operations_schemas() -> None:
+    from syvain_metrics.contract.schemas.ingest import CheckedIngestRequest, IngestRequest
+    from syvain_metrics.server import ENDPOINTS
+
+    for endpoint in ENDPOINTS:
+        body = endpoint.operation.body
+        if body is None:
+            assert endpoint.body is None, endpoint.name
+        elif body is IngestRequest:  # the server keeps the request's own text: stricter
+            assert isinstance(endpoint.body, CheckedIngestRequest)
+        else:
+            assert type(endpoint.body) is body, endpoint.name
+        assert _wire_names(type(endpoint.query)) == endpoint.operation.query.wire_names
 
 
 def test_a_rejected_request_does_not_count_as_a_use_of_the_token(api: Api) -> None:
@@ -1059,24 +1074,28 @@ def _wire_names(schema: Any) -> set[str]:
 
 
 @pytest.mark.parametrize(
-    ("sdk", "server", "also_sent"),
+    ("sdk", "operation", "also_sent"),
     [
-        ("folder.FolderListQuery", "FolderListQuery", set()),
-        ("experiment.ExperimentListQuery", "ExperimentListQuery", set()),
-        ("annotation.AnnotationListQuery", "AnnotationListQuery", set()),
-        ("catalog.CatalogQuery", "CatalogQuery", set()),
-        ("catalog.CatalogValuesQuery", "CatalogValuesQuery", set()),
-        ("metric_query.MetricsQuery", "MetricsListQuery", set()),
+        ("folder.FolderListQuery", "LIST_FOLDERS", set()),
+        ("experiment.ExperimentListQuery", "LIST_EXPERIMENTS", set()),
+        ("annotation.AnnotationListQuery", "LIST_ANNOTATIONS", set()),
+        ("catalog.CatalogQuery", "CATALOG", set()),
+        ("catalog.CatalogValuesQuery", "CATALOG_VALUES", set()),
+        ("metric_query.MetricsQuery", "LIST_METRICS", set()),
         # compare: the series values, and the step a paged read narrows to
-        ("metric_query.CompareQuery", "CompareQuery", {"series", "step"}),
+        ("metric_query.CompareQuery", "COMPARE_METRICS", {"series", "step"}),
     ],
 )
 def test_the_server_accepts_exactly_the_query_parameters_the_sdk_sends(
-    sdk: str, server: str, also_sent: set[str]
+    sdk: str, operation: str, also_sent: set[str]
 ) -> None:
     import importlib
 
+    from syvain_metrics.contract import operations
+    from syvain_metrics.server import ENDPOINTS
+
     module, name = sdk.split(".")
     sdk_schema = getattr(importlib.import_module(f"syvain_metrics.contract.schemas.{module}"), name)
-    server_schema = getattr(importlib.import_module("syvain_metrics.server.queries"), server)
-    assert _wire_names(sdk_schema) | also_sent == _wire_names(server_schema)
+    [endpoint] = [e for e in ENDPOINTS if e.operation is getattr(operations, operation)]
+    assert _wire_names(sdk_schema) | also_sent == _wire_names(type(endpoint.query))
+    assert _wire_names(type(endpoint.query)) == endpoint.operation.query.wire_names

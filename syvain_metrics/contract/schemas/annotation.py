@@ -10,9 +10,10 @@ from __future__ import annotations
 from marshmallow import fields, validate
 
 from syvain_metrics.contract.limits import ANNOTATION_MAX
-from syvain_metrics.contract.schemas.base import QuerySchema, RequestSchema, ResponseSchema
+from syvain_metrics.contract.queries import LIMIT, Param, Query
+from syvain_metrics.contract.schemas.base import RequestSchema, ResponseSchema
 from syvain_metrics.contract.schemas.experiment import ExperimentSchema
-from syvain_metrics.contract.schemas.fields import EpochMs, JsonObject, SafeInteger, time_ms
+from syvain_metrics.contract.schemas.fields import JsonObject, time_ms
 
 
 class AnnotationSchema(ResponseSchema):
@@ -32,12 +33,14 @@ class AnnotationCreateRequest(RequestSchema):
     metadata = JsonObject(load_default=dict)
 
 
-class AnnotationListQuery(QuerySchema):
-    """Query of ``GET /experiments/{id}/annotations``."""
+ANNOTATION_LIST = Query(
+    "AnnotationListQuery",
+    (Param("from_ms", "time", wire="from"), Param("to_ms", "time", wire="to"), LIMIT),
+)
+"""Query of ``GET /experiments/{id}/annotations`` (endpoint 19)."""
 
-    from_ms = EpochMs(allow_none=True, data_key="from")
-    to_ms = EpochMs(allow_none=True, data_key="to")
-    limit = SafeInteger(minimum=1, allow_none=True)
+AnnotationListQuery = ANNOTATION_LIST.client_schema()
+"""Query of ``GET /experiments/{id}/annotations``."""
 
 
 class AnnotationReply(ResponseSchema):

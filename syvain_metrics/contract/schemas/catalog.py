@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from marshmallow import fields
 
-from syvain_metrics.contract.schemas.base import QuerySchema, ResponseSchema
-from syvain_metrics.contract.schemas.fields import JsonValue, SafeInteger, StringList
+from syvain_metrics.contract.queries import LIMIT, Param, Query
+from syvain_metrics.contract.schemas.base import ResponseSchema
+from syvain_metrics.contract.schemas.fields import JsonValue
 
 
 class CatalogItemSchema(ResponseSchema):
@@ -36,17 +37,17 @@ class CatalogValuesSchema(ResponseSchema):
     keys = fields.List(fields.Nested(CatalogKeyValuesSchema), load_default=list)
 
 
-class CatalogQuery(QuerySchema):
-    """Query of ``GET /experiments/{id}/catalog``."""
+CATALOG = Query("CatalogQuery", (LIMIT,))
+"""Query of ``GET /experiments/{id}/catalog`` (endpoint 17)."""
 
-    limit = SafeInteger(minimum=1, allow_none=True)
+CATALOG_VALUES = Query("CatalogValuesQuery", (Param("key", "keys"), LIMIT))
+"""Query of ``GET /experiments/{id}/catalog/{metric}`` (endpoint 18)."""
 
+CatalogQuery = CATALOG.client_schema()
+"""Query of ``GET /experiments/{id}/catalog``."""
 
-class CatalogValuesQuery(QuerySchema):
-    """Query of ``GET /experiments/{id}/catalog/{metric}``; ``key`` is repeated per item."""
-
-    key = StringList(allow_none=True)
-    limit = SafeInteger(minimum=1, allow_none=True)
+CatalogValuesQuery = CATALOG_VALUES.client_schema()
+"""Query of ``GET /experiments/{id}/catalog/{metric}``; ``key`` is repeated per item."""
 
 
 class CatalogReply(ResponseSchema):

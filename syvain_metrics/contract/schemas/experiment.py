@@ -18,8 +18,9 @@ from syvain_metrics.contract.limits import (
     SLUG_MAX,
     STATUS_UPDATES,
 )
-from syvain_metrics.contract.schemas.base import QuerySchema, RequestSchema, ResponseSchema
-from syvain_metrics.contract.schemas.fields import EpochMs, JsonObject, SafeInteger, time_ms
+from syvain_metrics.contract.queries import LIMIT, Param, Query
+from syvain_metrics.contract.schemas.base import RequestSchema, ResponseSchema
+from syvain_metrics.contract.schemas.fields import EpochMs, JsonObject, time_ms
 from syvain_metrics.contract.schemas.folder import FolderSchema
 
 
@@ -80,15 +81,21 @@ class ExperimentMoveRequest(RequestSchema):
     folder_id = fields.String(required=True, allow_none=True)
 
 
-class ExperimentListQuery(QuerySchema):
-    """Query of ``GET /experiments``; bounds are ms or aware datetimes, sent as ``from`` / ``to``."""
+EXPERIMENT_LIST = Query(
+    "ExperimentListQuery",
+    (
+        Param("status", "choice", EXPERIMENT_STATUSES),
+        Param("slug", "text"),
+        Param("search", "text"),
+        Param("from_ms", "time", wire="from"),
+        Param("to_ms", "time", wire="to"),
+        LIMIT,
+    ),
+)
+"""Query of ``GET /experiments`` (endpoint 6)."""
 
-    status = fields.String(allow_none=True, validate=validate.OneOf(EXPERIMENT_STATUSES))
-    slug = fields.String(allow_none=True)
-    search = fields.String(allow_none=True)
-    from_ms = EpochMs(allow_none=True, data_key="from")
-    to_ms = EpochMs(allow_none=True, data_key="to")
-    limit = SafeInteger(minimum=1, allow_none=True)
+ExperimentListQuery = EXPERIMENT_LIST.client_schema()
+"""Query of ``GET /experiments``; bounds are ms or aware datetimes, sent as ``from`` / ``to``."""
 
 
 class ExperimentReply(ResponseSchema):

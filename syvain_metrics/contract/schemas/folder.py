@@ -12,7 +12,8 @@ from typing import Any
 from marshmallow import ValidationError, fields, validate, validates_schema
 
 from syvain_metrics.contract.limits import FOLDER_NAME_MAX
-from syvain_metrics.contract.schemas.base import QuerySchema, RequestSchema, ResponseSchema
+from syvain_metrics.contract.queries import Param, Query
+from syvain_metrics.contract.schemas.base import RequestSchema, ResponseSchema
 
 FolderName = validate.Length(min=1, max=FOLDER_NAME_MAX)
 
@@ -46,10 +47,11 @@ class FolderPatchRequest(RequestSchema):
             raise ValidationError("A folder patch needs name or parent_id.")
 
 
-class FolderListQuery(QuerySchema):
-    """Query of ``GET /folders``."""
+FOLDER_LIST = Query("FolderListQuery", (Param("path", "text"),))
+"""Query of ``GET /folders`` (endpoint 2)."""
 
-    path = fields.String(allow_none=True)
+FolderListQuery = FOLDER_LIST.client_schema()
+"""Query of ``GET /folders``."""
 
 
 class FolderReply(ResponseSchema):

@@ -25,6 +25,7 @@ from syvain_metrics.contract.limits import (
     MAX_SAFE_INTEGER,
     METRIC_NAME_MAX,
 )
+from syvain_metrics.contract.queries import Param, Query
 from syvain_metrics.contract.schemas.base import RequestSchema, ResponseSchema
 from syvain_metrics.contract.schemas.columns import (
     all_finite,
@@ -304,6 +305,10 @@ class CheckedIngestRequest(IngestRequest):
     metrics are checked and kept as given (``MetricBatch(as_given=True)``)."""
 
     data = MetricBatch(required=True, max_length=MAX_METRICS_PER_INGEST, as_given=True)
+
+
+INGEST = Query("IngestQuery", (Param("sync", "flag"),))
+"""Query of ``POST /experiments/{id}/ingest`` (endpoint 13)."""
 
 
 class IngestReply(ResponseSchema):

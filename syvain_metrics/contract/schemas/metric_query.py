@@ -8,10 +8,10 @@ Example:
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
-from marshmallow import ValidationError, fields, post_load, validate
+from marshmallow import fields, post_load, validate
 
 from syvain_metrics.contract.limits import (
     COMPARE_SORT_KEYS,
@@ -19,85 +19,60 @@ from syvain_metrics.contract.limits import (
     METRIC_SORT_KEYS,
     SORT_DIRECTIONS,
 )
-from syvain_metrics.contract.schemas.base import QuerySchema, RequestSchema
-from syvain_metrics.contract.schemas.fields import (
-    EpochMs,
-    Flag,
-    SafeInteger,
-    _Field,
+from syvain_metrics.contract.queries import LIMIT, Param, Query
+from syvain_metrics.contract.schemas.base import RequestSchema
+from syvain_metrics.contract.schemas.query_fields import MetadataFilter, metadata_filter
+
+__all__ = [
+    "COMPARE",
+    "METRICS_LIST",
+    "QUERY_ORDER",
+    "CompareQuery",
+    "CompareSeriesList",
+    "MetricsQuery",
+    "SeriesSchema",
+    "metadata_filter",
+    "series_param",
+]
+
+
+def _range(sort_keys: tuple[str, ...]) -> tuple[Param, ...]:
+    """Bounds, order and limit: shared by list-metrics and compare."""
+    return (
+        Param("from_step", "count"),
+        Param("to_step", "count"),
+        Param("from_time", "time"),
+        Param("to_time", "time"),
+        Param("sort_by", "sort", sort_keys),
+        Param("sort_direction", "choice", SORT_DIRECTIONS),
+        LIMIT,
+        Param("include_experiment_meta_as_of", "flag"),
+    )
+
+
+METRICS_LIST = Query(
+    "MetricsQuery",
+    (
+        Param("metric_name", "name"),
+        Param("metadata", "metadata"),
+        Param("step", "count"),
+        *_range(METRIC_SORT_KEYS),
+    ),
 )
+"""Query of ``GET /experiments/{id}/metrics`` (endpoint 11)."""
 
-
-def metadata_filter(value: Any) -> dict[str, str]:
-    """Turn a user's ``metadata=`` filter into query parameters.
-
-    A ``str`` selects events that have that key; a one-key ``dict`` selects by value:
-    a ``str`` value goes as ``metadata_value``, any other JSON value as compact
-    ``metadata_value_json``.
-
-    Example:
-        >>> metadata_filter({"split": "train"})
-        {'metadata_key': 'split', 'metadata_value': 'train'}
-        >>> metadata_filter({"layer": 3})
-        {'metadata_key': 'layer', 'metadata_value_json': '3'}
-    """
-    if isinstance(value, str):
-        if not value:
-            raise ValidationError("A metadata key must not be empty.")
-        return {"metadata_key": value}
-    if not isinstance(value, Mapping) or len(value) != 1:
-        raise ValidationError(
-            "Must be a metadata key (str) or a dict with exactly one key, e.g. {'split': 'train'}."
-        )
-    ((key, wanted),) = value.items()
-    if not isinstance(key, str) or not key:
-        raise ValidationError("A metadata key must be a non-empty string.")
-    if isinstance(wanted, str):
-        return {"metadata_key": key, "metadata_value": wanted}
-    try:
-        text = json.dumps(wanted, allow_nan=False, separators=(",", ":"))
-    except (TypeError, ValueError) as error:
-        raise ValidationError(f"The metadata value must be finite JSON: {error}.") from None
-    return {"metadata_key": key, "metadata_value_json": text}
-
-
-class MetadataFilter(_Field):
-    """The ``metadata=`` argument of metric reads (see :func:`metadata_filter`)."""
-
-    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> Any:
-        return metadata_filter(value)
-
-
-class SortKeys(_Field):
-    """``sort_by``: one key or a list of keys, sent comma-joined."""
-
-    def __init__(self, *, choices: Sequence[str], **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.choices = tuple(choices)
-
-    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str:
-        keys = [value] if isinstance(value, str) else value
-        if not isinstance(keys, list | tuple) or not keys:
-            raise ValidationError(f"Must be one of {', '.join(self.choices)} or a list of them.")
-        bad = [k for k in keys if k not in self.choices]
-        if bad:
-            raise ValidationError(
-                f"Unknown sort key {bad[0]!r}; must be among {', '.join(self.choices)}."
-            )
-        return ",".join(keys)
-
-
-_RANGE_ORDER = (
-    "from_step",
-    "to_step",
-    "from_time",
-    "to_time",
-    "sort_by",
-    "sort_direction",
-    "limit",
-    "include_experiment_meta_as_of",
+COMPARE = Query(
+    "CompareQuery",
+    (
+        Param("series", "series", sdk_sends=False),
+        Param("step", "count", sdk_sends=False),
+        *_range(COMPARE_SORT_KEYS),
+    ),
 )
+"""Query of ``GET /metrics`` (endpoint 12): the parameters of 11 without its per-series
+filters, and the ``series``."""
 
+_RANGE_ORDER = tuple(p.name for p in COMPARE.params if p.sdk_sends)
 
 QUERY_ORDER = (
     "series",
@@ -110,28 +85,11 @@ QUERY_ORDER = (
 )
 """Every metrics-read query parameter, in the order it is sent (pages re-add bounds and limit)."""
 
+MetricsQuery = METRICS_LIST.client_schema()
+"""Query of ``GET /experiments/{id}/metrics``; ``metadata`` expands to the key/value filters."""
 
-class _RangeQuery(QuerySchema):
-    """The bounds, order and limit shared by list-metrics and compare."""
-
-    from_step = SafeInteger(minimum=0, allow_none=True)
-    to_step = SafeInteger(minimum=0, allow_none=True)
-    from_time = EpochMs(allow_none=True)
-    to_time = EpochMs(allow_none=True)
-    sort_direction = fields.String(allow_none=True, validate=validate.OneOf(SORT_DIRECTIONS))
-    limit = SafeInteger(minimum=1, allow_none=True)
-    include_experiment_meta_as_of = Flag(allow_none=True)
-
-
-class MetricsQuery(_RangeQuery):
-    """Query of ``GET /experiments/{id}/metrics``; ``metadata`` expands to the key/value filters."""
-
-    metric_name = fields.String(allow_none=True, validate=validate.Length(min=1))
-    metadata = MetadataFilter(allow_none=True)
-    step = SafeInteger(minimum=0, allow_none=True)
-    sort_by = SortKeys(choices=METRIC_SORT_KEYS, allow_none=True)
-
-    wire_order = ("metric_name", "metadata", "step", *_RANGE_ORDER)
+CompareQuery = COMPARE.client_schema()
+"""Query of ``GET /metrics`` besides the ``series`` values."""
 
 
 class SeriesSchema(RequestSchema):
@@ -145,14 +103,6 @@ class SeriesSchema(RequestSchema):
     def _expand_metadata(self, data: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
         expanded = data.pop("metadata", None) or {}
         return {**data, **expanded}
-
-
-class CompareQuery(_RangeQuery):
-    """Query of ``GET /metrics`` besides the ``series`` values."""
-
-    sort_by = SortKeys(choices=COMPARE_SORT_KEYS, allow_none=True)
-
-    wire_order = _RANGE_ORDER
 
 
 class CompareSeriesList(RequestSchema):
