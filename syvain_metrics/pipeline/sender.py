@@ -57,7 +57,7 @@ from syvain_metrics.contract.event_ids import EventIdSource
 from syvain_metrics.contract.limits import MAX_METRICS_PER_INGEST
 from syvain_metrics.errors import MetricsApiError, RejectedEvent
 from syvain_metrics.pipeline.batch import Batch, Chunk, QueuedEvent, encode_chunk
-from syvain_metrics.pipeline.delivery import KEEP_STATUSES, Outcome, deliver
+from syvain_metrics.pipeline.delivery import KEEP_STATUSES, Outcome, Uplink, deliver
 from syvain_metrics.pipeline.spool import (
     CHILDREN,
     Leftover,
@@ -71,8 +71,6 @@ from syvain_metrics.pipeline.spool import (
 if TYPE_CHECKING:
     from collections.abc import Iterable
     from pathlib import Path
-
-    from syvain_metrics.client.session import Session
 
 logger = logging.getLogger("syvain_metrics")
 
@@ -158,14 +156,16 @@ class Sender:
     """Batches, spools and delivers one session's ``log()`` events (see the module docstring).
 
     Created by the session on the first ``log()``; a forked child gets a new one.
-    ``spool_dir`` is where its spool goes (``None``: memory only); the spooler thread
-    creates it.
+    ``uplink`` sends a batch once and paces its retries; ``host`` is recorded in the spool
+    (``syvain-metrics sync`` sends to that host only); ``spool_dir`` is where the spool goes
+    (``None``: memory only); the spooler thread creates it.
     """
 
     def __init__(
         self,
-        session: Session,
+        uplink: Uplink,
         *,
+        host: str,
         spool_dir: Path | None,
         interval: float,
     ) -> None:
@@ -173,7 +173,8 @@ class Sender:
         self.spool: Spool | None = None
         self.spool_dir = spool_dir
         self.interval = interval
-        self._session = session
+        self._uplink = uplink
+        self.host = host
         self._spooling = False
         self._spool_retry_at = 0.0
         self._spool_backoff = SPOOL_RETRY_FIRST
@@ -416,7 +417,7 @@ class Sender:
         ):
             return
         try:
-            spool = Spool.create(self.spool_dir, host=self._session.host)
+            spool = Spool.create(self.spool_dir, host=self.host)
         except UntrustedSpoolError as error:
             self._refuse_spool(error)
         except OSError as error:
@@ -744,7 +745,7 @@ class Sender:
                 batch = Batch(batch.experiment_id, batch.chunks, first=batch.first)
         outcome = Outcome()
         if batch.chunks:
-            outcome = deliver(self._session, batch, wait=self._stop.wait)
+            outcome = deliver(self._uplink, batch, wait=self._stop.wait)
         outcome.rejected.extend(unreadable)
         return outcome
 
