@@ -27,7 +27,7 @@ from typing import Any
 import pytest
 
 import syvain_metrics as sm
-from syvain_metrics.pipeline import sender as sender_module
+from syvain_metrics.pipeline import spool_health
 from syvain_metrics.pipeline.batch import encode_events
 from syvain_metrics.pipeline.spool import CHILDREN, Spool, checked_line, new_spool_name
 from syvain_metrics.testing import LocalServer
@@ -385,11 +385,11 @@ def test_missing_parents_of_a_spool_root_are_made_private(
 DISK_FULL_CHILD = """
 import resource, signal, sys, warnings
 import syvain_metrics as sm
-from syvain_metrics.pipeline import sender as sender_module
+from syvain_metrics.pipeline import spool_health
 
 url, key, spool = sys.argv[1:4]
-sender_module.SPOOL_RETRY_FIRST = 0.05
-sender_module.SPOOL_RETRY_CAP = 0.2
+spool_health.SPOOL_RETRY_FIRST = 0.05
+spool_health.SPOOL_RETRY_CAP = 0.2
 warnings.simplefilter("always")
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG
 session = sm.Session(key, host=url, spool_dir=spool, flush_interval=0.05,
@@ -526,11 +526,11 @@ def test_flush_error_tells_events_held_in_memory_only() -> None:
 NO_SPOOL_YET_CHILD = """
 import os, resource, signal, sys, warnings
 import syvain_metrics as sm
-from syvain_metrics.pipeline import sender as sender_module
+from syvain_metrics.pipeline import spool_health
 
 url, key, spool, how = sys.argv[1:5]
-sender_module.SPOOL_RETRY_FIRST = 0.05
-sender_module.SPOOL_RETRY_CAP = 0.2
+spool_health.SPOOL_RETRY_FIRST = 0.05
+spool_health.SPOOL_RETRY_CAP = 0.2
 warnings.simplefilter("always")
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG
 session = sm.Session(key, host=url, spool_dir=spool, flush_interval=0.05, ingest_timeout=0.5,
@@ -639,8 +639,8 @@ def test_a_spool_directory_refused_for_trust_is_told_once_and_never_used(
     monkeypatch: pytest.MonkeyPatch,
     planted: str,
 ) -> None:
-    monkeypatch.setattr(sender_module, "SPOOL_RETRY_FIRST", 0.01)
-    monkeypatch.setattr(sender_module, "SPOOL_RETRY_CAP", 0.02)
+    monkeypatch.setattr(spool_health, "SPOOL_RETRY_FIRST", 0.01)
+    monkeypatch.setattr(spool_health, "SPOOL_RETRY_CAP", 0.02)
     metrics_server.faults.fail_next("ingest_metrics", times=10**6, status=503)
     session = metrics_server.session(
         spool_dir=root, retry=sm.RetryPolicy(backoff_base=0.02, delivery_backoff_cap=0.1)
