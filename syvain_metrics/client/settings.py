@@ -5,7 +5,7 @@ Example:
     ...                max_response_bytes=1, retry=None, pool_size=1, clock=print)
     Traceback (most recent call last):
     ...
-    syvain_metrics.errors.MetricsValidationError: timeout: Must be a finite number of seconds above 0 (at most 86400).
+    syvain_metrics.errors.MetricsValidationError: Invalid input: timeout: Must be a finite number of seconds above 0 (at most 86400).
 """
 
 from __future__ import annotations

@@ -31,13 +31,8 @@ from syvain_metrics.client.auth import normalize_host
 from syvain_metrics.errors import MetricsApiError, RejectedEvent
 from syvain_metrics.pipeline.batch import Batch
 from syvain_metrics.pipeline.delivery import KEEP_STATUSES, Uplink, deliver
-from syvain_metrics.pipeline.spool import (
-    DAMAGED,
-    DamagedBatchError,
-    claim_leftovers,
-    load_batch,
-    set_aside,
-)
+from syvain_metrics.pipeline.spool import DAMAGED, claim_leftovers, set_aside
+from syvain_metrics.pipeline.spool_files import DamagedBatchError, load_batch
 
 logger = logging.getLogger("syvain_metrics")
 

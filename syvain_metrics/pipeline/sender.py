@@ -52,7 +52,8 @@ from syvain_metrics.contract.limits import MAX_METRICS_PER_INGEST
 from syvain_metrics.errors import MetricsApiError, RejectedEvent
 from syvain_metrics.pipeline.batch import Batch, QueuedEvent
 from syvain_metrics.pipeline.delivery import KEEP_STATUSES, Outcome, Uplink, deliver
-from syvain_metrics.pipeline.spool import load_batch, set_aside
+from syvain_metrics.pipeline.spool import set_aside
+from syvain_metrics.pipeline.spool_files import load_batch
 from syvain_metrics.pipeline.spooler import Spooler
 from syvain_metrics.pipeline.state import REJECTED_KEPT, Backlog, Mark, Settled, held_here
 

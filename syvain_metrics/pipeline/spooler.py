@@ -22,7 +22,8 @@ from typing import Any
 from syvain_metrics.contract.limits import MAX_METRICS_PER_INGEST
 from syvain_metrics.errors import RejectedEvent
 from syvain_metrics.pipeline.batch import Batch, Chunk, QueuedEvent, encode_chunk
-from syvain_metrics.pipeline.spool import CHILDREN, claim_leftovers, load_batch
+from syvain_metrics.pipeline.spool import CHILDREN, claim_leftovers
+from syvain_metrics.pipeline.spool_files import load_batch
 from syvain_metrics.pipeline.state import (
     BATCHES_IN_MEMORY,
     SPOOL_INTERVAL,

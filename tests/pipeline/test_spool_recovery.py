@@ -29,7 +29,8 @@ import pytest
 import syvain_metrics as sm
 from syvain_metrics.pipeline import spool_health
 from syvain_metrics.pipeline.batch import encode_events
-from syvain_metrics.pipeline.spool import CHILDREN, Spool, checked_line, new_spool_name
+from syvain_metrics.pipeline.spool import CHILDREN, Spool, new_spool_name
+from syvain_metrics.pipeline.spool_files import checked_line
 from syvain_metrics.testing import LocalServer
 
 OTHER_UID = 54_321
