@@ -26,6 +26,7 @@ left out of the graph, so any other cycle through them still fails.
 from __future__ import annotations
 
 import ast
+import itertools
 from collections import deque
 from pathlib import Path
 
@@ -87,9 +88,14 @@ class _Imports(ast.NodeVisitor):
         self.generic_visit(node)
         self.functions -= 1
 
-    visit_FunctionDef = _in_function
-    visit_AsyncFunctionDef = _in_function
-    visit_Lambda = _in_function
+    def visit_FunctionDef(self, node: ast.FunctionDef) -> None:
+        self._in_function(node)
+
+    def visit_AsyncFunctionDef(self, node: ast.AsyncFunctionDef) -> None:
+        self._in_function(node)
+
+    def visit_Lambda(self, node: ast.Lambda) -> None:
+        self._in_function(node)
 
     def visit_If(self, node: ast.If) -> None:
         if not _is_type_checking(node.test):
@@ -224,7 +230,7 @@ def cycles(kinds: frozenset[str]) -> list[str]:
         cycle = _shortest_cycle(graph, component)
         steps = " -> ".join(
             f"{target} ({'/'.join(sorted(edges[(source, target)] & kinds))})"
-            for source, target in zip(cycle, cycle[1:], strict=False)
+            for source, target in itertools.pairwise(cycle)
         )
         described.append(
             f"{cycle[0]} -> {steps}; the knot holds {len(component)} modules: "
