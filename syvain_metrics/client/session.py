@@ -129,7 +129,6 @@ class Session:
         max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
     ) -> None:
         # First of all: a reporter recording this frame's locals (a bad timeout below, say)
-        # First of all: a reporter recording this frame's locals (a bad timeout below, say)
         # must find no key in it.
         credential = hide_key(api_key)
         del api_key
@@ -190,8 +189,6 @@ class Session:
         # sockets) and start afresh, lazily (a child that never calls does no set-up at all).
         self._requestor.after_fork_in_child()
         self._close_lock = threading.RLock()
-        self.logs.after_fork()
-
         self.logs.after_fork()
 
     # -- context management -------------------------------------------------------
@@ -334,10 +331,9 @@ class Session:
         Example:
             >>> session.forget_ingestion_credential("0f8e2c1a-...")  # doctest: +SKIP
         """
-        self.tokens.forget(experiment_id)
-
-        # -- internals ------------------------------------------------------------------
         self._requestor.forget_ingestion_credential(experiment_id)
+
+    # -- the log() pipeline's send function ----------------------------------------------
 
     def _send_batch(self, batch: Batch) -> object:
         """Send one batch of ``log()`` events once: the sender retries on its own schedule,

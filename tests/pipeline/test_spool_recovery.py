@@ -721,6 +721,22 @@ def test_a_damaged_line_in_a_childs_spool_is_reported_and_set_aside_not_deleted(
     assert "fails its checksum" in aside.with_name(aside.name + ".reason").read_text()
 
 
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_forked_child_spools_one_level_under_its_parents_spool(root: Path) -> None:
+    session = sm.Session("ak_org_123", host="http://127.0.0.1:9", spool_dir=root)
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: say where it spools, and leave without any exit hook
+        os.write(write, (session.spool_dir or "").encode())
+        os._exit(0)
+    os.close(write)
+    with os.fdopen(read, "rb") as pipe:
+        child_dir = Path(pipe.read().decode())
+    os.waitpid(pid, 0)
+    session.close()
+    assert child_dir.parent == Path(session.spool_dir or "") / CHILDREN
+
+
 # -- the session's own spool, read back ------------------------------------------------------------
 
 
