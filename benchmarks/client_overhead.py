@@ -519,12 +519,12 @@ def prepare_ours(metrics: list[dict[str, Any]], rows: list[dict[str, Any]], body
     # (10,000) would split ``limit=100_000`` into pages; that is measured separately.
     session = sm.Session(API_KEY, host=HOST, page_size=count)
     adapter = make_our_adapter(rows, body)
-    session._http.mount("http://", adapter)
+    session._requestor._connect().mount("http://", adapter)
     exp = sm.Experiment(EXPERIMENT_WIRE, session=session)
 
     paged_session = sm.Session(API_KEY, host=HOST)  # default page_size
     paged_adapter = make_our_adapter(rows, body)
-    paged_session._http.mount("http://", paged_adapter)
+    paged_session._requestor._connect().mount("http://", paged_adapter)
     paged_exp = sm.Experiment(EXPERIMENT_WIRE, session=paged_session)
 
     def ingest() -> Any:

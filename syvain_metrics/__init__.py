@@ -16,8 +16,9 @@ from typing import TYPE_CHECKING, Any
 from syvain_metrics._version import __version__
 
 if TYPE_CHECKING:
+    from syvain_metrics.client.registry import connect, get_session, set_default_session
     from syvain_metrics.client.retry import RetryPolicy
-    from syvain_metrics.client.session import Session, connect, get_session, set_default_session
+    from syvain_metrics.client.session import Session
     from syvain_metrics.errors import (
         FlushError,
         MetricsApiAuthError,
@@ -87,9 +88,9 @@ _LAZY: dict[str, str] = {
     "IngestResult": "syvain_metrics.resources.experiment.writing",
     "RetryPolicy": "syvain_metrics.client.retry",
     "Session": "syvain_metrics.client.session",
-    "connect": "syvain_metrics.client.session",
-    "get_session": "syvain_metrics.client.session",
-    "set_default_session": "syvain_metrics.client.session",
+    "connect": "syvain_metrics.client.registry",
+    "get_session": "syvain_metrics.client.registry",
+    "set_default_session": "syvain_metrics.client.registry",
     "start_local_server": "syvain_metrics.testing",
 }
 

@@ -162,8 +162,8 @@ def sync(
     another host."""
     from pathlib import Path
 
+    from syvain_metrics.client.sync import sync_spool
     from syvain_metrics.errors import MetricsApiError
-    from syvain_metrics.pipeline.recovery import sync_spool
     from syvain_metrics.pipeline.spool import configured_root
 
     root = Path(spool_dir) if spool_dir else configured_root()

@@ -66,12 +66,14 @@ class MetricsApiRequestError(MetricsApiError):
         error_code: the machine-readable ``code=`` part of the error details, if any.
         retryable: whether the same call may succeed if tried again.
         retry_after: seconds the service asked the client to wait (``Retry-After``), if any.
+        field: the request field the answer is about (the ``field=`` part of the error
+            details, such as ``"data[3].value"``), if the service named one.
 
     Example:
-        >>> err = MetricsApiRequestError("HTTP 404: not found", status_code=404,
-        ...                              error_code="not_found", retryable=False)
-        >>> err.status_code, err.retryable
-        (404, False)
+        >>> err = MetricsApiRequestError("HTTP 422: bad value", status_code=422,
+        ...                              error_code="validation_error", field="data[3].value")
+        >>> err.status_code, err.retryable, err.field
+        (422, False, 'data[3].value')
     """
 
     def __init__(
@@ -82,12 +84,14 @@ class MetricsApiRequestError(MetricsApiError):
         error_code: str | None = None,
         retryable: bool = False,
         retry_after: float | None = None,
+        field: str | None = None,
     ) -> None:
         super().__init__(message)
         self.status_code = status_code
         self.error_code = error_code
         self.retryable = retryable
         self.retry_after = retry_after
+        self.field = field
 
 
 class MetricsApiNotFoundError(MetricsApiRequestError):
@@ -200,7 +204,10 @@ class PartialIngestError(MetricsApiRequestError):
         status = cause.status_code if isinstance(cause, MetricsApiRequestError) else None
         code = cause.error_code if isinstance(cause, MetricsApiRequestError) else None
         retryable = cause.retryable if isinstance(cause, MetricsApiRequestError) else False
-        super().__init__(message, status_code=status, error_code=code, retryable=retryable)
+        field = cause.field if isinstance(cause, MetricsApiRequestError) else None
+        super().__init__(
+            message, status_code=status, error_code=code, retryable=retryable, field=field
+        )
         self.stored = stored
         self.pending: list[dict[str, Any]] = [dict(m) for m in pending]
 

@@ -188,7 +188,7 @@ class LocalServer:
             if self._closed:
                 return
             self._closed = True
-        from syvain_metrics.client.session import get_session, set_default_session
+        from syvain_metrics.client.registry import get_session, set_default_session
         from syvain_metrics.errors import MetricsApiError
         from syvain_metrics.server import stop_server
 
@@ -220,7 +220,7 @@ def start_local_server(db: str = ":memory:", **session_options: Any) -> LocalSer
         >>> sm.Experiment.create("run-1")     # doctest: +SKIP
         <Experiment run-1 created id=...>
     """
-    from syvain_metrics.client.session import set_default_session
+    from syvain_metrics.client.registry import set_default_session
 
     server = LocalServer(db)
     try:
@@ -269,7 +269,7 @@ if "pytest" in sys.modules:
             >>> def test_create(metrics_session):  # doctest: +SKIP
             ...     assert sm.Experiment.create("run-1").status == "created"
         """
-        from syvain_metrics.client.session import get_session, set_default_session
+        from syvain_metrics.client.registry import get_session, set_default_session
         from syvain_metrics.errors import MetricsApiError
 
         try:

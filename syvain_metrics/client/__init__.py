@@ -1,2 +1,2 @@
-"""The SDK's HTTP side: the session, the call it makes, its transport, retries, credentials
-and ingestion tokens."""
+"""The SDK's HTTP side: the session (settings and lifecycle), the requestor that makes one
+call, the default session, the transport, retries, credentials and ingestion tokens."""

@@ -1,10 +1,15 @@
-"""The session: one pooled HTTP connection set, credentials, retries, and the default-session registry.
+"""The session: settings, lifecycle (close, fork, exit), one requestor and one sender.
 
 Resources never touch HTTP; they ask the session for one logical call of a route
 (:mod:`syvain_metrics.contract.routes`) and get the validated ``data`` payload back::
 
     session.call(routes.CREATE_FOLDER, reply=FolderReply(),
                  body={"name": "runs", "parent_id": None})
+
+The call itself is the requestor's (:mod:`~syvain_metrics.client.requestor`); ``log()``
+events go through the sender (:mod:`~syvain_metrics.pipeline`), which the session builds
+from a function that sends one batch and the retry policy. The default session lives in
+:mod:`~syvain_metrics.client.registry`.
 
 Example:
     >>> import syvain_metrics as sm
@@ -16,144 +21,59 @@ Example:
 from __future__ import annotations
 
 import atexit
-import http.client
-import json
 import logging
 import os
-import platform
 import threading
 import time
 import weakref
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, Generic, TypeVar, overload
 
-import requests
-import urllib3
 from marshmallow import Schema
 
-from syvain_metrics._version import __version__
 from syvain_metrics.client.auth import Credentials, hide_key, resolve_credentials
+from syvain_metrics.client.requestor import Query, Requestor
 from syvain_metrics.client.retry import RetryPolicy
 from syvain_metrics.client.secret import Secret
+from syvain_metrics.client.settings import USER_CACHE, SpoolDir, check_settings, spool_root
 from syvain_metrics.client.tokens import IngestionTokenCache
-from syvain_metrics.client.transport import (
-    DEFAULT_MAX_RESPONSE_BYTES,
-    ERROR_BODY_MAX,
-    BadEncodingError,
-    BearerAuth,
-    BodyTooLargeError,
-    DeadlineAdapter,
-    Exchange,
-    read_body,
-)
+from syvain_metrics.client.transport import DEFAULT_MAX_RESPONSE_BYTES
 from syvain_metrics.contract import routes
-from syvain_metrics.contract.limits import DEFAULT_INGESTION_KEY_NAME, DEFAULT_PAGE_SIZE
-from syvain_metrics.contract.routes import API_PREFIX, Route
-from syvain_metrics.contract.schemas.base import load_request, load_response
-from syvain_metrics.contract.schemas.envelope import IN_PROGRESS, request_error, unwrap_envelope
-from syvain_metrics.contract.schemas.fields import text_ok
-from syvain_metrics.contract.schemas.ingestion_key import (
-    IngestionKeyCreateReply,
-    IngestionKeyCreateRequest,
-)
+from syvain_metrics.contract.limits import DEFAULT_PAGE_SIZE
+from syvain_metrics.contract.routes import Route
+from syvain_metrics.contract.schemas.ingest import IngestReply
 from syvain_metrics.contract.schemas.options import check_page_size
-from syvain_metrics.errors import (
-    FlushError,
-    MetricsApiConnectionError,
-    MetricsApiError,
-    MetricsApiRequestError,
-    MetricsApiResponseError,
-    MetricsApiTimeoutError,
-    MetricsApiTransportError,
-    MetricsValidationError,
-)
-from syvain_metrics.pipeline.batch import new_idempotency_key as _new_idempotency_key
+from syvain_metrics.errors import FlushError, MetricsApiError
+from syvain_metrics.pipeline.batch import Batch
+from syvain_metrics.pipeline.delivery import Uplink
 from syvain_metrics.pipeline.logs import SessionLogs
-from syvain_metrics.pipeline.spool import configured_root as configured_spool_root
 
 logger = logging.getLogger("syvain_metrics")
 
-_URLLIB3_VERSION: str = getattr(urllib3, "__version__", "?")
-USER_AGENT = (
-    f"syvain-metrics-python/{__version__} python/{platform.python_version()} "
-    f"requests/{requests.__version__}"
-)
-QueryValue = str | int | float | bool | Sequence[str] | None
-Query = Mapping[str, QueryValue] | Sequence[tuple[str, str]]
+_INGEST_REPLY = IngestReply()
+_T = TypeVar("_T")
 
 
-def query_pairs(query: Query | None) -> list[tuple[str, str]]:
-    """Encode query values: booleans as ``true``/``false``, lists repeated, ``None`` left out.
+class _OnRequestor(Generic[_T]):
+    """A setting the requestor reads at each call, shown (and settable) on the session."""
 
-    Example:
-        >>> query_pairs({"key": ["a", "b"], "sync": True, "limit": None})
-        [('key', 'a'), ('key', 'b'), ('sync', 'true')]
-    """
-    if query is None:
-        return []
-    if not isinstance(query, Mapping):
-        return [(str(k), str(v)) for k, v in query]
-    pairs: list[tuple[str, str]] = []
-    for key, value in query.items():
-        if value is None:
-            continue
-        if isinstance(value, bool):
-            pairs.append((key, "true" if value else "false"))
-        elif isinstance(value, list | tuple):
-            pairs.extend((key, str(item)) for item in value if item is not None)
-        else:
-            pairs.append((key, str(value)))
-    return pairs
+    def __init__(self, name: str) -> None:
+        self.name = name
 
+    @overload
+    def __get__(self, session: None, owner: type[Session]) -> _OnRequestor[_T]: ...
+    @overload
+    def __get__(self, session: Session, owner: type[Session] | None = None) -> _T: ...
+    def __get__(
+        self, session: Session | None, owner: type[Session] | None = None
+    ) -> _T | _OnRequestor[_T]:
+        if session is None:  # on the class: help() and the docs see the descriptor
+            return self
+        value: _T = getattr(session._requestor, self.name)
+        return value
 
-@dataclass(frozen=True)
-class _Prepared:
-    """One logical call, ready to send (and to send again on a retry)."""
-
-    method: str
-    url: str
-    params: list[tuple[str, str]]
-    payload: bytes | None
-    idempotency_key: str | None
-    timeout: float
-    timeout_setting: str
-    operation: str
-    attempts: int
-    on_body: Callable[[bytes], object] | None = None
-
-
-@dataclass(frozen=True)
-class _Outcome:
-    """What one attempt came to: ``data``, or an ``error`` and how to treat it."""
-
-    data: Any = None
-    error: MetricsApiError | None = None
-    retryable: bool = True
-    retry_after: str | None = None
-
-
-class _UserCache:
-    def __repr__(self) -> str:
-        return "USER_CACHE"
-
-
-_MAX_SECONDS = 86_400.0
-"""The longest timeout a session takes (a day): beyond, it is no longer a bound."""
-
-USER_CACHE: Any = _UserCache()
-"""The default ``spool_dir``: ``$SYVAIN_METRICS_SPOOL_DIR``, else the user's cache directory."""
-
-
-def _spool_root(spool_dir: str | os.PathLike[str] | _UserCache | None) -> Path | None:
-    if spool_dir is None:
-        return None
-    if isinstance(spool_dir, _UserCache):
-        return configured_spool_root()
-    if not isinstance(spool_dir, str | os.PathLike):
-        raise MetricsValidationError({"spool_dir": ["Must be a directory path or None."]})
-    return Path(spool_dir)
+    def __set__(self, session: Session, value: _T) -> None:
+        setattr(session._requestor, self.name, value)
 
 
 class Session:
@@ -203,7 +123,7 @@ class Session:
         clock: Callable[[], float] = time.time,
         pool_size: int = 10,
         page_size: int = DEFAULT_PAGE_SIZE,
-        spool_dir: str | os.PathLike[str] | _UserCache | None = USER_CACHE,
+        spool_dir: SpoolDir = USER_CACHE,
         flush_interval: float = 1.0,
         flush_timeout: float = 30.0,
         max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
@@ -212,96 +132,62 @@ class Session:
         # must find no key in it.
         credential = hide_key(api_key)
         del api_key
-        for name, value in (
-            ("timeout", timeout),
-            ("ingest_timeout", ingest_timeout),
-            ("flush_interval", flush_interval),
-            ("flush_timeout", flush_timeout),
-        ):
-            if (
-                isinstance(value, bool)
-                or not isinstance(value, int | float)
-                or not 0 < value <= _MAX_SECONDS
-            ):
-                raise MetricsValidationError(
-                    {
-                        name: [
-                            f"Must be a finite number of seconds above 0 (at most {_MAX_SECONDS:g})."
-                        ]
-                    }
-                )
-        if (
-            isinstance(max_response_bytes, bool)
-            or not isinstance(max_response_bytes, int)
-            or max_response_bytes < 1
-        ):
-            raise MetricsValidationError(
-                {"max_response_bytes": ["Must be a whole number of bytes above 0."]}
-            )
-        if retry is not None and not isinstance(retry, RetryPolicy):
-            raise MetricsValidationError({"retry": ["Must be a RetryPolicy or None."]})
-        if isinstance(pool_size, bool) or not isinstance(pool_size, int) or pool_size < 1:
-            raise MetricsValidationError({"pool_size": ["Must be a whole number above 0."]})
-        if not callable(clock):
-            raise MetricsValidationError({"clock": ["Must be a callable returning seconds."]})
-        self.max_response_bytes = max_response_bytes
+        check_settings(
+            timeout=timeout,
+            ingest_timeout=ingest_timeout,
+            flush_interval=flush_interval,
+            flush_timeout=flush_timeout,
+            max_response_bytes=max_response_bytes,
+            retry=retry,
+            pool_size=pool_size,
+            clock=clock,
+        )
         self.page_size: int = check_page_size(page_size) or DEFAULT_PAGE_SIZE
         self._credentials: Credentials = resolve_credentials(credential, host=host)
         self.host: str = self._credentials.host
-        self.timeout = float(timeout)
-        self.ingest_timeout = float(ingest_timeout)
-        self.retry = retry or RetryPolicy()
-        self.clock = clock
         self.flush_timeout = float(flush_timeout)
-        self._pool_size = pool_size
-        self._http_lock = threading.Lock()
-        self._http: requests.Session | None = self._new_http()
-        self.tokens = IngestionTokenCache(self._mint_ingestion_token, clock=clock)
+        self._requestor = Requestor(
+            self._credentials,
+            timeout=float(timeout),
+            ingest_timeout=float(ingest_timeout),
+            retry=retry or RetryPolicy(),
+            clock=clock,
+            pool_size=pool_size,
+            max_response_bytes=max_response_bytes,
+        )
         self._closing = False
         self._closed = False
         # Reentrant: a signal handler may call close() while this thread is inside it.
         self._close_lock = threading.RLock()
+        # The sender knows nothing of the session: it gets a function that sends one batch
+        # once, and the requestor as the policy that paces the retries.
+        self.uplink = Uplink(send=self._send_batch, policy=self._requestor)
         self.logs = SessionLogs(
-            self, spool_root=_spool_root(spool_dir), interval=float(flush_interval)
+            self.uplink,
+            host=self.host,
+            spool_root=spool_root(spool_dir),
+            interval=float(flush_interval),
+            drain=self.drain_logs_at_exit,
         )
         _sessions.add(self)
         self.logs.offer_leftovers()
 
-    def _new_http(self) -> requests.Session:
-        http = requests.Session()
-        adapter = DeadlineAdapter(pool_connections=4, pool_maxsize=self._pool_size)
-        http.mount("http://", adapter)
-        http.mount("https://", adapter)
-        http.headers.clear()
-        http.headers.update(
-            {
-                "Accept": "application/json",
-                "Content-Type": "application/json",
-                "User-Agent": USER_AGENT,
-            }
-        )
-        # Read proxy and CA settings from the environment once, for the one host this session
-        # talks to, instead of on every request; and keep ~/.netrc from replacing the
-        # bearer token, which requests would do with trust_env on.
-        settings = http.merge_environment_settings(self.host, {}, None, None, None)
-        http.proxies = settings["proxies"]
-        http.verify = settings["verify"]
-        http.trust_env = False
-        return http
+    timeout: _OnRequestor[float] = _OnRequestor("timeout")
+    ingest_timeout: _OnRequestor[float] = _OnRequestor("ingest_timeout")
+    retry: _OnRequestor[RetryPolicy] = _OnRequestor("retry")
+    clock: _OnRequestor[Callable[[], float]] = _OnRequestor("clock")
+    max_response_bytes: _OnRequestor[int] = _OnRequestor("max_response_bytes")
 
-    def _connect(self) -> requests.Session:
-        with self._http_lock:
-            if self._http is None:
-                self._http = self._new_http()
-            return self._http
+    @property
+    def tokens(self) -> IngestionTokenCache:
+        """The ingestion tokens minted so far, one per experiment written to."""
+        return self._requestor.tokens
 
     def _after_fork_in_child(self) -> None:
         # The parent's connections, sender threads, pending events and locks belong to the
         # parent: drop them without closing anything (closing could disturb the parent's
         # sockets) and start afresh, lazily (a child that never calls does no set-up at all).
-        self._http_lock = threading.Lock()
-        self._http = None
-        self.tokens = IngestionTokenCache(self._mint_ingestion_token, clock=self.clock)
+        self._requestor.after_fork_in_child()
         self._close_lock = threading.RLock()
         self.logs.after_fork()
 
@@ -338,8 +224,7 @@ class Session:
             incomplete = self.logs.close(self.logs.exit_wait(self.flush_timeout))
         finally:
             self._closed = True
-            if self._http is not None:
-                self._http.close()
+            self._requestor.close()
         if incomplete is not None:
             raise incomplete
 
@@ -428,49 +313,17 @@ class Session:
         """
         if self._closed:
             raise MetricsApiError("This session is closed; open a new one with sm.connect().")
-        for segment in segments:
-            if not isinstance(segment, str) or not text_ok(segment):
-                raise MetricsValidationError(
-                    {route.operation: [f"Path segment {segment!a} must be valid Unicode text."]}
-                )
-        key = None
-        if route.sends_idempotency_key:
-            key = idempotency_key or _new_idempotency_key()
-        if encoded_body is None and body is not None:
-            encoded_body = _encode_body(body)
-        prepared = _Prepared(
-            method=route.method,
-            url=f"{self.host}{API_PREFIX}{route.path(*segments)}",
-            params=query_pairs(query),
-            payload=encoded_body,
-            idempotency_key=key,
-            timeout=self.ingest_timeout if route.long_wait else self.timeout,
-            timeout_setting="ingest_timeout" if route.long_wait else "timeout",
-            operation=route.operation,
-            attempts=self.retry.attempts if attempts is None else attempts,
+        return self._requestor.call(
+            route,
+            *segments,
+            reply=reply,
+            query=query,
+            body=body,
+            encoded_body=encoded_body,
+            idempotency_key=idempotency_key,
+            attempts=attempts,
             on_body=on_body,
         )
-        # Keys and tokens stay Secret in this frame and below (error reporters record the
-        # locals of each frame); the answer is never bound here, as a minted token is in it.
-        credential = self._credentials.api_key
-        try:
-            if route.credential != "ingestion_key":
-                return load_response(
-                    reply, self._send(prepared, credential=credential), operation=route.operation
-                )
-            experiment_id = segments[0]
-            credential = self.tokens.token(experiment_id)
-            try:
-                answer = self._send(prepared, credential=credential)
-            except MetricsApiRequestError as error:
-                if error.status_code not in (401, 403):
-                    raise
-                logger.info("ingestion token refused (%s); minting a new one", error.status_code)
-                credential = self.tokens.renew(experiment_id, credential)
-                answer = self._send(prepared, credential=credential)
-            return load_response(reply, answer, operation=route.operation)
-        except MetricsApiError as error:
-            raise self._redacted(error, credential) from error.__cause__
 
     def forget_ingestion_credential(self, experiment_id: str) -> None:
         """Drop the cached ingestion token of one experiment.
@@ -478,216 +331,21 @@ class Session:
         Example:
             >>> session.forget_ingestion_credential("0f8e2c1a-...")  # doctest: +SKIP
         """
-        self.tokens.forget(experiment_id)
+        self._requestor.forget_ingestion_credential(experiment_id)
 
-    # -- internals ------------------------------------------------------------------
+    # -- the log() pipeline's send function ----------------------------------------------
 
-    def _mint_ingestion_token(self, experiment_id: str) -> tuple[Secret, int]:
-        body = load_request(IngestionKeyCreateRequest(), {"name": DEFAULT_INGESTION_KEY_NAME})
-        data = self.call(
-            routes.CREATE_INGESTION_KEY,
-            experiment_id,
-            reply=IngestionKeyCreateReply(),
-            body=body,
+    def _send_batch(self, batch: Batch) -> object:
+        """Send one batch of ``log()`` events once: the sender retries on its own schedule,
+        with the batch's body encoded once and its key kept across its retries."""
+        return self.call(
+            routes.INGEST_METRICS,
+            batch.experiment_id,
+            reply=_INGEST_REPLY,
+            encoded_body=batch.body(),
+            idempotency_key=batch.key,
+            attempts=1,
         )
-        return Secret(data["token"]), data["key"]["expires_at_ms"]
-
-    def _send(self, prepared: _Prepared, *, credential: Secret) -> Any:
-        """Send one logical call: retry what is retryable, poll while the same call is in
-        progress on the server, and raise the last error (redacted) otherwise. The waits
-        between tries add up to at most ``retry.max_total_wait``."""
-        policy = self.retry
-        attempt = 0
-        polls = 0
-        waited = 0.0
-        while True:
-            outcome = self._attempt(prepared, credential)
-            if outcome.error is None:
-                return outcome.data
-            error = outcome.error
-            if isinstance(error, MetricsApiRequestError) and outcome.retry_after:
-                error.retry_after = policy.retry_after_seconds(outcome.retry_after)
-            in_progress = getattr(error, "error_code", None) == IN_PROGRESS
-            if in_progress and polls < policy.poll_attempts:
-                wait = policy.poll_interval
-            elif in_progress or not outcome.retryable or attempt >= prepared.attempts - 1:
-                raise self._redacted(error, credential) from None
-            else:
-                wait = policy.backoff(attempt, outcome.retry_after)
-            if waited + wait > policy.max_total_wait:
-                logger.info(
-                    "%s %s failed (%s); not retrying: waiting %.2f s more would pass "
-                    "RetryPolicy.max_total_wait (%g s)",
-                    prepared.method,
-                    prepared.url,
-                    self._redacted(error, credential),
-                    wait,
-                    policy.max_total_wait,
-                )
-                raise self._redacted(error, credential) from None
-            waited += wait
-            if in_progress:
-                polls += 1  # polls do not use up the attempts (contract section 3)
-            else:
-                logger.info(
-                    "%s %s failed (%s); retrying in %.2f s",
-                    prepared.method,
-                    prepared.url,
-                    self._redacted(error, credential),
-                    wait,
-                )
-                attempt += 1
-            policy.sleep(wait)
-
-    def _attempt(self, prepared: _Prepared, credential: Secret) -> _Outcome:
-        """One HTTP exchange, turned into data or into the error it amounts to."""
-        operation = prepared.operation
-        status = 0
-        exchange = Exchange(prepared.timeout)
-        try:
-            with exchange:
-                response = (self._http or self._connect()).request(
-                    prepared.method,
-                    prepared.url,
-                    params=prepared.params,
-                    data=prepared.payload,
-                    headers=_idempotency_header(prepared.idempotency_key),
-                    auth=BearerAuth(credential),
-                    timeout=exchange.timeout,  # type: ignore[arg-type]  # passed through to urllib3
-                    stream=True,
-                    allow_redirects=False,
-                )
-                status = response.status_code
-                if 300 <= status < 400:
-                    # Unwatched first: close() hands the connection back to the pool, where
-                    # another thread's exchange may take it before this block ends.
-                    exchange.finish()
-                    response.close()  # the body is not wanted; the connection is not reused
-                    return _Outcome(error=_redirect_error(response, operation), retryable=False)
-                limit = self.max_response_bytes if status < 400 else ERROR_BODY_MAX
-                try:
-                    content = read_body(response, limit)
-                except BodyTooLargeError:
-                    if status < 400:
-                        message = (
-                            f"Metrics API response for {operation} is larger than "
-                            f"max_response_bytes ({limit:,} bytes); ask for fewer rows, or raise "
-                            "Session(max_response_bytes=...)."
-                        )
-                        return _Outcome(error=MetricsApiResponseError(message), retryable=False)
-                    content = b""  # an error answer too long to be a message
-            if exchange.expired:
-                # Cut at the deadline: what was read may look whole (a body that ends when
-                # the connection closes, headers that end early) and is not to be trusted.
-                raise TimeoutError("the exchange's deadline passed")
-        # The exception below is described, not chained (and this returns rather than raises):
-        # it holds the request, Authorization header included, in its attributes and frames.
-        except Exception as exc:
-            return _Outcome(**self._failure(prepared, status, exc, expired=exchange.expired))
-        except KeyboardInterrupt:
-            interrupted = True
-        else:
-            interrupted = False
-        if interrupted:
-            # Ctrl-C inside requests: raised afresh, without the frames below, whose locals
-            # hold the request's headers.
-            raise KeyboardInterrupt
-        logger.debug("%s %s -> %s", prepared.method, prepared.url, status)
-        if status >= 400 or status < 200:
-            error = request_error(status, content.decode("utf-8", "replace"))
-            return _Outcome(
-                error=error,
-                retryable=error.retryable,
-                retry_after=response.headers.get("Retry-After"),
-            )
-        if prepared.on_body is not None:
-            try:
-                prepared.on_body(content)
-            except Exception as error:  # a look ahead, never a reason for the call to fail
-                logger.debug("looking ahead at %s failed: %s", operation, error)
-        try:
-            decoded = json.loads(content)
-        except (ValueError, RecursionError) as exc:
-            # The contract counts a body that is not JSON among retryable failures.
-            why = "nested too deeply" if isinstance(exc, RecursionError) else "not JSON"
-            message = (
-                f"Metrics API response for {operation} is {why} "
-                f"(HTTP {status}, {len(content)} bytes)."
-            )
-            return _Outcome(error=MetricsApiResponseError(message))
-        return _Outcome(data=unwrap_envelope(decoded, operation=operation))
-
-    def _failure(
-        self, prepared: _Prepared, status: int, exc: Exception, *, expired: bool
-    ) -> dict[str, Any]:
-        """The error an exception of one exchange amounts to (``_Outcome``'s fields)."""
-        operation = prepared.operation
-        if expired or isinstance(
-            exc, requests.Timeout | urllib3.exceptions.TimeoutError | TimeoutError
-        ):
-            message = (
-                f"Metrics API request for {operation} timed out after {prepared.timeout:g} s "
-                f"(raise Session({prepared.timeout_setting}=...) if the service needs longer)."
-            )
-            return {"error": MetricsApiTimeoutError(message, retryable=True)}
-        if isinstance(exc, BadEncodingError):
-            message = f"Metrics API response for {operation} could not be read: {exc}."
-            return {"error": MetricsApiResponseError(message)}
-        where = f"HTTP {status} from {self.host}" if status else f"could not reach {self.host}"
-        what = f"{type(exc).__name__}: {str(exc)[:500]}"
-        if isinstance(
-            exc,
-            requests.RequestException
-            | urllib3.exceptions.HTTPError
-            | http.client.HTTPException
-            | OSError,
-        ):
-            message = f"Metrics API request for {operation} {where}: {what}"
-            return {"error": MetricsApiConnectionError(message, retryable=True)}
-        # Anything else is a fault of the HTTP libraries below (a version the SDK does not
-        # work with, a bug): trying again cannot help, and it must not escape raw.
-        message = (
-            f"Metrics API request for {operation} failed inside the HTTP client "
-            f"(requests {requests.__version__}, urllib3 {_URLLIB3_VERSION}): {what}"
-        )
-        return {"error": MetricsApiTransportError(message), "retryable": False}
-
-    def _redacted(self, error: MetricsApiError, credential: Secret) -> MetricsApiError:
-        """Scrub the API key and tokens from an error message, should a server echo them."""
-        message = str(error)
-        secrets = [
-            secret.reveal()
-            for secret in (self._credentials.api_key, credential, *self.tokens.secrets())
-        ]
-        if any(secret and secret in message for secret in secrets):
-            for secret in secrets:
-                if secret:
-                    message = message.replace(secret, "***")
-            error.args = (message,)
-        return error
-
-
-def _idempotency_header(key: str | None) -> dict[str, str]:
-    return {} if key is None else {"Idempotency-Key": key}
-
-
-def _redirect_error(response: requests.Response, operation: str) -> MetricsApiRequestError:
-    """A 3xx: never followed (the body and the credentials stay with the configured host)."""
-    status = response.status_code
-    location = response.headers.get("Location", "")[:300] or "(no Location header)"
-    return MetricsApiRequestError(
-        f"HTTP {status}: the service answered {operation} with a redirect to {location!r}, "
-        "which the SDK does not follow; check Session(host=...) (for instance https:// "
-        "rather than http://).",
-        status_code=status,
-    )
-
-
-def _encode_body(body: Mapping[str, Any]) -> bytes:
-    try:
-        return json.dumps(body, allow_nan=False, separators=(",", ":")).encode()
-    except ValueError as error:  # validation upstream makes this unreachable for SDK bodies
-        raise MetricsValidationError(f"Request body is not finite JSON: {error}") from None
 
 
 # Every session of this process, so that a fork and the interpreter's exit reach them all.
@@ -710,56 +368,3 @@ def _drain_at_exit() -> None:
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
 atexit.register(_drain_at_exit)
-
-
-# -- the default session -------------------------------------------------------------
-
-_default_lock = threading.Lock()
-_default: Session | None = None
-
-
-def connect(api_key: str | None = None, **options: Any) -> Session:
-    """Open a :class:`Session` and make it the default for class-level calls; ``options`` are
-    the session's keyword arguments (``host=``, ``timeout=``, ``spool_dir=``, ...).
-
-    Example:
-        >>> import syvain_metrics as sm
-        >>> sm.connect("ak_org_123", host="http://127.0.0.1:8765")
-        <Session http://127.0.0.1:8765 auth=api_key>
-    """
-    global _default
-    credential = hide_key(api_key)
-    del api_key
-    session = Session(credential, **options)
-    with _default_lock:
-        _default = session
-    return session
-
-
-def set_default_session(session: Session | None) -> None:
-    """Make ``session`` the default for class-level calls (``None`` clears it).
-
-    Example:
-        >>> sm.set_default_session(local_session)  # doctest: +SKIP
-    """
-    global _default
-    with _default_lock:
-        _default = session
-
-
-def get_session(session: Session | None = None) -> Session:
-    """``session`` if given, else the default one set by :func:`connect`.
-
-    Example:
-        >>> get_session() is sm.connect("ak_org_123")  # doctest: +SKIP
-        True
-    """
-    if session is not None:
-        return session
-    with _default_lock:
-        current = _default
-    if current is None:
-        raise MetricsApiError(
-            "No session: call sm.connect(...) first, or pass session=sm.Session(...)."
-        )
-    return current

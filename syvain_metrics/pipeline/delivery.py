@@ -17,22 +17,23 @@ event of the batch is reported with it (``unexpected``) and the batch is kept on
 ``syvain-metrics sync`` when a spool file holds it: retrying without end could not help, and
 dropping would lose it. Whoever holds the batch says in each message whether it was kept.
 
+Delivery knows nothing of the session: it is given an :class:`Uplink`, a function that
+sends one batch once and the policy that paces the retries (the session builds it).
+
 Example:
-    >>> outcome = deliver(session, batch, wait=stop_event.wait)  # doctest: +SKIP
-    >>> outcome.stored, outcome.rejected, outcome.finished        # doctest: +SKIP
+    >>> uplink = Uplink(send=send_once, policy=RetryPolicy())         # doctest: +SKIP
+    >>> outcome = deliver(uplink, batch, wait=stop_event.wait)       # doctest: +SKIP
+    >>> outcome.stored, outcome.rejected, outcome.finished            # doctest: +SKIP
     (1000, [], True)
 """
 
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import Protocol
 
-from syvain_metrics.contract import routes
-from syvain_metrics.contract.schemas.ingest import IngestReply
 from syvain_metrics.errors import (
     MetricsApiError,
     MetricsApiRequestError,
@@ -40,9 +41,6 @@ from syvain_metrics.errors import (
     RejectedEvent,
 )
 from syvain_metrics.pipeline.batch import Batch
-
-if TYPE_CHECKING:
-    from syvain_metrics.client.session import Session
 
 logger = logging.getLogger("syvain_metrics")
 
@@ -56,11 +54,31 @@ KEEP_STATUSES = frozenset({401, 403, 404})
 UNEXPECTED_TRIES = 3
 """Tries of a batch that fails inside the HTTP libraries before it is reported and kept."""
 
-_EVENT_INDEX = re.compile(r"\bfield=data\[(\d+)\]")
-_REPLY = IngestReply()
+_EVENT_FIELD = "data["
 
 Wait = Callable[[float], bool]
 """Sleeps up to the given seconds; returns True when the delivery should stop instead."""
+
+Send = Callable[[Batch], object]
+"""Sends one batch once (its own ``Idempotency-Key``, no retry of its own); raises a
+:class:`~syvain_metrics.MetricsApiError` when the service does not store it."""
+
+
+class DeliveryPolicy(Protocol):
+    """How long to wait before the next try of a batch (a
+    :class:`~syvain_metrics.RetryPolicy` is one)."""
+
+    def delivery_wait(self, attempt: int, retry_after: float | None = None) -> float:
+        """Seconds to wait after ``attempt`` failures, honouring ``retry_after``."""
+        ...
+
+
+@dataclass(frozen=True)
+class Uplink:
+    """Where batches go: ``send`` one batch once, and the ``policy`` that paces retries."""
+
+    send: Send
+    policy: DeliveryPolicy
 
 
 @dataclass
@@ -86,36 +104,30 @@ class Outcome:
         self.unexpected = self.unexpected or other.unexpected
 
 
-def deliver(session: Session, batch: Batch, *, wait: Wait) -> Outcome:
+def deliver(uplink: Uplink, batch: Batch, *, wait: Wait) -> Outcome:
     """Send ``batch`` until the service answers it for good, or ``wait`` says stop.
 
     Example:
-        >>> deliver(session, batch, wait=threading.Event().wait)  # doctest: +SKIP
+        >>> deliver(uplink, batch, wait=threading.Event().wait)  # doctest: +SKIP
     """
+    policy = uplink.policy
     failures = 0
     unexpected = 0
     while True:
         pause: float | None
         try:
-            session.call(
-                routes.INGEST_METRICS,
-                batch.experiment_id,
-                reply=_REPLY,
-                encoded_body=batch.body(),
-                idempotency_key=batch.key,
-                attempts=1,
-            )
+            uplink.send(batch)
             return Outcome(stored=batch.count)
         except MetricsApiTransportError as error:
             reason: MetricsApiError = error
             pause = None
         except MetricsApiRequestError as error:
             if not error.retryable:
-                return _refused(session, batch, error, wait)
-            pause = session.retry.delivery_wait(failures, error.retry_after)
+                return _refused(uplink, batch, error, wait)
+            pause = policy.delivery_wait(failures, error.retry_after)
             reason = error
         except MetricsApiError as error:  # a broken answer: the contract says retry
-            pause = session.retry.delivery_wait(failures)
+            pause = policy.delivery_wait(failures)
             reason = error
         except Exception as error:
             reason = MetricsApiTransportError(
@@ -128,7 +140,7 @@ def deliver(session: Session, batch: Batch, *, wait: Wait) -> Outcome:
                 message = str(reason)
                 rejected = [RejectedEvent(event, message) for event in batch.events()]
                 return Outcome(rejected=rejected, keep=True, unexpected=True)
-            pause = session.retry.delivery_wait(failures)
+            pause = policy.delivery_wait(failures)
         failures += 1
         log = logger.warning if failures in (1, 10) or failures % 100 == 0 else logger.debug
         log(
@@ -142,15 +154,14 @@ def deliver(session: Session, batch: Batch, *, wait: Wait) -> Outcome:
             return Outcome(finished=False)
 
 
-def _refused(session: Session, batch: Batch, error: MetricsApiRequestError, wait: Wait) -> Outcome:
+def _refused(uplink: Uplink, batch: Batch, error: MetricsApiRequestError, wait: Wait) -> Outcome:
     if error.status_code not in CONTENT_STATUSES or batch.count == 1:
         message = str(error)
         return Outcome(
             rejected=[RejectedEvent(event, message, error.status_code) for event in batch.events()]
         )
     outcome = Outcome()
-    named = _EVENT_INDEX.search(str(error))
-    index = int(named.group(1)) if named else -1
+    index = _event_index(error.field)
     if 0 <= index < batch.count:
         parts = [
             batch.part(0, index),
@@ -162,7 +173,20 @@ def _refused(session: Session, batch: Batch, error: MetricsApiRequestError, wait
         parts = [batch.part(0, middle), batch.part(middle, batch.count)]
     for part in parts:
         if part.count:
-            outcome.add(deliver(session, part, wait=wait))
+            outcome.add(deliver(uplink, part, wait=wait))
         if not outcome.finished:
             break
     return outcome
+
+
+def _event_index(field: str | None) -> int:
+    """The event an answer's field names (``data[3].value`` -> 3), else -1.
+
+    Example:
+        >>> _event_index("data[3].value"), _event_index("data[12]"), _event_index("name")
+        (3, 12, -1)
+    """
+    if field is None or not field.startswith(_EVENT_FIELD):
+        return -1
+    digits, closed, _ = field[len(_EVENT_FIELD) :].partition("]")
+    return int(digits) if closed and digits.isdigit() and digits.isascii() else -1

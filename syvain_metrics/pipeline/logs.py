@@ -1,8 +1,13 @@
 """A session's side of ``log()``: its sender, created on first use, and what closing,
 forking and exiting mean for it.
 
+It imports nothing of the session: the session hands it an
+:class:`~syvain_metrics.pipeline.delivery.Uplink` (how a batch is sent) and what to run
+when a multiprocessing child exits.
+
 Example:
-    >>> logs = SessionLogs(session, spool_root=None, interval=1.0)  # doctest: +SKIP
+    >>> logs = SessionLogs(uplink, host=url, spool_root=None, interval=1.0,
+    ...                    drain=session.drain_logs_at_exit)  # doctest: +SKIP
     >>> logs.sender.put(queued_event("exp-1", "id-1", "loss", 0.5, 0, None, None))  # doctest: +SKIP
     >>> logs.close(timeout=30)                                       # doctest: +SKIP
 """
@@ -14,16 +19,13 @@ import sys
 import threading
 import time
 import warnings
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from syvain_metrics.errors import FlushError
+from syvain_metrics.pipeline.delivery import Uplink
 from syvain_metrics.pipeline.sender import Sender, Settled
 from syvain_metrics.pipeline.spool import CHILDREN, count_leftovers, new_spool_name
-
-if TYPE_CHECKING:
-    from syvain_metrics.client.session import Session
 
 logger = logging.getLogger("syvain_metrics")
 
@@ -32,13 +34,26 @@ class SessionLogs:
     """The ``log()`` machinery of one :class:`~syvain_metrics.Session` in one process.
 
     Args:
-        session: the owning session (the sender sends through it).
+        uplink: how the sender sends a batch once, and the policy that paces its retries.
+        host: the service the events go to (recorded in the spool).
         spool_root: where spools live, or ``None`` to keep pending events in memory only.
         interval: the longest an event waits before its batch is sent (seconds).
+        drain: run when a multiprocessing child exits (it skips atexit): waits for the
+            pending events.
     """
 
-    def __init__(self, session: Session, *, spool_root: Path | None, interval: float) -> None:
-        self._session = session
+    def __init__(
+        self,
+        uplink: Uplink,
+        *,
+        host: str,
+        spool_root: Path | None,
+        interval: float,
+        drain: Callable[[], None],
+    ) -> None:
+        self._uplink = uplink
+        self._host = host
+        self._drain = drain
         self.interval = interval
         self.spool_root = spool_root
         self.spool_dir = None if spool_root is None else spool_root / new_spool_name()
@@ -55,7 +70,7 @@ class SessionLogs:
         with self._lock:
             if self._sender is None:
                 self._sender = Sender(
-                    self._session, spool_dir=self.spool_dir, interval=self.interval
+                    self._uplink, host=self._host, spool_dir=self.spool_dir, interval=self.interval
                 )
                 _flush_when_multiprocessing_exits(self)
             return self._sender
@@ -178,8 +193,4 @@ def _flush_when_multiprocessing_exits(logs: SessionLogs) -> None:
         return
     from multiprocessing import util
 
-    util.Finalize(logs, _drain, args=(logs._session,), exitpriority=10)
-
-
-def _drain(session: Session) -> None:
-    session.drain_logs_at_exit()
+    util.Finalize(logs, logs._drain, exitpriority=10)

@@ -8,8 +8,12 @@ can be replayed later with the right API key. A batch that cannot be read whole 
 dropped nor allowed to stop the replay: what is intact is sent, and the file is set aside
 (in the spool's ``damaged/`` directory) and reported with the reason.
 
+The replay knows nothing of the session: it is given a function that opens a
+:class:`ReplayTarget` (a session is one) when there is something to send;
+:func:`syvain_metrics.client.sync.sync_spool` opens a session.
+
 Example:
-    >>> report = sync_spool(Path("/nonexistent"))
+    >>> report = replay_spools(Path("/nonexistent"), connect=lambda: None)
     >>> report.batches, report.stored
     (0, 0)
 """
@@ -18,24 +22,17 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Protocol
 
 from syvain_metrics.client.auth import normalize_host
 from syvain_metrics.errors import MetricsApiError, RejectedEvent
 from syvain_metrics.pipeline.batch import Batch
-from syvain_metrics.pipeline.delivery import KEEP_STATUSES, deliver
-from syvain_metrics.pipeline.spool import (
-    DAMAGED,
-    DamagedBatchError,
-    claim_leftovers,
-    load_batch,
-    set_aside,
-)
-
-if TYPE_CHECKING:
-    from syvain_metrics.client.session import Session
+from syvain_metrics.pipeline.delivery import KEEP_STATUSES, Uplink, deliver
+from syvain_metrics.pipeline.spool import DAMAGED, claim_leftovers, set_aside
+from syvain_metrics.pipeline.spool_files import DamagedBatchError, load_batch
 
 logger = logging.getLogger("syvain_metrics")
 
@@ -93,6 +90,24 @@ class SyncReport:
         return line
 
 
+class ReplayTarget(Protocol):
+    """What a replay sends through: the service's origin, an uplink to it, and a close."""
+
+    @property
+    def host(self) -> str:
+        """The service origin (``https://...``) the batches go to."""
+        ...
+
+    @property
+    def uplink(self) -> Uplink:
+        """Sends one batch once, and paces the retries."""
+        ...
+
+    def close(self) -> None:
+        """Release the connections."""
+        ...
+
+
 class _Deadline:
     """The ``wait`` of a delivery that may retry until a moment, then gives up."""
 
@@ -107,33 +122,29 @@ class _Deadline:
         return False
 
 
-def sync_spool(
+def replay_spools(
     root: Path,
     *,
-    api_key: str | None = None,
-    host: str | None = None,
+    connect: Callable[[], ReplayTarget],
     timeout: float = 60.0,
     other_hosts: bool = False,
-    **session_options: Any,
 ) -> SyncReport:
     """Upload every batch left under ``root`` by this user's processes that ended, then
-    remove it.
+    remove it, through the target ``connect`` opens (once, at the first batch found).
 
-    ``api_key`` / ``host`` default as for a :class:`~syvain_metrics.Session`; events go to
-    that host only. A spool recorded for another host (or none) is skipped and reported,
-    unless ``other_hosts`` says to send it to this host all the same; another user's spool
-    is ignored and reported. A batch that cannot be read whole is set aside in its spool's
-    ``damaged/`` directory (after its intact events are sent) and reported. A batch whose
-    delivery keeps failing for ``timeout`` seconds is kept, and the replay stops there.
+    Events go to the target's host only. A spool recorded for another host (or none) is
+    skipped and reported, unless ``other_hosts`` says to send it to this host all the same;
+    another user's spool is ignored and reported. A batch that cannot be read whole is set
+    aside in its spool's ``damaged/`` directory (after its intact events are sent) and
+    reported. A batch whose delivery keeps failing for ``timeout`` seconds is kept, and the
+    replay stops there.
 
     Example:
-        >>> sync_spool(default_root(), api_key="ak_...").summary()  # doctest: +SKIP
+        >>> replay_spools(default_root(), connect=open_session).summary()  # doctest: +SKIP
         'synced 2500 events from 3 batches in 1 spool(s); 0 rejected; 0 batches kept'
     """
-    from syvain_metrics.client.session import Session
-
     report = SyncReport()
-    session: Session | None = None
+    session: ReplayTarget | None = None
 
     def ignored(directory: Path, why: str) -> None:
         report.other_owners.append(f"{directory}: {why}")
@@ -151,7 +162,7 @@ def sync_spool(
                 if not leftover.batch_files:
                     continue
                 if session is None:
-                    session = Session(api_key, host=host, spool_dir=None, **session_options)
+                    session = connect()
                 recorded = _origin(leftover.host)
                 if recorded != session.host and not other_hosts:
                     report.other_hosts.append(
@@ -182,7 +193,7 @@ def _origin(host: str | None) -> str | None:
         return host
 
 
-def _replay(session: Session, paths: list[Path], timeout: float, report: SyncReport) -> bool:
+def _replay(session: ReplayTarget, paths: list[Path], timeout: float, report: SyncReport) -> bool:
     """Replay one spool's batches in order; False when the service could not be reached."""
     for path in paths:
         try:
@@ -197,7 +208,7 @@ def _replay(session: Session, paths: list[Path], timeout: float, report: SyncRep
         report.batches += 1
         if batch.chunks:
             outcome = deliver(
-                session,
+                session.uplink,
                 Batch(batch.experiment_id, batch.chunks, path=path),
                 wait=_Deadline(timeout),
             )

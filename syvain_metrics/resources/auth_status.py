@@ -7,7 +7,8 @@ Example:
 
 from __future__ import annotations
 
-from syvain_metrics.client.session import Session, get_session
+from syvain_metrics.client.registry import get_session
+from syvain_metrics.client.session import Session
 from syvain_metrics.contract import routes
 from syvain_metrics.contract.schemas.auth import AuthStatusReply
 from syvain_metrics.resources.base import Resource

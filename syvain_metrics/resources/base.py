@@ -18,7 +18,8 @@ import html
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, NoReturn, TypeVar, overload
 
-from syvain_metrics.client.session import Session, get_session
+from syvain_metrics.client.registry import get_session
+from syvain_metrics.client.session import Session
 from syvain_metrics.errors import MetricsApiError
 from syvain_metrics.tables.display import cell, flatten
 

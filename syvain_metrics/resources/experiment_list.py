@@ -17,7 +17,8 @@ import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from syvain_metrics.client.session import Session, get_session
+from syvain_metrics.client.registry import get_session
+from syvain_metrics.client.session import Session
 from syvain_metrics.contract.limits import MAX_COMPARE_SERIES
 from syvain_metrics.errors import MetricsValidationError
 from syvain_metrics.resources.experiment.base import ExperimentBase

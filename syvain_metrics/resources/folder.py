@@ -13,7 +13,8 @@ from __future__ import annotations
 import builtins
 from typing import TYPE_CHECKING, Any
 
-from syvain_metrics.client.session import Session, get_session
+from syvain_metrics.client.registry import get_session
+from syvain_metrics.client.session import Session
 from syvain_metrics.contract import routes
 from syvain_metrics.contract.schemas.base import load_request
 from syvain_metrics.contract.schemas.experiment import FolderContentsReply

@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 from itertools import repeat
 from typing import TYPE_CHECKING, Any, overload
 
-from syvain_metrics.client.session import Session, get_session
+from syvain_metrics.client.registry import get_session
+from syvain_metrics.client.session import Session
 from syvain_metrics.contract import routes
 from syvain_metrics.contract.limits import STREAM_PAGE_SIZE
 from syvain_metrics.contract.routes import Route

@@ -36,6 +36,9 @@ ERRORS: list[sm.MetricsApiError] = [
     sm.MetricsApiNotFoundError("HTTP 404: gone", status_code=404, error_code="not_found"),
     sm.MetricsApiPermissionError("HTTP 403: no", status_code=403, error_code="forbidden"),
     sm.MetricsApiConflictError("HTTP 409: taken", status_code=409, error_code="conflict"),
+    sm.MetricsApiRequestError(
+        "HTTP 422: bad value", status_code=422, error_code="validation_error", field="data[3].value"
+    ),
     CAUSE,
     sm.MetricsApiTimeoutError("timed out", retryable=True),
     sm.MetricsApiConnectionError("could not reach", retryable=True),
@@ -134,6 +137,17 @@ def test_statuses_from_the_local_server_map_to_their_classes(
     ):
         sm.whoami(session=stranger)
     assert refused.value.status_code == 401
+
+
+def test_the_field_an_answer_names_is_an_attribute(metrics_server: LocalServer) -> None:
+    with (
+        metrics_server.session() as session,
+        pytest.raises(sm.MetricsApiRequestError) as refused,
+    ):
+        sm.Folder.create("runs", parent="no-such-folder", session=session)
+    assert refused.value.field == "parent_id"
+    copy = pickle.loads(pickle.dumps(refused.value))
+    assert copy.field == "parent_id"
 
 
 def test_a_rate_limit_from_the_local_server_is_its_class(metrics_server: LocalServer) -> None:

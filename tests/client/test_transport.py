@@ -29,9 +29,9 @@ import pytest
 import urllib3
 
 import syvain_metrics as sm
+from syvain_metrics.client.sync import sync_spool
 from syvain_metrics.client.transport import Exchange
 from syvain_metrics.pipeline import delivery
-from syvain_metrics.pipeline.recovery import sync_spool
 from syvain_metrics.testing import LocalServer
 from tests.conftest import API_KEY
 

@@ -28,10 +28,10 @@ import pytest
 import responses
 
 import syvain_metrics as sm
+from syvain_metrics.client.sync import sync_spool
 from syvain_metrics.errors import FlushError, RejectedEvent
-from syvain_metrics.pipeline.recovery import sync_spool
-from syvain_metrics.pipeline.sender import BATCHES_IN_MEMORY
-from syvain_metrics.pipeline.spool import load_batch
+from syvain_metrics.pipeline.spool_files import load_batch
+from syvain_metrics.pipeline.state import BATCHES_IN_MEMORY
 from syvain_metrics.testing import LocalServer
 from tests.conftest import API, API_KEY, HOST, envelope, experiment_wire, key_wire
 

@@ -27,9 +27,10 @@ from typing import Any
 import pytest
 
 import syvain_metrics as sm
-from syvain_metrics.pipeline import sender as sender_module
+from syvain_metrics.pipeline import spool_health
 from syvain_metrics.pipeline.batch import encode_events
-from syvain_metrics.pipeline.spool import CHILDREN, Spool, checked_line, new_spool_name
+from syvain_metrics.pipeline.spool import CHILDREN, Spool, new_spool_name
+from syvain_metrics.pipeline.spool_files import checked_line
 from syvain_metrics.testing import LocalServer
 
 OTHER_UID = 54_321
@@ -385,11 +386,11 @@ def test_missing_parents_of_a_spool_root_are_made_private(
 DISK_FULL_CHILD = """
 import resource, signal, sys, warnings
 import syvain_metrics as sm
-from syvain_metrics.pipeline import sender as sender_module
+from syvain_metrics.pipeline import spool_health
 
 url, key, spool = sys.argv[1:4]
-sender_module.SPOOL_RETRY_FIRST = 0.05
-sender_module.SPOOL_RETRY_CAP = 0.2
+spool_health.SPOOL_RETRY_FIRST = 0.05
+spool_health.SPOOL_RETRY_CAP = 0.2
 warnings.simplefilter("always")
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG
 session = sm.Session(key, host=url, spool_dir=spool, flush_interval=0.05,
@@ -526,11 +527,11 @@ def test_flush_error_tells_events_held_in_memory_only() -> None:
 NO_SPOOL_YET_CHILD = """
 import os, resource, signal, sys, warnings
 import syvain_metrics as sm
-from syvain_metrics.pipeline import sender as sender_module
+from syvain_metrics.pipeline import spool_health
 
 url, key, spool, how = sys.argv[1:5]
-sender_module.SPOOL_RETRY_FIRST = 0.05
-sender_module.SPOOL_RETRY_CAP = 0.2
+spool_health.SPOOL_RETRY_FIRST = 0.05
+spool_health.SPOOL_RETRY_CAP = 0.2
 warnings.simplefilter("always")
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG
 session = sm.Session(key, host=url, spool_dir=spool, flush_interval=0.05, ingest_timeout=0.5,
@@ -639,8 +640,8 @@ def test_a_spool_directory_refused_for_trust_is_told_once_and_never_used(
     monkeypatch: pytest.MonkeyPatch,
     planted: str,
 ) -> None:
-    monkeypatch.setattr(sender_module, "SPOOL_RETRY_FIRST", 0.01)
-    monkeypatch.setattr(sender_module, "SPOOL_RETRY_CAP", 0.02)
+    monkeypatch.setattr(spool_health, "SPOOL_RETRY_FIRST", 0.01)
+    monkeypatch.setattr(spool_health, "SPOOL_RETRY_CAP", 0.02)
     metrics_server.faults.fail_next("ingest_metrics", times=10**6, status=503)
     session = metrics_server.session(
         spool_dir=root, retry=sm.RetryPolicy(backoff_base=0.02, delivery_backoff_cap=0.1)
@@ -718,6 +719,22 @@ def test_a_damaged_line_in_a_childs_spool_is_reported_and_set_aside_not_deleted(
     aside = child / "damaged" / batch.name
     assert aside.read_bytes() == bytes(data)  # kept for whoever wants to look, not deleted
     assert "fails its checksum" in aside.with_name(aside.name + ".reason").read_text()
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_forked_child_spools_one_level_under_its_parents_spool(root: Path) -> None:
+    session = sm.Session("ak_org_123", host="http://127.0.0.1:9", spool_dir=root)
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: say where it spools, and leave without any exit hook
+        os.write(write, (session.spool_dir or "").encode())
+        os._exit(0)
+    os.close(write)
+    with os.fdopen(read, "rb") as pipe:
+        child_dir = Path(pipe.read().decode())
+    os.waitpid(pid, 0)
+    session.close()
+    assert child_dir.parent == Path(session.spool_dir or "") / CHILDREN
 
 
 # -- the session's own spool, read back ------------------------------------------------------------

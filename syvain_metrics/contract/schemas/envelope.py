@@ -5,8 +5,8 @@ Example:
     {'ok': True}
     >>> error = request_error(404, '{"data":null,"error":{"message":"Experiment not found",'
     ...                            '"details":"code=not_found"}}')
-    >>> str(error), error.error_code, error.retryable
-    ('HTTP 404: Experiment not found: code=not_found', 'not_found', False)
+    >>> str(error), error.error_code, error.retryable, error.field
+    ('HTTP 404: Experiment not found: code=not_found', 'not_found', False, None)
 """
 
 from __future__ import annotations
@@ -49,11 +49,27 @@ def error_code(error: Any) -> str | None:
         >>> error_code({"message": "x", "details": "code=validation_error; field=name"})
         'validation_error'
     """
+    return _detail(error, "code")
+
+
+def error_field(error: Any) -> str | None:
+    """The ``field=...`` part of an envelope error's ``details`` (the request field the
+    answer is about), if any.
+
+    Example:
+        >>> error_field({"message": "x", "details": "code=validation_error; field=data[3]"})
+        'data[3]'
+    """
+    return _detail(error, "field")
+
+
+def _detail(error: Any, name: str) -> str | None:
+    """One ``name=value`` part of the ``;``-separated ``details`` of an envelope error."""
     if not isinstance(error, Mapping) or not isinstance(error.get("details"), str):
         return None
     for part in error["details"].split(";"):
         key, sep, value = part.strip().partition("=")
-        if sep and key.strip() == "code" and value.strip():
+        if sep and key.strip() == name and value.strip():
             return str(value.strip())
     return None
 
@@ -68,6 +84,7 @@ def request_error(status: int, body: str) -> MetricsApiRequestError:
     follows the status: :class:`~syvain_metrics.MetricsApiNotFoundError` for 404, ...)."""
     message: str | None = None
     code: str | None = None
+    field: str | None = None
     try:
         payload = json.loads(body) if body else None
     except (ValueError, RecursionError):
@@ -75,6 +92,7 @@ def request_error(status: int, body: str) -> MetricsApiRequestError:
     if isinstance(payload, Mapping) and payload.get("error") is not None:
         message = error_message(payload["error"])
         code = error_code(payload["error"])
+        field = error_field(payload["error"])
     if message is None:
         message = body[:_BODY_EXCERPT] if body else _GENERIC
     return request_error_class(status)(
@@ -82,6 +100,7 @@ def request_error(status: int, body: str) -> MetricsApiRequestError:
         status_code=status,
         error_code=code,
         retryable=is_retryable(status, code),
+        field=field,
     )
 
 

@@ -20,7 +20,8 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
-from syvain_metrics.client.session import Session, get_session
+from syvain_metrics.client.registry import get_session
+from syvain_metrics.client.session import Session
 from syvain_metrics.contract import routes
 from syvain_metrics.contract.limits import (
     DEFAULT_ERROR_NAME,
