@@ -17,6 +17,7 @@ import pytest
 from matplotlib.axes import Axes
 
 import syvain_metrics as sm
+from syvain_metrics.tables.plots import ema
 from syvain_metrics.testing import LocalServer
 
 pytest.importorskip("waitress", reason="the local server needs the 'local' extra")
@@ -310,7 +311,7 @@ def test_plot_smooths_marks_annotations_and_draws_a_time_axis(
     axes = rows.plot(smooth=0.5, title="accuracy", annotations=run0.annotations())
     raw, smoothed = axes.get_lines()[:2]
     assert list(raw.get_ydata()) == rows.values
-    assert list(smoothed.get_ydata()) == sm.frames.ema(rows.values, 0.5)
+    assert list(smoothed.get_ydata()) == ema(rows.values, 0.5)
     assert list(smoothed.get_ydata())[1] == pytest.approx(0.5 * rows.values[1])
     marker = [line for line in axes.get_lines() if list(line.get_xdata()) == [20, 20]]
     assert len(marker) == 1  # the annotation at step 20

@@ -32,182 +32,28 @@ Example:
 
 from __future__ import annotations
 
-import json
 import operator
-import threading
-from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from itertools import compress, islice
 from operator import itemgetter
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from syvain_metrics.client.pages import (
+    Advance,
+    Fetch,
+    Pages,
+    Row,
+    advance_bound,
+    bound_not_kept,
+    within_limit,
+)
 from syvain_metrics.contract.limits import DEFAULT_PAGE_SIZE, MAX_METRIC_ROWS_LIMIT
 from syvain_metrics.contract.schemas.rows import RowPage
-from syvain_metrics.errors import MetricsApiResponseError, PagingError
-
-if TYPE_CHECKING:
-    from marshmallow import Schema
-
-    from syvain_metrics.client.session import Session
-    from syvain_metrics.contract.routes import Route
-
-Row = dict[str, Any]
-Fetch = Callable[..., list[Row]]
-"""``fetch(params) -> rows``; with ``look_ahead``, also ``fetch(params, on_body=callback)``,
-which calls ``callback(raw_bytes)`` when a 2xx answer arrives, before decoding it."""
-
+from syvain_metrics.errors import PagingError
 
 _STEP_BOUNDS = ("step", "from_step", "to_step")
 _TIME_ORDER = "step,client_timestamp"
-
-
-def within_limit(fetch: Fetch) -> Fetch:
-    """``fetch`` that refuses an answer with more rows than the ``limit`` it asked for (a
-    :class:`~syvain_metrics.MetricsApiResponseError`), rather than hand them on.
-
-    Example:
-        >>> within_limit(lambda params: [{}, {}])({"limit": 1})
-        Traceback (most recent call last):
-        ...
-        syvain_metrics.errors.MetricsApiResponseError: The service answered 2 rows to a request for at most 1: it does not keep the contract's limit.
-    """
-
-    def bounded(params: dict[str, Any], **kwargs: Any) -> list[Row]:
-        rows = fetch(params, **kwargs)
-        limit = params.get("limit")
-        if isinstance(limit, int) and len(rows) > limit:
-            raise MetricsApiResponseError(
-                f"The service answered {len(rows):,} rows to a request for at most {limit:,}: "
-                "it does not keep the contract's limit."
-            )
-        return rows
-
-    return bounded
-
-
-def _frozen(params: dict[str, Any]) -> tuple[tuple[str, Any], ...]:
-    return tuple(
-        (key, tuple(value) if isinstance(value, list) else value)
-        for key, value in sorted(params.items())
-    )
-
-
-Advance = tuple[str, str]
-"""How a page moves the read on: the bound parameter and the row field it takes."""
-
-_DECODER = json.JSONDecoder()
-
-
-def last_row(body: bytes) -> dict[str, Any] | None:
-    """A guess at the last row of a rows answer, read from the end of its raw bytes without
-    decoding the rest; ``None`` when the guess fails. Only ever used to send the next request
-    early: the decoded page decides, and a wrong guess costs one request.
-
-    Example:
-        >>> last_row(b'{"data":{"rows":[{"event_id":"a","step":1.0},{"event_id":"b","step":2.0}]},"error":null}')
-        {'event_id': 'b', 'step': 2.0}
-    """
-    end = body.rfind(b"}]")
-    start = end
-    for _ in range(4):  # '{"' may also close a string that ends with '{'
-        start = body.rfind(b'{"', 0, start)
-        if start < 0:
-            return None
-        try:
-            row, stop = _DECODER.raw_decode(body[start : end + 1].decode())
-        except ValueError:
-            continue
-        if isinstance(row, dict) and "event_id" in row and stop == end + 1 - start:
-            return row
-    return None
-
-
-class _Ticket:
-    """One request of a read: its query, its answer to come, and whether it is still wanted."""
-
-    __slots__ = ("future", "key", "live")
-
-    def __init__(self, key: tuple[tuple[str, Any], ...]) -> None:
-        self.key = key
-        self.future: Future[list[Row]] = Future()
-        self.live = True
-
-
-class _Pages:
-    """Sends a read's requests. With ``prefetch``, the one announced by :meth:`ahead` goes out
-    on a daemon thread at once and :meth:`get` of the same query takes its answer; with
-    ``look_ahead`` too, as soon as a page's raw bytes arrive, the request after it (the bound
-    moved to the page's last row) goes out before the page is even decoded, at most one
-    request ahead of the caller."""
-
-    def __init__(self, fetch: Fetch, prefetch: bool, look_ahead: bool) -> None:
-        self._fetch = fetch
-        self._prefetch = prefetch
-        self._look_ahead = look_ahead and prefetch
-        self._lock = threading.Lock()
-        self._ahead: _Ticket | None = None
-        self._closed = False
-
-    def get(self, params: dict[str, Any], advance: Advance | None = None) -> list[Row]:
-        key = _frozen(params)
-        with self._lock:
-            ahead, self._ahead = self._ahead, None
-        if ahead is not None:
-            if ahead.key == key:
-                return ahead.future.result()
-            ahead.live = False
-        return self._run(params, _Ticket(key), advance)
-
-    def ahead(
-        self, params: dict[str, Any], advance: Advance | None = None, *, guessed: bool = False
-    ) -> None:
-        if not self._prefetch:
-            return
-        query = dict(params)
-        ticket = _Ticket(_frozen(query))
-        with self._lock:
-            if self._closed:
-                return
-            current = self._ahead
-            if current is not None:
-                if guessed or current.key == ticket.key:
-                    return  # one request ahead is enough; or it is already on its way
-                current.live = False
-            self._ahead = ticket
-
-        def run() -> None:
-            try:
-                ticket.future.set_result(self._run(query, ticket, advance))
-            except BaseException as error:  # handed to whoever asks for the page
-                ticket.future.set_exception(error)
-
-        # A daemon thread, not a pool: a read the caller abandons must not hold up exit.
-        threading.Thread(target=run, name="syvain-metrics-prefetch", daemon=True).start()
-
-    def close(self) -> None:
-        with self._lock:
-            self._closed = True
-            if self._ahead is not None:
-                self._ahead.live = False
-                self._ahead = None
-
-    def _run(self, params: dict[str, Any], ticket: _Ticket, advance: Advance | None) -> list[Row]:
-        if not self._look_ahead or advance is None:
-            return self._fetch(params)
-
-        def guess(body: bytes) -> None:
-            if self._closed or not ticket.live or self._ahead is not None:
-                return
-            bound, field_name = advance
-            row = last_row(body)
-            value = None if row is None else row.get(field_name)
-            if isinstance(value, bool) or not isinstance(value, int | float):
-                return
-            if params.get(bound) != int(value):
-                self.ahead({**params, bound: int(value)}, advance, guessed=True)
-
-        return self._fetch(params, on_body=guess)
 
 
 @dataclass
@@ -249,7 +95,7 @@ class RowReader:
             return
         # Paging relies on the order, so ask for it rather than trust a default.
         params = {**params, "sort_by": params.get("sort_by") or _TIME_ORDER}
-        pages = _Pages(self.fetch, self.prefetch, self.look_ahead)
+        pages = Pages(self.fetch, self.prefetch, self.look_ahead)
         left = limit
         try:
             for page in self._all(pages, params, order):
@@ -265,7 +111,7 @@ class RowReader:
 
     # -- strategy by sort key ---------------------------------------------------------
 
-    def _all(self, pages: _Pages, params: dict[str, Any], order: _Order) -> Iterator[list[Row]]:
+    def _all(self, pages: Pages, params: dict[str, Any], order: _Order) -> Iterator[list[Row]]:
         if order.primary == "step":
             if any(params.get(k) is not None for k in _STEP_BOUNDS):
                 yield from self._by_step(pages, params, order)
@@ -284,7 +130,7 @@ class RowReader:
 
     def _page(
         self,
-        pages: _Pages,
+        pages: Pages,
         params: dict[str, Any],
         size: int | None = None,
         advance: Advance | None = None,
@@ -293,7 +139,7 @@ class RowReader:
         _check_sorted(rows, params)
         return rows
 
-    def _single_page(self, pages: _Pages, params: dict[str, Any]) -> list[Row]:
+    def _single_page(self, pages: Pages, params: dict[str, Any]) -> list[Row]:
         """Every row of a query no bound can page: one largest page, which must not be full."""
         rows = self._page(pages, params, MAX_METRIC_ROWS_LIMIT)
         if len(rows) >= min(MAX_METRIC_ROWS_LIMIT, self._cap):
@@ -310,7 +156,7 @@ class RowReader:
             self._cap = min(self._cap, short)
 
     def _ascending_from_the_start(
-        self, pages: _Pages, params: dict[str, Any], order: _Order
+        self, pages: Pages, params: dict[str, Any], order: _Order
     ) -> Iterator[list[Row]]:
         rows = self._page(pages, params, advance=("from_step", "step"))
         nulls = 0
@@ -329,7 +175,7 @@ class RowReader:
 
     def _null_block(
         self,
-        pages: _Pages,
+        pages: Pages,
         params: dict[str, Any],
         order: _Order,
         first: list[Row] | None = None,
@@ -349,7 +195,7 @@ class RowReader:
         return self._confirmed_nulls(pages, query, order, nulls)
 
     def _confirmed_nulls(
-        self, pages: _Pages, query: dict[str, Any], order: _Order, nulls: list[Row]
+        self, pages: Pages, query: dict[str, Any], order: _Order, nulls: list[Row]
     ) -> list[Row]:
         """The rest of a null block whose first page held only null steps."""
         if not order.ties_by_time:
@@ -369,12 +215,12 @@ class RowReader:
                 last += 1
             else:
                 seen = {r["event_id"] for r in nulls if r["client_timestamp_ms"] == last}
-            self._advance(query, "from_time", last)
+            advance_bound(query, "from_time", last)
             rows = self._page(pages, query)
             nulls = [row for row in rows if row["step"] is None]
             head = nulls[0]["client_timestamp_ms"] if nulls else None
             if seen and head != last:
-                raise _bound_not_kept("from_time", last, head)
+                raise bound_not_kept("from_time", last, head)
             fresh = [row for row in nulls if row["event_id"] not in seen]
             block.extend(fresh)
             if not fresh or len(nulls) < len(rows):
@@ -382,7 +228,7 @@ class RowReader:
 
     def _by_step(
         self,
-        pages: _Pages,
+        pages: Pages,
         params: dict[str, Any],
         order: _Order,
         first: list[Row] | None = None,
@@ -404,7 +250,7 @@ class RowReader:
             stepped = rows if not nulls else rows[:-nulls] if descending else rows[nulls:]
             head = int(stepped[0]["step"]) if stepped else None
             if seen and head != query[bound]:
-                raise _bound_not_kept(bound, query[bound], head)
+                raise bound_not_kept(bound, query[bound], head)
             fresh = _fresh(stepped, seen)
             # Null steps sort after every step descending: once one shows, the steps are done.
             # (Ascending, only the first page can hold them, before its steps.)
@@ -421,17 +267,17 @@ class RowReader:
                 yield from self._within_step(pages, params, last, order, seen, stepped)
                 if descending and last == 0:
                     return
-                self._advance(query, bound, last - 1 if descending else last + 1)
+                advance_bound(query, bound, last - 1 if descending else last + 1)
                 seen = set()
                 continue
-            self._advance(query, bound, last)
+            advance_bound(query, bound, last)
             pages.ahead({**query, "limit": self.page_size}, advance)
             seen = {row["event_id"] for row in stepped if row["step"] == last}
             yield fresh
 
     def _within_step(
         self,
-        pages: _Pages,
+        pages: Pages,
         params: dict[str, Any],
         step: int,
         order: _Order,
@@ -454,7 +300,7 @@ class RowReader:
 
     def _by_time(
         self,
-        pages: _Pages,
+        pages: Pages,
         params: dict[str, Any],
         descending: bool,
         seen: set[str],
@@ -475,7 +321,7 @@ class RowReader:
                 rows = self._page(pages, query, advance=advance)
             head = rows[0]["client_timestamp_ms"] if rows else None
             if check and head != query[bound]:
-                raise _bound_not_kept(bound, query[bound], head)
+                raise bound_not_kept(bound, query[bound], head)
             fresh = _fresh(rows, seen)
             if not fresh:
                 return
@@ -493,24 +339,14 @@ class RowReader:
                     yield rest
                 if descending and last == 0:
                     return
-                self._advance(query, bound, last - 1 if descending else last + 1)
+                advance_bound(query, bound, last - 1 if descending else last + 1)
                 seen, check = set(), False
                 continue
-            self._advance(query, bound, last)
+            advance_bound(query, bound, last)
             pages.ahead({**query, "limit": self.page_size}, advance)
             seen = {row["event_id"] for row in rows if row["client_timestamp_ms"] == last}
             check = True
             yield fresh
-
-    @staticmethod
-    def _advance(query: dict[str, Any], bound: str, value: int) -> None:
-        """Move a bound; a bound that would not move means the service ignores it."""
-        if query.get(bound) == value:
-            raise PagingError(
-                f"The service did not honour {bound}={value}: paging cannot advance, and "
-                "reading on would repeat rows forever."
-            )
-        query[bound] = value
 
 
 def _null_steps(rows: list[Row]) -> int:
@@ -530,19 +366,6 @@ def _fresh(rows: list[Row], seen: set[str]) -> list[Row]:
     if all(map(seen.__contains__, map(itemgetter("event_id"), islice(rows, head)))):
         return rows[head:]  # every id seen is in the head: none further on
     return [row for row in rows if row["event_id"] not in seen]
-
-
-def _bound_not_kept(bound: str, value: int, first: int | None) -> PagingError:
-    """The next page did not start at ``value``, where rows were already seen."""
-    if first is not None and (first < value if bound.startswith("from") else first > value):
-        return PagingError(
-            f"The service did not honour {bound}={value}: paging cannot advance, and reading "
-            "on would repeat rows forever."
-        )
-    return PagingError(
-        f"The service's {bound}={value} left out rows at {value} already seen: paging needs "
-        "inclusive bounds, and reading on could skip rows."
-    )
 
 
 _SORT_FIELD = {
@@ -618,98 +441,3 @@ class _Order:
             ties_by_time=len(keys) > 1 and keys[1] == "client_timestamp",
             time_keys=",".join(keys) if keys[:2] == _TIME_ORDER.split(",") else _TIME_ORDER,
         )
-
-
-def read_by_time(
-    fetch: Fetch,
-    params: dict[str, Any],
-    *,
-    bound: str,
-    time_field: str,
-    descending: bool,
-    largest_page: int,
-    limit: int | None,
-) -> list[Row]:
-    """Every item of a list ordered by a creation time (experiments newest first, annotations
-    oldest first), or at most ``limit``, in pages of ``largest_page``, moving the inclusive
-    ``bound`` parameter (``to`` or ``from``) to the last time seen and dropping repeats by
-    ``id``. As with metric rows, the end is a page that brings nothing new. A page whose
-    items all share one time is read again as that one time, in the largest page.
-
-    Example:
-        >>> read_by_time(lambda params: [], {}, bound="to", time_field="created_at_ms",
-        ...              descending=True, largest_page=1000, limit=None)
-        []
-    """
-    fetch = within_limit(fetch)
-    if limit is not None and limit <= largest_page:
-        return fetch({**params, "limit": limit})
-    query = dict(params)
-    seen: set[str] = set()  # the previous page's items
-    inclusive = False  # whether the bound sits on a time the previous page reached
-    out: list[Row] = []
-    while True:
-        items = fetch({**query, "limit": largest_page})
-        times = [item[time_field] for item in items]
-        if times != sorted(times, reverse=descending):
-            raise PagingError(
-                f"The service's answer is not ordered by {time_field}: paging cannot rely on "
-                f"it; pass limit= (at most {largest_page}) to read one page."
-            )
-        if bound in query and times:
-            head, edge = times[0], query[bound]
-            if (head != edge) if inclusive else (head > edge if descending else head < edge):
-                raise _bound_not_kept(bound, edge, head)
-        fresh = [item for item in items if item["id"] not in seen]
-        out.extend(fresh)
-        if limit is not None and len(out) >= limit:
-            return out[:limit]
-        if not fresh:
-            return out
-        last = times[-1]
-        inclusive = times[0] != last
-        if not inclusive:
-            if len(items) >= largest_page:
-                # A full page at one time: that time alone, in the largest page, must fit.
-                crowded = fetch({**query, "from": last, "to": last, "limit": largest_page})
-                if len(crowded) >= largest_page:
-                    raise PagingError(
-                        f"More than {largest_page} items share {time_field}={last}: they "
-                        "cannot be read completely."
-                    )
-                given = {item["id"] for item in items}
-                out.extend(item for item in crowded if item["id"] not in given)
-            last = last - 1 if descending else last + 1
-        seen = {item["id"] for item in items}
-        RowReader._advance(query, bound, last)
-
-
-def read_created(
-    session: Session,
-    route: Route,
-    segments: tuple[str, ...],
-    reply: Schema,
-    items_key: str,
-    query: dict[str, Any],
-    *,
-    newest_first: bool,
-    largest_page: int,
-) -> list[Row]:
-    """A list ordered by ``created_at_ms`` (experiments newest first, annotations oldest
-    first): every item, or at most ``query["limit"]``, through :func:`read_by_time`."""
-
-    def fetch(params: dict[str, Any]) -> list[Row]:
-        items: list[Row] = session.call(route, *segments, reply=reply, query=params)[items_key]
-        return items
-
-    query = dict(query)
-    limit = query.pop("limit", None)
-    return read_by_time(
-        fetch,
-        query,
-        bound="to" if newest_first else "from",
-        time_field="created_at_ms",
-        descending=newest_first,
-        largest_page=largest_page,
-        limit=limit,
-    )
