@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from syvain_metrics.client.session import Session, get_session
 from syvain_metrics.contract import routes
@@ -22,9 +22,11 @@ from syvain_metrics.contract.schemas.metric_query import (
 )
 from syvain_metrics.contract.schemas.options import check_flag, check_page_size
 from syvain_metrics.errors import MetricsValidationError
-from syvain_metrics.resources.experiment.base import ExperimentBase
 from syvain_metrics.resources.metric import MetricRows, iter_rows, read_rows
 from syvain_metrics.tables.options import ReadOptions, keyword_options
+
+if TYPE_CHECKING:
+    from syvain_metrics.resources.experiment.base import ExperimentBase
 
 
 @dataclass(frozen=True)
@@ -51,6 +53,9 @@ class Series:
         metadata: Mapping[str, Any] | str | None = None,
         session: Session | None = None,
     ) -> None:
+        # Imported here: the experiment package imports this module (for series()).
+        from syvain_metrics.resources.experiment.base import ExperimentBase
+
         if isinstance(experiment_id, ExperimentBase):
             session = session or experiment_id._session
             experiment_id = experiment_id.id

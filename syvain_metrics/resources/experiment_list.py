@@ -22,7 +22,6 @@ from syvain_metrics.client.session import Session, get_session
 from syvain_metrics.contract.limits import MAX_COMPARE_SERIES
 from syvain_metrics.errors import MetricsValidationError
 from syvain_metrics.resources.compare import Series, compare
-from syvain_metrics.resources.experiment.base import ExperimentBase
 from syvain_metrics.resources.lists import ResourceList
 from syvain_metrics.resources.metric import MetricRows
 from syvain_metrics.tables.frames import require
@@ -33,6 +32,7 @@ if TYPE_CHECKING:
     from matplotlib.axes import Axes
 
     from syvain_metrics.resources.experiment import Experiment
+    from syvain_metrics.resources.experiment.base import ExperimentBase
 
 SUMMARY_HOW = ("last", "first", "min", "max", "mean", "count", "last_step")
 """What a summary can compute per run and metric: the value of the last and first event
