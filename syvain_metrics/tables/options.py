@@ -13,7 +13,6 @@ Example:
     >>> read("loss", from_step=10)
     'loss from step 10'
     >>> import inspect
-import textwrap
     >>> list(inspect.signature(read).parameters)[:3]
     ['name', 'from_step', 'to_step']
 """
