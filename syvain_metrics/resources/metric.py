@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from array import array
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from itertools import repeat
+from math import isnan
 from typing import TYPE_CHECKING, Any, overload
 
 from syvain_metrics.client.paging import RowReader
@@ -239,6 +241,9 @@ class MetricRows(Sequence[Metric]):
     @property
     def steps(self) -> list[int | None]:
         """Every row's step as an ``int`` (or ``None``), in order."""
+        column = self._table.columns.get("step")
+        if type(column) is array and not any(map(isnan, column)):
+            return list(map(int, column))  # no null step: every value converts alike
         return [None if s is None else int(s) for s in self.column("step")]
 
     @property
