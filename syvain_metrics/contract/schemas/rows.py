@@ -81,9 +81,6 @@ _REPEATING = frozenset(
 )
 """Text fields that often hold one value for a whole answer."""
 _ONE_TYPE = frozenset({str, _NONE})
-_REQUIRED_ORDER = tuple(name for name in ROW_COLUMN_TYPES if name in _REQUIRED)
-_REQUIRED_AT = {name: index for index, name in enumerate(_REQUIRED_ORDER)}
-_TAKE_REQUIRED = itemgetter(*_REQUIRED_ORDER)
 
 
 class _Absent:
@@ -169,21 +166,11 @@ class MetricRowTable(_Field):
         # The required fields are checked present one by one below: when the rows hold no
         # more keys than those, no row carries an optional field.
         bare = sum(map(len, rows)) == count * len(_REQUIRED)
-        # One pass over the rows takes every required field into small tuples, which are
-        # then read a column at a time far faster than the rows themselves.
-        try:
-            fields: list[tuple[Any, ...]] | None = list(map(_TAKE_REQUIRED, rows))
-        except KeyError:
-            fields = None  # a field is missing: the loop below names it
         for name, allowed in ROW_COLUMN_TYPES.items():
             if name in _REQUIRED:
                 # itemgetter is the faster pass, and a KeyError is how a missing field shows.
                 try:
-                    column = list(
-                        map(itemgetter(name), rows)
-                        if fields is None
-                        else map(itemgetter(_REQUIRED_AT[name]), fields)
-                    )
+                    column = list(map(itemgetter(name), rows))
                 except KeyError:
                     bad = next(i for i, row in enumerate(rows) if name not in row)
                     raise ValidationError(f"Row {bad}: field {name} is missing.") from None
