@@ -40,12 +40,13 @@ if TYPE_CHECKING:
     from syvain_metrics.resources.annotation import Annotation
     from syvain_metrics.resources.auth_status import AuthStatus, whoami
     from syvain_metrics.resources.catalog import CatalogEntry, CatalogValues
+    from syvain_metrics.resources.compare import Series, compare, iter_compare
     from syvain_metrics.resources.experiment import UNSET, Experiment
     from syvain_metrics.resources.experiment.writing import IngestResult
     from syvain_metrics.resources.experiment_list import ExperimentList
     from syvain_metrics.resources.folder import Folder
     from syvain_metrics.resources.ingestion_key import IngestionKey
-    from syvain_metrics.resources.metric import Metric, MetricRows, Series, compare, iter_compare
+    from syvain_metrics.resources.metric import Metric, MetricRows
     from syvain_metrics.resources.point import MetricPoint
     from syvain_metrics.testing import start_local_server
 
@@ -80,9 +81,9 @@ _LAZY: dict[str, str] = {
     "IngestionKey": "syvain_metrics.resources.ingestion_key",
     "Metric": "syvain_metrics.resources.metric",
     "MetricRows": "syvain_metrics.resources.metric",
-    "Series": "syvain_metrics.resources.metric",
-    "compare": "syvain_metrics.resources.metric",
-    "iter_compare": "syvain_metrics.resources.metric",
+    "Series": "syvain_metrics.resources.compare",
+    "compare": "syvain_metrics.resources.compare",
+    "iter_compare": "syvain_metrics.resources.compare",
     "MetricPoint": "syvain_metrics.resources.point",
     "ExperimentList": "syvain_metrics.resources.experiment_list",
     "IngestResult": "syvain_metrics.resources.experiment.writing",

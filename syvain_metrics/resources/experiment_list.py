@@ -14,24 +14,26 @@ Example:
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from syvain_metrics.client.registry import get_session
 from syvain_metrics.client.session import Session
 from syvain_metrics.contract.limits import MAX_COMPARE_SERIES
 from syvain_metrics.errors import MetricsValidationError
-from syvain_metrics.resources.experiment.base import ExperimentBase
+from syvain_metrics.resources.compare import Series, compare
 from syvain_metrics.resources.lists import ResourceList
-from syvain_metrics.resources.metric import MetricRows, Series, compare
+from syvain_metrics.resources.metric import MetricRows
 from syvain_metrics.tables.frames import require
+from syvain_metrics.tables.options import PlotOptions, keyword_options
 
 if TYPE_CHECKING:
     import pandas
     from matplotlib.axes import Axes
 
-    from syvain_metrics.resources.annotation import Annotation
     from syvain_metrics.resources.experiment import Experiment
+    from syvain_metrics.resources.experiment.base import ExperimentBase
 
 SUMMARY_HOW = ("last", "first", "min", "max", "mean", "count", "last_step")
 """What a summary can compute per run and metric: the value of the last and first event
@@ -314,33 +316,22 @@ class ExperimentList(ResourceList["Experiment"]):
             return parts[0]
         return MetricRows([row for part in parts for row in part.to_dicts()])
 
+    @keyword_options(PlotOptions)
     def plot(
         self,
         name: str,
         *,
         metadata: Mapping[str, Any] | str | None = None,
-        hue: str | None = None,
-        x: str = "step",
-        title: str | None = None,
-        logy: bool = False,
-        smooth: float | None = None,
-        annotations: Iterable[Annotation] | None = None,
-        ax: Axes | None = None,
+        options: PlotOptions,
     ) -> Axes:
         """Plot ``name`` for every run (:meth:`compare`, then :meth:`MetricRows.plot`): one
-        line per run, coloured by ``hue`` (a metadata key of the runs) when given.
+        line per run, coloured by ``hue`` (a metadata key of the runs) when given; the title
+        is ``name`` unless given.
 
         Example:
             >>> runs.plot("loss", metadata={"split": "valid"}, hue="lr", logy=True)  # doctest: +SKIP
             <Axes: title={'center': 'loss'}, xlabel='step'>
         """
         rows = self.compare(name, metadata=metadata)
-        return rows.plot(
-            x=x,
-            hue=hue,
-            title=name if title is None else title,
-            logy=logy,
-            smooth=smooth,
-            annotations=annotations,
-            ax=ax,
-        )
+        titled = replace(options, title=name if options.title is None else options.title)
+        return rows.plot(**titled.values())

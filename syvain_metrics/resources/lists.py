@@ -17,13 +17,18 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, ClassVar, SupportsIndex, TypeVar, overload
 
+from syvain_metrics.client.listing import read_by_time
 from syvain_metrics.resources.base import Resource
 from syvain_metrics.tables.display import HTML_ROWS, html_table, short_list
 from syvain_metrics.tables.frames import require
 
 if TYPE_CHECKING:
     import pandas
+    from marshmallow import Schema
     from typing_extensions import Self
+
+    from syvain_metrics.client.session import Session
+    from syvain_metrics.contract.routes import Route
 
 R = TypeVar("R", bound=Resource)
 
@@ -94,3 +99,37 @@ class ResourceList(list[R]):
             total=len(rows),
             links=links,
         )
+
+
+def read_created(
+    session: Session,
+    route: Route,
+    segments: tuple[str, ...],
+    reply: Schema,
+    items_key: str,
+    query: dict[str, Any],
+    *,
+    newest_first: bool,
+    largest_page: int,
+) -> list[dict[str, Any]]:
+    """A list ordered by ``created_at_ms`` (experiments newest first, annotations oldest
+    first): every item, or at most ``query["limit"]``, read by
+    :func:`~syvain_metrics.client.listing.read_by_time` through ``session``."""
+
+    def fetch(params: dict[str, Any]) -> list[dict[str, Any]]:
+        items: list[dict[str, Any]] = session.call(route, *segments, reply=reply, query=params)[
+            items_key
+        ]
+        return items
+
+    query = dict(query)
+    limit = query.pop("limit", None)
+    return read_by_time(
+        fetch,
+        query,
+        bound="to" if newest_first else "from",
+        time_field="created_at_ms",
+        descending=newest_first,
+        largest_page=largest_page,
+        limit=limit,
+    )

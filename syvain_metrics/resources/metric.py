@@ -1,48 +1,39 @@
-"""Metric rows and series: what reads return, and how runs are compared.
+"""Metric rows: what reads return (:class:`MetricRows` of :class:`Metric`), and the read
+that fills them page by page, through the paging reader, into columns.
 
 Example:
     >>> rows = exp.metrics("loss", metadata={"split": "train"})   # doctest: +SKIP
     >>> rows[0].value, rows[0].step, rows[0].metadata             # doctest: +SKIP
     (0.91, 0, {'split': 'train'})
-    >>> sm.compare([a.series("loss"), b.series("loss")])          # doctest: +SKIP
-    <MetricRows 200 rows>
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from array import array
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from itertools import repeat
+from math import isnan
 from typing import TYPE_CHECKING, Any, overload
 
-from syvain_metrics.client.registry import get_session
-from syvain_metrics.client.session import Session
-from syvain_metrics.contract import routes
+from syvain_metrics.client.paging import RowReader
 from syvain_metrics.contract.limits import STREAM_PAGE_SIZE
-from syvain_metrics.contract.routes import Route
-from syvain_metrics.contract.schemas.base import load_request
-from syvain_metrics.contract.schemas.metric_query import (
-    QUERY_ORDER,
-    CompareQuery,
-    CompareSeriesList,
-    series_param,
-)
-from syvain_metrics.contract.schemas.options import check_flag, check_page_size
+from syvain_metrics.contract.schemas.metric_query import QUERY_ORDER
+from syvain_metrics.contract.schemas.options import check_flag
 from syvain_metrics.contract.schemas.rows import ABSENT, MetricRowsReply
-from syvain_metrics.errors import MetricsApiResponseError, MetricsValidationError
+from syvain_metrics.errors import MetricsApiResponseError
 from syvain_metrics.resources.base import from_ms
-from syvain_metrics.resources.experiment.base import ExperimentBase
-from syvain_metrics.resources.paging import RowReader
 from syvain_metrics.tables.columns import RowColumns
 from syvain_metrics.tables.frames import progress_bar
+from syvain_metrics.tables.options import PlotOptions, keyword_options
 
 if TYPE_CHECKING:
     import pandas
     from matplotlib.axes import Axes
 
-    from syvain_metrics.resources.annotation import Annotation
+    from syvain_metrics.client.session import Session
+    from syvain_metrics.contract.routes import Route
 
 
 def _json_object(text: str, field_name: str) -> dict[str, Any]:
@@ -60,6 +51,7 @@ def _json_object(text: str, field_name: str) -> dict[str, Any]:
 
 
 _MISSING: Any = object()
+_new_metric = object.__new__
 
 
 class Metric:
@@ -84,9 +76,10 @@ class Metric:
         self._table = RowColumns.from_rows([row])
         self._index = 0
 
-    @classmethod
-    def _at(cls, table: RowColumns, index: int) -> Metric:
-        metric = cls.__new__(cls)
+    @staticmethod
+    def _at(table: RowColumns, index: int) -> Metric:
+        # A static method, not a class method: one call less per row of a row-by-row read.
+        metric = _new_metric(Metric)
         metric._table = table
         metric._index = index
         return metric
@@ -105,8 +98,10 @@ class Metric:
         """The metric value."""
         # The hot path of row-by-row reads: straight to the column, the general lookup only
         # for a row that lacks the field.
-        column = self._table.columns.get("metric_value")
-        value = ABSENT if column is None else column[self._index]
+        try:
+            value = self._table.columns["metric_value"][self._index]
+        except KeyError:
+            value = ABSENT
         found: float = self._get("metric_value") if value is ABSENT else value
         return found
 
@@ -117,9 +112,9 @@ class Metric:
             step = self._table.columns["step"][self._index]
         except KeyError:
             return None
-        if step is None or step != step:  # NaN: a null step in a packed column
+        if step is None or step != step or step is ABSENT:  # NaN: a null in a packed column
             return None
-        return None if step is ABSENT else int(step)
+        return int(step)
 
     @property
     def metadata(self) -> dict[str, Any]:
@@ -246,6 +241,9 @@ class MetricRows(Sequence[Metric]):
     @property
     def steps(self) -> list[int | None]:
         """Every row's step as an ``int`` (or ``None``), in order."""
+        column = self._table.columns.get("step")
+        if type(column) is array and not any(map(isnan, column)):
+            return list(map(int, column))  # no null step: every value converts alike
         return [None if s is None else int(s) for s in self.column("step")]
 
     @property
@@ -288,55 +286,21 @@ class MetricRows(Sequence[Metric]):
         check_flag("wide", wide)
         return rows_to_frame(self._table, expand_metadata=expand_metadata, wide=wide, index=index)
 
-    def plot(
-        self,
-        *,
-        x: str = "step",
-        hue: str | None = None,
-        title: str | None = None,
-        logy: bool = False,
-        smooth: float | None = None,
-        annotations: Iterable[Annotation] | None = None,
-        ax: Axes | None = None,
-    ) -> Axes:
+    @keyword_options(PlotOptions)
+    def plot(self, *, options: PlotOptions) -> Axes:
         """Plot one line per series (run, metric, metadata); needs the ``plot`` extra.
-        Returns the matplotlib ``Axes``.
-
-        Args:
-            x: ``"step"`` (events without a step are left out) or ``"time"`` (client time,
-                a UTC date axis).
-            hue: colour by this key: an event metadata key, an experiment metadata key
-                (rows read with ``include_experiment_meta_as_of=True``, as
-                ``runs.compare()`` does; dotted keys reach nested objects), ``"experiment"``
-                or ``"name"``; one legend entry per value.
-            title: the axes' title.
-            logy: a logarithmic y axis.
-            smooth: an exponential moving average weight in ``[0, 1)`` (TensorBoard's
-                smoothing: 0.6 is gentle, 0.95 strong); raw values stay as faint lines.
-            annotations: annotations to mark as dashed vertical lines: at their time on a
-                time axis, at ``metadata["step"]`` on a step axis.
-            ax: draw on these axes instead of a new figure.
-
-        Legend labels name only what differs between the lines (``run-0 split=valid``).
+        Returns the matplotlib ``Axes``. Legend labels name only what differs between the
+        lines (``run-0 split=valid``).
 
         Example:
             >>> exp.metrics("loss").plot(hue="split", logy=True, smooth=0.6,
             ...                          annotations=exp.annotations())  # doctest: +SKIP
             <Axes: xlabel='step', ylabel='loss'>
         """
-        from syvain_metrics.tables.frames import plot_rows
+        from syvain_metrics.tables.plots import plot_rows
 
-        check_flag("logy", logy)
-        axes: Axes = plot_rows(
-            self._table,
-            x=x,
-            hue=hue,
-            title=title,
-            logy=logy,
-            smooth=smooth,
-            annotations=annotations,
-            ax=ax,
-        )
+        check_flag("logy", options.logy)
+        axes: Axes = plot_rows(self._table, options)
         return axes
 
     def __eq__(self, other: object) -> bool:
@@ -432,136 +396,3 @@ def iter_rows(
     size = page_size or min(session.page_size, STREAM_PAGE_SIZE)
     for page in _row_pages(session, route, segments, params, limit, size):
         yield MetricRows(RowColumns.from_rows(page))
-
-
-@dataclass(frozen=True)
-class Series:
-    """One metric of one experiment, optionally narrowed by a metadata filter, for :func:`compare`.
-
-    ``metadata`` is a one-key dict (``{"split": "train"}``) or a bare key (``"split"``).
-
-    Example:
-        >>> Series("0f8e2c1a", "loss", metadata={"split": "train"}).to_param()
-        '{"experiment_id":"0f8e2c1a","metric_name":"loss","metadata_key":"split","metadata_value":"train"}'
-    """
-
-    experiment_id: str
-    name: str
-    metadata: Mapping[str, Any] | str | None = None
-    session: Session | None = field(default=None, repr=False, compare=False)
-
-    def __init__(
-        self,
-        experiment_id: str | ExperimentBase,
-        name: str,
-        *,
-        metadata: Mapping[str, Any] | str | None = None,
-        session: Session | None = None,
-    ) -> None:
-        if isinstance(experiment_id, ExperimentBase):
-            session = session or experiment_id._session
-            experiment_id = experiment_id.id
-        object.__setattr__(self, "experiment_id", experiment_id)
-        object.__setattr__(self, "name", name)
-        object.__setattr__(self, "metadata", metadata)
-        object.__setattr__(self, "session", session)
-
-    def _wire(self) -> dict[str, Any]:
-        return {
-            "experiment_id": self.experiment_id,
-            "metric_name": self.name,
-            "metadata": self.metadata,
-        }
-
-    def to_param(self) -> str:
-        """The compact JSON text sent as one ``series`` query value.
-
-        Example:
-            >>> Series("e1", "loss").to_param()
-            '{"experiment_id":"e1","metric_name":"loss"}'
-        """
-        loaded = load_request(CompareSeriesList(), {"series": [self._wire()]})
-        return series_param(loaded["series"][0])
-
-
-def _compare_read(
-    series: Sequence[Series], session: Session | None, arguments: dict[str, Any]
-) -> tuple[Session, dict[str, Any], int | None]:
-    """Validate a compare from its function's ``arguments``: its session, its query
-    parameters and its ``limit``."""
-    items = list(series)
-    if not all(isinstance(s, Series) for s in items):
-        raise MetricsValidationError({"series": ["Each item must be an sm.Series."]})
-    loaded = load_request(CompareSeriesList(), {"series": [s._wire() for s in items]})
-    schema = CompareQuery()
-    query = load_request(schema, {key: arguments[key] for key in schema.fields})
-    bound = get_session(session or next((s.session for s in items if s.session), None))
-    limit_value = query.pop("limit", None)
-    # Read your writes: this session's pending log() events of these runs land first.
-    bound.logs.settle({s["experiment_id"] for s in loaded["series"]}, bound.timeout)
-    return bound, {"series": [series_param(s) for s in loaded["series"]], **query}, limit_value
-
-
-def compare(
-    series: Sequence[Series],
-    *,
-    from_step: int | None = None,
-    to_step: int | None = None,
-    from_time: int | dt.datetime | None = None,
-    to_time: int | dt.datetime | None = None,
-    sort_by: str | Sequence[str] | None = None,
-    sort_direction: str | None = None,
-    limit: int | None = None,
-    include_experiment_meta_as_of: bool | None = None,
-    progress: bool = False,
-    session: Session | None = None,
-) -> MetricRows:
-    """Read several series (up to 64) in one answer; without ``limit``, every row.
-
-    ``sort_by`` may also name ``"series"`` (the order of ``series``). ``progress=True``
-    shows a progress bar of rows read (the ``progress`` extra: a widget in a notebook).
-
-    Example:
-        >>> rows = sm.compare([a.series("loss", metadata={"split": "train"}),
-        ...                    b.series("loss", metadata={"split": "train"})], to_step=100)  # doctest: +SKIP
-        >>> rows.to_pandas().groupby("experiment_slug")["value"].min()  # doctest: +SKIP
-    """
-    check_flag("progress", progress)
-    bound, params, limit_value = _compare_read(series, session, locals())
-    return read_rows(
-        bound,
-        routes.COMPARE_METRICS,
-        (),
-        params,
-        limit_value,
-        progress=progress,
-        description="compare",
-    )
-
-
-def iter_compare(
-    series: Sequence[Series],
-    *,
-    from_step: int | None = None,
-    to_step: int | None = None,
-    from_time: int | dt.datetime | None = None,
-    to_time: int | dt.datetime | None = None,
-    sort_by: str | Sequence[str] | None = None,
-    sort_direction: str | None = None,
-    limit: int | None = None,
-    include_experiment_meta_as_of: bool | None = None,
-    page_size: int | None = None,
-    session: Session | None = None,
-) -> Iterator[MetricRows]:
-    """:func:`compare`, one :class:`MetricRows` page at a time, in constant memory: for
-    histories larger than memory (``page.to_pandas()`` gives DataFrame chunks).
-    ``page_size`` (default 20,000, or the session's if smaller) bounds the rows per page.
-
-    Example:
-        >>> for page in sm.iter_compare([a.series("loss"), b.series("loss")]):  # doctest: +SKIP
-        ...     total += sum(page.values)
-    """
-    bound, params, limit_value = _compare_read(series, session, locals())
-    return iter_rows(
-        bound, routes.COMPARE_METRICS, (), params, limit_value, check_page_size(page_size)
-    )

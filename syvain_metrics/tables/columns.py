@@ -51,11 +51,18 @@ if TYPE_CHECKING:
     Column = list[Any] | array[Any]
 
 
-def _packed(name: str, values: list[Any]) -> array[Any] | None:
+def _packed(name: str, values: list[Any], types: set[type] | None = None) -> array[Any] | None:
+    """``values`` as a machine array when every one has a type the array holds; ``types``,
+    when given, are the types already found in ``values``, checked against the contract
+    (times within its range, so within a 64-bit integer)."""
     code, allowed = PACKED_FIELDS[name]
-    if not set(map(type, values)) <= allowed:
+    if not (set(map(type, values)) if types is None else types) <= allowed:
         return None
-    if code == "q" and not (_INT64[0] <= min(values) and max(values) <= _INT64[1]):
+    if (
+        types is None
+        and code == "q"
+        and not (_INT64[0] <= min(values) and max(values) <= _INT64[1])
+    ):
         return None
     if name == "step" and None in values:
         values = [_NULL if value is None else value for value in values]
@@ -102,7 +109,11 @@ class RowColumns:
         count = len(rows)
         if not count:
             return
-        known: dict[str, list[Any]] = rows.columns if isinstance(rows, RowPage) else {}
+        known: dict[str, list[Any]] = {}
+        types: dict[str, set[type]] = {}
+        uniform: frozenset[str] = frozenset()
+        if isinstance(rows, RowPage):
+            known, types, uniform = rows.columns, rows.types, rows.uniform
         # Every row has exactly the known fields when the sizes add up (keys are unique).
         if known and sum(map(len, rows)) == count * len(known):
             fields: dict[str, Any] = dict.fromkeys(known)
@@ -118,10 +129,13 @@ class RowColumns:
                 values = list(map(itemgetter(name), rows))
             else:
                 values = list(map(dict.get, rows, repeat(name, count), repeat(ABSENT, count)))
+            checked = name in known  # and so in types: what validation found
             if name in SHARED_FIELDS:
-                values = self._share(values)
+                values = self._share(values, checked and name in uniform)
             column = self.columns.get(name)
-            packed = _packed(name, values) if name in PACKED_FIELDS and complete else None
+            packed = None
+            if name in PACKED_FIELDS and complete:
+                packed = _packed(name, values, types[name] if checked else None)
             if packed is not None and (
                 (column is None and not self.length) or type(column) is array
             ):
@@ -144,9 +158,11 @@ class RowColumns:
                 column.extend(repeat(ABSENT, count))
         self.length += count
 
-    def _share(self, values: list[Any]) -> list[Any]:
+    def _share(self, values: list[Any], uniform: bool = False) -> list[Any]:
+        """``values`` with one object per distinct value; ``uniform`` when they are known to
+        be one value throughout."""
         first = values[0]
-        if values.count(first) == len(values):  # one value for the whole page: common
+        if uniform or values.count(first) == len(values):  # one value for the page: common
             return [self._shared.setdefault(first, first)] * len(values)
         distinct = set(values)
         if len(distinct) * 4 > len(values):

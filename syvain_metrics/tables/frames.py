@@ -1,5 +1,5 @@
-"""The optional extras, imported lazily: pandas frames and matplotlib plots of metric rows,
-and tqdm progress bars.
+"""The optional extras, imported lazily: pandas frames of metric rows and tqdm progress
+bars (plots are in :mod:`syvain_metrics.tables.plots`).
 
 Example:
     >>> df = exp.metrics("loss").to_pandas()          # doctest: +SKIP
@@ -8,15 +8,13 @@ Example:
 
 from __future__ import annotations
 
-import datetime as dt
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from syvain_metrics.errors import MetricsApiError, MetricsValidationError
 
 if TYPE_CHECKING:
-    from syvain_metrics.resources.annotation import Annotation
     from syvain_metrics.tables.columns import RowColumns
 
 FRAME_COLUMNS = (
@@ -60,7 +58,7 @@ SeriesKey = tuple[str, str, str]
 metadata text)."""
 
 
-class _JsonCache:
+class JsonCache:
     """Parses each distinct JSON text once (rows share a few metadata texts)."""
 
     def __init__(self) -> None:
@@ -76,10 +74,10 @@ class _JsonCache:
 
 
 def _metadata_label(metadata: dict[str, Any]) -> str:
-    return ", ".join(f"{key}={_plain(value)}" for key, value in metadata.items())
+    return ", ".join(f"{key}={plain(value)}" for key, value in metadata.items())
 
 
-def _plain(value: Any) -> str:
+def plain(value: Any) -> str:
     if isinstance(value, str):
         return value
     return json.dumps(value, separators=(",", ":"))
@@ -94,7 +92,7 @@ def series_labels(keys: list[SeriesKey]) -> dict[SeriesKey, str]:
         ...                ("run-0", "loss", '{"split":"valid"}')])
         {('run-0', 'loss', '{"split":"train"}'): 'split=train', ('run-0', 'loss', '{"split":"valid"}'): 'split=valid'}
     """
-    parse = _JsonCache()
+    parse = JsonCache()
     varies = [len({key[i] for key in keys}) > 1 for i in range(3)]
     labels: dict[SeriesKey, str] = {}
     for key in keys:
@@ -108,7 +106,7 @@ def series_labels(keys: list[SeriesKey]) -> dict[SeriesKey, str]:
     return labels
 
 
-def _series_keys(table: RowColumns) -> list[SeriesKey]:
+def series_keys(table: RowColumns) -> list[SeriesKey]:
     return [
         (slug or "", name or "", meta or "{}")
         for slug, name, meta in zip(
@@ -138,7 +136,7 @@ def _long_frame(table: RowColumns, expand_metadata: bool) -> Any:
     nested keys joined with dots) too.
     """
     pd = require("pandas", "pandas")
-    parse = _JsonCache()
+    parse = JsonCache()
     metadata = list(map(parse, table.column("event_metadata_json")))
     frame = pd.DataFrame(
         {
@@ -185,7 +183,7 @@ def _add_experiment_columns(frame: Any, table: RowColumns) -> None:
         return
     flat: dict[str | None, dict[str, Any]] = {}
     for text in set(texts):
-        flat[text] = {} if text is None else flatten(_JsonCache()(text))
+        flat[text] = {} if text is None else flatten(JsonCache()(text))
     keys = sorted({key for item in flat.values() for key in item})
     descriptions = table.column("experiment_description")
     if any(d is not None for d in descriptions):
@@ -199,7 +197,7 @@ def _wide_frame(table: RowColumns, index: str) -> Any:
     pd = require("pandas", "pandas")
     if index not in ("step", "time"):
         raise MetricsValidationError({"index": ["Must be 'step' or 'time'."]})
-    keys = _series_keys(table)
+    keys = series_keys(table)
     positions = (
         table.column("step") if index == "step" else utc_times(table.column("client_timestamp_ms"))
     )
@@ -221,190 +219,3 @@ def _wide_frame(table: RowColumns, index: str) -> Any:
     frame.index.name = index
     frame.columns.name = "series"
     return frame
-
-
-def ema(values: list[float], weight: float) -> list[float]:
-    """An exponential moving average, as TensorBoard's smoothing: each point is
-    ``weight * previous + (1 - weight) * value``.
-
-    Example:
-        >>> ema([0.0, 1.0, 1.0], 0.5)
-        [0.0, 0.5, 0.75]
-    """
-    out: list[float] = []
-    last: float | None = None
-    for value in values:
-        last = value if last is None else weight * last + (1 - weight) * value
-        out.append(last)
-    return out
-
-
-def _hue_values(table: RowColumns, keys: list[SeriesKey], hue: str) -> dict[SeriesKey, Any]:
-    """Each series' value (``keys``: each row's series) of ``hue``: an event metadata key, else an experiment metadata
-    key (dotted keys reach nested objects), else ``"experiment"`` / ``"name"``."""
-    from syvain_metrics.tables.display import flatten
-
-    parse = _JsonCache()
-    found: dict[SeriesKey, Any] = {}
-    for key, exp_text in zip(keys, table.column("experiment_metadata_json"), strict=True):
-        if key in found:
-            continue
-        event_meta = parse(key[2])
-        if hue in event_meta:
-            found[key] = event_meta[hue]
-            continue
-        exp_meta = flatten(parse(exp_text)) if exp_text else {}
-        if hue in exp_meta:
-            found[key] = exp_meta[hue]
-        elif hue in ("experiment", "experiment_slug"):
-            found[key] = key[0]
-        elif hue in ("name", "metric_name"):
-            found[key] = key[1]
-    for key, value in found.items():
-        if isinstance(value, dict | list):  # unhashable: coloured by its JSON text
-            found[key] = _plain(value)
-    if keys and not found:
-        raise MetricsValidationError(
-            {
-                "hue": [
-                    f"{hue!r} is neither an event metadata key nor an experiment metadata key "
-                    "of these rows (experiment metadata comes with "
-                    "include_experiment_meta_as_of=True; runs.compare() and runs.plot() "
-                    "read it), nor 'experiment' or 'name'."
-                ]
-            }
-        )
-    return found
-
-
-def _hue_colours(values: list[Any]) -> dict[Any, Any]:
-    import matplotlib as mpl
-
-    def number(value: Any) -> bool:
-        return isinstance(value, int | float) and not isinstance(value, bool)
-
-    # Numbers in numeric order, then everything else by its text.
-    distinct = sorted(set(values), key=lambda v: (0, v, "") if number(v) else (1, 0, _plain(v)))
-    numeric = all(number(v) for v in distinct)
-    if numeric and len(distinct) > 2:
-        cmap = mpl.colormaps["viridis"]
-        return {v: cmap(i / (len(distinct) - 1) * 0.9) for i, v in enumerate(distinct)}
-    cycle = mpl.rcParams["axes.prop_cycle"].by_key().get("color", ["C0"])
-    return {v: cycle[i % len(cycle)] for i, v in enumerate(distinct)}
-
-
-def plot_rows(
-    table: RowColumns,
-    *,
-    x: str = "step",
-    hue: str | None = None,
-    title: str | None = None,
-    logy: bool = False,
-    smooth: float | None = None,
-    annotations: Iterable[Annotation] | None = None,
-    ax: Any = None,
-) -> Any:
-    """Draw one line per (experiment, metric, metadata) series; returns the matplotlib axes
-    (see :meth:`MetricRows.plot`)."""
-    require("matplotlib", "plot")
-    import matplotlib.dates
-    import matplotlib.pyplot as plt
-
-    mdates: Any = matplotlib.dates  # its locators and formatters are not annotated
-
-    if x == "client_timestamp":
-        x = "time"
-    if x not in ("step", "time"):
-        raise MetricsValidationError({"x": ["Must be 'step' or 'time'."]})
-    if smooth is not None and (
-        isinstance(smooth, bool) or not isinstance(smooth, int | float) or not 0 <= smooth < 1
-    ):
-        raise MetricsValidationError({"smooth": ["Must be a weight from 0 up to (not) 1."]})
-    axes = ax if ax is not None else plt.subplots(figsize=(8, 4.5))[1]
-    keys = _series_keys(table)
-    xs_column: Any = (
-        table.column("step")
-        if x == "step"
-        else [
-            dt.datetime.fromtimestamp(ms / 1000, tz=dt.timezone.utc)
-            for ms in table.column("client_timestamp_ms")
-        ]
-    )
-    groups: dict[SeriesKey, tuple[list[Any], list[float]]] = {}
-    for key, x_value, y_value in zip(keys, xs_column, table.column("metric_value"), strict=True):
-        if x_value is None:
-            continue
-        xs, ys = groups.setdefault(key, ([], []))
-        xs.append(x_value)
-        ys.append(y_value)
-    labels = series_labels(list(groups))
-    hues = _hue_values(table, keys, hue) if hue is not None else {}
-    colours = _hue_colours(list(hues.values())) if hues else {}
-    labelled: set[Any] = set()
-    rank = {value: index for index, value in enumerate(colours)}  # hue values in order
-    ordered = sorted(groups, key=lambda k: rank.get(hues.get(k), len(rank))) if hues else groups
-    for key in ordered:
-        xs, ys = groups[key]
-        style: dict[str, Any] = {}
-        if hue is not None:
-            value = hues.get(key)
-            style["color"] = colours.get(value, "grey")
-            label = f"{hue}={_plain(value)}" if key in hues else "(none)"
-            style["label"] = label if label not in labelled else "_nolegend_"
-            labelled.add(label)
-        else:
-            style["label"] = labels[key]
-        if smooth:
-            (raw,) = axes.plot(
-                xs, ys, alpha=0.25, linewidth=1, **{k: v for k, v in style.items() if k == "color"}
-            )
-            style.setdefault("color", raw.get_color())
-            axes.plot(xs, ema(ys, float(smooth)), **style)
-        else:
-            axes.plot(xs, ys, **style)
-    _mark_annotations(axes, annotations, x)
-    if x == "time":
-        locator = mdates.AutoDateLocator()
-        axes.xaxis.set_major_locator(locator)
-        axes.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator, tz=dt.timezone.utc))
-        axes.set_xlabel("time (UTC)")
-    else:
-        axes.set_xlabel("step")
-    names = {key[1] for key in groups}
-    if len(names) == 1:
-        axes.set_ylabel(next(iter(names)))
-    if logy:
-        axes.set_yscale("log")
-    if title is not None:
-        axes.set_title(title)
-    if len(groups) > 1 or hue is not None:
-        axes.legend(title=hue, fontsize="small")
-    return axes
-
-
-def _mark_annotations(axes: Any, annotations: Iterable[Annotation] | None, x: str) -> None:
-    """Annotations as dashed vertical lines with their text: at their creation time on a
-    time axis, at ``metadata["step"]`` on a step axis (those without one are skipped)."""
-    if annotations is None:
-        return
-    for note in annotations:
-        if x == "time":
-            where: Any = note.created_at
-        else:
-            step = (note.metadata or {}).get("step")
-            where = step if isinstance(step, int | float) and not isinstance(step, bool) else None
-        if where is None:
-            continue
-        axes.axvline(where, color="grey", linestyle="--", linewidth=1, alpha=0.8)
-        text = note.text if len(note.text) <= 30 else note.text[:29] + "…"
-        axes.annotate(
-            text,
-            xy=(where, 1),
-            xycoords=("data", "axes fraction"),
-            xytext=(2, -2),
-            textcoords="offset points",
-            rotation=90,
-            va="top",
-            fontsize="x-small",
-            color="dimgrey",
-        )

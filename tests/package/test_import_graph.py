@@ -1,4 +1,4 @@
-"""No import cycle among the SDK's modules, except between a folder and its experiments.
+"""No import cycle among the SDK's modules, except between experiments and what holds them.
 
 The graph is built from the source with :mod:`ast` (nothing is imported), one node per
 module of ``syvain_metrics`` (a package is its ``__init__``), one edge per import of another
@@ -17,10 +17,13 @@ in ``syvain_metrics/__init__.py``), and the implicit import of parent packages (
 module would then depend on the root package).
 
 Each level is checked on its own, from the strictest (runtime imports alone) to all of
-them, so that a failure says which kind of import closes the cycle. The one exception is
-``resources.folder`` <-> ``resources.experiment`` (the package and its modules): a folder
-lists its experiments and an experiment names its folder; the edges between those two are
-left out of the graph, so any other cycle through them still fails.
+them, so that a failure says which kind of import closes the cycle. The exception is an
+experiment and what holds experiments: ``resources.folder`` <-> ``resources.experiment``
+(the package and its modules), where a folder lists its experiments and an experiment
+names its folder, and ``resources.experiment_list`` <-> ``resources.experiment``, where
+``Experiment.list()`` returns the runs table and the table's items are typed as
+experiments. The edges between those pairs are left out of the graph, so any other cycle
+through them still fails.
 """
 
 from __future__ import annotations
@@ -38,7 +41,9 @@ PACKAGE = Path(syvain_metrics.__file__).parent
 ROOT_NAME = "syvain_metrics"
 
 FOLDER = "syvain_metrics.resources.folder"
+EXPERIMENT_LIST = "syvain_metrics.resources.experiment_list"
 EXPERIMENT = "syvain_metrics.resources.experiment"
+HOLDERS_OF_EXPERIMENTS = frozenset({FOLDER, EXPERIMENT_LIST})
 
 Edges = dict[tuple[str, str], set[str]]
 
@@ -141,9 +146,10 @@ def _in_experiment(module: str) -> bool:
 
 
 def _allowed(source: str, target: str) -> bool:
-    """The folder <-> experiment edges, the one pair allowed to import each other."""
-    return (source == FOLDER and _in_experiment(target)) or (
-        target == FOLDER and _in_experiment(source)
+    """The edges between an experiment and what holds experiments (a folder, the runs
+    table): the pairs allowed to import each other."""
+    return (source in HOLDERS_OF_EXPERIMENTS and _in_experiment(target)) or (
+        target in HOLDERS_OF_EXPERIMENTS and _in_experiment(source)
     )
 
 

@@ -17,7 +17,7 @@ import pytest
 from matplotlib.axes import Axes
 
 import syvain_metrics as sm
-from syvain_metrics.tables.frames import ema
+from syvain_metrics.tables.plots import ema
 from syvain_metrics.testing import LocalServer
 
 pytest.importorskip("waitress", reason="the local server needs the 'local' extra")

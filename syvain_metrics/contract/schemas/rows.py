@@ -68,6 +68,19 @@ _TIMES = frozenset({"client_timestamp_ms", "server_timestamp_ms"})
 _OPTIONAL = frozenset({"experiment_description", "experiment_metadata_json"})
 _REQUIRED = frozenset(ROW_COLUMN_TYPES) - _OPTIONAL
 """Fields every row carries (``step`` too: it may be null but not absent)."""
+_REPEATING = frozenset(
+    {
+        "org_id",
+        "experiment_id",
+        "experiment_slug",
+        "experiment_description",
+        "experiment_metadata_json",
+        "metric_name",
+        "event_metadata_json",
+    }
+)
+"""Text fields that often hold one value for a whole answer."""
+_ONE_TYPE = frozenset({str, _NONE})
 
 
 class _Absent:
@@ -86,17 +99,23 @@ ABSENT: Any = _Absent()
 
 
 class RowPage(list[dict[str, Any]]):
-    """The rows of one answer as received, plus ``columns``: each documented field that every
-    row carries, as the list validation already took out of the rows (so storing the page
-    column by column need not take it out again). Slices keep their columns.
+    """The rows of one answer as received, plus what validation learnt of them, so that
+    storing the page column by column need not learn it again: ``columns``, each documented
+    field that every row carries, as the list validation took out of the rows; ``types``,
+    the JSON types found in each of those columns (values checked against the contract,
+    times within its range); ``uniform``, the fields whose column holds one value
+    throughout. Slices keep all three (a part of a column has at most its types, and a part
+    of a uniform column is uniform).
 
     Example:
         >>> page = MetricRowTable().deserialize([{**ROW, "step": 1.0}, {**ROW, "step": 2.0}])
-        >>> page[1:].columns["step"]
-        [2.0]
+        >>> page[1:].columns["step"], page.types["step"] == {float}, "metric_name" in page.uniform
+        ([2.0], True, True)
     """
 
     columns: dict[str, list[Any]]
+    types: dict[str, set[type]]
+    uniform: frozenset[str]
 
     @overload
     def __getitem__(self, index: SupportsIndex) -> dict[str, Any]: ...
@@ -106,6 +125,8 @@ class RowPage(list[dict[str, Any]]):
         if isinstance(index, slice):
             page = RowPage(super().__getitem__(index))
             page.columns = {name: column[index] for name, column in self.columns.items()}
+            page.types = self.types
+            page.uniform = self.uniform
             return page
         return super().__getitem__(index)
 
@@ -132,13 +153,19 @@ class MetricRowTable(_Field):
             raise ValidationError("Must be a list of rows.")
         page = RowPage(value)
         page.columns = {}
+        page.types = {}
+        page.uniform = frozenset()
         if not value:
             return page
         rows: list[dict[str, Any]] = value
         count = len(rows)
+        uniform: list[str] = []
         if type_set(rows) != {dict}:
             bad = next(i for i, row in enumerate(rows) if type(row) is not dict)
             raise ValidationError(f"Row {bad} is not an object.")
+        # The required fields are checked present one by one below: when the rows hold no
+        # more keys than those, no row carries an optional field.
+        bare = sum(map(len, rows)) == count * len(_REQUIRED)
         for name, allowed in ROW_COLUMN_TYPES.items():
             if name in _REQUIRED:
                 # itemgetter is the faster pass, and a KeyError is how a missing field shows.
@@ -147,10 +174,23 @@ class MetricRowTable(_Field):
                 except KeyError:
                     bad = next(i for i, row in enumerate(rows) if name not in row)
                     raise ValidationError(f"Row {bad}: field {name} is missing.") from None
-                found = set(map(type, column))
+            elif bare:
+                continue
             else:
-                column = list(map(dict.get, rows, repeat(name, count), repeat(ABSENT, count)))
-                found = set(map(type, column)) - {_Absent}
+                try:  # every row carries it: the common case when it is asked for
+                    column = list(map(itemgetter(name), rows))
+                except KeyError:
+                    column = list(map(dict.get, rows, repeat(name, count), repeat(ABSENT, count)))
+            first = column[0]
+            if name in _REPEATING and type(first) in _ONE_TYPE and column.count(first) == count:
+                # Only a string equals a string among JSON values (and only null, null): one
+                # value throughout has the type of the first; the common case, and cheaper
+                # than a type per value.
+                found = {type(first)}
+                uniform.append(name)
+            else:
+                found = set(map(type, column))
+            found.discard(_Absent)
             if not found <= allowed:
                 bad = next(i for i, row in enumerate(rows) if type(row.get(name)) not in allowed)
                 raise ValidationError(f"Row {bad}: field {name} has the wrong type.")
@@ -164,6 +204,8 @@ class MetricRowTable(_Field):
                 raise ValidationError(f"Row {bad}: field metric_value is not finite.")
             if name in _REQUIRED or ABSENT not in column:
                 page.columns[name] = column
+                page.types[name] = found
+        page.uniform = frozenset(uniform)
         return page
 
 

@@ -22,7 +22,7 @@ from syvain_metrics.contract.schemas.annotation import (
 from syvain_metrics.contract.schemas.base import load_request
 from syvain_metrics.resources.annotation import Annotation, AnnotationList
 from syvain_metrics.resources.experiment.base import ExperimentBase
-from syvain_metrics.resources.paging import read_created
+from syvain_metrics.resources.lists import read_created
 
 
 class Annotating(ExperimentBase):

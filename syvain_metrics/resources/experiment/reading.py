@@ -7,45 +7,45 @@ Example:
 
 from __future__ import annotations
 
-import datetime as dt
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from syvain_metrics.contract import routes
 from syvain_metrics.contract.schemas.base import load_request
 from syvain_metrics.contract.schemas.metric_query import MetricsQuery
 from syvain_metrics.contract.schemas.options import check_flag, check_page_size
+from syvain_metrics.resources.compare import Series
 from syvain_metrics.resources.experiment.base import ExperimentBase
-from syvain_metrics.resources.metric import MetricRows, Series, iter_rows, read_rows
+from syvain_metrics.resources.metric import MetricRows, iter_rows, read_rows
+from syvain_metrics.tables.options import ReadOptions, keyword_options
 
 
 class MetricReading(ExperimentBase):
     """``metrics()``, ``iter_metrics()`` and ``series()`` of an experiment."""
 
-    def _metrics_query(self, arguments: dict[str, Any]) -> tuple[dict[str, Any], int | None]:
-        """Validate the filters among a read method's ``arguments`` (the schema's fields;
-        ``name`` is ``metric_name``): the query and its limit."""
+    def _metrics_query(
+        self,
+        name: str | None,
+        metadata: Mapping[str, Any] | str | None,
+        step: int | None,
+        options: ReadOptions,
+    ) -> tuple[dict[str, Any], int | None]:
+        """Validate a read's filters and options: the query and its limit."""
         schema = MetricsQuery()
-        arguments = {**arguments, "metric_name": arguments["name"]}
-        query = load_request(schema, {key: arguments[key] for key in schema.fields})
+        values = {**options.values(), "metric_name": name, "metadata": metadata, "step": step}
+        query = load_request(schema, {key: values[key] for key in schema.fields})
         limit_value = query.pop("limit", None)
         self._settle_logs()
         return query, limit_value
 
+    @keyword_options(ReadOptions)
     def metrics(
         self,
         name: str | None = None,
         *,
         metadata: Mapping[str, Any] | str | None = None,
         step: int | None = None,
-        from_step: int | None = None,
-        to_step: int | None = None,
-        from_time: int | dt.datetime | None = None,
-        to_time: int | dt.datetime | None = None,
-        sort_by: str | Sequence[str] | None = None,
-        sort_direction: str | None = None,
-        limit: int | None = None,
-        include_experiment_meta_as_of: bool | None = None,
+        options: ReadOptions,
         progress: bool = False,
     ) -> MetricRows:
         """Read metric events. Without ``limit`` every matching row is returned (paging as
@@ -53,14 +53,15 @@ class MetricReading(ExperimentBase):
         rows read (the ``progress`` extra: a widget in a notebook, text in a terminal).
 
         ``metadata`` is a one-key dict (``{"split": "train"}``; a non-string value matches
-        by JSON equality) or a bare key (``"split"``: events that have that key).
+        by JSON equality) or a bare key (``"split"``: events that have that key); ``step``
+        one step.
 
         Example:
             >>> rows = exp.metrics("loss", metadata={"split": "train"}, from_step=0, to_step=50)  # doctest: +SKIP
             >>> rows[0].value, rows.to_pandas()                                                  # doctest: +SKIP
         """
         check_flag("progress", progress)
-        query, limit_value = self._metrics_query(locals())
+        query, limit_value = self._metrics_query(name, metadata, step, options)
         return read_rows(
             self._bind(),
             routes.LIST_METRICS,
@@ -71,20 +72,14 @@ class MetricReading(ExperimentBase):
             description=f"read {self.slug or self.id}",
         )
 
+    @keyword_options(ReadOptions)
     def iter_metrics(
         self,
         name: str | None = None,
         *,
         metadata: Mapping[str, Any] | str | None = None,
         step: int | None = None,
-        from_step: int | None = None,
-        to_step: int | None = None,
-        from_time: int | dt.datetime | None = None,
-        to_time: int | dt.datetime | None = None,
-        sort_by: str | Sequence[str] | None = None,
-        sort_direction: str | None = None,
-        limit: int | None = None,
-        include_experiment_meta_as_of: bool | None = None,
+        options: ReadOptions,
         page_size: int | None = None,
     ) -> Iterator[MetricRows]:
         """:meth:`metrics`, one :class:`MetricRows` page at a time, in constant memory: for
@@ -96,7 +91,7 @@ class MetricReading(ExperimentBase):
             >>> for page in exp.iter_metrics("loss", page_size=50_000):  # doctest: +SKIP
             ...     frame = page.to_pandas()
         """
-        query, limit_value = self._metrics_query(locals())
+        query, limit_value = self._metrics_query(name, metadata, step, options)
         return iter_rows(
             self._bind(),
             routes.LIST_METRICS,

@@ -53,7 +53,7 @@ from syvain_metrics.resources.experiment_list import (
     summarize,
 )
 from syvain_metrics.resources.folder import Folder, folder_id_of, is_conflict
-from syvain_metrics.resources.paging import read_created
+from syvain_metrics.resources.lists import read_created
 
 if TYPE_CHECKING:
     from collections.abc import Callable

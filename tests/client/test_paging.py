@@ -21,7 +21,7 @@ import pytest
 import responses
 
 import syvain_metrics as sm
-from syvain_metrics.resources.paging import RowReader
+from syvain_metrics.client.paging import RowReader
 from tests.conftest import API, API_KEY, HOST, envelope, error_body, experiment_wire, row_wire
 
 Row = dict[str, Any]
@@ -1099,7 +1099,7 @@ class BodyFetch:
 
 
 def test_the_request_after_a_page_leaves_before_the_page_is_decoded() -> None:
-    from syvain_metrics.resources.paging import _Pages
+    from syvain_metrics.client.pages import Pages as _Pages
 
     rows = make_rows(random.Random(46), per_step(500, 2))
     calls: list[dict[str, Any]] = []
@@ -1163,7 +1163,7 @@ def test_a_wrong_guess_from_the_raw_bytes_costs_a_request_not_a_row() -> None:
     ],
 )
 def test_last_row_guesses_never_raise(body: bytes) -> None:
-    from syvain_metrics.resources.paging import last_row
+    from syvain_metrics.client.pages import last_row
 
     row = last_row(body)
     assert row is None or row["event_id"] == "a"

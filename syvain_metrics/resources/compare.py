@@ -1,0 +1,154 @@
+"""Comparing runs: :class:`Series` (one metric of one experiment) and :func:`compare`, which
+reads several series in one answer.
+
+Example:
+    >>> sm.compare([a.series("loss"), b.series("loss")])          # doctest: +SKIP
+    <MetricRows 200 rows>
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from syvain_metrics.client.registry import get_session
+from syvain_metrics.client.session import Session
+from syvain_metrics.contract import routes
+from syvain_metrics.contract.schemas.base import load_request
+from syvain_metrics.contract.schemas.metric_query import (
+    CompareQuery,
+    CompareSeriesList,
+    series_param,
+)
+from syvain_metrics.contract.schemas.options import check_flag, check_page_size
+from syvain_metrics.errors import MetricsValidationError
+from syvain_metrics.resources.metric import MetricRows, iter_rows, read_rows
+from syvain_metrics.tables.options import ReadOptions, keyword_options
+
+if TYPE_CHECKING:
+    from syvain_metrics.resources.experiment.base import ExperimentBase
+
+
+@dataclass(frozen=True)
+class Series:
+    """One metric of one experiment, optionally narrowed by a metadata filter, for :func:`compare`.
+
+    ``metadata`` is a one-key dict (``{"split": "train"}``) or a bare key (``"split"``).
+
+    Example:
+        >>> Series("0f8e2c1a", "loss", metadata={"split": "train"}).to_param()
+        '{"experiment_id":"0f8e2c1a","metric_name":"loss","metadata_key":"split","metadata_value":"train"}'
+    """
+
+    experiment_id: str
+    name: str
+    metadata: Mapping[str, Any] | str | None = None
+    session: Session | None = field(default=None, repr=False, compare=False)
+
+    def __init__(
+        self,
+        experiment_id: str | ExperimentBase,
+        name: str,
+        *,
+        metadata: Mapping[str, Any] | str | None = None,
+        session: Session | None = None,
+    ) -> None:
+        # Imported here: the experiment package imports this module (for series()).
+        from syvain_metrics.resources.experiment.base import ExperimentBase
+
+        if isinstance(experiment_id, ExperimentBase):
+            session = session or experiment_id._session
+            experiment_id = experiment_id.id
+        object.__setattr__(self, "experiment_id", experiment_id)
+        object.__setattr__(self, "name", name)
+        object.__setattr__(self, "metadata", metadata)
+        object.__setattr__(self, "session", session)
+
+    def _wire(self) -> dict[str, Any]:
+        return {
+            "experiment_id": self.experiment_id,
+            "metric_name": self.name,
+            "metadata": self.metadata,
+        }
+
+    def to_param(self) -> str:
+        """The compact JSON text sent as one ``series`` query value.
+
+        Example:
+            >>> Series("e1", "loss").to_param()
+            '{"experiment_id":"e1","metric_name":"loss"}'
+        """
+        loaded = load_request(CompareSeriesList(), {"series": [self._wire()]})
+        return series_param(loaded["series"][0])
+
+
+def _compare_read(
+    series: Sequence[Series], session: Session | None, options: ReadOptions
+) -> tuple[Session, dict[str, Any], int | None]:
+    """Validate a compare: its session, its query parameters and its ``limit``."""
+    items = list(series)
+    if not all(isinstance(s, Series) for s in items):
+        raise MetricsValidationError({"series": ["Each item must be an sm.Series."]})
+    loaded = load_request(CompareSeriesList(), {"series": [s._wire() for s in items]})
+    schema = CompareQuery()
+    values = options.values()
+    query = load_request(schema, {key: values[key] for key in schema.fields})
+    bound = get_session(session or next((s.session for s in items if s.session), None))
+    limit_value = query.pop("limit", None)
+    # Read your writes: this session's pending log() events of these runs land first.
+    bound.logs.settle({s["experiment_id"] for s in loaded["series"]}, bound.timeout)
+    return bound, {"series": [series_param(s) for s in loaded["series"]], **query}, limit_value
+
+
+@keyword_options(ReadOptions)
+def compare(
+    series: Sequence[Series],
+    *,
+    options: ReadOptions,
+    progress: bool = False,
+    session: Session | None = None,
+) -> MetricRows:
+    """Read several series (up to 64) in one answer; without ``limit``, every row.
+
+    ``sort_by`` may also name ``"series"`` (the order of ``series``). ``progress=True``
+    shows a progress bar of rows read (the ``progress`` extra: a widget in a notebook).
+
+    Example:
+        >>> rows = sm.compare([a.series("loss", metadata={"split": "train"}),
+        ...                    b.series("loss", metadata={"split": "train"})], to_step=100)  # doctest: +SKIP
+        >>> rows.to_pandas().groupby("experiment_slug")["value"].min()  # doctest: +SKIP
+    """
+    check_flag("progress", progress)
+    bound, params, limit_value = _compare_read(series, session, options)
+    return read_rows(
+        bound,
+        routes.COMPARE_METRICS,
+        (),
+        params,
+        limit_value,
+        progress=progress,
+        description="compare",
+    )
+
+
+@keyword_options(ReadOptions)
+def iter_compare(
+    series: Sequence[Series],
+    *,
+    options: ReadOptions,
+    page_size: int | None = None,
+    session: Session | None = None,
+) -> Iterator[MetricRows]:
+    """:func:`compare`, one :class:`MetricRows` page at a time, in constant memory: for
+    histories larger than memory (``page.to_pandas()`` gives DataFrame chunks).
+    ``page_size`` (default 20,000, or the session's if smaller) bounds the rows per page.
+
+    Example:
+        >>> for page in sm.iter_compare([a.series("loss"), b.series("loss")]):  # doctest: +SKIP
+        ...     total += sum(page.values)
+    """
+    bound, params, limit_value = _compare_read(series, session, options)
+    return iter_rows(
+        bound, routes.COMPARE_METRICS, (), params, limit_value, check_page_size(page_size)
+    )
