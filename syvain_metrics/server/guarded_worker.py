@@ -32,11 +32,11 @@ import io
 import selectors
 import socket
 import time
-from functools import partial
 from collections.abc import Iterator
+from functools import partial
 from typing import Any
 
-from gunicorn.workers.gthread import ThreadWorker, TConn
+from gunicorn.workers.gthread import TConn, ThreadWorker
 
 from syvain_metrics.server.limits import (
     BODY_TIMEOUT_S,
@@ -52,7 +52,7 @@ HEAD_BYTES_LIMIT = 256 * 1024
 past it the head goes to a thread as it is, and gunicorn's own limits answer."""
 
 
-class RequestTimeout(Exception):
+class RequestTimeoutError(Exception):
     """The part of the request still arriving (head or body) missed its deadline (not an
     ``OSError``: gunicorn takes those for a client gone, and answers nothing)."""
 
@@ -75,18 +75,18 @@ class DeadlineSocket:
         return getattr(self.sock, name)
 
     def recv(self, size: int, *flags: int) -> bytes:
-        """Read as ``socket.recv``; raise :class:`RequestTimeout` once the deadline passed."""
+        """Read as ``socket.recv``; raise :class:`RequestTimeoutError` once the deadline passed."""
         if self.deadline is None:
-            return self.sock.recv(size, *flags)
+            return bytes(self.sock.recv(size, *flags))
         remaining = self.deadline - time.monotonic()
         if remaining <= 0:
-            raise RequestTimeout("the request did not arrive in time")
+            raise RequestTimeoutError("the request did not arrive in time")
         previous = self.sock.gettimeout()
         self.sock.settimeout(remaining)
         try:
-            return self.sock.recv(size, *flags)
+            return bytes(self.sock.recv(size, *flags))
         except TimeoutError:
-            raise RequestTimeout("the request did not arrive in time") from None
+            raise RequestTimeoutError("the request did not arrive in time") from None
         finally:
             self.sock.settimeout(previous)
 
@@ -106,7 +106,7 @@ class _Received(io.RawIOBase):
     def read(self, size: int | None = -1) -> bytes:
         data = self._head.read(size)
         if size is None or size < 0:
-            return data + self._rest.read()
+            return data + bytes(self._rest.read())
         if len(data) < size:
             data += self._rest.read(size - len(data))
         return data
@@ -120,7 +120,8 @@ class _Received(io.RawIOBase):
         line = self._head.readline(size)
         if line.endswith(b"\n") or (size is not None and 0 <= size == len(line)):
             return line
-        return line + self._rest.readline(-1 if size is None or size < 0 else size - len(line))
+        rest = self._rest.readline(-1 if size is None or size < 0 else size - len(line))
+        return line + bytes(rest)
 
     def __iter__(self) -> Iterator[bytes]:
         while line := self.readline():
@@ -257,12 +258,17 @@ class GuardedThreadWorker(ThreadWorker):  # type: ignore[misc]
         self.murder_gathering()
 
     def _make_room(self, client: str) -> bool:
+        self.method_queue.run_callbacks(None)  # requests just answered are idle now
         mine = [conn for conn in self.clients.get(client, []) if conn.phase != "gone"]
         if len(mine) < self.per_client or self.trusted_proxies.trusts(client):
             return True
         # Still sending a head first (oldest), then a body, then idle between requests.
         order = {"head": 0, "body": 1, "idle": 2}
         waiting = [conn for conn in mine if conn.phase in order]
+        if not waiting and any(conn.phase == "answering" for conn in mine):
+            # An answer may be out while its thread has not yet said so: a moment for it.
+            time.sleep(0.02)
+            waiting = [conn for conn in mine if conn.phase in order]
         if not waiting:
             return False
         oldest = min(waiting, key=lambda conn: (order[conn.phase], conn.since))
@@ -283,7 +289,7 @@ class GuardedThreadWorker(ThreadWorker):  # type: ignore[misc]
         """gunicorn's bookkeeping, then the connection's place: idle, or forgotten."""
         super().finish_request(conn, fs)
         if conn in self.keepalived_conns:
-            conn.phase, conn.since = "idle", time.monotonic()
+            conn.phase = "idle"
         else:
             conn.phase = "gone"
             self._forget(conn)
@@ -310,9 +316,14 @@ class GuardedThreadWorker(ThreadWorker):  # type: ignore[misc]
             conn.init()
             conn.parser.unreader.unread(head)
         try:
-            return super().handle(conn)
+            keep = super().handle(conn)
         finally:
             conn.sock.deadline = None
+        if keep is True:  # answered: idle from now on, before the poller hears of it
+            # Idle ones make room in the order their last requests began to be answered
+            # (their threads may end in another order).
+            conn.phase, conn.since = "idle", conn.since
+        return keep
 
     def handle_request(self, req: Any, conn: Any) -> Any:
         """Receive the body whole within its deadline, then answer (gunicorn's)."""
@@ -322,12 +333,12 @@ class GuardedThreadWorker(ThreadWorker):  # type: ignore[misc]
             received = req.body.read(MAX_BODY_BYTES + 1)
             req.body = _Received(received, req.body)
         conn.sock.deadline = None
-        conn.phase = "answering"
+        conn.phase, conn.since = "answering", time.monotonic()
         return super().handle_request(req, conn)
 
     def handle_error(self, req: Any, client: Any, addr: Any, exc: BaseException) -> None:
         """Answer in the contract's envelope: 408 past a deadline, else gunicorn's status."""
-        if isinstance(exc, RequestTimeout):
+        if isinstance(exc, RequestTimeoutError):
             with contextlib.suppress(OSError):
                 client.sendall(_envelope_answer(408, "Request Timeout"))
             return

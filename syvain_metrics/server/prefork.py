@@ -23,6 +23,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import os
 import select
 import socket
@@ -110,10 +111,9 @@ def serve_processes(
     def post_worker_init(worker: Any) -> None:
         sys.setswitchinterval(SERVE_SWITCH_INTERVAL_S)  # see its text: this process serves
         stage("worker-ready")
-        try:
+        # The arbiter reads these at start-up, then drains them: a full pipe is fine.
+        with contextlib.suppress(OSError):
             os.write(ready_write, b"r")
-        except OSError:  # the arbiter reads them all at start-up only: a full pipe is fine
-            pass
 
     def worker_exit(_: Any, worker: Any) -> None:
         app = getattr(worker, "wsgi", None)

@@ -49,7 +49,9 @@ def serve(
         print("syvain-metrics serve: --processes and --threads must be at least 1", file=sys.stderr)
         return 2
     if processes > 1:
-        return _serve_processes(host, port, db, api_keys, threads, processes, trusted_proxies, guard)
+        return _serve_processes(
+            host, port, db, api_keys, threads, processes, trusted_proxies, guard
+        )
     return _serve_one(host, port, db, api_keys, threads, trusted_proxies)
 
 
@@ -85,9 +87,7 @@ def _serve_one(
         stage("listening")
         links = [app.dashboard.login_path(key) for key in keys]
         with held():  # every line whole, or none: a link is never cut in two
-            print_banner(
-                server.effective_host, server.effective_port, host, db, keys, store, links
-            )
+            print_banner(server.effective_host, server.effective_port, host, db, keys, store, links)
         stage("serving")
         sys.setswitchinterval(SERVE_SWITCH_INTERVAL_S)  # this process is the server's alone
         server.run()  # returns after Ctrl-C or SIGTERM (waitress catches KeyboardInterrupt)
