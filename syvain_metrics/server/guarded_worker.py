@@ -329,7 +329,9 @@ class GuardedThreadWorker(ThreadWorker):  # type: ignore[misc]
         """Receive the body whole within its deadline, then answer (gunicorn's)."""
         conn.phase, conn.since = "body", time.monotonic()
         conn.sock.deadline = conn.since + self.body_timeout
-        if req.body is not None:
+        length = next((value for name, value in req.headers if name == "CONTENT-LENGTH"), "")
+        # One the application refuses by its length (413) is not received first.
+        if req.body is not None and not (length.isdigit() and int(length) > MAX_BODY_BYTES):
             received = req.body.read(MAX_BODY_BYTES + 1)
             req.body = _Received(received, req.body)
         conn.sock.deadline = None
