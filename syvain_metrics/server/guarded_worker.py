@@ -288,11 +288,13 @@ class GuardedThreadWorker(ThreadWorker):  # type: ignore[misc]
     def finish_request(self, conn: Any, fs: Any) -> None:
         """gunicorn's bookkeeping, then the connection's place: idle, or forgotten."""
         super().finish_request(conn, fs)
-        if conn in self.keepalived_conns:
-            conn.phase = "idle"
-        else:
+        if conn.sock.sock.fileno() == -1:  # closed by gunicorn
             conn.phase = "gone"
             self._forget(conn)
+        elif conn in self.keepalived_conns:
+            conn.phase = "idle"
+        else:  # a next request read ahead, back in a thread
+            conn.phase, conn.since = "head", time.monotonic()
 
     def murder_keepalived(self, force: bool = False) -> None:
         """Close idle connections past their time (gunicorn's), and forget them."""
