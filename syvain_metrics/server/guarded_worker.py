@@ -17,6 +17,9 @@ design allows:
 - a client address holding ``per_client`` connections in this worker gets its new one in
   the place of its own that waited longest (idle between requests, or still sending), except
   for a trusted proxy's address; when all of them are being answered, the new one is closed.
+- a new connection goes to the worker holding fewest (:class:`Balance`): gunicorn's workers
+  all wait on one listening socket, and the first to wake, often the same one, would take
+  most of them, leaving clients writing at once in one process.
 - the answers gunicorn writes itself (a malformed request, a head too large) are in the
   contract's envelope like every other.
 
@@ -28,12 +31,14 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import io
 import selectors
 import socket
 import time
 from collections.abc import Iterator
 from functools import partial
+from multiprocessing.sharedctypes import RawArray
 from typing import Any
 
 from gunicorn.workers.gthread import TConn, ThreadWorker
@@ -50,6 +55,47 @@ from syvain_metrics.server.runner import envelope_error
 HEAD_BYTES_LIMIT = 256 * 1024
 """Largest request head gathered by the poller (waitress' ``max_request_header_size``):
 past it the head goes to a thread as it is, and gunicorn's own limits answer."""
+
+
+class Balance:
+    """Each worker's open connections and last sign of life, in memory the worker processes
+    share (made before they are forked): a worker leaves a new connection to another that
+    holds fewer, unless that one has shown no sign of life for :attr:`STALE_S` (stopped, or
+    stuck: then it is not waited for).
+
+    Example:
+        >>> balance = Balance(2)
+        >>> balance.report(0, 3); balance.report(1, 1)
+        >>> balance.my_turn(0), balance.my_turn(1)
+        (False, True)
+    """
+
+    STALE_S = 2.0
+
+    def __init__(self, workers: int) -> None:
+        self.slots = workers
+        # Per slot: open connections, then the time.monotonic() of its last report.
+        self._shared = RawArray(ctypes.c_double, 2 * workers)
+
+    def free_slot(self, taken: set[int]) -> int:
+        """A slot no running worker holds (the first one)."""
+        return min(set(range(self.slots)) - taken, default=0)
+
+    def report(self, slot: int, connections: int) -> None:
+        """Record a worker's open connections, and that it runs."""
+        self._shared[2 * slot] = connections
+        self._shared[2 * slot + 1] = time.monotonic()
+
+    def my_turn(self, slot: int) -> bool:
+        """Whether the worker in ``slot`` should take the next connection: no running worker
+        holds fewer."""
+        now, mine = time.monotonic(), self._shared[2 * slot]
+        return not any(
+            other != slot
+            and now - self._shared[2 * other + 1] < self.STALE_S
+            and self._shared[2 * other] < mine
+            for other in range(self.slots)
+        )
 
 
 class RequestTimeoutError(Exception):
@@ -164,6 +210,8 @@ class GuardedThreadWorker(ThreadWorker):  # type: ignore[misc]
     body_timeout: float = BODY_TIMEOUT_S
     per_client: int = CONNECTIONS_PER_CLIENT
     trusted_proxies: TrustedProxies = TrustedProxies()
+    balance: Balance | None = None
+    slot = 0
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -184,6 +232,8 @@ class GuardedThreadWorker(ThreadWorker):  # type: ignore[misc]
                 client_sock.close()
             return
         self.nr_conns += 1
+        if self.balance is not None:
+            self.balance.report(self.slot, self.nr_conns)
         client_sock.setblocking(True)
         conn = TConn(self.cfg, DeadlineSocket(client_sock), client_addr, listener.getsockname())
         conn.opened = time.monotonic()
@@ -192,6 +242,16 @@ class GuardedThreadWorker(ThreadWorker):  # type: ignore[misc]
         conn.since = conn.opened
         self.clients.setdefault(client, []).append(conn)
         self._gather(conn, conn.opened + self.head_timeout)
+
+    def wait_for_and_dispatch_events(self, timeout: float) -> None:
+        """Wait for events (gunicorn's), not listening while another worker holds fewer
+        connections: it takes the next one."""
+        if self.balance is not None:
+            self.balance.report(self.slot, self.nr_conns)
+            if self._accepting and self.alive and not self.balance.my_turn(self.slot):
+                self.set_accept_enabled(False)  # the serving loop enables it again
+                timeout = 0.05  # and looks again soon
+        super().wait_for_and_dispatch_events(timeout)
 
     # -- heads, gathered by the poller ---------------------------------------------------------
 

@@ -84,7 +84,7 @@ def serve_processes(
     """
     from gunicorn.app.base import BaseApplication
 
-    from syvain_metrics.server.guarded_worker import GuardedThreadWorker
+    from syvain_metrics.server.guarded_worker import Balance, GuardedThreadWorker
     from syvain_metrics.server.proxies import TrustedProxies
     from syvain_metrics.server.runner import SERVE_SWITCH_INTERVAL_S, connection_limit
 
@@ -94,6 +94,12 @@ def serve_processes(
     os.set_blocking(ready_read, False)
     os.set_blocking(ready_write, False)
     GuardedThreadWorker.trusted_proxies = TrustedProxies(proxies)
+    balance = GuardedThreadWorker.balance = Balance(processes)
+
+    def pre_fork(arbiter: Any, worker: Any) -> None:
+        # The slot of a worker that ended is taken by the one started in its place.
+        taken = {getattr(running, "slot", -1) for running in arbiter.WORKERS.values()}
+        worker.slot = balance.free_slot(taken)
 
     def post_fork(_: Any, worker: Any) -> None:
         # Out of the terminal's process group: Ctrl-C reaches the arbiter alone, which
@@ -142,6 +148,7 @@ def serve_processes(
                 "forwarded_allow_ips": "",
                 "forwarder_headers": "",
                 "secure_scheme_headers": {},
+                "pre_fork": pre_fork,
                 "post_fork": post_fork,
                 "post_worker_init": post_worker_init,
                 "worker_exit": worker_exit,
