@@ -111,6 +111,35 @@ def test_concurrent_clients_each_store_every_event_once(served: Served) -> None:
             assert list(rows.steps) == list(range(3000))
 
 
+def _connections_per_worker(served: Served) -> list[int]:
+    """How many established connections to the server each worker holds."""
+    port = int(served.url.rsplit(":", 1)[1])
+    established = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for row in Path(table).read_text().splitlines()[1:]:
+            fields = row.split()
+            if int(fields[1].rsplit(":", 1)[1], 16) == port and fields[3] == "01":
+                established.add(fields[9])
+    counts = []
+    for pid in served.workers():
+        inodes = {os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd")}
+        counts.append(sum(f"socket:[{inode}]" in inodes for inode in established))
+    return counts
+
+
+def test_clients_connecting_at_once_land_in_different_workers(served: Served) -> None:
+    # gunicorn's workers share one listening socket; left alone, the first to wake takes
+    # most connections, and clients writing at once would share one process.
+    sessions = [sm.Session(API_KEY, host=served.url, spool_dir=None) for _ in range(2)]
+    try:
+        for session in sessions:
+            assert sm.whoami(session=session).kind == "api_key"  # its connection kept alive
+        assert sorted(_connections_per_worker(served)) == [1, 1]
+    finally:
+        for session in sessions:
+            session.close()
+
+
 def test_a_printed_login_link_opens_in_any_worker_and_only_once(served: Served) -> None:
     signed_in = _fresh_connection(served.login_link, allow_redirects=False)
     assert signed_in.status_code in (200, 303)
