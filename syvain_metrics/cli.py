@@ -1,6 +1,7 @@
 """The ``syvain-metrics`` command.
 
-``syvain-metrics serve`` runs the local reference server until Ctrl-C::
+``syvain-metrics serve`` runs the local reference server until Ctrl-C
+(:mod:`syvain_metrics.server.serve`; ``--processes N`` on gunicorn)::
 
     $ syvain-metrics serve --port 8765 --db metrics.sqlite --api-key ak_local_alice
     Syvain Metrics local server at http://127.0.0.1:8765 (API key: ak_local_alice); Ctrl-C to stop
@@ -36,15 +37,9 @@ import argparse
 import ipaddress
 import sys
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
 
 from syvain_metrics._version import __version__
-from syvain_metrics.server.signal_guard import SignalGuard, Stopped, held, stage
-
-if TYPE_CHECKING:
-    from syvain_metrics.server import MetricsApp, Store
-
-_LOOPBACK = ("127.0.0.1", "localhost", "::1")
+from syvain_metrics.server.signal_guard import SignalGuard, Stopped, stage
 
 
 def _proxy_address(text: str) -> str:
@@ -97,8 +92,9 @@ def _parser() -> argparse.ArgumentParser:
         type=int,
         default=1,
         metavar="N",
-        help="answer from N processes, each with --threads threads, for many clients writing "
-        "at once (default: %(default)s; more than one needs --db FILE and a POSIX system)",
+        help="answer from N gunicorn worker processes, each with --threads threads, for many "
+        "clients writing at once (default: %(default)s; more than one needs --db FILE and "
+        'gunicorn: pip install "syvain-metrics[serve]", on a POSIX system)',
     )
     serve.add_argument(
         "--trusted-proxy",
@@ -196,102 +192,6 @@ def sync(
     return 0 if report.complete else 1
 
 
-def serve(
-    host: str,
-    port: int,
-    db: str,
-    api_keys: Sequence[str],
-    threads: int = 8,
-    processes: int = 1,
-    trusted_proxies: Sequence[str] = (),
-) -> int:
-    """Serve until interrupted; print one line with the URL and the accepted API keys.
-
-    Run by :func:`main` under a :class:`~syvain_metrics.server.signal_guard.SignalGuard`: Ctrl-C
-    or SIGTERM at any moment raise :class:`~syvain_metrics.server.signal_guard.Stopped` here, and
-    everything opened so far is closed before it goes on.
-    """
-    from syvain_metrics.server import MetricsApp, Store, make_server, stop_server
-    from syvain_metrics.server.processes import Dealer
-    from syvain_metrics.server.runner import SERVE_SWITCH_INTERVAL_S
-
-    if processes < 1 or threads < 1:
-        print("syvain-metrics serve: --processes and --threads must be at least 1", file=sys.stderr)
-        return 2
-    store: Store | None = None
-    server: Any = None
-    try:
-        try:
-            store = Store(db, shared=processes > 1)
-        except ValueError as error:
-            print(f"syvain-metrics serve: {error} (--processes {processes})", file=sys.stderr)
-            return 2
-        try:
-            keys = store.use_api_keys(api_keys)
-            app = MetricsApp(store, trusted_proxies=trusted_proxies)
-            stage("store-open")
-            if processes > 1:
-                # Nothing of an earlier run can be in progress, and its logins are forgotten.
-                app.idempotency.reset()
-                store.forget_logins()
-                server = Dealer(
-                    host, port, db, keys, threads, processes, trusted_proxies=trusted_proxies
-                )
-            else:
-                server = make_server(app, host, port, threads=threads)
-        except (ValueError, OSError) as error:
-            print(f"syvain-metrics serve: {error}", file=sys.stderr)
-            return 2
-        stage("listening")
-        with held():  # every line whole, or none: a link is never cut in two
-            _print_banner(server, host, db, keys, store, app)
-        stage("serving")
-        sys.setswitchinterval(SERVE_SWITCH_INTERVAL_S)  # this process is the server's alone
-        server.run()  # returns after Ctrl-C or SIGTERM (waitress catches KeyboardInterrupt)
-    finally:
-        with held():  # a second signal does not cut the clean-up short
-            stage("stopping")
-            if isinstance(server, Dealer):
-                server.stop()
-            elif server is not None:
-                stop_server(server, None, app.faults)
-            if store is not None:
-                store.close()
-    return 0
-
-
-def _print_banner(
-    server: Any, host: str, db: str, keys: Sequence[str], store: Store, app: MetricsApp
-) -> None:
-    shown = (
-        f"[{server.effective_host}]" if ":" in str(server.effective_host) else server.effective_host
-    )
-    label = "API key" if len(keys) == 1 else "API keys"
-    accepted = (
-        f"{label}: {', '.join(keys)}"
-        if keys
-        else f"the {store.api_key_count} API key(s) stored in {db}, kept as hashes"
-    )
-    origin = f"http://{shown}:{server.effective_port}"
-    links = [app.dashboard.login_path(key) for key in keys]
-    print(
-        f"Syvain Metrics local server at {origin} ({accepted}); Ctrl-C to stop",
-        flush=True,
-    )
-    stage("printing")
-    for key, link in zip(keys, links, strict=True):
-        owner = f" ({key})" if len(keys) > 1 else ""
-        print(f"Dashboard{owner}: {origin}{link}", flush=True)
-    print(f"(one-time login links; or paste an API key at {origin}/dashboard/login)", flush=True)
-    if host not in _LOOPBACK:
-        print(
-            f"warning: listening on {host}, not loopback; anyone who can reach it and knows a key "
-            "can read and write its data",
-            file=sys.stderr,
-            flush=True,
-        )
-
-
 def _guarded_serve(arguments: list[str]) -> int:
     # Ctrl-C and SIGTERM are handled from here on, before anything else is done: at any
     # moment of start-up, serving or stopping they end ``serve`` cleanly.
@@ -303,6 +203,8 @@ def _guarded_serve(arguments: list[str]) -> int:
     try:
         stage("started")
         args = _parser().parse_args(arguments)
+        from syvain_metrics.server.serve import serve
+
         status = serve(
             args.host,
             args.port,
@@ -311,6 +213,7 @@ def _guarded_serve(arguments: list[str]) -> int:
             args.threads,
             args.processes,
             args.trusted_proxies,
+            guard,
         )
         return guard.exit_status if guard.received is not None else status
     except Stopped:

@@ -4,9 +4,11 @@
 then on, SIGINT (Ctrl-C) and SIGTERM raise :class:`Stopped` (a ``KeyboardInterrupt``, so
 waitress ends its loop as after Ctrl-C) in the main thread, wherever it is, and the command
 cleans up what it made and exits 0 (SIGINT) or 143 (SIGTERM, 128 + 15), without a traceback.
-Steps that must not be cut in two (printing a login link, starting a worker process and
-keeping its handle, stopping everything) run under :func:`held`: a signal that arrives
-there is acted on when the step is done. Only the first signal counts; a second one while
+Steps that must not be cut in two (printing a login link, stopping everything) run under
+:func:`held`: a signal that arrives there is acted on when the step is done. With
+``--processes N`` gunicorn's arbiter takes the signals over once it runs
+(:meth:`SignalGuard.hand_over`): it records the first one here (:meth:`SignalGuard.note`) and
+acts on it itself. Only the first signal counts; a second one while
 the command is stopping changes nothing (stopping is bounded by its own time limits).
 
 For tests, ``SYVAIN_METRICS_SERVE_PAUSE_AT=<stage>`` (one of :data:`STAGES`) makes the
@@ -26,7 +28,6 @@ Example:
 from __future__ import annotations
 
 import os
-import select
 import signal
 import sys
 import threading
@@ -41,9 +42,9 @@ PAUSE_ENV = "SYVAIN_METRICS_SERVE_PAUSE_AT"
 STAGES = (
     "started",  # the guard is installed; nothing is open yet
     "store-open",  # the database is open and the API keys are accepted
-    "worker-started",  # --processes: a worker process runs, not yet ready
-    "worker-begin",  # in a worker: its guard is installed, nothing is open yet
-    "worker-ready",  # in a worker: its database and server are made, "ready" not yet said
+    "worker-started",  # --processes: gunicorn forked a worker process, not yet ready
+    "worker-begin",  # in a worker: just forked, its guard installed, nothing open yet
+    "worker-ready",  # in a worker: its database and application are made, not yet serving
     "listening",  # the server is bound (and its workers are ready); nothing printed
     "printing",  # in the middle of the printed lines (signals held): the address is out
     "serving",  # everything is printed; the server is about to serve
@@ -86,6 +87,7 @@ class SignalGuard:
         self.pause_at: str | None = None
         self._holding = 0
         self._raised = False
+        self._handed_over = False
         self._previous: dict[int, Any] = {}
 
     @property
@@ -137,11 +139,30 @@ class SignalGuard:
         if _current is self:
             _current = None
 
-    def _handle(self, signum: int, frame: FrameType | None) -> None:
+    def hand_over(self) -> None:
+        """Another handler acts on the signals from now on (gunicorn's arbiter): they are
+        only recorded here, through :meth:`note`, and :func:`held` raises nothing."""
+        self._handed_over = True
+        self._raised = True
+
+    def note(self, signum: int) -> bool:
+        """Record a signal acted on elsewhere; ``True`` for the first (later ones change
+        nothing).
+
+        Example:
+            >>> guard = SignalGuard()
+            >>> guard.note(signal.SIGINT), guard.note(signal.SIGTERM), guard.exit_status
+            (True, False, 0)
+        """
         if self.received is not None:
-            return  # already stopping
+            return False
         self.received = signum
-        if self._holding == 0:
+        return True
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        if not self.note(signum):
+            return  # already stopping
+        if self._holding == 0 and not self._handed_over:
             self._raised = True
             raise Stopped(signum)
 
@@ -158,15 +179,18 @@ class SignalGuard:
             raise Stopped(self.received)
 
     def _pause(self, name: str) -> None:
-        # The signal's handler writes to the wake-up pipe even if it arrives before the
-        # wait begins, so the wait cannot miss it; the handler itself raises (or, inside
-        # held(), records) as soon as the main thread runs again.
+        # Any Python-level handler writes the signal's number to the wake-up pipe even if it
+        # arrives before the wait begins, so the wait cannot miss it; this guard's handler
+        # raises (or, inside held(), records) as soon as the main thread runs again, and
+        # gunicorn's (in its arbiter and workers) record it to be acted on after the pause.
+        # Other signals (a worker ending: SIGCHLD) do not end the pause.
         reading, writing = os.pipe()
         os.set_blocking(writing, False)
         previous = signal.set_wakeup_fd(writing)
         try:
             print(f"syvain-metrics serve: paused at {name}", file=sys.stderr, flush=True)
-            select.select([reading], [], [])
+            while not {signal.SIGINT, signal.SIGTERM} & set(os.read(reading, 64)):
+                pass
         finally:
             signal.set_wakeup_fd(previous)
             os.close(reading)
@@ -187,6 +211,13 @@ def held() -> Iterator[None]:
         return
     with _current._held():
         yield
+
+
+def forget_after_fork() -> None:
+    """In a process just forked from a guarded one: the parent's guard is not this
+    process's (its handlers are replaced by the child's own)."""
+    global _current
+    _current = None
 
 
 def stage(name: str) -> None:

@@ -7,8 +7,9 @@ blank lines do not hold a connection either, a kept-alive connection still waits
 idle timeout; a client at its limit loses its connection that waited longest, not its new
 one; a slowloris of 150 connections leaves another address's requests answered first time
 and the SDK's calls from its own address served, in one process, and normal requests served
-with two worker processes; a stopped worker is passed no new connections and
-gets them again once it answers.
+with two gunicorn worker processes (whose heads are gathered by each worker's poller); a
+stopped worker is passed no new connections, and a client at its limit in a worker loses
+its connection that waited longest.
 
 Timings only bound how long a test may wait (a hang detector); what is asserted is what the
 server does.
@@ -17,12 +18,15 @@ server does.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import select
 import signal
 import socket
+import subprocess
 import sys
+import textwrap
 import threading
 import time
 from collections.abc import Iterator
@@ -92,6 +96,19 @@ def trickle(connection: socket.socket, data: bytes, every: float) -> tuple[int, 
         except OSError:
             return sent, ended(connection, HANG)
     return len(data), None
+
+
+def status_over(connection: socket.socket) -> bytes:
+    """Ask for the auth status on a kept-alive connection: the whole answer."""
+    connection.sendall(STATUS_HEAD.encode() + b"\r\n")
+    answer = b""
+    while b"\r\n\r\n" not in answer:
+        answer += connection.recv(65536)
+    head, _, body = answer.partition(b"\r\n\r\n")
+    length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+    while len(body) < length:
+        body += connection.recv(65536)
+    return head + b"\r\n\r\n" + body
 
 
 def check_timed_out(answer: bytes | None) -> None:
@@ -403,32 +420,73 @@ def test_a_slowloris_from_the_same_address_leaves_the_sdks_calls_served() -> Non
 posix_only = pytest.mark.skipif(sys.platform == "win32", reason="needs a POSIX system")
 
 
-@pytest.fixture
-def dealer(tmp_path: Path) -> Iterator[Any]:
-    from syvain_metrics.server.processes import Dealer
+@dataclasses.dataclass
+class Workers:
+    """``prefork.serve_processes`` run in a process of its own, with scaled-down limits."""
 
-    db = str(tmp_path / "metrics.sqlite")
+    process: subprocess.Popen[str]
+    address: tuple[str, int]
+
+    def pids(self) -> list[int]:
+        """The worker processes (the arbiter's children)."""
+        found = []
+        for entry in os.listdir("/proc"):
+            if entry.isdigit():
+                with contextlib.suppress(OSError):
+                    stat = Path(f"/proc/{entry}/stat").read_text()
+                    if int(stat.rsplit(")", 1)[1].split()[1]) == self.process.pid:
+                        found.append(int(entry))
+        return sorted(found)
+
+
+def gunicorn_workers(directory: Path, processes: int, per_client: int) -> Workers:
+    db = str(directory / "metrics.sqlite")
     store = Store(db, shared=True)
-    keys = store.use_api_keys([API_KEY])
+    store.use_api_keys([API_KEY])
     store.close()
-    dealer = Dealer("127.0.0.1", 0, db, keys, 4, 2, connections=20)
-    threading.Thread(target=dealer.run, daemon=True).start()
+    code = textwrap.dedent(
+        f"""
+        import sys
+        from syvain_metrics.server import prefork
+        from syvain_metrics.server.guarded_worker import GuardedThreadWorker
+        from syvain_metrics.server.signal_guard import SignalGuard
+        GuardedThreadWorker.per_client = {per_client}
+        listener = prefork.bind("127.0.0.1", 0)
+        port = listener.getsockname()[1]
+        prefork.serve_processes(
+            listener, {db!r}, [{API_KEY!r}], threads=4, processes={processes},
+            trusted_proxies=(), announce=lambda: print(port, flush=True),
+            guard=SignalGuard().install(),
+        )
+        """
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+    )
+    assert process.stdout is not None
+    port = int(process.stdout.readline())
+    return Workers(process, ("127.0.0.1", port))
+
+
+@pytest.fixture
+def workers(tmp_path: Path) -> Iterator[Workers]:
+    # As many slots per client address in each of the two workers as the dealer's workers had.
+    served = gunicorn_workers(tmp_path, processes=2, per_client=20)
     try:
-        yield dealer
+        yield served
     finally:
-        for worker in dealer.workers:
+        for pid in served.pids():
             with contextlib.suppress(ProcessLookupError):
-                os.kill(worker.process.pid, signal.SIGCONT)
-        dealer.stop()
+                os.kill(pid, signal.SIGCONT)
+        served.process.terminate()
+        served.process.wait(60)
 
 
 @posix_only
-def test_a_slowloris_leaves_normal_requests_served_by_worker_processes(dealer: Any) -> None:
-    address = ("127.0.0.1", dealer.effective_port)
-    # From another loopback address, as in one process: its connections push out its own.
-    # Calls go through the SDK: on a machine too busy for a worker to confirm a connection
-    # within 2 s, the dealer closes it (as for a stopped worker) and the SDK calls again.
-    kinds, cut = sdk_calls_under_attack(address, source="127.0.0.2")  # against 2 x 20 slots
+def test_a_slowloris_leaves_normal_requests_served_by_worker_processes(workers: Workers) -> None:
+    # From another loopback address, as in one process: its connections push out its own;
+    # heads are gathered by each worker's poller, so slow ones hold no thread.
+    kinds, cut = sdk_calls_under_attack(workers.address, source="127.0.0.2")  # vs 2 x 20 slots
     assert kinds == ["api_key"] * 20
     assert cut > 0
 
@@ -445,12 +503,12 @@ def _statuses(address: tuple[str, int], count: int) -> list[int | None]:
 
 
 @posix_only
-def test_a_stopped_worker_is_passed_no_new_connections(dealer: Any) -> None:
-    address = ("127.0.0.1", dealer.effective_port)
-    first, second = (worker.process.pid for worker in dealer.workers)
+def test_a_stopped_worker_is_passed_no_new_connections(workers: Workers) -> None:
+    address = workers.address
+    first, second = workers.pids()
     os.kill(first, signal.SIGSTOP)
-    # Never a hang (requests' timeout would raise): the one connection the stopped worker
-    # did not confirm is closed, and the others go to the worker that answers.
+    # Never a hang (requests' timeout would raise): a stopped worker accepts nothing, and
+    # every connection goes to the worker that answers.
     statuses = _statuses(address, 8)
     assert statuses.count(200) >= 7, statuses
     assert set(statuses) <= {200, None}
@@ -463,19 +521,20 @@ def test_a_stopped_worker_is_passed_no_new_connections(dealer: Any) -> None:
 
 
 @posix_only
-def test_a_stopped_worker_holds_up_no_other_connection(
-    dealer: Any, monkeypatch: pytest.MonkeyPatch
+def test_a_client_at_its_limit_in_a_worker_loses_its_connection_that_waited_longest(
+    tmp_path: Path,
 ) -> None:
-    from syvain_metrics.server import processes
-
-    # Longer than any wait below: a dealer waiting for the stopped worker would fail them.
-    monkeypatch.setattr(processes, "HANDOVER_ACK_TIMEOUT_S", 4 * HANG)
-    address = ("127.0.0.1", dealer.effective_port)
-    os.kill(dealer.workers[0].process.pid, signal.SIGSTOP)
-    with socket.create_connection(address, timeout=HANG) as first:  # dealt to the first worker
-        first.sendall(STATUS_HEAD.encode() + b"Connection: close\r\n\r\n")
-        assert _statuses(address, 3) == [200] * 3  # the other worker, while the first waits
-        os.kill(dealer.workers[0].process.pid, signal.SIGCONT)
-        answer = ended(first, HANG)  # confirmed late, within the deadline: served
-    assert answer is not None
-    assert answer.startswith(b"HTTP/1.1 200")
+    served = gunicorn_workers(tmp_path, processes=1, per_client=2)
+    try:
+        held = [socket.create_connection(served.address, timeout=HANG) for _ in range(2)]
+        for connection in held:
+            assert status_over(connection).startswith(b"HTTP/1.1 200")
+        # Both idle now: the one idle longest makes room, the new one is answered.
+        assert answered(served.address) == 200
+        assert ended(held[0], HANG) == b""
+        assert status_over(held[1]).startswith(b"HTTP/1.1 200")
+        for connection in held:
+            connection.close()
+    finally:
+        served.process.terminate()
+        served.process.wait(60)
