@@ -46,9 +46,9 @@ from waitress.server import TcpWSGIServer
 from waitress.task import ErrorTask
 from waitress.utilities import build_http_date
 
+from syvain_metrics.server.errors import envelope_error
 from syvain_metrics.server.framing import FramingParser
 from syvain_metrics.server.proxies import TrustedProxies
-from syvain_metrics.server.runner import envelope_error
 
 ACCEPTS_PER_PASS = 64
 """Connections accepted each time the serving loop finds some waiting (fewer with a lower

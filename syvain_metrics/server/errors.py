@@ -11,6 +11,7 @@ Example:
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from typing import Any
 
@@ -96,3 +97,26 @@ def from_validation(error: ValidationError, *, what: str, prefix: str = "") -> A
     if field == "_schema":  # a whole-object rule, e.g. "a folder patch needs name or parent_id"
         field = prefix or "body"
     return invalid(field, " ".join(messages), what=what)
+
+
+_SERVING_ERROR_CODES = {
+    400: "bad_request",
+    408: "request_timeout",
+    413: "payload_too_large",
+    431: "headers_too_large",
+    501: "not_implemented",
+}
+"""The codes of the errors the serving layer answers before the app sees a request."""
+
+
+def envelope_error(status: int, reason: str) -> bytes:
+    """The body of an error the serving layer (waitress, a gunicorn worker) answers by
+    itself, in the contract's envelope.
+
+    Example:
+        >>> envelope_error(431, "Request Header Fields Too Large")
+        b'{"data":null,"error":{"message":"Request Header Fields Too Large","details":"code=headers_too_large"}}'
+    """
+    code = _SERVING_ERROR_CODES.get(status, "internal_error")
+    error = {"message": reason, "details": f"code={code}"}
+    return json.dumps({"data": None, "error": error}, separators=(",", ":")).encode()

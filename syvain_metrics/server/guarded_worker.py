@@ -43,6 +43,7 @@ from typing import Any
 
 from gunicorn.workers.gthread import TConn, ThreadWorker
 
+from syvain_metrics.server.errors import envelope_error
 from syvain_metrics.server.limits import (
     BODY_TIMEOUT_S,
     CONNECTIONS_PER_CLIENT,
@@ -50,7 +51,6 @@ from syvain_metrics.server.limits import (
     MAX_BODY_BYTES,
 )
 from syvain_metrics.server.proxies import TrustedProxies
-from syvain_metrics.server.runner import envelope_error
 
 HEAD_BYTES_LIMIT = 256 * 1024
 """Largest request head gathered by the poller (waitress' ``max_request_header_size``):

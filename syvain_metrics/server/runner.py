@@ -20,7 +20,6 @@ Example:
 
 from __future__ import annotations
 
-import json
 import logging
 import resource
 import threading
@@ -43,14 +42,6 @@ RECEIVED_BODY_LIMIT = 16 * MAX_BODY_BYTES
 512 KB, not in memory) so the application answers its own 413 while the client still reads;
 a larger one is cut off as soon as its headers say so."""
 
-_ERROR_CODES = {
-    400: "bad_request",
-    408: "request_timeout",
-    413: "payload_too_large",
-    431: "headers_too_large",
-    501: "not_implemented",
-}
-
 SERVE_SWITCH_INTERVAL_S = 0.0001
 """Python's thread switch interval in a ``syvain-metrics serve`` process (the default is
 5 ms). The thread that writes a batch calls into SQLite about fifteen times, without the
@@ -68,18 +59,6 @@ class _QuietBrokenAnswers(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         return "too few bytes" not in record.getMessage()
-
-
-def envelope_error(status: int, reason: str) -> bytes:
-    """The body of an error waitress answers by itself, in the contract's envelope.
-
-    Example:
-        >>> envelope_error(431, "Request Header Fields Too Large")
-        b'{"data":null,"error":{"message":"Request Header Fields Too Large","details":"code=headers_too_large"}}'
-    """
-    code = _ERROR_CODES.get(status, "internal_error")
-    error = {"message": reason, "details": f"code={code}"}
-    return json.dumps({"data": None, "error": error}, separators=(",", ":")).encode()
 
 
 def connection_limit() -> int:
