@@ -110,11 +110,13 @@ def test_the_keywords_type_matches_the_options_field_for_field(
 
 def test_unknown_keywords_and_extra_positionals_fail_as_python_calls_do() -> None:
     with pytest.raises(TypeError, match=r"compare\(\) got an unexpected keyword argument 'frm'"):
-        sm.compare([], frm=1)
+        sm.compare([], frm=1)  # type: ignore[call-arg]
     with pytest.raises(TypeError, match="unexpected keyword argument 'options'"):
-        sm.compare([], options=ReadOptions())
-    with pytest.raises(TypeError, match="positional"):
-        sm.MetricRows().plot("step")
+        sm.compare([], options=ReadOptions())  # type: ignore[call-arg]
+    with pytest.raises(TypeError, match=r"MetricRows.plot\(\) got an unexpected keyword .* 'logx'"):
+        sm.MetricRows().plot(logx=True)  # type: ignore[call-arg]
+    with pytest.raises(TypeError, match="takes 1 positional argument but 2 were given"):
+        sm.MetricRows().plot("step")  # type: ignore[call-arg, arg-type]
 
 
 def test_plot_options_values_round_trip() -> None:
