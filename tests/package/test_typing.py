@@ -88,3 +88,37 @@ def test_the_package_ships_its_py_typed_marker() -> None:
     import syvain_metrics
 
     assert (Path(syvain_metrics.__file__).parent / "py.typed").is_file()
+
+
+def test_typing_extensions_is_imported_for_type_checkers_only() -> None:
+    # ``Unpack`` comes from typing_extensions, which is no runtime dependency (Python 3.10):
+    # every import of it sits under ``if TYPE_CHECKING:`` (annotations are never evaluated).
+    import ast
+
+    import syvain_metrics
+
+    def imports_it(node: ast.AST) -> bool:
+        if isinstance(node, ast.Import):
+            return any(alias.name.split(".")[0] == "typing_extensions" for alias in node.names)
+        return isinstance(node, ast.ImportFrom) and node.module == "typing_extensions"
+
+    root = Path(syvain_metrics.__file__).parent
+    unguarded: list[str] = []
+    for path in sorted(root.rglob("*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        guarded = {
+            id(node)
+            for branch in ast.walk(tree)
+            if isinstance(branch, ast.If) and ast.unparse(branch.test).endswith("TYPE_CHECKING")
+            for statement in branch.body
+            for node in ast.walk(statement)
+        }
+        unguarded += [
+            f"{path.relative_to(root)}:{node.lineno}"  # type: ignore[attr-defined]
+            for node in ast.walk(tree)
+            if imports_it(node) and id(node) not in guarded
+        ]
+    assert unguarded == []
+    assert "from typing_extensions import Unpack" in (root / "resources" / "compare.py").read_text(
+        encoding="utf-8"
+    )
