@@ -29,7 +29,7 @@ import inspect
 import textwrap
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, TypedDict, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypedDict, TypeVar, cast, get_type_hints
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -174,6 +174,15 @@ def _described(doc: str | None, options: type[Any]) -> str:
     return f"{inspect.cleandoc(doc or '')}\n\n{title}\n" + "\n".join(lines) + "\n"
 
 
+def _option_types(options: type[Any]) -> dict[str, Any]:
+    """The options' types, evaluated where they can be (matplotlib's ``Axes`` is imported
+    for type checkers only: the plot options keep their annotations as text)."""
+    try:
+        return get_type_hints(options)
+    except NameError:
+        return {item.name: item.type for item in dataclasses.fields(options)}
+
+
 def keyword_options(options: type[Any], before: str | None = None) -> Callable[[F], F]:
     """Show each field of the dataclass ``options`` as a keyword-only parameter of the
     decorated function, in place of its ``**options`` (before its parameter ``before``, or
@@ -203,7 +212,10 @@ def keyword_options(options: type[Any], before: str | None = None) -> Callable[[
             for item in signature.parameters.values()
             if item.kind is not inspect.Parameter.VAR_KEYWORD
         ]
-        if len(kept) == len(signature.parameters):
+        spread = next(
+            (item.name for item in signature.parameters.values() if item not in kept), None
+        )
+        if spread is None:
             raise TypeError(f"{function.__qualname__}() must take its options as **options")
         at = next((i for i, item in enumerate(kept) if item.name == before), len(kept))
         if before is not None and at == len(kept):
@@ -233,6 +245,12 @@ def keyword_options(options: type[Any], before: str | None = None) -> Callable[[
             parameters=[*kept[:at], *fields, *kept[at:]]
         )
         with_options.__doc__ = _described(function.__doc__, options)
+        # What typing.get_type_hints() reads: the options' own types, not the Unpack of the
+        # static signature (typing_extensions is not there at runtime).
+        with_options.__annotations__ = {
+            **{key: value for key, value in function.__annotations__.items() if key != spread},
+            **_option_types(options),
+        }
         return cast(F, with_options)
 
     return decorate

@@ -123,3 +123,13 @@ def test_plot_options_values_round_trip() -> None:
     options = PlotOptions(x="time", logy=True, title="loss")
     assert PlotOptions(**options.values()) == options
     assert set(options.values()) == set(PLOT)
+
+
+@pytest.mark.parametrize(
+    "method", [sm.Experiment.metrics, sm.Experiment.iter_metrics, sm.compare, sm.iter_compare]
+)
+def test_runtime_type_hints_name_each_read_option(method: object) -> None:
+    # typing.get_type_hints() (used by runtime validators) sees the options' own types.
+    hints = typing.get_type_hints(method)
+    assert {name: hints[name] for name in READ} == typing.get_type_hints(ReadOptions)
+    assert "options" not in hints
