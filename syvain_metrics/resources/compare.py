@@ -24,9 +24,11 @@ from syvain_metrics.contract.schemas.metric_query import (
 from syvain_metrics.contract.schemas.options import check_flag, check_page_size
 from syvain_metrics.errors import MetricsValidationError
 from syvain_metrics.resources.metric import MetricRows, iter_rows, read_rows
-from syvain_metrics.tables.options import ReadOptions, keyword_options
+from syvain_metrics.tables.options import ReadKeywords, ReadOptions, keyword_options
 
 if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
     from syvain_metrics.resources.experiment.base import ExperimentBase
 
 
@@ -101,13 +103,13 @@ def _compare_read(
     return bound, {"series": [series_param(s) for s in loaded["series"]], **query}, limit_value
 
 
-@keyword_options(ReadOptions)
+@keyword_options(ReadOptions, before="progress")
 def compare(
     series: Sequence[Series],
     *,
-    options: ReadOptions,
     progress: bool = False,
     session: Session | None = None,
+    **options: Unpack[ReadKeywords],
 ) -> MetricRows:
     """Read several series (up to 64) in one answer; without ``limit``, every row.
 
@@ -120,7 +122,7 @@ def compare(
         >>> rows.to_pandas().groupby("experiment_slug")["value"].min()  # doctest: +SKIP
     """
     check_flag("progress", progress)
-    bound, params, limit_value = _compare_read(series, session, options)
+    bound, params, limit_value = _compare_read(series, session, ReadOptions(**options))
     return read_rows(
         bound,
         routes.COMPARE_METRICS,
@@ -132,13 +134,13 @@ def compare(
     )
 
 
-@keyword_options(ReadOptions)
+@keyword_options(ReadOptions, before="page_size")
 def iter_compare(
     series: Sequence[Series],
     *,
-    options: ReadOptions,
     page_size: int | None = None,
     session: Session | None = None,
+    **options: Unpack[ReadKeywords],
 ) -> Iterator[MetricRows]:
     """:func:`compare`, one :class:`MetricRows` page at a time, in constant memory: for
     histories larger than memory (``page.to_pandas()`` gives DataFrame chunks).
@@ -148,7 +150,7 @@ def iter_compare(
         >>> for page in sm.iter_compare([a.series("loss"), b.series("loss")]):  # doctest: +SKIP
         ...     total += sum(page.values)
     """
-    bound, params, limit_value = _compare_read(series, session, options)
+    bound, params, limit_value = _compare_read(series, session, ReadOptions(**options))
     return iter_rows(
         bound, routes.COMPARE_METRICS, (), params, limit_value, check_page_size(page_size)
     )

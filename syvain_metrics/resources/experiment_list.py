@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from syvain_metrics.client.registry import get_session
@@ -26,11 +25,12 @@ from syvain_metrics.resources.compare import Series, compare
 from syvain_metrics.resources.lists import ResourceList
 from syvain_metrics.resources.metric import MetricRows
 from syvain_metrics.tables.frames import require
-from syvain_metrics.tables.options import PlotOptions, keyword_options
+from syvain_metrics.tables.options import PlotKeywords, PlotOptions, keyword_options
 
 if TYPE_CHECKING:
     import pandas
     from matplotlib.axes import Axes
+    from typing_extensions import Unpack
 
     from syvain_metrics.resources.experiment import Experiment
     from syvain_metrics.resources.experiment.base import ExperimentBase
@@ -322,7 +322,7 @@ class ExperimentList(ResourceList["Experiment"]):
         name: str,
         *,
         metadata: Mapping[str, Any] | str | None = None,
-        options: PlotOptions,
+        **options: Unpack[PlotKeywords],
     ) -> Axes:
         """Plot ``name`` for every run (:meth:`compare`, then :meth:`MetricRows.plot`): one
         line per run, coloured by ``hue`` (a metadata key of the runs) when given; the title
@@ -333,5 +333,6 @@ class ExperimentList(ResourceList["Experiment"]):
             <Axes: title={'center': 'loss'}, xlabel='step'>
         """
         rows = self.compare(name, metadata=metadata)
-        titled = replace(options, title=name if options.title is None else options.title)
-        return rows.plot(**titled.values())
+        if options.get("title") is None:
+            options["title"] = name
+        return rows.plot(**options)

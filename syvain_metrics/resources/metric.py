@@ -26,11 +26,12 @@ from syvain_metrics.errors import MetricsApiResponseError
 from syvain_metrics.resources.base import from_ms
 from syvain_metrics.tables.columns import RowColumns
 from syvain_metrics.tables.frames import progress_bar
-from syvain_metrics.tables.options import PlotOptions, keyword_options
+from syvain_metrics.tables.options import PlotKeywords, PlotOptions, keyword_options
 
 if TYPE_CHECKING:
     import pandas
     from matplotlib.axes import Axes
+    from typing_extensions import Unpack
 
     from syvain_metrics.client.session import Session
     from syvain_metrics.contract.routes import Route
@@ -287,7 +288,7 @@ class MetricRows(Sequence[Metric]):
         return rows_to_frame(self._table, expand_metadata=expand_metadata, wide=wide, index=index)
 
     @keyword_options(PlotOptions)
-    def plot(self, *, options: PlotOptions) -> Axes:
+    def plot(self, **options: Unpack[PlotKeywords]) -> Axes:
         """Plot one line per series (run, metric, metadata); needs the ``plot`` extra.
         Returns the matplotlib ``Axes``. Legend labels name only what differs between the
         lines (``run-0 split=valid``).
@@ -299,8 +300,9 @@ class MetricRows(Sequence[Metric]):
         """
         from syvain_metrics.tables.plots import plot_rows
 
-        check_flag("logy", options.logy)
-        axes: Axes = plot_rows(self._table, options)
+        built = PlotOptions(**options)
+        check_flag("logy", built.logy)
+        axes: Axes = plot_rows(self._table, built)
         return axes
 
     def __eq__(self, other: object) -> bool:

@@ -1,15 +1,18 @@
 """The options of a metrics read and of a plot, each written once.
 
-A method that takes them declares one ``options`` parameter and is decorated with
-:func:`keyword_options`: callers still pass each option as a keyword argument
-(``exp.metrics("loss", from_step=10)``), the method receives them built into one frozen
-object, and ``help()`` shows every option in the signature and the docstring.
+Each kind is a frozen dataclass (:class:`ReadOptions`, :class:`PlotOptions`) that holds the
+defaults and one doc per option, with a ``TypedDict`` of the same names and types
+(:class:`ReadKeywords`, :class:`PlotKeywords`) for signatures. A method that takes them ends
+with ``**options: Unpack[ReadKeywords]``, so type checkers and IDEs check and suggest each
+option, and is decorated with :func:`keyword_options`, which shows every option in
+``inspect.signature()`` and ``help()`` and refuses an unknown keyword as Python does. The
+method builds its options with ``ReadOptions(**options)``.
 
 Example:
     >>> @keyword_options(ReadOptions)
-    ... def read(name: str, *, options: ReadOptions) -> str:
+    ... def read(name: str, **options: "Unpack[ReadKeywords]") -> str:
     ...     '''Read ``name``.'''
-    ...     return f"{name} from step {options.from_step}"
+    ...     return f"{name} from step {ReadOptions(**options).from_step}"
     >>> read("loss", from_step=10)
     'loss from step 10'
     >>> import inspect
@@ -26,14 +29,14 @@ import inspect
 import textwrap
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypedDict, TypeVar, cast, get_type_hints
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
 
     from syvain_metrics.resources.annotation import Annotation
 
-R = TypeVar("R")
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 def _doc(text: str) -> dict[str, str]:
@@ -126,6 +129,36 @@ class PlotOptions(_Options):
     ax: Axes | None = field(default=None, metadata=_doc("draw on these axes, not a new figure"))
 
 
+# The keyword forms of the dataclasses above, for ``**options: Unpack[...]`` signatures:
+# the same names and types (tests/tables/test_options.py keeps them in step), while the
+# defaults and the docs stay in the dataclasses only.
+
+
+class ReadKeywords(TypedDict, total=False):
+    """The :class:`ReadOptions` as keyword arguments, each optional."""
+
+    from_step: int | None
+    to_step: int | None
+    from_time: int | dt.datetime | None
+    to_time: int | dt.datetime | None
+    sort_by: str | Sequence[str] | None
+    sort_direction: str | None
+    limit: int | None
+    include_experiment_meta_as_of: bool | None
+
+
+class PlotKeywords(TypedDict, total=False):
+    """The :class:`PlotOptions` as keyword arguments, each optional."""
+
+    x: str
+    hue: str | None
+    title: str | None
+    logy: bool
+    smooth: float | None
+    annotations: Iterable[Annotation] | None
+    ax: Axes | None
+
+
 def _described(doc: str | None, options: type[Any]) -> str:
     """``doc`` followed by one line per option (what ``help()`` shows)."""
     lines = [
@@ -141,26 +174,52 @@ def _described(doc: str | None, options: type[Any]) -> str:
     return f"{inspect.cleandoc(doc or '')}\n\n{title}\n" + "\n".join(lines) + "\n"
 
 
-def keyword_options(
-    options: type[Any], parameter: str = "options"
-) -> Callable[[Callable[..., R]], Callable[..., R]]:
-    """Let callers pass each field of the dataclass ``options`` as a keyword argument of the
-    decorated function, which receives them built into one ``options`` object (its
-    ``parameter``). The signature and the docstring that ``help()`` shows list the fields
-    in place of ``parameter``.
+def _option_types(options: type[Any]) -> dict[str, Any]:
+    """The options' types, evaluated where they can be (matplotlib's ``Axes`` is imported
+    for type checkers only: the plot options keep their annotations as text)."""
+    try:
+        return get_type_hints(options)
+    except NameError:
+        return {item.name: item.type for item in dataclasses.fields(options)}
+
+
+def keyword_options(options: type[Any], before: str | None = None) -> Callable[[F], F]:
+    """Show each field of the dataclass ``options`` as a keyword-only parameter of the
+    decorated function, in place of its ``**options`` (before its parameter ``before``, or
+    last), in ``inspect.signature()`` and in the docstring that ``help()`` shows. A call with
+    a keyword that is neither a parameter nor an option fails as on a plain signature. The
+    static signature stays the function's own: type its ``**options`` as ``Unpack`` of the
+    matching ``TypedDict``.
 
     Example:
         >>> @keyword_options(PlotOptions)
-        ... def draw(*, options: PlotOptions) -> bool:
+        ... def draw(**options: "Unpack[PlotKeywords]") -> bool:
         ...     '''Draw.'''
-        ...     return options.logy
+        ...     return PlotOptions(**options).logy
         >>> draw(logy=True)
         True
+        >>> draw(logx=True)
+        Traceback (most recent call last):
+        TypeError: draw() got an unexpected keyword argument 'logx'
     """
     names = frozenset(item.name for item in dataclasses.fields(options))
+    named = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
 
-    def decorate(function: Callable[..., R]) -> Callable[..., R]:
+    def decorate(function: F) -> F:
         signature = inspect.signature(function)
+        kept = [
+            item
+            for item in signature.parameters.values()
+            if item.kind is not inspect.Parameter.VAR_KEYWORD
+        ]
+        spread = next(
+            (item.name for item in signature.parameters.values() if item not in kept), None
+        )
+        if spread is None:
+            raise TypeError(f"{function.__qualname__}() must take its options as **options")
+        at = next((i for i, item in enumerate(kept) if item.name == before), len(kept))
+        if before is not None and at == len(kept):
+            raise TypeError(f"{function.__qualname__}() has no parameter {before!r}")
         fields = [
             inspect.Parameter(
                 item.name,
@@ -170,21 +229,28 @@ def keyword_options(
             )
             for item in dataclasses.fields(options)
         ]
-        shown: list[inspect.Parameter] = []
-        for item in signature.parameters.values():
-            shown.extend(fields if item.name == parameter else [item])
+        accepted = names.union(item.name for item in kept if item.kind in named)
 
         @functools.wraps(function)
-        def with_options(*args: Any, **kwargs: Any) -> R:
-            if parameter in kwargs:  # not a keyword of the public signature
-                raise TypeError(
-                    f"{function.__name__}() got an unexpected keyword argument {parameter!r}"
-                )
-            given = {name: kwargs.pop(name) for name in names.intersection(kwargs)}
-            return function(*args, **kwargs, **{parameter: options(**given)})
+        def with_options(*args: Any, **kwargs: Any) -> Any:
+            # ``**options`` would take any keyword: refuse the unknown ones in Python's words.
+            for name in kwargs:
+                if name not in accepted:
+                    raise TypeError(
+                        f"{function.__qualname__}() got an unexpected keyword argument {name!r}"
+                    )
+            return function(*args, **kwargs)
 
-        with_options.__signature__ = signature.replace(parameters=shown)  # type: ignore[attr-defined]
+        with_options.__signature__ = signature.replace(  # type: ignore[attr-defined]
+            parameters=[*kept[:at], *fields, *kept[at:]]
+        )
         with_options.__doc__ = _described(function.__doc__, options)
-        return with_options
+        # What typing.get_type_hints() reads: the options' own types, not the Unpack of the
+        # static signature (typing_extensions is not there at runtime).
+        with_options.__annotations__ = {
+            **{key: value for key, value in function.__annotations__.items() if key != spread},
+            **_option_types(options),
+        }
+        return cast(F, with_options)
 
     return decorate

@@ -8,7 +8,7 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from syvain_metrics.contract import routes
 from syvain_metrics.contract.schemas.base import load_request
@@ -17,7 +17,10 @@ from syvain_metrics.contract.schemas.options import check_flag, check_page_size
 from syvain_metrics.resources.compare import Series
 from syvain_metrics.resources.experiment.base import ExperimentBase
 from syvain_metrics.resources.metric import MetricRows, iter_rows, read_rows
-from syvain_metrics.tables.options import ReadOptions, keyword_options
+from syvain_metrics.tables.options import ReadKeywords, ReadOptions, keyword_options
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 
 class MetricReading(ExperimentBase):
@@ -38,15 +41,15 @@ class MetricReading(ExperimentBase):
         self._settle_logs()
         return query, limit_value
 
-    @keyword_options(ReadOptions)
+    @keyword_options(ReadOptions, before="progress")
     def metrics(
         self,
         name: str | None = None,
         *,
         metadata: Mapping[str, Any] | str | None = None,
         step: int | None = None,
-        options: ReadOptions,
         progress: bool = False,
+        **options: Unpack[ReadKeywords],
     ) -> MetricRows:
         """Read metric events. Without ``limit`` every matching row is returned (paging as
         needed); with ``limit``, at most that many. ``progress=True`` shows a progress bar of
@@ -61,7 +64,7 @@ class MetricReading(ExperimentBase):
             >>> rows[0].value, rows.to_pandas()                                                  # doctest: +SKIP
         """
         check_flag("progress", progress)
-        query, limit_value = self._metrics_query(name, metadata, step, options)
+        query, limit_value = self._metrics_query(name, metadata, step, ReadOptions(**options))
         return read_rows(
             self._bind(),
             routes.LIST_METRICS,
@@ -72,15 +75,15 @@ class MetricReading(ExperimentBase):
             description=f"read {self.slug or self.id}",
         )
 
-    @keyword_options(ReadOptions)
+    @keyword_options(ReadOptions, before="page_size")
     def iter_metrics(
         self,
         name: str | None = None,
         *,
         metadata: Mapping[str, Any] | str | None = None,
         step: int | None = None,
-        options: ReadOptions,
         page_size: int | None = None,
+        **options: Unpack[ReadKeywords],
     ) -> Iterator[MetricRows]:
         """:meth:`metrics`, one :class:`MetricRows` page at a time, in constant memory: for
         histories larger than memory. ``page.to_pandas()`` gives DataFrame chunks;
@@ -91,7 +94,7 @@ class MetricReading(ExperimentBase):
             >>> for page in exp.iter_metrics("loss", page_size=50_000):  # doctest: +SKIP
             ...     frame = page.to_pandas()
         """
-        query, limit_value = self._metrics_query(name, metadata, step, options)
+        query, limit_value = self._metrics_query(name, metadata, step, ReadOptions(**options))
         return iter_rows(
             self._bind(),
             routes.LIST_METRICS,
