@@ -9,7 +9,10 @@ import re
 import sys
 from pathlib import Path
 
-LOWER = re.compile(r"^\s*([A-Za-z0-9_.\-\[\]]+)\s*>=\s*([0-9][^,;\s]*)\s*$")
+# `name>=low`, or `name>=low,<high` for a package whose next major release may break us.
+LOWER = re.compile(
+    r"^\s*([A-Za-z0-9_.\-\[\]]+)\s*>=\s*([0-9][^,;\s]*)\s*(?:,\s*<\s*[0-9][^,;\s]*)?\s*$"
+)
 
 
 def main() -> int:

@@ -11,7 +11,7 @@
 Each ``--api-key`` is its own organization. Without one, a database file's stored
 keys are accepted again (they are stored only as hashes, so they are not printed), or
 a random key is made (and printed, that once). Ctrl-C or SIGTERM stop it cleanly at any
-moment, start-up included (:mod:`syvain_metrics.server.signal_guard`): exit status 0 after
+moment, start-up included (:mod:`syvain_metrics.signal_guard`): exit status 0 after
 Ctrl-C, 143 after SIGTERM. Behind a reverse proxy that ends TLS, ``--trusted-proxy
 ADDRESS`` has that proxy's ``X-Forwarded-*`` headers believed (and the dashboard's
 cookie ``Secure``); from any other peer they are ignored.
@@ -39,7 +39,7 @@ import sys
 from collections.abc import Sequence
 
 from syvain_metrics._version import __version__
-from syvain_metrics.server.signal_guard import SignalGuard, Stopped, stage
+from syvain_metrics.signal_guard import SignalGuard, Stopped, stage
 
 
 def _proxy_address(text: str) -> str:

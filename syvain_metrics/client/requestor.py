@@ -11,7 +11,7 @@ Example:
     >>> requestor = Requestor(credentials, timeout=10.0, ingest_timeout=60.0,
     ...                       retry=RetryPolicy(), clock=time.time, pool_size=10,
     ...                       max_response_bytes=DEFAULT_MAX_RESPONSE_BYTES)  # doctest: +SKIP
-    >>> requestor.call(routes.AUTH_STATUS, reply=AuthStatusReply())         # doctest: +SKIP
+    >>> requestor.call(operations.AUTH_STATUS)         # doctest: +SKIP
     {'org_id': ...}
 """
 
@@ -44,14 +44,13 @@ from syvain_metrics.client.transport import (
     Exchange,
     read_body,
 )
-from syvain_metrics.contract import routes
+from syvain_metrics.contract import operations
 from syvain_metrics.contract.limits import DEFAULT_INGESTION_KEY_NAME
-from syvain_metrics.contract.routes import API_PREFIX, Route
+from syvain_metrics.contract.operations import API_PREFIX, Operation
 from syvain_metrics.contract.schemas.base import load_request, load_response
 from syvain_metrics.contract.schemas.envelope import IN_PROGRESS, request_error, unwrap_envelope
 from syvain_metrics.contract.schemas.fields import text_ok
 from syvain_metrics.contract.schemas.ingestion_key import (
-    IngestionKeyCreateReply,
     IngestionKeyCreateRequest,
 )
 from syvain_metrics.errors import (
@@ -214,9 +213,9 @@ class Requestor:
 
     def call(
         self,
-        route: Route,
+        route: Operation,
         *segments: str,
-        reply: Schema,
+        reply: Schema | None = None,
         query: Query | None = None,
         body: Mapping[str, Any] | None = None,
         encoded_body: bytes | None = None,
@@ -228,9 +227,11 @@ class Requestor:
         arguments are those of :meth:`Session.call <syvain_metrics.Session.call>`).
 
         Example:
-            >>> requestor.call(routes.GET_EXPERIMENT, "0f8e2c1a", reply=ExperimentReply())  # doctest: +SKIP
+            >>> requestor.call(operations.GET_EXPERIMENT, "0f8e2c1a")  # doctest: +SKIP
             {'experiment': {...}}
         """
+        if reply is None:
+            reply = route.reply()
         for segment in segments:
             if not isinstance(segment, str) or not text_ok(segment):
                 raise MetricsValidationError(
@@ -288,9 +289,8 @@ class Requestor:
     def _mint_ingestion_token(self, experiment_id: str) -> tuple[Secret, int]:
         body = load_request(IngestionKeyCreateRequest(), {"name": DEFAULT_INGESTION_KEY_NAME})
         data = self.call(
-            routes.CREATE_INGESTION_KEY,
+            operations.CREATE_INGESTION_KEY,
             experiment_id,
-            reply=IngestionKeyCreateReply(),
             body=body,
         )
         return Secret(data["token"]), data["key"]["expires_at_ms"]

@@ -1,10 +1,9 @@
 """The session: settings, lifecycle (close, fork, exit), one requestor and one sender.
 
 Resources never touch HTTP; they ask the session for one logical call of a route
-(:mod:`syvain_metrics.contract.routes`) and get the validated ``data`` payload back::
+(:mod:`syvain_metrics.contract.operations`) and get the validated ``data`` payload back::
 
-    session.call(routes.CREATE_FOLDER, reply=FolderReply(),
-                 body={"name": "runs", "parent_id": None})
+    session.call(operations.CREATE_FOLDER, body={"name": "runs", "parent_id": None})
 
 The call itself is the requestor's (:mod:`~syvain_metrics.client.requestor`); ``log()``
 events go through the sender (:mod:`~syvain_metrics.pipeline`), which the session builds
@@ -38,9 +37,9 @@ from syvain_metrics.client.secret import Secret
 from syvain_metrics.client.settings import USER_CACHE, SpoolDir, check_settings, spool_root
 from syvain_metrics.client.tokens import IngestionTokenCache
 from syvain_metrics.client.transport import DEFAULT_MAX_RESPONSE_BYTES
-from syvain_metrics.contract import routes
+from syvain_metrics.contract import operations
 from syvain_metrics.contract.limits import DEFAULT_PAGE_SIZE
-from syvain_metrics.contract.routes import Route
+from syvain_metrics.contract.operations import Operation
 from syvain_metrics.contract.schemas.ingest import IngestReply
 from syvain_metrics.contract.schemas.options import check_page_size
 from syvain_metrics.errors import FlushError, MetricsApiError
@@ -285,9 +284,9 @@ class Session:
 
     def call(
         self,
-        route: Route,
+        route: Operation,
         *segments: str,
-        reply: Schema,
+        reply: Schema | None = None,
         query: Query | None = None,
         body: Mapping[str, Any] | None = None,
         encoded_body: bytes | None = None,
@@ -295,7 +294,9 @@ class Session:
         attempts: int | None = None,
         on_body: Callable[[bytes], object] | None = None,
     ) -> dict[str, Any]:
-        """Send one logical call of ``route`` and return its validated ``data``.
+        """Send one logical call of ``route`` and return its validated ``data``, loaded with
+        the operation's reply schema (or ``reply``, a schema of the same answer that checks
+        more, such as the rows of a read).
 
         ``segments`` fill the route's path (ids, metric names). POST and PATCH carry an
         ``Idempotency-Key`` reused on every retry (unless the route says otherwise).
@@ -308,7 +309,7 @@ class Session:
         before they are decoded (to send the next request early); what it raises is ignored.
 
         Example:
-            >>> session.call(routes.GET_EXPERIMENT, "0f8e2c1a", reply=ExperimentReply())  # doctest: +SKIP
+            >>> session.call(operations.GET_EXPERIMENT, "0f8e2c1a")  # doctest: +SKIP
             {'experiment': {...}}
         """
         if self._closed:
@@ -339,7 +340,7 @@ class Session:
         """Send one batch of ``log()`` events once: the sender retries on its own schedule,
         with the batch's body encoded once and its key kept across its retries."""
         return self.call(
-            routes.INGEST_METRICS,
+            operations.INGEST_METRICS,
             batch.experiment_id,
             reply=_INGEST_REPLY,
             encoded_body=batch.body(),

@@ -62,12 +62,10 @@ __all__ = [
     "OPERATIONS",
     "PATCH_FOLDER",
     "REVOKE_INGESTION_KEY",
-    "ROUTES",
     "UPDATE_EXPERIMENT_STATUS",
     "Credential",
     "Method",
     "Operation",
-    "Route",
     "dashboard_experiment_path",
     "dashboard_folder_path",
 ]
@@ -278,12 +276,6 @@ OPERATIONS: tuple[Operation, ...] = (
     CREATE_ANNOTATION,
 )
 """Every operation of the contract (section 5), in its order."""
-
-Route = Operation
-"""The name operations had when they held only their route (kept for existing imports)."""
-
-ROUTES = OPERATIONS
-"""The table under its earlier name."""
 
 DASHBOARD_PREFIX = "/dashboard"
 """The local server's dashboard pages are under this path (outside the API)."""

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from syvain_metrics.client.auth import normalize_host
+from syvain_metrics.contract.hosts import normalize_host
 from syvain_metrics.errors import MetricsApiError, RejectedEvent
 from syvain_metrics.pipeline.batch import Batch
 from syvain_metrics.pipeline.delivery import KEEP_STATUSES, Uplink, deliver

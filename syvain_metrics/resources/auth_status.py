@@ -9,8 +9,7 @@ from __future__ import annotations
 
 from syvain_metrics.client.registry import get_session
 from syvain_metrics.client.session import Session
-from syvain_metrics.contract import routes
-from syvain_metrics.contract.schemas.auth import AuthStatusReply
+from syvain_metrics.contract import operations
 from syvain_metrics.resources.base import Resource
 
 
@@ -57,5 +56,5 @@ def whoami(session: Session | None = None) -> AuthStatus:
         'Acme ML'
     """
     bound = get_session(session)
-    data = bound.call(routes.AUTH_STATUS, reply=AuthStatusReply())
+    data = bound.call(operations.AUTH_STATUS)
     return AuthStatus(data, session=bound)

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from syvain_metrics.client.registry import get_session
 from syvain_metrics.client.session import Session
-from syvain_metrics.contract import routes
+from syvain_metrics.contract import operations
 from syvain_metrics.contract.schemas.base import load_request
 from syvain_metrics.contract.schemas.metric_query import (
     CompareQuery,
@@ -125,7 +125,7 @@ def compare(
     bound, params, limit_value = _compare_read(series, session, ReadOptions(**options))
     return read_rows(
         bound,
-        routes.COMPARE_METRICS,
+        operations.COMPARE_METRICS,
         (),
         params,
         limit_value,
@@ -152,5 +152,5 @@ def iter_compare(
     """
     bound, params, limit_value = _compare_read(series, session, ReadOptions(**options))
     return iter_rows(
-        bound, routes.COMPARE_METRICS, (), params, limit_value, check_page_size(page_size)
+        bound, operations.COMPARE_METRICS, (), params, limit_value, check_page_size(page_size)
     )

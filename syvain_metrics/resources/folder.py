@@ -15,15 +15,12 @@ from typing import TYPE_CHECKING, Any
 
 from syvain_metrics.client.registry import get_session
 from syvain_metrics.client.session import Session
-from syvain_metrics.contract import routes
+from syvain_metrics.contract import operations
 from syvain_metrics.contract.schemas.base import load_request
-from syvain_metrics.contract.schemas.experiment import FolderContentsReply
 from syvain_metrics.contract.schemas.folder import (
     FolderCreateRequest,
     FolderListQuery,
-    FolderListReply,
     FolderPatchRequest,
-    FolderReply,
 )
 from syvain_metrics.contract.schemas.options import check_flag
 from syvain_metrics.errors import MetricsApiError, MetricsApiRequestError, MetricsValidationError
@@ -133,7 +130,7 @@ class Folder(Resource):
         """
         import webbrowser
 
-        url = self._bind().host + routes.dashboard_folder_path(self.id)
+        url = self._bind().host + operations.dashboard_folder_path(self.id)
         webbrowser.open(url)
         return url
 
@@ -161,7 +158,7 @@ class Folder(Resource):
         """
         bound = get_session(session)
         query = load_request(FolderListQuery(), {"path": path})
-        data = bound.call(routes.LIST_FOLDERS, reply=FolderListReply(), query=query)
+        data = bound.call(operations.LIST_FOLDERS, query=query)
         return FolderList(Folder._from_wire(item, bound) for item in data["folders"])
 
     @classmethod
@@ -190,7 +187,7 @@ class Folder(Resource):
         parent_id = folder_id_of(parent)
         body = load_request(FolderCreateRequest(), {"name": name, "parent_id": parent_id})
         try:
-            data = bound.call(routes.CREATE_FOLDER, reply=FolderReply(), body=body)
+            data = bound.call(operations.CREATE_FOLDER, body=body)
         except MetricsApiRequestError as error:
             if not (exist_ok and is_conflict(error)):
                 raise
@@ -235,7 +232,7 @@ class Folder(Resource):
         from syvain_metrics.resources.experiment_list import ExperimentList
 
         bound = self._bind()
-        data = bound.call(routes.GET_FOLDER, self.id, reply=FolderContentsReply())
+        data = bound.call(operations.GET_FOLDER, self.id)
         self._update(data["folder"])
         self._session = bound
         self._pending_name = None
@@ -248,7 +245,7 @@ class Folder(Resource):
     def _patch(self, changes: dict[str, Any]) -> Folder:
         bound = self._bind()
         body = load_request(FolderPatchRequest(), changes)
-        data = bound.call(routes.PATCH_FOLDER, self.id, reply=FolderReply(), body=body)
+        data = bound.call(operations.PATCH_FOLDER, self.id, body=body)
         self._update(data["folder"])
         if "name" in changes:
             self._pending_name = None  # a move keeps a name assigned but not yet saved

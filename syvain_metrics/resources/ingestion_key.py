@@ -13,8 +13,7 @@ import time
 from typing import Any
 
 from syvain_metrics.client.session import Session
-from syvain_metrics.contract import routes
-from syvain_metrics.contract.schemas.ingestion_key import IngestionKeyReply
+from syvain_metrics.contract import operations
 from syvain_metrics.resources.base import Resource, ms_time, wire
 from syvain_metrics.resources.lists import ResourceList
 
@@ -78,9 +77,7 @@ class IngestionKey(Resource):
             datetime.datetime(2026, 11, 26, ...)
         """
         bound = self._bind()
-        data = bound.call(
-            routes.REVOKE_INGESTION_KEY, self.experiment_id, self.id, reply=IngestionKeyReply()
-        )
+        data = bound.call(operations.REVOKE_INGESTION_KEY, self.experiment_id, self.id)
         self._update(data["key"])
         return self
 

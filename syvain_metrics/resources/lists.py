@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from typing_extensions import Self
 
     from syvain_metrics.client.session import Session
-    from syvain_metrics.contract.routes import Route
+    from syvain_metrics.contract.operations import Operation
 
 R = TypeVar("R", bound=Resource)
 
@@ -103,7 +103,7 @@ class ResourceList(list[R]):
 
 def read_created(
     session: Session,
-    route: Route,
+    route: Operation,
     segments: tuple[str, ...],
     reply: Schema,
     items_key: str,

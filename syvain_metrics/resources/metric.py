@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     from typing_extensions import Unpack
 
     from syvain_metrics.client.session import Session
-    from syvain_metrics.contract.routes import Route
+    from syvain_metrics.contract.operations import Operation
 
 
 def _json_object(text: str, field_name: str) -> dict[str, Any]:
@@ -335,7 +335,7 @@ class MetricRows(Sequence[Metric]):
 
 def _row_pages(
     session: Session,
-    route: Route,
+    route: Operation,
     segments: tuple[str, ...],
     params: dict[str, Any],
     limit: int | None,
@@ -361,7 +361,7 @@ def _row_pages(
 
 def read_rows(
     session: Session,
-    route: Route,
+    route: Operation,
     segments: tuple[str, ...],
     params: dict[str, Any],
     limit: int | None,
@@ -386,7 +386,7 @@ def read_rows(
 
 def iter_rows(
     session: Session,
-    route: Route,
+    route: Operation,
     segments: tuple[str, ...],
     params: dict[str, Any],
     limit: int | None,

@@ -1,4 +1,5 @@
-"""The local reference server of the Syvain Metrics API: SQLite storage, waitress serving.
+"""The local reference server of the Syvain Metrics API: SQLite storage, served by waitress
+(one process) or gunicorn workers (``serve --processes N``).
 
 It implements the whole wire contract (``docs/wire-contract.md``, including section 8,
 "Local server choices"), so scripts, examples and tests run offline against real

@@ -111,8 +111,8 @@ def _dump(payload: Any) -> bytes:
 
 
 def _answer(data: dict[str, Any]) -> bytes:
-    """The envelope of a 2xx answer; a :class:`~handlers.RawJson` value (a rows array the
-    store wrote) goes in as it is."""
+    """The envelope of a 2xx answer; a :class:`~handlers.RawJson` value (a rows array
+    :func:`~syvain_metrics.server.wire.rows_json` wrote) goes in as it is."""
     raw = {key: value for key, value in data.items() if isinstance(value, handlers.RawJson)}
     if not raw:
         return _dump({"data": data, "error": None})
@@ -216,6 +216,17 @@ class MetricsApp:
         self.faults.clear()
         self.idempotency.reset()
         self.store.reset()
+
+    def close(self) -> None:
+        """Close what the application holds open: the store's connections and, when processes
+        share the database, the record of requests in progress. Faults waiting are woken.
+
+        Example:
+            >>> app.close()  # doctest: +SKIP
+        """
+        self.faults.wake_all()
+        self.idempotency.close()
+        self.store.close()
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         return self._entry(environ, start_response)

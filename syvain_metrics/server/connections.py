@@ -46,7 +46,7 @@ from waitress.server import TcpWSGIServer
 from waitress.task import ErrorTask
 from waitress.utilities import build_http_date
 
-from syvain_metrics.server.errors import envelope_error
+from syvain_metrics.server.errors import closing_answer, envelope_error
 from syvain_metrics.server.framing import FramingParser
 from syvain_metrics.server.proxies import TrustedProxies
 
@@ -230,23 +230,19 @@ class TimedChannel(HTTPChannel):  # type: ignore[misc]
 
     def time_out(self) -> None:
         """Answer 408 in the envelope and close the connection once it is written."""
-        body = envelope_error(408, "Request Timeout")
-        head = (
-            "HTTP/1.1 408 Request Timeout\r\n"
-            f"Content-Length: {len(body)}\r\n"
-            "Content-Type: application/json\r\n"
-            "Connection: close\r\n"
-            f"Date: {build_http_date(time.time())}\r\n"
-            f"Server: {self.adj.ident}\r\n\r\n"
-        ).encode()
+        answer = closing_answer(
+            408,
+            "Request Timeout",
+            {"Date": build_http_date(time.time()), "Server": self.adj.ident},
+        )
         with self.requests_lock:
             if self.request is not None:
                 self.request.close()
                 self.request = None
             with self.outbuf_lock:
-                self.outbufs[-1].append(head + body)
-                self.current_outbuf_count += len(head) + len(body)
-                self.total_outbufs_len += len(head) + len(body)
+                self.outbufs[-1].append(answer)
+                self.current_outbuf_count += len(answer)
+                self.total_outbufs_len += len(answer)
             self.close_when_flushed = True
 
     def give_up_place(self) -> None:

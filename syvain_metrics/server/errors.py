@@ -101,8 +101,11 @@ def from_validation(error: ValidationError, *, what: str, prefix: str = "") -> A
 
 _SERVING_ERROR_CODES = {
     400: "bad_request",
+    403: "forbidden",
     408: "request_timeout",
     413: "payload_too_large",
+    414: "uri_too_long",
+    417: "expectation_failed",
     431: "headers_too_large",
     501: "not_implemented",
 }
@@ -120,3 +123,23 @@ def envelope_error(status: int, reason: str) -> bytes:
     code = _SERVING_ERROR_CODES.get(status, "internal_error")
     error = {"message": reason, "details": f"code={code}"}
     return json.dumps({"data": None, "error": error}, separators=(",", ":")).encode()
+
+
+def closing_answer(status: int, reason: str, headers: Mapping[str, str] | None = None) -> bytes:
+    """A whole HTTP/1.1 answer, body in the envelope, that closes its connection: what the
+    serving layer writes to a socket itself (a request past its deadline, a head the
+    parser refused).
+
+    Example:
+        >>> closing_answer(408, "Request Timeout").split(b"\\r\\n")[:2]
+        [b'HTTP/1.1 408 Request Timeout', b'Connection: close']
+    """
+    body = envelope_error(status, reason)
+    lines = [
+        f"HTTP/1.1 {status} {reason}",
+        "Connection: close",
+        "Content-Type: application/json",
+        f"Content-Length: {len(body)}",
+        *(f"{name}: {value}" for name, value in (headers or {}).items()),
+    ]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode() + body

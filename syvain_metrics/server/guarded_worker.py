@@ -43,7 +43,7 @@ from typing import Any
 
 from gunicorn.workers.gthread import TConn, ThreadWorker
 
-from syvain_metrics.server.errors import envelope_error
+from syvain_metrics.server.errors import closing_answer
 from syvain_metrics.server.limits import (
     BODY_TIMEOUT_S,
     CONNECTIONS_PER_CLIENT,
@@ -188,18 +188,11 @@ class _Captured:
         self.data += data
 
 
-def _envelope_answer(status: int, reason: str) -> bytes:
-    body = envelope_error(status, reason)
-    return (
-        f"HTTP/1.1 {status} {reason}\r\nConnection: close\r\n"
-        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
-    ).encode() + body
-
-
 class GuardedThreadWorker(ThreadWorker):  # type: ignore[misc]
     """gunicorn's ``gthread`` worker with the head and body deadlines and the limit per client
-    address of the module's text. The limits are class attributes, set by
-    :mod:`~syvain_metrics.server.prefork` before the workers start.
+    address of the module's text. The limits are class attributes (tests lower them);
+    :mod:`~syvain_metrics.server.prefork` sets ``trusted_proxies`` and ``balance`` before
+    the workers start.
 
     Example:
         >>> GuardedThreadWorker.per_client
@@ -299,7 +292,7 @@ class GuardedThreadWorker(ThreadWorker):  # type: ignore[misc]
         """Answer 408 to the connections whose head is not whole by its deadline."""
         now = time.monotonic()
         for conn in [conn for conn in self.gathering if conn.head_deadline <= now]:
-            self._drop(conn, _envelope_answer(408, "Request Timeout"))
+            self._drop(conn, closing_answer(408, "Request Timeout"))
         if not self.alive:  # stopping: a head not whole yet is not waited for
             for conn in list(self.gathering):
                 self._drop(conn)
@@ -404,7 +397,7 @@ class GuardedThreadWorker(ThreadWorker):  # type: ignore[misc]
         """Answer in the contract's envelope: 408 past a deadline, else gunicorn's status."""
         if isinstance(exc, RequestTimeoutError):
             with contextlib.suppress(OSError):
-                client.sendall(_envelope_answer(408, "Request Timeout"))
+                client.sendall(closing_answer(408, "Request Timeout"))
             return
         captured = _Captured()
         super().handle_error(req, captured, addr, exc)
@@ -413,4 +406,4 @@ class GuardedThreadWorker(ThreadWorker):  # type: ignore[misc]
         if len(parts) < 3 or not parts[1].isdigit():
             return
         with contextlib.suppress(OSError):
-            client.sendall(_envelope_answer(int(parts[1]), parts[2]))
+            client.sendall(closing_answer(int(parts[1]), parts[2]))

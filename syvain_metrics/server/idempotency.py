@@ -152,6 +152,11 @@ class IdempotencyGate:
         self._lock = threading.Lock()
         self._running: dict[tuple[str, str], str] = {}
 
+    def close(self) -> None:
+        """Close the record of what other processes run (nothing to close in one process)."""
+        if self._elsewhere is not None:
+            self._elsewhere.close()
+
     def begin(self, credential: str, key: str, identity: str) -> Ticket | Replay | ApiError:
         """A :class:`Ticket` to run the request, a :class:`Replay`, or the error to answer."""
         with self._lock:

@@ -32,8 +32,10 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from syvain_metrics.server import signal_guard
-from syvain_metrics.server.signal_guard import SignalGuard, Stopped, held, stage
+from syvain_metrics import signal_guard
+from syvain_metrics.server.app import MetricsApp
+from syvain_metrics.server.store import Store
+from syvain_metrics.signal_guard import SignalGuard, Stopped, held, stage
 
 WORKER_START_TIMEOUT_S = 60.0
 """How long the server waits for its workers to open the database before it prints its
@@ -123,9 +125,8 @@ def serve_processes(
 
     def worker_exit(_: Any, worker: Any) -> None:
         app = getattr(worker, "wsgi", None)
-        if app is not None and hasattr(app, "store"):
-            app.faults.wake_all()
-            app.store.close()
+        if isinstance(app, MetricsApp):
+            app.close()
 
     class Application(BaseApplication):  # type: ignore[misc]
         def load_config(self) -> None:
@@ -157,9 +158,6 @@ def serve_processes(
                 self.cfg.set(name, value)
 
         def load(self) -> Any:
-            from syvain_metrics.server.app import MetricsApp
-            from syvain_metrics.server.store import Store
-
             store = Store(db, shared=True)
             store.use_api_keys(keys)
             return MetricsApp(store, trusted_proxies=proxies)

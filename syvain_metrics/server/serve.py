@@ -5,7 +5,7 @@ included): waitress, with the connection limits of :mod:`~syvain_metrics.server.
 ``--processes N``: gunicorn's arbiter and N worker processes over the same database file
 (:mod:`~syvain_metrics.server.prefork`). Either way the command prints the URL and one
 one-time dashboard login link per API key, and Ctrl-C or SIGTERM stop it cleanly at any
-moment, start-up included (:mod:`syvain_metrics.server.signal_guard`): exit status 0 after
+moment, start-up included (:mod:`syvain_metrics.signal_guard`): exit status 0 after
 Ctrl-C, 143 after SIGTERM.
 
 Example:
@@ -19,7 +19,7 @@ import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from syvain_metrics.server.signal_guard import SignalGuard, held, stage
+from syvain_metrics.signal_guard import SignalGuard, held, stage
 
 if TYPE_CHECKING:
     from syvain_metrics.server.store import Store
@@ -41,7 +41,7 @@ def serve(
     the login links. Returns the exit status (2: it could not start).
 
     Run by :func:`~syvain_metrics.cli.main` under ``guard``: Ctrl-C or SIGTERM at any moment
-    raise :class:`~syvain_metrics.server.signal_guard.Stopped` here (or, once gunicorn's
+    raise :class:`~syvain_metrics.signal_guard.Stopped` here (or, once gunicorn's
     arbiter runs, are acted on by it), and everything opened so far is closed before it goes
     on.
     """
@@ -143,7 +143,7 @@ def _serve_processes(
         count = store.api_key_count
         bound_host, bound_port = listener.getsockname()[:2]
         # The workers open their own connections: none is shared across a fork.
-        store.close()
+        app.close()
         store = None
 
         def announce() -> None:

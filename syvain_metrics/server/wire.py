@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from operator import itemgetter
 from typing import Any
 
-from syvain_metrics.contract.routes import dashboard_experiment_path
+from syvain_metrics.contract.operations import dashboard_experiment_path
 from syvain_metrics.server.sql import ROW_COLUMNS
 from syvain_metrics.server.store.records import (
     Annotation,

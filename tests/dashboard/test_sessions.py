@@ -166,11 +166,19 @@ def test_serve_processes_pass_the_trusted_proxy_to_every_worker(tmp_path: Path) 
         assert process.stdout is not None
         found = re.search(r"at (http://127\.0\.0\.1:\d+)", process.stdout.readline())
         assert found is not None
-        # Fresh connections go to the workers in turn: each believes the proxy.
-        for _ in range(4):
-            reply = login(found.group(1), {**FORWARDED, "Connection": "close"})
-            assert reply.status_code == 303
-            assert "Secure" in reply.headers["Set-Cookie"].split("; ")
+        # Connections held open at once go to different workers (a new connection goes to
+        # the worker holding the fewest): each believes the proxy.
+        with requests.Session() as first, requests.Session() as second:
+            for browser in (first, second, first, second):
+                reply = browser.post(
+                    f"{found.group(1)}/dashboard/login",
+                    data={"api_key": KEY_A},
+                    headers=FORWARDED,
+                    allow_redirects=False,
+                    timeout=30,
+                )
+                assert reply.status_code == 303
+                assert "Secure" in reply.headers["Set-Cookie"].split("; ")
     finally:
         process.terminate()
         process.wait(60)

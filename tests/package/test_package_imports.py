@@ -46,3 +46,20 @@ def test_a_name_imported_from_the_package_is_the_class_itself() -> None:
     from syvain_metrics.resources.experiment import Experiment as Defined
 
     assert Experiment is Defined
+
+
+def test_the_command_runs_without_the_server_extras() -> None:
+    # `sync` and `--help` need no server: a user with the bare SDK (no `local` extra) has
+    # them too.
+    script = (
+        "import sys\n"
+        "sys.modules.update(dict.fromkeys(['waitress', 'werkzeug', 'jinja2', 'gunicorn']))\n"
+        "from syvain_metrics.cli import main\n"
+        "sys.exit(main(['sync', '--help']))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=False, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert "usage:" in done.stdout
+    assert "sync" in done.stdout

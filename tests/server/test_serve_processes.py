@@ -111,6 +111,51 @@ def test_concurrent_clients_each_store_every_event_once(served: Served) -> None:
             assert list(rows.steps) == list(range(3000))
 
 
+@pytest.mark.parametrize(
+    ("path", "headers", "status", "code"),
+    [
+        ("/api/v1/" + "x" * 9000, {}, 414, "uri_too_long"),
+        ("/api/v1/auth/status", {f"X-Field-{n}": "1" for n in range(250)}, 431, None),
+    ],
+    ids=["request-line", "too-many-fields"],
+)
+def test_a_head_the_workers_refuse_is_answered_in_the_envelope(
+    served: Served, path: str, headers: dict[str, str], status: int, code: str | None
+) -> None:
+    answer = _fresh_connection(served.url + path, headers=headers)
+    assert answer.status_code == status
+    body = answer.json()
+    assert body["data"] is None
+    assert body["error"]["details"].startswith("code=")
+    assert body["error"]["details"] != "code=internal_error"
+    if code is not None:
+        assert body["error"]["details"] == f"code={code}"
+
+
+def _opened(pid: int, path: Path) -> int:
+    """How many of ``pid``'s file descriptors are ``path``."""
+    count = 0
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            count += os.readlink(f"/proc/{pid}/fd/{fd}") == str(path)
+        except OSError:  # closed meanwhile
+            continue
+    return count
+
+
+def test_workers_inherit_no_database_connection_of_the_server_process(
+    served: Served, tmp_path: Path
+) -> None:
+    database, inflight = tmp_path / "metrics.sqlite", tmp_path / "metrics.sqlite-inflight"
+    assert _fresh_connection(served.url + "/api/v1/auth/status").status_code == 401
+    assert _opened(served.process.pid, database) == 0
+    assert _opened(served.process.pid, inflight) == 0
+    workers = served.workers()
+    assert len(workers) == 2
+    # Each worker opens the record of requests in progress once, itself.
+    assert [_opened(pid, inflight) for pid in workers] == [1, 1]
+
+
 def _connections_per_worker(served: Served) -> list[int]:
     """How many established connections to the server each worker holds."""
     port = int(served.url.rsplit(":", 1)[1])

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from syvain_metrics.server.signal_guard import PAUSE_ENV, STAGES, SignalGuard, Stopped, held
+from syvain_metrics.signal_guard import PAUSE_ENV, STAGES, SignalGuard, Stopped, held
 
 pytestmark = pytest.mark.skipif(
     not Path("/proc/self/stat").exists(), reason="finds worker processes in /proc (Linux)"

@@ -449,7 +449,7 @@ def gunicorn_workers(directory: Path, processes: int, per_client: int) -> Worker
         import sys
         from syvain_metrics.server import prefork
         from syvain_metrics.server.guarded_worker import GuardedThreadWorker
-        from syvain_metrics.server.signal_guard import SignalGuard
+        from syvain_metrics.signal_guard import SignalGuard
         GuardedThreadWorker.per_client = {per_client}
         listener = prefork.bind("127.0.0.1", 0)
         port = listener.getsockname()[1]
@@ -470,7 +470,7 @@ def gunicorn_workers(directory: Path, processes: int, per_client: int) -> Worker
 
 @pytest.fixture
 def workers(tmp_path: Path) -> Iterator[Workers]:
-    # As many slots per client address in each of the two workers as the dealer's workers had.
+    # 20 slots per client address in each of the two workers: few enough to fill in a test.
     served = gunicorn_workers(tmp_path, processes=2, per_client=20)
     try:
         yield served

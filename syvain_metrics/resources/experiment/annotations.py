@@ -11,13 +11,12 @@ import datetime as dt
 from collections.abc import Mapping
 from typing import Any
 
-from syvain_metrics.contract import routes
+from syvain_metrics.contract import operations
 from syvain_metrics.contract.limits import ANNOTATIONS_LIMIT
 from syvain_metrics.contract.schemas.annotation import (
     AnnotationCreateRequest,
     AnnotationListQuery,
     AnnotationListReply,
-    AnnotationReply,
 )
 from syvain_metrics.contract.schemas.base import load_request
 from syvain_metrics.resources.annotation import Annotation, AnnotationList
@@ -40,7 +39,7 @@ class Annotating(ExperimentBase):
             {"annotation": text, "metadata": {} if metadata is None else metadata},
         )
         bound = self._bind()
-        data = bound.call(routes.CREATE_ANNOTATION, self.id, reply=AnnotationReply(), body=body)
+        data = bound.call(operations.CREATE_ANNOTATION, self.id, body=body)
         self._update(data["experiment"])
         return Annotation._from_wire(data["annotation"], bound)
 
@@ -61,7 +60,7 @@ class Annotating(ExperimentBase):
         bound = self._bind()
         items = read_created(
             bound,
-            routes.LIST_ANNOTATIONS,
+            operations.LIST_ANNOTATIONS,
             (self.id,),
             AnnotationListReply(),
             "annotations",

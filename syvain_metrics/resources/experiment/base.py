@@ -1,7 +1,8 @@
 """What every part of an experiment shares: its wire fields and friendly views.
 
 The operations live in small mixins, one idea each (writing metrics, reading them,
-annotations, ingestion keys, the catalog), combined by :class:`~syvain_metrics.Experiment`.
+annotations, ingestion keys, the catalog), combined by :class:`~syvain_metrics.Experiment`
+(whose ``run()`` turns SIGTERM into a recorded end: ``termination.py``).
 
 Example:
     >>> exp = ExperimentBase({"id": "e1", "slug": "run-1", "url": "/dashboard/experiments/e1"},

@@ -9,13 +9,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from syvain_metrics.contract import routes
+from syvain_metrics.contract import operations
 from syvain_metrics.contract.schemas.base import load_request
 from syvain_metrics.contract.schemas.catalog import (
     CatalogQuery,
-    CatalogReply,
     CatalogValuesQuery,
-    CatalogValuesReply,
 )
 from syvain_metrics.errors import MetricsValidationError
 from syvain_metrics.resources.catalog import CatalogEntry, CatalogList, CatalogValues
@@ -35,7 +33,7 @@ class Cataloging(ExperimentBase):
         query = load_request(CatalogQuery(), {"limit": limit})
         self._settle_logs()
         bound = self._bind()
-        data = bound.call(routes.CATALOG, self.id, reply=CatalogReply(), query=query)
+        data = bound.call(operations.CATALOG, self.id, query=query)
         return CatalogList(CatalogEntry._from_wire(item, bound) for item in data["metrics"])
 
     def catalog_values(
@@ -56,7 +54,5 @@ class Cataloging(ExperimentBase):
         query = load_request(CatalogValuesQuery(), {"key": keys, "limit": limit})
         self._settle_logs()
         bound = self._bind()
-        data = bound.call(
-            routes.CATALOG_VALUES, self.id, metric, reply=CatalogValuesReply(), query=query
-        )
+        data = bound.call(operations.CATALOG_VALUES, self.id, metric, query=query)
         return CatalogValues._from_wire(data["metadata"], bound)

@@ -10,13 +10,11 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from syvain_metrics.contract import routes
+from syvain_metrics.contract import operations
 from syvain_metrics.contract.limits import DEFAULT_INGESTION_KEY_NAME
 from syvain_metrics.contract.schemas.base import load_request
 from syvain_metrics.contract.schemas.ingestion_key import (
-    IngestionKeyCreateReply,
     IngestionKeyCreateRequest,
-    IngestionKeyListReply,
 )
 from syvain_metrics.resources.experiment.base import ExperimentBase
 from syvain_metrics.resources.ingestion_key import IngestionKey, IngestionKeyList
@@ -33,7 +31,7 @@ class IngestionKeys(ExperimentBase):
             [True]
         """
         bound = self._bind()
-        data = bound.call(routes.LIST_INGESTION_KEYS, self.id, reply=IngestionKeyListReply())
+        data = bound.call(operations.LIST_INGESTION_KEYS, self.id)
         return IngestionKeyList(IngestionKey._from_wire(item, bound) for item in data["keys"])
 
     def create_ingestion_key(
@@ -53,9 +51,7 @@ class IngestionKeys(ExperimentBase):
             fields["ttl_ms"] = ttl_ms
         body = load_request(IngestionKeyCreateRequest(), fields)
         bound = self._bind()
-        data = bound.call(
-            routes.CREATE_INGESTION_KEY, self.id, reply=IngestionKeyCreateReply(), body=body
-        )
+        data = bound.call(operations.CREATE_INGESTION_KEY, self.id, body=body)
         return IngestionKey(data["key"], session=bound, token=data["token"])
 
     def forget_ingestion_credential(self) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
-from syvain_metrics.contract import routes
+from syvain_metrics.contract import operations
 from syvain_metrics.contract.schemas.base import load_request
 from syvain_metrics.contract.schemas.metric_query import MetricsQuery
 from syvain_metrics.contract.schemas.options import check_flag, check_page_size
@@ -67,7 +67,7 @@ class MetricReading(ExperimentBase):
         query, limit_value = self._metrics_query(name, metadata, step, ReadOptions(**options))
         return read_rows(
             self._bind(),
-            routes.LIST_METRICS,
+            operations.LIST_METRICS,
             (self.id,),
             query,
             limit_value,
@@ -97,7 +97,7 @@ class MetricReading(ExperimentBase):
         query, limit_value = self._metrics_query(name, metadata, step, ReadOptions(**options))
         return iter_rows(
             self._bind(),
-            routes.LIST_METRICS,
+            operations.LIST_METRICS,
             (self.id,),
             query,
             limit_value,

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from syvain_metrics.client.registry import get_session
 from syvain_metrics.client.session import Session
-from syvain_metrics.contract import routes
+from syvain_metrics.contract import operations
 from syvain_metrics.contract.limits import (
     DEFAULT_ERROR_NAME,
     ERROR_DETAIL_MAX,
@@ -35,7 +35,6 @@ from syvain_metrics.contract.schemas.experiment import (
     ExperimentListQuery,
     ExperimentListReply,
     ExperimentMoveRequest,
-    ExperimentReply,
     StatusUpdateRequest,
 )
 from syvain_metrics.contract.schemas.options import check_flag
@@ -162,7 +161,7 @@ class Experiment(MetricWriting, MetricReading, Annotating, IngestionKeys, Catalo
 
         items = read_created(
             bound,
-            routes.LIST_EXPERIMENTS,
+            operations.LIST_EXPERIMENTS,
             (),
             ExperimentListReply(),
             "experiments",
@@ -218,7 +217,7 @@ class Experiment(MetricWriting, MetricReading, Annotating, IngestionKeys, Catalo
             fields["folder_id"] = folder_id_of(folder)
         body = load_request(ExperimentCreateRequest(), fields)
         try:
-            data = bound.call(routes.CREATE_EXPERIMENT, reply=ExperimentReply(), body=body)
+            data = bound.call(operations.CREATE_EXPERIMENT, body=body)
         except MetricsApiRequestError as error:
             if not (exist_ok and is_conflict(error)):
                 raise
@@ -273,7 +272,7 @@ class Experiment(MetricWriting, MetricReading, Annotating, IngestionKeys, Catalo
         """
         bound = self._bind()
         self._session = bound
-        return self._apply(bound.call(routes.GET_EXPERIMENT, self.id, reply=ExperimentReply()))
+        return self._apply(bound.call(operations.GET_EXPERIMENT, self.id))
 
     def set_status(
         self,
@@ -297,9 +296,7 @@ class Experiment(MetricWriting, MetricReading, Annotating, IngestionKeys, Catalo
             fields["timestamp_ms"] = timestamp_ms
         body = load_request(StatusUpdateRequest(), fields)
         bound = self._bind()
-        return self._apply(
-            bound.call(routes.UPDATE_EXPERIMENT_STATUS, self.id, reply=ExperimentReply(), body=body)
-        )
+        return self._apply(bound.call(operations.UPDATE_EXPERIMENT_STATUS, self.id, body=body))
 
     def start(self) -> Experiment:
         """Mark the experiment ``running``.
@@ -431,6 +428,4 @@ class Experiment(MetricWriting, MetricReading, Annotating, IngestionKeys, Catalo
         """
         body = load_request(ExperimentMoveRequest(), {"folder_id": folder_id_of(folder)})
         bound = self._bind()
-        return self._apply(
-            bound.call(routes.MOVE_EXPERIMENT, self.id, reply=ExperimentReply(), body=body)
-        )
+        return self._apply(bound.call(operations.MOVE_EXPERIMENT, self.id, body=body))

@@ -16,7 +16,7 @@ from typing import Any
 
 from marshmallow import ValidationError
 
-from syvain_metrics.contract import routes
+from syvain_metrics.contract import operations
 from syvain_metrics.contract.event_ids import record_event_id
 from syvain_metrics.contract.limits import MAX_METRICS_PER_INGEST
 from syvain_metrics.contract.schemas.base import flatten_messages
@@ -145,7 +145,7 @@ class MetricWriting(ExperimentBase):
                 chunk = self._prepare(items[start : start + MAX_METRICS_PER_INGEST])
                 try:
                     data = bound.call(
-                        routes.INGEST_METRICS,
+                        operations.INGEST_METRICS,
                         self.id,
                         reply=reply,
                         query={"sync": sync},

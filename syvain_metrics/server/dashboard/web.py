@@ -37,7 +37,7 @@ from werkzeug.exceptions import RequestEntityTooLarge
 from werkzeug.wrappers import Request, Response
 
 from syvain_metrics._version import __version__
-from syvain_metrics.contract import routes
+from syvain_metrics.contract import operations
 from syvain_metrics.server.dashboard import charts, pages
 from syvain_metrics.server.dashboard.access import COOKIE_NAME, SESSION_TTL_S, Access
 from syvain_metrics.server.errors import ApiError
@@ -49,7 +49,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("syvain_metrics.server")
 
-PREFIX = routes.DASHBOARD_PREFIX
+PREFIX = operations.DASHBOARD_PREFIX
 CONTENT_SECURITY_POLICY = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
     "connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
@@ -199,8 +199,8 @@ class Dashboard:
             )
             env.globals.update(
                 static=lambda name: f"{PREFIX}/static/{name}?v={quote(__version__)}",
-                experiment_path=routes.dashboard_experiment_path,
-                folder_path=routes.dashboard_folder_path,
+                experiment_path=operations.dashboard_experiment_path,
+                folder_path=operations.dashboard_folder_path,
                 when=pages.when,
                 value_text=pages.value_text,
                 version=__version__,
