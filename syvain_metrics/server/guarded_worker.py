@@ -276,6 +276,10 @@ class GuardedThreadWorker(ThreadWorker):  # type: ignore[misc]
         if b"\r\n\r\n" in head or b"\n\n" in head or len(conn.head) > HEAD_BYTES_LIMIT:
             self._stop_gathering(conn)
             conn.data_ready = True
+            # Whole, so no longer a head still arriving: it waits for a thread, and room is
+            # never made by closing it (a flood of new connections from its address would
+            # otherwise reach it first).
+            conn.phase, conn.since = "answering", time.monotonic()
             self.enqueue_req(conn)
 
     def _drop(self, conn: Any, answer: bytes = b"") -> None:

@@ -439,7 +439,7 @@ class Workers:
         return sorted(found)
 
 
-def gunicorn_workers(directory: Path, processes: int, per_client: int) -> Workers:
+def gunicorn_workers(directory: Path, processes: int, per_client: int, threads: int = 4) -> Workers:
     db = str(directory / "metrics.sqlite")
     store = Store(db, shared=True)
     store.use_api_keys([API_KEY])
@@ -454,7 +454,7 @@ def gunicorn_workers(directory: Path, processes: int, per_client: int) -> Worker
         listener = prefork.bind("127.0.0.1", 0)
         port = listener.getsockname()[1]
         prefork.serve_processes(
-            listener, {db!r}, [{API_KEY!r}], threads=4, processes={processes},
+            listener, {db!r}, [{API_KEY!r}], threads={threads}, processes={processes},
             trusted_proxies=(), announce=lambda: print(port, flush=True),
             guard=SignalGuard().install(),
         )
@@ -478,6 +478,35 @@ def workers(tmp_path: Path) -> Iterator[Workers]:
         for pid in served.pids():
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGCONT)
+        served.process.terminate()
+        served.process.wait(60)
+
+
+@posix_only
+def test_a_whole_request_waiting_for_a_thread_is_never_pushed_out(tmp_path: Path) -> None:
+    # One worker, one thread, 4 places per address. The thread is held by a body that
+    # arrives slowly; a whole request waits for it; then the same address opens more
+    # connections than it has places. Room is made by closing heads still arriving, never
+    # the request that only waits for a thread.
+    served = gunicorn_workers(tmp_path, processes=1, per_client=4, threads=1)
+    try:
+        holder = socket.create_connection(served.address, timeout=HANG)
+        holder.sendall(
+            b"POST /api/v1/folders HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Content-Length: 20\r\n\r\n{"
+        )
+        time.sleep(0.5)
+        waiting = socket.create_connection(served.address, timeout=HANG)
+        waiting.sendall(b"GET /api/v1/auth/status HTTP/1.1\r\nHost: x\r\n\r\n")
+        time.sleep(0.5)
+        extra = [socket.create_connection(served.address, timeout=HANG) for _ in range(6)]
+        time.sleep(0.5)
+        holder.sendall(b"}" + b" " * 18)  # the body is whole: the thread is free
+        answer = waiting.recv(65536)
+        assert answer.startswith(b"HTTP/1.1 401"), answer[:80]
+        for connection in [holder, waiting, *extra]:
+            connection.close()
+    finally:
         served.process.terminate()
         served.process.wait(60)
 
