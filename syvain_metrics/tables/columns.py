@@ -21,20 +21,7 @@ from itertools import chain, repeat
 from operator import itemgetter
 from typing import TYPE_CHECKING, Any
 
-from syvain_metrics.contract.schemas.rows import ABSENT, RowPage
-
-SHARED_FIELDS = frozenset(
-    {
-        "org_id",
-        "experiment_id",
-        "experiment_slug",
-        "experiment_description",
-        "experiment_metadata_json",
-        "metric_name",
-        "event_metadata_json",
-    }
-)
-"""Fields with few distinct values in a read: stored as one object per distinct value."""
+from syvain_metrics.contract.schemas.rows import ABSENT, REPEATING_FIELDS, RowPage
 
 _NULL = float("nan")  # a null step in a column of doubles (steps are whole numbers)
 _INT64 = (-(2**63), 2**63 - 1)
@@ -130,7 +117,7 @@ class RowColumns:
             else:
                 values = list(map(dict.get, rows, repeat(name, count), repeat(ABSENT, count)))
             checked = name in known  # and so in types: what validation found
-            if name in SHARED_FIELDS:
+            if name in REPEATING_FIELDS:
                 values = self._share(values, checked and name in uniform)
             column = self.columns.get(name)
             packed = None

@@ -68,7 +68,7 @@ _TIMES = frozenset({"client_timestamp_ms", "server_timestamp_ms"})
 _OPTIONAL = frozenset({"experiment_description", "experiment_metadata_json"})
 _REQUIRED = frozenset(ROW_COLUMN_TYPES) - _OPTIONAL
 """Fields every row carries (``step`` too: it may be null but not absent)."""
-_REPEATING = frozenset(
+REPEATING_FIELDS = frozenset(
     {
         "org_id",
         "experiment_id",
@@ -79,7 +79,8 @@ _REPEATING = frozenset(
         "event_metadata_json",
     }
 )
-"""Text fields that often hold one value for a whole answer."""
+"""Text fields with few distinct values in a read, often one for a whole answer: the column
+store keeps one object per distinct value."""
 _ONE_TYPE = frozenset({str, _NONE})
 
 
@@ -182,7 +183,11 @@ class MetricRowTable(_Field):
                 except KeyError:
                     column = list(map(dict.get, rows, repeat(name, count), repeat(ABSENT, count)))
             first = column[0]
-            if name in _REPEATING and type(first) in _ONE_TYPE and column.count(first) == count:
+            if (
+                name in REPEATING_FIELDS
+                and type(first) in _ONE_TYPE
+                and column.count(first) == count
+            ):
                 # Only a string equals a string among JSON values (and only null, null): one
                 # value throughout has the type of the first; the common case, and cheaper
                 # than a type per value.

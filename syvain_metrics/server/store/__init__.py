@@ -49,18 +49,9 @@ __all__ = [
 
 
 class Store(Credentials, Logins, Folders, Annotations, Experiments, Ingest, Reads, StoreBase):
-    """Every piece of server state, in one SQLite database (a file, or ``":memory:"``).
-
-    Args:
-        path: a database file (opened in WAL mode) or ``":memory:"``.
-        clock: seconds since the epoch (tests inject a fake one to move time).
-        shared: other processes serve the same database file (``serve --processes``): write
-            transactions take turns through a lock file (``<path>.lock``) instead of SQLite's
-            retries, and dashboard logins are kept in the database, where every process
-            sees them.
-
-    Raises:
-        NewerLayoutError: the database was written by a newer server (it is left as it is).
+    """Every piece of server state, in one SQLite database (a file, or ``":memory:"``): one
+    mixin per area over :class:`~syvain_metrics.server.store.base.StoreBase`, whose arguments
+    (``path``, ``clock``, ``shared``) and errors it takes.
 
     Example:
         >>> store = Store()
