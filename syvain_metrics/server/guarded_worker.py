@@ -323,8 +323,10 @@ class GuardedThreadWorker(ThreadWorker):  # type: ignore[misc]
         order = {"head": 0, "body": 1, "idle": 2}
         waiting = [conn for conn in mine if conn.phase in order]
         if not waiting and any(conn.phase == "answering" for conn in mine):
-            # An answer may be out while its thread has not yet said so: a moment for it.
+            # An answer may be out while its thread has not yet said so: a moment for it,
+            # then what the threads said meanwhile.
             time.sleep(0.02)
+            self.method_queue.run_callbacks(None)
             waiting = [conn for conn in mine if conn.phase in order]
         if not waiting:
             return False

@@ -558,6 +558,9 @@ def test_a_client_at_its_limit_in_a_worker_loses_its_connection_that_waited_long
         held = [socket.create_connection(served.address, timeout=HANG) for _ in range(2)]
         for connection in held:
             assert status_over(connection).startswith(b"HTTP/1.1 200")
+        # An answer is out before its thread reports the connection idle: a moment for both
+        # to be idle in the worker's view too.
+        time.sleep(0.5)
         # Both idle now: the one idle longest makes room, the new one is answered.
         assert answered(served.address) == 200
         assert ended(held[0], HANG) == b""
