@@ -35,10 +35,13 @@ class FakeClock:
 
 @pytest.fixture(scope="session", autouse=True)
 def _spool_in_a_temporary_directory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """Sessions made by tests spool under a temporary directory, never the user's cache."""
+    """Sessions made by tests spool under a temporary directory, never the user's cache.
+    Runs they create record no environment unless a test asks for it (tests check exact
+    creation bodies; tests/lifecycle/test_context.py checks the capture and its default)."""
     root = tmp_path_factory.mktemp("spool")
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("SYVAIN_METRICS_SPOOL_DIR", str(root))
+        patch.setenv("SYVAIN_METRICS_CAPTURE_ENV", "0")
         yield root
 
 

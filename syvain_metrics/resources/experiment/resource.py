@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from syvain_metrics.client.registry import get_session
 from syvain_metrics.client.session import Session
+from syvain_metrics.context.creation import creation_metadata
 from syvain_metrics.contract import operations
 from syvain_metrics.contract.limits import (
     DEFAULT_ERROR_NAME,
@@ -43,6 +44,7 @@ from syvain_metrics.resources.experiment.annotations import Annotating
 from syvain_metrics.resources.experiment.catalog import Cataloging
 from syvain_metrics.resources.experiment.ingestion_keys import IngestionKeys
 from syvain_metrics.resources.experiment.reading import MetricReading
+from syvain_metrics.resources.experiment.system_metrics import SystemSampling
 from syvain_metrics.resources.experiment.termination import SigtermGuard
 from syvain_metrics.resources.experiment.writing import MetricWriting
 from syvain_metrics.resources.experiment_list import (
@@ -98,7 +100,9 @@ def _error_payload(error: BaseException | str | Mapping[str, Any] | None) -> dic
     raise MetricsValidationError({"error": ["Must be an exception, a string or {name, detail}."]})
 
 
-class Experiment(MetricWriting, MetricReading, Annotating, IngestionKeys, Cataloging):
+class Experiment(
+    SystemSampling, MetricWriting, MetricReading, Annotating, IngestionKeys, Cataloging
+):
     """An experiment (a run). Attributes mirror the wire fields; ``created_at`` and friends
     are aware datetimes; ``folder`` is a :class:`Folder` or ``None``.
 
@@ -189,6 +193,8 @@ class Experiment(MetricWriting, MetricReading, Annotating, IngestionKeys, Catalo
         metadata: Mapping[str, Any] | None = None,
         folder: Folder | str | None = UNSET,
         exist_ok: bool = False,
+        config: object = None,
+        capture_environment: bool | None = None,
         session: Session | None = None,
     ) -> Experiment:
         """Create an experiment. ``folder`` is a ``Folder``, an id, or ``None`` for the root;
@@ -198,6 +204,14 @@ class Experiment(MetricWriting, MetricReading, Annotating, IngestionKeys, Catalo
         is (one more request to find it) instead of raising the service's 409, so a notebook
         cell that creates a run can be run again. Its description, metadata and folder are
         the existing ones, not the arguments.
+
+        ``config`` (a dict, ``argparse.Namespace``, dataclass, pydantic model or OmegaConf
+        config) is added to the metadata, nested keys joined with dots (``model.width``);
+        ``metadata=`` wins on a shared key, and a value that cannot be stored as it is is
+        named by one warning (kept as text, or left out past the metadata's size). The
+        ``environment`` key records the git commit, host, command line (secrets masked),
+        Python, SDK and imported frameworks' versions, and GPUs: ``capture_environment=False``
+        (or ``SYVAIN_METRICS_CAPTURE_ENV=0``) leaves it out.
 
         Example:
             >>> sm.Experiment.create("mamba-run-001", description="Baseline",
@@ -211,7 +225,7 @@ class Experiment(MetricWriting, MetricReading, Annotating, IngestionKeys, Catalo
         fields: dict[str, Any] = {
             "slug": slug,
             "description": description,
-            "metadata": {} if metadata is None else metadata,
+            "metadata": creation_metadata(metadata, config, capture=capture_environment),
         }
         if folder is not UNSET:
             fields["folder_id"] = folder_id_of(folder)
@@ -326,7 +340,9 @@ class Experiment(MetricWriting, MetricReading, Annotating, IngestionKeys, Catalo
         return self.set_status("error", error=error)
 
     @contextmanager
-    def run(self, *, flush_timeout: float | None = None) -> Iterator[Experiment]:
+    def run(
+        self, *, flush_timeout: float | None = None, system_metrics: bool | float = False
+    ) -> Iterator[Experiment]:
         """Run a block as this experiment: ``running`` on entry; on leaving, wait for the
         block's ``log()`` events (up to ``flush_timeout``, by default the session's), then mark
         the run ``done`` after a clean exit (``sys.exit(0)`` included) or ``error`` with the
@@ -340,6 +356,9 @@ class Experiment(MetricWriting, MetricReading, Annotating, IngestionKeys, Catalo
         SIGTERM while the run is ending cuts the wait to 10 s, and is passed on once the
         status the block earned is recorded.
 
+        ``system_metrics=True`` samples CPU, memory and GPUs every 10 s while the block runs
+        (a number: every that many seconds; see :meth:`start_system_metrics`).
+
         If events could not all be stored on a clean exit, the run is marked ``error`` and
         :class:`~syvain_metrics.FlushError` is raised (pending events stay spooled and keep
         being retried).
@@ -349,8 +368,11 @@ class Experiment(MetricWriting, MetricReading, Annotating, IngestionKeys, Catalo
             ...     exp.log("loss", 0.5, step=0)
         """
         wait = self._bind().flush_timeout if flush_timeout is None else flush_timeout
+        sampler = self._system_sampler(system_metrics)  # refused before the run starts
         self.start()
         guard = SigtermGuard.install()
+        if sampler is not None:
+            sampler.start()
         error: BaseException | None = None
         try:
             try:
@@ -358,6 +380,8 @@ class Experiment(MetricWriting, MetricReading, Annotating, IngestionKeys, Catalo
             except BaseException as exc:
                 error = exc
             guard.defer()
+            if sampler is not None:
+                sampler.stop()  # its last sample is flushed with the block's events
             self._end_run(error, guard, wait)
         finally:
             guard.restore()  # raises Terminated for a SIGTERM deferred while ending
