@@ -74,6 +74,8 @@ Run (from the repository root)::
     python benchmarks/training_loop.py --steps 2000 --rounds 1 --outage-seconds 5 \\
         --outage-steps 8000 --slow-steps 300                      # a quick check
     python benchmarks/training_loop.py --skip-faults --skip-collector
+    python benchmarks/training_loop.py --skip-faults --skip-collector --system-metrics 1
+        # ours with the system metrics sampler on (every 1 s; its series are not counted)
     python benchmarks/training_loop.py --collector-python /path/to/venv/bin/python
 
 Targets (ours): slowdown <= 5%; median ``log()`` <= 5 us; no stall over 10 ms (worst step
@@ -263,15 +265,21 @@ class Client:
     warnings: LogRecordCounter
 
 
-def open_ours(host: str, api_key: str, slug: str, spool_dir: str) -> Client:
+def open_ours(
+    host: str, api_key: str, slug: str, spool_dir: str, system_metrics: float | None = None
+) -> Client:
     import syvain_metrics as sm
 
     warnings = LogRecordCounter("syvain_metrics")
     session = sm.Session(api_key, host=host, spool_dir=spool_dir)
     exp = sm.Experiment.create(slug, session=session)
+    sampler = None if system_metrics is None else exp.start_system_metrics(system_metrics)
 
     def finish(timeout: float) -> Json:
         out: Json = {}
+        if sampler is not None:
+            sampler.stop()
+            out["system_samples"] = sampler.samples
         for key, action in (
             ("flush", lambda: exp.flush(timeout=timeout)),
             ("close", session.close),
@@ -345,7 +353,7 @@ def run_worker(args: argparse.Namespace) -> None:
     """One contender's loop; one JSON line per event on stdout."""
     client: Client | None = None
     if args.worker == "ours":
-        client = open_ours(args.host, args.api_key, args.slug, args.spool_dir)
+        client = open_ours(args.host, args.api_key, args.slug, args.spool_dir, args.system_metrics)
     elif args.worker == "collector":
         client = open_collector(args.host, args.api_key, args.slug)
     emit(
@@ -503,8 +511,12 @@ def count_stored(url: str, experiment_id: str, spool_dir: Path) -> tuple[int, in
 
     with sm.Session(API_KEY, host=url, spool_dir=spool_dir, page_size=100_000) as session:
         rows = sm.Experiment.get(experiment_id, session=session).metrics()
-        keys = set(zip(rows.names, rows.steps, rows.column("event_metadata_json"), strict=True))
-        return len(rows), len(keys)
+        keys = [
+            key
+            for key in zip(rows.names, rows.steps, rows.column("event_metadata_json"), strict=True)
+            if not key[0].startswith("system/")  # the sampler's series (--system-metrics)
+        ]
+        return len(keys), len(set(keys))
 
 
 # -- the scenarios -------------------------------------------------------------------------------
@@ -570,6 +582,8 @@ class Bench:
         options = ["--host", url, "--api-key", API_KEY, "--slug", f"bench-{name}-{os.getpid()}"]
         options += ["--steps", str(steps), "--work-iterations", str(self.iterations)]
         options += ["--spool-dir", str(spool), "--flush-timeout", str(flush_timeout)]
+        if kind == "ours" and self.args.system_metrics is not None:
+            options += ["--system-metrics", str(self.args.system_metrics)]
         with WorkerProcess(self.pythons[kind], kind, options) as worker:
             _, ready = worker.expect("ready", 120)
             timeline = during(worker) if during else ""
@@ -747,6 +761,8 @@ def notes(run: Run) -> list[str]:
     r = run.result
     errors = ("flush_error", "close_error")
     lines = [f"{key.replace('_', ' ')}: {r[key]}" for key in errors if r.get(key)]
+    if r.get("system_samples"):
+        lines.append(f"system metrics samples: {r['system_samples']}")
     if r["first_exception"]:
         lines.append(f"first exception raised into the loop: {r['first_exception']}")
     if r.get("warnings"):
@@ -877,6 +893,13 @@ def main(argv: list[str] | None = None) -> None:
         "--slow-steps", type=int, default=3_000, help="steps of the slow-server loop (3,000)"
     )
     parser.add_argument("--skip-collector", action="store_true", help="only ours")
+    parser.add_argument(
+        "--system-metrics",
+        type=float,
+        nargs="?",
+        const=10.0,
+        help="ours samples system metrics every SECONDS (10 when given alone) during its runs",
+    )
     parser.add_argument("--skip-faults", action="store_true", help="only the main runs")
     parser.add_argument(
         "--collector-python",
