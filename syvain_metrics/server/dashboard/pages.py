@@ -124,17 +124,24 @@ def _matches(experiment: Mapping[str, Any], status: str | None, text: str | None
 
 
 def metadata_columns(experiments: Iterable[Mapping[str, Any]]) -> list[str]:
-    """The metadata keys to show as columns: the most common first, then by name.
+    """The metadata keys to show as columns: the most common first, then by name; keys
+    holding objects (such as a run's captured ``environment``) after every other, since a
+    cell shows one value well and a whole JSON document badly.
 
     Example:
         >>> metadata_columns([{"metadata": {"lr": 1, "seed": 2}}, {"metadata": {"lr": 3}}])
         ['lr', 'seed']
+        >>> metadata_columns([{"metadata": {"environment": {"host": "a"}, "lr": 1}}])
+        ['lr', 'environment']
     """
     counts: dict[str, int] = {}
+    objects: set[str] = set()
     for experiment in experiments:
-        for key in experiment["metadata"]:
+        for key, value in experiment["metadata"].items():
             counts[key] = counts.get(key, 0) + 1
-    ranked = sorted(counts, key=lambda key: (-counts[key], key))
+            if isinstance(value, dict):
+                objects.add(key)
+    ranked = sorted(counts, key=lambda key: (key in objects, -counts[key], key))
     return ranked[:MAX_METADATA_COLUMNS]
 
 
