@@ -47,6 +47,9 @@ service may be as strict), so a config never makes the creation itself fail."""
 _DEPTH = 16
 """Nesting deeper than this is kept as text: the server bounds JSON depth."""
 
+_ARRAY_ITEMS = 1_000
+"""numpy arrays and torch tensors up to this size become lists; larger ones, text."""
+
 _KINDS = "a dict, an argparse.Namespace, a dataclass, a pydantic model or an OmegaConf config"
 
 
@@ -100,12 +103,25 @@ def as_mapping(config: object) -> Mapping[Any, Any] | None:
     return None
 
 
+def _nested(value: object) -> Mapping[Any, Any] | None:
+    """The mapping inside a value of a config, or ``None`` (also when reading it fails: the
+    value is then kept as text)."""
+    if isinstance(value, str | bytes | int | float | type(None)):
+        return None
+    try:
+        return as_mapping(value)
+    except Exception:
+        return None
+
+
 def _compact(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
 
 class _Converter:
     """Turns config values into JSON values, noting which ones became text."""
+
+    # A fresh converter per top-level key, so that ``lossy`` names the key.
 
     def __init__(self) -> None:
         self.lossy = False
@@ -138,7 +154,7 @@ class _Converter:
             item = _scalar_item(value)
             if item is not None:
                 return self.value(item[0], depth + 1)
-            nested = None if isinstance(value, str | bytes) else as_mapping(value)
+            nested = _nested(value)
             if nested is not None:
                 return {str(k): self.value(v, depth + 1) for k, v in nested.items()}
             if isinstance(value, list | tuple | set | frozenset):
@@ -149,26 +165,29 @@ class _Converter:
 
 def _scalar_item(value: object) -> tuple[Any] | None:
     """``(value.item(),)`` for a numpy scalar or a one-element numpy array / torch tensor,
-    recognised by module name (neither library is imported here)."""
+    ``(value.tolist(),)`` for a small one, recognised by module name (neither library is
+    imported here)."""
     module = type(value).__module__.partition(".")[0]
     if module not in ("numpy", "torch"):
         return None
-    size = getattr(value, "size", None)
-    count = size() if module == "torch" and callable(size) else size
-    if count != 1:
-        return None
     try:
-        return (value.item(),)  # type: ignore[attr-defined]
+        size = getattr(value, "size", None)
+        count = size() if module == "torch" and callable(size) else size
+        if count == 1:
+            return (value.item(),)  # type: ignore[attr-defined]
+        if isinstance(count, int) and count <= _ARRAY_ITEMS:
+            return (value.tolist(),)  # type: ignore[attr-defined]
     except Exception:
         return None
+    return None
 
 
-def _flatten(mapping: Mapping[Any, Any], prefix: str, out: dict[str, Any]) -> None:
+def _flatten(mapping: Mapping[Any, Any], prefix: str, out: dict[str, Any], depth: int = 0) -> None:
     for key, item in mapping.items():
         name = f"{prefix}{key}"
-        nested = None if isinstance(item, str | bytes) else as_mapping(item)
+        nested = _nested(item) if depth < _DEPTH else None  # a cycle ends as text
         if nested:
-            _flatten(nested, f"{name}.", out)
+            _flatten(nested, f"{name}.", out, depth + 1)
         else:
             out[name] = item
 
@@ -184,7 +203,12 @@ def config_metadata(
         >>> config_metadata({"opt": {"name": "sgd", "lr": 0.1}}).values
         {'opt.name': 'sgd', 'opt.lr': 0.1}
     """
-    mapping = as_mapping(config)
+    try:
+        mapping = as_mapping(config)
+    except Exception as error:
+        raise MetricsValidationError(
+            {"config": [f"Could not be read: {type(error).__name__}: {error}"]}
+        ) from error
     if mapping is None:
         raise MetricsValidationError(
             {"config": [f"Must be {_KINDS}, not {type(config).__name__}."]}

@@ -366,3 +366,39 @@ def test_argv_redaction_rules() -> None:
         "postgres://***@db:5432/x",
         "--auth-token=***",
     ]
+
+
+class Unreadable:
+    """A model whose dump fails (a validator that raises, say)."""
+
+    def model_dump(self) -> dict[str, Any]:
+        raise RuntimeError("validator failed")
+
+    def __str__(self) -> str:
+        return "<unreadable>"
+
+
+def test_an_unreadable_config_is_refused_and_an_unreadable_value_kept_as_text() -> None:
+    with pytest.raises(sm.MetricsValidationError, match="config: Could not be read"):
+        sm.Experiment.create("run-unreadable", config=Unreadable())
+    assert sm.Experiment.list(slug="run-unreadable") == []
+
+    cyclic: dict[str, Any] = {"depth": 1}
+    cyclic["again"] = cyclic
+    with pytest.warns(UserWarning, match="stored as text: part, .*again"):
+        sm.Experiment.create("run-odd", config={"part": Unreadable(), "loop": cyclic})
+    kept = stored("run-odd")
+    assert kept["part"] == "<unreadable>"
+    assert kept["loop.depth"] == 1
+    assert kept["loop.again.depth"] == 1
+
+
+def test_small_arrays_are_lists_and_large_ones_text() -> None:
+    np = pytest.importorskip("numpy")
+    with pytest.warns(UserWarning, match="stored as text: large"):
+        sm.Experiment.create(
+            "run-arrays", config={"weights": np.array([0.5, 2.0]), "large": np.zeros(5000)}
+        )
+    kept = stored("run-arrays")
+    assert kept["weights"] == [0.5, 2.0]
+    assert kept["large"].startswith("[0. 0. 0.")
