@@ -41,6 +41,8 @@ DEFAULT_INTERVAL_S = 10.0
 """Seconds between two samples unless told otherwise."""
 
 MIN_INTERVAL_S = 0.05
+STOP_TIMEOUT_S = 2.0
+"""The longest ``stop()`` waits for a sample being taken (a run's end must stay bounded)."""
 _MIB = 1024 * 1024
 _RANK_ENVS = ("RANK", "SLURM_PROCID", "OMPI_COMM_WORLD_RANK", "PMI_RANK")
 
@@ -107,6 +109,7 @@ class SystemMetrics:
         self._process: Any = None
         self._gpus: GpuReader | None = None
         self._cpu_ready = False
+        self._cpu_logged = False
         self._last_at = 0.0
         self._dead = False
         self.samples = 0
@@ -128,16 +131,19 @@ class SystemMetrics:
             self._thread.start()
         return self
 
-    def stop(self, timeout: float = 5.0) -> None:
-        """Take a last sample and stop; safe to call twice. Never raises."""
+    def stop(self, timeout: float = STOP_TIMEOUT_S) -> None:
+        """Take a last sample and stop; safe to call twice. Never raises, and waits at most
+        about ``timeout`` seconds (twice that if a reading hangs, e.g. in a GPU driver)."""
         thread = self._thread
         if thread is None or self._stop.is_set():
             return
         self._stop.set()
         if thread is not threading.current_thread():
             thread.join(timeout)
-        if time.monotonic() - self._last_at >= MIN_INTERVAL_S:
-            self.sample()
+        # A last sample, unless one was just taken; always when none had a CPU window yet,
+        # so that even a very short run has every series.
+        if not self._cpu_logged or time.monotonic() - self._last_at >= MIN_INTERVAL_S:
+            self.sample(timeout)
 
     def __enter__(self) -> SystemMetrics:
         return self.start()
@@ -195,6 +201,7 @@ class SystemMetrics:
             add("cpu_percent", lambda: ps.cpu_percent(None))
             if process is not None:
                 add("process_cpu_percent", lambda: process.cpu_percent(None))
+            self._cpu_logged = True
         else:  # prime the counters: the first call measures no window and says 0
             self._read("cpu_percent", lambda: ps.cpu_percent(None))
             if process is not None:
@@ -217,8 +224,9 @@ class SystemMetrics:
             self._once("memory", error)
             return None
 
-    def sample(self) -> int:
-        """Take one sample now and log it; returns how many values were logged. Never raises.
+    def sample(self, wait: float = STOP_TIMEOUT_S) -> int:
+        """Take one sample now and log it; returns how many values were logged (0 when the
+        sample being taken meanwhile did not end within ``wait`` seconds). Never raises.
 
         Example:
             >>> sampler.sample()  # doctest: +SKIP
@@ -226,7 +234,9 @@ class SystemMetrics:
         """
         if self._dead:
             return 0
-        with self._lock:
+        if not self._lock.acquire(timeout=wait):
+            return 0
+        try:
             self._last_at = time.monotonic()
             step = self.samples
             logged = 0
@@ -244,3 +254,5 @@ class SystemMetrics:
                 self._once("log", error)
             self.samples += 1
             return logged
+        finally:
+            self._lock.release()

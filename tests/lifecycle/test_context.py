@@ -402,3 +402,26 @@ def test_small_arrays_are_lists_and_large_ones_text() -> None:
     kept = stored("run-arrays")
     assert kept["weights"] == [0.5, 2.0]
     assert kept["large"].startswith("[0. 0. 0.")
+
+
+@pytest.mark.usefixtures("capture_on")
+def test_imported_frameworks_and_visible_gpus_are_recorded(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    torch = types.ModuleType("torch")
+    torch.__version__ = "9.9.0+test"  # type: ignore[attr-defined]
+    torch.cuda = types.SimpleNamespace(  # type: ignore[attr-defined]
+        is_available=lambda: True,
+        device_count=lambda: 2,
+        get_device_name=lambda i: f"Test GPU {i}",
+    )
+    monkeypatch.setitem(sys.modules, "torch", torch)
+    monkeypatch.delitem(sys.modules, "transformers", raising=False)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,3")
+    env = created_quietly("run-gpus")["environment"]
+    assert env["packages"]["torch"] == "9.9.0+test"
+    assert "transformers" not in env["packages"]  # not imported: not recorded
+    assert env["accelerators"] == {
+        "cuda_visible_devices": "2,3",
+        "gpus": ["Test GPU 0", "Test GPU 1"],
+    }

@@ -80,8 +80,7 @@ def test_a_short_run_has_a_sample_of_each_series(monkeypatch: pytest.MonkeyPatch
     monkeypatch.setenv("RANK", "3")
     exp = sm.Experiment.create("run-short")
     sampler = exp.start_system_metrics(interval=60.0)
-    time.sleep(0.1)
-    sampler.stop()
+    sampler.stop()  # at once: the sample at start, and the last one
     sampler.stop()  # a second stop does nothing
     assert not sampler.running
     exp.flush(timeout=30)
@@ -119,7 +118,7 @@ def test_a_log_function_that_raises_does_not_stop_the_sampler() -> None:
         raise RuntimeError("full disk")
 
     sampler = system.SystemMetrics(failing_log, interval=0.05).start()
-    time.sleep(0.3)
+    time.sleep(0.5)
     sampler.stop()
     assert sampler.samples >= 3
     assert len(calls) >= 3
@@ -206,3 +205,24 @@ def test_gpu_series_carry_the_gpu_index(monkeypatch: pytest.MonkeyPatch) -> None
     assert utilization == {(0, 40.0), (1, 41.0)}
     assert rows["system/gpu_power_w"] == []
     assert {r.metadata["node"] for r in rows["system/gpu_temperature_c"]} == {socket.gethostname()}
+
+
+def test_stop_returns_while_a_reading_hangs(monkeypatch: pytest.MonkeyPatch) -> None:
+    entered, release = threading.Event(), threading.Event()
+
+    def hung() -> Any:
+        entered.set()
+        release.wait(60)
+        raise RuntimeError("driver hung")
+
+    monkeypatch.setattr(psutil, "virtual_memory", hung)
+    exp = sm.Experiment.create("run-hung")
+    sampler = exp.start_system_metrics(interval=60.0)
+    assert entered.wait(30)
+    sampler.stop(timeout=0.2)  # gives up on the stuck sample instead of waiting for it
+    assert sampler.running
+    assert sampler.samples == 0
+    release.set()
+    for thread in sampler_threads():
+        thread.join(30)
+    assert not sampler.running
