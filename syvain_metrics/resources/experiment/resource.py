@@ -43,6 +43,7 @@ from syvain_metrics.resources.experiment.annotations import Annotating
 from syvain_metrics.resources.experiment.catalog import Cataloging
 from syvain_metrics.resources.experiment.ingestion_keys import IngestionKeys
 from syvain_metrics.resources.experiment.reading import MetricReading
+from syvain_metrics.resources.experiment.resuming import Resuming
 from syvain_metrics.resources.experiment.termination import SigtermGuard
 from syvain_metrics.resources.experiment.writing import MetricWriting
 from syvain_metrics.resources.experiment_list import (
@@ -98,7 +99,7 @@ def _error_payload(error: BaseException | str | Mapping[str, Any] | None) -> dic
     raise MetricsValidationError({"error": ["Must be an exception, a string or {name, detail}."]})
 
 
-class Experiment(MetricWriting, MetricReading, Annotating, IngestionKeys, Cataloging):
+class Experiment(MetricWriting, MetricReading, Resuming, Annotating, IngestionKeys, Cataloging):
     """An experiment (a run). Attributes mirror the wire fields; ``created_at`` and friends
     are aware datetimes; ``folder`` is a :class:`Folder` or ``None``.
 
@@ -244,18 +245,20 @@ class Experiment(MetricWriting, MetricReading, Annotating, IngestionKeys, Catalo
         how: str | builtins.list[str] | tuple[str, ...] = ("last", "min", "max"),
         *,
         metadata: Mapping[str, Any] | str | None = None,
+        last_per_step: bool = False,
     ) -> dict[str, float | int | None]:
         """Summary values of this run's metrics: ``{"<metric>:<how>": value}`` for each
         metric of ``names`` and statistic of ``how`` (among ``last``, ``first``, ``min``,
         ``max``, ``mean``, ``count``, ``last_step``; ``None`` without events). One read of
         every (narrowed) series at once: 2 requests while the rows fit one page.
+        ``last_per_step=True`` counts only the row logged last at each step (a resumed run).
 
         Example:
             >>> exp.summary(["loss", "acc"], how=("last", "max"))  # doctest: +SKIP
             {'loss:last': 0.12, 'loss:max': 2.3, 'acc:last': 0.91, 'acc:max': 0.93}
         """
         self._settle_logs()
-        return summarize([self], names, how, metadata, self._bind())[self.id]
+        return summarize([self], names, how, metadata, self._bind(), last_per_step)[self.id]
 
     # -- state --------------------------------------------------------------------
 
@@ -326,8 +329,12 @@ class Experiment(MetricWriting, MetricReading, Annotating, IngestionKeys, Catalo
         return self.set_status("error", error=error)
 
     @contextmanager
-    def run(self, *, flush_timeout: float | None = None) -> Iterator[Experiment]:
-        """Run a block as this experiment: ``running`` on entry; on leaving, wait for the
+    def run(
+        self, *, flush_timeout: float | None = None, resume_from: int | None = None
+    ) -> Iterator[Experiment]:
+        """Run a block as this experiment: ``running`` on entry (with ``resume_from``, the
+        step of the checkpoint a restarted job continues from: :meth:`resume`, which records
+        it on the run); on leaving, wait for the
         block's ``log()`` events (up to ``flush_timeout``, by default the session's), then mark
         the run ``done`` after a clean exit (``sys.exit(0)`` included) or ``error`` with the
         exception otherwise, and re-raise it.
@@ -349,7 +356,10 @@ class Experiment(MetricWriting, MetricReading, Annotating, IngestionKeys, Catalo
             ...     exp.log("loss", 0.5, step=0)
         """
         wait = self._bind().flush_timeout if flush_timeout is None else flush_timeout
-        self.start()
+        if resume_from is None:
+            self.start()
+        else:
+            self.resume(resume_from)
         guard = SigtermGuard.install()
         error: BaseException | None = None
         try:
