@@ -47,6 +47,14 @@ def row(
     }
 
 
+def xs(line: Any) -> list[float]:
+    return [float(x) for x in line.get_xdata()]
+
+
+def ys(line: Any) -> list[float]:
+    return [float(y) for y in line.get_ydata()]
+
+
 def reference(rows: list[dict[str, Any]]) -> list[str]:
     """The event ids kept, in order: one row at a time, metadata compared as JSON values."""
     import json
@@ -192,10 +200,10 @@ def test_a_plot_draws_the_last_value_of_each_step() -> None:
         ]
     )
     (line,) = rows.plot(last_per_step=True).get_lines()
-    assert list(line.get_xdata()) == [1.0, 2.0]
-    assert list(line.get_ydata()) == [2.0, 3.0]
+    assert xs(line) == [1.0, 2.0]
+    assert ys(line) == [2.0, 3.0]
     (line,) = rows.plot().get_lines()
-    assert len(line.get_xdata()) == 3
+    assert len(xs(line)) == 3
 
 
 # -- random tables against the reference ---------------------------------------------------------
