@@ -245,3 +245,36 @@ def test_random_tables_match_the_reference(
     assert [r["event_id"] for r in last_per_step(table).rows()] == reference(rows)
     as_lists = [{**r, "step": None if r["step"] is None else int(r["step"])} for r in rows]
     assert kept_ids(as_lists) == reference(rows)  # steps held as a list of integers
+
+
+@pytest.mark.parametrize(
+    "method",
+    [
+        sm.Experiment.metrics,
+        sm.compare,
+        sm.MetricRows.to_pandas,
+        sm.MetricRows.plot,
+        sm.MetricRows.last_per_step,
+        sm.Experiment.summary,
+        sm.ExperimentList.summary,
+        sm.ExperimentList.compare,
+        sm.ExperimentList.plot,
+        sm.Experiment.resume,
+    ],
+)
+def test_help_names_the_option(method: object) -> None:
+    import inspect
+    import pydoc
+
+    text = pydoc.render_doc(method, renderer=pydoc.plaintext)
+    assert "last_per_step" in text
+    if method is not sm.Experiment.resume and method is not sm.MetricRows.last_per_step:
+        parameter = inspect.signature(method).parameters["last_per_step"]  # type: ignore[arg-type]
+        assert parameter.default is False
+        assert parameter.kind is inspect.Parameter.KEYWORD_ONLY
+
+
+def test_resume_is_offered_by_run() -> None:
+    import inspect
+
+    assert inspect.signature(sm.Experiment.run).parameters["resume_from"].default is None
