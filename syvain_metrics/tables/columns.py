@@ -230,6 +230,8 @@ class RowColumns:
 
 _SERIES_FIELDS = ("experiment_id", "metric_name", "event_metadata_json")
 _LOGGED_TIMES = ("client_timestamp_ms", "server_timestamp_ms")
+_EXACT = 2**53
+"""Whole numbers up to here are exact as floats."""
 
 
 def _canonical_metadata(text: Any) -> Any:
@@ -302,6 +304,22 @@ def _step_keys(table: RowColumns) -> Sequence[Any]:
     return steps
 
 
+def _group_keys(table: RowColumns) -> Sequence[Any]:
+    """Each row's (series, step) key: equal for two rows exactly when they are one series
+    at one step (a row without a step equals no other)."""
+    series, steps = _series_codes(table), _step_keys(table)
+    if series is None:
+        return steps
+    highest = max(steps) if type(steps) is array else _EXACT
+    if highest < _EXACT and min(steps) >= 0:
+        span = int(highest) + 1
+        if (max(series) + 1) * span <= _EXACT and all(map(float.is_integer, steps)):
+            # One float a row (series x span + step), exact below 2**53: cheaper to build
+            # and to hash than a tuple, and the tuples' allocations would wake the GC.
+            return list(map(add, map(mul, series, repeat(float(span))), steps))
+    return list(zip(series, steps, strict=True))
+
+
 def _logged_order(table: RowColumns) -> Callable[[int], tuple[Any, ...]]:
     """The order that decides which of two rows was logged last: the client time, then the
     server time, then the event id, so the choice never depends on the order of the rows."""
@@ -331,8 +349,9 @@ def last_per_step(table: RowColumns) -> RowColumns:
     Rows without a step are all kept; the kept rows stay in their order. ``table`` itself is
     returned when no step of any series holds two rows.
 
-    Done on whole columns: one dict of the rows' (series, step) keys finds the last row of
-    each key; only the rows of keys held by several rows are looked at one by one.
+    Done on whole columns: a set of the rows' (series, step) keys tells whether any is
+    repeated, a dict of them finds the last row of each key, and only the rows of keys held
+    by several rows are looked at one by one.
 
     Example:
         >>> table = RowColumns.from_rows([
@@ -345,11 +364,10 @@ def last_per_step(table: RowColumns) -> RowColumns:
     count = table.length
     if count < 2:
         return table
-    series, steps = _series_codes(table), _step_keys(table)
-    keys: Sequence[Any] = steps if series is None else list(zip(series, steps, strict=True))
-    last = dict(zip(keys, range(count), strict=True))
-    if len(last) == count:
+    keys = _group_keys(table)
+    if len(set(keys)) == count:
         return table  # no step logged twice: the common case ends here
+    last = dict(zip(keys, range(count), strict=True))
     order = _logged_order(table)
     lasts = set(last.values())
     keep = bytearray(b"\x01") * count

@@ -278,3 +278,22 @@ def test_resume_is_offered_by_run() -> None:
     import inspect
 
     assert inspect.signature(sm.Experiment.run).parameters["resume_from"].default is None
+
+
+@pytest.mark.parametrize(
+    ("repeated", "other"),
+    [
+        pytest.param(2.0**52, 1.0, id="steps-too-large-for-one-float"),
+        pytest.param(1.5, 1.0, id="fractional-steps"),
+    ],
+)
+def test_unusual_steps_still_group_exactly(repeated: float, other: float) -> None:
+    # Two series, so the keys combine a series and a step: exact whatever the steps.
+    rows = [
+        row("a", repeated, client=1),
+        row("b", repeated, client=2),
+        row("c", other, client=3),
+        row("d", repeated, client=4, name="acc"),
+        row("e", repeated + 1, client=5),
+    ]
+    assert kept_ids(rows) == reference(rows) == ["b", "c", "d", "e"]
