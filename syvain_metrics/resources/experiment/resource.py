@@ -332,12 +332,11 @@ class Experiment(MetricWriting, MetricReading, Resuming, Annotating, IngestionKe
     def run(
         self, *, flush_timeout: float | None = None, resume_from: int | None = None
     ) -> Iterator[Experiment]:
-        """Run a block as this experiment: ``running`` on entry (with ``resume_from``, the
-        step of the checkpoint a restarted job continues from: :meth:`resume`, which records
-        it on the run); on leaving, wait for the
+        """Run a block as this experiment: ``running`` on entry; on leaving, wait for the
         block's ``log()`` events (up to ``flush_timeout``, by default the session's), then mark
         the run ``done`` after a clean exit (``sys.exit(0)`` included) or ``error`` with the
-        exception otherwise, and re-raise it.
+        exception otherwise, and re-raise it. ``resume_from`` (a job restarted from the
+        checkpoint of that step) enters through :meth:`resume`, which records it on the run.
 
         On the main thread, SIGTERM (how schedulers stop jobs) ends the block like an
         exception: events are flushed (at most 10 s), the run is marked ``error`` ("terminated
@@ -354,6 +353,8 @@ class Experiment(MetricWriting, MetricReading, Resuming, Annotating, IngestionKe
         Example:
             >>> with exp.run():                        # doctest: +SKIP
             ...     exp.log("loss", 0.5, step=0)
+            >>> with exp.run(resume_from=500):         # doctest: +SKIP
+            ...     exp.log("loss", 0.4, step=500)
         """
         wait = self._bind().flush_timeout if flush_timeout is None else flush_timeout
         if resume_from is None:
