@@ -23,7 +23,13 @@ from syvain_metrics.contract.schemas.metric_query import (
 )
 from syvain_metrics.contract.schemas.options import check_flag, check_page_size
 from syvain_metrics.errors import MetricsValidationError
-from syvain_metrics.resources.metric import MetricRows, iter_rows, read_rows
+from syvain_metrics.resources.metric import (
+    MetricRows,
+    iter_rows,
+    read_rows,
+    refuse_in_pages,
+    whole_read,
+)
 from syvain_metrics.tables.options import ReadKeywords, ReadOptions, keyword_options
 
 if TYPE_CHECKING:
@@ -115,6 +121,7 @@ def compare(
 
     ``sort_by`` may also name ``"series"`` (the order of ``series``). ``progress=True``
     shows a progress bar of rows read (the ``progress`` extra: a widget in a notebook).
+    ``last_per_step=True`` keeps only the row logged last at each step of each series.
 
     Example:
         >>> rows = sm.compare([a.series("loss", metadata={"split": "train"}),
@@ -122,7 +129,9 @@ def compare(
         >>> rows.to_pandas().groupby("experiment_slug")["value"].min()  # doctest: +SKIP
     """
     check_flag("progress", progress)
-    bound, params, limit_value = _compare_read(series, session, ReadOptions(**options))
+    built = ReadOptions(**options)
+    last_per_step = whole_read(built)
+    bound, params, limit_value = _compare_read(series, session, built)
     return read_rows(
         bound,
         operations.COMPARE_METRICS,
@@ -131,6 +140,7 @@ def compare(
         limit_value,
         progress=progress,
         description="compare",
+        last_per_step=last_per_step,
     )
 
 
@@ -145,12 +155,15 @@ def iter_compare(
     """:func:`compare`, one :class:`MetricRows` page at a time, in constant memory: for
     histories larger than memory (``page.to_pandas()`` gives DataFrame chunks).
     ``page_size`` (default 20,000, or the session's if smaller) bounds the rows per page.
+    ``last_per_step`` needs every row at once: it is refused here.
 
     Example:
         >>> for page in sm.iter_compare([a.series("loss"), b.series("loss")]):  # doctest: +SKIP
         ...     total += sum(page.values)
     """
-    bound, params, limit_value = _compare_read(series, session, ReadOptions(**options))
+    built = ReadOptions(**options)
+    refuse_in_pages(built)
+    bound, params, limit_value = _compare_read(series, session, built)
     return iter_rows(
         bound, operations.COMPARE_METRICS, (), params, limit_value, check_page_size(page_size)
     )

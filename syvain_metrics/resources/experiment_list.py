@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from syvain_metrics.client.registry import get_session
 from syvain_metrics.client.session import Session
 from syvain_metrics.contract.limits import MAX_COMPARE_SERIES
+from syvain_metrics.contract.schemas.options import check_flag
 from syvain_metrics.errors import MetricsValidationError
 from syvain_metrics.resources.compare import Series, compare
 from syvain_metrics.resources.lists import ResourceList
@@ -157,17 +158,24 @@ def summarize(
     how: str | Sequence[str],
     metadata: Mapping[str, Any] | str | None,
     session: Session | None,
+    last_per_step: bool = False,
 ) -> dict[str, dict[str, float | int | None]]:
     """Per run id, ``{"<metric>:<how>": value}`` (``None`` where a run has no such event),
-    computed from one ``compare`` read per 64 (run, metric) series."""
+    computed from one ``compare`` read per 64 (run, metric) series (with ``last_per_step``,
+    of the rows logged last at each step)."""
     metric_names, hows = _names(names), _hows(how)
+    check_flag("last_per_step", last_per_step)
     if not runs:
         return {}
     bound = get_session(session or next((r._session for r in runs if r._session), None))
     series = [Series(run, name, metadata=metadata) for run in runs for name in metric_names]
     found: dict[tuple[str, str], _Accumulator] = {}
     for start in range(0, len(series), MAX_COMPARE_SERIES):
-        rows = compare(series[start : start + MAX_COMPARE_SERIES], session=bound)
+        rows = compare(
+            series[start : start + MAX_COMPARE_SERIES],
+            session=bound,
+            last_per_step=last_per_step,
+        )
         for run_id, name, value, step in zip(
             rows.column("experiment_id"),
             rows.column("metric_name"),
@@ -253,11 +261,14 @@ class ExperimentList(ResourceList["Experiment"]):
         *,
         metadata: Mapping[str, Any] | str | None = None,
         include_metadata: bool = True,
+        last_per_step: bool = False,
     ) -> pandas.DataFrame:
         """One row per run (indexed by slug), one column ``"<metric>:<how>"`` per metric and
         statistic (``how`` among :data:`SUMMARY_HOW`; ``None`` / 0 where a run lacks the
         metric), after the run's ``status`` and metadata columns (``include_metadata``).
         ``metadata`` narrows every metric to one series, as in ``exp.metrics()``.
+        ``last_per_step=True`` counts only the row logged last at each step of each series
+        (a run resumed from a checkpoint that logged steps again: one value per step).
 
         Requests: one ``compare`` read per 64 (run, metric) pairs, so 5 runs and 2 metrics
         are one read; a read whose rows fit one page (50,000 rows by default) costs 2
@@ -268,7 +279,7 @@ class ExperimentList(ResourceList["Experiment"]):
             >>> runs.summary(["loss", "acc"], how=("last", "min"), metadata={"split": "valid"})  # doctest: +SKIP
         """
         pd = require("pandas", "pandas")
-        values = summarize(self, names, how, metadata, None)
+        values = summarize(self, names, how, metadata, None, last_per_step)
         columns = [summary_column(n, h) for n in _names(names) for h in _hows(how)]
         records = []
         for run in self:
@@ -291,10 +302,12 @@ class ExperimentList(ResourceList["Experiment"]):
         from_step: int | None = None,
         to_step: int | None = None,
         progress: bool = False,
+        last_per_step: bool = False,
     ) -> MetricRows:
         """Every run's ``name`` metric (narrowed by ``metadata``), read with the runs'
         current metadata (``include_experiment_meta_as_of``), so frames carry it and plots
-        can colour by it: one ``compare`` read per 64 runs.
+        can colour by it: one ``compare`` read per 64 runs. ``last_per_step=True`` keeps
+        only the row logged last at each step of each series.
 
         Example:
             >>> runs.compare("loss", metadata={"split": "valid"}).to_pandas(wide=True)  # doctest: +SKIP
@@ -309,6 +322,7 @@ class ExperimentList(ResourceList["Experiment"]):
                 to_step=to_step,
                 include_experiment_meta_as_of=True,
                 progress=progress,
+                last_per_step=last_per_step,
             )
             for start in range(0, len(series), MAX_COMPARE_SERIES)
         ]

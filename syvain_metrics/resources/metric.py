@@ -22,11 +22,11 @@ from syvain_metrics.contract.limits import STREAM_PAGE_SIZE
 from syvain_metrics.contract.schemas.metric_query import QUERY_ORDER
 from syvain_metrics.contract.schemas.options import check_flag
 from syvain_metrics.contract.schemas.rows import ABSENT, MetricRowsReply
-from syvain_metrics.errors import MetricsApiResponseError
+from syvain_metrics.errors import MetricsApiResponseError, MetricsValidationError
 from syvain_metrics.resources.base import from_ms
 from syvain_metrics.tables.columns import RowColumns
 from syvain_metrics.tables.frames import progress_bar
-from syvain_metrics.tables.options import PlotKeywords, PlotOptions, keyword_options
+from syvain_metrics.tables.options import PlotKeywords, PlotOptions, ReadOptions, keyword_options
 
 if TYPE_CHECKING:
     import pandas
@@ -261,8 +261,32 @@ class MetricRows(Sequence[Metric]):
         """
         return list(self._table.rows())
 
+    def last_per_step(self) -> MetricRows:
+        """These rows without those a later one replaced: of the rows of one series (run,
+        metric, event metadata) at one step, only the one logged last (the latest client
+        time; then server time, then event id) is kept, in the rows' order. Rows without a
+        step are all kept. What ``last_per_step=True`` gives a read, a plot or a frame: after
+        a job restarted from a checkpoint logged steps again, one curve.
+
+        Example:
+            >>> rows = MetricRows([
+            ...     {"event_id": "a", "metric_name": "loss", "metric_value": 0.9, "step": 5.0,
+            ...      "client_timestamp_ms": 1},
+            ...     {"event_id": "b", "metric_name": "loss", "metric_value": 0.7, "step": 5.0,
+            ...      "client_timestamp_ms": 2}])
+            >>> len(rows), rows.last_per_step().values
+            (2, [0.7])
+        """
+        kept = self._table.last_per_step()
+        return self if kept is self._table else MetricRows(kept)
+
     def to_pandas(
-        self, *, wide: bool = False, index: str = "step", expand_metadata: bool = True
+        self,
+        *,
+        wide: bool = False,
+        index: str = "step",
+        expand_metadata: bool = True,
+        last_per_step: bool = False,
     ) -> pandas.DataFrame:
         """The rows as a DataFrame (needs the ``pandas`` extra), built from the columns
         without a row object in between.
@@ -276,7 +300,10 @@ class MetricRows(Sequence[Metric]):
         ``wide=True``: one column per series (run, metric, metadata, named by the parts
         that differ: ``run-0 split=valid``), indexed by ``step`` (events without a step are
         left out) or, with ``index="time"``, by client time; a position with several events
-        keeps the last.
+        keeps the last in the rows' order.
+
+        ``last_per_step=True`` first keeps only the row logged last at each step of each
+        series (:meth:`last_per_step`): a run resumed from a checkpoint gives one curve.
 
         Example:
             >>> exp.metrics("loss").to_pandas()[["step", "value", "split"]]  # doctest: +SKIP
@@ -285,7 +312,12 @@ class MetricRows(Sequence[Metric]):
         from syvain_metrics.tables.frames import rows_to_frame
 
         check_flag("wide", wide)
-        return rows_to_frame(self._table, expand_metadata=expand_metadata, wide=wide, index=index)
+        table = (
+            self._table.last_per_step()
+            if check_flag("last_per_step", last_per_step)
+            else self._table
+        )
+        return rows_to_frame(table, expand_metadata=expand_metadata, wide=wide, index=index)
 
     @keyword_options(PlotOptions)
     def plot(self, **options: Unpack[PlotKeywords]) -> Axes:
@@ -302,7 +334,12 @@ class MetricRows(Sequence[Metric]):
 
         built = PlotOptions(**options)
         check_flag("logy", built.logy)
-        axes: Axes = plot_rows(self._table, built)
+        table = (
+            self._table.last_per_step()
+            if check_flag("last_per_step", built.last_per_step)
+            else self._table
+        )
+        axes: Axes = plot_rows(table, built)
         return axes
 
     def __eq__(self, other: object) -> bool:
@@ -359,6 +396,25 @@ def _row_pages(
     return reader.pages(params, limit=limit)
 
 
+def whole_read(options: ReadOptions) -> bool:
+    """Whether a read keeps only the last row per step (``last_per_step``, checked)."""
+    return check_flag("last_per_step", options.last_per_step)
+
+
+def refuse_in_pages(options: ReadOptions) -> None:
+    """Refuse ``last_per_step`` in a read that hands rows over a page at a time: a step
+    logged again may come pages later, so no page could say which row stays."""
+    if whole_read(options):
+        raise MetricsValidationError(
+            {
+                "last_per_step": [
+                    "Needs every row of the read at once: use metrics() or compare(), or "
+                    "MetricRows.last_per_step() on rows gathered from the pages."
+                ]
+            }
+        )
+
+
 def read_rows(
     session: Session,
     route: Operation,
@@ -368,19 +424,27 @@ def read_rows(
     *,
     progress: bool = False,
     description: str = "read",
+    last_per_step: bool = False,
 ) -> MetricRows:
     """Read rows through :class:`RowReader`: all of them, or at most ``limit``, into columns
-    page by page."""
+    page by page. With ``last_per_step`` every row is read, those replaced by a later one at
+    their step are dropped, and only then does ``limit`` cut: cut first, a row could stay
+    whose replacement lay beyond the limit."""
+    read_limit = None if last_per_step else limit
     table = RowColumns()
-    bar = progress_bar(limit, description, unit="row") if progress else None
+    bar = progress_bar(read_limit, description, unit="row") if progress else None
     try:
-        for page in _row_pages(session, route, segments, params, limit):
+        for page in _row_pages(session, route, segments, params, read_limit):
             table.extend(page)
             if bar is not None:
                 bar.update(len(page))
     finally:
         if bar is not None:
             bar.close()
+    if last_per_step:
+        table = table.last_per_step()
+        if limit is not None and limit < len(table):
+            table = table.take(slice(0, limit))
     return MetricRows(table)
 
 

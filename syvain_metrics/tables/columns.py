@@ -15,10 +15,12 @@ Example:
 
 from __future__ import annotations
 
+import json
 from array import array
-from collections.abc import Iterable, Iterator
-from itertools import chain, repeat
-from operator import itemgetter
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from itertools import chain, compress, filterfalse, repeat
+from math import isnan
+from operator import add, itemgetter, mul
 from typing import TYPE_CHECKING, Any
 
 from syvain_metrics.contract.schemas.rows import ABSENT, REPEATING_FIELDS, RowPage
@@ -198,6 +200,22 @@ class RowColumns:
         """Every row as a dict, in order."""
         return map(self.row, range(self.length))
 
+    def last_per_step(self) -> RowColumns:
+        """A new table that keeps, of the rows of one series (experiment, metric name, event
+        metadata) at one step, only the row logged last; rows without a step are all kept,
+        and the order of the rows is kept. See :func:`last_per_step`.
+
+        Example:
+            >>> table = RowColumns.from_rows([
+            ...     {"event_id": "a", "metric_name": "loss", "step": 1.0, "metric_value": 0.9,
+            ...      "client_timestamp_ms": 10},
+            ...     {"event_id": "b", "metric_name": "loss", "step": 1.0, "metric_value": 0.4,
+            ...      "client_timestamp_ms": 20}])
+            >>> table.last_per_step().column("metric_value")
+            [0.4]
+        """
+        return last_per_step(self)
+
     def take(self, selection: slice) -> RowColumns:
         """A new table of the rows ``selection`` picks."""
         table = RowColumns()
@@ -205,3 +223,170 @@ class RowColumns:
         table.length = len(range(self.length)[selection])
         table._shared = self._shared
         return table
+
+
+# -- the last value logged at each step of each series ---------------------------------------
+
+
+_SERIES_FIELDS = ("experiment_id", "metric_name", "event_metadata_json")
+_LOGGED_TIMES = ("client_timestamp_ms", "server_timestamp_ms")
+_EXACT = 2**53
+"""Whole numbers up to here are exact as floats."""
+
+
+def _canonical_metadata(text: Any) -> Any:
+    """One text per metadata object, whatever the key order or the spelling of its numbers
+    (``{"b":1,"a":2.0}`` and ``{"a":2,"b":1}`` are one series); a text that is not JSON
+    stands for itself."""
+    if not isinstance(text, str):
+        return text
+    try:
+        loaded = json.loads(text)
+    except ValueError:
+        return text
+    return json.dumps(_whole(loaded), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def _whole(value: Any) -> Any:
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, dict):
+        return {key: _whole(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_whole(item) for item in value]
+    return value
+
+
+def _codes(column: Column, name: str) -> list[int] | None:
+    """A small integer per row standing for its value of ``name`` (equal metadata objects
+    get one code), or ``None`` when every row has the same."""
+    # Shared objects: the count compares pointers, and a read holds few distinct values.
+    if column.count(column[0]) == len(column):
+        return None
+    distinct = set(column)
+    same = _canonical_metadata if name == "event_metadata_json" else (lambda value: value)
+    numbers: dict[Any, int] = {}
+    code = {value: numbers.setdefault(same(value), len(numbers)) for value in distinct}
+    return None if len(numbers) == 1 else list(map(code.__getitem__, column))
+
+
+def _series_codes(table: RowColumns) -> list[int] | None:
+    """A small integer per row standing for its series (experiment, metric name, event
+    metadata), or ``None`` when the rows are one series; built from whole columns."""
+    combined: list[int] | None = None
+    for name in _SERIES_FIELDS:
+        column = table.columns.get(name)
+        codes = None if column is None else _codes(column, name)
+        if codes is None:
+            continue
+        if combined is None:
+            combined = codes
+        else:
+            width = max(codes) + 1
+            combined = list(map(add, map(mul, combined, repeat(width)), codes))
+    return combined
+
+
+def _step_keys(table: RowColumns) -> Sequence[Any]:
+    """Each row's step, where a row without one gets an object equal to nothing else (so it
+    is never grouped, never dropped)."""
+    column = table.columns.get("step")
+    if column is None:
+        return [object() for _ in range(table.length)]
+    if type(column) is array:
+        if not any(map(isnan, column)):
+            return column
+        steps: list[Any] = column.tolist()
+        for index in compress(range(len(steps)), map(isnan, column)):
+            steps[index] = object()
+        return steps
+    steps = [object() if step is None else step for step in table.column("step")]
+    return steps
+
+
+def _group_keys(table: RowColumns) -> Sequence[Any]:
+    """Each row's (series, step) key: equal for two rows exactly when they are one series
+    at one step (a row without a step equals no other)."""
+    series, steps = _series_codes(table), _step_keys(table)
+    if series is None:
+        return steps
+    highest = max(steps) if type(steps) is array else _EXACT
+    if highest < _EXACT and min(steps) >= 0:
+        span = int(highest) + 1
+        if (max(series) + 1) * span <= _EXACT and all(map(float.is_integer, steps)):
+            # One float a row (series x span + step), exact below 2**53: cheaper to build
+            # and to hash than a tuple, and the tuples' allocations would wake the GC.
+            return list(map(add, map(mul, series, repeat(float(span))), steps))
+    return list(zip(series, steps, strict=True))
+
+
+def _logged_order(table: RowColumns) -> Callable[[int], tuple[Any, ...]]:
+    """The order that decides which of two rows was logged last: the client time, then the
+    server time, then the event id, so the choice never depends on the order of the rows."""
+    client, server = (table.columns.get(name) for name in _LOGGED_TIMES)
+    ids = table.columns.get("event_id")
+    if (
+        type(client) is array
+        and type(server) is array
+        and isinstance(ids, list)
+        and ABSENT not in ids
+    ):
+        times, more, names = client, server, ids
+        return lambda index: (times[index], more[index], names[index])
+
+    def order(index: int) -> tuple[Any, ...]:  # a field missing or of an unexpected type
+        times = (table.value(name, index) for name in _LOGGED_TIMES)
+        event_id = str(table.value("event_id", index, ""))
+        return (*(value if isinstance(value, int) else -1 for value in times), event_id)
+
+    return order
+
+
+def last_per_step(table: RowColumns) -> RowColumns:
+    """The rows of ``table`` without those replaced by a later one: of the rows of one series
+    (experiment, metric name, event metadata) at one step, only the one logged last is kept
+    (the latest client time; ties go to the latest server time, then the greatest event id).
+    Rows without a step are all kept; the kept rows stay in their order. ``table`` itself is
+    returned when no step of any series holds two rows.
+
+    Done on whole columns: a set of the rows' (series, step) keys tells whether any is
+    repeated, a dict of them finds the last row of each key, and only the rows of keys held
+    by several rows are looked at one by one.
+
+    Example:
+        >>> table = RowColumns.from_rows([
+        ...     {"event_id": "a", "experiment_id": "x", "metric_name": "acc", "step": 0.0},
+        ...     {"event_id": "b", "experiment_id": "x", "metric_name": "acc", "step": 0.0},
+        ...     {"event_id": "c", "experiment_id": "x", "metric_name": "acc", "step": None}])
+        >>> last_per_step(table).column("event_id")
+        ['b', 'c']
+    """
+    count = table.length
+    if count < 2:
+        return table
+    keys = _group_keys(table)
+    if len(set(keys)) == count:
+        return table  # no step logged twice: the common case ends here
+    last = dict(zip(keys, range(count), strict=True))
+    order = _logged_order(table)
+    lasts = set(last.values())
+    keep = bytearray(b"\x01") * count
+    winners: dict[Any, int] = {}
+    for index in filterfalse(lasts.__contains__, range(count)):  # rows a later one repeats
+        keep[index] = 0
+        key = keys[index]
+        held = winners.setdefault(key, last[key])
+        if order(index) > order(held):
+            winners[key] = index
+    for key, index in winners.items():
+        if index != last[key]:  # logged last, though not the last in the read's order
+            keep[last[key]], keep[index] = 0, 1
+    kept = RowColumns()
+    for name, column in table.columns.items():
+        selected = compress(column, keep)
+        kept.columns[name] = (
+            array(column.typecode, selected) if type(column) is array else list(selected)
+        )
+    kept.length = count - keep.count(0)
+    kept._shared = table._shared
+    return kept

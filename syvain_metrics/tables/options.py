@@ -54,7 +54,8 @@ class _Options:
 @dataclass(frozen=True)
 class ReadOptions(_Options):
     """The bounds, order and size of a metrics read (``exp.metrics()``, ``sm.compare()`` and
-    their ``iter_`` forms). Each is checked against the contract when the read starts.
+    their ``iter_`` forms). Each is checked against the contract when the read starts;
+    ``last_per_step`` is not a query parameter but done by the SDK on the rows read.
 
     Example:
         >>> ReadOptions(to_step=100).values()["to_step"]
@@ -84,6 +85,15 @@ class ReadOptions(_Options):
     include_experiment_meta_as_of: bool | None = field(
         default=None,
         metadata=_doc("each row also carries its experiment's description and metadata"),
+    )
+    last_per_step: bool = field(
+        default=False,
+        metadata=_doc(
+            "keep only the row logged last at each step of each series (run, metric, "
+            "event metadata), as when a job restarted from a checkpoint logs steps again; "
+            "events without a step are all kept. Done by the SDK once every row matching "
+            "the other filters is read, so a limit cuts the rows left afterwards"
+        ),
     )
 
 
@@ -127,6 +137,13 @@ class PlotOptions(_Options):
         ),
     )
     ax: Axes | None = field(default=None, metadata=_doc("draw on these axes, not a new figure"))
+    last_per_step: bool = field(
+        default=False,
+        metadata=_doc(
+            "draw only the value logged last at each step of each series (steps logged "
+            "again after a restart from a checkpoint replace the earlier ones)"
+        ),
+    )
 
 
 # The keyword forms of the dataclasses above, for ``**options: Unpack[...]`` signatures:
@@ -145,6 +162,7 @@ class ReadKeywords(TypedDict, total=False):
     sort_direction: str | None
     limit: int | None
     include_experiment_meta_as_of: bool | None
+    last_per_step: bool
 
 
 class PlotKeywords(TypedDict, total=False):
@@ -157,6 +175,7 @@ class PlotKeywords(TypedDict, total=False):
     smooth: float | None
     annotations: Iterable[Annotation] | None
     ax: Axes | None
+    last_per_step: bool
 
 
 def _described(doc: str | None, options: type[Any]) -> str:

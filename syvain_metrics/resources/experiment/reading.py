@@ -16,7 +16,13 @@ from syvain_metrics.contract.schemas.metric_query import MetricsQuery
 from syvain_metrics.contract.schemas.options import check_flag, check_page_size
 from syvain_metrics.resources.compare import Series
 from syvain_metrics.resources.experiment.base import ExperimentBase
-from syvain_metrics.resources.metric import MetricRows, iter_rows, read_rows
+from syvain_metrics.resources.metric import (
+    MetricRows,
+    iter_rows,
+    read_rows,
+    refuse_in_pages,
+    whole_read,
+)
 from syvain_metrics.tables.options import ReadKeywords, ReadOptions, keyword_options
 
 if TYPE_CHECKING:
@@ -54,6 +60,8 @@ class MetricReading(ExperimentBase):
         """Read metric events. Without ``limit`` every matching row is returned (paging as
         needed); with ``limit``, at most that many. ``progress=True`` shows a progress bar of
         rows read (the ``progress`` extra: a widget in a notebook, text in a terminal).
+        ``last_per_step=True`` keeps only the row logged last at each step of each series
+        (steps logged again by a job resumed from a checkpoint replace the earlier ones).
 
         ``metadata`` is a one-key dict (``{"split": "train"}``; a non-string value matches
         by JSON equality) or a bare key (``"split"``: events that have that key); ``step``
@@ -64,7 +72,9 @@ class MetricReading(ExperimentBase):
             >>> rows[0].value, rows.to_pandas()                                                  # doctest: +SKIP
         """
         check_flag("progress", progress)
-        query, limit_value = self._metrics_query(name, metadata, step, ReadOptions(**options))
+        built = ReadOptions(**options)
+        last_per_step = whole_read(built)
+        query, limit_value = self._metrics_query(name, metadata, step, built)
         return read_rows(
             self._bind(),
             operations.LIST_METRICS,
@@ -73,6 +83,7 @@ class MetricReading(ExperimentBase):
             limit_value,
             progress=progress,
             description=f"read {self.slug or self.id}",
+            last_per_step=last_per_step,
         )
 
     @keyword_options(ReadOptions, before="page_size")
@@ -89,12 +100,15 @@ class MetricReading(ExperimentBase):
         histories larger than memory. ``page.to_pandas()`` gives DataFrame chunks;
         ``page_size`` (default 20,000, or the session's if smaller) bounds the rows per
         page. The next page is fetched while you work on the current one.
+        ``last_per_step`` needs every row at once: it is refused here.
 
         Example:
             >>> for page in exp.iter_metrics("loss", page_size=50_000):  # doctest: +SKIP
             ...     frame = page.to_pandas()
         """
-        query, limit_value = self._metrics_query(name, metadata, step, ReadOptions(**options))
+        built = ReadOptions(**options)
+        refuse_in_pages(built)
+        query, limit_value = self._metrics_query(name, metadata, step, built)
         return iter_rows(
             self._bind(),
             operations.LIST_METRICS,

@@ -44,6 +44,7 @@ from syvain_metrics.resources.experiment.annotations import Annotating
 from syvain_metrics.resources.experiment.catalog import Cataloging
 from syvain_metrics.resources.experiment.ingestion_keys import IngestionKeys
 from syvain_metrics.resources.experiment.reading import MetricReading
+from syvain_metrics.resources.experiment.resuming import Resuming
 from syvain_metrics.resources.experiment.system_metrics import SystemSampling
 from syvain_metrics.resources.experiment.termination import SigtermGuard
 from syvain_metrics.resources.experiment.writing import MetricWriting
@@ -101,7 +102,7 @@ def _error_payload(error: BaseException | str | Mapping[str, Any] | None) -> dic
 
 
 class Experiment(
-    SystemSampling, MetricWriting, MetricReading, Annotating, IngestionKeys, Cataloging
+    SystemSampling, MetricWriting, MetricReading, Resuming, Annotating, IngestionKeys, Cataloging
 ):
     """An experiment (a run). Attributes mirror the wire fields; ``created_at`` and friends
     are aware datetimes; ``folder`` is a :class:`Folder` or ``None``.
@@ -258,18 +259,20 @@ class Experiment(
         how: str | builtins.list[str] | tuple[str, ...] = ("last", "min", "max"),
         *,
         metadata: Mapping[str, Any] | str | None = None,
+        last_per_step: bool = False,
     ) -> dict[str, float | int | None]:
         """Summary values of this run's metrics: ``{"<metric>:<how>": value}`` for each
         metric of ``names`` and statistic of ``how`` (among ``last``, ``first``, ``min``,
         ``max``, ``mean``, ``count``, ``last_step``; ``None`` without events). One read of
         every (narrowed) series at once: 2 requests while the rows fit one page.
+        ``last_per_step=True`` counts only the row logged last at each step (a resumed run).
 
         Example:
             >>> exp.summary(["loss", "acc"], how=("last", "max"))  # doctest: +SKIP
             {'loss:last': 0.12, 'loss:max': 2.3, 'acc:last': 0.91, 'acc:max': 0.93}
         """
         self._settle_logs()
-        return summarize([self], names, how, metadata, self._bind())[self.id]
+        return summarize([self], names, how, metadata, self._bind(), last_per_step)[self.id]
 
     # -- state --------------------------------------------------------------------
 
@@ -341,12 +344,17 @@ class Experiment(
 
     @contextmanager
     def run(
-        self, *, flush_timeout: float | None = None, system_metrics: bool | float = False
+        self,
+        *,
+        flush_timeout: float | None = None,
+        resume_from: int | None = None,
+        system_metrics: bool | float = False,
     ) -> Iterator[Experiment]:
         """Run a block as this experiment: ``running`` on entry; on leaving, wait for the
         block's ``log()`` events (up to ``flush_timeout``, by default the session's), then mark
         the run ``done`` after a clean exit (``sys.exit(0)`` included) or ``error`` with the
-        exception otherwise, and re-raise it.
+        exception otherwise, and re-raise it. ``resume_from`` (a job restarted from the
+        checkpoint of that step) enters through :meth:`resume`, which records it on the run.
 
         On the main thread, SIGTERM (how schedulers stop jobs) ends the block like an
         exception: events are flushed (at most 10 s), the run is marked ``error`` ("terminated
@@ -366,10 +374,15 @@ class Experiment(
         Example:
             >>> with exp.run():                        # doctest: +SKIP
             ...     exp.log("loss", 0.5, step=0)
+            >>> with exp.run(resume_from=500):         # doctest: +SKIP
+            ...     exp.log("loss", 0.4, step=500)
         """
         wait = self._bind().flush_timeout if flush_timeout is None else flush_timeout
         sampler = self._system_sampler(system_metrics)  # refused before the run starts
-        self.start()
+        if resume_from is None:
+            self.start()
+        else:
+            self.resume(resume_from)
         guard = SigtermGuard.install()
         if sampler is not None:
             sampler.start()
