@@ -41,6 +41,7 @@ from syvain_metrics.contract.schemas.options import check_flag
 from syvain_metrics.errors import FlushError, MetricsApiRequestError, MetricsValidationError
 from syvain_metrics.resources.experiment.annotations import Annotating
 from syvain_metrics.resources.experiment.catalog import Cataloging
+from syvain_metrics.resources.experiment.deferred import DeferredCalls
 from syvain_metrics.resources.experiment.ingestion_keys import IngestionKeys
 from syvain_metrics.resources.experiment.reading import MetricReading
 from syvain_metrics.resources.experiment.termination import SigtermGuard
@@ -98,7 +99,9 @@ def _error_payload(error: BaseException | str | Mapping[str, Any] | None) -> dic
     raise MetricsValidationError({"error": ["Must be an exception, a string or {name, detail}."]})
 
 
-class Experiment(MetricWriting, MetricReading, Annotating, IngestionKeys, Cataloging):
+class Experiment(
+    MetricWriting, MetricReading, Annotating, IngestionKeys, Cataloging, DeferredCalls
+):
     """An experiment (a run). Attributes mirror the wire fields; ``created_at`` and friends
     are aware datetimes; ``folder`` is a :class:`Folder` or ``None``.
 
@@ -407,6 +410,7 @@ class Experiment(MetricWriting, MetricReading, Annotating, IngestionKeys, Catalo
                         timed_out=error.timed_out,
                         spool_dir=error.spool_dir,
                         unspooled=error.unspooled,
+                        non_finite=error.non_finite,
                     ) from None
 
     def _record_failure(
