@@ -187,10 +187,8 @@ def flatten_metrics(metrics: Mapping[Any, Any]) -> list[tuple[str, Any]]:
 def _flatten_into(out: list[tuple[str, Any]], prefix: str, metrics: Mapping[Any, Any]) -> None:
     for key, value in metrics.items():
         if not isinstance(key, str):
-            shown = f"{prefix}{reprlib.repr(key)}"
-            raise MetricsValidationError(
-                {f"metrics[{shown!r}]": ["A metric name must be a string."]}
-            )
+            where = f"metrics[{prefix!r}][{reprlib.repr(key)}]" if prefix else f"metrics[{key!r}]"
+            raise MetricsValidationError({where: ["A metric name must be a string."]})
         name = prefix + key
         if not key:
             raise MetricsValidationError(
