@@ -12,8 +12,10 @@ byte through the pipeline's own encoder.
 from __future__ import annotations
 
 import os
+import pickle
 import subprocess
 import sys
+import threading
 import time
 import warnings
 from collections.abc import Iterator
@@ -302,7 +304,8 @@ def test_every_non_finite_value_is_told_once_per_name_per_run(
     assert f"train/acc became {shown} at step 40,000 in run 'run-0'" in told[1]
     for exp in runs:
         assert exp.non_finite == {"loss": 10, "train/acc": 10}
-        assert exp.flush(timeout=30) == 10
+        with pytest.warns(UserWarning, match="10 non-finite values of loss were not sent"):
+            assert exp.flush(timeout=30) == 10
         assert {n for n, _, _ in rows_of(server, exp.id)} == {"lr"}
         notes = annotations_of(exp, 2)
         assert sorted(a.text for a in notes) == [
@@ -393,6 +396,54 @@ def test_a_run_that_ends_with_a_flush_error_carries_the_counts(
             run.__exit__(None, None, None)
     assert raised.value.non_finite == {"loss": 1, "acc": 1}
     assert exp.refresh().status == "error"
+    # An error carries the counts, but only a report that succeeds tells them as a warning.
+    with pytest.warns(UserWarning, match=r"1 non-finite value of loss was not sent \(run 'run-err"):
+        session.close()
+
+
+def test_the_counts_belong_to_the_run_and_survive_pickling_in_a_flush_error(
+    server: LocalServer, session: sm.Session
+) -> None:
+    exp = sm.Experiment.create("counted", session=session)
+    other = sm.Experiment.create("other", session=session)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        exp.log("loss", float("nan"), step=1)
+        other.log({"loss": float("inf"), "acc": float("nan")}, step=1)
+        assert sm.Experiment.get(exp.id, session=session).non_finite == {"loss": 1}
+        assert other.non_finite == {"loss": 1, "acc": 1}
+        server.faults.delay("ingest_metrics", seconds=5)
+        other.log("late", 1.0, step=2)
+        with pytest.raises(FlushError) as raised:
+            session.flush(timeout=0.5)  # every run of the session, summed by name
+    assert raised.value.non_finite == {"loss": 2, "acc": 1}
+    copy = pickle.loads(pickle.dumps(raised.value))
+    assert copy.non_finite == {"loss": 2, "acc": 1}
+    assert str(copy) == str(raised.value)
+
+
+def test_threads_logging_non_finite_values_are_counted_exactly_and_told_once(
+    server: LocalServer, session: sm.Session
+) -> None:
+    exp = sm.Experiment.create("threads", session=session)
+
+    def loop() -> None:
+        for step in range(2_500):
+            exp.log("loss", float("nan"), step=step)
+            exp.log("ok", 1.0, step=step)
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        workers = [threading.Thread(target=loop) for _ in range(4)]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join()
+    assert len(ours(caught)) == 1
+    assert exp.non_finite == {"loss": 10_000}
+    with pytest.warns(UserWarning, match="10,000 non-finite values of loss"):
+        assert exp.flush(timeout=60) == 10_000
+    assert len(annotations_of(exp, 1)) == 1
 
 
 def test_ingest_keeps_refusing_non_finite_values_and_names_them(
