@@ -442,6 +442,11 @@ class MetricWriting(DeferredCalls):
         spooled and retrying) or if the service rejected some events (each listed with its
         answer; the others are stored). Rejected events are reported once.
 
+        Non-finite values ``log()`` skipped are reported too: ``FlushError.non_finite`` has
+        the run's counts by name; when nothing else failed, the values skipped since the
+        last such warning are told by one ``UserWarning`` ("2 non-finite values of loss were
+        not sent (run 'run-1')"), so each is told once by a report that succeeded.
+
         Example:
             >>> exp.flush(timeout=60)  # doctest: +SKIP
             100
