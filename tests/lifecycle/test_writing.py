@@ -96,7 +96,7 @@ def test_a_mapping_stores_each_value_once_at_its_step_with_the_shared_metadata(
     exp = sm.Experiment.create("mapping", session=session)
     for step in range(20):
         exp.log({"loss": 1.0 / (step + 1), "acc": step / 20}, step=step, metadata={"split": "t"})
-    assert exp.flush(timeout=30) == 40
+    exp.flush(timeout=30)
     rows = sm.Experiment.get(exp.id, session=session).metrics()
     seen = sorted((r.name, r.step, r.value) for r in rows)
     expected = sorted(
@@ -113,7 +113,7 @@ def test_a_mapping_stores_each_value_once_at_its_step_with_the_shared_metadata(
 def test_nested_mappings_flatten_with_a_slash(server: LocalServer, session: sm.Session) -> None:
     exp = sm.Experiment.create("nested", session=session)
     exp.log({"train": {"loss": 0.5, "acc": {"top1": 0.25}}, "lr": 0.125}, step=3)
-    assert exp.flush(timeout=30) == 3
+    exp.flush(timeout=30)
     assert sorted(rows_of(server, exp.id)) == [
         ("lr", 3, 0.125),
         ("train/acc/top1", 3, 0.25),
@@ -131,7 +131,7 @@ def test_numpy_and_torch_scalars_are_stored_as_floats(
     exp.log("zero_d", np.array(1.5), step=4)
     exp.log("tensor", Tensor(2.5), step=Tensor(5))  # type: ignore[arg-type]
     exp.log({"m64": np.float64(0.75), "mt": Tensor(3.5), "m16": np.float16(0.5)}, step=np.int64(6))
-    assert exp.flush(timeout=30) == 8
+    exp.flush(timeout=30)
     rows = sm.Experiment.get(exp.id, session=session).metrics()
     assert sorted((r.name, r.step, r.value) for r in rows) == [
         ("f32", 2, 0.25),
@@ -169,7 +169,7 @@ def test_a_tensor_of_several_values_is_not_a_number(
         exp.log("loss", Tensor(1.0, 2.0), step=0)  # type: ignore[arg-type]
     with pytest.warns(UserWarning, match="'batch_loss' of run 'batch': a Tensor is not a number"):
         exp.log({"batch_loss": Tensor(1.0, 2.0), "loss": 1.0}, step=0)
-    assert exp.flush(timeout=30) == 1
+    exp.flush(timeout=30)
     assert rows_of(server, exp.id) == [("loss", 0, 1.0)]
 
 
@@ -190,7 +190,7 @@ def test_values_that_are_not_numbers_are_skipped_with_one_warning_per_name(
             sum(f"skipped {name!r} of run 'mixed': {kind} is not a number" in t for t in told) == 1
         )
     assert all(w.category is UserWarning and w.filename == __file__ for w in caught)
-    assert exp.flush(timeout=30) == 10
+    exp.flush(timeout=30)
     assert sorted(rows_of(server, exp.id)) == [("loss", s, 0.5) for s in range(10)]
     assert exp.non_finite == {}  # skipped, not counted as non-finite
 
@@ -236,7 +236,7 @@ def test_a_bad_mapping_raises_and_queues_nothing(
     assert exp.pending_logs == 0
     assert exp.non_finite == {}  # a NaN beside the bad input is not counted either
     exp.log("after", 1.0, step=2)  # the session goes on as before
-    assert exp.flush(timeout=30) == 1
+    exp.flush(timeout=30)
     assert rows_of(server, exp.id) == [("after", 2, 1.0)]
 
 
@@ -305,14 +305,30 @@ def test_every_non_finite_value_is_told_once_per_name_per_run(
     for exp in runs:
         assert exp.non_finite == {"loss": 10, "train/acc": 10}
         with pytest.warns(UserWarning, match="10 non-finite values of loss were not sent"):
-            assert exp.flush(timeout=30) == 10
-        assert {n for n, _, _ in rows_of(server, exp.id)} == {"lr"}
+            exp.flush(timeout=30)
+        assert sorted(rows_of(server, exp.id)) == [("lr", s, 0.1) for s in range(40_000, 40_010)]
         notes = annotations_of(exp, 2)
         assert sorted(a.text for a in notes) == [
             f"loss became {shown} at step 40,000",
             f"train/acc became {shown} at step 40,000",
         ]
         assert {a.metadata["value"] for a in notes} == {shown}
+
+
+def test_where_warnings_are_errors_the_call_has_done_its_work_before_one_raises(
+    server: LocalServer, session: sm.Session
+) -> None:
+    exp = sm.Experiment.create("strict", session=session)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # as `python -W error` or pytest's filterwarnings
+        with pytest.raises(UserWarning, match="acc became NaN at step 1"):
+            exp.log({"loss": 1.0, "acc": float("nan"), "tag": "x"}, step=1)
+        exp.log({"loss": 2.0, "acc": float("nan"), "tag": "x"}, step=2)  # told already
+        assert exp.non_finite == {"acc": 2}
+        with pytest.raises(UserWarning, match="2 non-finite values of acc"):
+            exp.flush(timeout=30)
+    assert sorted(rows_of(server, exp.id)) == [("loss", 1, 1.0), ("loss", 2, 2.0)]
+    assert [a.text for a in annotations_of(exp, 1)] == ["acc became NaN at step 1"]
 
 
 def test_a_bad_name_with_a_nan_still_raises_and_counts_nothing(session: sm.Session) -> None:
@@ -334,7 +350,7 @@ def test_flush_warns_once_about_what_it_did_not_send(
         exp.log("loss", float("inf"), step=2)
         exp.log("acc", float("nan"), step=2)
         exp.log("acc", 0.5, step=3)
-        assert exp.flush(timeout=30) == 1
+        exp.flush(timeout=30)
         first = ours(caught)
         assert exp.flush(timeout=30) == 0  # already told
         assert ours(caught) == first
@@ -343,6 +359,7 @@ def test_flush_warns_once_about_what_it_did_not_send(
         "1 non-finite value of acc was not sent (run 'flush-report')"
     )
     assert exp.non_finite == {"loss": 2, "acc": 1}  # the counts stay readable
+    assert rows_of(server, exp.id) == [("acc", 3, 0.5)]
 
 
 def test_a_flush_error_carries_the_counts_and_the_next_good_flush_tells_them(
@@ -442,8 +459,9 @@ def test_threads_logging_non_finite_values_are_counted_exactly_and_told_once(
     assert len(ours(caught)) == 1
     assert exp.non_finite == {"loss": 10_000}
     with pytest.warns(UserWarning, match="10,000 non-finite values of loss"):
-        assert exp.flush(timeout=60) == 10_000
+        exp.flush(timeout=60)
     assert len(annotations_of(exp, 1)) == 1
+    assert sorted(step for _, step, _ in rows_of(server, exp.id)) == sorted(list(range(2_500)) * 4)
 
 
 def test_ingest_keeps_refusing_non_finite_values_and_names_them(

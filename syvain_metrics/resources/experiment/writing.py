@@ -299,7 +299,9 @@ class MetricWriting(DeferredCalls):
             checked = fields
             if not is_plain_metric(event_id, name, 0.0, index, metadata, timestamp_ms):
                 (checked,) = self._prepare([{**fields, "value": 0.0}])
-            self._skip_non_finite(checked["name"], non_finite, checked["step"], stacklevel=3)
+            told = self._skip_non_finite(checked["name"], non_finite, checked["step"])
+            if told is not None:
+                warnings.warn(told, UserWarning, stacklevel=2)
             return
         (event,) = self._prepare([fields])
         sender.put(
@@ -376,16 +378,16 @@ class MetricWriting(DeferredCalls):
             sender.put(
                 queued_event(self.id, ids.next_id(), metric, number, step, shared, timestamp_ms)
             )
-        for metric, raw in non_numeric:
-            if session.logs.skipped.first_warning(self.id, metric):
-                warnings.warn(
-                    f"syvain_metrics: log() skipped {metric!r} of run {self._label!r}: "
-                    f"{_kind_of(raw)} is not a number (told once per name per run)",
-                    UserWarning,
-                    stacklevel=3,
-                )
-        for metric, kind in non_finite:
-            self._skip_non_finite(metric, kind, step, stacklevel=4)
+        told = [self._skip_non_finite(metric, kind, step) for metric, kind in non_finite]
+        told += [
+            f"syvain_metrics: log() skipped {metric!r} of run {self._label!r}: "
+            f"{_kind_of(raw)} is not a number (told once per name per run)"
+            for metric, raw in non_numeric
+            if session.logs.skipped.first_warning(self.id, metric)
+        ]
+        for message in told:
+            if message is not None:
+                warnings.warn(message, UserWarning, stacklevel=3)
 
     def _check_shared(
         self, step: Any, metadata: Mapping[str, Any] | None, timestamp_ms: int
@@ -402,21 +404,21 @@ class MetricWriting(DeferredCalls):
             ) from None
         return event["step"], _copied_metadata(event), event.get("timestamp_ms")
 
-    def _skip_non_finite(self, name: str, kind: str, step: int | None, *, stacklevel: int) -> None:
+    def _skip_non_finite(self, name: str, kind: str, step: int | None) -> str | None:
         """Count a non-finite value instead of sending it; the first of its name in this run
-        is told by a warning and an annotation, neither of which can raise or block here."""
+        is annotated (off this thread: it cannot raise or block here) and its warning
+        returned, for the caller to give once everything else is done (a warning may raise
+        where warnings are errors, ``-W error``)."""
         label = self._label
         if not self._bind().logs.skipped.count_non_finite(self.id, name, label=label):
-            return
-        where = "logged without a step" if step is None else f"at step {step:,}"
+            return None
+        where = "(logged without a step)" if step is None else f"at step {step:,}"
         text = f"{name} became {kind} {where}"
-        warnings.warn(
-            f"syvain_metrics: {text} in run {label!r}; non-finite values are not sent, only "
-            "counted (exp.non_finite), and this first one is annotated on the run",
-            UserWarning,
-            stacklevel=stacklevel,
-        )
         self._annotate_later(text, {"metric": name, "step": step, "value": kind})
+        return (
+            f"syvain_metrics: {text} in run {label!r}; non-finite values are not sent, only "
+            "counted (exp.non_finite), and this first one is annotated on the run"
+        )
 
     @property
     def _label(self) -> str:
