@@ -837,8 +837,13 @@ def print_report(runs: list[Run], rounds: int, iterations: int, work_s: float) -
         ready = next((run.ready for run in runs if run.contender == kind), None)
         if ready is not None:
             details = f"; {ready['details']}" if ready.get("details") else ""
-            logged = VALUES[ready.get("values", "float")]
-            print(f"{kind}: {ready['client']}{details}; logs {logged}")
+            values = ready.get("values", "float")
+            if values != "float" or any(r.ready.get("values", "float") != "float" for r in runs):
+                logged = VALUES[values]
+                if kind == "collector" and values == "dict":
+                    logged += " (three metric() calls: it has no mapping form)"
+                details += f"; logs {logged}"  # the default run's lines stay as they were
+            print(f"{kind}: {ready['client']}{details}")
 
     print("\nRuns, in the order run (log() in us, steps in ms):\n")
     header = table_line("run", "contender")
