@@ -146,6 +146,23 @@ def test_numpy_and_torch_scalars_are_stored_as_floats(
     assert {type(r.value) for r in rows} == {float}
 
 
+def test_real_torch_tensors_of_one_element_are_stored_as_floats(
+    server: LocalServer, session: sm.Session
+) -> None:
+    torch = pytest.importorskip("torch")
+    exp = sm.Experiment.create("torch", session=session)
+    weights = torch.ones(3, requires_grad=True)
+    loss = (weights * 0.5).sum()  # a 0-d tensor that requires grad
+    exp.log("loss", loss, step=torch.tensor(1))
+    with pytest.warns(UserWarning, match="nan became NaN at step 2"):
+        exp.log({"acc": torch.tensor([0.25]), "nan": torch.tensor(float("nan"))}, step=2)
+    with pytest.raises(sm.MetricsValidationError, match="value"):
+        exp.log("batch", torch.ones(2), step=3)
+    exp.flush(timeout=30)
+    assert sorted(rows_of(server, exp.id)) == [("acc", 2, 0.25), ("loss", 1, 1.5)]
+    assert exp.non_finite == {"nan": 1}
+
+
 def test_a_numpy_scalar_is_queued_exactly_as_the_python_float(
     session: sm.Session, monkeypatch: pytest.MonkeyPatch
 ) -> None:
