@@ -18,6 +18,16 @@ contender) and three ``log()`` calls (``loss`` with metadata ``{"split": "train"
   the oldest beyond that) and sends batches of 500 from ``threading.Timer`` threads 0.25 s
   after the first queued item; it has no ``close()``.
 
+Values (``--values``): ``float`` (the default) logs Python floats and int steps, as above;
+``numpy`` logs what a numpy training loop has (``np.float64`` loss and grad_norm, what
+``np.mean()`` returns, an ``np.float32`` lr and ``np.int64`` steps; the scalars are made
+outside the timed ``log()`` call); ``dict`` logs the three values of a step in one call,
+``log({"loss": ..., "lr": ..., "grad_norm": ...}, step=step, metadata={"split": "train"})``
+(all three with that metadata), and each value is counted as a third of the call's time so
+the ``log()`` figures stay per value. The collector has no mapping form (a loop of
+``metric()`` calls stands in for it) and its environment has no numpy (it logs the same
+numbers as Python floats); the report says what each contender logged.
+
 Steady state: every worker, the baseline's included, calls ``gc.collect()`` right before its
 timed loop. A real training script has long run full collections during its set-up (imports,
 data loading, model building); without this, the first full collection of the worker process
@@ -76,6 +86,7 @@ Run (from the repository root)::
     python benchmarks/training_loop.py --skip-faults --skip-collector
     python benchmarks/training_loop.py --skip-faults --skip-collector --system-metrics 1
         # ours with the system metrics sampler on (every 1 s; its series are not counted)
+    python benchmarks/training_loop.py --values numpy      # or --values dict
     python benchmarks/training_loop.py --collector-python /path/to/venv/bin/python
 
 Targets (ours): slowdown <= 5%; median ``log()`` <= 5 us; no stall over 10 ms (worst step
@@ -88,6 +99,8 @@ from __future__ import annotations
 
 import argparse
 import gc
+import importlib
+import importlib.util
 import json
 import logging
 import os
@@ -133,6 +146,13 @@ TARGETS = (
 
 Json = dict[str, Any]
 
+VALUES = {
+    "float": "Python floats, int steps, three log() calls a step",
+    "numpy": "numpy scalars (np.float64, np.float32), np.int64 steps, three log() calls a step",
+    "dict": "one log(mapping) call of three Python floats a step",
+}
+"""What each ``--values`` kind logs, as the report says it."""
+
 
 # -- the workload (the same in every worker) -------------------------------------------------
 
@@ -169,16 +189,22 @@ LogCall = Callable[..., object]
 
 
 def training_loop(
-    steps: int, iterations: int, log: LogCall | None, on_start: Callable[[], None]
+    steps: int,
+    iterations: int,
+    log: LogCall | None,
+    on_start: Callable[[], None],
+    values: str = "float",
 ) -> Json:
-    """The loop: work, then three ``log(name, value, step=..., metadata=...)`` calls a step,
-    each timed and guarded by its own ``try``/``except``."""
+    """The loop: work, then three ``log(name, value, step=..., metadata=...)`` calls a step
+    (one ``log(mapping, step=..., metadata=...)`` call for ``values="dict"``), each timed
+    and guarded by its own ``try``/``except``."""
     clock = time.perf_counter_ns
     step_ns = [0] * steps
     log_ns: list[int] = []
     record = log_ns.append
     exceptions = 0
     first_exception: str | None = None
+    numpy = importlib.import_module("numpy") if values == "numpy" else None
     gc.collect()  # steady state: see the module docstring
     on_start()
     start = time.perf_counter()
@@ -186,19 +212,39 @@ def training_loop(
         began = clock()
         x = busy_work(iterations, step)
         if log is not None:
-            for name, value, metadata in (
-                ("loss", 2.5 / (1.0 + 0.001 * step) + 1e-6 * x, TRAIN),
-                ("lr", 3e-4 * 0.5 ** (step // 5_000), None),
-                ("grad_norm", 1.0 + x % 1.0, None),
-            ):
+            loss = 2.5 / (1.0 + 0.001 * step) + 1e-6 * x
+            lr = 3e-4 * 0.5 ** (step // 5_000)
+            grad_norm = 1.0 + x % 1.0
+            at: Any = step
+            if numpy is not None:  # what a numpy loop has; made outside the timed calls
+                loss, lr, grad_norm = (
+                    numpy.float64(loss),
+                    numpy.float32(lr),
+                    numpy.float64(grad_norm),
+                )
+                at = numpy.int64(step)
+            logged = (("loss", loss, TRAIN), ("lr", lr, None), ("grad_norm", grad_norm, None))
+            if values == "dict":
+                mapping = {name: value for name, value, _ in logged}
                 called = clock()
                 try:
-                    log(name, value, step=step, metadata=metadata)
+                    log(mapping, step=at, metadata=TRAIN)
                 except Exception as error:
                     exceptions += 1
                     if first_exception is None:
                         first_exception = describe(error)
-                record(clock() - called)
+                share = (clock() - called) // LOGS_PER_STEP  # per value, as in the other modes
+                log_ns.extend([share] * LOGS_PER_STEP)
+            else:
+                for name, value, metadata in logged:
+                    called = clock()
+                    try:
+                        log(name, value, step=at, metadata=metadata)
+                    except Exception as error:
+                        exceptions += 1
+                        if first_exception is None:
+                            first_exception = describe(error)
+                    record(clock() - called)
         step_ns[step] = clock() - began
     return {
         "loop_s": time.perf_counter() - start,
@@ -341,7 +387,15 @@ def open_collector(host: str, api_key: str, slug: str) -> Client:
         f"{collector.flush_delay_seconds}, max_batch_items={collector.max_batch_items}, "
         f"max_queue_items={collector.max_queue_items}, max_retries={collector.max_retries}",
     }
-    return Client(experiment.metric, experiment.id, finish, info, warnings)
+
+    def log(first: Any, *args: Any, **options: Any) -> object:
+        if isinstance(first, dict):  # no mapping form: one metric() call per value
+            for name, value in first.items():
+                experiment.metric(name, value, **options)
+            return None
+        return experiment.metric(first, *args, **options)
+
+    return Client(log, experiment.id, finish, info, warnings)
 
 
 def emit(message: Json) -> None:
@@ -356,10 +410,14 @@ def run_worker(args: argparse.Namespace) -> None:
         client = open_ours(args.host, args.api_key, args.slug, args.spool_dir, args.system_metrics)
     elif args.worker == "collector":
         client = open_collector(args.host, args.api_key, args.slug)
+    values = args.values
+    if values == "numpy" and importlib.util.find_spec("numpy") is None:
+        values = "float"  # the collector's environment: the same numbers, as Python floats
     emit(
         {
             "event": "ready",
             "experiment_id": client.experiment_id if client else None,
+            "values": values,
             **(client.info if client else {"client": "none"}),
         }
     )
@@ -368,6 +426,7 @@ def run_worker(args: argparse.Namespace) -> None:
         args.work_iterations,
         client.log if client else None,
         on_start=lambda: emit({"event": "loop_started"}),
+        values=values,
     )
     emit({"event": "loop_ended"})
     if client is not None:
@@ -381,8 +440,13 @@ def run_worker(args: argparse.Namespace) -> None:
 # -- processes driven by the parent -----------------------------------------------------------
 
 
-def child_env() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
+def child_env(python: Path | None = None) -> dict[str, str]:
+    """The environment of a child process. A child of another interpreter (the collector's)
+    gets no ``PYTHONPATH``; one of this interpreter keeps it, so that it imports the same
+    SDK as this process (a checkout on ``PYTHONPATH`` rather than the installed one)."""
+    same = python is None or Path(python) == Path(sys.executable)
+    dropped = ("PYTHONHOME",) if same else ("PYTHONPATH", "PYTHONHOME")
+    return {k: v for k, v in os.environ.items() if k not in dropped}
 
 
 def read_line(stream: IO[str], timeout: float) -> str:
@@ -455,7 +519,9 @@ class WorkerProcess:
     def __init__(self, python: Path, kind: str, options: list[str]) -> None:
         self.kind = kind
         command = [str(python), str(Path(__file__).resolve()), "--worker", kind, *options]
-        self.process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=child_env())
+        self.process = subprocess.Popen(
+            command, stdout=subprocess.PIPE, text=True, env=child_env(python)
+        )
         self._events: queue.Queue[tuple[float, Json | None]] = queue.Queue()
         threading.Thread(target=self._read, daemon=True).start()
 
@@ -584,6 +650,7 @@ class Bench:
         options += ["--spool-dir", str(spool), "--flush-timeout", str(flush_timeout)]
         if kind == "ours" and self.args.system_metrics is not None:
             options += ["--system-metrics", str(self.args.system_metrics)]
+        options += ["--values", self.args.values]
         with WorkerProcess(self.pythons[kind], kind, options) as worker:
             _, ready = worker.expect("ready", 120)
             timeline = during(worker) if during else ""
@@ -786,6 +853,12 @@ def print_report(runs: list[Run], rounds: int, iterations: int, work_s: float) -
         ready = next((run.ready for run in runs if run.contender == kind), None)
         if ready is not None:
             details = f"; {ready['details']}" if ready.get("details") else ""
+            values = ready.get("values", "float")
+            if values != "float" or any(r.ready.get("values", "float") != "float" for r in runs):
+                logged = VALUES[values]
+                if kind == "collector" and values == "dict":
+                    logged += " (three metric() calls: it has no mapping form)"
+                details += f"; logs {logged}"  # the default run's lines stay as they were
             print(f"{kind}: {ready['client']}{details}")
 
     print("\nRuns, in the order run (log() in us, steps in ms):\n")
@@ -891,6 +964,12 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument(
         "--slow-steps", type=int, default=3_000, help="steps of the slow-server loop (3,000)"
+    )
+    parser.add_argument(
+        "--values",
+        choices=sorted(VALUES),
+        default="float",
+        help="what the loop logs: Python floats (default), numpy scalars, or one mapping a step",
     )
     parser.add_argument("--skip-collector", action="store_true", help="only ours")
     parser.add_argument(

@@ -239,6 +239,8 @@ class FlushError(MetricsApiError):
         spool_dir: where the pending events are kept on disk, or ``None``.
         unspooled: how many of the pending events are held in memory only, because the
             spool could not be written (a full disk): a kill of the process would lose them.
+        non_finite: the non-finite values (NaN, inf, -inf) ``log()`` skipped instead of
+            sending, by metric name (summed over the runs the wait was about).
 
     Example:
         >>> error = FlushError(stored=10, pending=2, rejected=[], timed_out=True)
@@ -246,6 +248,10 @@ class FlushError(MetricsApiError):
         (2, True)
         >>> print(error)
         log() delivery incomplete: 10 stored, 2 still pending and retrying (the wait ended first).
+        >>> print(FlushError(stored=9, pending=1, rejected=[], timed_out=True,
+        ...                  non_finite={"loss": 1}))  # doctest: +NORMALIZE_WHITESPACE
+        log() delivery incomplete: 9 stored, 1 still pending and retrying, 1 non-finite value
+        not sent (loss: 1) (the wait ended first).
     """
 
     def __init__(
@@ -257,6 +263,7 @@ class FlushError(MetricsApiError):
         timed_out: bool,
         spool_dir: str | None = None,
         unspooled: int = 0,
+        non_finite: Mapping[str, int] | None = None,
     ) -> None:
         self.stored = stored
         self.pending = pending
@@ -264,6 +271,7 @@ class FlushError(MetricsApiError):
         self.timed_out = timed_out
         self.spool_dir = spool_dir
         self.unspooled = unspooled
+        self.non_finite: dict[str, int] = dict(non_finite or {})
         super().__init__(self._describe())
 
     def _describe(self) -> str:
@@ -287,6 +295,11 @@ class FlushError(MetricsApiError):
                 f"{len(self.rejected)} rejected by the service (first: {name!r} at step "
                 f"{first.event.get('step')}: {first.message})"
             )
+        if self.non_finite:
+            total = sum(self.non_finite.values())
+            counts = ", ".join(f"{name}: {count:,}" for name, count in self.non_finite.items())
+            plural = "value" if total == 1 else "values"
+            parts.append(f"{total:,} non-finite {plural} not sent ({counts})")
         ending = " (the wait ended first)" if self.timed_out else ""
         return f"log() delivery incomplete: {', '.join(parts)}{ending}."
 

@@ -25,6 +25,7 @@ from pathlib import Path
 from syvain_metrics.errors import FlushError
 from syvain_metrics.pipeline.delivery import Uplink
 from syvain_metrics.pipeline.sender import Sender, Settled
+from syvain_metrics.pipeline.skipped import SkippedValues
 from syvain_metrics.pipeline.spool import CHILDREN, count_leftovers, new_spool_name
 
 logger = logging.getLogger("syvain_metrics")
@@ -60,6 +61,8 @@ class SessionLogs:
         self._sender: Sender | None = None
         self._lock = threading.RLock()
         self.exit_deadline: float | None = None
+        self.skipped = SkippedValues()
+        """The non-finite values ``log()`` counted instead of sending, per experiment."""
 
     @property
     def sender(self) -> Sender:
@@ -108,16 +111,26 @@ class SessionLogs:
                 timeout,
             )
 
-    def incomplete(self, settled: Settled | None) -> FlushError | None:
-        """The error that says what ``settled`` could not confirm, if anything. When the
-        spool could not be created or written since the last call (a full disk), or is
-        refused, a ``UserWarning`` says so first: events held in memory only are lost if the
-        process is killed, and the user, not only the log, should know it."""
+    def incomplete(
+        self, settled: Settled | None, experiment_ids: Iterable[str] | None = None
+    ) -> FlushError | None:
+        """The error that says what ``settled`` could not confirm, if anything, with the
+        non-finite values skipped for ``experiment_ids`` (``None``: every experiment).
+
+        When the spool could not be created or written since the last call (a full disk),
+        or is refused, a ``UserWarning`` says so first: events held in memory only are lost
+        if the process is killed, and the user, not only the log, should know it. When
+        nothing else is wrong, non-finite values skipped since the last such report are
+        told by one ``UserWarning`` ("1 non-finite value of loss was not sent (run
+        'run-1')"); a ``FlushError`` carries them in ``non_finite`` instead."""
         sender = self._sender
         notice = None if sender is None else sender.take_spool_notice()
         if notice is not None:
             warnings.warn(f"syvain_metrics: {notice}", UserWarning, stacklevel=3)
         if settled is None or (not settled.pending and not settled.rejected):
+            summary = self.skipped.take_summary(experiment_ids)
+            if summary is not None:
+                warnings.warn(f"syvain_metrics: {summary}", UserWarning, stacklevel=3)
             return None
         spool = None if sender is None or sender.spool is None else sender.spool.directory
         return FlushError(
@@ -127,6 +140,7 @@ class SessionLogs:
             timed_out=settled.timed_out,
             spool_dir=None if spool is None else str(spool),
             unspooled=0 if sender is None else min(sender.unspooled(), settled.pending),
+            non_finite=self.skipped.totals(experiment_ids),
         )
 
     def exit_wait(self, timeout: float) -> float:
@@ -148,7 +162,7 @@ class SessionLogs:
             self.sender  # noqa: B018 - started only to take over what children left
         sender = self._sender
         if sender is None:
-            return None
+            return self.incomplete(None)  # nothing sent: only skipped values to tell
         settled = sender.close(timeout)
         return self.incomplete(settled)
 
@@ -164,6 +178,7 @@ class SessionLogs:
         self._sender = None
         self._lock = threading.RLock()
         self.exit_deadline = None
+        self.skipped = SkippedValues()  # the parent's counts are the parent's to report
         if self.spool_dir is not None:
             self.spool_dir = self.spool_dir / CHILDREN / new_spool_name()
 

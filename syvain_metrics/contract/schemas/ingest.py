@@ -223,8 +223,8 @@ def is_plain_metric(
 ) -> bool:
     """Whether one metric (``log()``'s common case) is plainly typed and valid under the
     rules of :class:`MetricInputSchema`, told by a few scalar tests; ``False`` means "let the
-    schema look": anything unusual (numpy scalars, nested metadata, a bad field) goes there
-    for conversion or a precise error.
+    schema look": anything unusual (nested metadata, a bad field) goes there for conversion
+    or a precise error. ``log()`` converts numpy and torch scalars before asking.
 
     Example:
         >>> is_plain_metric("id-1", "loss", 1, 3, {"split": "train"}, None)
@@ -246,6 +246,33 @@ def is_plain_metric(
             return False
     except OverflowError:
         return False
+    return is_plain_context(step, metadata, timestamp_ms)
+
+
+def is_plain_name(name: Any) -> bool:
+    """Whether ``name`` is plainly a valid metric name (a string of 1 to 500 characters that
+    UTF-8 can carry); ``False`` means "let the schema say what is wrong".
+
+    Example:
+        >>> is_plain_name("train/loss"), is_plain_name(""), is_plain_name(3)
+        (True, False, False)
+    """
+    return (
+        type(name) is str and 0 < len(name) <= METRIC_NAME_MAX and (name.isascii() or text_ok(name))
+    )
+
+
+def is_plain_context(step: Any, metadata: Any, timestamp_ms: Any) -> bool:
+    """Whether the fields one ``log()`` call shares among its values (``step``,
+    ``metadata``, ``timestamp_ms``) are plainly typed and valid: an int step or ``None``,
+    flat metadata of strings, bools, nulls and finite numbers, an int timestamp or ``None``.
+
+    Example:
+        >>> is_plain_context(3, {"split": "train"}, None)
+        True
+        >>> is_plain_context(3, {"nested": {"a": 1}}, None)
+        False
+    """
     if step is not None and (type(step) is not int or not 0 <= step <= MAX_SAFE_INTEGER):
         return False
     if timestamp_ms is not None and (

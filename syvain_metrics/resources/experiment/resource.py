@@ -42,6 +42,7 @@ from syvain_metrics.contract.schemas.options import check_flag
 from syvain_metrics.errors import FlushError, MetricsApiRequestError, MetricsValidationError
 from syvain_metrics.resources.experiment.annotations import Annotating
 from syvain_metrics.resources.experiment.catalog import Cataloging
+from syvain_metrics.resources.experiment.deferred import DeferredCalls
 from syvain_metrics.resources.experiment.ingestion_keys import IngestionKeys
 from syvain_metrics.resources.experiment.reading import MetricReading
 from syvain_metrics.resources.experiment.resuming import Resuming
@@ -102,7 +103,14 @@ def _error_payload(error: BaseException | str | Mapping[str, Any] | None) -> dic
 
 
 class Experiment(
-    SystemSampling, MetricWriting, MetricReading, Resuming, Annotating, IngestionKeys, Cataloging
+    SystemSampling,
+    MetricWriting,
+    MetricReading,
+    Resuming,
+    Annotating,
+    IngestionKeys,
+    Cataloging,
+    DeferredCalls,
 ):
     """An experiment (a run). Attributes mirror the wire fields; ``created_at`` and friends
     are aware datetimes; ``folder`` is a :class:`Folder` or ``None``.
@@ -444,6 +452,7 @@ class Experiment(
                         timed_out=error.timed_out,
                         spool_dir=error.spool_dir,
                         unspooled=error.unspooled,
+                        non_finite=error.non_finite,
                     ) from None
 
     def _record_failure(

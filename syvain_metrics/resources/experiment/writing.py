@@ -9,10 +9,12 @@ Example:
 from __future__ import annotations
 
 import json
+import sys
 import time
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, SupportsFloat, SupportsIndex, overload
 
 from marshmallow import ValidationError
 
@@ -24,12 +26,22 @@ from syvain_metrics.contract.schemas.ingest import (
     IngestReply,
     MetricBatch,
     check_metrics,
+    is_plain_context,
     is_plain_metric,
+    is_plain_name,
 )
 from syvain_metrics.contract.schemas.options import check_flag
 from syvain_metrics.errors import MetricsApiError, MetricsValidationError, PartialIngestError
 from syvain_metrics.pipeline.batch import queued_event
-from syvain_metrics.resources.experiment.base import ExperimentBase
+from syvain_metrics.resources.experiment.deferred import DeferredCalls
+from syvain_metrics.resources.experiment.values import (
+    NO_VALUE,
+    as_number,
+    as_step,
+    flatten_metrics,
+    is_number,
+    non_finite_kind,
+)
 from syvain_metrics.resources.point import MetricPoint
 from syvain_metrics.tables.frames import progress_bar
 
@@ -37,6 +49,19 @@ _BATCH = MetricBatch()
 _CHECK_WINDOW = 10_000
 """Metrics validated together before an ingest sends anything (a window's columns are
 temporary)."""
+_FLOAT_MAX = sys.float_info.max
+_FLOAT_MIN = -_FLOAT_MAX
+
+
+def _kind_of(value: Any) -> str:
+    """``None``, or ``a str``: what a skipped value was, without its (maybe long) text."""
+    return "None" if value is None else f"a {type(value).__name__}"
+
+
+def _copied_metadata(event: Mapping[str, Any]) -> dict[str, Any] | None:
+    """A checked event's metadata, copied deep: the caller may change theirs afterwards."""
+    metadata = event.get("metadata")
+    return None if metadata is None else json.loads(json.dumps(metadata))
 
 
 @dataclass(frozen=True)
@@ -53,7 +78,7 @@ class IngestResult:
     mode: str | None
 
 
-class MetricWriting(ExperimentBase):
+class MetricWriting(DeferredCalls):
     """``ingest()``, ``log()``, ``flush()`` and ``pending_logs`` of an experiment."""
 
     def _with_ids(self, metrics: Sequence[Mapping[str, Any] | MetricPoint]) -> list[Any]:
@@ -170,30 +195,87 @@ class MetricWriting(ExperimentBase):
                 bar.close()
         return IngestResult(count=stored, requests=requests, mode=mode)
 
+    @overload
     def log(
         self,
         name: str,
-        value: float,
+        value: SupportsFloat,
         *,
-        step: int | None = None,
+        step: SupportsIndex | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        timestamp_ms: int | None = None,
+        client_event_id: str | None = None,
+    ) -> None: ...
+
+    @overload
+    def log(
+        self,
+        metrics: Mapping[str, object],
+        /,
+        *,
+        step: SupportsIndex | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        timestamp_ms: int | None = None,
+    ) -> None: ...
+
+    def log(
+        self,
+        name: str | Mapping[str, object],
+        value: SupportsFloat = NO_VALUE,
+        *,
+        step: SupportsIndex | None = None,
         metadata: Mapping[str, Any] | None = None,
         timestamp_ms: int | None = None,
         client_event_id: str | None = None,
     ) -> None:
-        """Record one metric from a training loop: validated here (a bad name, a NaN or bad
-        metadata raises at once), then queued; it never waits for the network and never
-        raises a network error. The session's sender delivers it within ``flush_interval``
-        (1 s), keeping it in a spool on disk until the service acknowledges it, retrying
-        through outages for as long as the process lives. Safe from any thread.
+        """Record metrics from a training loop: one metric, or a mapping of them at one step.
 
-        Every call is its own event, with its own ``client_event_id`` (used again on every
-        retry, so nothing is stored twice): two values at the same step are both kept. Pass
+            exp.log("loss", 0.25, step=10)                        # one metric
+            exp.log({"loss": 0.25, "acc": 0.91}, step=10)         # several, one step
+            exp.log({"train": {"loss": 0.25}}, step=10)           # nested: "train/loss"
+
+        ``log()`` checks the call, queues the events and returns: it never waits for the
+        network and never raises a network error. The session's sender delivers them within
+        ``flush_interval`` (1 s), keeping them in a spool on disk until the service
+        acknowledges them, retrying through outages for as long as the process lives. Safe
+        from any thread.
+
+        Values: Python numbers, numpy scalars (``np.float32``, ``np.int64``, ...) and torch
+        tensors of one element (``.item()`` is called, a device sync for a GPU tensor);
+        ``step`` may be a numpy integer too. A non-finite value (NaN, inf, -inf) is not
+        sent and never raises: it is counted (``exp.non_finite``, and what ``flush()``,
+        ``run()`` and ``close()`` report), the first of each name per run gives one
+        ``UserWarning`` and an annotation on the run ("loss became NaN at step 40,000").
+
+        Mapping form: every value shares ``step``, ``metadata`` and the timestamp of the
+        call; nested mappings are flattened with ``/``. A value that is not a number (a
+        string, a list, ``None``, a bool) is skipped with one ``UserWarning`` per name per
+        run. ``client_event_id`` is for the one-metric form only.
+
+        Bad input raises :class:`~syvain_metrics.MetricsValidationError` at once, before
+        anything of the call is queued: a bad name (not a string, empty, over 500
+        characters), step, timestamp or metadata (which must be finite JSON). Every value is
+        its own event, with its own ``client_event_id`` (used again on every retry, so
+        nothing is stored twice): two values at the same step are both kept. Pass
         ``client_event_id`` yourself to make a re-run of the same code idempotent. Without
         ``timestamp_ms``, the event carries the time of the call (not of its delivery).
 
         Example:
             >>> exp.log("loss", 0.25, step=10, metadata={"split": "train"})  # doctest: +SKIP
+            >>> exp.log({"loss": 0.25, "acc": np.float32(0.9)}, step=10)      # doctest: +SKIP
         """
+        if type(name) is not str and isinstance(name, Mapping):
+            self._log_many(name, value, step, metadata, timestamp_ms, client_event_id)
+            return
+        if value is NO_VALUE:
+            raise MetricsValidationError({"value": ["Missing: log(name, value) needs a value."]})
+        number: Any = value
+        kind = type(number)
+        if kind is not float and kind is not int:
+            number = as_number(number)  # numpy and torch scalars: then the fast path below
+        index: Any = step
+        if index is not None and type(index) is not int:
+            index = as_step(index)
         session = self._bind()
         if session.closed:  # nothing would ever send it
             raise MetricsApiError("This session is closed; log() needs an open session.")
@@ -202,18 +284,26 @@ class MetricWriting(ExperimentBase):
         if timestamp_ms is None:
             # The time of the call, not of delivery, which may come much later after an outage.
             timestamp_ms = time.time_ns() // 1_000_000
-        if is_plain_metric(event_id, name, value, step, metadata, timestamp_ms):
-            sender.put(queued_event(self.id, event_id, name, value, step, metadata, timestamp_ms))
+        if is_plain_metric(event_id, name, number, index, metadata, timestamp_ms):
+            sender.put(queued_event(self.id, event_id, name, number, index, metadata, timestamp_ms))
             return
-        fields: dict[str, Any] = {"client_event_id": event_id, "name": name, "value": value}
-        fields["step"] = step
+        fields: dict[str, Any] = {"client_event_id": event_id, "name": name, "value": number}
+        fields["step"] = index
         if metadata is not None:
             fields["metadata"] = metadata
         if timestamp_ms is not None:
             fields["timestamp_ms"] = timestamp_ms
+        non_finite = non_finite_kind(number)
+        if non_finite is not None:
+            # Checked like any event (a bad name still raises), then counted, not sent.
+            checked = fields
+            if not is_plain_metric(event_id, name, 0.0, index, metadata, timestamp_ms):
+                (checked,) = self._prepare([{**fields, "value": 0.0}])
+            told = self._skip_non_finite(checked["name"], non_finite, checked["step"])
+            if told is not None:
+                warnings.warn(told, UserWarning, stacklevel=2)
+            return
         (event,) = self._prepare([fields])
-        # Converted (numpy scalars) and copied deep: the caller may change theirs afterwards.
-        copied = json.loads(json.dumps(event.get("metadata"))) if "metadata" in event else None
         sender.put(
             queued_event(
                 self.id,
@@ -221,10 +311,130 @@ class MetricWriting(ExperimentBase):
                 event["name"],
                 event["value"],
                 event["step"],
-                copied,
+                _copied_metadata(event),
                 event.get("timestamp_ms"),
             )
         )
+
+    def _log_many(
+        self,
+        metrics: Mapping[Any, Any],
+        value: Any,
+        step: Any,
+        metadata: Mapping[str, Any] | None,
+        timestamp_ms: int | None,
+        client_event_id: str | None,
+    ) -> None:
+        """``log(mapping, ...)``: everything checked first, then every number queued, then
+        what was skipped told."""
+        if value is not NO_VALUE:
+            raise MetricsValidationError(
+                {"value": ["Not with a mapping of metrics: the mapping holds the values."]}
+            )
+        if client_event_id is not None:
+            raise MetricsValidationError(
+                {"client_event_id": ["Not with a mapping of metrics: each value gets its own."]}
+            )
+        pairs = flatten_metrics(metrics)
+        step = as_step(step)
+        session = self._bind()
+        if session.closed:
+            raise MetricsApiError("This session is closed; log() needs an open session.")
+        if timestamp_ms is None:
+            timestamp_ms = time.time_ns() // 1_000_000
+        shared: Mapping[str, Any] | None = metadata
+        if not is_plain_context(step, metadata, timestamp_ms):
+            step, shared, timestamp_ms = self._check_shared(step, metadata, timestamp_ms)
+        numbers: list[tuple[str, int | float]] = []
+        non_finite: list[tuple[str, str]] = []
+        non_numeric: list[tuple[str, Any]] = []
+        for metric, raw in pairs:
+            if not is_plain_name(metric):  # only a name UTF-8 cannot carry is left
+                raise MetricsValidationError(
+                    {f"metrics[{metric!r}]": ["A metric name must be text UTF-8 can carry."]}
+                )
+            number = as_number(raw)
+            if not is_number(number):
+                non_numeric.append((metric, raw))
+                continue
+            try:
+                if type(number) is not int:
+                    number = float(number)
+                elif not _FLOAT_MIN <= number <= _FLOAT_MAX:
+                    raise OverflowError
+            except OverflowError:
+                raise MetricsValidationError(
+                    {f"metrics[{metric!r}]": ["Must be a number a float can hold."]}
+                ) from None
+            kind = non_finite_kind(number)
+            if kind is None:
+                numbers.append((metric, number))
+            else:
+                non_finite.append((metric, kind))
+        # Everything is checked: from here on nothing raises before the numbers are queued.
+        sender = session.logs.sender
+        ids = sender.ids
+        for metric, number in numbers:
+            sender.put(
+                queued_event(self.id, ids.next_id(), metric, number, step, shared, timestamp_ms)
+            )
+        told = [self._skip_non_finite(metric, kind, step) for metric, kind in non_finite]
+        told += [
+            f"syvain_metrics: log() skipped {metric!r} of run {self._label!r}: "
+            f"{_kind_of(raw)} is not a number (told once per name per run)"
+            for metric, raw in non_numeric
+            if session.logs.skipped.first_warning(self.id, metric)
+        ]
+        for message in told:
+            if message is not None:
+                warnings.warn(message, UserWarning, stacklevel=3)
+
+    def _check_shared(
+        self, step: Any, metadata: Mapping[str, Any] | None, timestamp_ms: int
+    ) -> tuple[int | None, dict[str, Any] | None, int | None]:
+        """The shared fields of a mapping call, checked by the schema (for a precise error)
+        and converted; metadata copied deep, once for every event of the call."""
+        probe: dict[str, Any] = {"client_event_id": "sm-probe", "name": "probe", "value": 0.0}
+        probe.update(step=step, metadata=metadata, timestamp_ms=timestamp_ms)
+        try:
+            (event,) = self._prepare([probe])
+        except MetricsValidationError as error:
+            raise MetricsValidationError(
+                {key.removeprefix("metrics[0]."): found for key, found in error.errors.items()}
+            ) from None
+        return event["step"], _copied_metadata(event), event.get("timestamp_ms")
+
+    def _skip_non_finite(self, name: str, kind: str, step: int | None) -> str | None:
+        """Count a non-finite value instead of sending it; the first of its name in this run
+        is annotated (off this thread: it cannot raise or block here) and its warning
+        returned, for the caller to give once everything else is done (a warning may raise
+        where warnings are errors, ``-W error``)."""
+        label = self._label
+        if not self._bind().logs.skipped.count_non_finite(self.id, name, label=label):
+            return None
+        where = "(logged without a step)" if step is None else f"at step {step:,}"
+        text = f"{name} became {kind} {where}"
+        self._annotate_later(text, {"metric": name, "step": step, "value": kind})
+        return (
+            f"syvain_metrics: {text} in run {label!r}; non-finite values are not sent, only "
+            "counted (exp.non_finite), and this first one is annotated on the run"
+        )
+
+    @property
+    def _label(self) -> str:
+        return self.slug or self.id
+
+    @property
+    def non_finite(self) -> dict[str, int]:
+        """How many non-finite values (NaN, inf, -inf) ``log()`` skipped for this run in
+        this process, by metric name; they are never sent.
+
+        Example:
+            >>> exp.log("loss", float("nan"), step=40_000)  # doctest: +SKIP
+            >>> exp.non_finite  # doctest: +SKIP
+            {'loss': 1}
+        """
+        return self._bind().logs.skipped.non_finite(self.id)
 
     def flush(self, timeout: float | None = None) -> int:
         """Wait until every ``log()`` event of this experiment logged so far (from any thread)
@@ -234,13 +444,18 @@ class MetricWriting(ExperimentBase):
         spooled and retrying) or if the service rejected some events (each listed with its
         answer; the others are stored). Rejected events are reported once.
 
+        Non-finite values ``log()`` skipped are reported too: ``FlushError.non_finite`` has
+        the run's counts by name; when nothing else failed, the values skipped since the
+        last such warning are told by one ``UserWarning`` ("2 non-finite values of loss were
+        not sent (run 'run-1')"), so each is told once by a report that succeeded.
+
         Example:
             >>> exp.flush(timeout=60)  # doctest: +SKIP
             100
         """
         logs = self._bind().logs
         settled = logs.wait([self.id], timeout)
-        error = logs.incomplete(settled)
+        error = logs.incomplete(settled, [self.id])
         if error is not None:
             raise error
         return 0 if settled is None else settled.stored
