@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from syvain_metrics.errors import FlushError
+from syvain_metrics.pipeline.control import ControlRecord
 from syvain_metrics.pipeline.delivery import Uplink
 from syvain_metrics.pipeline.sender import Sender, Settled
 from syvain_metrics.pipeline.spool import CHILDREN, count_leftovers, new_spool_name
@@ -79,6 +80,31 @@ class SessionLogs:
     def started(self) -> bool:
         """Whether a sender runs in this process."""
         return self._sender is not None and not self._sender.stopped
+
+    @property
+    def parked(self) -> int:
+        """Events left in the spool unsent on purpose (offline mode), in this process."""
+        sender = self._sender
+        return 0 if sender is None else sender.parked
+
+    def put_control(self, record: ControlRecord) -> bool:
+        """Queue a control record behind the events logged so far (starting the sender);
+        False once it has stopped. Never raises."""
+        try:
+            return self.sender.put_control(record)
+        except Exception:  # pragma: no cover - a sender that cannot start: said at close
+            logger.exception("syvain_metrics: cannot queue the %s", record.describe())
+            return False
+
+    def controls_pending(self, experiment_id: str) -> int:
+        """Control records of ``experiment_id`` not applied yet, in this process."""
+        sender = self._sender
+        return 0 if sender is None else sender.controls_pending(experiment_id)
+
+    def resolved_id(self, experiment_id: str) -> str | None:
+        """The real id the service gave a run created by a control record, once known."""
+        sender = self._sender
+        return None if sender is None else sender.resolved_id(experiment_id)
 
     def pending(self, experiment_id: str) -> int:
         """Events of ``experiment_id`` logged in this process and not answered yet."""

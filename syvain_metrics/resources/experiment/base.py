@@ -50,6 +50,8 @@ class ExperimentBase(Resource):
     done_at_ms = wire["int | None"]()
     last_heartbeat_at_ms = wire["int | None"]()
     last_event_at_ms = wire["int | None"]()
+    _pending_id: str | None = None
+    """The placeholder id of a run created while the service could not be reached."""
     created_at = ms_time("created_at_ms")
     updated_at = ms_time("updated_at_ms")
     started_at = ms_time("started_at_ms")
@@ -116,8 +118,15 @@ class ExperimentBase(Resource):
         link = html.escape(self.url, quote=True)
         return f"{table}<p><a href='{link}' target='_blank'>Open in the dashboard</a></p>"
 
+    @property
+    def _log_id(self) -> str:
+        """The id this run's ``log()`` events, waits and control records carry in its session:
+        the placeholder of a run created while the service could not be reached (for the
+        session's whole life: its earlier events carry it), else its id."""
+        return self._pending_id or self.id
+
     def _settle_logs(self) -> None:
         """Before a read: wait (up to the session's ``timeout``) for this experiment's pending
         ``log()`` events, so the read sees what was logged before it."""
         session = self._bind()
-        session.logs.settle([self.id], session.timeout)
+        session.logs.settle([self._log_id], session.timeout)

@@ -21,7 +21,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from syvain_metrics.client.registry import get_session
-from syvain_metrics.client.session import Session
+from syvain_metrics.client.session import Session, spooled_safely
 from syvain_metrics.contract import operations
 from syvain_metrics.contract.limits import (
     DEFAULT_ERROR_NAME,
@@ -38,9 +38,10 @@ from syvain_metrics.contract.schemas.experiment import (
     StatusUpdateRequest,
 )
 from syvain_metrics.contract.schemas.options import check_flag
-from syvain_metrics.errors import FlushError, MetricsApiRequestError, MetricsValidationError
+from syvain_metrics.errors import FlushError, MetricsValidationError
 from syvain_metrics.resources.experiment.annotations import Annotating
 from syvain_metrics.resources.experiment.catalog import Cataloging
+from syvain_metrics.resources.experiment.deferred import DeferredCalls
 from syvain_metrics.resources.experiment.ingestion_keys import IngestionKeys
 from syvain_metrics.resources.experiment.reading import MetricReading
 from syvain_metrics.resources.experiment.termination import SigtermGuard
@@ -51,7 +52,7 @@ from syvain_metrics.resources.experiment_list import (
     selected,
     summarize,
 )
-from syvain_metrics.resources.folder import Folder, folder_id_of, is_conflict
+from syvain_metrics.resources.folder import Folder, folder_id_of
 from syvain_metrics.resources.lists import read_created
 
 if TYPE_CHECKING:
@@ -98,7 +99,9 @@ def _error_payload(error: BaseException | str | Mapping[str, Any] | None) -> dic
     raise MetricsValidationError({"error": ["Must be an exception, a string or {name, detail}."]})
 
 
-class Experiment(MetricWriting, MetricReading, Annotating, IngestionKeys, Cataloging):
+class Experiment(
+    MetricWriting, MetricReading, Annotating, IngestionKeys, Cataloging, DeferredCalls
+):
     """An experiment (a run). Attributes mirror the wire fields; ``created_at`` and friends
     are aware datetimes; ``folder`` is a :class:`Folder` or ``None``.
 
@@ -189,6 +192,7 @@ class Experiment(MetricWriting, MetricReading, Annotating, IngestionKeys, Catalo
         metadata: Mapping[str, Any] | None = None,
         folder: Folder | str | None = UNSET,
         exist_ok: bool = False,
+        defer: bool = True,
         session: Session | None = None,
     ) -> Experiment:
         """Create an experiment. ``folder`` is a ``Folder``, an id, or ``None`` for the root;
@@ -198,6 +202,15 @@ class Experiment(MetricWriting, MetricReading, Annotating, IngestionKeys, Catalo
         is (one more request to find it) instead of raising the service's 409, so a notebook
         cell that creates a run can be run again. Its description, metadata and folder are
         the existing ones, not the arguments.
+
+        When the service cannot be reached (no connection, timeouts, 5xx after the
+        retries), or the session is offline, the creation waits in the spool and the run is
+        returned at once (``defer=False`` raises instead): ``log()``, ``run()`` and status
+        changes work, and the session's sender creates the run when the service answers
+        (``syvain-metrics sync`` after the process ended), then sends its events. Until
+        then ``exp.id`` is a placeholder (``pending-...``) and reads raise
+        :class:`~syvain_metrics.ExperimentNotCreatedError`. Without ``exist_ok``, a slug
+        found taken then is reported as a failure of that run (its events stay in the spool).
 
         Example:
             >>> sm.Experiment.create("mamba-run-001", description="Baseline",
@@ -216,16 +229,8 @@ class Experiment(MetricWriting, MetricReading, Annotating, IngestionKeys, Catalo
         if folder is not UNSET:
             fields["folder_id"] = folder_id_of(folder)
         body = load_request(ExperimentCreateRequest(), fields)
-        try:
-            data = bound.call(operations.CREATE_EXPERIMENT, body=body)
-        except MetricsApiRequestError as error:
-            if not (exist_ok and is_conflict(error)):
-                raise
-            existing = cls.list(slug=slug, limit=1, session=bound)
-            if not existing:
-                raise
-            return existing[0]
-        return cls._from_wire(data["experiment"], bound)
+        check_flag("defer", defer)
+        return cls._create_call(bound, body, exist_ok=exist_ok, defer=defer)
 
     @classmethod
     def get(cls, experiment_id: str, *, session: Session | None = None) -> Experiment:
@@ -282,7 +287,9 @@ class Experiment(MetricWriting, MetricReading, Annotating, IngestionKeys, Catalo
         timestamp_ms: int | dt.datetime | None = None,
     ) -> Experiment:
         """Move to ``running``, ``done`` or ``error`` (with ``error`` details), optionally at a
-        given time.
+        given time. For a run not created yet, in offline mode, or while earlier changes of
+        the run wait in the spool, the change waits there too (with the time it happened)
+        and this object shows it at once.
 
         Example:
             >>> exp.set_status("error", error={"name": "ValueError", "detail": "loss is NaN"})  # doctest: +SKIP
@@ -295,6 +302,8 @@ class Experiment(MetricWriting, MetricReading, Annotating, IngestionKeys, Catalo
         if timestamp_ms is not None:
             fields["timestamp_ms"] = timestamp_ms
         body = load_request(StatusUpdateRequest(), fields)
+        if self._defers_calls():  # not created yet, offline, or earlier changes still wait
+            return self._status_later(body)
         bound = self._bind()
         return self._apply(bound.call(operations.UPDATE_EXPERIMENT_STATUS, self.id, body=body))
 
@@ -340,16 +349,25 @@ class Experiment(MetricWriting, MetricReading, Annotating, IngestionKeys, Catalo
         SIGTERM while the run is ending cuts the wait to 10 s, and is passed on once the
         status the block earned is recorded.
 
-        If events could not all be stored on a clean exit, the run is marked ``error`` and
-        :class:`~syvain_metrics.FlushError` is raised (pending events stay spooled and keep
-        being retried).
+        The status changes never overtake the block's events and never fail the job for the
+        service's sake: when the service cannot take them now (or the run is not created
+        yet), they wait in the spool with the time they happened, applied by the session's
+        sender or by ``syvain-metrics sync``. When the wait ends with events safe in the
+        spool but not acknowledged yet (a slow or absent service), the run is not marked
+        ``error`` and nothing is raised: ``done`` follows the events. When events were
+        rejected, or are held in memory only (no spool), the run is marked ``error`` and
+        :class:`~syvain_metrics.FlushError` is raised on a clean exit.
+
+        Ctrl-C (``KeyboardInterrupt``) ends like SIGTERM: the wait for events, and the
+        interpreter's exit after it, take at most 10 s in all; the ``error`` status
+        ("KeyboardInterrupt") waits in the spool when it cannot be applied by then.
 
         Example:
             >>> with exp.run():                        # doctest: +SKIP
             ...     exp.log("loss", 0.5, step=0)
         """
         wait = self._bind().flush_timeout if flush_timeout is None else flush_timeout
-        self.start()
+        self._record_status("running", None, after_events=False, strict=True)
         guard = SigtermGuard.install()
         error: BaseException | None = None
         try:
@@ -366,11 +384,17 @@ class Experiment(MetricWriting, MetricReading, Annotating, IngestionKeys, Catalo
 
     def _end_run(self, error: BaseException | None, guard: SigtermGuard, wait: float) -> None:
         clean = error is None or _clean_exit(error)
+        if isinstance(error, KeyboardInterrupt):
+            wait = self._interrupted_wait(wait)
         flush_error: Exception | None = None
         try:
             self._flush_ending(wait, guard)
         except Exception as exc:  # FlushError, or a session closed under the block
             flush_error = exc
+        except KeyboardInterrupt as again:  # Ctrl-C while waiting: stop waiting at once
+            self._bind().logs.exit_deadline = time.monotonic()
+            self._record_status("error", _error_payload(again), after_events=True, strict=False)
+            raise
         if guard.signalled_at is not None:
             # Whatever is left is spooled: closing and exiting need not wait any longer.
             self._bind().logs.exit_deadline = guard.cut(float("inf"))
@@ -380,12 +404,23 @@ class Experiment(MetricWriting, MetricReading, Annotating, IngestionKeys, Catalo
             )
         elif not clean:
             self._record_failure(error, flush_error)
+        elif isinstance(flush_error, FlushError) and spooled_safely(flush_error):
+            # Safe on disk, only not acknowledged yet: the job succeeded; "done" follows them.
+            logger.warning(
+                "syvain_metrics: %d log() events of %s are not acknowledged yet; they wait in "
+                "the spool %s and the status 'done' follows them (sent by this process while "
+                "it runs, or by `syvain-metrics sync`)",
+                flush_error.pending,
+                self.slug,
+                flush_error.spool_dir,
+            )
+            self._record_status("done", None, after_events=True, strict=False)
         elif flush_error is not None:
             # Not done while metrics are missing: mark the run failed; they stay spooled.
             self._record_failure(flush_error, None)
             raise flush_error
         else:
-            self.finish()
+            self._record_status("done", None, after_events=False, strict=False)
 
     def _flush_ending(self, wait: float, guard: SigtermGuard) -> None:
         """Flush within ``wait`` seconds, in short slices so that a SIGTERM arriving meanwhile
@@ -412,12 +447,10 @@ class Experiment(MetricWriting, MetricReading, Annotating, IngestionKeys, Catalo
     def _record_failure(
         self, reason: BaseException | Mapping[str, Any] | None, flush_error: Exception | None
     ) -> None:
+        waiting = isinstance(flush_error, FlushError) and flush_error.pending > 0
         if flush_error is not None:
             logger.warning("could not flush log() events of %s: %s", self.slug, flush_error)
-        try:
-            self.fail(reason)
-        except Exception as status_error:
-            logger.warning("could not mark %s as error: %s", self.slug, status_error)
+        self._record_status("error", _error_payload(reason), after_events=waiting, strict=False)
 
     def move(self, folder: Folder | str | None) -> Experiment:
         """Move into ``folder`` (a ``Folder``, an id, or ``None`` for the root).

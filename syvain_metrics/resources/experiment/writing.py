@@ -203,7 +203,9 @@ class MetricWriting(ExperimentBase):
             # The time of the call, not of delivery, which may come much later after an outage.
             timestamp_ms = time.time_ns() // 1_000_000
         if is_plain_metric(event_id, name, value, step, metadata, timestamp_ms):
-            sender.put(queued_event(self.id, event_id, name, value, step, metadata, timestamp_ms))
+            sender.put(
+                queued_event(self._log_id, event_id, name, value, step, metadata, timestamp_ms)
+            )
             return
         fields: dict[str, Any] = {"client_event_id": event_id, "name": name, "value": value}
         fields["step"] = step
@@ -216,7 +218,7 @@ class MetricWriting(ExperimentBase):
         copied = json.loads(json.dumps(event.get("metadata"))) if "metadata" in event else None
         sender.put(
             queued_event(
-                self.id,
+                self._log_id,
                 event_id,
                 event["name"],
                 event["value"],
@@ -239,7 +241,7 @@ class MetricWriting(ExperimentBase):
             100
         """
         logs = self._bind().logs
-        settled = logs.wait([self.id], timeout)
+        settled = logs.wait([self._log_id], timeout)
         error = logs.incomplete(settled)
         if error is not None:
             raise error
@@ -253,4 +255,4 @@ class MetricWriting(ExperimentBase):
             >>> exp.pending_logs  # doctest: +SKIP
             0
         """
-        return self._bind().logs.pending(self.id)
+        return self._bind().logs.pending(self._log_id)

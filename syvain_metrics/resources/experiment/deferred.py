@@ -1,0 +1,307 @@
+"""Calls about a run that wait in the spool when the service cannot take them now.
+
+- **Creation during an outage.** ``Experiment.create()`` when the service cannot be reached
+  (no connection, timeouts, 5xx after the retries) returns an experiment whose creation
+  waits in the spool as a control record (:mod:`~syvain_metrics.pipeline.control`), under
+  a placeholder id (``pending-...``) that never reaches the wire. ``log()`` works at once;
+  the session's sender creates the run when the service answers (idempotently: by slug with
+  ``exist_ok``, by its ``Idempotency-Key`` always), then sends its events with their
+  original ids; ``syvain-metrics sync`` does the same after the process ended. Once created,
+  ``exp.id`` is the real id. Until then, what needs the service (reads, ``exp.url``,
+  ``refresh()``) raises :class:`~syvain_metrics.ExperimentNotCreatedError`.
+- **Offline mode** (``Session(offline=True)``, ``SYVAIN_METRICS_OFFLINE=1``): every creation,
+  status change and annotation waits in the spool, and nothing is sent.
+- **Status changes and annotations of such a run** wait in the spool too, behind the events
+  logged before them, each status with the time it happened; ``run()``'s transitions do the
+  same for any run when the service cannot take them, or while the run's events are still
+  on their way: its final status never overtakes its events.
+- ``log()`` records an annotation (a metric's first non-finite value, say) with
+  :meth:`DeferredCalls._annotate_later`, which never blocks nor raises.
+
+Example:
+    >>> exp = sm.Experiment.create("run-1", exist_ok=True)  # the service is down  # doctest: +SKIP
+    >>> exp.id                                                                     # doctest: +SKIP
+    'pending-5b0c...'
+    >>> exp.url                                                                    # doctest: +SKIP
+    Traceback (most recent call last):
+    syvain_metrics.errors.ExperimentNotCreatedError: Experiment 'run-1' is not created yet...
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import weakref
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
+
+from syvain_metrics.client.control import find_by_slug, slug_taken
+from syvain_metrics.contract import operations
+from syvain_metrics.contract.schemas.annotation import AnnotationCreateRequest
+from syvain_metrics.contract.schemas.base import load_request
+from syvain_metrics.errors import (
+    ExperimentNotCreatedError,
+    MetricsApiError,
+    MetricsApiRequestError,
+)
+from syvain_metrics.pipeline.batch import new_idempotency_key
+from syvain_metrics.pipeline.control import ControlRecord, is_pending_id, new_pending_id
+from syvain_metrics.resources.annotation import Annotation
+from syvain_metrics.resources.experiment.base import ExperimentBase
+from syvain_metrics.resources.experiment.termination import TERMINATION_FLUSH_SECONDS
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
+
+    from syvain_metrics.client.session import Session
+
+logger = logging.getLogger("syvain_metrics")
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def _outage(error: MetricsApiRequestError) -> bool:
+    """Whether a failure says the service cannot be reached now (no connection, timeouts,
+    5xx, 429 after the retries): what a later try may get through."""
+    return error.retryable
+
+
+def _updater(experiment: DeferredCalls) -> Callable[[dict[str, Any]], None]:
+    """What the sender calls with the service's answer to a record: the experiment object
+    takes the new fields (weakly held: a record never keeps an experiment alive)."""
+    ref = weakref.ref(experiment)
+
+    def update(data: dict[str, Any]) -> None:
+        target = ref()
+        if target is not None:
+            target._update(data)
+
+    return update
+
+
+class DeferredCalls(ExperimentBase):
+    """Creation, status changes and annotations that wait in the spool (see the module
+    docstring)."""
+
+    # -- creation --------------------------------------------------------------------
+
+    @classmethod
+    def _create_call(
+        cls, bound: Session, body: Mapping[str, Any], *, exist_ok: bool, defer: bool
+    ) -> Self:
+        """Create now; with ``defer``, when the service cannot be reached (or offline), leave
+        the creation in the spool and return the run at once."""
+        key = new_idempotency_key()  # the same on every try, here, in the sender, in sync
+        if bound.offline:
+            return cls._create_later(bound, body, exist_ok=exist_ok, key=key, reason=None)
+        try:
+            data = bound.call(operations.CREATE_EXPERIMENT, body=body, idempotency_key=key)
+            return cls._from_wire(data["experiment"], bound)
+        except MetricsApiRequestError as error:
+            if defer and _outage(error):
+                return cls._create_later(bound, body, exist_ok=exist_ok, key=key, reason=error)
+            if not (exist_ok and slug_taken(error)):
+                raise
+        try:
+            return cls._from_wire(find_by_slug(bound, str(body["slug"])), bound)
+        except MetricsApiRequestError as error:
+            if defer and _outage(error):
+                return cls._create_later(bound, body, exist_ok=exist_ok, key=key, reason=error)
+            raise
+
+    @classmethod
+    def _create_later(
+        cls,
+        bound: Session,
+        body: Mapping[str, Any],
+        *,
+        exist_ok: bool,
+        key: str,
+        reason: MetricsApiError | None,
+    ) -> Self:
+        record = ControlRecord.create(body, exist_ok=exist_ok, key=key)
+        experiment = cls(
+            {
+                "id": record.experiment_id,
+                "slug": body["slug"],
+                "description": body.get("description", ""),
+                "metadata": dict(body.get("metadata") or {}),
+                "status": "created",
+                "created_at_ms": _now_ms(),
+            },
+            session=bound,
+        )
+        experiment._pending_id = record.experiment_id
+        record.on_applied = _updater(experiment)
+        bound.logs.put_control(record)
+        if reason is not None:
+            logger.warning(
+                "syvain_metrics: the service cannot be reached (%s); experiment %r will be "
+                "created when it answers, its log() events wait in the spool until then "
+                "(`syvain-metrics sync` sends them if this process ends first)",
+                reason,
+                body["slug"],
+            )
+        return experiment
+
+    # -- what needs the service --------------------------------------------------------------
+
+    def _not_created(self, what: str) -> ExperimentNotCreatedError:
+        offline = self._session is not None and self._session.offline
+        why = (
+            "the session is offline: it waits in the spool for `syvain-metrics sync`"
+            if offline
+            else "its creation waits in the spool until the service answers (this "
+            "session's sender creates it, or `syvain-metrics sync` after the process ended)"
+        )
+        return ExperimentNotCreatedError(
+            f"Experiment {self.slug!r} is not created yet, so {what} is not available: {why}. "
+            "log() and status changes work meanwhile."
+        )
+
+    @property
+    def url(self) -> str:
+        """The dashboard page, always absolute (raises
+        :class:`~syvain_metrics.ExperimentNotCreatedError` while the run's creation waits)."""
+        if is_pending_id(self.id):
+            raise self._not_created("its dashboard page (exp.url)")
+        return super().url
+
+    def _settle_logs(self) -> None:
+        if is_pending_id(self.id):
+            raise self._not_created("reading it")
+        super()._settle_logs()
+
+    def _defers_calls(self) -> bool:
+        """Whether a status change or annotation must wait in the spool: the run is not
+        created yet, the session is offline, or earlier ones still wait (order is kept)."""
+        session = self._bind()
+        return (
+            session.offline
+            or is_pending_id(self.id)
+            or session.logs.controls_pending(self._log_id) > 0
+        )
+
+    # -- status changes -----------------------------------------------------------------------
+
+    def _status_later(self, body: Mapping[str, Any], at_ms: int | None = None) -> Self:
+        """Leave a status change in the spool, behind the events logged so far, with the time
+        it happened; this object shows it at once."""
+        when = body.get("timestamp_ms")
+        when = (at_ms if at_ms is not None else _now_ms()) if when is None else int(when)
+        status = str(body["status"])
+        record = ControlRecord.status(self._log_id, status, body.get("error"), timestamp_ms=when)
+        record.on_applied = _updater(self)
+        if not self._bind().logs.put_control(record):
+            logger.warning(
+                "syvain_metrics: the session is closed: the status %r of %s is not recorded",
+                status,
+                self.slug,
+            )
+            return self
+        local = dict(self._data)
+        local["status"] = status
+        if status == "running" and local.get("started_at_ms") is None:
+            local["started_at_ms"] = when
+        if status in ("done", "error"):
+            local["done_at_ms"] = when
+        error = body.get("error") if status == "error" else None
+        local["error_name"] = None if error is None else error.get("name")
+        local["error_detail"] = None if error is None else error.get("detail")
+        self._data = local
+        return self
+
+    def _record_status(
+        self,
+        status: str,
+        error: Mapping[str, Any] | None,
+        *,
+        after_events: bool,
+        strict: bool,
+    ) -> None:
+        """A transition of ``run()``: applied now when possible; left in the spool when the
+        run's events are still on their way (``after_events``), when calls about the run
+        wait already, or when the service cannot be reached. ``strict``: a refusal of the
+        service is raised (else logged)."""
+        at_ms = _now_ms()
+        body: dict[str, Any] = {"status": status}
+        if error is not None:
+            body["error"] = dict(error)
+        if after_events or self._defers_calls():
+            self._status_later(body, at_ms)
+            return
+        bound = self._bind()
+        try:
+            data = bound.call(operations.UPDATE_EXPERIMENT_STATUS, self.id, body=body)
+        except MetricsApiRequestError as failure:
+            if not _outage(failure):
+                if strict:
+                    raise
+                logger.warning("could not mark %s as %s: %s", self.slug, status, failure)
+                return
+            logger.warning(
+                "syvain_metrics: the service cannot be reached (%s); the status %r of %s "
+                "waits in the spool with its time",
+                failure,
+                status,
+                self.slug,
+            )
+            self._status_later(body, at_ms)
+            return
+        except MetricsApiError as failure:
+            if strict:
+                raise
+            logger.warning("could not mark %s as %s: %s", self.slug, status, failure)
+            return
+        self._update(data["experiment"])
+
+    def _interrupted_wait(self, wait: float) -> float:
+        """After Ctrl-C: the end of the run, and the interpreter's exit after it, wait at
+        most :data:`TERMINATION_FLUSH_SECONDS` in all, like after SIGTERM; what is left
+        stays in the spool (the final status with it)."""
+        bound = min(wait, TERMINATION_FLUSH_SECONDS)
+        logs = self._bind().logs
+        deadline = time.monotonic() + bound
+        logs.exit_deadline = (
+            deadline if logs.exit_deadline is None else min(logs.exit_deadline, deadline)
+        )
+        return bound
+
+    # -- annotations ------------------------------------------------------------------------------
+
+    def _annotate_later(self, text: str, metadata: Mapping[str, Any]) -> None:
+        """Record an annotation behind the events logged so far, sent by the sender (or
+        ``sync``); for ``log()``: never blocks, never raises (a failure is logged).
+
+        Example:
+            >>> exp._annotate_later("loss became NaN at step 40,000", {"step": 40000})  # doctest: +SKIP
+        """
+        try:
+            body = load_request(
+                AnnotationCreateRequest(), {"annotation": text, "metadata": dict(metadata)}
+            )
+            record = ControlRecord.annotation(self._log_id, body["annotation"], body["metadata"])
+            self._bind().logs.put_control(record)
+        except Exception as error:
+            logger.warning(
+                "syvain_metrics: the annotation %r is not recorded: %s", text[:80], error
+            )
+
+    def _annotation_later(self, body: Mapping[str, Any]) -> Annotation:
+        """``annotate()`` of a run whose calls wait: the annotation waits in the spool too;
+        the object returned shows it with a placeholder id."""
+        bound = self._bind()
+        record = ControlRecord.annotation(self._log_id, body["annotation"], body["metadata"])
+        bound.logs.put_control(record)
+        return Annotation(
+            {
+                "id": new_pending_id(),
+                "experiment_id": self.id,
+                "annotation": body["annotation"],
+                "metadata": dict(body["metadata"]),
+                "created_at_ms": _now_ms(),
+            },
+            session=bound,
+        )
