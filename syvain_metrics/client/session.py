@@ -256,21 +256,7 @@ class Session:
             self._requestor.close()
         if incomplete is not None and not spooled_safely(incomplete):
             raise incomplete
-        if incomplete is not None:
-            logger.warning(
-                "syvain_metrics: %d log() events wait in the spool %s; they, and the status "
-                "changes and annotations recorded after them, are sent by `syvain-metrics "
-                "sync` (or by a later session's sync)",
-                incomplete.pending,
-                incomplete.spool_dir,
-            )
-        elif self.offline and self.logs.parked:
-            logger.warning(
-                "syvain_metrics: offline: %d log() events, and the runs' creations, status "
-                "changes and annotations, wait in the spool %s for `syvain-metrics sync`",
-                self.logs.parked,
-                self.logs.spool_dir,
-            )
+        self._tell_waiting(incomplete)
 
     def flush(self, timeout: float | None = None) -> int:
         """Wait until every ``log()`` event of this session, all experiments, is stored;
@@ -293,8 +279,29 @@ class Session:
         if self._closing or not self.logs.started:
             return
         error = self.logs.close(self.logs.exit_wait(self.flush_timeout))
-        if error is not None:
+        if error is not None and not spooled_safely(error):
             logger.warning("syvain_metrics: at exit, %s", error)
+        else:
+            self._tell_waiting(error)
+
+    def _tell_waiting(self, incomplete: FlushError | None) -> None:
+        """Once closed: one warning when events (and the records behind them) wait safely in
+        the spool, since nothing is lost and nothing is raised."""
+        if incomplete is not None:
+            logger.warning(
+                "syvain_metrics: %d log() events wait in the spool %s; they, and the status "
+                "changes and annotations recorded after them, are sent by "
+                "`syvain-metrics sync` once this process ended",
+                incomplete.pending,
+                incomplete.spool_dir,
+            )
+        elif self.offline and self.logs.parked:
+            logger.warning(
+                "syvain_metrics: offline: %d log() events, with the runs' creations, status "
+                "changes and annotations, wait in the spool %s for `syvain-metrics sync`",
+                self.logs.parked,
+                self.logs.spool_dir,
+            )
 
     @property
     def spool_dir(self) -> str | None:

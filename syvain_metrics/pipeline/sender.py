@@ -334,9 +334,10 @@ class Sender(Controlling):
                 refusal.event.get("step"),
                 refusal.message,
             )
-        if keep and on_disk and not outcome.parked:
+        parked = outcome.parked and on_disk  # offline: in the spool on purpose, nothing to say
+        if keep and on_disk and not parked:
             logger.warning("syvain_metrics: kept %s for `syvain-metrics sync`", batch.path)
-        elif keep:
+        elif keep and not parked:
             logger.warning(
                 "syvain_metrics: %d log() events of experiment %s were not kept for "
                 "`syvain-metrics sync`: no spool file holds them",
