@@ -220,11 +220,13 @@ class DeferredCalls(ExperimentBase):
         *,
         after_events: bool,
         strict: bool,
+        attempts: int | None = None,
     ) -> None:
         """A transition of ``run()``: applied now when possible; left in the spool when the
         run's events are still on their way (``after_events``), when calls about the run
         wait already, or when the service cannot be reached. ``strict``: a refusal of the
-        service is raised (else logged)."""
+        service is raised (else logged). ``attempts``: tries before leaving it in the spool
+        (the session's retry policy by default)."""
         at_ms = _now_ms()
         body: dict[str, Any] = {"status": status}
         if error is not None:
@@ -234,7 +236,9 @@ class DeferredCalls(ExperimentBase):
             return
         bound = self._bind()
         try:
-            data = bound.call(operations.UPDATE_EXPERIMENT_STATUS, self.id, body=body)
+            data = bound.call(
+                operations.UPDATE_EXPERIMENT_STATUS, self.id, body=body, attempts=attempts
+            )
         except MetricsApiRequestError as failure:
             if not _outage(failure):
                 if strict:

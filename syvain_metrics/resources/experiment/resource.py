@@ -447,10 +447,18 @@ class Experiment(
     def _record_failure(
         self, reason: BaseException | Mapping[str, Any] | None, flush_error: Exception | None
     ) -> None:
-        waiting = isinstance(flush_error, FlushError) and flush_error.pending > 0
         if flush_error is not None:
             logger.warning("could not flush log() events of %s: %s", self.slug, flush_error)
-        self._record_status("error", _error_payload(reason), after_events=waiting, strict=False)
+        # Recorded at once when the service takes it (a failed job shows so without delay);
+        # with events still on their way, one try only: when it cannot, it waits in the spool.
+        struggling = isinstance(flush_error, FlushError) and flush_error.pending > 0
+        self._record_status(
+            "error",
+            _error_payload(reason),
+            after_events=False,
+            strict=False,
+            attempts=1 if struggling else None,
+        )
 
     def move(self, folder: Folder | str | None) -> Experiment:
         """Move into ``folder`` (a ``Folder``, an id, or ``None`` for the root).
