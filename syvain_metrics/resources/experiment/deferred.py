@@ -63,9 +63,18 @@ def _now_ms() -> int:
 
 
 def _outage(error: MetricsApiRequestError) -> bool:
-    """Whether a failure says the service cannot be reached now (no connection, timeouts,
-    5xx, 429 after the retries): what a later try may get through."""
-    return error.retryable
+    """Whether a failure says the service cannot be reached or cannot answer now (no
+    connection, timeouts, 5xx, 408 or 429 after the retries): what a later try may get
+    through. A call of the same key still in progress (409) is not one.
+
+    Example:
+        >>> _outage(MetricsApiRequestError("HTTP 503", status_code=503, retryable=True))
+        True
+        >>> _outage(MetricsApiRequestError("in progress", status_code=409, retryable=True))
+        False
+    """
+    status = error.status_code
+    return error.retryable and (status is None or status >= 500 or status in (408, 429))
 
 
 def _updater(experiment: DeferredCalls) -> Callable[[dict[str, Any]], None]:
