@@ -55,6 +55,8 @@ class Controlling(Spooler):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._controls: list[ControlRecord] = []  # placed, not applied yet, in order
+        # Put and not applied yet, placed or not (appended without a lock: log() may put).
+        self._unapplied: list[ControlRecord] = []
         self._resolved: dict[str, str] = {}  # placeholder -> the real id
         self._refused_creates: dict[str, RejectedEvent] = {}  # placeholder -> why, for good
         self._creates: dict[str, ControlRecord] = {}  # placeholder -> its creation record
@@ -69,6 +71,7 @@ class Controlling(Spooler):
         the sender has stopped. Never blocks, never raises."""
         if self.stopped:
             return False
+        self._unapplied.append(record)
         self._queue.append(record)  # the spooler's next pass (within 0.2 s) places it
         return True
 
@@ -79,13 +82,11 @@ class Controlling(Spooler):
             >>> session.logs.sender.controls_pending()  # doctest: +SKIP
             0
         """
-        with self._lock:
-            return sum(
-                1
-                for item in [*self._controls, *list(self._queue)]
-                if isinstance(item, ControlRecord)
-                and (experiment_id is None or item.experiment_id == experiment_id)
-            )
+        return sum(
+            1
+            for record in list(self._unapplied)
+            if experiment_id is None or record.experiment_id == experiment_id
+        )
 
     def resolved_id(self, experiment_id: str) -> str | None:
         """The real id of a run created by a record (``None`` while it waits)."""
@@ -223,6 +224,7 @@ class Controlling(Spooler):
                 record.path.unlink()
         with self._changed:
             self._controls.remove(record)
+            self._unapplied.remove(record)
             self._changed.notify_all()
         self._tell(record, data)
         self._control_wake.set()
@@ -241,6 +243,7 @@ class Controlling(Spooler):
                     {}, f"the run could not be created: {message}", status
                 )
             self._controls.remove(record)
+            self._unapplied.remove(record)
             self._changed.notify_all()
         self._control_wake.set()
 
