@@ -100,6 +100,7 @@ def ctrl_c(folder: Path) -> dict[str, Any]:
     key, url = server.api_key, server.url
     child = subprocess.Popen(
         job(CTRL_C_JOB, KEY=key, URL=url, SPOOL=spool),
+        cwd=folder,  # not the checkout: `python -c` puts the working directory first
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -138,6 +139,7 @@ def slow(folder: Path, steps: int, delay: float) -> dict[str, Any]:
         start = time.monotonic()
         done = subprocess.run(
             job(SLOW_JOB, KEY=server.api_key, URL=server.url, SPOOL=spool, STEPS=steps),
+            cwd=folder,
             capture_output=True,
             text=True,
             timeout=3600,
@@ -168,6 +170,8 @@ def main() -> None:
     parser.add_argument("--delay", type=float, default=2.0)
     args = parser.parse_args()
     print(f"SDK: {Path(sm.__file__).parent} (PYTHONPATH={os.environ.get('PYTHONPATH', '')})")
+    # The jobs must import the same SDK: the working directory comes first for `python -c`.
+    os.environ["PYTHONPATH"] = str(Path(sm.__file__).parent.parent)
     results: dict[str, Any] = {}
     with tempfile.TemporaryDirectory() as folder:
         if args.only in (None, "ctrl-c"):

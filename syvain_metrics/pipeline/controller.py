@@ -238,12 +238,16 @@ class Controlling(Spooler):
             with contextlib.suppress(OSError):
                 record.path.unlink()
         with self._changed:
+            dropped = [record]
             if record.kind == "create":
                 self._refused_creates[record.experiment_id] = RejectedEvent(
                     {}, f"the run could not be created: {message}", status
                 )
-            self._controls.remove(record)
-            self._unapplied.remove(record)
+                # The run's other records cannot be applied here: left in the spool for sync.
+                dropped = [r for r in self._controls if r.experiment_id == record.experiment_id]
+            for gone in dropped:
+                self._controls.remove(gone)
+                self._unapplied.remove(gone)
             self._changed.notify_all()
         self._control_wake.set()
 
@@ -297,13 +301,21 @@ class Controlling(Spooler):
 
     # -- closing -------------------------------------------------------------------------------
 
+    def _live_controls(self) -> bool:
+        """Whether some record may still be applied here (lock held): not one of a run
+        created by another process (a forked child's records of its parent's run)."""
+        return any(
+            not is_pending_id(r.experiment_id) or r.experiment_id in self._creates
+            for r in self._controls
+        )
+
     def _drain_controls(self, deadline: float | None) -> None:
         """While closing: give the records until ``deadline`` (monotonic; ``None``: no limit)
         to be applied; what is left stays in the spool for ``syvain-metrics sync``. Then drop
         the creations whose runs have nothing left in this process's spool."""
         if not self._uplink.offline and self._control_thread is not None:
             with self._changed:
-                while self._controls and not self._stop.is_set():
+                while self._live_controls() and not self._stop.is_set():
                     remaining = None if deadline is None else deadline - time.monotonic()
                     if remaining is not None and remaining <= 0:
                         break
