@@ -154,6 +154,7 @@ def test_what_needs_the_service_says_clearly_that_the_run_is_not_created_yet(
         lambda: exp.annotations(),
         lambda: exp.refresh(),
         lambda: exp.summary("loss"),
+        lambda: sm.compare([sm.Series(exp, "loss")], session=session),
     ):
         with pytest.raises(sm.ExperimentNotCreatedError, match="not created yet"):
             read()
