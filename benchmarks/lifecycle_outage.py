@@ -4,8 +4,8 @@ Two scenarios, each a training job in a child process (the SDK it imports is wha
 ``PYTHONPATH`` names, so the same script measures two checkouts), against the local server
 served by this process on a database file:
 
-(a) **Ctrl-C with the service down**: the run is created, the server is stopped, the job
-    logs 100 events inside ``exp.run()`` and gets SIGINT (a real Ctrl-C). Measured: the
+(a) **Ctrl-C with the service down**: the run is created and started, the server is
+    stopped, the job logs 100 events inside ``exp.run()`` and gets SIGINT (a real Ctrl-C). Measured: the
     seconds from the signal to the end of the process; then the server is started again on
     the same port and database, ``syvain-metrics sync`` is run, and the status is read.
 (b) **A slow service**: every ingest request held ``--delay`` seconds; the job logs
@@ -46,9 +46,9 @@ import os, signal, sys, time
 import syvain_metrics as sm
 session = sm.Session(KEY, host=URL, spool_dir=SPOOL)
 exp = sm.Experiment.create("ctrl-c", session=session)
-print("ready", flush=True)
-sys.stdin.readline()  # the server is stopped now
 with exp.run():
+    print("ready", flush=True)
+    sys.stdin.readline()  # the server is stopped now
     for step in range(100):
         exp.log("loss", 1.0 / (step + 1), step=step)
     print(time.time(), flush=True)

@@ -235,10 +235,14 @@ class Session:
             logger.warning("syvain_metrics: closing the session: %s", error)
 
     def close(self) -> None:
-        """Wait up to ``flush_timeout`` for every pending ``log()`` event, then release the
-        connections. Raises :class:`~syvain_metrics.FlushError` (after closing) if some events
-        were rejected or are still pending; pending ones stay in the spool for
-        ``syvain-metrics sync``.
+        """Wait up to ``flush_timeout`` for every pending ``log()`` event (then for the status
+        changes and annotations recorded behind them), then release the connections.
+
+        Events still pending but safe in the spool are not an error: one warning says how
+        many wait there for ``syvain-metrics sync`` (the statuses behind them follow them).
+        Raises :class:`~syvain_metrics.FlushError` (after closing) when events were rejected,
+        or are held in memory only (no spool, or a spool that cannot be written): those are
+        lost.
 
         Example:
             >>> session.close()  # doctest: +SKIP
