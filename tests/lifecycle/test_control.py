@@ -307,6 +307,33 @@ def test_a_slow_service_and_a_clean_exit_raise_nothing_and_end_done_after_the_dr
     assert (stored.status, stored.error_name, len(rows)) == ("done", None, 2000)
 
 
+def test_at_interpreter_exit_the_drain_applies_done_after_the_events(
+    metrics_server: LocalServer, spool: Path
+) -> None:
+    metrics_server.faults.delay("ingest_metrics", seconds=0.3, times=10**6)
+    job = textwrap.dedent(
+        f"""
+        import syvain_metrics as sm
+        session = sm.Session({metrics_server.api_key!r}, host={metrics_server.url!r},
+                             spool_dir={str(spool)!r})
+        exp = sm.Experiment.create("exit-drain", session=session)
+        with exp.run(flush_timeout=0.05):
+            for step in range(3000):
+                exp.log("loss", float(step), step=step)
+        print(exp.status)  # no close(): the interpreter's exit drains
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", job], capture_output=True, text=True, timeout=120, cwd=spool.parent
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "done"  # shown at once, applied after the events
+    assert "Traceback" not in done.stderr
+    stored, rows = read_back(metrics_server, "exit-drain")
+    assert (stored.status, len(rows)) == ("done", 3000)
+    assert not list(spool.rglob("*.json*"))
+
+
 def test_events_rejected_still_fail_the_run(metrics_server: LocalServer, spool: Path) -> None:
     session = metrics_server.session(spool_dir=spool, retry=FAST)
     exp = sm.Experiment.create("rejected", session=session)
