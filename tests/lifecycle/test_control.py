@@ -368,7 +368,7 @@ def test_events_held_in_memory_only_still_fail_the_run(metrics_server: LocalServ
 def test_ctrl_c_with_the_service_down_is_bounded_and_its_status_applied_by_sync(
     late: LateService, spool: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(deferred, "TERMINATION_FLUSH_SECONDS", 0.3)  # 10 s in real life
+    monkeypatch.setattr(deferred, "INTERRUPT_FLUSH_SECONDS", 0.3)  # 9 s in real life
     server = late.start()
     session = late.session(spool, flush_timeout=30)
     exp = sm.Experiment.create("interrupted", session=session)

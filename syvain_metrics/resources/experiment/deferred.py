@@ -57,6 +57,11 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("syvain_metrics")
 
+INTERRUPT_FLUSH_SECONDS = TERMINATION_FLUSH_SECONDS - 1.0
+"""The longest the end of a run waits for its events after Ctrl-C: the interpreter's exit
+that follows (stopping the sender's threads takes up to 1 s) stays within
+:data:`~syvain_metrics.resources.experiment.termination.TERMINATION_FLUSH_SECONDS`."""
+
 
 def _now_ms() -> int:
     return time.time_ns() // 1_000_000
@@ -271,10 +276,10 @@ class DeferredCalls(ExperimentBase):
         self._update(data["experiment"])
 
     def _interrupted_wait(self, wait: float) -> float:
-        """After Ctrl-C: the end of the run, and the interpreter's exit after it, wait at
+        """After Ctrl-C: the end of the run, and the interpreter's exit after it, take at
         most :data:`TERMINATION_FLUSH_SECONDS` in all, like after SIGTERM; what is left
         stays in the spool (the final status with it)."""
-        bound = min(wait, TERMINATION_FLUSH_SECONDS)
+        bound = min(wait, INTERRUPT_FLUSH_SECONDS)
         logs = self._bind().logs
         deadline = time.monotonic() + bound
         logs.exit_deadline = (
