@@ -10,6 +10,7 @@ slow service" is its delay fault.
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
 import socket
 import subprocess
@@ -241,6 +242,34 @@ def test_offline_sends_nothing_then_sync_stores_everything_once(
     assert annotations_of(server, stored.id) == [("loss became NaN at step 1,234", {"step": 1234})]
     again = sync_spool(spool, api_key=late.api_key, host=late.url)
     assert (again.stored, again.controls) == (0, 0)
+    assert not list(spool.rglob("*.json*"))
+
+
+def _log_in_a_child(exp: sm.Experiment) -> None:
+    for step in range(1, 11):
+        exp.log("loss", float(step), step=step)
+
+
+def test_a_forked_worker_of_a_run_created_offline_is_synced_into_the_same_run(
+    late: LateService, spool: Path
+) -> None:
+    session = late.session(spool, offline=True)
+    exp = sm.Experiment.create("forked-offline", session=session)
+    exp.log("loss", 0.0, step=0)
+    worker = multiprocessing.get_context("fork").Process(target=_log_in_a_child, args=(exp,))
+    worker.start()
+    worker.join(60)
+    assert worker.exitcode == 0
+    session.close()
+    # The worker's events are in its own spool, under the parent's; the creation is the
+    # parent's: sync finds it for them.
+    assert len(list(spool.rglob("children/*/b-*.jsonl"))) == 1
+    server = late.start()
+    report = sync_spool(spool, api_key=late.api_key, host=late.url)
+    assert (report.stored, report.complete) == (11, True)
+    stored, rows = read_back(server, "forked-offline")
+    assert stored.status == "created"  # one experiment (read_back checks), never started
+    assert sorted(row.step or 0 for row in rows) == list(range(11))
     assert not list(spool.rglob("*.json*"))
 
 
