@@ -273,6 +273,25 @@ def test_a_forked_worker_of_a_run_created_offline_is_synced_into_the_same_run(
     assert not list(spool.rglob("*.json*"))
 
 
+def test_a_forked_worker_of_a_run_waiting_for_its_creation_is_sent_by_its_parent(
+    late: LateService, spool: Path
+) -> None:
+    session = late.session(spool)
+    exp = sm.Experiment.create("forked-outage", session=session)
+    exp.log("loss", 0.0, step=0)
+    worker = multiprocessing.get_context("fork").Process(target=_log_in_a_child, args=(exp,))
+    worker.start()
+    worker.join(60)
+    assert worker.exitcode == 0  # its events wait in its spool: it cannot create the run
+    server = late.start()
+    assert exp.flush(timeout=30) == 11  # the parent takes them over, once it created the run
+    session.close()
+    stored, rows = read_back(server, "forked-outage")
+    assert stored.id == exp.id
+    assert sorted(row.step or 0 for row in rows) == list(range(11))
+    assert not list(spool.rglob("*.json*"))
+
+
 def test_offline_needs_a_spool_and_takes_only_a_flag(late: LateService) -> None:
     with pytest.raises(sm.MetricsValidationError, match="needs one"):
         late.session(None, offline=True)
