@@ -125,6 +125,7 @@ def test_a_job_started_during_an_outage_runs_at_once_and_everything_is_stored_on
         assert exp.status == "running"  # shown at once, applied later
         assert session.logs.resolved_id(exp._log_id) is None
         late.start()  # the service comes back while the job runs
+    assert exp.status == "done"  # shown at once, even before the creation is applied
     server = late.server
     assert server is not None
     session.close()
@@ -133,6 +134,7 @@ def test_a_job_started_during_an_outage_runs_at_once_and_everything_is_stored_on
     assert exp.id == stored.id
     assert not is_pending_id(exp.id)
     assert exp.url.endswith(f"/dashboard/experiments/{stored.id}")
+    assert (exp.status, exp.done_at_ms) == ("done", stored.done_at_ms)  # the service's answer
     assert stored.metadata == {"lr": 0.1}
     assert sorted(row.step or 0 for row in rows) == list(range(300))  # each event once
     assert len({row.event_id for row in rows}) == 300
@@ -343,7 +345,7 @@ def test_a_slow_service_and_a_clean_exit_raise_nothing_and_end_done_after_the_dr
 ) -> None:
     session = metrics_server.session(spool_dir=spool, retry=FAST, flush_timeout=30)
     exp = sm.Experiment.create("slow-service", session=session)
-    metrics_server.faults.delay("ingest_metrics", seconds=0.5, times=10**6)
+    metrics_server.faults.delay("ingest_metrics", seconds=1.5, times=10**6)
     with exp.run(flush_timeout=0.1):  # ends before the events are acknowledged
         for step in range(2000):
             exp.log("loss", float(step), step=step)

@@ -82,15 +82,26 @@ def _outage(error: MetricsApiRequestError) -> bool:
     return error.retryable and (status is None or status >= 500 or status in (408, 429))
 
 
-def _updater(experiment: DeferredCalls) -> Callable[[dict[str, Any]], None]:
+_STATUS_FIELDS = ("status", "started_at_ms", "done_at_ms", "error_name", "error_detail")
+
+
+def _updater(
+    experiment: DeferredCalls, *, keep_status: bool = False
+) -> Callable[[dict[str, Any]], None]:
     """What the sender calls with the service's answer to a record: the experiment object
-    takes the new fields (weakly held: a record never keeps an experiment alive)."""
+    takes the new fields (weakly held: a record never keeps an experiment alive).
+    ``keep_status``: the answer to a creation or an annotation does not undo a status
+    change shown here and still on its way (its own answer brings the service's view)."""
     ref = weakref.ref(experiment)
 
     def update(data: dict[str, Any]) -> None:
         target = ref()
-        if target is not None:
-            target._update(data)
+        if target is None:
+            return
+        fresh = dict(data)
+        if keep_status and target._data.get("status", "created") != "created":
+            fresh.update({key: target._data.get(key) for key in _STATUS_FIELDS})
+        target._update(fresh)
 
     return update
 
@@ -148,7 +159,7 @@ class DeferredCalls(ExperimentBase):
             session=bound,
         )
         experiment._pending_id = record.experiment_id
-        record.on_applied = _updater(experiment)
+        record.on_applied = _updater(experiment, keep_status=True)
         bound.logs.put_control(record)
         if reason is not None:
             logger.warning(
