@@ -158,7 +158,7 @@ class DeferredCalls(ExperimentBase):
             },
             session=bound,
         )
-        experiment._pending_id = record.experiment_id
+        experiment._log_id = record.experiment_id  # for the session's life (see base.py)
         record.on_applied = _updater(experiment, keep_status=True)
         bound.logs.put_control(record)
         if reason is not None:
