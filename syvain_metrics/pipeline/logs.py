@@ -203,8 +203,9 @@ class SessionLogs:
             return
         if files:
             logger.warning(
-                "syvain_metrics: %d batch(es) of log() events left by %d ended process(es) "
-                "wait in %s; run `syvain-metrics sync` to upload them",
+                "syvain_metrics: %d file(s) of log() events and run records (creations, "
+                "statuses, annotations) left by %d ended process(es) wait in %s; run "
+                "`syvain-metrics sync` to upload them",
                 files,
                 spools,
                 self.spool_root,

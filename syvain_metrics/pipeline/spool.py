@@ -372,7 +372,8 @@ def claim_leftovers(root: Path, *, skipped: Skipped | None = None) -> Iterator[L
 
 
 def count_leftovers(root: Path) -> tuple[int, int]:
-    """``(spools, batch files)`` left by dead processes under ``root``, without claiming them.
+    """``(spools, files)`` left by dead processes under ``root``, without claiming them: batch
+    files and control records (a status or a creation still to apply).
 
     Example:
         >>> count_leftovers(Path("/nonexistent"))
@@ -380,9 +381,10 @@ def count_leftovers(root: Path) -> tuple[int, int]:
     """
     spools = files = 0
     for leftover in claim_leftovers(root):
-        if leftover.batch_files:
+        waiting = len(leftover.batch_files) + sum(1 for _ in leftover.directory.glob(CONTROL_GLOB))
+        if waiting:
             spools += 1
-            files += len(leftover.batch_files)
+            files += waiting
         # Released without removal: an empty one is tidied by sync, not by a lookup.
         os.close(leftover._lock_fd)
     return spools, files

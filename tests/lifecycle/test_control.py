@@ -177,6 +177,28 @@ def test_what_needs_the_service_says_clearly_that_the_run_is_not_created_yet(
     session.close()
 
 
+def test_a_job_that_ends_before_the_service_returns_is_completed_by_sync(
+    late: LateService, spool: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    with LocalServer(late.db, api_key=late.api_key) as before, before.session() as earlier:
+        existing = sm.Experiment.create("rerun", metadata={"seed": 1}, session=earlier)
+    session = late.session(spool, flush_timeout=0.2)
+    exp = sm.Experiment.create("rerun", exist_ok=True, session=session)  # a rerun, offline
+    with exp.run():
+        for step in range(5):
+            exp.log("loss", float(step), step=step)
+    session.close()  # the service never came back while the job ran
+    late.session(spool).close()  # the next session says what waits
+    assert "4 file(s) of log() events and run records" in caplog.text  # 1 batch, 3 records
+    server = late.start()
+    report = sync_spool(spool, api_key=late.api_key, host=late.url)
+    assert (report.stored, report.controls, report.complete) == (5, 3, True)
+    stored, rows = read_back(server, "rerun")  # found by slug: still one experiment
+    assert stored.id == existing.id
+    assert (stored.status, stored.metadata, len(rows)) == ("done", {"seed": 1}, 5)
+    assert not list(spool.rglob("*.json*"))
+
+
 def test_without_defer_the_creation_raises_as_before(late: LateService, spool: Path) -> None:
     session = late.session(spool)
     with pytest.raises(sm.MetricsApiConnectionError):
