@@ -349,12 +349,13 @@ class Experiment(
         SIGTERM while the run is ending cuts the wait to 10 s, and is passed on once the
         status the block earned is recorded.
 
-        The status changes never overtake the block's events and never fail the job for the
-        service's sake: when the service cannot take them now (or the run is not created
-        yet), they wait in the spool with the time they happened, applied by the session's
-        sender or by ``syvain-metrics sync``. When the wait ends with events safe in the
-        spool but not acknowledged yet (a slow or absent service), the run is not marked
-        ``error`` and nothing is raised: ``done`` follows the events. When events were
+        The status changes never fail the job for the service's sake: when the service
+        cannot take them now (or the run is not created yet), they wait in the spool with
+        the time they happened, applied by the session's sender or by ``syvain-metrics
+        sync``. When the wait ends with events safe in the spool but not acknowledged yet (a
+        slow or absent service), the run is not marked ``error`` and nothing is raised:
+        ``done`` follows the events, never overtaking them (an ``error`` is recorded at once
+        when the service takes it). When events were
         rejected, or are held in memory only (no spool), the run is marked ``error`` and
         :class:`~syvain_metrics.FlushError` is raised on a clean exit.
 
