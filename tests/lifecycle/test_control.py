@@ -25,7 +25,8 @@ import pytest
 
 import syvain_metrics as sm
 from syvain_metrics.client.sync import sync_spool
-from syvain_metrics.pipeline.control import is_pending_id
+from syvain_metrics.pipeline.control import ControlRecord, is_pending_id, write_record
+from syvain_metrics.pipeline.spool import Spool, new_spool_name
 from syvain_metrics.resources.experiment import deferred
 from syvain_metrics.testing import LocalServer
 
@@ -528,6 +529,28 @@ def test_status_changes_wait_behind_earlier_ones_and_keep_their_order(
     assert stored.error_name is None
     assert times[0] <= (stored.started_at_ms or 0) <= times[1]
     assert times[3] <= (stored.done_at_ms or 0)
+
+
+def test_a_damaged_control_record_is_set_aside_and_reported_not_applied(
+    metrics_server: LocalServer, spool: Path
+) -> None:
+    exp_id = sm.Experiment.create("damaged-record", session=metrics_server.session()).id
+    dead = Spool.create(spool / new_spool_name(), host=metrics_server.url)
+    good = write_record(dead.directory, 1, ControlRecord.annotation(exp_id, "kept", {}))
+    bad = write_record(
+        dead.directory, 2, ControlRecord.status(exp_id, "done", None, timestamp_ms=1)
+    )
+    bad.write_bytes(bad.read_bytes().replace(b'"done"', b'"dona"'))  # a changed byte
+    os.close(dead._lock_fd)  # the process is gone
+    report = sync_spool(spool, api_key=metrics_server.api_key, host=metrics_server.url)
+    assert report.controls == 1
+    assert not report.complete
+    (damage,) = report.damaged
+    assert "fails its checksum" in damage
+    assert str(bad) in damage
+    assert not good.exists()
+    assert annotations_of(metrics_server, exp_id) == [("kept", {})]
+    assert read_back(metrics_server, "damaged-record")[0].status == "created"
 
 
 def test_annotate_later_never_raises_into_the_loop(metrics_server: LocalServer) -> None:
