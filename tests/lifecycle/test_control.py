@@ -553,6 +553,27 @@ def test_a_damaged_control_record_is_set_aside_and_reported_not_applied(
     assert read_back(metrics_server, "damaged-record")[0].status == "created"
 
 
+def test_an_explicit_status_change_during_an_outage_waits_in_the_spool(
+    late: LateService, spool: Path
+) -> None:
+    server = late.start()
+    session = late.session(spool)
+    exp = sm.Experiment.create("explicit", session=session)
+    server.close()
+    asked = now_ms()
+    assert exp.finish().status == "done"  # no raise: it waits, with its time
+    assert session.logs.controls_pending(exp.id) == 1
+    restarted = now_ms()
+    server = late.start()
+    wait_until(lambda: session.logs.controls_pending(exp.id) == 0)
+    stored = read_back(server, "explicit")[0]
+    assert stored.status == "done"
+    assert asked <= (stored.done_at_ms or 0) <= restarted  # the call's time, not later
+    with pytest.raises(sm.MetricsValidationError):
+        exp.set_status("finished")  # bad input still raises at once
+    session.close()
+
+
 def test_annotate_later_never_raises_into_the_loop(metrics_server: LocalServer) -> None:
     session = metrics_server.session(spool_dir=None, retry=FAST)
     exp = sm.Experiment.create("annotated", session=session)

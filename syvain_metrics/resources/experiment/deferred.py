@@ -238,6 +238,32 @@ class DeferredCalls(ExperimentBase):
         self._data = local
         return self
 
+    def _status_now_or_later(self, body: Mapping[str, Any], *, attempts: int | None = None) -> Self:
+        """Apply a status change now; leave it in the spool, with the time it happened, when
+        calls about the run wait already or the service cannot be reached (a refusal of the
+        service is raised). ``attempts``: tries first (the session's retry policy by
+        default)."""
+        at_ms = _now_ms()
+        if self._defers_calls():
+            return self._status_later(body, at_ms)
+        try:
+            data = self._bind().call(
+                operations.UPDATE_EXPERIMENT_STATUS, self.id, body=body, attempts=attempts
+            )
+        except MetricsApiRequestError as failure:
+            if not _outage(failure):
+                raise
+            logger.warning(
+                "syvain_metrics: the service cannot be reached (%s); the status %r of %s "
+                "waits in the spool with its time",
+                failure,
+                body["status"],
+                self.slug,
+            )
+            return self._status_later(body, at_ms)
+        self._update(data["experiment"])
+        return self
+
     def _record_status(
         self,
         status: str,
@@ -247,44 +273,22 @@ class DeferredCalls(ExperimentBase):
         strict: bool,
         attempts: int | None = None,
     ) -> None:
-        """A transition of ``run()``: applied now when possible; left in the spool when the
-        run's events are still on their way (``after_events``), when calls about the run
-        wait already, or when the service cannot be reached. ``strict``: a refusal of the
-        service is raised (else logged). ``attempts``: tries before leaving it in the spool
-        (the session's retry policy by default)."""
-        at_ms = _now_ms()
+        """A transition of ``run()``: applied now when possible (see
+        :meth:`_status_now_or_later`); left in the spool behind the run's events when they
+        are still on their way (``after_events``). ``strict``: a refusal of the service is
+        raised (else logged)."""
         body: dict[str, Any] = {"status": status}
         if error is not None:
             body["error"] = dict(error)
-        if after_events or self._defers_calls():
-            self._status_later(body, at_ms)
+        if after_events:
+            self._status_later(body)
             return
-        bound = self._bind()
         try:
-            data = bound.call(
-                operations.UPDATE_EXPERIMENT_STATUS, self.id, body=body, attempts=attempts
-            )
-        except MetricsApiRequestError as failure:
-            if not _outage(failure):
-                if strict:
-                    raise
-                logger.warning("could not mark %s as %s: %s", self.slug, status, failure)
-                return
-            logger.warning(
-                "syvain_metrics: the service cannot be reached (%s); the status %r of %s "
-                "waits in the spool with its time",
-                failure,
-                status,
-                self.slug,
-            )
-            self._status_later(body, at_ms)
-            return
+            self._status_now_or_later(body, attempts=attempts)
         except MetricsApiError as failure:
             if strict:
                 raise
             logger.warning("could not mark %s as %s: %s", self.slug, status, failure)
-            return
-        self._update(data["experiment"])
 
     def _interrupted_wait(self, wait: float) -> float:
         """After Ctrl-C: the end of the run, and the interpreter's exit after it, take at

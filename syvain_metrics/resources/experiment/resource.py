@@ -287,9 +287,10 @@ class Experiment(
         timestamp_ms: int | dt.datetime | None = None,
     ) -> Experiment:
         """Move to ``running``, ``done`` or ``error`` (with ``error`` details), optionally at a
-        given time. For a run not created yet, in offline mode, or while earlier changes of
-        the run wait in the spool, the change waits there too (with the time it happened)
-        and this object shows it at once.
+        given time. When the service cannot be reached (after the retries), for a run not
+        created yet, in offline mode, or while earlier changes of the run wait in the spool,
+        the change waits there too (with the time it happened), applied by the session's
+        sender or ``syvain-metrics sync``, and this object shows it at once.
 
         Example:
             >>> exp.set_status("error", error={"name": "ValueError", "detail": "loss is NaN"})  # doctest: +SKIP
@@ -302,10 +303,7 @@ class Experiment(
         if timestamp_ms is not None:
             fields["timestamp_ms"] = timestamp_ms
         body = load_request(StatusUpdateRequest(), fields)
-        if self._defers_calls():  # not created yet, offline, or earlier changes still wait
-            return self._status_later(body)
-        bound = self._bind()
-        return self._apply(bound.call(operations.UPDATE_EXPERIMENT_STATUS, self.id, body=body))
+        return self._status_now_or_later(body)
 
     def start(self) -> Experiment:
         """Mark the experiment ``running``.
