@@ -22,6 +22,7 @@ from __future__ import annotations
 import atexit
 import logging
 import os
+import sys
 import threading
 import time
 import weakref
@@ -59,7 +60,7 @@ from syvain_metrics.errors import (
 from syvain_metrics.pipeline.batch import Batch
 from syvain_metrics.pipeline.control import ControlRecord, is_pending_id
 from syvain_metrics.pipeline.delivery import Uplink
-from syvain_metrics.pipeline.logs import SessionLogs
+from syvain_metrics.pipeline.logs import INTERRUPT_FLUSH_SECONDS, SessionLogs
 
 logger = logging.getLogger("syvain_metrics")
 
@@ -448,7 +449,11 @@ def _after_fork_in_child() -> None:
 
 
 def _drain_at_exit() -> None:
+    # A program ended by Ctrl-C: its user wants out; what is left stays in the spool.
+    interrupted = isinstance(getattr(sys, "last_value", None), KeyboardInterrupt)
     for session in list(_sessions):
+        if interrupted:
+            session.logs.bound_exit(INTERRUPT_FLUSH_SECONDS)
         try:
             session.drain_logs_at_exit()
         except Exception as error:  # an exit hook must let the others run

@@ -30,6 +30,11 @@ from syvain_metrics.pipeline.spool import CHILDREN, count_leftovers, new_spool_n
 
 logger = logging.getLogger("syvain_metrics")
 
+INTERRUPT_FLUSH_SECONDS = 9.0
+"""The longest the end of a run, or the interpreter's exit, waits for pending events after
+Ctrl-C: the exit that follows (stopping the sender's threads takes up to 1 s) stays within
+the 10 s that SIGTERM gets (``TERMINATION_FLUSH_SECONDS``). What is left stays in the spool."""
+
 
 class SessionLogs:
     """The ``log()`` machinery of one :class:`~syvain_metrics.Session` in one process.
@@ -166,6 +171,19 @@ class SessionLogs:
         if self.exit_deadline is None:
             return timeout
         return max(0.0, min(timeout, self.exit_deadline - time.monotonic()))
+
+    def bound_exit(self, seconds: float) -> float:
+        """From now on, closing and the interpreter's exit wait at most ``seconds`` more (a
+        run interrupted by Ctrl-C); returns ``seconds``.
+
+        Example:
+            >>> logs.bound_exit(9.0)  # doctest: +SKIP
+            9.0
+        """
+        deadline = time.monotonic() + seconds
+        if self.exit_deadline is None or deadline < self.exit_deadline:
+            self.exit_deadline = deadline
+        return seconds
 
     def close(self, timeout: float | None) -> FlushError | None:
         """Wait up to ``timeout`` for every pending event, stop the sender and close the

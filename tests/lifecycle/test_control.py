@@ -474,6 +474,38 @@ def test_ctrl_c_with_the_service_down_is_bounded_and_its_status_applied_by_sync(
     assert interrupted_at <= (stored.done_at_ms or 0) <= restarted_at
 
 
+def test_ctrl_c_ending_a_plain_script_bounds_the_exit_too(late: LateService, spool: Path) -> None:
+    script = textwrap.dedent(
+        f"""
+        import atexit, sys
+
+        def told():  # registered first: runs after the SDK's own exit drain
+            logs = session.logs
+            print("bound", logs.exit_deadline is not None and logs.exit_wait(30.0) <= 0.3,
+                  file=sys.stderr)
+
+        atexit.register(told)
+        import syvain_metrics as sm
+        import syvain_metrics.client.session as session_module
+        session_module.INTERRUPT_FLUSH_SECONDS = 0.3  # 9 s in real life
+        session = sm.Session({late.api_key!r}, host={late.url!r}, spool_dir={str(spool)!r},
+                             flush_timeout=30)
+        exp = sm.Experiment.create("plain-script", session=session)
+        for step in range(10):
+            exp.log("loss", float(step), step=step)
+        raise KeyboardInterrupt
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120
+    )
+    assert "bound True" in done.stderr, done.stderr
+    server = late.start()
+    report = sync_spool(spool, api_key=late.api_key, host=late.url)
+    assert (report.stored, report.controls) == (10, 1)
+    assert len(read_back(server, "plain-script")[1]) == 10
+
+
 def test_a_creation_committed_before_its_answer_was_lost_is_not_made_twice(
     metrics_server: LocalServer, spool: Path
 ) -> None:

@@ -46,9 +46,9 @@ from syvain_metrics.errors import (
 )
 from syvain_metrics.pipeline.batch import new_idempotency_key
 from syvain_metrics.pipeline.control import ControlRecord, is_pending_id, new_pending_id
+from syvain_metrics.pipeline.logs import INTERRUPT_FLUSH_SECONDS
 from syvain_metrics.resources.annotation import Annotation
 from syvain_metrics.resources.experiment.base import ExperimentBase
-from syvain_metrics.resources.experiment.termination import TERMINATION_FLUSH_SECONDS
 
 if TYPE_CHECKING:
     from typing_extensions import Self
@@ -56,11 +56,6 @@ if TYPE_CHECKING:
     from syvain_metrics.client.session import Session
 
 logger = logging.getLogger("syvain_metrics")
-
-INTERRUPT_FLUSH_SECONDS = TERMINATION_FLUSH_SECONDS - 1.0
-"""The longest the end of a run waits for its events after Ctrl-C: the interpreter's exit
-that follows (stopping the sender's threads takes up to 1 s) stays within
-:data:`~syvain_metrics.resources.experiment.termination.TERMINATION_FLUSH_SECONDS`."""
 
 
 def _now_ms() -> int:
@@ -292,15 +287,9 @@ class DeferredCalls(ExperimentBase):
 
     def _interrupted_wait(self, wait: float) -> float:
         """After Ctrl-C: the end of the run, and the interpreter's exit after it, take at
-        most :data:`TERMINATION_FLUSH_SECONDS` in all, like after SIGTERM; what is left
+        most 10 s in all, like after SIGTERM (see ``INTERRUPT_FLUSH_SECONDS``); what is left
         stays in the spool (the final status with it)."""
-        bound = min(wait, INTERRUPT_FLUSH_SECONDS)
-        logs = self._bind().logs
-        deadline = time.monotonic() + bound
-        logs.exit_deadline = (
-            deadline if logs.exit_deadline is None else min(logs.exit_deadline, deadline)
-        )
-        return bound
+        return self._bind().logs.bound_exit(min(wait, INTERRUPT_FLUSH_SECONDS))
 
     # -- annotations ------------------------------------------------------------------------------
 
