@@ -317,7 +317,11 @@ def test_a_forked_worker_of_a_run_waiting_for_its_creation_is_sent_by_its_parent
     assert not list(spool.rglob("*.json*"))
 
 
-def test_offline_needs_a_spool_and_takes_only_a_flag(late: LateService) -> None:
+def test_offline_needs_a_spool_and_takes_only_a_flag(late: LateService, spool: Path) -> None:
+    closed = late.session(spool, offline=True)
+    closed.close()
+    with pytest.raises(sm.MetricsApiError, match="closed"):
+        sm.Experiment.create("after-close", session=closed)  # never lost silently
     with pytest.raises(sm.MetricsValidationError, match="needs one"):
         late.session(None, offline=True)
     with pytest.raises(sm.MetricsValidationError, match="offline"):

@@ -155,7 +155,8 @@ class DeferredCalls(ExperimentBase):
         )
         experiment._log_id = record.experiment_id  # for the session's life (see base.py)
         record.on_applied = _updater(experiment, keep_status=True)
-        bound.logs.put_control(record)
+        if bound.closed or not bound.logs.put_control(record):
+            raise MetricsApiError("This session is closed; open a new one with sm.connect().")
         if reason is not None:
             logger.warning(
                 "syvain_metrics: the service cannot be reached (%s); experiment %r will be "
