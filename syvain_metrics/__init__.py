@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from syvain_metrics.client.retry import RetryPolicy
     from syvain_metrics.client.session import Session
     from syvain_metrics.errors import (
+        ExperimentNotCreatedError,
         FlushError,
         MetricsApiAuthError,
         MetricsApiConflictError,
@@ -33,6 +34,7 @@ if TYPE_CHECKING:
         MetricsApiTimeoutError,
         MetricsApiTransportError,
         MetricsValidationError,
+        OfflineError,
         PagingError,
         PartialIngestError,
         RejectedEvent,
@@ -54,6 +56,7 @@ if TYPE_CHECKING:
 # (and the `syvain-metrics` command, which must handle a signal from its first instruction)
 # costs only this file.
 _LAZY: dict[str, str] = {
+    "ExperimentNotCreatedError": "syvain_metrics.errors",
     "FlushError": "syvain_metrics.errors",
     "MetricsApiAuthError": "syvain_metrics.errors",
     "MetricsApiConflictError": "syvain_metrics.errors",
@@ -67,6 +70,7 @@ _LAZY: dict[str, str] = {
     "MetricsApiTimeoutError": "syvain_metrics.errors",
     "MetricsApiTransportError": "syvain_metrics.errors",
     "MetricsValidationError": "syvain_metrics.errors",
+    "OfflineError": "syvain_metrics.errors",
     "PagingError": "syvain_metrics.errors",
     "PartialIngestError": "syvain_metrics.errors",
     "RejectedEvent": "syvain_metrics.errors",
@@ -103,6 +107,7 @@ __all__ = [
     "CatalogValues",
     "Experiment",
     "ExperimentList",
+    "ExperimentNotCreatedError",
     "FlushError",
     "Folder",
     "IngestResult",
@@ -122,6 +127,7 @@ __all__ = [
     "MetricsApiTimeoutError",
     "MetricsApiTransportError",
     "MetricsValidationError",
+    "OfflineError",
     "PagingError",
     "PartialIngestError",
     "RejectedEvent",

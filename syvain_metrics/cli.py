@@ -17,7 +17,9 @@ ADDRESS`` has that proxy's ``X-Forwarded-*`` headers believed (and the dashboard
 cookie ``Secure``); from any other peer they are ignored.
 
 ``syvain-metrics sync`` uploads the ``log()`` events that ended processes left in the
-spool (killed jobs, ``os._exit``), with their original ids, so nothing is stored twice::
+spool (killed jobs, ``os._exit``, offline jobs), with their original ids, so nothing is
+stored twice, and applies the runs' creations, status changes and annotations that wait
+with them, in the order they happened::
 
     $ syvain-metrics sync
     synced 2500 events from 3 batches in 1 spool(s); 0 rejected; 0 batches kept
@@ -112,7 +114,8 @@ def _parser() -> argparse.ArgumentParser:
         help="upload log() events left in the spool by processes that ended",
         description=(
             "Upload the log() events that ended processes left in the spool, with their "
-            "original ids (a second run stores nothing twice), and remove them."
+            "original ids (a second run stores nothing twice), apply the runs' creations, "
+            "status changes and annotations waiting with them, and remove them."
         ),
     )
     sync.add_argument(

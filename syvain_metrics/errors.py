@@ -13,6 +13,8 @@ Every failure the SDK raises on purpose derives from :class:`MetricsApiError`::
     │   ├── MetricsApiTransportError    the HTTP client below the SDK failed unexpectedly
     │   └── PartialIngestError          a multi-request ingest stopped part way
     ├── FlushError                    log() events not all stored when flush() had to say so
+    ├── ExperimentNotCreatedError     needs a run whose creation still waits in the spool
+    ├── OfflineError                  needs the service, and the session is offline
     ├── MetricsApiResponseError       an answer that breaks the contract (or is too large)
     ├── PagingError                   a paged read cannot go on without losing rows
     ├── MetricsApiAuthError           credentials could not be resolved
@@ -304,6 +306,29 @@ class FlushError(MetricsApiError):
         return f"log() delivery incomplete: {', '.join(parts)}{ending}."
 
 
+class ExperimentNotCreatedError(MetricsApiError):
+    """The call needs an experiment the service has not created yet: the service could not
+    be reached when it was created, and its creation waits in the spool (the session's
+    sender creates it when the service answers, or ``syvain-metrics sync`` does after the
+    process ended). ``log()`` and status changes work meanwhile; reads and ``exp.url`` do
+    not.
+
+    Example:
+        >>> issubclass(ExperimentNotCreatedError, MetricsApiError)
+        True
+    """
+
+
+class OfflineError(MetricsApiError):
+    """The call needs the service, and the session is offline (``Session(offline=True)`` or
+    ``SYVAIN_METRICS_OFFLINE=1``): it sends nothing; ``syvain-metrics sync`` does later.
+
+    Example:
+        >>> issubclass(OfflineError, MetricsApiError)
+        True
+    """
+
+
 class MetricsApiResponseError(MetricsApiError):
     """A successful HTTP answer whose body breaks the contract.
 
@@ -362,6 +387,7 @@ class MetricsValidationError(MetricsApiError, ValueError):
 
 
 __all__ = [
+    "ExperimentNotCreatedError",
     "FlushError",
     "MetricsApiAuthError",
     "MetricsApiConflictError",
@@ -375,6 +401,7 @@ __all__ = [
     "MetricsApiTimeoutError",
     "MetricsApiTransportError",
     "MetricsValidationError",
+    "OfflineError",
     "PagingError",
     "PartialIngestError",
     "RejectedEvent",

@@ -22,6 +22,7 @@ from __future__ import annotations
 import atexit
 import logging
 import os
+import sys
 import threading
 import time
 import weakref
@@ -31,10 +32,17 @@ from typing import Any, Generic, TypeVar, overload
 from marshmallow import Schema
 
 from syvain_metrics.client.auth import Credentials, hide_key, resolve_credentials
+from syvain_metrics.client.control import apply_control
 from syvain_metrics.client.requestor import Query, Requestor
 from syvain_metrics.client.retry import RetryPolicy
 from syvain_metrics.client.secret import Secret
-from syvain_metrics.client.settings import USER_CACHE, SpoolDir, check_settings, spool_root
+from syvain_metrics.client.settings import (
+    USER_CACHE,
+    SpoolDir,
+    check_settings,
+    offline_mode,
+    spool_root,
+)
 from syvain_metrics.client.tokens import IngestionTokenCache
 from syvain_metrics.client.transport import DEFAULT_MAX_RESPONSE_BYTES
 from syvain_metrics.contract import operations
@@ -42,10 +50,17 @@ from syvain_metrics.contract.limits import DEFAULT_PAGE_SIZE
 from syvain_metrics.contract.operations import Operation
 from syvain_metrics.contract.schemas.ingest import IngestReply
 from syvain_metrics.contract.schemas.options import check_page_size
-from syvain_metrics.errors import FlushError, MetricsApiError
+from syvain_metrics.errors import (
+    ExperimentNotCreatedError,
+    FlushError,
+    MetricsApiError,
+    MetricsValidationError,
+    OfflineError,
+)
 from syvain_metrics.pipeline.batch import Batch
+from syvain_metrics.pipeline.control import ControlRecord, is_pending_id
 from syvain_metrics.pipeline.delivery import Uplink
-from syvain_metrics.pipeline.logs import SessionLogs
+from syvain_metrics.pipeline.logs import INTERRUPT_FLUSH_SECONDS, SessionLogs
 
 logger = logging.getLogger("syvain_metrics")
 
@@ -102,6 +117,11 @@ class Session:
             for pending ``log()`` events (seconds); what is left stays in the spool.
         max_response_bytes: the largest answer read, after decompression (256 MiB); a larger
             one is a :class:`~syvain_metrics.MetricsApiResponseError`.
+        offline: never touch the network (not even for a token): creations, ``log()``
+            events, status changes and annotations all wait in the spool for
+            ``syvain-metrics sync``, and reads raise :class:`~syvain_metrics.OfflineError`.
+            ``None`` (the default) reads ``$SYVAIN_METRICS_OFFLINE`` (``1`` means offline).
+            Needs a spool.
 
     Example:
         >>> import syvain_metrics as sm
@@ -126,6 +146,7 @@ class Session:
         flush_interval: float = 1.0,
         flush_timeout: float = 30.0,
         max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
+        offline: bool | None = None,
     ) -> None:
         # First of all: a reporter recording this frame's locals (a bad timeout below, say)
         # must find no key in it.
@@ -142,6 +163,11 @@ class Session:
             clock=clock,
         )
         self.page_size: int = check_page_size(page_size) or DEFAULT_PAGE_SIZE
+        self.offline: bool = offline_mode(offline)
+        if self.offline and spool_root(spool_dir) is None:
+            raise MetricsValidationError(
+                {"spool_dir": ["Offline mode keeps everything in the spool: it needs one."]}
+            )
         self._credentials: Credentials = resolve_credentials(credential, host=host)
         self.host: str = self._credentials.host
         self.flush_timeout = float(flush_timeout)
@@ -160,7 +186,12 @@ class Session:
         self._close_lock = threading.RLock()
         # The sender knows nothing of the session: it gets a function that sends one batch
         # once, and the requestor as the policy that paces the retries.
-        self.uplink = Uplink(send=self._send_batch, policy=self._requestor)
+        self.uplink = Uplink(
+            send=self._send_batch,
+            policy=self._requestor,
+            control=self._apply_control,
+            offline=self.offline,
+        )
         self.logs = SessionLogs(
             self.uplink,
             host=self.host,
@@ -205,10 +236,14 @@ class Session:
             logger.warning("syvain_metrics: closing the session: %s", error)
 
     def close(self) -> None:
-        """Wait up to ``flush_timeout`` for every pending ``log()`` event, then release the
-        connections. Raises :class:`~syvain_metrics.FlushError` (after closing) if some events
-        were rejected or are still pending; pending ones stay in the spool for
-        ``syvain-metrics sync``.
+        """Wait up to ``flush_timeout`` for every pending ``log()`` event (then for the status
+        changes and annotations recorded behind them), then release the connections.
+
+        Events still pending but safe in the spool are not an error: one warning says how
+        many wait there for ``syvain-metrics sync`` (the statuses behind them follow them).
+        Raises :class:`~syvain_metrics.FlushError` (after closing) when events were rejected,
+        or are held in memory only (no spool, or a spool that cannot be written): those are
+        lost.
 
         Example:
             >>> session.close()  # doctest: +SKIP
@@ -224,8 +259,9 @@ class Session:
         finally:
             self._closed = True
             self._requestor.close()
-        if incomplete is not None:
+        if incomplete is not None and not spooled_safely(incomplete):
             raise incomplete
+        self._tell_waiting(incomplete)
 
     def flush(self, timeout: float | None = None) -> int:
         """Wait until every ``log()`` event of this session, all experiments, is stored;
@@ -248,8 +284,29 @@ class Session:
         if self._closing or not self.logs.started:
             return
         error = self.logs.close(self.logs.exit_wait(self.flush_timeout))
-        if error is not None:
+        if error is not None and not spooled_safely(error):
             logger.warning("syvain_metrics: at exit, %s", error)
+        else:
+            self._tell_waiting(error)
+
+    def _tell_waiting(self, incomplete: FlushError | None) -> None:
+        """Once closed: one warning when events (and the records behind them) wait safely in
+        the spool, since nothing is lost and nothing is raised."""
+        if incomplete is not None:
+            logger.warning(
+                "syvain_metrics: %d log() events wait in the spool %s; they, and the status "
+                "changes and annotations recorded after them, are sent by "
+                "`syvain-metrics sync` once this process ended",
+                incomplete.pending,
+                incomplete.spool_dir,
+            )
+        elif self.offline and self.logs.parked:
+            logger.warning(
+                "syvain_metrics: offline: %d log() events, with the runs' creations, status "
+                "changes and annotations, wait in the spool %s for `syvain-metrics sync`",
+                self.logs.parked,
+                self.logs.spool_dir,
+            )
 
     @property
     def spool_dir(self) -> str | None:
@@ -314,6 +371,19 @@ class Session:
         """
         if self._closed:
             raise MetricsApiError("This session is closed; open a new one with sm.connect().")
+        if self.offline:
+            raise OfflineError(
+                f"This session is offline: {route.operation} needs the service. Offline, runs, "
+                "log() events, statuses and annotations wait in the spool; run "
+                "`syvain-metrics sync` where the service can be reached, then read."
+            )
+        if segments and is_pending_id(segments[0]):
+            # A placeholder never reaches the wire: the run's creation still waits.
+            raise ExperimentNotCreatedError(
+                f"{route.operation} needs the experiment, which is not created yet: its creation "
+                "waits in the spool until the service answers (the sender creates it, or "
+                "`syvain-metrics sync` does once the process ended)."
+            )
         return self._requestor.call(
             route,
             *segments,
@@ -334,7 +404,12 @@ class Session:
         """
         self._requestor.forget_ingestion_credential(experiment_id)
 
-    # -- the log() pipeline's send function ----------------------------------------------
+    # -- the log() pipeline's send functions ---------------------------------------------
+
+    def _apply_control(self, record: ControlRecord, target: str | None) -> dict[str, Any]:
+        """Apply one control record once (a creation, status change or annotation that
+        waited in the spool); the sender retries on its own schedule."""
+        return apply_control(self, record, target)
 
     def _send_batch(self, batch: Batch) -> object:
         """Send one batch of ``log()`` events once: the sender retries on its own schedule,
@@ -349,6 +424,21 @@ class Session:
         )
 
 
+def spooled_safely(error: FlushError) -> bool:
+    """Whether what ``error`` reports is only events waiting, every one of them in the spool
+    on disk: nothing rejected, nothing held in memory only. Such events are sent by the
+    sender while the process lives, or by ``syvain-metrics sync`` after: nothing is lost.
+
+    Example:
+        >>> spooled_safely(FlushError(stored=1, pending=2, rejected=[], timed_out=True,
+        ...                           spool_dir="/tmp/spool/1-ab"))
+        True
+        >>> spooled_safely(FlushError(stored=1, pending=2, rejected=[], timed_out=True))
+        False
+    """
+    return not error.rejected and not error.unspooled and error.spool_dir is not None
+
+
 # Every session of this process, so that a fork and the interpreter's exit reach them all.
 _sessions: weakref.WeakSet[Session] = weakref.WeakSet()
 
@@ -359,7 +449,11 @@ def _after_fork_in_child() -> None:
 
 
 def _drain_at_exit() -> None:
+    # A program ended by Ctrl-C: its user wants out; what is left stays in the spool.
+    interrupted = isinstance(getattr(sys, "last_value", None), KeyboardInterrupt)
     for session in list(_sessions):
+        if interrupted:
+            session.logs.bound_exit(INTERRUPT_FLUSH_SECONDS)
         try:
             session.drain_logs_at_exit()
         except Exception as error:  # an exit hook must let the others run

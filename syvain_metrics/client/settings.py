@@ -90,3 +90,22 @@ def spool_root(spool_dir: SpoolDir) -> Path | None:
     if not isinstance(spool_dir, str | os.PathLike):
         raise MetricsValidationError({"spool_dir": ["Must be a directory path or None."]})
     return Path(spool_dir)
+
+
+OFFLINE_ENV = "SYVAIN_METRICS_OFFLINE"
+"""Set to ``1`` (or ``true``, ``yes``, ``on``) for offline mode when a session does not say."""
+
+
+def offline_mode(offline: object) -> bool:
+    """Whether a session is offline: ``offline`` when given (True or False), else
+    ``$SYVAIN_METRICS_OFFLINE``.
+
+    Example:
+        >>> offline_mode(True), offline_mode(False)
+        (True, False)
+    """
+    if offline is None:
+        return os.environ.get(OFFLINE_ENV, "").strip().lower() in ("1", "true", "yes", "on")
+    if not isinstance(offline, bool):
+        raise MetricsValidationError({"offline": ["Must be True, False or None."]})
+    return offline

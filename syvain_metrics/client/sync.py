@@ -39,6 +39,8 @@ def sync_spool(
     del api_key
 
     def connect() -> Session:
-        return Session(credential, host=host, spool_dir=None, **session_options)
+        # Never offline, whatever the environment says: sending is the point.
+        options = {**session_options, "offline": False}
+        return Session(credential, host=host, spool_dir=None, **options)
 
     return replay_spools(root, connect=connect, timeout=timeout, other_hosts=other_hosts)

@@ -32,7 +32,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from syvain_metrics.errors import (
     MetricsApiError,
@@ -63,6 +63,11 @@ Send = Callable[[Batch], object]
 """Sends one batch once (its own ``Idempotency-Key``, no retry of its own); raises a
 :class:`~syvain_metrics.MetricsApiError` when the service does not store it."""
 
+ApplyControl = Callable[[Any, str | None], dict[str, Any]]
+"""Applies one control record (:class:`~syvain_metrics.pipeline.control.ControlRecord`) once,
+to the real experiment id given (``None`` for a creation); returns the experiment the
+service answered with, or raises a :class:`~syvain_metrics.MetricsApiError`."""
+
 
 class DeliveryPolicy(Protocol):
     """How long to wait before the next try of a batch (a
@@ -75,10 +80,14 @@ class DeliveryPolicy(Protocol):
 
 @dataclass(frozen=True)
 class Uplink:
-    """Where batches go: ``send`` one batch once, and the ``policy`` that paces retries."""
+    """Where batches go: ``send`` one batch once, and the ``policy`` that paces retries;
+    ``control`` applies a control record once (``None``: records wait for ``sync``);
+    ``offline``: nothing is ever sent, everything waits in the spool for ``sync``."""
 
     send: Send
     policy: DeliveryPolicy
+    control: ApplyControl | None = None
+    offline: bool = False
 
 
 @dataclass
@@ -87,13 +96,15 @@ class Outcome:
     whether every event got an answer (``finished``; False when told to stop first), and
     whether the batch must stay on disk for ``syvain-metrics sync`` (``keep``), and whether
     the rejections are failures of the HTTP libraries rather than answers (``unexpected``;
-    their messages do not say yet whether a spool file keeps the events)."""
+    their messages do not say yet whether a spool file keeps the events), and whether the
+    batch was left in the spool on purpose, unsent (``parked``: offline mode)."""
 
     stored: int = 0
     rejected: list[RejectedEvent] = field(default_factory=list)
     finished: bool = True
     keep: bool = False
     unexpected: bool = False
+    parked: bool = False
 
     def add(self, other: Outcome) -> None:
         """Fold a part's outcome into this one."""

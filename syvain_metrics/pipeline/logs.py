@@ -23,12 +23,18 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from syvain_metrics.errors import FlushError
+from syvain_metrics.pipeline.control import ControlRecord
 from syvain_metrics.pipeline.delivery import Uplink
 from syvain_metrics.pipeline.sender import Sender, Settled
 from syvain_metrics.pipeline.skipped import SkippedValues
 from syvain_metrics.pipeline.spool import CHILDREN, count_leftovers, new_spool_name
 
 logger = logging.getLogger("syvain_metrics")
+
+INTERRUPT_FLUSH_SECONDS = 9.0
+"""The longest the end of a run, or the interpreter's exit, waits for pending events after
+Ctrl-C: the exit that follows (stopping the sender's threads takes up to 1 s) stays within
+the 10 s that SIGTERM gets (``TERMINATION_FLUSH_SECONDS``). What is left stays in the spool."""
 
 
 class SessionLogs:
@@ -82,6 +88,31 @@ class SessionLogs:
     def started(self) -> bool:
         """Whether a sender runs in this process."""
         return self._sender is not None and not self._sender.stopped
+
+    @property
+    def parked(self) -> int:
+        """Events left in the spool unsent on purpose (offline mode), in this process."""
+        sender = self._sender
+        return 0 if sender is None else sender.parked
+
+    def put_control(self, record: ControlRecord) -> bool:
+        """Queue a control record behind the events logged so far (starting the sender);
+        False once it has stopped. Never raises."""
+        try:
+            return self.sender.put_control(record)
+        except Exception:  # pragma: no cover - a sender that cannot start: said at close
+            logger.exception("syvain_metrics: cannot queue the %s", record.describe())
+            return False
+
+    def controls_pending(self, experiment_id: str) -> int:
+        """Control records of ``experiment_id`` not applied yet, in this process."""
+        sender = self._sender
+        return 0 if sender is None else sender.controls_pending(experiment_id)
+
+    def resolved_id(self, experiment_id: str) -> str | None:
+        """The real id the service gave a run created by a control record, once known."""
+        sender = self._sender
+        return None if sender is None else sender.resolved_id(experiment_id)
 
     def pending(self, experiment_id: str) -> int:
         """Events of ``experiment_id`` logged in this process and not answered yet."""
@@ -155,6 +186,19 @@ class SessionLogs:
             return timeout
         return max(0.0, min(timeout, self.exit_deadline - time.monotonic()))
 
+    def bound_exit(self, seconds: float) -> float:
+        """From now on, closing and the interpreter's exit wait at most ``seconds`` more (a
+        run interrupted by Ctrl-C); returns ``seconds``.
+
+        Example:
+            >>> logs.bound_exit(9.0)  # doctest: +SKIP
+            9.0
+        """
+        deadline = time.monotonic() + seconds
+        if self.exit_deadline is None or deadline < self.exit_deadline:
+            self.exit_deadline = deadline
+        return seconds
+
     def close(self, timeout: float | None) -> FlushError | None:
         """Wait up to ``timeout`` for every pending event, stop the sender and close the
         spool. Returns the error describing what was not confirmed (``None``: all stored)."""
@@ -192,8 +236,9 @@ class SessionLogs:
             return
         if files:
             logger.warning(
-                "syvain_metrics: %d batch(es) of log() events left by %d ended process(es) "
-                "wait in %s; run `syvain-metrics sync` to upload them",
+                "syvain_metrics: %d file(s) of log() events and run records (creations, "
+                "statuses, annotations) left by %d ended process(es) wait in %s; run "
+                "`syvain-metrics sync` to upload them",
                 files,
                 spools,
                 self.spool_root,

@@ -30,6 +30,8 @@ from typing import Protocol
 from syvain_metrics.contract.hosts import normalize_host
 from syvain_metrics.errors import MetricsApiError, RejectedEvent
 from syvain_metrics.pipeline.batch import Batch
+from syvain_metrics.pipeline.control import spool_files
+from syvain_metrics.pipeline.control_replay import ControlReplay, is_control_file
 from syvain_metrics.pipeline.delivery import KEEP_STATUSES, Uplink, deliver
 from syvain_metrics.pipeline.spool import DAMAGED, claim_leftovers, set_aside
 from syvain_metrics.pipeline.spool_files import DamagedBatchError, load_batch
@@ -41,8 +43,9 @@ logger = logging.getLogger("syvain_metrics")
 class SyncReport:
     """What a replay did: spools and batches found, events stored, events rejected for good,
     batches kept for a later try (with why), batches set aside as damaged (with why), spools
-    recorded for another host and left alone, other users' spools ignored, and batches set
-    aside by earlier runs."""
+    recorded for another host and left alone, other users' spools ignored, batches set
+    aside by earlier runs, and control records applied (creations, status changes,
+    annotations: :mod:`~syvain_metrics.pipeline.control_replay`)."""
 
     spools: int = 0
     batches: int = 0
@@ -54,6 +57,7 @@ class SyncReport:
     other_owners: list[str] = field(default_factory=list)
     set_aside_before: int = 0
     set_aside_where: list[str] = field(default_factory=list)
+    controls: int = 0
 
     @property
     def complete(self) -> bool:
@@ -80,6 +84,7 @@ class SyncReport:
             f"spool(s); {len(self.rejected)} rejected; {len(self.kept)} batches kept"
         )
         for count, what in (
+            (self.controls, "creation(s), status change(s) and annotation(s) applied"),
             (len(self.damaged), "damaged (set aside)"),
             (len(self.other_hosts), "spool(s) of another host skipped"),
             (len(self.other_owners), "spool(s) of other users ignored"),
@@ -145,6 +150,7 @@ def replay_spools(
     """
     report = SyncReport()
     session: ReplayTarget | None = None
+    controls: ControlReplay | None = None
 
     def ignored(directory: Path, why: str) -> None:
         report.other_owners.append(f"{directory}: {why}")
@@ -159,21 +165,30 @@ def replay_spools(
                         f"{leftover.directory / DAMAGED}: {earlier} batch(es) set aside by an "
                         "earlier sync, with the reason beside each; delete them once looked at"
                     )
-                if not leftover.batch_files:
+                files = spool_files(leftover.directory)
+                if not files:
                     continue
                 if session is None:
                     session = connect()
+                if controls is None:
+                    uplink = session.uplink
+                    controls = ControlReplay(
+                        root, apply=uplink.control, policy=uplink.policy, timeout=timeout
+                    )
                 recorded = _origin(leftover.host)
                 if recorded != session.host and not other_hosts:
                     report.other_hosts.append(
                         f"{leftover.directory}: recorded for {recorded or 'no readable host'}, "
-                        f"not {session.host} ({len(leftover.batch_files)} batches left as they "
+                        f"not {session.host} ({len(files)} files left as they "
                         "are; `--host` names the service to send them to, `--other-hosts` "
                         "sends them to this one)"
                     )
                     continue
                 report.spools += 1
-                if not _replay(session, leftover.batch_files, timeout, report):
+                controls.own(leftover.directory)
+                done = _replay(session, files, timeout, report, controls)
+                controls.tidy(leftover.directory)
+                if not done:
                     break
             finally:
                 leftover.release()
@@ -193,9 +208,20 @@ def _origin(host: str | None) -> str | None:
         return host
 
 
-def _replay(session: ReplayTarget, paths: list[Path], timeout: float, report: SyncReport) -> bool:
-    """Replay one spool's batches in order; False when the service could not be reached."""
+def _replay(
+    session: ReplayTarget,
+    paths: list[Path],
+    timeout: float,
+    report: SyncReport,
+    controls: ControlReplay,
+) -> bool:
+    """Replay one spool's batches and control records in order; False when the service
+    could not be reached."""
     for path in paths:
+        if is_control_file(path):
+            if not controls.replay_file(path, report):
+                return False
+            continue
         try:
             batch = load_batch(path)
         except DamagedBatchError as error:
@@ -207,9 +233,14 @@ def _replay(session: ReplayTarget, paths: list[Path], timeout: float, report: Sy
             continue
         report.batches += 1
         if batch.chunks:
+            target = controls.address(batch.experiment_id, path, report)
+            if target is None:  # its run could not be created (reported)
+                if controls.unreachable:
+                    return False
+                continue
             outcome = deliver(
                 session.uplink,
-                Batch(batch.experiment_id, batch.chunks, path=path),
+                Batch(target, batch.chunks, path=path),
                 wait=_Deadline(timeout),
             )
             if not outcome.finished:

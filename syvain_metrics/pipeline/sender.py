@@ -45,16 +45,17 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from syvain_metrics.contract.limits import MAX_METRICS_PER_INGEST
 from syvain_metrics.errors import MetricsApiError, RejectedEvent
 from syvain_metrics.pipeline.batch import Batch, QueuedEvent
-from syvain_metrics.pipeline.delivery import KEEP_STATUSES, Outcome, Uplink, deliver
+from syvain_metrics.pipeline.controller import Controlling
+from syvain_metrics.pipeline.delivery import KEEP_STATUSES, Outcome, Uplink
 from syvain_metrics.pipeline.spool import set_aside
 from syvain_metrics.pipeline.spool_files import load_batch
-from syvain_metrics.pipeline.spooler import Spooler
 from syvain_metrics.pipeline.state import REJECTED_KEPT, Backlog, Mark, Settled, held_here
 
 if TYPE_CHECKING:
@@ -66,7 +67,7 @@ logger = logging.getLogger("syvain_metrics")
 __all__ = ["Backlog", "Sender", "Settled"]
 
 
-class Sender(Spooler):
+class Sender(Controlling):
     """Batches, spools and delivers one session's ``log()`` events (see the module docstring).
 
     Created by the session on the first ``log()``; a forked child gets a new one.
@@ -200,7 +201,9 @@ class Sender(Spooler):
         with self._lock:
             if self.stopped:
                 return self._answer_now(None, True)
+        deadline = None if timeout is None else time.monotonic() + timeout
         settled = self.wait(None, timeout)
+        self._drain_controls(deadline)  # a run's final status follows its events
         with self._lock:
             self.stopped = True  # from here on log() raises, and wait() answers at once
         self._stop.set()
@@ -305,7 +308,7 @@ class Sender(Spooler):
                 batch = Batch(batch.experiment_id, batch.chunks, first=batch.first)
         outcome = Outcome()
         if batch.chunks:
-            outcome = deliver(self._uplink, batch, wait=self._stop.wait)
+            outcome = self._deliver_addressed(batch)
         outcome.rejected.extend(unreadable)
         return outcome
 
@@ -331,9 +334,10 @@ class Sender(Spooler):
                 refusal.event.get("step"),
                 refusal.message,
             )
-        if keep and on_disk:
+        parked = outcome.parked and on_disk  # offline: in the spool on purpose, nothing to say
+        if keep and on_disk and not parked:
             logger.warning("syvain_metrics: kept %s for `syvain-metrics sync`", batch.path)
-        elif keep:
+        elif keep and not parked:
             logger.warning(
                 "syvain_metrics: %d log() events of experiment %s were not kept for "
                 "`syvain-metrics sync`: no spool file holds them",

@@ -7,6 +7,8 @@ Each session, in each process, owns one directory::
         lock             held (flock) for as long as the owning process lives
         b-000000001.jsonl  one batch: a header line {"experiment_id": ..., "format": 2}, then
         b-000000002.jsonl  one JSON array of events per line, appended while the batch fills
+        c-000000003.json   a control record (a creation, status change or annotation waiting
+                           with the events; numbered in the same sequence as the batches)
         children/<pid>-<random>/   the spools of sessions used in forked children
         damaged/           batches ``sync`` could not read whole, set aside with the reason
 
@@ -61,6 +63,9 @@ except ImportError:  # pragma: no cover - no flock (Windows): spools never count
     _LOCK_NOW = 0
 
 BATCH_GLOB = "b-*.jsonl"
+CONTROL_GLOB = "c-*.json"
+"""Control records (:mod:`~syvain_metrics.pipeline.control`): creations, status changes and
+annotations waiting with the events."""
 CHILDREN = "children"
 DAMAGED = "damaged"
 FORMAT = 2
@@ -256,8 +261,9 @@ class Spool:
 
 
 def _remove_if_empty(directory: Path) -> None:
-    """Remove a spool directory that holds no batch, no child spool, no damaged batch."""
-    if any(directory.glob(BATCH_GLOB)):
+    """Remove a spool directory that holds no batch, no control record, no child spool, no
+    damaged batch."""
+    if any(directory.glob(BATCH_GLOB)) or any(directory.glob(CONTROL_GLOB)):
         return
     for kept in (directory / CHILDREN, directory / DAMAGED):
         if kept.is_dir() and any(kept.iterdir()):
@@ -366,7 +372,8 @@ def claim_leftovers(root: Path, *, skipped: Skipped | None = None) -> Iterator[L
 
 
 def count_leftovers(root: Path) -> tuple[int, int]:
-    """``(spools, batch files)`` left by dead processes under ``root``, without claiming them.
+    """``(spools, files)`` left by dead processes under ``root``, without claiming them: batch
+    files and control records (a status or a creation still to apply).
 
     Example:
         >>> count_leftovers(Path("/nonexistent"))
@@ -374,9 +381,10 @@ def count_leftovers(root: Path) -> tuple[int, int]:
     """
     spools = files = 0
     for leftover in claim_leftovers(root):
-        if leftover.batch_files:
+        waiting = len(leftover.batch_files) + sum(1 for _ in leftover.directory.glob(CONTROL_GLOB))
+        if waiting:
             spools += 1
-            files += len(leftover.batch_files)
+            files += waiting
         # Released without removal: an empty one is tidied by sync, not by a lookup.
         os.close(leftover._lock_fd)
     return spools, files

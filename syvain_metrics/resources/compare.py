@@ -22,7 +22,8 @@ from syvain_metrics.contract.schemas.metric_query import (
     series_param,
 )
 from syvain_metrics.contract.schemas.options import check_flag, check_page_size
-from syvain_metrics.errors import MetricsValidationError
+from syvain_metrics.errors import ExperimentNotCreatedError, MetricsValidationError
+from syvain_metrics.pipeline.control import is_pending_id
 from syvain_metrics.resources.metric import (
     MetricRows,
     iter_rows,
@@ -99,6 +100,12 @@ def _compare_read(
     if not all(isinstance(s, Series) for s in items):
         raise MetricsValidationError({"series": ["Each item must be an sm.Series."]})
     loaded = load_request(CompareSeriesList(), {"series": [s._wire() for s in items]})
+    if any(is_pending_id(s["experiment_id"]) for s in loaded["series"]):
+        # A placeholder never reaches the wire.
+        raise ExperimentNotCreatedError(
+            "A series names an experiment that is not created yet (its creation waits in "
+            "the spool): compare it once the service has created it."
+        )
     schema = CompareQuery()
     values = options.values()
     query = load_request(schema, {key: values[key] for key in schema.fields})

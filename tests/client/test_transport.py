@@ -503,8 +503,7 @@ def test_sync_keeps_a_batch_that_fails_below_the_transport(
     metrics_server.faults.fail_next("ingest_metrics", times=10**6, status=503)
     for step in range(10):
         exp.log("loss", 1.0, step=step)
-    with pytest.raises(sm.FlushError):
-        session.close()  # an outage: the events stay in the spool
+    session.close()  # an outage: the events stay in the spool (said, not raised)
     metrics_server.faults.clear()
 
     def urlopen(self: Any, *args: Any, **kwargs: Any) -> Any:

@@ -249,17 +249,16 @@ def test_an_experiment_that_is_gone_rejects_its_events_without_blocking_others(
     assert load_batch(kept).experiment_id == "no-such-experiment"
 
 
-def test_close_raises_what_it_could_not_confirm_after_releasing_everything(
-    server: LocalServer, spool_root: Path
+def test_close_says_what_waits_safely_in_the_spool_without_raising(
+    server: LocalServer, spool_root: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     session = open_session(server, spool_root, flush_timeout=0.3)
     exp = sm.Experiment.create("closing", session=session)
     server.faults.fail_next("ingest_metrics", times=10_000, status=503)
     exp.log("loss", 1.0, step=0)
-    with pytest.raises(FlushError) as caught:
-        session.close()
-    assert caught.value.pending == 1
-    assert caught.value.spool_dir == session.spool_dir
+    session.close()  # safe on disk, only not acknowledged yet: nothing is lost, nothing raised
+    (told,) = [r.getMessage() for r in caplog.records if "wait in the spool" in r.getMessage()]
+    assert f"1 log() events wait in the spool {session.spool_dir}" in told
     assert session.closed
     with pytest.raises(sm.MetricsApiError, match="closed"):
         exp.log("loss", 1.0, step=1)

@@ -20,15 +20,18 @@ from syvain_metrics.contract.schemas.annotation import (
 )
 from syvain_metrics.contract.schemas.base import load_request
 from syvain_metrics.resources.annotation import Annotation, AnnotationList
-from syvain_metrics.resources.experiment.base import ExperimentBase
+from syvain_metrics.resources.experiment.deferred import DeferredCalls
 from syvain_metrics.resources.lists import read_created
 
 
-class Annotating(ExperimentBase):
+class Annotating(DeferredCalls):
     """The annotating operations of an experiment."""
 
     def annotate(self, text: str, *, metadata: Mapping[str, Any] | None = None) -> Annotation:
-        """Pin a note to the experiment (sent with its ingestion token).
+        """Pin a note to the experiment (sent with its ingestion token). For a run not created
+        yet, in offline mode, or while earlier calls about the run wait in the spool, the note
+        waits there too (behind the events logged before it); the annotation returned then
+        has a placeholder id.
 
         Example:
             >>> exp.annotate("Checkpoint saved", metadata={"path": "ckpt/99.pt"})  # doctest: +SKIP
@@ -38,6 +41,8 @@ class Annotating(ExperimentBase):
             AnnotationCreateRequest(),
             {"annotation": text, "metadata": {} if metadata is None else metadata},
         )
+        if self._defers_calls():
+            return self._annotation_later(body)
         bound = self._bind()
         data = bound.call(operations.CREATE_ANNOTATION, self.id, body=body)
         self._update(data["experiment"])

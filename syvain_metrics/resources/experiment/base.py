@@ -14,11 +14,15 @@ Example:
 from __future__ import annotations
 
 import html
-from typing import Any
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 from syvain_metrics.resources.base import Resource, ms_time, wire
 from syvain_metrics.resources.folder import Folder
 from syvain_metrics.tables.display import flatten
+
+if TYPE_CHECKING:
+    from syvain_metrics.client.session import Session
 
 _TRAILING = ("id",)
 """Columns after the metadata ones in a runs table (a metadata key of that name is
@@ -50,12 +54,21 @@ class ExperimentBase(Resource):
     done_at_ms = wire["int | None"]()
     last_heartbeat_at_ms = wire["int | None"]()
     last_event_at_ms = wire["int | None"]()
+    _log_id: str
+    """The id this run's ``log()`` events, waits and control records carry in its session:
+    the placeholder of a run created while the service could not be reached (for the
+    session's whole life: its earlier events carry it), else its id. A plain attribute:
+    ``log()`` reads it on every call."""
     created_at = ms_time("created_at_ms")
     updated_at = ms_time("updated_at_ms")
     started_at = ms_time("started_at_ms")
     done_at = ms_time("done_at_ms")
     last_heartbeat_at = ms_time("last_heartbeat_at_ms")
     last_event_at = ms_time("last_event_at_ms")
+
+    def __init__(self, data: Mapping[str, Any], *, session: Session | None) -> None:
+        super().__init__(data, session=session)
+        self._log_id = self._data.get("id", "")
 
     @property
     def url(self) -> str:
@@ -120,4 +133,4 @@ class ExperimentBase(Resource):
         """Before a read: wait (up to the session's ``timeout``) for this experiment's pending
         ``log()`` events, so the read sees what was logged before it."""
         session = self._bind()
-        session.logs.settle([self.id], session.timeout)
+        session.logs.settle([self._log_id], session.timeout)

@@ -21,7 +21,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from syvain_metrics.client.registry import get_session
-from syvain_metrics.client.session import Session
+from syvain_metrics.client.session import Session, spooled_safely
 from syvain_metrics.context.creation import creation_metadata
 from syvain_metrics.contract import operations
 from syvain_metrics.contract.limits import (
@@ -39,7 +39,7 @@ from syvain_metrics.contract.schemas.experiment import (
     StatusUpdateRequest,
 )
 from syvain_metrics.contract.schemas.options import check_flag
-from syvain_metrics.errors import FlushError, MetricsApiRequestError, MetricsValidationError
+from syvain_metrics.errors import FlushError, MetricsValidationError
 from syvain_metrics.resources.experiment.annotations import Annotating
 from syvain_metrics.resources.experiment.catalog import Cataloging
 from syvain_metrics.resources.experiment.deferred import DeferredCalls
@@ -55,7 +55,7 @@ from syvain_metrics.resources.experiment_list import (
     selected,
     summarize,
 )
-from syvain_metrics.resources.folder import Folder, folder_id_of, is_conflict
+from syvain_metrics.resources.folder import Folder, folder_id_of
 from syvain_metrics.resources.lists import read_created
 
 if TYPE_CHECKING:
@@ -204,6 +204,7 @@ class Experiment(
         exist_ok: bool = False,
         config: object = None,
         capture_environment: bool | None = None,
+        defer: bool = True,
         session: Session | None = None,
     ) -> Experiment:
         """Create an experiment. ``folder`` is a ``Folder``, an id, or ``None`` for the root;
@@ -222,6 +223,15 @@ class Experiment(
         Python, SDK and imported frameworks' versions, and GPUs: ``capture_environment=False``
         (or ``SYVAIN_METRICS_CAPTURE_ENV=0``) leaves it out.
 
+        When the service cannot be reached (no connection, timeouts, 5xx after the
+        retries), or the session is offline, the creation waits in the spool and the run is
+        returned at once (``defer=False`` raises instead): ``log()``, ``run()`` and status
+        changes work, and the session's sender creates the run when the service answers
+        (``syvain-metrics sync`` after the process ended), then sends its events. Until
+        then ``exp.id`` is a placeholder (``pending-...``) and reads raise
+        :class:`~syvain_metrics.ExperimentNotCreatedError`. Without ``exist_ok``, a slug
+        found taken then is reported as a failure of that run (its events stay in the spool).
+
         Example:
             >>> sm.Experiment.create("mamba-run-001", description="Baseline",
             ...                      metadata={"model": "mamba"}, folder=sub)  # doctest: +SKIP
@@ -239,16 +249,8 @@ class Experiment(
         if folder is not UNSET:
             fields["folder_id"] = folder_id_of(folder)
         body = load_request(ExperimentCreateRequest(), fields)
-        try:
-            data = bound.call(operations.CREATE_EXPERIMENT, body=body)
-        except MetricsApiRequestError as error:
-            if not (exist_ok and is_conflict(error)):
-                raise
-            existing = cls.list(slug=slug, limit=1, session=bound)
-            if not existing:
-                raise
-            return existing[0]
-        return cls._from_wire(data["experiment"], bound)
+        check_flag("defer", defer)
+        return cls._create_call(bound, body, exist_ok=exist_ok, defer=defer)
 
     @classmethod
     def get(cls, experiment_id: str, *, session: Session | None = None) -> Experiment:
@@ -307,7 +309,10 @@ class Experiment(
         timestamp_ms: int | dt.datetime | None = None,
     ) -> Experiment:
         """Move to ``running``, ``done`` or ``error`` (with ``error`` details), optionally at a
-        given time.
+        given time. When the service cannot be reached (after the retries), for a run not
+        created yet, in offline mode, or while earlier changes of the run wait in the spool,
+        the change waits there too (with the time it happened), applied by the session's
+        sender or ``syvain-metrics sync``, and this object shows it at once.
 
         Example:
             >>> exp.set_status("error", error={"name": "ValueError", "detail": "loss is NaN"})  # doctest: +SKIP
@@ -320,8 +325,7 @@ class Experiment(
         if timestamp_ms is not None:
             fields["timestamp_ms"] = timestamp_ms
         body = load_request(StatusUpdateRequest(), fields)
-        bound = self._bind()
-        return self._apply(bound.call(operations.UPDATE_EXPERIMENT_STATUS, self.id, body=body))
+        return self._status_now_or_later(body)
 
     def start(self) -> Experiment:
         """Mark the experiment ``running``.
@@ -374,10 +378,19 @@ class Experiment(
 
         ``system_metrics=True`` samples CPU, memory and GPUs every 10 s while the block runs
         (a number: every that many seconds; see :meth:`start_system_metrics`).
+        The status changes never fail the job for the service's sake: when the service
+        cannot take them now (or the run is not created yet), they wait in the spool with
+        the time they happened, applied by the session's sender or by ``syvain-metrics
+        sync``. When the wait ends with events safe in the spool but not acknowledged yet (a
+        slow or absent service), the run is not marked ``error`` and nothing is raised:
+        ``done`` follows the events, never overtaking them (an ``error`` is recorded at once
+        when the service takes it). When events were
+        rejected, or are held in memory only (no spool), the run is marked ``error`` and
+        :class:`~syvain_metrics.FlushError` is raised on a clean exit.
 
-        If events could not all be stored on a clean exit, the run is marked ``error`` and
-        :class:`~syvain_metrics.FlushError` is raised (pending events stay spooled and keep
-        being retried).
+        Ctrl-C (``KeyboardInterrupt``) ends like SIGTERM: the wait for events, and the
+        interpreter's exit after it, take at most 10 s in all; the ``error`` status
+        ("KeyboardInterrupt") waits in the spool when it cannot be applied by then.
 
         Example:
             >>> with exp.run():                        # doctest: +SKIP
@@ -388,7 +401,7 @@ class Experiment(
         wait = self._bind().flush_timeout if flush_timeout is None else flush_timeout
         sampler = self._system_sampler(system_metrics)  # refused before the run starts
         if resume_from is None:
-            self.start()
+            self._record_status("running", None, after_events=False, strict=True)
         else:
             self.resume(resume_from)
         guard = SigtermGuard.install()
@@ -411,11 +424,17 @@ class Experiment(
 
     def _end_run(self, error: BaseException | None, guard: SigtermGuard, wait: float) -> None:
         clean = error is None or _clean_exit(error)
+        if isinstance(error, KeyboardInterrupt):
+            wait = self._interrupted_wait(wait)
         flush_error: Exception | None = None
         try:
             self._flush_ending(wait, guard)
         except Exception as exc:  # FlushError, or a session closed under the block
             flush_error = exc
+        except KeyboardInterrupt as again:  # Ctrl-C while waiting: stop waiting at once
+            self._bind().logs.exit_deadline = time.monotonic()
+            self._record_status("error", _error_payload(again), after_events=True, strict=False)
+            raise
         if guard.signalled_at is not None:
             # Whatever is left is spooled: closing and exiting need not wait any longer.
             self._bind().logs.exit_deadline = guard.cut(float("inf"))
@@ -425,12 +444,23 @@ class Experiment(
             )
         elif not clean:
             self._record_failure(error, flush_error)
+        elif isinstance(flush_error, FlushError) and spooled_safely(flush_error):
+            # Safe on disk, only not acknowledged yet: the job succeeded; "done" follows them.
+            logger.warning(
+                "syvain_metrics: %d log() events of %s are not acknowledged yet; they wait in "
+                "the spool %s and the status 'done' follows them (sent by this process while "
+                "it runs, or by `syvain-metrics sync`)",
+                flush_error.pending,
+                self.slug,
+                flush_error.spool_dir,
+            )
+            self._record_status("done", None, after_events=True, strict=False)
         elif flush_error is not None:
             # Not done while metrics are missing: mark the run failed; they stay spooled.
             self._record_failure(flush_error, None)
             raise flush_error
         else:
-            self.finish()
+            self._record_status("done", None, after_events=False, strict=False)
 
     def _flush_ending(self, wait: float, guard: SigtermGuard) -> None:
         """Flush within ``wait`` seconds, in short slices so that a SIGTERM arriving meanwhile
@@ -460,10 +490,16 @@ class Experiment(
     ) -> None:
         if flush_error is not None:
             logger.warning("could not flush log() events of %s: %s", self.slug, flush_error)
-        try:
-            self.fail(reason)
-        except Exception as status_error:
-            logger.warning("could not mark %s as error: %s", self.slug, status_error)
+        # Recorded at once when the service takes it (a failed job shows so without delay);
+        # with events still on their way, one try only: when it cannot, it waits in the spool.
+        struggling = isinstance(flush_error, FlushError) and flush_error.pending > 0
+        self._record_status(
+            "error",
+            _error_payload(reason),
+            after_events=False,
+            strict=False,
+            attempts=1 if struggling else None,
+        )
 
     def move(self, folder: Folder | str | None) -> Experiment:
         """Move into ``folder`` (a ``Folder``, an id, or ``None`` for the root).

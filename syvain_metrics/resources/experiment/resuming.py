@@ -97,7 +97,5 @@ class Resuming(Annotating):
 
     def _record_resume(self, step: int) -> None:
         text, metadata = resume_text(step), {RESUMED_KEY: step, "step": step}
-        try:
-            self.annotate(text, metadata=metadata)
-        except Exception as error:  # the job goes on; the reads do not need the annotation
-            logger.warning("could not record %r on %s: %s", text, self.slug, error)
+        # Never blocks nor raises: it follows the run's earlier events through the spool.
+        self._annotate_later(text, metadata)

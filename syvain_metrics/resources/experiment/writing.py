@@ -285,7 +285,9 @@ class MetricWriting(DeferredCalls):
             # The time of the call, not of delivery, which may come much later after an outage.
             timestamp_ms = time.time_ns() // 1_000_000
         if is_plain_metric(event_id, name, number, index, metadata, timestamp_ms):
-            sender.put(queued_event(self.id, event_id, name, number, index, metadata, timestamp_ms))
+            sender.put(
+                queued_event(self._log_id, event_id, name, number, index, metadata, timestamp_ms)
+            )
             return
         fields: dict[str, Any] = {"client_event_id": event_id, "name": name, "value": number}
         fields["step"] = index
@@ -306,7 +308,7 @@ class MetricWriting(DeferredCalls):
         (event,) = self._prepare([fields])
         sender.put(
             queued_event(
-                self.id,
+                self._log_id,
                 event_id,
                 event["name"],
                 event["value"],
@@ -376,14 +378,16 @@ class MetricWriting(DeferredCalls):
         ids = sender.ids
         for metric, number in numbers:
             sender.put(
-                queued_event(self.id, ids.next_id(), metric, number, step, shared, timestamp_ms)
+                queued_event(
+                    self._log_id, ids.next_id(), metric, number, step, shared, timestamp_ms
+                )
             )
         told = [self._skip_non_finite(metric, kind, step) for metric, kind in non_finite]
         told += [
             f"syvain_metrics: log() skipped {metric!r} of run {self._label!r}: "
             f"{_kind_of(raw)} is not a number (told once per name per run)"
             for metric, raw in non_numeric
-            if session.logs.skipped.first_warning(self.id, metric)
+            if session.logs.skipped.first_warning(self._log_id, metric)
         ]
         for message in told:
             if message is not None:
@@ -410,7 +414,7 @@ class MetricWriting(DeferredCalls):
         returned, for the caller to give once everything else is done (a warning may raise
         where warnings are errors, ``-W error``)."""
         label = self._label
-        if not self._bind().logs.skipped.count_non_finite(self.id, name, label=label):
+        if not self._bind().logs.skipped.count_non_finite(self._log_id, name, label=label):
             return None
         where = "(logged without a step)" if step is None else f"at step {step:,}"
         text = f"{name} became {kind} {where}"
@@ -434,7 +438,7 @@ class MetricWriting(DeferredCalls):
             >>> exp.non_finite  # doctest: +SKIP
             {'loss': 1}
         """
-        return self._bind().logs.skipped.non_finite(self.id)
+        return self._bind().logs.skipped.non_finite(self._log_id)
 
     def flush(self, timeout: float | None = None) -> int:
         """Wait until every ``log()`` event of this experiment logged so far (from any thread)
@@ -454,8 +458,8 @@ class MetricWriting(DeferredCalls):
             100
         """
         logs = self._bind().logs
-        settled = logs.wait([self.id], timeout)
-        error = logs.incomplete(settled, [self.id])
+        settled = logs.wait([self._log_id], timeout)
+        error = logs.incomplete(settled, [self._log_id])
         if error is not None:
             raise error
         return 0 if settled is None else settled.stored
@@ -468,4 +472,4 @@ class MetricWriting(DeferredCalls):
             >>> exp.pending_logs  # doctest: +SKIP
             0
         """
-        return self._bind().logs.pending(self.id)
+        return self._bind().logs.pending(self._log_id)

@@ -1,0 +1,335 @@
+"""The sender's side of control records (:mod:`~syvain_metrics.pipeline.control`): placing
+them behind the events logged before them, keeping them in the spool, and applying them.
+
+- ``put_control()`` (any thread, never blocks nor raises) queues a record behind the
+  ``log()`` events already queued, like a wait's mark.
+- The spooler thread, on reaching it, seals the experiment's open batch, notes how many of
+  the experiment's events come before it (its *goal*) and writes it to the spool.
+- The *control* thread (started with the first record, not in offline mode) applies each
+  record once its goal is reached and the records of its experiment made before it are
+  applied, retrying what may succeed later with the delivery's policy, for as long as the
+  process lives; a record applied is removed from the spool (a creation is kept, with its
+  real id, while events of the run may still wait in the spool).
+- Delivery asks :meth:`Controlling._deliver_addressed` to send a batch: the batch of a run
+  whose creation waits is held until the service created the run, then sent to its real id
+  (with its events' original ids); in offline mode a batch is *parked*: left in the spool,
+  unsent, for ``syvain-metrics sync``.
+
+Example:
+    >>> class Sender(Controlling): ...  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from dataclasses import replace
+from typing import Any
+
+from syvain_metrics.errors import MetricsApiError, MetricsApiRequestError, RejectedEvent
+from syvain_metrics.pipeline.batch import Batch
+from syvain_metrics.pipeline.control import (
+    ControlRecord,
+    batches_of,
+    is_pending_id,
+    rewrite_record,
+    write_record,
+)
+from syvain_metrics.pipeline.delivery import KEEP_STATUSES, Outcome, deliver
+from syvain_metrics.pipeline.spooler import Spooler
+
+logger = logging.getLogger("syvain_metrics")
+
+_IDLE_LOOK = 0.5
+"""Seconds between two looks of the control thread when nothing woke it."""
+
+_NOT_HERE = "-"
+"""What :meth:`Controlling._await_creation` answers for a run created by another process."""
+
+
+class Controlling(Spooler):
+    """Control records in a sender (see the module docstring)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._controls: list[ControlRecord] = []  # placed, not applied yet, in order
+        # Put and not applied yet, placed or not (appended without a lock: log() may put).
+        self._unapplied: list[ControlRecord] = []
+        self._resolved: dict[str, str] = {}  # placeholder -> the real id
+        self._refused_creates: dict[str, RejectedEvent] = {}  # placeholder -> why, for good
+        self._creates: dict[str, ControlRecord] = {}  # placeholder -> its creation record
+        self._control_wake = threading.Event()
+        self._control_thread: threading.Thread | None = None
+        self.parked = 0
+
+    # -- any thread ----------------------------------------------------------------------
+
+    def put_control(self, record: ControlRecord) -> bool:
+        """Queue ``record`` behind the events queued so far; False (and nothing done) once
+        the sender has stopped. Never blocks, never raises."""
+        if self.stopped:
+            return False
+        self._unapplied.append(record)
+        self._queue.append(record)  # the spooler's next pass (within 0.2 s) places it
+        return True
+
+    def controls_pending(self, experiment_id: str | None = None) -> int:
+        """Control records (of ``experiment_id``, or all) not applied yet, queued included.
+
+        Example:
+            >>> session.logs.sender.controls_pending()  # doctest: +SKIP
+            0
+        """
+        return sum(
+            1
+            for record in list(self._unapplied)
+            if experiment_id is None or record.experiment_id == experiment_id
+        )
+
+    def resolved_id(self, experiment_id: str) -> str | None:
+        """The real id of a run created by a record (``None`` while it waits)."""
+        return self._resolved.get(experiment_id)
+
+    # -- the spooler thread ----------------------------------------------------------------
+
+    def _place(self, item: Any) -> None:
+        if isinstance(item, ControlRecord):
+            self._place_control(item)
+        else:
+            super()._place(item)
+
+    def _place_control(self, record: ControlRecord) -> None:
+        key = record.experiment_id
+        box = self._outboxes.get(key)
+        if box is not None and box.open_count:
+            self._seal(key, box)  # its events go before it, in a batch numbered before it
+        record.goal = 0 if box is None else box.collected
+        spool = self.spool
+        if spool is not None and self._health.writing:
+            try:
+                write_record(spool.directory, next(self._numbers), record)
+            except OSError as error:
+                logger.warning(
+                    "syvain_metrics: the %s could not be written to the spool (%s); it is "
+                    "held in memory only",
+                    record.describe(),
+                    error,
+                )
+        with self._changed:
+            self._controls.append(record)
+            if record.kind == "create":
+                self._creates[key] = record
+            self._changed.notify_all()
+        if not self._uplink.offline and self._uplink.control is not None:
+            self._start_control_thread()
+        self._control_wake.set()
+
+    def _check_marks(self) -> None:
+        super()._check_marks()
+        if self._controls:
+            self._control_wake.set()  # an answer may have reached a record's goal
+
+    # -- the control thread ----------------------------------------------------------------
+
+    def _start_control_thread(self) -> None:
+        if self._control_thread is None:
+            self._control_thread = threading.Thread(
+                target=self._control_loop, name="syvain-metrics-control", daemon=True
+            )
+            self._control_thread.start()
+
+    def _control_loop(self) -> None:
+        while not self._stop.is_set():
+            record = self._next_due()
+            if record is None:
+                self._control_wake.wait(_IDLE_LOOK)
+                self._control_wake.clear()
+                continue
+            try:
+                self._apply(record)
+            except Exception:  # pragma: no cover - the loop must outlive any surprise
+                logger.exception("syvain_metrics: applying a %s failed", record.describe())
+                self._stop.wait(_IDLE_LOOK)
+
+    def _next_due(self) -> ControlRecord | None:
+        """The first record that may be applied now: its creation is done, the records of its
+        experiment before it are applied, and its events have their answers."""
+        with self._lock:
+            blocked: set[str] = set()
+            for record in self._controls:
+                key = record.experiment_id
+                if key in blocked:
+                    continue
+                blocked.add(key)  # later records of this run wait for this one
+                if record.kind == "create":
+                    return record
+                if is_pending_id(key) and key not in self._resolved:
+                    continue  # its run is not created (yet, or here): it waits
+                box = self._outboxes.get(key)
+                if box is None or box.done >= record.goal:
+                    return record
+        return None
+
+    def _apply(self, record: ControlRecord) -> None:
+        control = self._uplink.control
+        assert control is not None  # the thread starts only with one
+        target = None if record.kind == "create" else self._resolved.get(record.experiment_id)
+        if target is None and record.kind != "create":
+            target = record.experiment_id
+        failures = 0
+        while True:
+            try:
+                data = control(record, target)
+                break
+            except MetricsApiRequestError as error:
+                if not error.retryable:
+                    self._refused(record, error.status_code, str(error))
+                    return
+                pause = self._uplink.policy.delivery_wait(failures, error.retry_after)
+                reason: Exception = error
+            except MetricsApiError as error:  # a broken answer: the contract says retry
+                pause = self._uplink.policy.delivery_wait(failures)
+                reason = error
+            except Exception as error:  # the HTTP libraries failing: not worth a tight loop
+                pause = max(self._uplink.policy.delivery_wait(failures), 1.0)
+                reason = error
+            failures += 1
+            if failures in (1, 10) or failures % 100 == 0:
+                logger.warning(
+                    "syvain_metrics: the %s is not applied yet (try %d, next in %.1f s): %s",
+                    record.describe(),
+                    failures,
+                    pause,
+                    reason,
+                )
+            if self._stop.wait(pause):
+                return  # stays in the spool for `syvain-metrics sync`
+        self._applied(record, data)
+
+    def _applied(self, record: ControlRecord, data: dict[str, Any]) -> None:
+        if record.kind == "create":
+            real = str(data["id"])
+            record.resolved_id = real
+            if record.path is not None:
+                try:  # kept, with its real id, while events of the run may wait in the spool
+                    rewrite_record(record.path, record)
+                except OSError as error:
+                    logger.warning("syvain_metrics: cannot update %s: %s", record.path, error)
+            with self._changed:
+                self._resolved[record.experiment_id] = real
+        elif record.path is not None:
+            with contextlib.suppress(FileNotFoundError):
+                record.path.unlink()
+        with self._changed:
+            self._controls.remove(record)
+            self._unapplied.remove(record)
+            self._changed.notify_all()
+        self._tell(record, data)
+        self._control_wake.set()
+
+    def _refused(self, record: ControlRecord, status: int | None, message: str) -> None:
+        """A record the service refused for good: reported, and left in the spool when the
+        refusal is about the run or the credentials (a later ``sync`` may succeed)."""
+        logger.warning("syvain_metrics: the service refused the %s: %s", record.describe(), message)
+        keep = status in KEEP_STATUSES or record.kind == "create"
+        if record.path is not None and not keep:
+            with contextlib.suppress(OSError):
+                record.path.unlink()
+        with self._changed:
+            dropped = [record]
+            if record.kind == "create":
+                self._refused_creates[record.experiment_id] = RejectedEvent(
+                    {}, f"the run could not be created: {message}", status
+                )
+                # The run's other records cannot be applied here: left in the spool for sync.
+                dropped = [r for r in self._controls if r.experiment_id == record.experiment_id]
+            for gone in dropped:
+                self._controls.remove(gone)
+                self._unapplied.remove(gone)
+            self._changed.notify_all()
+        self._control_wake.set()
+
+    @staticmethod
+    def _tell(record: ControlRecord, data: dict[str, Any]) -> None:
+        if record.on_applied is None:
+            return
+        try:
+            record.on_applied(data)
+        except Exception:  # pragma: no cover - a callback must not stop the thread
+            logger.exception("syvain_metrics: updating the experiment after its %s", record.kind)
+
+    # -- delivery ----------------------------------------------------------------------------
+
+    def _deliver_addressed(self, batch: Batch) -> Outcome:
+        """Send ``batch`` (called by the delivery): parked in offline mode; to the real id
+        once the run of a placeholder is created."""
+        if self._uplink.offline:
+            with self._lock:
+                self.parked += batch.count
+            return Outcome(keep=True, parked=True)
+        key = batch.experiment_id
+        if is_pending_id(key):
+            real = self._await_creation(key)
+            if real is None:
+                return Outcome(finished=False)  # stopping: the batch stays in the spool
+            if real is _NOT_HERE:
+                return Outcome(keep=True, parked=True)
+            if isinstance(real, RejectedEvent):
+                refusal = real
+                return Outcome(
+                    rejected=[replace(refusal, event=event) for event in batch.events()],
+                    keep=True,
+                )
+            batch = replace(batch, experiment_id=real)  # same body, same Idempotency-Key
+        return deliver(self._uplink, batch, wait=self._stop.wait)
+
+    def _await_creation(self, key: str) -> str | RejectedEvent | None:
+        with self._changed:
+            while not self._stop.is_set():
+                real = self._resolved.get(key)
+                if real is not None:
+                    return real
+                refused = self._refused_creates.get(key)
+                if refused is not None:
+                    return refused
+                if key not in self._creates:
+                    return _NOT_HERE  # a forked child's: its parent or `sync` creates the run
+                self._changed.wait(_IDLE_LOOK)
+        return None
+
+    # -- closing -------------------------------------------------------------------------------
+
+    def _live_controls(self) -> bool:
+        """Whether some record may still be applied here (lock held): not one of a run
+        created by another process (a forked child's records of its parent's run)."""
+        return any(
+            not is_pending_id(r.experiment_id) or r.experiment_id in self._creates
+            for r in self._controls
+        )
+
+    def _drain_controls(self, deadline: float | None) -> None:
+        """While closing: give the records until ``deadline`` (monotonic; ``None``: no limit)
+        to be applied; what is left stays in the spool for ``syvain-metrics sync``. Then drop
+        the creations whose runs have nothing left in this process's spool."""
+        if not self._uplink.offline and self._control_thread is not None:
+            with self._changed:
+                while self._live_controls() and not self._stop.is_set():
+                    remaining = None if deadline is None else deadline - time.monotonic()
+                    if remaining is not None and remaining <= 0:
+                        break
+                    self._changed.wait(_IDLE_LOOK if remaining is None else min(remaining, 0.2))
+        with self._lock:
+            resolved = [
+                record
+                for key, record in self._creates.items()
+                if key in self._resolved
+                and record.path is not None
+                and not any(r.experiment_id == key for r in self._controls)
+            ]
+        for record in resolved:
+            path = record.path
+            if path is not None and not batches_of(path.parent, record.experiment_id):
+                with contextlib.suppress(OSError):
+                    path.unlink()  # nothing of the run waits in the spool any more
