@@ -177,12 +177,16 @@ class ControlRecord:
         Example:
             >>> ControlRecord.status("e", "done", None, timestamp_ms=1).describe()
             "status 'done' of experiment e"
+            >>> ControlRecord.annotation("e", "loss became NaN at step 7", {}).describe()
+            "annotation 'loss became NaN at step 7' of experiment e"
         """
         if self.kind == "create":
             return f"creation of experiment {self.slug!r}"
         if self.kind == "status":
             return f"status {self.body.get('status')!r} of experiment {self.experiment_id}"
-        return f"annotation of experiment {self.experiment_id}"
+        text = str(self.body.get("annotation", ""))
+        shown = text if len(text) <= 80 else text[:77] + "..."
+        return f"annotation {shown!r} of experiment {self.experiment_id}"
 
     def to_line(self) -> bytes:
         """The record as a spool line: its CRC-32, a space, its JSON."""

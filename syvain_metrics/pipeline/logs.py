@@ -31,6 +31,9 @@ from syvain_metrics.pipeline.spool import CHILDREN, count_leftovers, new_spool_n
 
 logger = logging.getLogger("syvain_metrics")
 
+_CONTROL_POLL = 0.01
+"""How often a read waiting for a run's control records looks again (seconds)."""
+
 INTERRUPT_FLUSH_SECONDS = 9.0
 """The longest the end of a run, or the interpreter's exit, waits for pending events after
 Ctrl-C: the exit that follows (stopping the sender's threads takes up to 1 s) stays within
@@ -128,18 +131,34 @@ class SessionLogs:
         return sender.wait(experiment_ids, timeout)
 
     def settle(self, experiment_ids: Iterable[str], timeout: float) -> None:
-        """Before a read: wait up to ``timeout`` for these experiments' pending events, so a
-        read sees what was logged before it. Never raises; a wait that runs out is logged."""
+        """Before a read: wait up to ``timeout`` for these experiments' pending events, then
+        their control records (annotations, status changes), so a read sees what was logged
+        before it. Never raises; a wait that runs out is logged."""
         sender = self._sender
-        if sender is None or sender.idle():
+        if sender is None:
             return
-        settled = sender.wait(list(experiment_ids), timeout, take_rejections=False, adopt=False)
-        if settled.timed_out:
+        targets = list(experiment_ids)
+        deadline = time.monotonic() + timeout
+        if not sender.idle():
+            settled = sender.wait(targets, timeout, take_rejections=False, adopt=False)
+            if settled.timed_out:
+                logger.warning(
+                    "syvain_metrics: reading while %d log() events are still on their way "
+                    "(waited %.1f s); the answer may miss them",
+                    settled.pending,
+                    timeout,
+                )
+                return
+        # Then the run's annotations and status changes queued behind those events.
+        waiting = sum(sender.controls_pending(target) for target in targets)
+        while waiting and time.monotonic() < deadline and not sender.stopped:
+            time.sleep(_CONTROL_POLL)
+            waiting = sum(sender.controls_pending(target) for target in targets)
+        if waiting:
             logger.warning(
-                "syvain_metrics: reading while %d log() events are still on their way "
-                "(waited %.1f s); the answer may miss them",
-                settled.pending,
-                timeout,
+                "syvain_metrics: reading while %d annotation(s) or status change(s) of the "
+                "run are still on their way; the answer may miss them",
+                waiting,
             )
 
     def incomplete(

@@ -357,5 +357,5 @@ def test_a_failed_annotation_never_stops_the_job(
     metrics_server.faults.fail_next("create_annotation", status=400)
     with caplog.at_level(logging.WARNING, logger="syvain_metrics"):
         assert exp.resume(7).status == "running"
-    assert "could not record 'resumed from step 7'" in caplog.text
-    assert list(exp.annotations()) == []
+        assert list(exp.annotations()) == []  # the refusal was answered, and nothing stored
+    assert "resumed from step 7" in caplog.text

@@ -55,13 +55,15 @@ class Annotating(DeferredCalls):
         limit: int | None = None,
     ) -> AnnotationList:
         """Annotations, oldest first, optionally bounded by creation time. Without ``limit``,
-        every one (paged by creation time); with it, at most that many.
+        every one (paged by creation time); with it, at most that many. Annotations this
+        session still holds for the run (the first NaN of a metric, a resume) are sent first.
 
         Example:
             >>> [a.text for a in exp.annotations()]  # doctest: +SKIP
             ['Checkpoint saved']
         """
         query = load_request(AnnotationListQuery(), {"from": from_ms, "to": to_ms, "limit": limit})
+        self._settle_logs()  # what log() and run() recorded off the loop's thread comes first
         bound = self._bind()
         items = read_created(
             bound,

@@ -291,12 +291,14 @@ class Experiment(
         return self
 
     def refresh(self) -> Experiment:
-        """Reload this experiment from the service.
+        """Reload this experiment from the service, once the status changes and annotations
+        this session still holds for it are applied (up to the session's ``timeout``).
 
         Example:
             >>> exp.refresh().status  # doctest: +SKIP
             'done'
         """
+        self._settle_logs()
         bound = self._bind()
         self._session = bound
         return self._apply(bound.call(operations.GET_EXPERIMENT, self.id))
