@@ -1,13 +1,21 @@
-"""The session's sender: ``log()`` enqueues, two background threads do everything else.
+"""The session's sender: ``log()`` enqueues, background threads do everything else.
 
 - ``log()`` appends ``(experiment_id, event)`` to a deque: no lock, no I/O, no network.
+  Nothing it does can be left half-done by an interrupt or a signal handler that logs
+  too (:mod:`~syvain_metrics.pipeline.state`): it rings a socket to wake the spooler.
+  Beyond :data:`QUEUE_LIMIT` queued events (a flood), it sleeps in short slices until the
+  spooler has taken the queue, so memory stays bounded and nothing is dropped.
 - The *spooler* thread wakes every :data:`SPOOL_INTERVAL` seconds (or as soon as a full
   request is waiting), encodes the new events once, appends them to the spool, and groups
   them per experiment into batches of up to 1,000, sealing a batch when it is full or
   ``interval`` seconds old.
-- The *delivery* thread sends sealed batches in order, one request each, retrying without
-  limit while the process lives (:mod:`~syvain_metrics.pipeline.delivery`), and removes
-  each batch from the spool once every event in it has an answer.
+- :data:`MAX_IN_FLIGHT` *delivery* threads each take the next sealed batch and send it,
+  one request at a time, retrying without limit while the process lives
+  (:mod:`~syvain_metrics.pipeline.delivery`), and remove each batch from the spool once
+  every event in it has an answer. Batches of one experiment may be answered in any order
+  (each event carries its own step and timestamp); what waits count is kept by position
+  (:class:`~syvain_metrics.pipeline.state.Outbox`), so a wait still ends only once every
+  event logged before it has an answer.
 
 Spooling never waits for the network, so a slow or absent service costs the training
 loop nothing, and a hard kill loses at most the last :data:`SPOOL_INTERVAL` seconds of
@@ -32,7 +40,8 @@ of ``run()`` and ``close()`` say how many events a kill would lose
 (:meth:`Sender.take_spool_notice`).
 
 The threads share one :class:`~syvain_metrics.pipeline.state.SenderState`; the spooler's
-side is :mod:`~syvain_metrics.pipeline.spooler`, the delivery thread's is here.
+side is :mod:`~syvain_metrics.pipeline.spooler`, the delivery threads' is here: each batch
+goes through :meth:`Sender._handle` (:meth:`Sender._deliver`, then :meth:`Sender._settle`).
 
 Example:
     >>> sender = session.sender                                   # doctest: +SKIP
@@ -45,6 +54,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
@@ -55,7 +65,17 @@ from syvain_metrics.pipeline.delivery import KEEP_STATUSES, Outcome, Uplink, del
 from syvain_metrics.pipeline.spool import set_aside
 from syvain_metrics.pipeline.spool_files import load_batch
 from syvain_metrics.pipeline.spooler import Spooler
-from syvain_metrics.pipeline.state import REJECTED_KEPT, Backlog, Mark, Settled, held_here
+from syvain_metrics.pipeline.state import (
+    MAX_IN_FLIGHT,
+    QUEUE_LIMIT,
+    REJECTED_KEPT,
+    SPOOL_INTERVAL,
+    STALL,
+    Backlog,
+    Mark,
+    Settled,
+    held_here,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -63,7 +83,14 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("syvain_metrics")
 
-__all__ = ["Backlog", "Sender", "Settled"]
+__all__ = ["MAX_IN_FLIGHT", "QUEUE_LIMIT", "SPOOL_INTERVAL", "Backlog", "Sender", "Settled"]
+
+_HOLD_SLICE = 0.001
+"""Seconds a ``log()`` held back by :data:`QUEUE_LIMIT` sleeps between two looks."""
+
+_IDLE_SLICE = 0.5
+"""Longest a delivery thread sleeps before looking whether the sender stops (the spooler
+tells it at once; this is in case the spooler is stuck on a slow disk)."""
 
 
 class Sender(Spooler):
@@ -72,7 +99,8 @@ class Sender(Spooler):
     Created by the session on the first ``log()``; a forked child gets a new one.
     ``uplink`` sends a batch once and paces its retries; ``host`` is recorded in the spool
     (``syvain-metrics sync`` sends to that host only); ``spool_dir`` is where the spool goes
-    (``None``: memory only); the spooler thread creates it.
+    (``None``: memory only); the spooler thread creates it. ``max_in_flight`` delivery
+    threads send batches at once.
     """
 
     def __init__(
@@ -82,29 +110,78 @@ class Sender(Spooler):
         host: str,
         spool_dir: Path | None,
         interval: float,
+        max_in_flight: int = MAX_IN_FLIGHT,
     ) -> None:
         super().__init__(uplink, host=host, spool_dir=spool_dir, interval=interval)
+        if max_in_flight < 1:
+            raise ValueError("max_in_flight must be at least 1")
+        self._stalled_at = -1
         self._spooler = threading.Thread(
             target=self._spool_loop, name="syvain-metrics-spooler", daemon=True
         )
-        self._delivery = threading.Thread(
-            target=self._delivery_loop, name="syvain-metrics-sender", daemon=True
-        )
+        self._deliveries = [
+            threading.Thread(
+                target=self._delivery_loop, name=f"syvain-metrics-sender-{n}", daemon=True
+            )
+            for n in range(max_in_flight)
+        ]
         self._spooler.start()
-        self._delivery.start()
+        for thread in self._deliveries:
+            thread.start()
         if spool_dir is not None:
-            self._wake.set()  # create the spool now rather than at the first pass
+            self._bell.ring()  # create the spool now rather than at the first pass
 
-    # -- the log() side: never blocks --------------------------------------------------
+    # -- the log() side: takes no lock -------------------------------------------------
 
     def put(self, item: QueuedEvent) -> None:
-        """Queue one validated event (called on the user's thread)."""
+        """Queue one validated event (called on the user's thread, or a signal handler).
+
+        Example:
+            >>> sender.put(queued_event("exp-1", "id-1", "loss", 1.0, 0, None, None))  # doctest: +SKIP
+        """
         if self.stopped:
             raise MetricsApiError("This session's log() sender has stopped (the session closed).")
         queue = self._queue
         queue.append(item)
-        if len(queue) >= MAX_METRICS_PER_INGEST:
-            self._wake.set()
+        size = len(queue)
+        if size >= MAX_METRICS_PER_INGEST:  # a full request waits: no need to wait any longer
+            if not self._bell.rung:
+                self._bell.ring()
+            if size >= self.queue_limit:
+                self._hold_back()
+
+    def _hold_back(self) -> None:
+        """A flood: sleep in short slices, taking no lock, until the spooler has taken the
+        queue below its limit. Not when this thread is a signal handler that interrupted
+        the sender (or a held-back ``log()``): the spooler may need what that thread holds,
+        and nested handlers must not pile up; nor once the spooler is stuck for
+        :data:`STALL` seconds: logging goes on, in memory."""
+        me = threading.get_ident()
+        if me in self._held_back or held_here(self._lock):
+            return
+        passes = self._passes
+        if passes == self._stalled_at:
+            return  # still stuck since a wait gave up
+        self._held_back.add(me)
+        try:
+            since = time.monotonic()
+            while len(self._queue) >= self.queue_limit and not self._stopping:
+                if self._passes != passes:
+                    passes, since = self._passes, time.monotonic()
+                elif time.monotonic() - since > STALL or not self._spooling:
+                    self._stalled_at = passes
+                    logger.warning(
+                        "syvain_metrics: the log() spooler made no progress for %.0f s; "
+                        "log() goes on queueing in memory (%d events queued)",
+                        STALL,
+                        len(self._queue),
+                    )
+                    return
+                if not self._bell.rung:
+                    self._bell.ring()
+                time.sleep(_HOLD_SLICE)
+        finally:
+            self._held_back.discard(me)
 
     def pending(self, experiment_id: str) -> int:
         """Events of ``experiment_id`` not answered yet, queued ones included."""
@@ -152,31 +229,31 @@ class Sender(Spooler):
             if self.stopped:
                 return self._answer_now(targets, take_rejections)
             before = self._unanswered(targets)
-            refused_before = {eid: box.refused for eid, box in self._outboxes.items()}
             mark = Mark(targets, adopt)
+            self._marks.append(mark)  # from now on, refusals of the events it covers count
             self._queue.append(mark)
-        self._wake.set()
-        reached = mark.reached.wait(timeout)
+        try:
+            self._bell.ring()
+            # Its own gate, not a lock the sender's threads share: a KeyboardInterrupt
+            # here leaves nothing held (the mark is dropped below).
+            reached = mark.reached.wait(timeout)
+        finally:
+            with self._lock:
+                mark.abandoned = True
+                if mark in self._marks:
+                    self._marks.remove(mark)
         rejected: list[RejectedEvent] = []
         with self._lock:
-            mark.abandoned = True
-            if mark in self._marks:
-                self._marks.remove(mark)
-            if mark.goals:
+            if mark.placed and mark.goals:
                 pending = 0
                 for experiment_id, goal in mark.goals.items():
                     box = self._outboxes[experiment_id]
-                    pending += max(goal - box.done, 0)
+                    pending += box.unanswered(goal)
                     if take_rejections:
                         rejected.extend(r for _, r in self._take_rejections(box, goal))
             else:  # nothing to wait for, or the spooler never reached the mark
                 pending = self._unanswered(targets)
-            refused = sum(
-                box.refused - refused_before.get(eid, 0)
-                for eid, box in self._outboxes.items()
-                if targets is None or eid in targets
-            )
-        stored = max(before + mark.adopted - pending - refused, 0)
+        stored = max(before + mark.adopted - pending - mark.refused, 0)
         return Settled(stored, pending, rejected, timed_out=not reached)
 
     def _answer_now(self, targets: tuple[str, ...] | None, take_rejections: bool) -> Settled:
@@ -203,17 +280,17 @@ class Sender(Spooler):
         settled = self.wait(None, timeout)
         with self._lock:
             self.stopped = True  # from here on log() raises, and wait() answers at once
-        self._stop.set()
-        self._wake.set()
-        with self._changed:
-            self._changed.notify_all()
+            self._stopping = True
+        self._bell.ring()  # the spooler's last pass; it then wakes the delivery threads
         self._spooler.join(timeout=5)
         if not self._spooler.is_alive():
             self._collect()  # what a log() racing with close() queued after the last pass
-        self._delivery.join(timeout=1)
+        deadline = time.monotonic() + 1
+        for thread in self._deliveries:
+            thread.join(timeout=max(deadline - time.monotonic(), 0))
         with self._lock:
             for mark in self._marks:
-                mark.reached.set()  # a wait racing with close() ends now, with what is pending
+                mark.reached.open()  # a wait racing with close() ends now, with what is pending
             self._marks.clear()
             left = self._answer_now(None, True)
         if self._spooler.is_alive():
@@ -260,26 +337,56 @@ class Sender(Spooler):
         """
         return self._health.take_notice(self.unspooled)
 
-    # -- the delivery thread ---------------------------------------------------------------
+    # -- the delivery threads --------------------------------------------------------------
 
     def _delivery_loop(self) -> None:
         while True:
-            with self._changed:
-                while not self._ready and not self._stop.is_set():
-                    self._changed.wait()
-                if self._stop.is_set():
-                    return
-                batch = self._ready.popleft()
-                # Held in memory only, it stays listed until answered: a kill while it is
-                # retried would lose it, so the spooler still writes it when it can.
-                self._sending = batch
-            outcome = self._deliver(batch)
-            if not outcome.finished:
-                return  # stopping: the batch stays in the spool
-            try:
-                self._settle(batch, outcome)
-            except Exception:  # pragma: no cover - the loop must outlive any surprise
-                logger.exception("syvain_metrics: settling a delivered batch failed")
+            batch = self._take_ready()
+            if batch is None or not self._handle(batch):
+                return
+
+    def _take_ready(self) -> Batch | None:
+        """The next sealed batch for this delivery thread, or ``None`` when stopping."""
+        with self._changed:
+            while not self._ready and not self._stopping:
+                self._changed.wait(_IDLE_SLICE)
+            if self._stopping:
+                return None
+            batch = self._ready.popleft()
+            # Held in memory only, it stays listed until answered: a kill while it is
+            # retried would lose it, so the spooler still writes it when it can.
+            self._sending[id(batch)] = batch
+            return batch
+
+    def _handle(self, batch: Batch) -> bool:
+        """Send one batch until it is answered, then settle it; ``False`` when the sender
+        stopped first (the batch stays in the spool). Runs on each delivery thread, for
+        several batches at once: whatever must happen before a batch is sent, or once it is
+        settled, goes here, around these two calls.
+
+        Example:
+            >>> sender._handle(batch)  # doctest: +SKIP
+            True
+        """
+        outcome = self._deliver(batch)
+        if not outcome.finished:
+            return False
+        try:
+            self._settle(batch, outcome)
+        except Exception:  # pragma: no cover - the loop must outlive any surprise
+            logger.exception("syvain_metrics: settling a delivered batch failed")
+        return True
+
+    def _pause(self, seconds: float) -> bool:
+        """Sleep ``seconds`` between two tries of a batch; ``True`` when stopping instead."""
+        deadline = time.monotonic() + seconds
+        with self._changed:
+            while not self._stopping:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._changed.wait(min(left, _IDLE_SLICE))
+        return True
 
     def _deliver(self, batch: Batch) -> Outcome:
         unreadable: list[RejectedEvent] = []
@@ -305,7 +412,7 @@ class Sender(Spooler):
                 batch = Batch(batch.experiment_id, batch.chunks, first=batch.first)
         outcome = Outcome()
         if batch.chunks:
-            outcome = deliver(self._uplink, batch, wait=self._stop.wait)
+            outcome = deliver(self._uplink, batch, wait=self._pause)
         outcome.rejected.extend(unreadable)
         return outcome
 
@@ -341,10 +448,10 @@ class Sender(Spooler):
                 batch.experiment_id,
             )
         with self._changed:
-            self._sending = None
+            self._sending.pop(id(batch), None)
             box = self._outboxes[batch.experiment_id]
-            box.done += batch.count
-            box.refused += len(outcome.rejected)
+            box.answer(batch.first, batch.count)
+            self._count_refused(batch.experiment_id, box, batch.first, len(outcome.rejected))
             room = max(REJECTED_KEPT - len(box.unreported), 0)
             box.unreported.extend((batch.first, r) for r in outcome.rejected[:room])
             damaged = self._aside.pop(id(batch), None)
