@@ -61,7 +61,7 @@ from typing import TYPE_CHECKING
 from syvain_metrics.contract.limits import MAX_METRICS_PER_INGEST
 from syvain_metrics.errors import MetricsApiError, RejectedEvent
 from syvain_metrics.pipeline.batch import Batch, QueuedEvent
-from syvain_metrics.pipeline.delivery import KEEP_STATUSES, Outcome, Uplink, deliver
+from syvain_metrics.pipeline.delivery import KEEP_STATUSES, Outcome, Uplink, deliver, kept_note
 from syvain_metrics.pipeline.spool import set_aside
 from syvain_metrics.pipeline.spool_files import load_batch
 from syvain_metrics.pipeline.spooler import Spooler
@@ -88,7 +88,7 @@ __all__ = ["MAX_IN_FLIGHT", "QUEUE_LIMIT", "SPOOL_INTERVAL", "Backlog", "Sender"
 _HOLD_SLICE = 0.001
 """Seconds a ``log()`` held back by :data:`QUEUE_LIMIT` sleeps between two looks."""
 
-_IDLE_SLICE = 0.5
+_IDLE_SLICE = 5.0
 """Longest a delivery thread sleeps before looking whether the sender stops (the spooler
 tells it at once; this is in case the spooler is stuck on a slow disk)."""
 
@@ -425,7 +425,7 @@ class Sender(Spooler):
             memory_only = self._memory_only.pop(id(batch), None) is not None
             on_disk = batch.path is not None and not memory_only
         if outcome.unexpected:
-            note = _kept_note(on_disk, self.spool_dir is not None)
+            note = kept_note(on_disk, self.spool_dir is not None)
             outcome.rejected = [
                 replace(r, message=f"{r.message} ({note})") for r in outcome.rejected
             ]
@@ -468,17 +468,3 @@ class Sender(Spooler):
                     logger.warning("syvain_metrics: cannot remove %s: %s", batch.path, error)
             batch.chunks = None
             self._check_marks()
-
-
-def _kept_note(on_disk: bool, spooled: bool) -> str:
-    """What became of a batch the HTTP libraries kept failing on, for its events' messages.
-
-    Example:
-        >>> _kept_note(False, False)
-        'not kept: the session has no spool (spool_dir=None)'
-    """
-    if on_disk:
-        return "kept on disk for `syvain-metrics sync`"
-    if not spooled:
-        return "not kept: the session has no spool (spool_dir=None)"
-    return "not kept: held in memory only, the spool could not be written"
