@@ -166,6 +166,7 @@ def main() -> None:
         worker(args.worker, args.url, args.key, args.calls)
         return
 
+    sys.path.insert(0, str(REPO))  # the server and the reads: this tree's code
     import syvain_metrics as sm
     from syvain_metrics.testing import LocalServer
 

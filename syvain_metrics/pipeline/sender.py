@@ -125,9 +125,17 @@ class Sender(Spooler):
             )
             for n in range(max_in_flight)
         ]
-        self._spooler.start()
-        for thread in self._deliveries:
-            thread.start()
+        try:
+            self._spooler.start()
+            for thread in self._deliveries:
+                thread.start()
+        except BaseException:
+            # Interrupted while starting (Ctrl-C in a session's first log()): the threads
+            # started end at their first wake-up, touching nothing (not even the spool);
+            # the next log() starts a new sender.
+            self._aborted = self.stopped = self._stopping = True
+            self._bell.ring()
+            raise
         if spool_dir is not None:
             self._bell.ring()  # create the spool now rather than at the first pass
 

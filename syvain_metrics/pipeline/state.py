@@ -308,6 +308,7 @@ class SenderState:
         self._passes = 0  # the spooler's passes begun and ended: progress, for log()
         # Not Thread.is_alive(), which an interrupt on the user's thread can corrupt.
         self._spooling = True
+        self._aborted = False  # its threads could not all start: it never spools
         self._held_back: set[int] = set()  # threads whose log() waits for the spooler
         # Reentrant: a signal handler may call flush()/close() on a thread that was inside.
         self._lock = threading.RLock()

@@ -14,6 +14,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -293,3 +294,40 @@ def test_several_requests_are_in_flight_and_every_event_is_counted_once(
     assert sorted(stored_steps(server, exp.id, "loss")) == list(range(8_000))
     assert stored_steps(server, exp.id, "poison") == []
     assert sorted(stored_steps(server, other.id, "acc")) == list(range(0, 8_000, 2))
+
+
+def test_an_interrupt_while_the_sender_starts_leaves_no_thread_behind(
+    server: LocalServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    session = server.session(spool_dir=tmp_path / "spool", retry=FAST)
+    exp = sm.Experiment.create("first-log", session=session)
+    real_start = threading.Thread.start
+    started: list[str] = []
+
+    def start(thread: threading.Thread) -> None:
+        started.append(thread.name)
+        if len(started) == 3:  # the spooler and one delivery thread run already
+            raise KeyboardInterrupt
+        real_start(thread)
+
+    monkeypatch.setattr(threading.Thread, "start", start)
+    with pytest.raises(KeyboardInterrupt):
+        exp.log("loss", 1.0, step=0)  # the session's first log() starts its sender
+    monkeypatch.undo()
+
+    for step in range(1, 1_001):
+        exp.log("loss", 1.0, step=step)
+    assert exp.flush(timeout=60) == 1_000
+
+    def ours() -> int:
+        names = [t.name for t in threading.enumerate()]
+        return sum(
+            n == "syvain-metrics-spooler" or n.startswith("syvain-metrics-sender") for n in names
+        )
+
+    deadline = time.monotonic() + 10
+    while ours() > 1 + MAX_IN_FLIGHT and time.monotonic() < deadline:
+        time.sleep(0.05)  # the half-started sender's threads end by themselves
+    assert ours() == 1 + MAX_IN_FLIGHT  # the working sender's only
+    session.close()
+    assert sorted(stored_steps(server, exp.id, "loss")) == list(range(1, 1_001))
