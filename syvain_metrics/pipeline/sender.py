@@ -70,7 +70,6 @@ from syvain_metrics.pipeline.state import (
     QUEUE_LIMIT,
     REJECTED_KEPT,
     SPOOL_INTERVAL,
-    STALL,
     Backlog,
     Mark,
     Settled,
@@ -85,9 +84,6 @@ logger = logging.getLogger("syvain_metrics")
 
 __all__ = ["MAX_IN_FLIGHT", "QUEUE_LIMIT", "SPOOL_INTERVAL", "Backlog", "Sender", "Settled"]
 
-_HOLD_SLICE = 0.001
-"""Seconds a ``log()`` held back by :data:`QUEUE_LIMIT` sleeps between two looks."""
-
 _IDLE_SLICE = 5.0
 """Longest a delivery thread sleeps before looking whether the sender stops (the spooler
 tells it at once; this is in case the spooler is stuck on a slow disk)."""
@@ -96,7 +92,9 @@ tells it at once; this is in case the spooler is stuck on a slow disk)."""
 class Sender(Spooler):
     """Batches, spools and delivers one session's ``log()`` events (see the module docstring).
 
-    Created by the session on the first ``log()``; a forked child gets a new one.
+    Created by the session on the first ``log()``, which starts its threads (so that a
+    signal handler that logs while they start finds the sender and queues into it); a
+    forked child gets a new one.
     ``uplink`` sends a batch once and paces its retries; ``host`` is recorded in the spool
     (``syvain-metrics sync`` sends to that host only); ``spool_dir`` is where the spool goes
     (``None``: memory only); the spooler thread creates it. ``max_in_flight`` delivery
@@ -115,7 +113,6 @@ class Sender(Spooler):
         super().__init__(uplink, host=host, spool_dir=spool_dir, interval=interval)
         if max_in_flight < 1:
             raise ValueError("max_in_flight must be at least 1")
-        self._stalled_at = -1
         self._spooler = threading.Thread(
             target=self._spool_loop, name="syvain-metrics-spooler", daemon=True
         )
@@ -125,18 +122,36 @@ class Sender(Spooler):
             )
             for n in range(max_in_flight)
         ]
-        try:
-            self._spooler.start()
-            for thread in self._deliveries:
-                thread.start()
-        except BaseException:
-            # Interrupted while starting (Ctrl-C in a session's first log()): the threads
-            # started end at their first wake-up, touching nothing (not even the spool);
-            # the next log() starts a new sender.
-            self._aborted = self.stopped = self._stopping = True
-            self._bell.ring()
-            raise
-        if spool_dir is not None:
+        self._unready = True  # threads not all started, or stopped: put() looks closer
+        self._starting = threading.RLock()
+        self._tried: set[int] = set()
+
+    def _start(self) -> None:
+        """Start the threads not started yet: at the first ``log()``, and again after an
+        interrupt in the middle (a thread whose start was interrupted is replaced unless it
+        runs already, never started twice). A signal handler that logs while this thread
+        starts them just queues: the interrupted start goes on after it."""
+        if held_here(self._starting):
+            return
+        with self._starting:
+            threads = [self._spooler, *self._deliveries]
+            for index, thread in enumerate(threads):
+                if thread.ident is None and id(thread) in self._tried:
+                    deadline = time.monotonic() + 1
+                    while thread.ident is None and time.monotonic() < deadline:
+                        time.sleep(0.001)  # started just before the interrupt: it shows up
+                    if thread.ident is None:  # the interrupt came before it started
+                        loop = self._spool_loop if index == 0 else self._delivery_loop
+                        thread = threading.Thread(target=loop, name=thread.name, daemon=True)
+                        if index == 0:
+                            self._spooler = thread
+                        else:
+                            self._deliveries[index - 1] = thread
+                if thread.ident is None:
+                    self._tried.add(id(thread))
+                    thread.start()
+            self._unready = self.stopped
+        if self.spool_dir is not None:
             self._bell.ring()  # create the spool now rather than at the first pass
 
     # -- the log() side: takes no lock -------------------------------------------------
@@ -147,8 +162,12 @@ class Sender(Spooler):
         Example:
             >>> sender.put(queued_event("exp-1", "id-1", "loss", 1.0, 0, None, None))  # doctest: +SKIP
         """
-        if self.stopped:
-            raise MetricsApiError("This session's log() sender has stopped (the session closed).")
+        if self._unready:
+            if self.stopped:
+                raise MetricsApiError(
+                    "This session's log() sender has stopped (the session closed)."
+                )
+            self._start()
         queue = self._queue
         queue.append(item)
         size = len(queue)
@@ -157,39 +176,6 @@ class Sender(Spooler):
                 self._bell.ring()
             if size >= self.queue_limit:
                 self._hold_back()
-
-    def _hold_back(self) -> None:
-        """A flood: sleep in short slices, taking no lock, until the spooler has taken the
-        queue below its limit. Not when this thread is a signal handler that interrupted
-        the sender (or a held-back ``log()``): the spooler may need what that thread holds,
-        and nested handlers must not pile up; nor once the spooler is stuck for
-        :data:`STALL` seconds: logging goes on, in memory."""
-        me = threading.get_ident()
-        if me in self._held_back or held_here(self._lock):
-            return
-        passes = self._passes
-        if passes == self._stalled_at:
-            return  # still stuck since a wait gave up
-        self._held_back.add(me)
-        try:
-            since = time.monotonic()
-            while len(self._queue) >= self.queue_limit and not self._stopping:
-                if self._passes != passes:
-                    passes, since = self._passes, time.monotonic()
-                elif time.monotonic() - since > STALL or not self._spooling:
-                    self._stalled_at = passes
-                    logger.warning(
-                        "syvain_metrics: the log() spooler made no progress for %.0f s; "
-                        "log() goes on queueing in memory (%d events queued)",
-                        STALL,
-                        len(self._queue),
-                    )
-                    return
-                if not self._bell.rung:
-                    self._bell.ring()
-                time.sleep(_HOLD_SLICE)
-        finally:
-            self._held_back.discard(me)
 
     def pending(self, experiment_id: str) -> int:
         """Events of ``experiment_id`` not answered yet, queued ones included."""
@@ -229,6 +215,8 @@ class Sender(Spooler):
         reported yet to the caller (a later wait will not report them again); ``adopt``
         first takes over what forked children left in their spools."""
         targets = None if experiment_ids is None else tuple(experiment_ids)
+        if self._unready and not self.stopped:
+            self._start()  # nothing logged yet, but children's spools may wait
         if held_here(self._lock):
             # A signal handler interrupted this thread inside the sender: the other threads
             # need the lock this thread holds, so waiting could never end. Report instead.
@@ -288,7 +276,7 @@ class Sender(Spooler):
         settled = self.wait(None, timeout)
         with self._lock:
             self.stopped = True  # from here on log() raises, and wait() answers at once
-            self._stopping = True
+            self._stopping = self._unready = True
         self._bell.ring()  # the spooler's last pass; it then wakes the delivery threads
         self._spooler.join(timeout=5)
         if not self._spooler.is_alive():

@@ -42,8 +42,6 @@ class Spooler(SenderState):
         try:
             while True:
                 self._bell.wait(SPOOL_INTERVAL)
-                if self._aborted:
-                    return
                 stopping = self._stopping
                 self._passes += 1
                 try:

@@ -20,8 +20,10 @@ Example:
 from __future__ import annotations
 
 import itertools
+import logging
 import socket
 import threading
+import time
 import weakref
 from collections import deque
 from dataclasses import dataclass, field
@@ -34,6 +36,11 @@ from syvain_metrics.pipeline.batch import Batch, Chunk
 from syvain_metrics.pipeline.delivery import Uplink
 from syvain_metrics.pipeline.spool import Leftover, Spool
 from syvain_metrics.pipeline.spool_health import SpoolHealth
+
+logger = logging.getLogger("syvain_metrics")
+
+_HOLD_SLICE = 0.001
+"""Seconds a ``log()`` held back by :data:`QUEUE_LIMIT` sleeps between two looks."""
 
 SPOOL_INTERVAL = 0.2
 """Seconds between two passes of the spooler: the most a hard kill can lose."""
@@ -308,8 +315,8 @@ class SenderState:
         self._passes = 0  # the spooler's passes begun and ended: progress, for log()
         # Not Thread.is_alive(), which an interrupt on the user's thread can corrupt.
         self._spooling = True
-        self._aborted = False  # its threads could not all start: it never spools
         self._held_back: set[int] = set()  # threads whose log() waits for the spooler
+        self._stalled_at = -1  # the spooler's passes when a held-back log() gave up
         # Reentrant: a signal handler may call flush()/close() on a thread that was inside.
         self._lock = threading.RLock()
         self._changed = threading.Condition(self._lock)
@@ -336,6 +343,39 @@ class SenderState:
         in_hand = sum(n for eid, n in self._in_hand.items() if targets is None or eid in targets)
         boxes = [b for eid, b in self._outboxes.items() if targets is None or eid in targets]
         return queued + in_hand + sum(b.unanswered() for b in boxes)
+
+    def _hold_back(self) -> None:
+        """A flood: sleep in short slices, taking no lock, until the spooler has taken the
+        queue below its limit. Not when this thread is a signal handler that interrupted
+        the sender (or a held-back ``log()``): the spooler may need what that thread holds,
+        and nested handlers must not pile up; nor once the spooler is stuck for
+        :data:`STALL` seconds: logging goes on, in memory."""
+        me = threading.get_ident()
+        if me in self._held_back or held_here(self._lock):
+            return
+        passes = self._passes
+        if passes == self._stalled_at:
+            return  # still stuck since a wait gave up
+        self._held_back.add(me)
+        try:
+            since = time.monotonic()
+            while len(self._queue) >= self.queue_limit and not self._stopping:
+                if self._passes != passes:
+                    passes, since = self._passes, time.monotonic()
+                elif time.monotonic() - since > STALL or not self._spooling:
+                    self._stalled_at = passes
+                    logger.warning(
+                        "syvain_metrics: the log() spooler made no progress for %.0f s; "
+                        "log() goes on queueing in memory (%d events queued)",
+                        STALL,
+                        len(self._queue),
+                    )
+                    return
+                if not self._bell.rung:
+                    self._bell.ring()
+                time.sleep(_HOLD_SLICE)
+        finally:
+            self._held_back.discard(me)
 
     def _held_in_memory(self) -> int:
         """Sealed batches holding their bytes, in flight included (lock held)."""

@@ -309,7 +309,7 @@ def test_several_requests_are_in_flight_and_every_event_is_counted_once(
     assert sorted(stored_steps(server, other.id, "acc")) == list(range(0, 8_000, 2))
 
 
-def test_an_interrupt_while_the_sender_starts_leaves_no_thread_behind(
+def test_an_interrupt_while_the_sender_starts_is_made_good_by_the_next_log(
     server: LocalServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     session = server.session(spool_dir=tmp_path / "spool", retry=FAST)
@@ -325,7 +325,7 @@ def test_an_interrupt_while_the_sender_starts_leaves_no_thread_behind(
 
     monkeypatch.setattr(threading.Thread, "start", start)
     with pytest.raises(KeyboardInterrupt):
-        exp.log("loss", 1.0, step=0)  # the session's first log() starts its sender
+        exp.log("loss", 1.0, step=0)  # the session's first log() starts the sender's threads
     monkeypatch.undo()
 
     for step in range(1, 1_001):
@@ -340,7 +340,7 @@ def test_an_interrupt_while_the_sender_starts_leaves_no_thread_behind(
 
     deadline = time.monotonic() + 10
     while ours() > 1 + MAX_IN_FLIGHT and time.monotonic() < deadline:
-        time.sleep(0.05)  # the half-started sender's threads end by themselves
-    assert ours() == 1 + MAX_IN_FLIGHT  # the working sender's only
+        time.sleep(0.05)  # threads of earlier tests' senders, ending
+    assert ours() == 1 + MAX_IN_FLIGHT  # each started once: one spooler
     session.close()
     assert sorted(stored_steps(server, exp.id, "loss")) == list(range(1, 1_001))
