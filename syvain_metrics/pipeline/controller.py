@@ -26,7 +26,7 @@ import logging
 import threading
 import time
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from syvain_metrics.errors import MetricsApiError, MetricsApiRequestError, RejectedEvent
 from syvain_metrics.pipeline.batch import Batch
@@ -45,12 +45,20 @@ logger = logging.getLogger("syvain_metrics")
 _IDLE_LOOK = 0.5
 """Seconds between two looks of the control thread when nothing woke it."""
 
+_DRAIN_LOOK = 0.02
+"""Seconds between two looks of ``close()`` waiting for the records to be applied."""
+
 _NOT_HERE = "-"
 """What :meth:`Controlling._await_creation` answers for a run created by another process."""
 
 
 class Controlling(Spooler):
     """Control records in a sender (see the module docstring)."""
+
+    if TYPE_CHECKING:
+
+        def _start(self) -> None:
+            """Defined by :class:`~syvain_metrics.pipeline.sender.Sender`."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -71,8 +79,11 @@ class Controlling(Spooler):
         the sender has stopped. Never blocks, never raises."""
         if self.stopped:
             return False
+        if self._unready:
+            self._start()  # the first thing a run sends may be its creation, before any log()
         self._unapplied.append(record)
-        self._queue.append(record)  # the spooler's next pass (within 0.2 s) places it
+        self._queue.append(record)
+        self._bell.ring()  # placed by the spooler's next pass, at once
         return True
 
     def controls_pending(self, experiment_id: str | None = None) -> int:
@@ -141,7 +152,7 @@ class Controlling(Spooler):
             self._control_thread.start()
 
     def _control_loop(self) -> None:
-        while not self._stop.is_set():
+        while not self._stopping:
             record = self._next_due()
             if record is None:
                 self._control_wake.wait(_IDLE_LOOK)
@@ -151,7 +162,7 @@ class Controlling(Spooler):
                 self._apply(record)
             except Exception:  # pragma: no cover - the loop must outlive any surprise
                 logger.exception("syvain_metrics: applying a %s failed", record.describe())
-                self._stop.wait(_IDLE_LOOK)
+                self._pause(_IDLE_LOOK)
 
     def _next_due(self) -> ControlRecord | None:
         """The first record that may be applied now: its creation is done, the records of its
@@ -204,7 +215,7 @@ class Controlling(Spooler):
                     pause,
                     reason,
                 )
-            if self._stop.wait(pause):
+            if self._pause(pause):
                 return  # stays in the spool for `syvain-metrics sync`
         self._applied(record, data)
 
@@ -283,11 +294,11 @@ class Controlling(Spooler):
                     keep=True,
                 )
             batch = replace(batch, experiment_id=real)  # same body, same Idempotency-Key
-        return deliver(self._uplink, batch, wait=self._stop.wait)
+        return deliver(self._uplink, batch, wait=self._pause)
 
     def _await_creation(self, key: str) -> str | RejectedEvent | None:
         with self._changed:
-            while not self._stop.is_set():
+            while not self._stopping:
                 real = self._resolved.get(key)
                 if real is not None:
                     return real
@@ -314,12 +325,15 @@ class Controlling(Spooler):
         to be applied; what is left stays in the spool for ``syvain-metrics sync``. Then drop
         the creations whose runs have nothing left in this process's spool."""
         if not self._uplink.offline and self._control_thread is not None:
-            with self._changed:
-                while self._live_controls() and not self._stop.is_set():
-                    remaining = None if deadline is None else deadline - time.monotonic()
-                    if remaining is not None and remaining <= 0:
-                        break
-                    self._changed.wait(_IDLE_LOOK if remaining is None else min(remaining, 0.2))
+            # On the user's thread: a short sleep between looks, never a wait on a condition
+            # that an interrupt could leave half-acquired.
+            while True:
+                with self._lock:
+                    live = self._live_controls() and not self._stopping
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if not live or (remaining is not None and remaining <= 0):
+                    break
+                time.sleep(_DRAIN_LOOK if remaining is None else min(remaining, _DRAIN_LOOK))
         with self._lock:
             resolved = [
                 record

@@ -165,6 +165,20 @@ def deliver(uplink: Uplink, batch: Batch, *, wait: Wait) -> Outcome:
             return Outcome(finished=False)
 
 
+def kept_note(on_disk: bool, spooled: bool) -> str:
+    """What became of a batch the HTTP libraries kept failing on, for its events' messages.
+
+    Example:
+        >>> kept_note(False, False)
+        'not kept: the session has no spool (spool_dir=None)'
+    """
+    if on_disk:
+        return "kept on disk for `syvain-metrics sync`"
+    if not spooled:
+        return "not kept: the session has no spool (spool_dir=None)"
+    return "not kept: held in memory only, the spool could not be written"
+
+
 def _refused(uplink: Uplink, batch: Batch, error: MetricsApiRequestError, wait: Wait) -> Outcome:
     if error.status_code not in CONTENT_STATUSES or batch.count == 1:
         message = str(error)

@@ -1,13 +1,21 @@
-"""The session's sender: ``log()`` enqueues, two background threads do everything else.
+"""The session's sender: ``log()`` enqueues, background threads do everything else.
 
 - ``log()`` appends ``(experiment_id, event)`` to a deque: no lock, no I/O, no network.
+  Nothing it does can be left half-done by an interrupt or a signal handler that logs
+  too (:mod:`~syvain_metrics.pipeline.state`): it rings a socket to wake the spooler.
+  Beyond :data:`QUEUE_LIMIT` queued events (a flood), it sleeps in short slices until the
+  spooler has taken the queue, so memory stays bounded and nothing is dropped.
 - The *spooler* thread wakes every :data:`SPOOL_INTERVAL` seconds (or as soon as a full
   request is waiting), encodes the new events once, appends them to the spool, and groups
   them per experiment into batches of up to 1,000, sealing a batch when it is full or
   ``interval`` seconds old.
-- The *delivery* thread sends sealed batches in order, one request each, retrying without
-  limit while the process lives (:mod:`~syvain_metrics.pipeline.delivery`), and removes
-  each batch from the spool once every event in it has an answer.
+- :data:`MAX_IN_FLIGHT` *delivery* threads each take the next sealed batch and send it,
+  one request at a time, retrying without limit while the process lives
+  (:mod:`~syvain_metrics.pipeline.delivery`), and remove each batch from the spool once
+  every event in it has an answer. Batches of one experiment may be answered in any order
+  (each event carries its own step and timestamp); what waits count is kept by position
+  (:class:`~syvain_metrics.pipeline.state.Outbox`), so a wait still ends only once every
+  event logged before it has an answer.
 
 Spooling never waits for the network, so a slow or absent service costs the training
 loop nothing, and a hard kill loses at most the last :data:`SPOOL_INTERVAL` seconds of
@@ -32,7 +40,8 @@ of ``run()`` and ``close()`` say how many events a kill would lose
 (:meth:`Sender.take_spool_notice`).
 
 The threads share one :class:`~syvain_metrics.pipeline.state.SenderState`; the spooler's
-side is :mod:`~syvain_metrics.pipeline.spooler`, the delivery thread's is here.
+side is :mod:`~syvain_metrics.pipeline.spooler`, the delivery threads' is here: each batch
+goes through :meth:`Sender._handle` (:meth:`Sender._deliver`, then :meth:`Sender._settle`).
 
 Example:
     >>> sender = session.sender                                   # doctest: +SKIP
@@ -53,10 +62,20 @@ from syvain_metrics.contract.limits import MAX_METRICS_PER_INGEST
 from syvain_metrics.errors import MetricsApiError, RejectedEvent
 from syvain_metrics.pipeline.batch import Batch, QueuedEvent
 from syvain_metrics.pipeline.controller import Controlling
-from syvain_metrics.pipeline.delivery import KEEP_STATUSES, Outcome, Uplink
+from syvain_metrics.pipeline.delivery import KEEP_STATUSES, Outcome, Uplink, kept_note
 from syvain_metrics.pipeline.spool import set_aside
 from syvain_metrics.pipeline.spool_files import load_batch
-from syvain_metrics.pipeline.state import REJECTED_KEPT, Backlog, Mark, Settled, held_here
+from syvain_metrics.pipeline.state import (
+    IDLE_SLICE,
+    MAX_IN_FLIGHT,
+    QUEUE_LIMIT,
+    REJECTED_KEPT,
+    SPOOL_INTERVAL,
+    Backlog,
+    Mark,
+    Settled,
+    held_here,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -64,16 +83,19 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("syvain_metrics")
 
-__all__ = ["Backlog", "Sender", "Settled"]
+__all__ = ["MAX_IN_FLIGHT", "QUEUE_LIMIT", "SPOOL_INTERVAL", "Backlog", "Sender", "Settled"]
 
 
 class Sender(Controlling):
     """Batches, spools and delivers one session's ``log()`` events (see the module docstring).
 
-    Created by the session on the first ``log()``; a forked child gets a new one.
+    Created by the session on the first ``log()``, which starts its threads (so that a
+    signal handler that logs while they start finds the sender and queues into it); a
+    forked child gets a new one.
     ``uplink`` sends a batch once and paces its retries; ``host`` is recorded in the spool
     (``syvain-metrics sync`` sends to that host only); ``spool_dir`` is where the spool goes
-    (``None``: memory only); the spooler thread creates it.
+    (``None``: memory only); the spooler thread creates it. ``max_in_flight`` delivery
+    threads send batches at once.
     """
 
     def __init__(
@@ -83,29 +105,74 @@ class Sender(Controlling):
         host: str,
         spool_dir: Path | None,
         interval: float,
+        max_in_flight: int = MAX_IN_FLIGHT,
     ) -> None:
         super().__init__(uplink, host=host, spool_dir=spool_dir, interval=interval)
+        if max_in_flight < 1:
+            raise ValueError("max_in_flight must be at least 1")
         self._spooler = threading.Thread(
             target=self._spool_loop, name="syvain-metrics-spooler", daemon=True
         )
-        self._delivery = threading.Thread(
-            target=self._delivery_loop, name="syvain-metrics-sender", daemon=True
-        )
-        self._spooler.start()
-        self._delivery.start()
-        if spool_dir is not None:
-            self._wake.set()  # create the spool now rather than at the first pass
+        self._deliveries = [
+            threading.Thread(
+                target=self._delivery_loop, name=f"syvain-metrics-sender-{n}", daemon=True
+            )
+            for n in range(max_in_flight)
+        ]
+        self._unready = True  # threads not all started, or stopped: put() looks closer
+        self._starting = threading.RLock()
+        self._tried: set[int] = set()
 
-    # -- the log() side: never blocks --------------------------------------------------
+    def _start(self) -> None:
+        """Start the threads not started yet: at the first ``log()``, and again after an
+        interrupt in the middle (a thread whose start was interrupted is replaced unless it
+        runs already, never started twice). A signal handler that logs while this thread
+        starts them just queues: the interrupted start goes on after it."""
+        if held_here(self._starting):
+            return
+        with self._starting:
+            threads = [self._spooler, *self._deliveries]
+            for index, thread in enumerate(threads):
+                if thread.ident is None and id(thread) in self._tried:
+                    deadline = time.monotonic() + 1
+                    while thread.ident is None and time.monotonic() < deadline:
+                        time.sleep(0.001)  # started just before the interrupt: it shows up
+                    if thread.ident is None:  # the interrupt came before it started
+                        loop = self._spool_loop if index == 0 else self._delivery_loop
+                        thread = threading.Thread(target=loop, name=thread.name, daemon=True)
+                        if index == 0:
+                            self._spooler = thread
+                        else:
+                            self._deliveries[index - 1] = thread
+                if thread.ident is None:
+                    self._tried.add(id(thread))
+                    thread.start()
+            self._unready = self.stopped
+        if self.spool_dir is not None:
+            self._bell.ring()  # create the spool now rather than at the first pass
+
+    # -- the log() side: takes no lock -------------------------------------------------
 
     def put(self, item: QueuedEvent) -> None:
-        """Queue one validated event (called on the user's thread)."""
-        if self.stopped:
-            raise MetricsApiError("This session's log() sender has stopped (the session closed).")
+        """Queue one validated event (called on the user's thread, or a signal handler).
+
+        Example:
+            >>> sender.put(queued_event("exp-1", "id-1", "loss", 1.0, 0, None, None))  # doctest: +SKIP
+        """
+        if self._unready:
+            if self.stopped:
+                raise MetricsApiError(
+                    "This session's log() sender has stopped (the session closed)."
+                )
+            self._start()
         queue = self._queue
         queue.append(item)
-        if len(queue) >= MAX_METRICS_PER_INGEST:
-            self._wake.set()
+        size = len(queue)
+        if size >= MAX_METRICS_PER_INGEST:  # a full request waits: no need to wait any longer
+            if not self._bell.rung:
+                self._bell.ring()
+            if size >= self.queue_limit:
+                self._hold_back()
 
     def pending(self, experiment_id: str) -> int:
         """Events of ``experiment_id`` not answered yet, queued ones included."""
@@ -145,6 +212,8 @@ class Sender(Controlling):
         reported yet to the caller (a later wait will not report them again); ``adopt``
         first takes over what forked children left in their spools."""
         targets = None if experiment_ids is None else tuple(experiment_ids)
+        if self._unready and not self.stopped:
+            self._start()  # nothing logged yet, but children's spools may wait
         if held_here(self._lock):
             # A signal handler interrupted this thread inside the sender: the other threads
             # need the lock this thread holds, so waiting could never end. Report instead.
@@ -153,31 +222,31 @@ class Sender(Controlling):
             if self.stopped:
                 return self._answer_now(targets, take_rejections)
             before = self._unanswered(targets)
-            refused_before = {eid: box.refused for eid, box in self._outboxes.items()}
             mark = Mark(targets, adopt)
+            self._marks.append(mark)  # from now on, refusals of the events it covers count
             self._queue.append(mark)
-        self._wake.set()
-        reached = mark.reached.wait(timeout)
+        try:
+            self._bell.ring()
+            # Its own gate, not a lock the sender's threads share: a KeyboardInterrupt
+            # here leaves nothing held (the mark is dropped below).
+            reached = mark.reached.wait(timeout)
+        finally:
+            with self._lock:
+                mark.abandoned = True
+                if mark in self._marks:
+                    self._marks.remove(mark)
         rejected: list[RejectedEvent] = []
         with self._lock:
-            mark.abandoned = True
-            if mark in self._marks:
-                self._marks.remove(mark)
-            if mark.goals:
+            if mark.placed and mark.goals:
                 pending = 0
                 for experiment_id, goal in mark.goals.items():
                     box = self._outboxes[experiment_id]
-                    pending += max(goal - box.done, 0)
+                    pending += box.unanswered(goal)
                     if take_rejections:
                         rejected.extend(r for _, r in self._take_rejections(box, goal))
             else:  # nothing to wait for, or the spooler never reached the mark
                 pending = self._unanswered(targets)
-            refused = sum(
-                box.refused - refused_before.get(eid, 0)
-                for eid, box in self._outboxes.items()
-                if targets is None or eid in targets
-            )
-        stored = max(before + mark.adopted - pending - refused, 0)
+        stored = max(before + mark.adopted - pending - mark.refused, 0)
         return Settled(stored, pending, rejected, timed_out=not reached)
 
     def _answer_now(self, targets: tuple[str, ...] | None, take_rejections: bool) -> Settled:
@@ -206,17 +275,17 @@ class Sender(Controlling):
         self._drain_controls(deadline)  # a run's final status follows its events
         with self._lock:
             self.stopped = True  # from here on log() raises, and wait() answers at once
-        self._stop.set()
-        self._wake.set()
-        with self._changed:
-            self._changed.notify_all()
+            self._stopping = self._unready = True
+        self._bell.ring()  # the spooler's last pass; it then wakes the delivery threads
         self._spooler.join(timeout=5)
         if not self._spooler.is_alive():
             self._collect()  # what a log() racing with close() queued after the last pass
-        self._delivery.join(timeout=1)
+        deadline = time.monotonic() + 1
+        for thread in self._deliveries:
+            thread.join(timeout=max(deadline - time.monotonic(), 0))
         with self._lock:
             for mark in self._marks:
-                mark.reached.set()  # a wait racing with close() ends now, with what is pending
+                mark.reached.open()  # a wait racing with close() ends now, with what is pending
             self._marks.clear()
             left = self._answer_now(None, True)
         if self._spooler.is_alive():
@@ -263,26 +332,45 @@ class Sender(Controlling):
         """
         return self._health.take_notice(self.unspooled)
 
-    # -- the delivery thread ---------------------------------------------------------------
+    # -- the delivery threads --------------------------------------------------------------
 
     def _delivery_loop(self) -> None:
         while True:
-            with self._changed:
-                while not self._ready and not self._stop.is_set():
-                    self._changed.wait()
-                if self._stop.is_set():
-                    return
-                batch = self._ready.popleft()
-                # Held in memory only, it stays listed until answered: a kill while it is
-                # retried would lose it, so the spooler still writes it when it can.
-                self._sending = batch
-            outcome = self._deliver(batch)
-            if not outcome.finished:
-                return  # stopping: the batch stays in the spool
-            try:
-                self._settle(batch, outcome)
-            except Exception:  # pragma: no cover - the loop must outlive any surprise
-                logger.exception("syvain_metrics: settling a delivered batch failed")
+            batch = self._take_ready()
+            if batch is None or not self._handle(batch):
+                return
+
+    def _take_ready(self) -> Batch | None:
+        """The next sealed batch for this delivery thread, or ``None`` when stopping."""
+        with self._changed:
+            while not self._ready and not self._stopping:
+                self._changed.wait(IDLE_SLICE)
+            if self._stopping:
+                return None
+            batch = self._ready.popleft()
+            # Held in memory only, it stays listed until answered: a kill while it is
+            # retried would lose it, so the spooler still writes it when it can.
+            self._sending[id(batch)] = batch
+            return batch
+
+    def _handle(self, batch: Batch) -> bool:
+        """Send one batch until it is answered, then settle it; ``False`` when the sender
+        stopped first (the batch stays in the spool). Runs on each delivery thread, for
+        several batches at once: whatever must happen before a batch is sent, or once it is
+        settled, goes here, around these two calls.
+
+        Example:
+            >>> sender._handle(batch)  # doctest: +SKIP
+            True
+        """
+        outcome = self._deliver(batch)
+        if not outcome.finished:
+            return False
+        try:
+            self._settle(batch, outcome)
+        except Exception:  # pragma: no cover - the loop must outlive any surprise
+            logger.exception("syvain_metrics: settling a delivered batch failed")
+        return True
 
     def _deliver(self, batch: Batch) -> Outcome:
         unreadable: list[RejectedEvent] = []
@@ -321,7 +409,7 @@ class Sender(Controlling):
             memory_only = self._memory_only.pop(id(batch), None) is not None
             on_disk = batch.path is not None and not memory_only
         if outcome.unexpected:
-            note = _kept_note(on_disk, self.spool_dir is not None)
+            note = kept_note(on_disk, self.spool_dir is not None)
             outcome.rejected = [
                 replace(r, message=f"{r.message} ({note})") for r in outcome.rejected
             ]
@@ -345,10 +433,10 @@ class Sender(Controlling):
                 batch.experiment_id,
             )
         with self._changed:
-            self._sending = None
+            self._sending.pop(id(batch), None)
             box = self._outboxes[batch.experiment_id]
-            box.done += batch.count
-            box.refused += len(outcome.rejected)
+            box.answer(batch.first, batch.count)
+            self._count_refused(batch.experiment_id, box, batch.first, len(outcome.rejected))
             room = max(REJECTED_KEPT - len(box.unreported), 0)
             box.unreported.extend((batch.first, r) for r in outcome.rejected[:room])
             damaged = self._aside.pop(id(batch), None)
@@ -365,17 +453,3 @@ class Sender(Controlling):
                     logger.warning("syvain_metrics: cannot remove %s: %s", batch.path, error)
             batch.chunks = None
             self._check_marks()
-
-
-def _kept_note(on_disk: bool, spooled: bool) -> str:
-    """What became of a batch the HTTP libraries kept failing on, for its events' messages.
-
-    Example:
-        >>> _kept_note(False, False)
-        'not kept: the session has no spool (spool_dir=None)'
-    """
-    if on_disk:
-        return "kept on disk for `syvain-metrics sync`"
-    if not spooled:
-        return "not kept: the session has no spool (spool_dir=None)"
-    return "not kept: held in memory only, the spool could not be written"

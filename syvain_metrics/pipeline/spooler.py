@@ -39,16 +39,24 @@ class Spooler(SenderState):
     """The spooler thread's side of a sender (its loop is :meth:`_spool_loop`)."""
 
     def _spool_loop(self) -> None:
-        while True:
-            self._wake.wait(SPOOL_INTERVAL)
-            self._wake.clear()
-            stopping = self._stop.is_set()
-            try:
-                self._collect()  # when stopping: what arrived meanwhile goes to the spool
-            except Exception:  # pragma: no cover - keep spooling whatever happens
-                logger.exception("syvain_metrics: the log() spooler hit an unexpected error")
-            if stopping:
-                return
+        try:
+            while True:
+                self._bell.wait(SPOOL_INTERVAL)
+                stopping = self._stopping
+                self._passes += 1
+                try:
+                    self._collect()  # when stopping: what arrived meanwhile goes to the spool
+                except Exception:  # pragma: no cover - keep spooling whatever happens
+                    logger.exception("syvain_metrics: the log() spooler hit an unexpected error")
+                self._passes += 1
+                if stopping:
+                    return
+        finally:
+            self._spooling = False
+            # The delivery threads are told here, not by close() on the user's thread: a
+            # Condition taken there could be left held by an interrupt.
+            with self._changed:
+                self._changed.notify_all()
 
     def _collect(self) -> None:
         if self.spool is None:
@@ -125,7 +133,7 @@ class Spooler(SenderState):
             box = self._outboxes.setdefault(item[0], Outbox())
             refusal = RejectedEvent({"name": item[2], "step": item[4]}, f"not encodable: {error}")
             box.unreported.append((box.collected - 1, refusal))
-            box.refused += 1
+            self._count_refused(item[0], box, box.collected - 1, 1)
             self._check_marks()
 
     def _spool_chunk(self, experiment_id: str, box: Outbox, chunk: Chunk) -> None:
@@ -166,8 +174,8 @@ class Spooler(SenderState):
             with self._changed:
                 if self._memory_only.pop(id(batch), None) is batch:  # not answered meanwhile
                     stale, batch.path = batch.path, path  # a partial file of the batch, if any
-                    in_memory = sum(1 for b in self._ready if b.chunks is not None)
-                    if in_memory > BATCHES_IN_MEMORY and batch is not self._sending:
+                    in_memory = self._held_in_memory()
+                    if in_memory > BATCHES_IN_MEMORY and id(batch) not in self._sending:
                         batch.chunks = None  # on disk only until its turn comes
             if stale is not None:
                 with contextlib.suppress(OSError):
@@ -200,7 +208,7 @@ class Spooler(SenderState):
                 box = self._outboxes.get(experiment_id)
                 if box is not None:
                     mark.goals[experiment_id] = box.collected
-            self._marks.append(mark)
+            mark.placed = True  # listed in _marks since its wait began
             self._check_marks()
 
     def _adopt_children(self, targets: tuple[str, ...] | None) -> int:
@@ -229,7 +237,7 @@ class Spooler(SenderState):
                 # it is reported as refused and its file set aside, never silently deleted.
                 count = sum(chunk.size for chunk in read.chunks) + len(read.damage)
                 with self._changed:
-                    in_memory = sum(1 for b in self._ready if b.chunks is not None)
+                    in_memory = self._held_in_memory()
                     # Already read and checked: kept unless memory is full, or the file is
                     # damaged (then read again at its turn, which finds and reports it).
                     keep = not read.damage and in_memory < BATCHES_IN_MEMORY

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 
 import syvain_metrics as sm
 from syvain_metrics.errors import MetricsApiRequestError
 from syvain_metrics.pipeline.batch import Batch, encode_events, queued_event
 from syvain_metrics.pipeline.delivery import Uplink, deliver
-from syvain_metrics.pipeline.sender import Sender
+from syvain_metrics.pipeline.sender import Sender, Settled
 
 FAST = sm.RetryPolicy(backoff_base=0.01, delivery_backoff_cap=0.02)
 
@@ -82,7 +83,7 @@ def test_a_retryable_failure_is_tried_again_at_the_policys_pace() -> None:
     assert all(0 <= pause <= FAST.delivery_backoff_cap for pause in waits)
 
 
-def test_a_sender_built_from_a_send_function_delivers_everything_in_order() -> None:
+def test_a_sender_built_from_a_send_function_delivers_everything_once() -> None:
     received: list[str] = []
     lock = threading.Lock()
 
@@ -96,4 +97,34 @@ def test_a_sender_built_from_a_send_function_delivers_everything_in_order() -> N
     settled = sender.close(timeout=30)
 
     assert (settled.stored, settled.pending, settled.rejected) == (2_500, 0, [])
-    assert received == [f"id-{step}" for step in range(2_500)]
+    # Several batches are in flight at once: each is sent whole, in any order.
+    assert sorted(received) == sorted(f"id-{step}" for step in range(2_500))
+
+
+def test_a_wait_ends_only_once_every_event_before_it_is_answered() -> None:
+    # The first batch is answered last: batches logged after the wait began are answered
+    # before it, and must not count for it.
+    received: list[str] = []
+    lock = threading.Lock()
+
+    def send(batch: Batch) -> None:
+        if batch.first == 0:
+            time.sleep(0.5)
+        with lock:
+            received.extend(_ids(batch))
+
+    sender = Sender(Uplink(send=send, policy=FAST), host="http://x", spool_dir=None, interval=0.05)
+    for step in range(1_000):
+        sender.put(queued_event("exp-1", f"id-{step}", "loss", 0.5, step, None, None))
+    waited: list[Settled] = []
+    waiter = threading.Thread(target=lambda: waited.append(sender.wait(["exp-1"], 30)))
+    waiter.start()
+    for step in range(1_000, 3_000):  # behind the wait's mark: not waited for
+        sender.put(queued_event("exp-1", f"id-{step}", "loss", 0.5, step, None, None))
+    waiter.join(timeout=30)
+    with lock:
+        seen = set(received)
+    assert {f"id-{step}" for step in range(1_000)} <= seen  # not released before the first
+    assert (waited[0].stored, waited[0].pending) == (1_000, 0)
+    assert sender.close(timeout=30).pending == 0
+    assert sorted(received) == sorted(f"id-{step}" for step in range(3_000))

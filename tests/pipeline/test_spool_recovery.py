@@ -575,9 +575,9 @@ sys.stdin.read()  # until killed
 def test_a_spool_created_late_holds_everything_and_a_kill_loses_nothing(
     metrics_server: LocalServer, root: Path, how: str
 ) -> None:
-    # The first batch is stored, its answer held back: it stays pending (a retry finds it
-    # in progress), and the batches behind it wait.
-    metrics_server.faults.delay("ingest_metrics", seconds=600)
+    # The first batches are stored, their answers held back: they stay pending (a retry
+    # finds them in progress), and the batches behind them wait.
+    metrics_server.faults.delay("ingest_metrics", seconds=600, times=10**6)
     experiment_id, lines = run_child_until_ready(
         NO_SPOOL_YET_CHILD, metrics_server.url, metrics_server.api_key, str(root), how
     )
