@@ -56,6 +56,7 @@ class Controlling(Spooler):
     """Control records in a sender (see the module docstring)."""
 
     if TYPE_CHECKING:
+        _unready: bool
 
         def _start(self) -> None:
             """Defined by :class:`~syvain_metrics.pipeline.sender.Sender`."""
