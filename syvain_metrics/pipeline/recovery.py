@@ -31,7 +31,7 @@ from syvain_metrics.contract.hosts import normalize_host
 from syvain_metrics.errors import MetricsApiError, RejectedEvent
 from syvain_metrics.pipeline.batch import Batch
 from syvain_metrics.pipeline.delivery import KEEP_STATUSES, Uplink, deliver
-from syvain_metrics.pipeline.spool import DAMAGED, claim_leftovers, set_aside
+from syvain_metrics.pipeline.spool import DAMAGED, claim_leftovers, drop_if_empty, set_aside
 from syvain_metrics.pipeline.spool_files import DamagedBatchError, load_batch
 
 logger = logging.getLogger("syvain_metrics")
@@ -42,7 +42,8 @@ class SyncReport:
     """What a replay did: spools and batches found, events stored, events rejected for good,
     batches kept for a later try (with why), batches set aside as damaged (with why), spools
     recorded for another host and left alone, other users' spools ignored, and batches set
-    aside by earlier runs."""
+    aside by earlier runs, and empty batch files removed (created by a process killed before
+    it wrote anything: no event was in them)."""
 
     spools: int = 0
     batches: int = 0
@@ -54,6 +55,7 @@ class SyncReport:
     other_owners: list[str] = field(default_factory=list)
     set_aside_before: int = 0
     set_aside_where: list[str] = field(default_factory=list)
+    emptied: int = 0
 
     @property
     def complete(self) -> bool:
@@ -84,6 +86,7 @@ class SyncReport:
             (len(self.other_hosts), "spool(s) of another host skipped"),
             (len(self.other_owners), "spool(s) of other users ignored"),
             (self.set_aside_before, "damaged batches set aside before"),
+            (self.emptied, "empty batch file(s) removed"),
         ):
             if count:
                 line += f"; {count} {what}"
@@ -196,6 +199,8 @@ def _origin(host: str | None) -> str | None:
 def _replay(session: ReplayTarget, paths: list[Path], timeout: float, report: SyncReport) -> bool:
     """Replay one spool's batches in order; False when the service could not be reached."""
     for path in paths:
+        if _drop_empty(path, report):
+            continue
         try:
             batch = load_batch(path)
         except DamagedBatchError as error:
@@ -226,6 +231,15 @@ def _replay(session: ReplayTarget, paths: list[Path], timeout: float, report: Sy
             _set_aside(path, f"{'; '.join(batch.damage)} ({sent} intact events sent)", report)
         else:
             path.unlink(missing_ok=True)
+    return True
+
+
+def _drop_empty(path: Path, report: SyncReport) -> bool:
+    """Remove a batch file the dead process created but never wrote to (zero bytes): it held
+    no event, so it is neither damage nor something to keep."""
+    if not drop_if_empty(path):
+        return False
+    report.emptied += 1
     return True
 
 

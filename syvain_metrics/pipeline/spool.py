@@ -246,6 +246,17 @@ class Spool:
             with contextlib.suppress(OSError):  # the data is written; a failing close is moot
                 os.close(fd)
 
+    def drop_inherited(self) -> None:
+        """In a forked child: close this process's copies of the parent's descriptors without
+        touching a file. The lock above all: a child that outlives its parent (a helper, a
+        worker) must not keep the parent's spool locked, or ``sync`` would take it for a
+        live process's and leave it alone for as long as the child lives."""
+        for fd in (*self._open.values(), self._lock_fd):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self._open.clear()
+        self._sizes.clear()
+
     def close(self) -> None:
         """Close every descriptor; remove the directory if no batch is left in it."""
         for path in list(self._open):
@@ -304,6 +315,12 @@ class Leftover:
         """Batch files set aside as damaged by an earlier ``sync``."""
         return sorted((self.directory / DAMAGED).glob(BATCH_GLOB))
 
+    def drop_inherited(self) -> None:
+        """In a forked child: close this process's copy of the claim's lock (the claim is
+        the parent's), so the spool is free once the parent ends."""
+        with contextlib.suppress(OSError):
+            os.close(self._lock_fd)
+
     def release(self) -> None:
         """Drop the claim; remove the directory if it is empty now (and the directory of a
         parent session that never logged anything itself)."""
@@ -314,6 +331,23 @@ class Leftover:
             for empty in (parent, parent.parent):
                 with contextlib.suppress(OSError):
                     empty.rmdir()
+
+
+def drop_if_empty(path: Path) -> bool:
+    """Remove a batch file of zero bytes (a process killed between creating it and its first
+    write: it never held an event); whether it was one.
+
+    Example:
+        >>> drop_if_empty(Path("/nonexistent/b-000000001.jsonl"))
+        False
+    """
+    try:
+        if os.lstat(path).st_size != 0:
+            return False
+        path.unlink()
+    except OSError:
+        return False
+    return True
 
 
 Skipped = Callable[[Path, str], None]

@@ -15,6 +15,7 @@ from __future__ import annotations
 import itertools
 import threading
 from collections import deque
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -101,6 +102,9 @@ class SenderState:
     (``syvain-metrics sync`` sends to that host only); ``spool_dir`` is where the spool goes
     (``None``: memory only).
     """
+
+    tags: Mapping[str, Any] | None = None
+    """Metadata every event carries, merged when it is encoded (an event's own key wins)."""
 
     def __init__(
         self,
