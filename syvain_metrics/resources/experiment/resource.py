@@ -43,6 +43,7 @@ from syvain_metrics.resources.experiment.annotations import Annotating
 from syvain_metrics.resources.experiment.catalog import Cataloging
 from syvain_metrics.resources.experiment.ingestion_keys import IngestionKeys
 from syvain_metrics.resources.experiment.reading import MetricReading
+from syvain_metrics.resources.experiment.stand_in import StandInRun
 from syvain_metrics.resources.experiment.termination import SigtermGuard
 from syvain_metrics.resources.experiment.writing import MetricWriting
 from syvain_metrics.resources.experiment_list import (
@@ -61,6 +62,9 @@ logger = logging.getLogger("syvain_metrics")
 
 _FLUSH_SLICE = 0.2
 """Seconds of one wait while a run ends, between two looks at whether SIGTERM came."""
+
+_LOOKUP_PAUSES = (0.1, 0.3, 1.0)
+"""Seconds between looks for a run another rank just created, when a look misses it."""
 
 
 class _Unset:
@@ -199,6 +203,11 @@ class Experiment(MetricWriting, MetricReading, Annotating, IngestionKeys, Catalo
         cell that creates a run can be run again. Its description, metadata and folder are
         the existing ones, not the arguments.
 
+        In a job of several ranks (torchrun, SLURM, MPI), with the session's
+        ``ranks="zero"`` (the default) only rank 0 creates the run: other ranks get a
+        stand-in whose writing calls send nothing; with ``ranks="all"`` every rank calls
+        ``create`` and all get the same experiment (``exist_ok`` is implied).
+
         Example:
             >>> sm.Experiment.create("mamba-run-001", description="Baseline",
             ...                      metadata={"model": "mamba"}, folder=sub)  # doctest: +SKIP
@@ -216,16 +225,32 @@ class Experiment(MetricWriting, MetricReading, Annotating, IngestionKeys, Catalo
         if folder is not UNSET:
             fields["folder_id"] = folder_id_of(folder)
         body = load_request(ExperimentCreateRequest(), fields)
+        if not bound.writes:  # checked first all the same: bad input fails on every rank
+            return _RankStandIn(body, session=bound)
+        # Every rank of the job creates the same run at once: all but one find it.
+        exist_ok = exist_ok or (bound.ranks == "all" and bound.rank.distributed)
         try:
             data = bound.call(operations.CREATE_EXPERIMENT, body=body)
         except MetricsApiRequestError as error:
             if not (exist_ok and is_conflict(error)):
                 raise
-            existing = cls.list(slug=slug, limit=1, session=bound)
-            if not existing:
+            existing = cls._by_slug(slug, bound)
+            if existing is None:
                 raise
-            return existing[0]
+            return existing
         return cls._from_wire(data["experiment"], bound)
+
+    @classmethod
+    def _by_slug(cls, slug: str, session: Session) -> Experiment | None:
+        """The experiment with this slug, looked up after a 409 said it exists. Looked up
+        again a few times when missing: a service whose reads lag its writes (a replica)
+        may not show a run another rank created a moment ago."""
+        for pause in (0.0, *_LOOKUP_PAUSES):
+            time.sleep(pause)
+            existing = cls.list(slug=slug, limit=1, session=session)
+            if existing:
+                return existing[0]
+        return None
 
     @classmethod
     def get(cls, experiment_id: str, *, session: Session | None = None) -> Experiment:
@@ -296,6 +321,8 @@ class Experiment(MetricWriting, MetricReading, Annotating, IngestionKeys, Catalo
             fields["timestamp_ms"] = timestamp_ms
         body = load_request(StatusUpdateRequest(), fields)
         bound = self._bind()
+        if not bound.is_main_process:
+            return self  # checked first all the same: only rank 0 of a job changes the status
         return self._apply(bound.call(operations.UPDATE_EXPERIMENT_STATUS, self.id, body=body))
 
     def start(self) -> Experiment:
@@ -429,3 +456,8 @@ class Experiment(MetricWriting, MetricReading, Annotating, IngestionKeys, Catalo
         body = load_request(ExperimentMoveRequest(), {"folder_id": folder_id_of(folder)})
         bound = self._bind()
         return self._apply(bound.call(operations.MOVE_EXPERIMENT, self.id, body=body))
+
+
+class _RankStandIn(StandInRun, Experiment):
+    """What ``Experiment.create()`` returns on a rank that does not write (see
+    :mod:`~syvain_metrics.resources.experiment.stand_in`)."""
