@@ -15,21 +15,22 @@ child's spool, then lets the signal do what it did before. The parent's next ``f
 ``close()`` or the end of its ``run()`` takes over what the child left (or ``sync`` does).
 
 Example:
-    >>> spool_before_sigterm(session.logs)  # doctest: +SKIP
+    >>> spool_before_sigterm(lambda: session.logs.sender)  # doctest: +SKIP
 """
 
 from __future__ import annotations
 
 import _thread
+import contextlib
 import logging
 import os
 import signal
 import threading
+from collections.abc import Callable, Iterator
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from syvain_metrics.pipeline.logs import SessionLogs
     from syvain_metrics.pipeline.sender import Sender
 
 logger = logging.getLogger("syvain_metrics")
@@ -37,6 +38,28 @@ logger = logging.getLogger("syvain_metrics")
 SIGTERM_SPOOL_SECONDS = 2.0
 """The longest a terminated child waits for its queued events to reach its spool (a pass
 of the spooler takes milliseconds; the bound is for a disk that hangs)."""
+
+
+@contextlib.contextmanager
+def threads_leave_sigterm_to_main() -> Iterator[None]:
+    """Threads started inside the block never take SIGTERM: the kernel gives a signal sent
+    to the process to any thread that does not block it, and Python runs handlers on the
+    main thread only, so a SIGTERM taken by a background thread leaves a main thread blocked
+    in a lock (a ``Pool`` worker waiting for a task) unaware of it forever.
+
+    Example:
+        >>> with threads_leave_sigterm_to_main():
+        ...     pass
+    """
+    mask = getattr(signal, "pthread_sigmask", None)
+    if mask is None:  # pragma: no cover - Windows: no such signal delivery
+        yield
+        return
+    before = mask(signal.SIG_BLOCK, {signal.SIGTERM})  # new threads inherit the mask
+    try:
+        yield
+    finally:
+        mask(signal.SIG_SETMASK, before)
 
 
 def drop_inherited(sender: Sender) -> None:
@@ -70,9 +93,9 @@ def spool_queued(sender: Sender, timeout: float) -> bool:
     return not settled.timed_out
 
 
-def spool_before_sigterm(logs: SessionLogs) -> None:
+def spool_before_sigterm(current: Callable[[], Sender | None]) -> None:
     """In a forked child, on the main thread: on SIGTERM, first write the queued events of
-    ``logs`` to the spool, then act as before (die by the signal, or call the handler that
+    the sender ``current()`` returns to the spool, then act as before (die by the signal, or call the handler that
     was there). Nothing is changed when SIGTERM is ignored or cannot be handled here.
 
     The handler itself never waits: the signal may have interrupted this thread while it
@@ -81,7 +104,7 @@ def spool_before_sigterm(logs: SessionLogs) -> None:
     events are on disk (or after :data:`SIGTERM_SPOOL_SECONDS`); the handler then passes it on.
 
     Example:
-        >>> spool_before_sigterm(session.logs)  # doctest: +SKIP
+        >>> spool_before_sigterm(lambda: session.logs.sender)  # doctest: +SKIP
     """
     if threading.current_thread() is not threading.main_thread():
         return
@@ -95,7 +118,7 @@ def spool_before_sigterm(logs: SessionLogs) -> None:
     state = {"spooling": False, "spooled": False}
 
     def spool_then_signal_again() -> None:
-        sender = logs._sender
+        sender = current()
         try:
             if sender is not None and not spool_queued(sender, SIGTERM_SPOOL_SECONDS):
                 logger.warning(
@@ -109,12 +132,13 @@ def spool_before_sigterm(logs: SessionLogs) -> None:
             signal.pthread_kill(main, signal.SIGTERM)
 
     def spool_then_terminate(signum: int, frame: FrameType | None) -> None:
-        if state["spooled"] or logs._sender is None:
+        if state["spooled"] or current() is None:
             _pass_on(previous, signum, frame)
         elif not state["spooling"]:
             state["spooling"] = True
             # A bare thread: threading.Thread.start() takes locks this thread may hold.
-            _thread.start_new_thread(spool_then_signal_again, ())
+            with threads_leave_sigterm_to_main():
+                _thread.start_new_thread(spool_then_signal_again, ())
 
     try:
         signal.signal(signal.SIGTERM, spool_then_terminate)

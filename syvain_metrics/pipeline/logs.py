@@ -25,7 +25,11 @@ from typing import Any
 
 from syvain_metrics.errors import FlushError
 from syvain_metrics.pipeline.delivery import Uplink
-from syvain_metrics.pipeline.forks import drop_inherited, spool_before_sigterm
+from syvain_metrics.pipeline.forks import (
+    drop_inherited,
+    spool_before_sigterm,
+    threads_leave_sigterm_to_main,
+)
 from syvain_metrics.pipeline.sender import Sender, Settled
 from syvain_metrics.pipeline.spool import CHILDREN, count_leftovers, new_spool_name
 
@@ -76,14 +80,18 @@ class SessionLogs:
             return sender
         with self._lock:
             if self._sender is None:
-                sender = Sender(
-                    self._uplink, host=self._host, spool_dir=self.spool_dir, interval=self.interval
-                )
+                with threads_leave_sigterm_to_main():
+                    sender = Sender(
+                        self._uplink,
+                        host=self._host,
+                        spool_dir=self.spool_dir,
+                        interval=self.interval,
+                    )
                 sender.tags = self.tags  # before any event is queued: it is handed out below
                 self._sender = sender
                 _flush_when_multiprocessing_exits(self)
                 if self._forked:
-                    spool_before_sigterm(self)
+                    spool_before_sigterm(lambda: self._sender)
             return self._sender
 
     @property
