@@ -251,11 +251,14 @@ class Spool:
         touching a file. The lock above all: a child that outlives its parent (a helper, a
         worker) must not keep the parent's spool locked, or ``sync`` would take it for a
         live process's and leave it alone for as long as the child lives."""
-        for fd in (*self._open.values(), self._lock_fd):
-            with contextlib.suppress(OSError):
-                os.close(fd)
+        fds = [*self._open.values(), self._lock_fd]
         self._open.clear()
         self._sizes.clear()
+        self._lock_fd = -1
+        for fd in fds:
+            if fd >= 0:  # -1: closed already, and its number may be someone else's now
+                with contextlib.suppress(OSError):
+                    os.close(fd)
 
     def close(self) -> None:
         """Close every descriptor; remove the directory if no batch is left in it."""
@@ -263,7 +266,9 @@ class Spool:
             self.seal(path)
         with contextlib.suppress(OSError):
             _remove_if_empty(self.directory)
-        os.close(self._lock_fd)
+        fd, self._lock_fd = self._lock_fd, -1
+        if fd >= 0:
+            os.close(fd)
 
 
 def _remove_if_empty(directory: Path) -> None:
@@ -318,14 +323,18 @@ class Leftover:
     def drop_inherited(self) -> None:
         """In a forked child: close this process's copy of the claim's lock (the claim is
         the parent's), so the spool is free once the parent ends."""
-        with contextlib.suppress(OSError):
-            os.close(self._lock_fd)
+        fd, self._lock_fd = self._lock_fd, -1
+        if fd >= 0:  # -1: released already, and its number may be someone else's now
+            with contextlib.suppress(OSError):
+                os.close(fd)
 
     def release(self) -> None:
         """Drop the claim; remove the directory if it is empty now (and the directory of a
         parent session that never logged anything itself)."""
         _remove_if_empty(self.directory)
-        os.close(self._lock_fd)
+        fd, self._lock_fd = self._lock_fd, -1
+        if fd >= 0:
+            os.close(fd)
         parent = self.directory.parent
         if parent.name == CHILDREN and not (parent.parent / "lock").exists():
             for empty in (parent, parent.parent):
