@@ -66,7 +66,7 @@ POOL_JOB = textwrap.dedent(
 ).format(events=EVENTS, workers=WORKERS, tasks=TASKS)
 
 
-def python(script: str, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+def python(script: str, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-c", script, *args],
         capture_output=True,
