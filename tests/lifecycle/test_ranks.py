@@ -196,3 +196,21 @@ def test_a_stand_in_costs_nothing_and_says_why_it_cannot_be_read(
         session.close()
     with metrics_server.session(spool_dir=None) as reader:
         assert len(sm.Experiment.list(session=reader)) == 0  # nothing was created
+
+
+def test_every_rank_writes_with_its_rank_unless_the_event_names_its_own(
+    metrics_server: LocalServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with metrics_server.session(spool_dir=None) as rank_zero:
+        first = sm.Experiment.create("tagged", session=rank_zero)  # rank 0 made it first
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with metrics_server.session(spool_dir=tmp_path, ranks="all") as session:
+        exp = sm.Experiment.create("tagged", session=session)  # no 409: the same run
+        with exp.run():
+            exp.log("loss", 1.0, step=0)
+            exp.log("loss", 2.0, step=1, metadata={"rank": "mine", "split": "val"})
+        assert exp.id == first.id
+        rows = exp.metrics("loss")
+        assert [row.metadata for row in rows] == [{"rank": 1}, {"rank": "mine", "split": "val"}]
+        assert exp.refresh().status == "created"  # run() on rank 1 changed no status
