@@ -25,7 +25,9 @@ import contextlib
 import logging
 import os
 import signal
+import socket
 import threading
+import time
 from collections.abc import Callable, Iterator
 from types import FrameType
 from typing import TYPE_CHECKING, Any
@@ -144,6 +146,86 @@ def spool_before_sigterm(current: Callable[[], Sender | None]) -> None:
         signal.signal(signal.SIGTERM, spool_then_terminate)
     except (ValueError, OSError):  # pragma: no cover - not the main thread after all
         return
+    _ours[:] = [spool_then_terminate, previous]
+    if previous is signal.SIG_DFL:
+        _end_if_the_handler_never_runs(current)
+
+
+def forget_in_child() -> None:
+    """In a child forked from a process where :func:`spool_before_sigterm` acted: put back
+    what SIGTERM did before (the handler and the backup belong to the parent's sender and
+    threads, which the child does not have).
+
+    Example:
+        >>> forget_in_child()
+    """
+    if not _ours:
+        return
+    handler, previous = _ours
+    _ours.clear()
+    with contextlib.suppress(ValueError, OSError):
+        if signal.getsignal(signal.SIGTERM) is handler:
+            signal.signal(signal.SIGTERM, previous)
+        if _sockets:
+            found = signal.set_wakeup_fd(-1)
+            if found not in (-1, _sockets[-1][1].fileno()):  # someone else's since: kept
+                signal.set_wakeup_fd(found)
+    for reader, writer in _sockets:
+        reader.close()
+        writer.close()
+    _sockets.clear()
+
+
+def _end_if_the_handler_never_runs(current: Callable[[], Sender | None]) -> None:
+    """A backup for a SIGTERM whose Python handler never runs (seen, rarely, in a ``Pool``
+    worker blocked on the pool's lock: the signal is taken and the worker waits forever,
+    and so does ``Pool.__exit__``). The signal's number reaches a wake-up socket all the
+    same; a thread reading it spools what is queued and, if the process is still alive a
+    moment later, ends it with the status SIGTERM would have given. Nothing is done when
+    the process has a wake-up descriptor of its own (asyncio's)."""
+    try:
+        reader, writer = socket.socketpair()
+    except OSError:  # pragma: no cover - out of descriptors: the handler alone
+        return
+    try:
+        writer.setblocking(False)
+        before = signal.set_wakeup_fd(writer.fileno(), warn_on_full_buffer=False)
+    except (ValueError, OSError):  # pragma: no cover - not the main thread
+        reader.close()
+        writer.close()
+        return
+    if before != -1:  # someone else's: give it back, and rely on the handler
+        signal.set_wakeup_fd(before)
+        reader.close()
+        writer.close()
+        return
+
+    def watch() -> None:
+        while True:
+            try:
+                data = reader.recv(64)
+            except OSError:  # pragma: no cover - closed
+                return
+            if not data:
+                return
+            if signal.SIGTERM in data:
+                break
+        sender = current()
+        if sender is not None:
+            with contextlib.suppress(Exception):
+                spool_queued(sender, SIGTERM_SPOOL_SECONDS)
+        time.sleep(_HANDLER_GRACE)  # the handler's own way out comes first when it runs
+        os._exit(128 + signal.SIGTERM)
+
+    _sockets.append((reader, writer))  # kept open for as long as the process lives
+    with threads_leave_sigterm_to_main():
+        _thread.start_new_thread(watch, ())
+
+
+_HANDLER_GRACE = 1.0
+"""Seconds the backup leaves the SIGTERM handler to end the process itself."""
+_sockets: list[tuple[socket.socket, socket.socket]] = []
+_ours: list[Any] = []  # [the handler put in front, what was there before]
 
 
 def _pass_on(previous: Any, signum: int, frame: FrameType | None) -> None:

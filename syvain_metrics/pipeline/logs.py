@@ -27,6 +27,7 @@ from syvain_metrics.errors import FlushError
 from syvain_metrics.pipeline.delivery import Uplink
 from syvain_metrics.pipeline.forks import (
     drop_inherited,
+    forget_in_child,
     spool_before_sigterm,
     threads_leave_sigterm_to_main,
 )
@@ -185,6 +186,7 @@ class SessionLogs:
         inherited = self._sender
         if inherited is not None:
             drop_inherited(inherited)
+        forget_in_child()
         self._sender = None
         self._forked = True
         self._lock = threading.RLock()
