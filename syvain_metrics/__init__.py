@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from syvain_metrics._version import __version__
 
 if TYPE_CHECKING:
+    from syvain_metrics.client.ranks import RankInfo, rank_info
     from syvain_metrics.client.registry import connect, get_session, set_default_session
     from syvain_metrics.client.retry import RetryPolicy
     from syvain_metrics.client.session import Session
@@ -92,6 +93,8 @@ _LAZY: dict[str, str] = {
     "ExperimentList": "syvain_metrics.resources.experiment_list",
     "IngestResult": "syvain_metrics.resources.experiment.writing",
     "RetryPolicy": "syvain_metrics.client.retry",
+    "RankInfo": "syvain_metrics.client.ranks",
+    "rank_info": "syvain_metrics.client.ranks",
     "Session": "syvain_metrics.client.session",
     "connect": "syvain_metrics.client.registry",
     "get_session": "syvain_metrics.client.registry",
@@ -130,6 +133,7 @@ __all__ = [
     "OfflineError",
     "PagingError",
     "PartialIngestError",
+    "RankInfo",
     "RejectedEvent",
     "RetryPolicy",
     "Series",
@@ -139,6 +143,7 @@ __all__ = [
     "connect",
     "get_session",
     "iter_compare",
+    "rank_info",
     "set_default_session",
     "start_local_server",
     "whoami",

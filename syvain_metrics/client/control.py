@@ -14,6 +14,7 @@ Example:
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from typing import Any, Protocol
 
@@ -53,6 +54,12 @@ def slug_taken(error: MetricsApiRequestError) -> bool:
     return error.status_code == 409 and not str(error.error_code or "").startswith("idempotency")
 
 
+_LOOKUP_PAUSES = (0.1, 0.3, 1.0)
+"""Seconds between looks for a run whose slug a 409 said is taken, when a look misses it:
+a service whose reads lag its writes (a replica) may not show yet a run another process (a
+rank of the same job) created a moment ago."""
+
+
 def find_by_slug(session: Session, slug: str, *, attempts: int | None = None) -> dict[str, Any]:
     """The experiment that has ``slug``, as the service answers it (its wire form).
 
@@ -61,15 +68,18 @@ def find_by_slug(session: Session, slug: str, *, attempts: int | None = None) ->
         '0f8e2c1a-...'
     """
     query = load_request(ExperimentListQuery(), {"slug": slug, "limit": 1})
-    data = session.call(operations.LIST_EXPERIMENTS, query=query, attempts=attempts)
-    found: list[dict[str, Any]] = data["experiments"]
-    if not found:
-        raise MetricsApiRequestError(
-            f"Slug {slug!r} is taken, but no experiment with it is visible to this key.",
-            status_code=404,
-            error_code="not_found",
-        )
-    return found[0]
+    found: list[dict[str, Any]] = []
+    for pause in (0.0, *_LOOKUP_PAUSES):
+        time.sleep(pause)
+        data = session.call(operations.LIST_EXPERIMENTS, query=query, attempts=attempts)
+        found = data["experiments"]
+        if found:
+            return found[0]
+    raise MetricsApiRequestError(
+        f"Slug {slug!r} is taken, but no experiment with it is visible to this key.",
+        status_code=404,
+        error_code="not_found",
+    )
 
 
 def apply_control(session: Session, record: ControlRecord, target: str | None) -> dict[str, Any]:

@@ -33,6 +33,7 @@ from marshmallow import Schema
 
 from syvain_metrics.client.auth import Credentials, hide_key, resolve_credentials
 from syvain_metrics.client.control import apply_control
+from syvain_metrics.client.ranks import RankInfo, detect, rank_mode
 from syvain_metrics.client.requestor import Query, Requestor
 from syvain_metrics.client.retry import RetryPolicy
 from syvain_metrics.client.secret import Secret
@@ -122,6 +123,12 @@ class Session:
             ``syvain-metrics sync``, and reads raise :class:`~syvain_metrics.OfflineError`.
             ``None`` (the default) reads ``$SYVAIN_METRICS_OFFLINE`` (``1`` means offline).
             Needs a spool.
+        ranks: in a job of several processes (torchrun, SLURM, MPI; see :attr:`rank`), which
+            ranks write: ``"zero"`` (by default, or ``$SYVAIN_METRICS_RANKS``) makes
+            ``Experiment.create()`` on other ranks return a stand-in that sends nothing;
+            ``"all"`` writes every rank's events into one experiment, each with ``rank`` in
+            its metadata, and lets only rank 0 change the run's status. In a job of one
+            process both mean the same.
 
     Example:
         >>> import syvain_metrics as sm
@@ -147,6 +154,7 @@ class Session:
         flush_timeout: float = 30.0,
         max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
         offline: bool | None = None,
+        ranks: str | None = None,
     ) -> None:
         # First of all: a reporter recording this frame's locals (a bad timeout below, say)
         # must find no key in it.
@@ -163,6 +171,8 @@ class Session:
             clock=clock,
         )
         self.page_size: int = check_page_size(page_size) or DEFAULT_PAGE_SIZE
+        self.ranks: str = rank_mode(ranks)
+        self.rank: RankInfo = detect()
         self.offline: bool = offline_mode(offline)
         if self.offline and spool_root(spool_dir) is None:
             raise MetricsValidationError(
@@ -198,6 +208,7 @@ class Session:
             spool_root=spool_root(spool_dir),
             interval=float(flush_interval),
             drain=self.drain_logs_at_exit,
+            tags=self._event_tags(),
         )
         _sessions.add(self)
         self.logs.offer_leftovers()
@@ -207,6 +218,35 @@ class Session:
     retry: _OnRequestor[RetryPolicy] = _OnRequestor("retry")
     clock: _OnRequestor[Callable[[], float]] = _OnRequestor("clock")
     max_response_bytes: _OnRequestor[int] = _OnRequestor("max_response_bytes")
+
+    def _event_tags(self) -> dict[str, int] | None:
+        """Metadata added to every ``log()`` event of this session (a key of the event's own
+        wins): the rank, when every rank of a job of several writes."""
+        if self.ranks == "all" and self.rank.distributed:
+            return {"rank": self.rank.rank}
+        return None
+
+    @property
+    def is_main_process(self) -> bool:
+        """Whether this process changes runs' status and, with ``ranks="zero"``, writes at
+        all: rank 0 of a job of several, or a process started without a launcher.
+
+        Example:
+            >>> session.is_main_process  # doctest: +SKIP
+            True
+        """
+        return self.rank.is_zero
+
+    @property
+    def writes(self) -> bool:
+        """Whether ``Experiment.create()`` gives a real run here: ``False`` only on ranks
+        other than 0 with ``ranks="zero"`` (they get a stand-in that sends nothing).
+
+        Example:
+            >>> session.writes  # doctest: +SKIP
+            True
+        """
+        return self.ranks == "all" or self.rank.is_zero
 
     @property
     def tokens(self) -> IngestionTokenCache:

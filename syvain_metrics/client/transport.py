@@ -45,6 +45,7 @@ from requests.adapters import HTTPAdapter
 from urllib3.connection import HTTPConnection, HTTPSConnection
 
 from syvain_metrics.client.secret import Secret
+from syvain_metrics.pipeline.forks import threads_leave_sigterm_to_main
 
 logger = logging.getLogger("syvain_metrics")
 
@@ -216,7 +217,8 @@ class _Watchdog:
                 self._thread = threading.Thread(
                     target=self._run, name="syvain-metrics-deadlines", daemon=True
                 )
-                self._thread.start()
+                with threads_leave_sigterm_to_main():
+                    self._thread.start()
             if len(self._heap) > self._compact_at:
                 # Finished exchanges wait in the heap for their deadline: drop them.
                 self._heap = [entry for entry in self._heap if not entry[2].finished]

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import socket
 import threading
 import time
@@ -44,19 +43,9 @@ MIN_INTERVAL_S = 0.05
 STOP_TIMEOUT_S = 2.0
 """The longest ``stop()`` waits for a sample being taken (a run's end must stay bounded)."""
 _MIB = 1024 * 1024
-_RANK_ENVS = ("RANK", "SLURM_PROCID", "OMPI_COMM_WORLD_RANK", "PMI_RANK")
 
 LogFunction = Callable[..., None]
 """``log(name, value, *, step, metadata)``, as ``Experiment.log``."""
-
-
-def _rank() -> int:
-    """This process's rank from the launcher's environment; 0 when none says."""
-    for name in _RANK_ENVS:
-        value = os.environ.get(name, "").strip()
-        if value.isdigit():
-            return int(value)
-    return 0
 
 
 def check_interval(interval: object) -> float:
@@ -98,7 +87,9 @@ class SystemMetrics:
         ...     train()
     """
 
-    def __init__(self, log: LogFunction, interval: float = DEFAULT_INTERVAL_S) -> None:
+    def __init__(
+        self, log: LogFunction, interval: float = DEFAULT_INTERVAL_S, *, rank: int = 0
+    ) -> None:
         self._interval = check_interval(interval)
         self._psutil = _psutil()
         self._log = log
@@ -114,7 +105,7 @@ class SystemMetrics:
         self._dead = False
         self.samples = 0
         """Samples taken so far."""
-        self.metadata: dict[str, Any] = {"node": socket.gethostname(), "rank": _rank()}
+        self.metadata: dict[str, Any] = {"node": socket.gethostname(), "rank": rank}
         """The metadata of every event (GPU series add ``gpu``)."""
 
     @property

@@ -71,18 +71,27 @@ def queued_event(
     return (experiment_id, event_id, name, value, step, pairs, timestamp_ms)
 
 
-def encode_chunk(items: list[QueuedEvent]) -> Chunk:
-    """One chunk of queued events, each in the contract's field order.
+def encode_chunk(items: list[QueuedEvent], tags: Mapping[str, Any] | None = None) -> Chunk:
+    """One chunk of queued events, each in the contract's field order. ``tags`` is metadata
+    every event carries (the rank of a distributed job, say); an event's own key wins.
 
     Example:
         >>> encode_chunk([("e", "id", "loss", 1.0, None, (("split", "train"),), 5)]).array
         b'[{"client_event_id":"id","name":"loss","value":1.0,"step":null,"metadata":{"split":"train"},"timestamp_ms":5}]'
+        >>> encode_chunk([("e", "id", "loss", 1.0, 2, (("rank", 7),), None),
+        ...               ("e", "id2", "loss", 1.0, 2, None, None)], {"rank": 3}).array
+        b'[{"client_event_id":"id","name":"loss","value":1.0,"step":2,"metadata":{"rank":7}},{"client_event_id":"id2","name":"loss","value":1.0,"step":2,"metadata":{"rank":3}}]'
     """
     events: list[dict[str, Any]] = []
     append = events.append
     for _, event_id, name, value, step, pairs, timestamp_ms in items:
         event = {"client_event_id": event_id, "name": name, "value": value, "step": step}
-        if pairs is not None:
+        if tags:
+            metadata = dict(tags)
+            if pairs is not None:
+                metadata.update(pairs)
+            event["metadata"] = metadata
+        elif pairs is not None:
             event["metadata"] = dict(pairs)
         if timestamp_ms is not None:
             event["timestamp_ms"] = timestamp_ms

@@ -19,12 +19,19 @@ import sys
 import threading
 import time
 import warnings
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
+from typing import Any
 
 from syvain_metrics.errors import FlushError
 from syvain_metrics.pipeline.control import ControlRecord
 from syvain_metrics.pipeline.delivery import Uplink
+from syvain_metrics.pipeline.forks import (
+    drop_inherited,
+    forget_in_child,
+    spool_before_sigterm,
+    threads_leave_sigterm_to_main,
+)
 from syvain_metrics.pipeline.sender import Sender, Settled
 from syvain_metrics.pipeline.skipped import SkippedValues
 from syvain_metrics.pipeline.spool import CHILDREN, count_leftovers, new_spool_name
@@ -50,6 +57,8 @@ class SessionLogs:
         interval: the longest an event waits before its batch is sent (seconds).
         drain: run when a multiprocessing child exits (it skips atexit): waits for the
             pending events.
+        tags: metadata every event carries (the rank, when every rank of a job writes); an
+            event's own key wins.
     """
 
     def __init__(
@@ -60,8 +69,11 @@ class SessionLogs:
         spool_root: Path | None,
         interval: float,
         drain: Callable[[], None],
+        tags: Mapping[str, Any] | None = None,
     ) -> None:
         self._uplink = uplink
+        self.tags = None if not tags else dict(tags)
+        self._forked = False
         self._host = host
         self._drain = drain
         self.interval = interval
@@ -81,10 +93,18 @@ class SessionLogs:
             return sender
         with self._lock:
             if self._sender is None:
-                self._sender = Sender(
-                    self._uplink, host=self._host, spool_dir=self.spool_dir, interval=self.interval
-                )
+                with threads_leave_sigterm_to_main():
+                    sender = Sender(
+                        self._uplink,
+                        host=self._host,
+                        spool_dir=self.spool_dir,
+                        interval=self.interval,
+                    )
+                sender.tags = self.tags  # before any event is queued: it is handed out below
+                self._sender = sender
                 _flush_when_multiprocessing_exits(self)
+                if self._forked:
+                    spool_before_sigterm(lambda: self._sender)
             return self._sender
 
     @property
@@ -124,7 +144,9 @@ class SessionLogs:
 
     def wait(self, experiment_ids: Iterable[str] | None, timeout: float | None) -> Settled | None:
         """Wait for the events logged so far (see :meth:`Sender.wait`); ``None`` when nothing
-        was ever logged in this process."""
+        was ever logged in this process and no forked child left anything to take over."""
+        if self._sender is None and self._children_waiting():
+            self.sender  # noqa: B018 - started only to take over what children left
         sender = self._sender
         if sender is None:
             return None
@@ -238,7 +260,12 @@ class SessionLogs:
         fork, and its pending events are the parent's to send); spool under the parent's
         spool so that the parent, or ``syvain-metrics sync``, recovers what this child
         leaves behind."""
+        inherited = self._sender
+        if inherited is not None:
+            drop_inherited(inherited)
+        forget_in_child()
         self._sender = None
+        self._forked = True
         self._lock = threading.RLock()
         self.exit_deadline = None
         self.skipped = SkippedValues()  # the parent's counts are the parent's to report

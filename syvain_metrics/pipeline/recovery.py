@@ -33,7 +33,7 @@ from syvain_metrics.pipeline.batch import Batch
 from syvain_metrics.pipeline.control import spool_files
 from syvain_metrics.pipeline.control_replay import ControlReplay, is_control_file
 from syvain_metrics.pipeline.delivery import KEEP_STATUSES, Uplink, deliver
-from syvain_metrics.pipeline.spool import DAMAGED, claim_leftovers, set_aside
+from syvain_metrics.pipeline.spool import DAMAGED, claim_leftovers, drop_if_empty, set_aside
 from syvain_metrics.pipeline.spool_files import DamagedBatchError, load_batch
 
 logger = logging.getLogger("syvain_metrics")
@@ -44,8 +44,9 @@ class SyncReport:
     """What a replay did: spools and batches found, events stored, events rejected for good,
     batches kept for a later try (with why), batches set aside as damaged (with why), spools
     recorded for another host and left alone, other users' spools ignored, batches set
-    aside by earlier runs, and control records applied (creations, status changes,
-    annotations: :mod:`~syvain_metrics.pipeline.control_replay`)."""
+    aside by earlier runs, empty batch files removed (created by a process killed before it
+    wrote anything: no event was in them), and control records applied (creations, status
+    changes, annotations: :mod:`~syvain_metrics.pipeline.control_replay`)."""
 
     spools: int = 0
     batches: int = 0
@@ -58,6 +59,7 @@ class SyncReport:
     set_aside_before: int = 0
     set_aside_where: list[str] = field(default_factory=list)
     controls: int = 0
+    emptied: int = 0
 
     @property
     def complete(self) -> bool:
@@ -89,6 +91,7 @@ class SyncReport:
             (len(self.other_hosts), "spool(s) of another host skipped"),
             (len(self.other_owners), "spool(s) of other users ignored"),
             (self.set_aside_before, "damaged batches set aside before"),
+            (self.emptied, "empty batch file(s) removed"),
         ):
             if count:
                 line += f"; {count} {what}"
@@ -222,6 +225,8 @@ def _replay(
             if not controls.replay_file(path, report):
                 return False
             continue
+        if _drop_empty(path, report):
+            continue
         try:
             batch = load_batch(path)
         except DamagedBatchError as error:
@@ -257,6 +262,15 @@ def _replay(
             _set_aside(path, f"{'; '.join(batch.damage)} ({sent} intact events sent)", report)
         else:
             path.unlink(missing_ok=True)
+    return True
+
+
+def _drop_empty(path: Path, report: SyncReport) -> bool:
+    """Remove a batch file the dead process created but never wrote to (zero bytes): it held
+    no event, so it is neither damage nor something to keep."""
+    if not drop_if_empty(path):
+        return False
+    report.emptied += 1
     return True
 
 

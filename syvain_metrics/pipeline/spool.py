@@ -251,13 +251,29 @@ class Spool:
             with contextlib.suppress(OSError):  # the data is written; a failing close is moot
                 os.close(fd)
 
+    def drop_inherited(self) -> None:
+        """In a forked child: close this process's copies of the parent's descriptors without
+        touching a file. The lock above all: a child that outlives its parent (a helper, a
+        worker) must not keep the parent's spool locked, or ``sync`` would take it for a
+        live process's and leave it alone for as long as the child lives."""
+        fds = [*self._open.values(), self._lock_fd]
+        self._open.clear()
+        self._sizes.clear()
+        self._lock_fd = -1
+        for fd in fds:
+            if fd >= 0:  # -1: closed already, and its number may be someone else's now
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+
     def close(self) -> None:
         """Close every descriptor; remove the directory if no batch is left in it."""
         for path in list(self._open):
             self.seal(path)
         with contextlib.suppress(OSError):
             _remove_if_empty(self.directory)
-        os.close(self._lock_fd)
+        fd, self._lock_fd = self._lock_fd, -1
+        if fd >= 0:
+            os.close(fd)
 
 
 def _remove_if_empty(directory: Path) -> None:
@@ -310,16 +326,43 @@ class Leftover:
         """Batch files set aside as damaged by an earlier ``sync``."""
         return sorted((self.directory / DAMAGED).glob(BATCH_GLOB))
 
+    def drop_inherited(self) -> None:
+        """In a forked child: close this process's copy of the claim's lock (the claim is
+        the parent's), so the spool is free once the parent ends."""
+        fd, self._lock_fd = self._lock_fd, -1
+        if fd >= 0:  # -1: released already, and its number may be someone else's now
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
     def release(self) -> None:
         """Drop the claim; remove the directory if it is empty now (and the directory of a
         parent session that never logged anything itself)."""
         _remove_if_empty(self.directory)
-        os.close(self._lock_fd)
+        fd, self._lock_fd = self._lock_fd, -1
+        if fd >= 0:
+            os.close(fd)
         parent = self.directory.parent
         if parent.name == CHILDREN and not (parent.parent / "lock").exists():
             for empty in (parent, parent.parent):
                 with contextlib.suppress(OSError):
                     empty.rmdir()
+
+
+def drop_if_empty(path: Path) -> bool:
+    """Remove a batch file of zero bytes (a process killed between creating it and its first
+    write: it never held an event); whether it was one.
+
+    Example:
+        >>> drop_if_empty(Path("/nonexistent/b-000000001.jsonl"))
+        False
+    """
+    try:
+        if os.lstat(path).st_size != 0:
+            return False
+        path.unlink()
+    except OSError:
+        return False
+    return True
 
 
 Skipped = Callable[[Path, str], None]

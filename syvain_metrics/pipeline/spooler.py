@@ -22,7 +22,7 @@ from typing import Any
 from syvain_metrics.contract.limits import MAX_METRICS_PER_INGEST
 from syvain_metrics.errors import RejectedEvent
 from syvain_metrics.pipeline.batch import Batch, Chunk, QueuedEvent, encode_chunk
-from syvain_metrics.pipeline.spool import CHILDREN, claim_leftovers
+from syvain_metrics.pipeline.spool import CHILDREN, claim_leftovers, drop_if_empty
 from syvain_metrics.pipeline.spool_files import load_batch
 from syvain_metrics.pipeline.state import (
     BATCHES_IN_MEMORY,
@@ -114,18 +114,19 @@ class Spooler(SenderState):
                     self._seal(experiment_id, box)
 
     def _encode(self, experiment_id: str, items: list[QueuedEvent]) -> Chunk:
+        tags = self.tags
         try:
-            return encode_chunk(items)
+            return encode_chunk(items, tags)
         except (TypeError, ValueError):  # pragma: no cover - events are validated before
             good = []
             for item in items:
                 try:
-                    encode_chunk([item])
+                    encode_chunk([item], tags)
                 except (TypeError, ValueError) as error:
                     self._refuse_unencodable(item, error)
                 else:
                     good.append(item)
-            return encode_chunk(good)
+            return encode_chunk(good, tags)
 
     def _refuse_unencodable(self, item: QueuedEvent, error: Exception) -> None:
         logger.error("syvain_metrics: a log() event could not be encoded: %s", error)
@@ -225,6 +226,8 @@ class Spooler(SenderState):
                 try:
                     read = load_batch(path)
                 except (OSError, ValueError):
+                    if drop_if_empty(path):
+                        continue  # created, never written: it held no event
                     # Left where it is, for `syvain-metrics sync` to report and set aside.
                     logger.warning("syvain_metrics: skipping unreadable spool file %s", path)
                     continue

@@ -26,6 +26,7 @@ import threading
 import time
 import weakref
 from collections import deque
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -290,6 +291,9 @@ class SenderState:
     ``__exit__``. A signal handler that runs while its thread is inside that block sees it
     held (:func:`held_here`) and does not wait for the other threads.
     """
+
+    tags: Mapping[str, Any] | None = None
+    """Metadata every event carries, merged when it is encoded (an event's own key wins)."""
 
     def __init__(
         self,

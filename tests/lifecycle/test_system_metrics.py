@@ -19,6 +19,7 @@ import pytest
 import syvain_metrics as sm
 from syvain_metrics.context import system
 from syvain_metrics.context.gpus import GpuReader
+from syvain_metrics.testing import LocalServer
 
 psutil = pytest.importorskip("psutil")
 pytestmark = pytest.mark.usefixtures("metrics_session")
@@ -76,15 +77,19 @@ def test_a_run_with_system_metrics_logs_every_host_series_with_node_and_rank() -
     assert exp.refresh().status == "done"
 
 
-def test_a_short_run_has_a_sample_of_each_series(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_short_run_has_a_sample_of_each_series(
+    monkeypatch: pytest.MonkeyPatch, metrics_server: LocalServer, tmp_path: Any
+) -> None:
     monkeypatch.setenv("RANK", "3")
-    exp = sm.Experiment.create("run-short")
-    sampler = exp.start_system_metrics(interval=60.0)
-    sampler.stop()  # at once: the sample at start, and the last one
-    sampler.stop()  # a second stop does nothing
-    assert not sampler.running
-    exp.flush(timeout=30)
-    rows = series_rows(exp)
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    with metrics_server.session(spool_dir=tmp_path, ranks="all") as session:
+        exp = sm.Experiment.create("run-short", session=session)
+        sampler = exp.start_system_metrics(interval=60.0)
+        sampler.stop()  # at once: the sample at start, and the last one
+        sampler.stop()  # a second stop does nothing
+        assert not sampler.running
+        exp.flush(timeout=30)
+        rows = series_rows(exp)
     for name in HOST_SERIES:
         assert len(rows[name]) >= 1, name
         assert rows[name][0].metadata["rank"] == 3

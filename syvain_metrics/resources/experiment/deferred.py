@@ -273,6 +273,8 @@ class DeferredCalls(ExperimentBase):
         :meth:`_status_now_or_later`); left in the spool behind the run's events when they
         are still on their way (``after_events``). ``strict``: a refusal of the service is
         raised (else logged)."""
+        if not self._bind().is_main_process:
+            return  # only rank 0 of a job changes the status
         body: dict[str, Any] = {"status": status}
         if error is not None:
             body["error"] = dict(error)

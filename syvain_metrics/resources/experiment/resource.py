@@ -46,6 +46,7 @@ from syvain_metrics.resources.experiment.deferred import DeferredCalls
 from syvain_metrics.resources.experiment.ingestion_keys import IngestionKeys
 from syvain_metrics.resources.experiment.reading import MetricReading
 from syvain_metrics.resources.experiment.resuming import Resuming
+from syvain_metrics.resources.experiment.stand_in import StandInRun
 from syvain_metrics.resources.experiment.system_metrics import SystemSampling
 from syvain_metrics.resources.experiment.termination import SigtermGuard
 from syvain_metrics.resources.experiment.writing import MetricWriting
@@ -232,6 +233,11 @@ class Experiment(
         :class:`~syvain_metrics.ExperimentNotCreatedError`. Without ``exist_ok``, a slug
         found taken then is reported as a failure of that run (its events stay in the spool).
 
+        In a job of several ranks (torchrun, SLURM, MPI), with the session's
+        ``ranks="zero"`` (the default) only rank 0 creates the run: other ranks get a
+        stand-in whose writing calls send nothing; with ``ranks="all"`` every rank calls
+        ``create`` and all get the same experiment (``exist_ok`` is implied).
+
         Example:
             >>> sm.Experiment.create("mamba-run-001", description="Baseline",
             ...                      metadata={"model": "mamba"}, folder=sub)  # doctest: +SKIP
@@ -250,6 +256,10 @@ class Experiment(
             fields["folder_id"] = folder_id_of(folder)
         body = load_request(ExperimentCreateRequest(), fields)
         check_flag("defer", defer)
+        if not bound.writes:  # checked first all the same: bad input fails on every rank
+            return _RankStandIn(body, session=bound)
+        # Every rank of the job creates the same run at once: all but one find it.
+        exist_ok = exist_ok or (bound.ranks == "all" and bound.rank.distributed)
         return cls._create_call(bound, body, exist_ok=exist_ok, defer=defer)
 
     @classmethod
@@ -327,6 +337,8 @@ class Experiment(
         if timestamp_ms is not None:
             fields["timestamp_ms"] = timestamp_ms
         body = load_request(StatusUpdateRequest(), fields)
+        if not self._bind().is_main_process:
+            return self  # checked first all the same: only rank 0 of a job changes the status
         return self._status_now_or_later(body)
 
     def start(self) -> Experiment:
@@ -513,3 +525,8 @@ class Experiment(
         body = load_request(ExperimentMoveRequest(), {"folder_id": folder_id_of(folder)})
         bound = self._bind()
         return self._apply(bound.call(operations.MOVE_EXPERIMENT, self.id, body=body))
+
+
+class _RankStandIn(StandInRun, Experiment):
+    """What ``Experiment.create()`` returns on a rank that does not write (see
+    :mod:`~syvain_metrics.resources.experiment.stand_in`)."""

@@ -28,17 +28,18 @@ class SystemSampling(MetricWriting):
             >>> with exp.start_system_metrics(interval=5.0):  # doctest: +SKIP
             ...     train()
         """
-        return SystemMetrics(self.log, interval).start()
+        return SystemMetrics(self.log, interval, rank=self._bind().rank.rank).start()
 
     def _system_sampler(self, system_metrics: bool | float) -> SystemMetrics | None:
         """The sampler ``run(system_metrics=...)`` asks for, not started: ``True`` samples
         every 10 s, a number is the interval, ``False`` none."""
         if system_metrics is False:
             return None
+        rank = self._bind().rank.rank
         if system_metrics is True:
-            return SystemMetrics(self.log, DEFAULT_INTERVAL_S)
+            return SystemMetrics(self.log, DEFAULT_INTERVAL_S, rank=rank)
         if isinstance(system_metrics, int | float):
-            return SystemMetrics(self.log, system_metrics)
+            return SystemMetrics(self.log, system_metrics, rank=rank)
         raise MetricsValidationError(
             {"system_metrics": ["Must be True, False or an interval in seconds."]}
         )

@@ -20,6 +20,8 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
+import os
 import signal
 import threading
 import time
@@ -74,6 +76,7 @@ class SigtermGuard:
             return cls(previous, active=False)
         guard = cls(previous, active=True)
         signal.signal(signal.SIGTERM, guard._on_sigterm)
+        _installed.append(guard)
         return guard
 
     def _on_sigterm(self, signum: int, frame: FrameType | None) -> None:
@@ -98,6 +101,8 @@ class SigtermGuard:
         if not self._active:
             return
         self._active = False
+        if self in _installed:
+            _installed.remove(self)
         previous = self._previous if self._previous is not None else signal.SIG_DFL
         signal.signal(signal.SIGTERM, previous)
         if self._pass_on:
@@ -119,3 +124,44 @@ class SigtermGuard:
             return deadline
         start = max(self.signalled_at, self._deferred_at or 0.0)
         return min(deadline, start + TERMINATION_FLUSH_SECONDS)
+
+
+_installed: list[SigtermGuard] = []
+"""The guards of this process's ``run()`` blocks, outermost first."""
+_mask_before_fork: list[Any] = []
+
+
+def _before_fork() -> None:
+    # SIGTERM waits (blocked) while a child is made inside a run: until the child has
+    # dropped the parent's guard, a SIGTERM sent to it must not reach the guard's handler.
+    if _installed and hasattr(signal, "pthread_sigmask"):
+        _mask_before_fork.append(signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM}))
+
+
+def _after_fork_in_parent() -> None:
+    if _mask_before_fork:
+        signal.pthread_sigmask(signal.SIG_SETMASK, _mask_before_fork.pop())
+
+
+def _after_fork_in_child() -> None:
+    """A forked child (a ``Pool`` worker, a helper) is not inside its parent's ``run()``:
+    SIGTERM does there what it did before the outermost ``run()`` began. The guard's handler
+    would raise ``Terminated`` wherever the child is, and is lost where Python swallows
+    exceptions (its own fork hooks), leaving a ``Pool`` worker that never ends."""
+    if _installed:
+        outermost = _installed[0]._previous
+        for guard in _installed:
+            guard._active = False
+        _installed.clear()
+        with contextlib.suppress(ValueError, OSError):  # not the main thread: nothing to undo
+            signal.signal(signal.SIGTERM, signal.SIG_DFL if outermost is None else outermost)
+    if _mask_before_fork:
+        signal.pthread_sigmask(signal.SIG_SETMASK, _mask_before_fork.pop())
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(
+        before=_before_fork,
+        after_in_parent=_after_fork_in_parent,
+        after_in_child=_after_fork_in_child,
+    )
