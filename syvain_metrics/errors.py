@@ -276,6 +276,21 @@ class FlushError(MetricsApiError):
         self.non_finite: dict[str, int] = dict(non_finite or {})
         super().__init__(self._describe())
 
+    @property
+    def spooled_safely(self) -> bool:
+        """Whether what this reports is only events waiting, every one of them in the spool
+        on disk: nothing rejected, nothing held in memory only. Such events are sent by the
+        sender while the process lives, or by ``syvain-metrics sync`` after: nothing is lost.
+
+        Example:
+            >>> FlushError(stored=1, pending=2, rejected=[], timed_out=True,
+            ...            spool_dir="/tmp/spool/1-ab").spooled_safely
+            True
+            >>> FlushError(stored=1, pending=2, rejected=[], timed_out=True).spooled_safely
+            False
+        """
+        return not self.rejected and not self.unspooled and self.spool_dir is not None
+
     def _describe(self) -> str:
         parts = [f"{self.stored} stored"]
         if self.pending:

@@ -299,7 +299,7 @@ class Session:
         finally:
             self._closed = True
             self._requestor.close()
-        if incomplete is not None and not spooled_safely(incomplete):
+        if incomplete is not None and not incomplete.spooled_safely:
             raise incomplete
         self._tell_waiting(incomplete)
 
@@ -324,7 +324,7 @@ class Session:
         if self._closing or not self.logs.started:
             return
         error = self.logs.close(self.logs.exit_wait(self.flush_timeout))
-        if error is not None and not spooled_safely(error):
+        if error is not None and not error.spooled_safely:
             logger.warning("syvain_metrics: at exit, %s", error)
         else:
             self._tell_waiting(error)
@@ -462,21 +462,6 @@ class Session:
             idempotency_key=batch.key,
             attempts=1,
         )
-
-
-def spooled_safely(error: FlushError) -> bool:
-    """Whether what ``error`` reports is only events waiting, every one of them in the spool
-    on disk: nothing rejected, nothing held in memory only. Such events are sent by the
-    sender while the process lives, or by ``syvain-metrics sync`` after: nothing is lost.
-
-    Example:
-        >>> spooled_safely(FlushError(stored=1, pending=2, rejected=[], timed_out=True,
-        ...                           spool_dir="/tmp/spool/1-ab"))
-        True
-        >>> spooled_safely(FlushError(stored=1, pending=2, rejected=[], timed_out=True))
-        False
-    """
-    return not error.rejected and not error.unspooled and error.spool_dir is not None
 
 
 # Every session of this process, so that a fork and the interpreter's exit reach them all.
