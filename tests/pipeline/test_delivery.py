@@ -96,7 +96,10 @@ def test_a_sender_built_from_a_send_function_delivers_everything_once() -> None:
         sender.put(queued_event("exp-1", f"id-{step}", "loss", 0.5, step, None, None))
     settled = sender.close(timeout=30)
 
-    assert (settled.stored, settled.pending, settled.rejected) == (2_500, 0, [])
+    # ``stored`` counts what was still unanswered when close() began: full batches may have
+    # been answered before it, so it is at most everything.
+    assert (settled.pending, settled.rejected) == (0, [])
+    assert 0 <= settled.stored <= 2_500
     # Several batches are in flight at once: each is sent whole, in any order.
     assert sorted(received) == sorted(f"id-{step}" for step in range(2_500))
 
