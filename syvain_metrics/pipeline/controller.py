@@ -33,11 +33,14 @@ from syvain_metrics.pipeline.batch import Batch
 from syvain_metrics.pipeline.control import (
     ControlRecord,
     batches_of,
+    file_number,
     is_pending_id,
+    read_record,
     rewrite_record,
     write_record,
 )
 from syvain_metrics.pipeline.delivery import KEEP_STATUSES, Outcome, deliver
+from syvain_metrics.pipeline.spool import CONTROL_GLOB
 from syvain_metrics.pipeline.spooler import Spooler
 
 logger = logging.getLogger("syvain_metrics")
@@ -137,6 +140,27 @@ class Controlling(Spooler):
         if not self._uplink.offline and self._uplink.control is not None:
             self._start_control_thread()
         self._control_wake.set()
+
+    def _adopt_children(self, targets: tuple[str, ...] | None) -> int:
+        """Take over dead children's batches, then their control records (an annotation of a
+        non-finite value logged by a worker, a run it created): each placed behind the
+        child's batches, in the child's order, and moved to this process's spool."""
+        known = len(self._adopted)
+        adopted = super()._adopt_children(targets)
+        for leftover in self._adopted[known:]:
+            for path in sorted(leftover.directory.glob(CONTROL_GLOB), key=file_number):
+                try:
+                    record = read_record(path)
+                except (OSError, ValueError):
+                    # Left where it is, for `syvain-metrics sync` to report.
+                    logger.warning("syvain_metrics: skipping unreadable spool file %s", path)
+                    continue
+                self._unapplied.append(record)
+                self._place_control(record)
+                if record.path != path:  # now in this process's spool
+                    with contextlib.suppress(OSError):
+                        path.unlink()
+        return adopted
 
     def _check_marks(self) -> None:
         super()._check_marks()

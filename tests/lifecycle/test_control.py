@@ -618,3 +618,32 @@ def test_annotate_later_never_raises_into_the_loop(metrics_server: LocalServer) 
     exp._annotate_later("fine", {"step": 3})
     session.close()
     assert annotations_of(metrics_server, exp.id) == [("fine", {"step": 3})]
+
+
+# -- records left by forked workers, refused creations, reads of a run created late ---------
+
+
+def _log_a_nan_in_a_child(exp: sm.Experiment) -> None:
+    for step in range(1, 6):
+        exp.log("loss", float("nan") if step == 3 else float(step), step=step)
+
+
+def test_a_forked_worker_s_annotation_of_a_run_waiting_for_its_creation_is_applied(
+    late: LateService, spool: Path
+) -> None:
+    session = late.session(spool)
+    exp = sm.Experiment.create("forked-nan", session=session)
+    exp.log("loss", 0.0, step=0)
+    worker = multiprocessing.get_context("fork").Process(target=_log_a_nan_in_a_child, args=(exp,))
+    worker.start()
+    worker.join(60)
+    assert worker.exitcode == 0
+    server = late.start()
+    assert exp.flush(timeout=30) == 5
+    session.close()
+    # The worker's annotation (a control record in its own spool) was taken over with its
+    # events, and the creation record was kept until it was applied: nothing is left over.
+    assert not list(spool.rglob("*.json*"))
+    assert [text for text, _ in annotations_of(server, exp.id)] == ["loss became NaN at step 3"]
+    report = sync_spool(spool, api_key=late.api_key, host=late.url)
+    assert report.complete
