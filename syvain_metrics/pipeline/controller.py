@@ -133,6 +133,12 @@ class Controlling(Spooler):
                     error,
                 )
         with self._changed:
+            if key in self._refused_creates:
+                # Its run could not be created here: the record waits in the spool for
+                # `syvain-metrics sync`, and nothing waits for it in this process.
+                self._unapplied.remove(record)
+                self._changed.notify_all()
+                return
             self._controls.append(record)
             if record.kind == "create":
                 self._creates[key] = record
@@ -341,7 +347,8 @@ class Controlling(Spooler):
         """Whether some record may still be applied here (lock held): not one of a run
         created by another process (a forked child's records of its parent's run)."""
         return any(
-            not is_pending_id(r.experiment_id) or r.experiment_id in self._creates
+            not is_pending_id(r.experiment_id)
+            or (r.experiment_id in self._creates and r.experiment_id not in self._refused_creates)
             for r in self._controls
         )
 

@@ -413,7 +413,19 @@ class Sender(Controlling):
             outcome.rejected = [
                 replace(r, message=f"{r.message} ({note})") for r in outcome.rejected
             ]
-        for refusal in outcome.rejected:
+        reasons = {r.message for r in outcome.rejected}
+        if len(outcome.rejected) > 1 and len(reasons) == 1:
+            # One cause for the whole batch (its run could not be created): said once.
+            logger.warning(
+                "syvain_metrics: the service rejected %d log() events of experiment %s: %s",
+                len(outcome.rejected),
+                batch.experiment_id,
+                reasons.pop(),
+            )
+            each_one: list[RejectedEvent] = []
+        else:
+            each_one = outcome.rejected
+        for refusal in each_one:
             logger.warning(
                 "syvain_metrics: the service rejected a log() event of experiment %s "
                 "(%r at step %s): %s",

@@ -25,7 +25,12 @@ import pytest
 
 import syvain_metrics as sm
 from syvain_metrics.client.sync import sync_spool
-from syvain_metrics.pipeline.control import ControlRecord, is_pending_id, write_record
+from syvain_metrics.pipeline.control import (
+    ControlRecord,
+    is_pending_id,
+    read_record,
+    write_record,
+)
 from syvain_metrics.pipeline.spool import Spool, new_spool_name
 from syvain_metrics.resources.experiment import deferred
 from syvain_metrics.testing import LocalServer
@@ -647,3 +652,30 @@ def test_a_forked_worker_s_annotation_of_a_run_waiting_for_its_creation_is_appli
     assert [text for text, _ in annotations_of(server, exp.id)] == ["loss became NaN at step 3"]
     report = sync_spool(spool, api_key=late.api_key, host=late.url)
     assert report.complete
+
+
+def test_records_of_a_run_whose_creation_was_refused_wait_in_the_spool_not_in_the_close(
+    late: LateService, spool: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    session = late.session(spool, flush_timeout=30)
+    exp = sm.Experiment.create("taken-late", session=session)
+    with LocalServer(late.db, api_key=late.api_key) as elsewhere, elsewhere.session() as other:
+        sm.Experiment.create("taken-late", session=other)  # while this job could not
+    late.start()
+
+    def job() -> None:
+        with exp.run():
+            for step in range(3000):
+                exp.log("loss", float(step), step=step)
+
+    with pytest.raises(sm.FlushError):
+        job()
+    sender = session.logs.sender
+    # The run's error status can never be applied here: nothing waits for it in this process
+    # (close() does not wait its flush_timeout), and it stays in the spool for a later sync.
+    wait_until(lambda: sender.controls_pending() == 0, timeout=10)
+    session.close()
+    assert "status" in [read_record(path).kind for path in spool.rglob("c-*.json")]
+    # One warning per batch, not one per event.
+    refused = [r for r in caplog.records if "rejected" in r.getMessage()]
+    assert 1 <= len(refused) <= 3
