@@ -107,6 +107,19 @@ class Controlling(Spooler):
         """The real id of a run created by a record (``None`` while it waits)."""
         return self._resolved.get(experiment_id)
 
+    def with_placeholders(self, experiment_ids: list[str]) -> list[str]:
+        """``experiment_ids`` and the placeholders of the runs among them that a record
+        created here: events and records queued before the creation was applied are filed
+        under the placeholder, and a read of the real id must wait for them too.
+
+        Example:
+            >>> session.logs.sender.with_placeholders(["exp-1"])  # doctest: +SKIP
+            ['exp-1', 'pending-0a1b...']
+        """
+        wanted = set(experiment_ids)
+        extra = [key for key, real in list(self._resolved.items()) if real in wanted]
+        return [*experiment_ids, *(key for key in extra if key not in wanted)]
+
     # -- the spooler thread ----------------------------------------------------------------
 
     def _place(self, item: Any) -> None:

@@ -679,3 +679,22 @@ def test_records_of_a_run_whose_creation_was_refused_wait_in_the_spool_not_in_th
     # One warning per batch, not one per event.
     refused = [r for r in caplog.records if "rejected" in r.getMessage()]
     assert 1 <= len(refused) <= 3
+
+
+def test_reads_by_the_real_id_of_a_run_created_late_wait_for_what_was_logged_before(
+    late: LateService, spool: Path
+) -> None:
+    session = late.session(spool)
+    exp = sm.Experiment.create("read-late", session=session)
+    late.start()
+    exp.log("loss", 0.0, step=0)
+    wait_until(lambda: not is_pending_id(exp.id))
+    # Filed under the run's placeholder (the events' queue does not change its key)...
+    for step in range(1, 3001):
+        exp.log("loss", float(step), step=step)
+    # ...yet a read by the real id, from another handle, sees every one of them.
+    rows = sm.compare([exp.series("loss")], session=session)
+    assert len(rows) == 3001
+    assert len(sm.Experiment.get(exp.id, session=session).metrics("loss")) == 3001
+    session.close()
+
