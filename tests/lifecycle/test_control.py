@@ -698,3 +698,25 @@ def test_reads_by_the_real_id_of_a_run_created_late_wait_for_what_was_logged_bef
     assert len(sm.Experiment.get(exp.id, session=session).metrics("loss")) == 3001
     session.close()
 
+
+def test_a_resume_while_the_run_s_creation_waits_is_recorded(
+    late: LateService, spool: Path
+) -> None:
+    server = late.start()
+    with server.session(spool_dir=None) as first:
+        killed = sm.Experiment.create("resumed-late", session=first)
+        with killed.run():
+            for step in range(10):
+                killed.log("loss", float(step), step=step)
+    server.close()
+    late.server = None
+    session = late.session(spool)
+    exp = sm.Experiment.create("resumed-late", exist_ok=True, session=session)
+    assert is_pending_id(exp.id)  # the restarted job starts during an outage
+    with exp.run(resume_from=5):
+        server = late.start()
+        for step in range(5, 12):
+            exp.log("loss", step + 0.5, step=step)
+    session.close()
+    assert exp.id == killed.id
+    assert [text for text, _ in annotations_of(server, exp.id)] == ["resumed from step 5"]
