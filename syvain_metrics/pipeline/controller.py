@@ -67,8 +67,8 @@ class Controlling(Spooler):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._controls: list[ControlRecord] = []  # placed, not applied yet, in order
-        # Put and not applied yet, placed or not (appended without a lock: log() may put).
-        self._unapplied: list[ControlRecord] = []
+        # Taken off the queue by the spooler, not placed yet (lock held to change).
+        self._records_in_hand: list[ControlRecord] = []
         self._resolved: dict[str, str] = {}  # placeholder -> the real id
         self._refused_creates: dict[str, RejectedEvent] = {}  # placeholder -> why, for good
         self._creates: dict[str, ControlRecord] = {}  # placeholder -> its creation record
@@ -85,7 +85,8 @@ class Controlling(Spooler):
             return False
         if self._unready:
             self._start()  # the first thing a run sends may be its creation, before any log()
-        self._unapplied.append(record)
+        # One append, nothing else: an interrupt cannot leave the record half put (counted
+        # as waiting but never queued, or the reverse).
         self._queue.append(record)
         self._bell.ring()  # placed by the spooler's next pass, at once
         return True
@@ -97,11 +98,14 @@ class Controlling(Spooler):
             >>> session.logs.sender.controls_pending()  # doctest: +SKIP
             0
         """
-        return sum(
-            1
-            for record in list(self._unapplied)
-            if experiment_id is None or record.experiment_id == experiment_id
-        )
+        with self._lock:
+            queue = self._queue
+            queued = [item for item in list(queue) if type(item) is ControlRecord] if queue else []
+            return sum(
+                1
+                for record in (*queued, *self._records_in_hand, *self._controls)
+                if experiment_id is None or record.experiment_id == experiment_id
+            )
 
     def resolved_id(self, experiment_id: str) -> str | None:
         """The real id of a run created by a record (``None`` while it waits)."""
@@ -122,13 +126,17 @@ class Controlling(Spooler):
 
     # -- the spooler thread ----------------------------------------------------------------
 
+    def _take(self, item: Any) -> None:
+        if type(item) is ControlRecord:
+            self._records_in_hand.append(item)  # still counted as waiting until placed
+
     def _place(self, item: Any) -> None:
         if isinstance(item, ControlRecord):
-            self._place_control(item)
+            self._place_control(item, queued=True)
         else:
             super()._place(item)
 
-    def _place_control(self, record: ControlRecord) -> None:
+    def _place_control(self, record: ControlRecord, *, queued: bool = False) -> None:
         key = record.experiment_id
         box = self._outboxes.get(key)
         if box is not None and box.open_count:
@@ -146,10 +154,11 @@ class Controlling(Spooler):
                     error,
                 )
         with self._changed:
+            if queued:
+                self._records_in_hand.remove(record)
             if key in self._refused_creates:
                 # Its run could not be created here: the record waits in the spool for
                 # `syvain-metrics sync`, and nothing waits for it in this process.
-                self._unapplied.remove(record)
                 self._changed.notify_all()
                 return
             self._controls.append(record)
@@ -174,7 +183,6 @@ class Controlling(Spooler):
                     # Left where it is, for `syvain-metrics sync` to report.
                     logger.warning("syvain_metrics: skipping unreadable spool file %s", path)
                     continue
-                self._unapplied.append(record)
                 self._place_control(record)
                 if record.path != path:  # now in this process's spool
                     with contextlib.suppress(OSError):
@@ -279,7 +287,6 @@ class Controlling(Spooler):
                 record.path.unlink()
         with self._changed:
             self._controls.remove(record)
-            self._unapplied.remove(record)
             self._changed.notify_all()
         self._tell(record, data)
         self._control_wake.set()
@@ -302,7 +309,6 @@ class Controlling(Spooler):
                 dropped = [r for r in self._controls if r.experiment_id == record.experiment_id]
             for gone in dropped:
                 self._controls.remove(gone)
-                self._unapplied.remove(gone)
             self._changed.notify_all()
         self._control_wake.set()
 

@@ -9,6 +9,7 @@ slow service" is its delay fault.
 
 from __future__ import annotations
 
+import collections
 import json
 import multiprocessing
 import os
@@ -720,3 +721,33 @@ def test_a_resume_while_the_run_s_creation_waits_is_recorded(
     session.close()
     assert exp.id == killed.id
     assert [text for text, _ in annotations_of(server, exp.id)] == ["resumed from step 5"]
+
+
+def test_an_interrupt_while_a_record_is_queued_leaves_nothing_counted_as_waiting(
+    metrics_server: LocalServer, spool: Path
+) -> None:
+    session = metrics_server.session(spool_dir=spool)
+    exp = sm.Experiment.create("interrupted-put", session=session)
+    exp.log("loss", 1.0, step=0)
+    sender = session.logs.sender
+
+    class InterruptedOnce(collections.deque):  # type: ignore[type-arg]
+        """A Ctrl-C that lands on the queue's append of a control record."""
+
+        fired = False
+
+        def append(self, item: Any) -> None:
+            if isinstance(item, ControlRecord) and not self.fired:
+                self.fired = True
+                raise KeyboardInterrupt
+            super().append(item)
+
+    sender._queue = InterruptedOnce(sender._queue)
+    with pytest.raises(KeyboardInterrupt):
+        sender.put_control(ControlRecord.annotation(exp.id, "lost to Ctrl-C", {}))
+    # Never queued, so never waited for: the run's later changes are not held behind it.
+    assert sender.controls_pending() == 0
+    assert sender.put_control(ControlRecord.annotation(exp.id, "after", {}))
+    wait_until(lambda: sender.controls_pending() == 0, timeout=10)
+    session.close()
+    assert [text for text, _ in annotations_of(metrics_server, exp.id)] == ["after"]
