@@ -246,8 +246,8 @@ class Sender(Controlling):
                         rejected.extend(r for _, r in self._take_rejections(box, goal))
             else:  # nothing to wait for, or the spooler never reached the mark
                 pending = self._unanswered(targets)
-        stored = max(before + mark.adopted - pending - mark.refused, 0)
-        return Settled(stored, pending, rejected, timed_out=not reached)
+        stored = max(before + mark.adopted - pending - mark.refused - mark.parked, 0)
+        return Settled(stored, pending, rejected, timed_out=not reached, parked=mark.parked)
 
     def _answer_now(self, targets: tuple[str, ...] | None, take_rejections: bool) -> Settled:
         with self._lock:
@@ -303,6 +303,7 @@ class Sender(Controlling):
             left.pending,
             settled.rejected + left.rejected,
             timed_out=settled.timed_out or left.pending > 0,
+            parked=settled.parked,
         )
 
     def unspooled(self) -> int:
@@ -449,6 +450,8 @@ class Sender(Controlling):
             box = self._outboxes[batch.experiment_id]
             box.answer(batch.first, batch.count)
             self._count_refused(batch.experiment_id, box, batch.first, len(outcome.rejected))
+            if outcome.parked:
+                self._count_parked(batch.experiment_id, batch.first, batch.count)
             room = max(REJECTED_KEPT - len(box.unreported), 0)
             box.unreported.extend((batch.first, r) for r in outcome.rejected[:room])
             damaged = self._aside.pop(id(batch), None)

@@ -751,3 +751,18 @@ def test_an_interrupt_while_a_record_is_queued_leaves_nothing_counted_as_waiting
     wait_until(lambda: sender.controls_pending() == 0, timeout=10)
     session.close()
     assert [text for text, _ in annotations_of(metrics_server, exp.id)] == ["after"]
+
+
+def test_offline_events_are_reported_parked_not_stored(late: LateService, spool: Path) -> None:
+    session = late.session(spool, offline=True)
+    exp = sm.Experiment.create("parked", session=session)
+    for step in range(5):
+        exp.log("loss", 1.0, step=step)
+    assert exp.flush(timeout=30) == 0  # nothing was sent, nothing stored: no error either
+    for step in range(5, 8):
+        exp.log("loss", 1.0, step=step)
+    settled = session.logs.wait([exp.id], 30)
+    assert settled is not None
+    assert (settled.stored, settled.parked, settled.pending) == (0, 3, 0)
+    session.close()
+    assert len(list(spool.rglob("b-*.jsonl"))) >= 1  # all of them wait for sync
