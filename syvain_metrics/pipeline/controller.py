@@ -346,6 +346,24 @@ class Controlling(Spooler):
             batch = replace(batch, experiment_id=real)  # same body, same Idempotency-Key
         return deliver(self._uplink, batch, wait=self._pause)
 
+    def _next_sendable(self) -> Batch | None:
+        """Take the first ready batch that may be sent now (lock held): the batches of a run
+        whose creation waits stay ready, in their order, so that they hold no delivery thread
+        and the other runs keep flowing; they are taken once the service created the run."""
+        ready = self._ready
+        for index, batch in enumerate(ready):
+            key = batch.experiment_id
+            waits = (
+                not self._uplink.offline
+                and key in self._creates
+                and key not in self._resolved
+                and key not in self._refused_creates
+            )
+            if not waits:
+                del ready[index]
+                return batch
+        return None
+
     def _await_creation(self, key: str) -> str | RejectedEvent | None:
         with self._changed:
             while not self._stopping:

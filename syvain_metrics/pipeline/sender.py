@@ -344,11 +344,13 @@ class Sender(Controlling):
     def _take_ready(self) -> Batch | None:
         """The next sealed batch for this delivery thread, or ``None`` when stopping."""
         with self._changed:
-            while not self._ready and not self._stopping:
+            while True:
+                if self._stopping:
+                    return None
+                batch = self._next_sendable()
+                if batch is not None:
+                    break
                 self._changed.wait(IDLE_SLICE)
-            if self._stopping:
-                return None
-            batch = self._ready.popleft()
             # Held in memory only, it stays listed until answered: a kill while it is
             # retried would lose it, so the spooler still writes it when it can.
             self._sending[id(batch)] = batch

@@ -33,6 +33,7 @@ from syvain_metrics.pipeline.control import (
     write_record,
 )
 from syvain_metrics.pipeline.spool import Spool, new_spool_name
+from syvain_metrics.pipeline.state import MAX_IN_FLIGHT
 from syvain_metrics.resources.experiment import deferred
 from syvain_metrics.testing import LocalServer
 
@@ -766,3 +767,23 @@ def test_offline_events_are_reported_parked_not_stored(late: LateService, spool:
     assert (settled.stored, settled.parked, settled.pending) == (0, 3, 0)
     session.close()
     assert len(list(spool.rglob("b-*.jsonl"))) >= 1  # all of them wait for sync
+
+
+def test_a_run_waiting_for_its_creation_does_not_hold_up_the_other_runs(
+    metrics_server: LocalServer, spool: Path
+) -> None:
+    session = metrics_server.session(spool_dir=spool, retry=FAST)
+    flowing = sm.Experiment.create("flowing", session=session)
+    metrics_server.faults.fail_next("create_experiment", status=503, times=1_000_000)
+    stuck = sm.Experiment.create("stuck", session=session)
+    assert is_pending_id(stuck.id)  # its creation keeps failing: its batches wait
+    for step in range(MAX_IN_FLIGHT * 1000 + 500):  # more full batches than delivery threads
+        stuck.log("loss", float(step), step=step)
+    for step in range(10):
+        flowing.log("loss", float(step), step=step)
+    assert flowing.flush(timeout=15) == 10  # not one request blocked behind the other run
+    assert stuck.pending_logs == MAX_IN_FLIGHT * 1000 + 500
+    metrics_server.faults.clear()
+    assert stuck.flush(timeout=60) == MAX_IN_FLIGHT * 1000 + 500
+    session.close()
+    assert len(read_back(metrics_server, "stuck")[1]) == MAX_IN_FLIGHT * 1000 + 500
