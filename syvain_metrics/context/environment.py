@@ -61,6 +61,14 @@ ARGV_ITEM_CHARS = 300
 """The command line is kept to this many arguments of at most this many characters."""
 
 _SECRET_NAME = re.compile(r"key|token|secret|passw|credential|auth|cookie", re.IGNORECASE)
+# Values that are credentials whatever option carries them (GitHub, Hugging Face, OpenAI-style,
+# Slack, AWS access key ids, GitLab), wherever they appear in an argument.
+_TOKEN_VALUE = re.compile(
+    r"(?<![A-Za-z0-9])(?:ghp_|gho_|ghu_|ghs_|ghr_|github_pat_|hf_|sk-|xox[a-z]?-|AKIA|glpat-)"
+    r"[A-Za-z0-9_\-]*"
+)
+_PASSWORD_FLAGS = frozenset({"-p"})
+"""Short options whose next argument is a password (``mysql -p secret``, ``-p`` of many CLIs)."""
 _USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.\-]*://)[^/@\s]+@")
 REDACTED = "***"
 _NVIDIA_GPUS = "/proc/driver/nvidia/gpus"
@@ -81,16 +89,20 @@ def capture_enabled(flag: bool | None = None) -> bool:
 
 
 def _strip_userinfo(text: str) -> str:
+    text = _TOKEN_VALUE.sub(REDACTED, text)
     return _USERINFO.sub(lambda m: f"{m.group('scheme')}{REDACTED}@", text)
 
 
 def redact_argv(argv: Sequence[str]) -> list[str]:
     """``argv`` with the values of secret-named options replaced by ``***`` (``--token X``,
-    ``--token=X``, ``db.password=X``) and credentials taken out of URLs.
+    ``--token=X``, ``db.password=X``, ``-p X``), credentials taken out of URLs, and values
+    that look like tokens (``ghp_...``, ``hf_...``, ``sk-...``, ``AKIA...``) wherever they are.
 
     Example:
         >>> redact_argv(["--token", "abc", "--db", "https://u:p@host/x", "lr=0.1"])
         ['--token', '***', '--db', 'https://***@host/x', 'lr=0.1']
+        >>> redact_argv(["--github_pat=ghp_x1", "-p", "hunter2"])
+        ['--github_pat=***', '-p', '***']
     """
     out: list[str] = []
     hide_next = False
@@ -104,7 +116,7 @@ def redact_argv(argv: Sequence[str]) -> list[str]:
         name, equals, _ = item.partition("=")
         if equals and _SECRET_NAME.search(name):
             out.append(f"{name}={REDACTED}")
-        elif item.startswith("-") and _SECRET_NAME.search(item):
+        elif item in _PASSWORD_FLAGS or (item.startswith("-") and _SECRET_NAME.search(item)):
             out.append(item)
             hide_next = True  # its value is the next argument
         else:

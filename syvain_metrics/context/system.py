@@ -10,8 +10,8 @@ under torchrun / SLURM / Open MPI, 0 otherwise; GPU series add ``gpu``, the GPU'
   ``system/gpu_memory_percent``, ``system/gpu_power_w``, ``system/gpu_temperature_c``:
   each NVIDIA GPU, through nvidia-ml-py when it is installed (absent otherwise).
 
-Megabytes are 2**20 bytes. A series' step is the sample's number (0, 1, 2, ...) and its
-time the moment of the sample. The first sample is taken at start (CPU percentages need
+Megabytes are 2**20 bytes. A sample has no step, only its time (the moment of the sample):
+read or plot the series against time (``x="time"``). The first sample is taken at start (CPU percentages need
 a window, so they start with the second one) and a last one at :meth:`SystemMetrics.stop`,
 so a short run has at least one of each. A reading that fails is logged once and skipped;
 the sampler never raises into the program.
@@ -229,11 +229,13 @@ class SystemMetrics:
             return 0
         try:
             self._last_at = time.monotonic()
-            step = self.samples
             logged = 0
             try:
                 for name, value, metadata in self.readings():
-                    self._log(name, value, step=step, metadata=metadata)
+                    # No step: a time series. A sample number would restart at 0 with each
+                    # sampler, and a resumed run's reads keeping the last value per step
+                    # would hide the first job's samples.
+                    self._log(name, value, step=None, metadata=metadata)
                     logged += 1
             except MetricsValidationError as error:
                 self._once("log", error)

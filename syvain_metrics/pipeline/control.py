@@ -293,8 +293,9 @@ def spool_files(directory: Path) -> list[Path]:
 
 
 def batches_of(directory: Path, experiment_id: str) -> list[Path]:
-    """The batch files under a spool directory (its children's included) that hold events
-    of ``experiment_id``, read from their headers.
+    """The files under a spool directory (its children's included) that still need the
+    creation of ``experiment_id``: its batches (read from their headers) and its control
+    records other than the creation itself (a status or an annotation still to apply).
 
     Example:
         >>> batches_of(Path("/nonexistent"), "pending-00")
@@ -309,4 +310,13 @@ def batches_of(directory: Path, experiment_id: str) -> list[Path]:
             header = json.loads(match.group(2) if match else first)
             if isinstance(header, dict) and header.get("experiment_id") == experiment_id:
                 found.append(path)
+    for path in directory.rglob(CONTROL_GLOB):
+        # A record that cannot be read is kept with its creation: sync reports it.
+        try:
+            record = read_record(path)
+        except (OSError, ValueError):
+            found.append(path)
+            continue
+        if record.experiment_id == experiment_id and record.kind != "create":
+            found.append(path)
     return found

@@ -33,11 +33,14 @@ from syvain_metrics.pipeline.batch import Batch
 from syvain_metrics.pipeline.control import (
     ControlRecord,
     batches_of,
+    file_number,
     is_pending_id,
+    read_record,
     rewrite_record,
     write_record,
 )
 from syvain_metrics.pipeline.delivery import KEEP_STATUSES, Outcome, deliver
+from syvain_metrics.pipeline.spool import CONTROL_GLOB
 from syvain_metrics.pipeline.spooler import Spooler
 
 logger = logging.getLogger("syvain_metrics")
@@ -64,8 +67,8 @@ class Controlling(Spooler):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._controls: list[ControlRecord] = []  # placed, not applied yet, in order
-        # Put and not applied yet, placed or not (appended without a lock: log() may put).
-        self._unapplied: list[ControlRecord] = []
+        # Taken off the queue by the spooler, not placed yet (lock held to change).
+        self._records_in_hand: list[ControlRecord] = []
         self._resolved: dict[str, str] = {}  # placeholder -> the real id
         self._refused_creates: dict[str, RejectedEvent] = {}  # placeholder -> why, for good
         self._creates: dict[str, ControlRecord] = {}  # placeholder -> its creation record
@@ -82,7 +85,8 @@ class Controlling(Spooler):
             return False
         if self._unready:
             self._start()  # the first thing a run sends may be its creation, before any log()
-        self._unapplied.append(record)
+        # One append, nothing else: an interrupt cannot leave the record half put (counted
+        # as waiting but never queued, or the reverse).
         self._queue.append(record)
         self._bell.ring()  # placed by the spooler's next pass, at once
         return True
@@ -94,25 +98,45 @@ class Controlling(Spooler):
             >>> session.logs.sender.controls_pending()  # doctest: +SKIP
             0
         """
-        return sum(
-            1
-            for record in list(self._unapplied)
-            if experiment_id is None or record.experiment_id == experiment_id
-        )
+        with self._lock:
+            queue = self._queue
+            queued = [item for item in list(queue) if type(item) is ControlRecord] if queue else []
+            return sum(
+                1
+                for record in (*queued, *self._records_in_hand, *self._controls)
+                if experiment_id is None or record.experiment_id == experiment_id
+            )
 
     def resolved_id(self, experiment_id: str) -> str | None:
         """The real id of a run created by a record (``None`` while it waits)."""
         return self._resolved.get(experiment_id)
 
+    def with_placeholders(self, experiment_ids: list[str]) -> list[str]:
+        """``experiment_ids`` and the placeholders of the runs among them that a record
+        created here: events and records queued before the creation was applied are filed
+        under the placeholder, and a read of the real id must wait for them too.
+
+        Example:
+            >>> session.logs.sender.with_placeholders(["exp-1"])  # doctest: +SKIP
+            ['exp-1', 'pending-0a1b...']
+        """
+        wanted = set(experiment_ids)
+        extra = [key for key, real in list(self._resolved.items()) if real in wanted]
+        return [*experiment_ids, *(key for key in extra if key not in wanted)]
+
     # -- the spooler thread ----------------------------------------------------------------
+
+    def _take(self, item: Any) -> None:
+        if type(item) is ControlRecord:
+            self._records_in_hand.append(item)  # still counted as waiting until placed
 
     def _place(self, item: Any) -> None:
         if isinstance(item, ControlRecord):
-            self._place_control(item)
+            self._place_control(item, queued=True)
         else:
             super()._place(item)
 
-    def _place_control(self, record: ControlRecord) -> None:
+    def _place_control(self, record: ControlRecord, *, queued: bool = False) -> None:
         key = record.experiment_id
         box = self._outboxes.get(key)
         if box is not None and box.open_count:
@@ -130,6 +154,13 @@ class Controlling(Spooler):
                     error,
                 )
         with self._changed:
+            if queued:
+                self._records_in_hand.remove(record)
+            if key in self._refused_creates:
+                # Its run could not be created here: the record waits in the spool for
+                # `syvain-metrics sync`, and nothing waits for it in this process.
+                self._changed.notify_all()
+                return
             self._controls.append(record)
             if record.kind == "create":
                 self._creates[key] = record
@@ -137,6 +168,26 @@ class Controlling(Spooler):
         if not self._uplink.offline and self._uplink.control is not None:
             self._start_control_thread()
         self._control_wake.set()
+
+    def _adopt_children(self, targets: tuple[str, ...] | None) -> int:
+        """Take over dead children's batches, then their control records (an annotation of a
+        non-finite value logged by a worker, a run it created): each placed behind the
+        child's batches, in the child's order, and moved to this process's spool."""
+        known = len(self._adopted)
+        adopted = super()._adopt_children(targets)
+        for leftover in self._adopted[known:]:
+            for path in sorted(leftover.directory.glob(CONTROL_GLOB), key=file_number):
+                try:
+                    record = read_record(path)
+                except (OSError, ValueError):
+                    # Left where it is, for `syvain-metrics sync` to report.
+                    logger.warning("syvain_metrics: skipping unreadable spool file %s", path)
+                    continue
+                self._place_control(record)
+                if record.path != path:  # now in this process's spool
+                    with contextlib.suppress(OSError):
+                        path.unlink()
+        return adopted
 
     def _check_marks(self) -> None:
         super()._check_marks()
@@ -236,7 +287,6 @@ class Controlling(Spooler):
                 record.path.unlink()
         with self._changed:
             self._controls.remove(record)
-            self._unapplied.remove(record)
             self._changed.notify_all()
         self._tell(record, data)
         self._control_wake.set()
@@ -259,7 +309,6 @@ class Controlling(Spooler):
                 dropped = [r for r in self._controls if r.experiment_id == record.experiment_id]
             for gone in dropped:
                 self._controls.remove(gone)
-                self._unapplied.remove(gone)
             self._changed.notify_all()
         self._control_wake.set()
 
@@ -297,6 +346,24 @@ class Controlling(Spooler):
             batch = replace(batch, experiment_id=real)  # same body, same Idempotency-Key
         return deliver(self._uplink, batch, wait=self._pause)
 
+    def _next_sendable(self) -> Batch | None:
+        """Take the first ready batch that may be sent now (lock held): the batches of a run
+        whose creation waits stay ready, in their order, so that they hold no delivery thread
+        and the other runs keep flowing; they are taken once the service created the run."""
+        ready = self._ready
+        for index, batch in enumerate(ready):
+            key = batch.experiment_id
+            waits = (
+                not self._uplink.offline
+                and key in self._creates
+                and key not in self._resolved
+                and key not in self._refused_creates
+            )
+            if not waits:
+                del ready[index]
+                return batch
+        return None
+
     def _await_creation(self, key: str) -> str | RejectedEvent | None:
         with self._changed:
             while not self._stopping:
@@ -317,7 +384,8 @@ class Controlling(Spooler):
         """Whether some record may still be applied here (lock held): not one of a run
         created by another process (a forked child's records of its parent's run)."""
         return any(
-            not is_pending_id(r.experiment_id) or r.experiment_id in self._creates
+            not is_pending_id(r.experiment_id)
+            or (r.experiment_id in self._creates and r.experiment_id not in self._refused_creates)
             for r in self._controls
         )
 

@@ -159,7 +159,7 @@ class SessionLogs:
         sender = self._sender
         if sender is None:
             return
-        targets = list(experiment_ids)
+        targets = sender.with_placeholders(list(experiment_ids))
         deadline = time.monotonic() + timeout
         if not sender.idle():
             settled = sender.wait(targets, timeout, take_rejections=False, adopt=False)

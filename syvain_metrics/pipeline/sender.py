@@ -246,8 +246,8 @@ class Sender(Controlling):
                         rejected.extend(r for _, r in self._take_rejections(box, goal))
             else:  # nothing to wait for, or the spooler never reached the mark
                 pending = self._unanswered(targets)
-        stored = max(before + mark.adopted - pending - mark.refused, 0)
-        return Settled(stored, pending, rejected, timed_out=not reached)
+        stored = max(before + mark.adopted - pending - mark.refused - mark.parked, 0)
+        return Settled(stored, pending, rejected, timed_out=not reached, parked=mark.parked)
 
     def _answer_now(self, targets: tuple[str, ...] | None, take_rejections: bool) -> Settled:
         with self._lock:
@@ -303,6 +303,7 @@ class Sender(Controlling):
             left.pending,
             settled.rejected + left.rejected,
             timed_out=settled.timed_out or left.pending > 0,
+            parked=settled.parked,
         )
 
     def unspooled(self) -> int:
@@ -343,11 +344,13 @@ class Sender(Controlling):
     def _take_ready(self) -> Batch | None:
         """The next sealed batch for this delivery thread, or ``None`` when stopping."""
         with self._changed:
-            while not self._ready and not self._stopping:
+            while True:
+                if self._stopping:
+                    return None
+                batch = self._next_sendable()
+                if batch is not None:
+                    break
                 self._changed.wait(IDLE_SLICE)
-            if self._stopping:
-                return None
-            batch = self._ready.popleft()
             # Held in memory only, it stays listed until answered: a kill while it is
             # retried would lose it, so the spooler still writes it when it can.
             self._sending[id(batch)] = batch
@@ -413,7 +416,19 @@ class Sender(Controlling):
             outcome.rejected = [
                 replace(r, message=f"{r.message} ({note})") for r in outcome.rejected
             ]
-        for refusal in outcome.rejected:
+        reasons = {r.message for r in outcome.rejected}
+        if len(outcome.rejected) > 1 and len(reasons) == 1:
+            # One cause for the whole batch (its run could not be created): said once.
+            logger.warning(
+                "syvain_metrics: the service rejected %d log() events of experiment %s: %s",
+                len(outcome.rejected),
+                batch.experiment_id,
+                reasons.pop(),
+            )
+            each_one: list[RejectedEvent] = []
+        else:
+            each_one = outcome.rejected
+        for refusal in each_one:
             logger.warning(
                 "syvain_metrics: the service rejected a log() event of experiment %s "
                 "(%r at step %s): %s",
@@ -437,6 +452,8 @@ class Sender(Controlling):
             box = self._outboxes[batch.experiment_id]
             box.answer(batch.first, batch.count)
             self._count_refused(batch.experiment_id, box, batch.first, len(outcome.rejected))
+            if outcome.parked:
+                self._count_parked(batch.experiment_id, batch.first, batch.count)
             room = max(REJECTED_KEPT - len(box.unreported), 0)
             box.unreported.extend((batch.first, r) for r in outcome.rejected[:room])
             damaged = self._aside.pop(id(batch), None)

@@ -69,6 +69,8 @@ class Spooler(SenderState):
                 taken.append(item)
                 if type(item) is tuple:
                     self._in_hand[item[0]] = self._in_hand.get(item[0], 0) + 1
+                else:
+                    self._take(item)
         fresh: dict[str, list[QueuedEvent]] = {}
         for item in taken:
             if type(item) is tuple:
@@ -85,6 +87,9 @@ class Spooler(SenderState):
         self._seal_old(now)
         if self._memory_only or (self.spool is not None and not self._health.writing):
             self._respool(now)
+
+    def _take(self, item: Any) -> None:
+        """Told (lock held) of an item other than an event taken off the queue."""
 
     def _fill(self, fresh: dict[str, list[QueuedEvent]]) -> None:
         """Encode each experiment's new events (one chunk per pass and batch), spool them,

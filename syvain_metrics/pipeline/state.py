@@ -137,12 +137,15 @@ class Outbox:
 
 @dataclass
 class Settled:
-    """What a wait saw: events ``stored``, ``pending`` (still retrying), ``rejected``."""
+    """What a wait saw: events ``stored``, ``pending`` (still retrying), ``rejected``, and
+    ``parked``: left in the spool unsent on purpose (offline mode; a forked child's events of
+    a run its parent creates), for the parent or ``syvain-metrics sync`` to send."""
 
     stored: int
     pending: int
     rejected: list[RejectedEvent]
     timed_out: bool
+    parked: int = 0
 
 
 @dataclass(frozen=True)
@@ -254,6 +257,7 @@ class Mark:
     adopted: int = 0  # events taken over from children's spools when it was placed
     placed: bool = False
     refused: int = 0
+    parked: int = 0  # events it covers left in the spool unsent on purpose
     abandoned: bool = False
 
     def covers(self, experiment_id: str, first: int) -> bool:
@@ -436,6 +440,12 @@ class SenderState:
             ):
                 self._marks.remove(mark)
                 mark.reached.open()
+
+    def _count_parked(self, experiment_id: str, first: int, count: int) -> None:
+        """Add ``count`` events from position ``first`` parked unsent (lock held)."""
+        for mark in self._marks:
+            if mark.covers(experiment_id, first):
+                mark.parked += count
 
     def _count_refused(self, experiment_id: str, box: Outbox, first: int, count: int) -> None:
         """Add ``count`` refusals of events from position ``first`` (lock held)."""

@@ -425,3 +425,40 @@ def test_imported_frameworks_and_visible_gpus_are_recorded(
         "cuda_visible_devices": "2,3",
         "gpus": ["Test GPU 0", "Test GPU 1"],
     }
+
+
+def test_argv_values_that_look_like_tokens_and_short_password_flags_are_redacted() -> None:
+    argv = [
+        "train.py",
+        "--github_pat=ghp_abc123",
+        "--model",
+        "hf_AbCdEf",
+        "--openai=sk-proj-xyz",
+        "--aws",
+        "AKIAIOSFODNN7EXAMPLE",
+        "--slack=xoxb-1-2",
+        "--gitlab=glpat-zz",
+        "-p",
+        "secret9",
+        "--lr",
+        "0.1",
+        "--task-name=mask-rcnn",
+    ]
+    redacted = environment.redact_argv(argv)
+    assert redacted == [
+        "train.py",
+        "--github_pat=***",
+        "--model",
+        "***",
+        "--openai=***",
+        "--aws",
+        "***",
+        "--slack=***",
+        "--gitlab=***",
+        "-p",
+        "***",
+        "--lr",
+        "0.1",
+        "--task-name=mask-rcnn",
+    ]
+    assert not any(secret in str(redacted) for secret in ("ghp_", "secret9", "AKIA", "sk-p"))

@@ -9,6 +9,7 @@ slow service" is its delay fault.
 
 from __future__ import annotations
 
+import collections
 import json
 import multiprocessing
 import os
@@ -25,8 +26,14 @@ import pytest
 
 import syvain_metrics as sm
 from syvain_metrics.client.sync import sync_spool
-from syvain_metrics.pipeline.control import ControlRecord, is_pending_id, write_record
+from syvain_metrics.pipeline.control import (
+    ControlRecord,
+    is_pending_id,
+    read_record,
+    write_record,
+)
 from syvain_metrics.pipeline.spool import Spool, new_spool_name
+from syvain_metrics.pipeline.state import MAX_IN_FLIGHT
 from syvain_metrics.resources.experiment import deferred
 from syvain_metrics.testing import LocalServer
 
@@ -618,3 +625,165 @@ def test_annotate_later_never_raises_into_the_loop(metrics_server: LocalServer) 
     exp._annotate_later("fine", {"step": 3})
     session.close()
     assert annotations_of(metrics_server, exp.id) == [("fine", {"step": 3})]
+
+
+# -- records left by forked workers, refused creations, reads of a run created late ---------
+
+
+def _log_a_nan_in_a_child(exp: sm.Experiment) -> None:
+    for step in range(1, 6):
+        exp.log("loss", float("nan") if step == 3 else float(step), step=step)
+
+
+def test_a_forked_worker_s_annotation_of_a_run_waiting_for_its_creation_is_applied(
+    late: LateService, spool: Path
+) -> None:
+    session = late.session(spool)
+    exp = sm.Experiment.create("forked-nan", session=session)
+    exp.log("loss", 0.0, step=0)
+    worker = multiprocessing.get_context("fork").Process(target=_log_a_nan_in_a_child, args=(exp,))
+    worker.start()
+    worker.join(60)
+    assert worker.exitcode == 0
+    server = late.start()
+    assert exp.flush(timeout=30) == 5
+    session.close()
+    # The worker's annotation (a control record in its own spool) was taken over with its
+    # events, and the creation record was kept until it was applied: nothing is left over.
+    assert not list(spool.rglob("*.json*"))
+    assert [text for text, _ in annotations_of(server, exp.id)] == ["loss became NaN at step 3"]
+    report = sync_spool(spool, api_key=late.api_key, host=late.url)
+    assert report.complete
+
+
+def test_records_of_a_run_whose_creation_was_refused_wait_in_the_spool_not_in_the_close(
+    late: LateService, spool: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    session = late.session(spool, flush_timeout=30)
+    exp = sm.Experiment.create("taken-late", session=session)
+    with LocalServer(late.db, api_key=late.api_key) as elsewhere, elsewhere.session() as other:
+        sm.Experiment.create("taken-late", session=other)  # while this job could not
+    late.start()
+
+    def job() -> None:
+        with exp.run():
+            for step in range(3000):
+                exp.log("loss", float(step), step=step)
+
+    with pytest.raises(sm.FlushError):
+        job()
+    sender = session.logs.sender
+    # The run's error status can never be applied here: nothing waits for it in this process
+    # (close() does not wait its flush_timeout), and it stays in the spool for a later sync.
+    wait_until(lambda: sender.controls_pending() == 0, timeout=10)
+    session.close()
+    assert "status" in [read_record(path).kind for path in spool.rglob("c-*.json")]
+    # One warning per batch, not one per event.
+    refused = [r for r in caplog.records if "rejected" in r.getMessage()]
+    assert 1 <= len(refused) <= 3
+
+
+def test_reads_by_the_real_id_of_a_run_created_late_wait_for_what_was_logged_before(
+    late: LateService, spool: Path
+) -> None:
+    session = late.session(spool)
+    exp = sm.Experiment.create("read-late", session=session)
+    late.start()
+    exp.log("loss", 0.0, step=0)
+    wait_until(lambda: not is_pending_id(exp.id))
+    # Filed under the run's placeholder (the events' queue does not change its key)...
+    for step in range(1, 3001):
+        exp.log("loss", float(step), step=step)
+    # ...yet a read by the real id, from another handle, sees every one of them.
+    rows = sm.compare([exp.series("loss")], session=session)
+    assert len(rows) == 3001
+    assert len(sm.Experiment.get(exp.id, session=session).metrics("loss")) == 3001
+    session.close()
+
+
+def test_a_resume_while_the_run_s_creation_waits_is_recorded(
+    late: LateService, spool: Path
+) -> None:
+    server = late.start()
+    with server.session(spool_dir=None) as first:
+        killed = sm.Experiment.create("resumed-late", session=first)
+        with killed.run():
+            for step in range(10):
+                killed.log("loss", float(step), step=step)
+    server.close()
+    late.server = None
+    session = late.session(spool)
+    exp = sm.Experiment.create("resumed-late", exist_ok=True, session=session)
+    assert is_pending_id(exp.id)  # the restarted job starts during an outage
+    with exp.run(resume_from=5):
+        server = late.start()
+        for step in range(5, 12):
+            exp.log("loss", step + 0.5, step=step)
+    session.close()
+    assert exp.id == killed.id
+    assert [text for text, _ in annotations_of(server, exp.id)] == ["resumed from step 5"]
+
+
+def test_an_interrupt_while_a_record_is_queued_leaves_nothing_counted_as_waiting(
+    metrics_server: LocalServer, spool: Path
+) -> None:
+    session = metrics_server.session(spool_dir=spool)
+    exp = sm.Experiment.create("interrupted-put", session=session)
+    exp.log("loss", 1.0, step=0)
+    sender = session.logs.sender
+
+    class InterruptedOnce(collections.deque):  # type: ignore[type-arg]
+        """A Ctrl-C that lands on the queue's append of a control record."""
+
+        fired = False
+
+        def append(self, item: Any) -> None:
+            if isinstance(item, ControlRecord) and not self.fired:
+                self.fired = True
+                raise KeyboardInterrupt
+            super().append(item)
+
+    sender._queue = InterruptedOnce(sender._queue)
+    with pytest.raises(KeyboardInterrupt):
+        sender.put_control(ControlRecord.annotation(exp.id, "lost to Ctrl-C", {}))
+    # Never queued, so never waited for: the run's later changes are not held behind it.
+    assert sender.controls_pending() == 0
+    assert sender.put_control(ControlRecord.annotation(exp.id, "after", {}))
+    wait_until(lambda: sender.controls_pending() == 0, timeout=10)
+    session.close()
+    assert [text for text, _ in annotations_of(metrics_server, exp.id)] == ["after"]
+
+
+def test_offline_events_are_reported_parked_not_stored(late: LateService, spool: Path) -> None:
+    session = late.session(spool, offline=True)
+    exp = sm.Experiment.create("parked", session=session)
+    for step in range(5):
+        exp.log("loss", 1.0, step=step)
+    assert exp.flush(timeout=30) == 0  # nothing was sent, nothing stored: no error either
+    for step in range(5, 8):
+        exp.log("loss", 1.0, step=step)
+    settled = session.logs.wait([exp.id], 30)
+    assert settled is not None
+    assert (settled.stored, settled.parked, settled.pending) == (0, 3, 0)
+    session.close()
+    assert len(list(spool.rglob("b-*.jsonl"))) >= 1  # all of them wait for sync
+
+
+def test_a_run_waiting_for_its_creation_does_not_hold_up_the_other_runs(
+    metrics_server: LocalServer, spool: Path
+) -> None:
+    session = metrics_server.session(spool_dir=spool, retry=FAST)
+    flowing = sm.Experiment.create("flowing", session=session)
+    metrics_server.faults.fail_next("create_experiment", status=503, times=1_000_000)
+    stuck = sm.Experiment.create("stuck", session=session)
+    assert is_pending_id(stuck.id)  # its creation keeps failing: its batches wait
+    for step in range(MAX_IN_FLIGHT * 1000 + 500):  # more full batches than delivery threads
+        stuck.log("loss", float(step), step=step)
+    for step in range(10):
+        flowing.log("loss", float(step), step=step)
+    assert flowing.flush(timeout=15) == 10  # not one request blocked behind the other run
+    assert stuck.pending_logs == MAX_IN_FLIGHT * 1000 + 500
+    metrics_server.faults.clear()
+    assert stuck.flush(timeout=60) == MAX_IN_FLIGHT * 1000 + 500
+    session.close()
+    assert len(read_back(metrics_server, "stuck")[1]) == MAX_IN_FLIGHT * 1000 + 500

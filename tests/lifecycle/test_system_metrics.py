@@ -67,8 +67,8 @@ def test_a_run_with_system_metrics_logs_every_host_series_with_node_and_rank() -
         assert {(r.metadata["node"], r.metadata["rank"]) for r in rows[name]} == {
             (socket.gethostname(), 0)
         }
-        steps = [r.step for r in rows[name]]
-        assert steps == sorted(set(steps))
+        # A time series: no step (a resumed run's last_per_step reads keep every sample).
+        assert {r.step for r in rows[name]} == {None}
     assert 0 < rows["system/memory_percent"][0].value <= 100
     assert rows["system/process_rss_mb"][0].value > 1
     if GpuReader.open() is None:
@@ -231,3 +231,14 @@ def test_stop_returns_while_a_reading_hangs(monkeypatch: pytest.MonkeyPatch) -> 
     for thread in sampler_threads():
         thread.join(30)
     assert not sampler.running
+
+
+def test_a_resumed_run_s_reads_keep_every_job_s_samples() -> None:
+    exp = sm.Experiment.create("run-sys-resumed")
+    for _ in range(2):  # the first job, then the one restarted from its checkpoint
+        with exp.run(resume_from=0, system_metrics=60.0):
+            pass  # sampled at start and at stop
+    rows = exp.metrics("system/memory_percent")
+    assert len(rows) == 4
+    # The restarted job's samples do not hide the first job's.
+    assert len(exp.metrics("system/memory_percent", last_per_step=True)) == 4

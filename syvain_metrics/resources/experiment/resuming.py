@@ -20,6 +20,7 @@ import operator
 from typing import TYPE_CHECKING, Any
 
 from syvain_metrics.errors import MetricsValidationError
+from syvain_metrics.pipeline.control import is_pending_id
 from syvain_metrics.resources.experiment.annotations import Annotating
 
 logger = logging.getLogger("syvain_metrics")
@@ -74,7 +75,8 @@ class Resuming(Annotating):
         "resumed from step 1,000" (metadata ``{"resumed_from_step": 1000, "step": 1000}``,
         drawn by ``plot(annotations=exp.annotations())``) records where. A run that never
         started (status ``created``) is only started, so one script serves the first launch
-        and every restart. Returns the experiment. ``exp.run(resume_from=step)`` does this
+        and every restart; a run whose creation waits for the service (an outage at
+        start-up) cannot tell yet, and records the resume. Returns the experiment. ``exp.run(resume_from=step)`` does this
         on entering the block.
 
         Then log from ``step`` on as usual. The steps the killed job logged after its
@@ -89,7 +91,12 @@ class Resuming(Annotating):
             ('running', 'resumed from step 1,000')
         """
         start = checked_step(step)
-        started_before = self.status != "created" or self.started_at_ms is not None
+        # A run whose creation still waits (an outage at start-up) is known only from what
+        # this job asked for: with a step to resume from, it is most likely a restart of a
+        # run that exists, so the resume is recorded (a new run then reads "resumed" once).
+        started_before = (
+            is_pending_id(self.id) or self.status != "created" or self.started_at_ms is not None
+        )
         running = self.start()
         if started_before:
             self._record_resume(start)

@@ -448,6 +448,11 @@ class MetricWriting(DeferredCalls):
         spooled and retrying) or if the service rejected some events (each listed with its
         answer; the others are stored). Rejected events are reported once.
 
+        In offline mode (``Session(offline=True)``) nothing is sent: the events wait in the
+        spool for ``syvain-metrics sync``, and ``flush()`` returns 0 (none stored) once they
+        are all there, without raising. So does a forked worker's ``flush()`` of a run its
+        parent is still creating: its parent (or ``sync``) sends them.
+
         Non-finite values ``log()`` skipped are reported too: ``FlushError.non_finite`` has
         the run's counts by name; when nothing else failed, the values skipped since the
         last such warning are told by one ``UserWarning`` ("2 non-finite values of loss were
