@@ -583,7 +583,8 @@ def test_an_exhausted_5xx_burst_raises_and_stores_nothing(metrics_server: LocalS
     try:
         metrics_server.faults.fail_next("create_experiment", times=3, status=503)
         with pytest.raises(sm.MetricsApiRequestError) as caught:
-            sm.Experiment.create("never", session=session)
+            # defer=False: by default an outage at creation is waited out through the spool
+            sm.Experiment.create("never", session=session, defer=False)
         assert (caught.value.status_code, caught.value.retryable) == (503, True)
         assert metrics_server.faults.fired == 3
         assert sm.Experiment.list(session=session) == []
