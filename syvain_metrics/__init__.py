@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from syvain_metrics.client.registry import connect, get_session, set_default_session
     from syvain_metrics.client.retry import RetryPolicy
     from syvain_metrics.client.session import Session
+    from syvain_metrics.context.system import SystemMetrics
     from syvain_metrics.errors import (
         ExperimentNotCreatedError,
         FlushError,
@@ -94,6 +95,7 @@ _LAZY: dict[str, str] = {
     "IngestResult": "syvain_metrics.resources.experiment.writing",
     "RetryPolicy": "syvain_metrics.client.retry",
     "RankInfo": "syvain_metrics.client.ranks",
+    "SystemMetrics": "syvain_metrics.context.system",
     "rank_info": "syvain_metrics.client.ranks",
     "Session": "syvain_metrics.client.session",
     "connect": "syvain_metrics.client.registry",
@@ -138,6 +140,7 @@ __all__ = [
     "RetryPolicy",
     "Series",
     "Session",
+    "SystemMetrics",
     "__version__",
     "compare",
     "connect",
