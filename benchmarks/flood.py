@@ -35,6 +35,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from baseline_tree import baseline_tree  # benchmarks/ is on sys.path when run as a script
+
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -142,18 +144,6 @@ def _run_worker(kind: str, url: str, key: str, calls: int, tree: Path) -> dict[s
     return result
 
 
-def _worktree(ref: str, tmp: Path) -> Path:
-    tree = tmp / "baseline"
-    done = subprocess.run(
-        ["git", "-C", str(REPO), "worktree", "add", "--detach", str(tree), ref],
-        capture_output=True,
-        text=True,
-    )
-    if done.returncode != 0:
-        raise SystemExit(f"git worktree add {ref} failed: {done.stderr.strip()}")
-    return tree
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--calls", type=int, default=2_000_000)
@@ -170,32 +160,21 @@ def main() -> None:
     import syvain_metrics as sm
     from syvain_metrics.testing import LocalServer
 
-    with tempfile.TemporaryDirectory() as tmp, LocalServer(threads=16) as server:
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        LocalServer(threads=16) as server,
+        baseline_tree(REPO, args.baseline_ref, Path(tmp)) as baseline,
+    ):
         trees = {"ours": REPO}
-        if args.baseline_ref:
-            trees[f"baseline {args.baseline_ref}"] = _worktree(args.baseline_ref, Path(tmp))
-        try:
-            rows = {"plain list": _run_worker("list", server.url, server.api_key, args.calls, REPO)}
-            for label, tree in trees.items():
-                rows[label] = _run_worker("ours", server.url, server.api_key, args.calls, tree)
-                with sm.Session(server.api_key, host=server.url, spool_dir=None) as reader:
-                    experiment = sm.Experiment.get(str(rows[label]["experiment"]), session=reader)
-                    stored = len(experiment.metrics("loss"))
-                rows[label]["stored"] = stored
-        finally:
-            if args.baseline_ref:
-                subprocess.run(
-                    [
-                        "git",
-                        "-C",
-                        str(REPO),
-                        "worktree",
-                        "remove",
-                        "--force",
-                        str(Path(tmp) / "baseline"),
-                    ],
-                    capture_output=True,
-                )
+        if baseline is not None:
+            trees[f"baseline {args.baseline_ref}"] = baseline
+        rows = {"plain list": _run_worker("list", server.url, server.api_key, args.calls, REPO)}
+        for label, tree in trees.items():
+            rows[label] = _run_worker("ours", server.url, server.api_key, args.calls, tree)
+            with sm.Session(server.api_key, host=server.url, spool_dir=None) as reader:
+                experiment = sm.Experiment.get(str(rows[label]["experiment"]), session=reader)
+                stored = len(experiment.metrics("loss"))
+            rows[label]["stored"] = stored
     print(f"{args.calls:,} calls; MB of RSS (peak: VmHWM during the loop and the flush)")
     print(
         f"{'':22} {'before':>7} {'+loop':>7} {'+peak':>7} {'+flush':>7} "

@@ -30,6 +30,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from baseline_tree import baseline_tree  # benchmarks/ is on sys.path when run as a script
+
 REPO = Path(__file__).resolve().parent.parent
 NAMES = ("loss", "accuracy", "lr")
 
@@ -83,18 +85,6 @@ def _run_worker(url: str, key: str, steps: int, tree: Path) -> dict[str, object]
     return result
 
 
-def _worktree(ref: str, tmp: Path) -> Path:
-    tree = tmp / "baseline"
-    done = subprocess.run(
-        ["git", "-C", str(REPO), "worktree", "add", "--detach", str(tree), ref],
-        capture_output=True,
-        text=True,
-    )
-    if done.returncode != 0:
-        raise SystemExit(f"git worktree add {ref} failed: {done.stderr.strip()}")
-    return tree
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--steps", type=int, default=20_000)
@@ -114,24 +104,23 @@ def main() -> None:
 
     events = args.steps * len(NAMES)
     rows: dict[str, dict[str, object]] = {}
-    with tempfile.TemporaryDirectory() as tmp, LocalServer(threads=16) as server:
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        LocalServer(threads=16) as server,
+        baseline_tree(REPO, args.baseline_ref, Path(tmp)) as baseline,
+    ):
         server.faults.delay("ingest_metrics", seconds=args.hold, times=10**9)
         trees = {"ours": REPO}
-        if args.baseline_ref:
-            trees[f"baseline {args.baseline_ref}"] = _worktree(args.baseline_ref, Path(tmp))
-        try:
-            for label, tree in trees.items():
-                print(f"{label}: logging {events:,} events ...", flush=True)
-                rows[label] = row = _run_worker(server.url, server.api_key, args.steps, tree)
-                with sm.Session(server.api_key, host=server.url, spool_dir=None) as reader:
-                    exp = sm.Experiment.get(str(row["experiment"]), session=reader)
-                    seen = [(r.name, r.step) for r in exp.metrics()]
-                row["stored"] = len(seen)
-                row["once"] = len(seen) == len(set(seen)) == events
-        finally:
-            if args.baseline_ref:
-                remove = ["git", "-C", str(REPO), "worktree", "remove", "--force"]
-                subprocess.run([*remove, str(Path(tmp) / "baseline")], capture_output=True)
+        if baseline is not None:
+            trees[f"baseline {args.baseline_ref}"] = baseline
+        for label, tree in trees.items():
+            print(f"{label}: logging {events:,} events ...", flush=True)
+            rows[label] = row = _run_worker(server.url, server.api_key, args.steps, tree)
+            with sm.Session(server.api_key, host=server.url, spool_dir=None) as reader:
+                exp = sm.Experiment.get(str(row["experiment"]), session=reader)
+                seen = [(r.name, r.step) for r in exp.metrics()]
+            row["stored"] = len(seen)
+            row["once"] = len(seen) == len(set(seen)) == events
     print(f"{events:,} events, each ingest answer held {args.hold:g} s")
     print(f"{'':16} {'loop s':>7} {'drain s':>8} {'events/s':>9} {'stored':>8} {'each once':>10}")
     for label, row in rows.items():

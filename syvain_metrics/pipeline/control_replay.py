@@ -37,7 +37,7 @@ from syvain_metrics.pipeline.control import (
     rewrite_record,
 )
 from syvain_metrics.pipeline.delivery import KEEP_STATUSES, ApplyControl, DeliveryPolicy
-from syvain_metrics.pipeline.spool import CONTROL_GLOB, set_aside
+from syvain_metrics.pipeline.spool import CONTROL_GLOB, set_aside_noted
 
 logger = logging.getLogger("syvain_metrics")
 
@@ -148,7 +148,7 @@ class ControlReplay:
         try:
             record = read_record(path)
         except DamagedRecordError as error:
-            self._set_aside(path, str(error), report)
+            set_aside_noted(path, str(error), report.damaged)
             return True
         except OSError as error:
             report.kept.append(f"{path}: cannot be read ({error.strerror or error})")
@@ -216,15 +216,6 @@ class ControlReplay:
         report.rejected.append(RejectedEvent({"name": record.describe()}, message, status))
         if record.path is not None and record.path.parent in self._owned:
             record.path.unlink(missing_ok=True)
-
-    @staticmethod
-    def _set_aside(path: Path, reason: str, report: Report) -> None:
-        try:
-            where = set_aside(path, reason)
-        except OSError as error:
-            report.damaged.append(f"{path}: {reason}; left in place ({error.strerror or error})")
-            return
-        report.damaged.append(f"{path}: {reason}; moved to {where}")
 
     def tidy(self, directory: Path) -> None:
         """Remove the creations in ``directory`` (a claimed spool) that were applied and whose

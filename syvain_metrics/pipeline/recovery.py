@@ -33,7 +33,12 @@ from syvain_metrics.pipeline.batch import Batch
 from syvain_metrics.pipeline.control import spool_files
 from syvain_metrics.pipeline.control_replay import ControlReplay, is_control_file
 from syvain_metrics.pipeline.delivery import KEEP_STATUSES, Uplink, deliver
-from syvain_metrics.pipeline.spool import DAMAGED, claim_leftovers, drop_if_empty, set_aside
+from syvain_metrics.pipeline.spool import (
+    DAMAGED,
+    claim_leftovers,
+    drop_if_empty,
+    set_aside_noted,
+)
 from syvain_metrics.pipeline.spool_files import DamagedBatchError, load_batch
 
 logger = logging.getLogger("syvain_metrics")
@@ -231,7 +236,7 @@ def _replay(
             batch = load_batch(path)
         except DamagedBatchError as error:
             report.batches += 1
-            _set_aside(path, str(error), report)
+            set_aside_noted(path, str(error), report.damaged)
             continue
         except OSError as error:
             report.kept.append(f"{path}: cannot be read ({error.strerror or error})")
@@ -259,7 +264,9 @@ def _replay(
             report.rejected.extend(outcome.rejected)
         if batch.damage:
             sent = sum(chunk.size for chunk in batch.chunks)
-            _set_aside(path, f"{'; '.join(batch.damage)} ({sent} intact events sent)", report)
+            set_aside_noted(
+                path, f"{'; '.join(batch.damage)} ({sent} intact events sent)", report.damaged
+            )
         else:
             path.unlink(missing_ok=True)
     return True
@@ -272,12 +279,3 @@ def _drop_empty(path: Path, report: SyncReport) -> bool:
         return False
     report.emptied += 1
     return True
-
-
-def _set_aside(path: Path, reason: str, report: SyncReport) -> None:
-    try:
-        where = set_aside(path, reason)
-    except OSError as error:
-        report.damaged.append(f"{path}: {reason}; left in place ({error.strerror or error})")
-        return
-    report.damaged.append(f"{path}: {reason}; moved to {where}")

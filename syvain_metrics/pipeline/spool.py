@@ -312,6 +312,24 @@ def set_aside(path: Path, reason: str) -> Path:
     return target
 
 
+def set_aside_noted(path: Path, reason: str, damaged: list[str]) -> None:
+    """:func:`set_aside`, noting in ``damaged`` (a sync report's list) what became of the
+    file: moved, or left in place when it could not be moved.
+
+    Example:
+        >>> notes: list[str] = []
+        >>> set_aside_noted(Path("spool/1-ab/b-000000001.jsonl"), "torn", notes)  # doctest: +SKIP
+        >>> notes  # doctest: +SKIP
+        ['spool/1-ab/b-000000001.jsonl: torn; moved to spool/1-ab/damaged/b-000000001.jsonl']
+    """
+    try:
+        where = set_aside(path, reason)
+    except OSError as error:
+        damaged.append(f"{path}: {reason}; left in place ({error.strerror or error})")
+        return
+    damaged.append(f"{path}: {reason}; moved to {where}")
+
+
 @dataclass
 class Leftover:
     """The spool of a process that died, claimed (locked) by whoever will replay it."""
