@@ -14,13 +14,27 @@ LOWER = re.compile(
     r"^\s*([A-Za-z0-9_.\-\[\]]+)\s*>=\s*([0-9][^,;\s]*)\s*(?:,\s*<\s*[0-9][^,;\s]*)?\s*$"
 )
 
+# The framework integrations' extras: their tests run in an environment of their own with the
+# newest releases (`.ci/run`, "integrations"); the lowest environment installs `dev` only.
+FRAMEWORK_EXTRAS = {
+    "lightning",
+    "transformers",
+    "accelerate",
+    "keras",
+    "xgboost",
+    "lightgbm",
+    "optuna",
+    "integrations-test",
+}
+
 
 def main() -> int:
     config = configparser.ConfigParser()
     config.read(Path(__file__).resolve().parent.parent / "setup.cfg")
     lines = config["options"]["install_requires"].splitlines()
-    for _, value in config.items("options.extras_require"):
-        lines += value.splitlines()
+    for extra, value in config.items("options.extras_require"):
+        if extra not in FRAMEWORK_EXTRAS:
+            lines += value.splitlines()
     pins = {}
     for line in lines:
         if match := LOWER.match(line):

@@ -104,7 +104,10 @@ class SigtermGuard:
         if self in _installed:
             _installed.remove(self)
         previous = self._previous if self._previous is not None else signal.SIG_DFL
-        signal.signal(signal.SIGTERM, previous)
+        if signal.getsignal(signal.SIGTERM) == self._on_sigterm:
+            signal.signal(signal.SIGTERM, previous)
+        # else a framework installed its own handler meanwhile (Lightning does, for a fit):
+        # putting ours back would undo it, and its own teardown restores what came before.
         if self._pass_on:
             if callable(previous):
                 previous(signal.SIGTERM, None)
