@@ -7,6 +7,8 @@ created on first need (with the hyperparameters as its metadata), enters ``runni
 ``resume()`` when the framework starts past step 0), and ends ``done`` or ``error`` with the
 exception, through the same flush and status rules as ``run()``. No call raises into
 training for the service's sake: a failure is logged once and the run goes on without it.
+A run the framework never ends (a fit that raised where no hook is called) is ended at
+interpreter exit (:mod:`~syvain_metrics.integrations.unfinished`).
 
 Example:
     >>> run = FrameworkRun("mlp-1", framework="lightning")    # doctest: +SKIP
@@ -31,6 +33,7 @@ from syvain_metrics.context.config import as_mapping, config_metadata
 from syvain_metrics.contract.schemas.base import load_request
 from syvain_metrics.contract.schemas.experiment import ExperimentCreateRequest
 from syvain_metrics.errors import MetricsValidationError
+from syvain_metrics.integrations import unfinished
 from syvain_metrics.resources.experiment import UNSET, Experiment
 from syvain_metrics.resources.experiment.values import as_number, as_step, flatten_metrics
 from syvain_metrics.resources.folder import Folder
@@ -266,6 +269,7 @@ class FrameworkRun:
             block, self._block = self._block, None
         if block is None:
             return
+        unfinished.closed(self)
         try:
             if error is None:
                 block.__exit__(None, None, None)
@@ -298,6 +302,7 @@ class FrameworkRun:
         )
         block.__enter__()
         self._block = block
+        unfinished.opened(self)
 
     def _log(
         self, values: Mapping[str, object], step: int | None, metadata: Mapping[str, Any] | None

@@ -1,0 +1,90 @@
+"""Runs a framework never ended: the fit raised (Keras, transformers, LightGBM and XGBoost
+call no hook of a callback on an exception) or the program stopped before the last hook.
+
+Each started :class:`~syvain_metrics.integrations.framework_run.FrameworkRun` is noted here
+until it ends. An uncaught exception is seen through a chained ``sys.excepthook``; at
+interpreter exit, before the session drains its events, every run still open is ended:
+``error`` with that exception, or ``error`` "the process exited before the framework ended
+the run" when there was none (the framework's end hook never came, so the run cannot be
+called done).
+
+Example:
+    >>> UNFINISHED_DETAIL.startswith("the process exited")
+    True
+"""
+
+from __future__ import annotations
+
+import atexit
+import sys
+import threading
+import weakref
+from types import TracebackType
+from typing import Protocol
+
+
+class Endable(Protocol):
+    """What this module ends: a run with ``end(error)`` (a ``FrameworkRun``)."""
+
+    def end(self, error: BaseException | None = None) -> None: ...
+
+
+UNFINISHED_DETAIL = "the process exited before the framework ended the run"
+
+_open: weakref.WeakSet[Endable] = weakref.WeakSet()
+_lock = threading.Lock()
+_installed = False
+_uncaught: BaseException | None = None
+
+
+class UnfinishedRunError(RuntimeError):
+    """The reason recorded for a run still open at exit with no exception to blame.
+
+    Example:
+        >>> str(UnfinishedRunError())
+        'the process exited before the framework ended the run'
+    """
+
+    def __init__(self) -> None:
+        super().__init__(UNFINISHED_DETAIL)
+
+
+def opened(run: Endable) -> None:
+    """Note a run that has started (installs the hooks on first use)."""
+    global _installed
+    with _lock:
+        _open.add(run)
+        if _installed:
+            return
+        _installed = True
+    previous = sys.excepthook
+
+    def excepthook(
+        kind: type[BaseException], error: BaseException, trace: TracebackType | None
+    ) -> None:
+        global _uncaught
+        _uncaught = error
+        previous(kind, error, trace)
+
+    sys.excepthook = excepthook
+    # Registered after the session module's own exit hook, so it runs before the drain.
+    atexit.register(end_open_runs)
+
+
+def closed(run: Endable) -> None:
+    """Forget a run that has ended."""
+    with _lock:
+        _open.discard(run)
+
+
+def end_open_runs() -> None:
+    """End every run still open: ``error`` with the uncaught exception, or
+    :class:`UnfinishedRunError`.
+
+    Example:
+        >>> end_open_runs()
+    """
+    with _lock:
+        runs = list(_open)
+    for run in runs:
+        run.end(_uncaught if _uncaught is not None else UnfinishedRunError())
