@@ -1,0 +1,209 @@
+"""LightGBM: a callback for ``lgb.train`` and ``lgb.cv`` that logs every evaluation result.
+
+Each (eval set, metric) pair is one series: the metric's name (``l2``, ``auc``, a custom
+``feval``'s name) with the eval set as metadata (``{"eval_set": "valid_0"}``), at the
+iteration as step. ``lgb.cv`` reports a mean and a standard deviation over the folds: the
+mean is logged as the metric itself and the deviation as ``<metric>-stdv`` (same metadata).
+The parameters are the run's hyperparameters.
+
+Example:
+    >>> from syvain_metrics.integrations.lightgbm import SyvainLightGBMCallback  # doctest: +SKIP
+    >>> with SyvainLightGBMCallback("gbm-1") as cb:                              # doctest: +SKIP
+    ...     booster = lgb.train(params, dtrain, 100, valid_sets=[dvalid], callbacks=[cb])
+"""
+
+from __future__ import annotations
+
+import atexit
+import sys
+import threading
+from collections.abc import Mapping
+from types import TracebackType
+from typing import Any
+
+import lightgbm  # noqa: F401  (the framework this module is for: fail early without it)
+
+from syvain_metrics.client.session import Session
+from syvain_metrics.integrations.framework_run import FrameworkRun
+from syvain_metrics.resources.experiment import UNSET, Experiment
+from syvain_metrics.resources.folder import Folder
+
+EVAL_SET_KEY = "eval_set"
+"""The metadata key naming the eval set of a series."""
+
+STDV_SUFFIX = "-stdv"
+"""Appended to a metric's name for the standard deviation ``lgb.cv`` reports beside the mean."""
+
+_open: set[SyvainLightGBMCallback] = set()
+"""Callbacks whose run is open: ended at the interpreter's exit if still open then (a
+training stopped early outside a ``with`` block)."""
+_open_lock = threading.Lock()
+
+
+def _rows(results: Any) -> list[tuple[str, dict[str, Any], float]]:
+    """``(name, metadata, value)`` for each evaluation result, read by index: the items are
+    tuples before LightGBM 4.7 and ``EvalResult`` named tuples since; ``train`` gives
+    ``(set, metric, value, higher_better)``, ``cv`` adds the deviation as a fifth item."""
+    rows: list[tuple[str, dict[str, Any], float]] = []
+    for item in results or ():
+        metadata = {EVAL_SET_KEY: str(item[0])}
+        rows.append((str(item[1]), metadata, item[2]))
+        if len(item) > 4 and item[4] is not None:
+            rows.append((f"{item[1]}{STDV_SUFFIX}", metadata, item[4]))
+    return rows
+
+
+class SyvainLightGBMCallback:
+    """Log LightGBM's evaluation results to one run: pass it in ``callbacks=[...]`` of
+    ``lgb.train`` or ``lgb.cv``.
+
+    The step is LightGBM's iteration, absolute even when training continues from
+    ``init_model``: the same callback (or a new one with the same ``slug``) continues the same
+    run as one curve. The run ends ``done`` after the last iteration. LightGBM tells a callback
+    nothing when training stops early (early stopping, an exception in ``feval`` or
+    ``fobj``): around a ``with`` block the run ends exactly (``done``, or ``error`` with the
+    exception); without one, a run left open ends when the callback trains again,
+    at :meth:`close`, or at the interpreter's exit (``error`` with the exception that ended
+    the program, else ``done``). A NaN metric is annotated once and training goes on. The
+    arguments are those of every integration (see ``FrameworkRun``); bad ones raise
+    :class:`~syvain_metrics.MetricsValidationError` here.
+
+    Example:
+        >>> cb = SyvainLightGBMCallback("gbm-1", folder=sweep)            # doctest: +SKIP
+        >>> with cb:                                                      # doctest: +SKIP
+        ...     lgb.train(params, dtrain, valid_sets=[dvalid], callbacks=[cb,
+        ...               lgb.early_stopping(10)])
+    """
+
+    order = 25
+    """After ``log_evaluation`` (10) and ``record_evaluation`` (20), before
+    ``early_stopping`` (30), whose exception would skip the iteration that stops training."""
+
+    before_iteration = False
+
+    def __init__(
+        self,
+        slug: str | None = None,
+        *,
+        experiment: Experiment | None = None,
+        folder: Folder | str | None = UNSET,
+        description: str = "",
+        metadata: Mapping[str, Any] | None = None,
+        session: Session | None = None,
+        system_metrics: bool | float = False,
+        flush_timeout: float | None = None,
+    ) -> None:
+        self._options: dict[str, Any] = {
+            "session": session,
+            "flush_timeout": flush_timeout,
+            "system_metrics": system_metrics,
+            "framework": "lightgbm",
+        }
+        self._run = FrameworkRun(
+            slug,
+            experiment=experiment,
+            folder=folder,
+            description=description,
+            metadata=metadata,
+            **self._options,
+        )
+        self._lock = threading.RLock()
+        self._training: int | None = None  # id of the model being trained now
+        self._end_iteration = 0
+        self._configured = False
+
+    @property
+    def run(self) -> FrameworkRun:
+        """The run this callback logs to (its ``experiment`` is created on first use).
+
+        Example:
+            >>> SyvainLightGBMCallback("gbm-1").run.slug
+            'gbm-1'
+        """
+        return self._run
+
+    def __call__(self, env: Any) -> None:
+        """Log one iteration's evaluation results (called by LightGBM).
+
+        Example:
+            >>> cb(env)  # doctest: +SKIP
+        """
+        with self._lock:
+            if self._training != id(env.model) or env.iteration == env.begin_iteration:
+                self._begin(env)
+            by_set: dict[str, dict[str, float]] = {}
+            for name, metadata, value in _rows(env.evaluation_result_list):
+                by_set.setdefault(metadata[EVAL_SET_KEY], {})[name] = value
+            for eval_set, values in by_set.items():
+                self._run.log(values, env.iteration, metadata={EVAL_SET_KEY: eval_set})
+            if env.iteration >= env.end_iteration - 1:
+                self._finish(None)
+
+    def close(self, error: BaseException | None = None) -> None:
+        """End the run now: ``done``, or ``error`` with ``error``. Needed only after a
+        training that stopped early outside a ``with`` block; never raises.
+
+        Example:
+            >>> cb.close()  # doctest: +SKIP
+        """
+        with self._lock:
+            self._finish(error)
+
+    def __enter__(self) -> SyvainLightGBMCallback:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close(exc)
+
+    # -- inside -----------------------------------------------------------------------------
+
+    def _begin(self, env: Any) -> None:
+        if self._training is not None:
+            self._finish(None)  # the previous training stopped early (early stopping)
+        self._training = id(env.model)
+        self._end_iteration = env.end_iteration
+        resume: int | None = env.begin_iteration if env.begin_iteration > 0 else None
+        if self._run.ended:  # the same callback trains again (e.g. from ``init_model``)
+            self._run = self._successor()
+            resume = env.begin_iteration
+        if not self._configured:
+            self._configured = True
+            self._run.configure(dict(env.params or {}))
+        self._run.start(resume_from=resume)
+        with _open_lock:
+            _open.add(self)
+
+    def _successor(self) -> FrameworkRun:
+        """A run over the same experiment, for a callback that trains again after its run
+        ended (a run that could not be created stays a no-op)."""
+        ended = self._run
+        try:
+            return FrameworkRun(experiment=ended.experiment, **self._options)
+        except Exception:
+            return ended
+
+    def _finish(self, error: BaseException | None) -> None:
+        self._training = None
+        with _open_lock:
+            _open.discard(self)
+        self._run.end(error)
+
+
+def _end_open_runs() -> None:
+    """At the interpreter's exit: end the runs a training left open, ``error`` with the
+    exception that ended the program, else ``done``."""
+    uncaught = getattr(sys, "last_value", None)
+    with _open_lock:
+        left = list(_open)
+    for callback in left:
+        callback.close(uncaught if isinstance(uncaught, BaseException) else None)
+
+
+# Registered after the session's own exit hook (imported above), so it runs before it:
+# the runs end while their session can still send.
+atexit.register(_end_open_runs)
