@@ -118,6 +118,7 @@ class SyvainOptunaCallback:
         self._names = names
         self._flush_timeout = flush_timeout
         self._folders: dict[str, Folder | None] = {}
+        self._again: dict[str, int] = {}
         self._trials: dict[_Key, _Trial] = {}
         self._lock = threading.RLock()
         self._warned: set[str] = set()
@@ -206,7 +207,7 @@ class SyvainOptunaCallback:
         entry.steps.add(step)
         try:
             if entry.run is None:
-                entry.run = self._new_run(trial.study, trial.number, trial.params)
+                entry.run = self._new_run(trial.study, entry.key, trial.params)
             entry.run.log({self._names[0]: value}, step)
         except Exception as error:
             self._warn("report", "logging a report of trial %s failed: %s", trial.number, error)
@@ -215,7 +216,7 @@ class SyvainOptunaCallback:
         entry.ended = True
         try:
             if entry.run is None:
-                entry.run = self._new_run(trial.study, trial.number, trial.params)
+                entry.run = self._new_run(trial.study, entry.key, trial.params)
             entry.run.start()
             entry.run.end(error)
         except Exception as failure:
@@ -228,7 +229,8 @@ class SyvainOptunaCallback:
             return  # the tracked objective ended it with its exception
         run = tracked.run if tracked is not None else None
         if run is None:
-            run = self._new_run(study, trial.number, trial.params)
+            key = _key(study.study_name, trial.number, trial.datetime_start)
+            run = self._new_run(study, key, trial.params)
         else:
             late = {k: v for k, v in trial.params.items() if k not in run.configured}
             if late:  # suggested after the first report: the run exists already
@@ -265,26 +267,39 @@ class SyvainOptunaCallback:
 
     # -- runs and folders -------------------------------------------------------------------
 
-    def _new_run(self, study: optuna.Study, number: int, params: Mapping[str, Any]) -> _Run:
-        name = study.study_name
-        suffix = f"-trial-{number}"
-        slug = name[: SLUG_MAX - len(suffix)] + suffix
+    def _new_run(self, study: optuna.Study, key: _Key, params: Mapping[str, Any]) -> _Run:
+        """The trial's run, created now. A slug taken by another trial (a study created
+        again under the same name, its numbers starting over) gets a suffix, ``-2``...: a
+        trial never writes into another one's run."""
+        name, number, started = key
         directions = [d.name.lower() for d in study.directions]
-        about: dict[str, Any] = {"study": name, "trial": number}
+        about: dict[str, Any] = {"study": name, "trial": number, "started": started}
         if len(directions) == 1:
             about["direction"] = directions[0]
         else:
             about["directions"] = directions
-        run = _Run(
-            slug,
-            folder=self._folder_for(name),
-            metadata={"optuna": about},
-            session=self._session,
-            flush_timeout=self._flush_timeout,
-            framework="optuna",
-        )
-        run.configure(dict(params))
-        return run
+        folder = self._folder_for(name)
+        with self._lock:
+            again = self._again.get(name, 1)
+        while True:
+            suffix = f"-trial-{number}" + (f"-{again}" if again > 1 else "")
+            run = _Run(
+                name[: SLUG_MAX - len(suffix)] + suffix,
+                folder=folder,
+                metadata={"optuna": about},
+                session=self._session,
+                flush_timeout=self._flush_timeout,
+                framework="optuna",
+            )
+            run.configure(dict(params))
+            if _holds(run, started):
+                return run
+            if again >= _MAX_AGAIN:
+                self._warn("slug", "run %s is shared with an earlier trial", run.slug)
+                return run
+            again += 1
+            with self._lock:  # the next trials of this study skip the slugs found taken
+                self._again[name] = max(again, self._again.get(name, 1))
 
     def _folder_for(self, study_name: str) -> Folder | None:
         if isinstance(self._folder, Folder):
@@ -307,6 +322,21 @@ class SyvainOptunaCallback:
         if kind not in self._warned:
             self._warned.add(kind)
             logger.warning("syvain_metrics: optuna: " + message, *args)
+
+
+_MAX_AGAIN = 100
+"""The most suffixes tried for a taken slug (then the run is shared, with a warning)."""
+
+
+def _holds(run: FrameworkRun, started: str) -> bool:
+    """Whether ``run`` (created now, or found with its slug) is the trial that started at
+    ``started``; ``True`` when that cannot be told (a creation waiting for the service)."""
+    try:
+        stored = run.experiment.metadata
+    except Exception:
+        return True  # its start fails the same way, and is logged there
+    about = stored.get("optuna")
+    return isinstance(about, Mapping) and about.get("started") == started
 
 
 class _Run(FrameworkRun):

@@ -54,6 +54,7 @@ def check_trials(study: Any, runs: dict[str, sm.Experiment], name: str) -> None:
         assert run.metadata["optuna"] == {
             "study": name,
             "trial": trial.number,
+            "started": trial.datetime_start.isoformat(),
             "direction": "minimize",
         }
         reported = sorted(trial.intermediate_values.items())
@@ -134,13 +135,24 @@ def test_a_multi_objective_study_logs_one_series_per_objective(
     assert values(run, "accuracy") == [(0, 0.5)]
 
 
-def test_the_folder_of_a_study_is_found_when_it_exists(metrics_session: Session) -> None:
-    for _ in range(2):  # e.g. two processes sharing one study's storage
-        study = optuna.create_study(study_name="shared")
-        study.optimize(
-            lambda t: t.suggest_float("x", 0, 1), n_trials=1, callbacks=[SyvainOptunaCallback()]
-        )
-    assert [f.name for f in sm.Folder.list()] == ["shared"]
+def test_a_study_made_again_under_its_name_finds_its_folder_and_never_reuses_a_run(
+    metrics_session: Session,
+) -> None:
+    studies = []
+    for _ in range(3):  # a notebook cell run three times: trial numbers start over
+        study = optuna.create_study(study_name="again")
+        cb = SyvainOptunaCallback()
+        study.optimize(cb.track(lambda t: t.suggest_float("x", 0, 1)), n_trials=2, callbacks=[cb])
+        studies.append(study)
+    assert [f.name for f in sm.Folder.list()] == ["again"]
+    runs = runs_of("again")
+    slugs = {0: "again-trial-{}", 1: "again-trial-{}-2", 2: "again-trial-{}-3"}
+    assert sorted(runs) == sorted(slugs[i].format(n) for i in range(3) for n in range(2))
+    for i, study in enumerate(studies):
+        for trial in study.trials:
+            run = runs[slugs[i].format(trial.number)]
+            assert (run.status, run.metadata["x"]) == ("done", trial.params["x"])
+            assert values(run) == [(0, trial.value)]
 
 
 def test_bad_arguments_raise_at_once_and_create_nothing(metrics_session: Session) -> None:
