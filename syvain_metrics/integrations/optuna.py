@@ -119,6 +119,8 @@ class SyvainOptunaCallback:
         self._flush_timeout = flush_timeout
         self._folders: dict[str, Folder | None] = {}
         self._again: dict[str, int] = {}
+        self._called = False  # the callback has run: it ends the tracked trials
+        self._settled: set[_Key] = set()
         self._trials: dict[_Key, _Trial] = {}
         self._lock = threading.RLock()
         self._warned: set[str] = set()
@@ -133,7 +135,11 @@ class SyvainOptunaCallback:
         """
         key = _key(study.study_name, trial.number, trial.datetime_start)
         with self._lock:
+            self._called = True
             tracked = self._trials.pop(key, None)
+            if key in self._settled:  # ended already, by the next trial's start
+                self._settled.discard(key)
+                return
         try:
             self._finish(study, trial, tracked)
         except Exception as error:  # never into optimize
@@ -184,9 +190,9 @@ class SyvainOptunaCallback:
         key = _key(trial.study.study_name, trial.number, trial.datetime_start)
         entry = _Trial(key, trial._trial_id)
         with self._lock:
-            left = [t for t in self._trials.values() if t.key[0] == key[0] and not t.ended]
+            left = [] if self._called else [t for t in self._trials.values() if not t.ended]
             self._trials[key] = entry
-        for stale in left:  # trials the callback never saw: not passed to ``optimize``?
+        for stale in left:  # trials no callback ended: is it passed to ``optimize``?
             self._settle(trial.study, stale)
         return entry
 
@@ -195,11 +201,14 @@ class SyvainOptunaCallback:
             frozen = study._storage.get_trial(entry.trial_id)
         except Exception:
             return
-        if frozen.state.is_finished():
-            self._warn("callback", "pass the callback to optimize(callbacks=[...]) as well")
-            with self._lock:
-                self._trials.pop(entry.key, None)
-            self._finish(study, frozen, entry)
+        if not frozen.state.is_finished():
+            return  # still running (``n_jobs``)
+        with self._lock:
+            if self._called or self._trials.pop(entry.key, None) is None:
+                return  # the callback has it
+            self._settled.add(entry.key)
+        self._warn("callback", "pass the callback to optimize(callbacks=[...]) as well")
+        self._finish(study, frozen, entry)
 
     def _report(self, trial: optuna.Trial, entry: _Trial, value: float, step: int) -> None:
         if step in entry.steps:

@@ -155,6 +155,50 @@ def test_a_study_made_again_under_its_name_finds_its_folder_and_never_reuses_a_r
             assert values(run) == [(0, trial.value)]
 
 
+def test_a_tracked_objective_without_the_callback_ends_each_run_when_the_next_trial_starts(
+    metrics_session: Session, caplog: pytest.LogCaptureFixture
+) -> None:
+    study = optuna.create_study(study_name="no-callback")
+    cb = SyvainOptunaCallback()
+    study.optimize(cb.track(objective), n_trials=2)
+    runs = runs_of("no-callback")
+    assert runs["no-callback-trial-0"].status == "done"
+    assert runs["no-callback-trial-1"].status == "error"  # pruned, ended by the objective
+    assert "pass the callback to optimize" in caplog.text
+
+
+def test_parameters_suggested_after_the_first_report_are_annotated(
+    metrics_session: Session,
+) -> None:
+    def late(trial: Any) -> float:
+        trial.report(1.0, 0)
+        return trial.suggest_float("y", 0, 1)
+
+    study = optuna.create_study(study_name="late")
+    cb = SyvainOptunaCallback()
+    study.optimize(cb.track(late), n_trials=1, callbacks=[cb])
+    (run,) = runs_of("late").values()
+    assert "y" not in run.metadata  # the run was created at the first report
+    notes = [(a.annotation, a.metadata) for a in run.annotations()]
+    assert notes == [("hyperparameters", {"y": study.trials[0].params["y"]})]
+    assert values(run) == [(0, 1.0), (0, study.trials[0].value)]
+
+
+def test_a_rank_other_than_zero_sends_nothing(
+    metrics_server: LocalServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with metrics_server.session(spool_dir=tmp_path) as session:
+        cb = SyvainOptunaCallback(session=session)
+        study = optuna.create_study(study_name="rank-one")
+        study.optimize(cb.track(objective), n_trials=4, catch=(ValueError,), callbacks=[cb])
+    monkeypatch.delenv("RANK")
+    with metrics_server.session(spool_dir=None) as reader:
+        assert list(sm.Experiment.list(session=reader)) == []
+        assert list(sm.Folder.list(session=reader)) == []
+
+
 def test_bad_arguments_raise_at_once_and_create_nothing(metrics_session: Session) -> None:
     for bad in ({"metric_name": ""}, {"metric_name": []}, {"folder": ""}, {"folder": 3}):
         with pytest.raises(sm.MetricsValidationError):
