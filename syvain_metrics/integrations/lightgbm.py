@@ -15,6 +15,7 @@ Example:
 from __future__ import annotations
 
 import atexit
+import logging
 import sys
 import threading
 from collections.abc import Mapping
@@ -27,6 +28,8 @@ from syvain_metrics.client.session import Session
 from syvain_metrics.integrations.framework_run import FrameworkRun
 from syvain_metrics.resources.experiment import UNSET, Experiment
 from syvain_metrics.resources.folder import Folder
+
+logger = logging.getLogger("syvain_metrics")
 
 EVAL_SET_KEY = "eval_set"
 """The metadata key naming the eval set of a series."""
@@ -109,8 +112,8 @@ class SyvainLightGBMCallback:
         )
         self._lock = threading.RLock()
         self._training: int | None = None  # id of the model being trained now
-        self._end_iteration = 0
         self._configured = False
+        self._warned = False
 
     @property
     def run(self) -> FrameworkRun:
@@ -129,15 +132,12 @@ class SyvainLightGBMCallback:
             >>> cb(env)  # doctest: +SKIP
         """
         with self._lock:
-            if self._training != id(env.model) or env.iteration == env.begin_iteration:
-                self._begin(env)
-            by_set: dict[str, dict[str, float]] = {}
-            for name, metadata, value in _rows(env.evaluation_result_list):
-                by_set.setdefault(metadata[EVAL_SET_KEY], {})[name] = value
-            for eval_set, values in by_set.items():
-                self._run.log(values, env.iteration, metadata={EVAL_SET_KEY: eval_set})
-            if env.iteration >= env.end_iteration - 1:
-                self._finish(None)
+            try:
+                self._iteration(env)
+            except Exception as error:  # an env of an unknown shape: never into training
+                if not self._warned:
+                    self._warned = True
+                    logger.warning("syvain_metrics: lightgbm: an iteration not logged: %r", error)
 
     def close(self, error: BaseException | None = None) -> None:
         """End the run now: ``done``, or ``error`` with ``error``. Needed only after a
@@ -162,11 +162,21 @@ class SyvainLightGBMCallback:
 
     # -- inside -----------------------------------------------------------------------------
 
+    def _iteration(self, env: Any) -> None:
+        if self._training != id(env.model) or env.iteration == env.begin_iteration:
+            self._begin(env)
+        by_set: dict[str, dict[str, float]] = {}
+        for name, metadata, value in _rows(env.evaluation_result_list):
+            by_set.setdefault(metadata[EVAL_SET_KEY], {})[name] = value
+        for eval_set, values in by_set.items():
+            self._run.log(values, env.iteration, metadata={EVAL_SET_KEY: eval_set})
+        if env.iteration >= env.end_iteration - 1:
+            self._finish(None)
+
     def _begin(self, env: Any) -> None:
         if self._training is not None:
             self._finish(None)  # the previous training stopped early (early stopping)
         self._training = id(env.model)
-        self._end_iteration = env.end_iteration
         resume: int | None = env.begin_iteration if env.begin_iteration > 0 else None
         if self._run.ended:  # the same callback trains again (e.g. from ``init_model``)
             self._run = self._successor()

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -273,3 +274,22 @@ def test_with_the_service_down_training_completes_and_nothing_raises(
     metrics_server.faults.clear()
     with metrics_server.session(spool_dir=None) as reader:
         assert list(sm.Experiment.list(session=reader)) == []  # all of it waits in the spool
+
+
+def test_an_iteration_of_an_unknown_shape_is_skipped_with_a_warning_not_raised(
+    metrics_session: Session, caplog: pytest.LogCaptureFixture
+) -> None:
+    env = SimpleNamespace(
+        model=object(),
+        params={},
+        iteration=0,
+        begin_iteration=0,
+        end_iteration=3,
+        evaluation_result_list=[("valid_0",)],  # no metric, no value
+    )
+    cb = SyvainLightGBMCallback("gbm-odd")
+    cb(env)
+    assert "an iteration not logged" in caplog.text
+    cb.close()
+    metrics_session.flush()
+    assert only("gbm-odd", metrics_session).status == "done"
