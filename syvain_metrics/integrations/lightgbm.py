@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import atexit
 import logging
-import sys
 import threading
 from collections.abc import Mapping
 from types import TracebackType
@@ -38,9 +37,23 @@ STDV_SUFFIX = "-stdv"
 """Appended to a metric's name for the standard deviation ``lgb.cv`` reports beside the mean."""
 
 _open: set[SyvainLightGBMCallback] = set()
-"""Callbacks whose run is open: ended at the interpreter's exit if still open then (a
-training stopped early outside a ``with`` block)."""
+"""Callbacks whose run is open, for the interpreter's exit: a training that early stopping
+ended outside a ``with`` block ends ``done`` then."""
 _open_lock = threading.Lock()
+_hooked = False
+
+
+class TrainingStoppedError(RuntimeError):
+    """The error of a run whose training stopped before its last iteration without early
+    stopping (an exception the program caught), seen when the callback trains again.
+
+    Example:
+        >>> str(TrainingStoppedError(4, 10))
+        'training stopped after iteration 4 of 10'
+    """
+
+    def __init__(self, iteration: int, end: int) -> None:
+        super().__init__(f"training stopped after iteration {iteration} of {end}")
 
 
 def _rows(results: Any) -> list[tuple[str, dict[str, Any], float]]:
@@ -65,9 +78,10 @@ class SyvainLightGBMCallback:
     run as one curve. The run ends ``done`` after the last iteration. LightGBM tells a callback
     nothing when training stops early (early stopping, an exception in ``feval`` or
     ``fobj``): around a ``with`` block the run ends exactly (``done``, or ``error`` with the
-    exception); without one, a run left open ends when the callback trains again,
-    at :meth:`close`, or at the interpreter's exit (``error`` with the exception that ended
-    the program, else ``done``). A NaN metric is annotated once and training goes on. The
+    exception). Without one, a run left open keeps a reference to its model and ends when
+    the callback trains again, at :meth:`close`, or at the interpreter's exit: ``done`` when
+    the model records an early stop, else ``error`` (with the exception that ended the
+    program, if any). A NaN metric is annotated once and training goes on. The
     arguments are those of every integration (see ``FrameworkRun``); bad ones raise
     :class:`~syvain_metrics.MetricsValidationError` here.
 
@@ -111,7 +125,10 @@ class SyvainLightGBMCallback:
             **self._options,
         )
         self._lock = threading.RLock()
-        self._training: int | None = None  # id of the model being trained now
+        # The model being trained, held while the run is open: after the training loop,
+        # its ``best_iteration`` tells an early stop (done) from an exception (error).
+        self._model: Any = None
+        self._iteration_at = (0, 0)  # the last iteration logged, and the training's end
         self._configured = False
         self._warned = False
 
@@ -163,8 +180,9 @@ class SyvainLightGBMCallback:
     # -- inside -----------------------------------------------------------------------------
 
     def _iteration(self, env: Any) -> None:
-        if self._training != id(env.model) or env.iteration == env.begin_iteration:
+        if self._model is not env.model or env.iteration == env.begin_iteration:
             self._begin(env)
+        self._iteration_at = (env.iteration, env.end_iteration)
         by_set: dict[str, dict[str, float]] = {}
         for name, metadata, value in _rows(env.evaluation_result_list):
             by_set.setdefault(metadata[EVAL_SET_KEY], {})[name] = value
@@ -174,9 +192,13 @@ class SyvainLightGBMCallback:
             self._finish(None)
 
     def _begin(self, env: Any) -> None:
-        if self._training is not None:
-            self._finish(None)  # the previous training stopped early (early stopping)
-        self._training = id(env.model)
+        if self._model is not None:  # the previous training stopped before its end
+            self._finish(
+                None
+                if self.early_stopped()
+                else TrainingStoppedError(self._iteration_at[0] + 1, self._iteration_at[1])
+            )
+        self._model = env.model
         resume: int | None = env.begin_iteration if env.begin_iteration > 0 else None
         if self._run.ended:  # the same callback trains again (e.g. from ``init_model``)
             self._run = self._successor()
@@ -185,8 +207,20 @@ class SyvainLightGBMCallback:
             self._configured = True
             self._run.configure(dict(env.params or {}))
         self._run.start(resume_from=resume)
+        _hook_exit()  # after the start: its exit hook then runs before FrameworkRun's
         with _open_lock:
             _open.add(self)
+
+    def early_stopped(self) -> bool:
+        """Whether the training left open ended by early stopping (its model records the
+        best iteration).
+
+        Example:
+            >>> SyvainLightGBMCallback("gbm-1").early_stopped()
+            False
+        """
+        best = getattr(self._model, "best_iteration", 0)
+        return isinstance(best, int) and best > 0
 
     def _successor(self) -> FrameworkRun:
         """A run over the same experiment, for a callback that trains again after its run
@@ -198,22 +232,29 @@ class SyvainLightGBMCallback:
             return ended
 
     def _finish(self, error: BaseException | None) -> None:
-        self._training = None
+        self._model = None
         with _open_lock:
             _open.discard(self)
         self._run.end(error)
 
 
-def _end_open_runs() -> None:
-    """At the interpreter's exit: end the runs a training left open, ``error`` with the
-    exception that ended the program, else ``done``."""
-    uncaught = getattr(sys, "last_value", None)
+def _end_early_stopped_runs() -> None:
+    """At the interpreter's exit: end ``done`` the runs that early stopping left open. The
+    others are ended ``error`` by FrameworkRun's own exit hook (with the exception that
+    ended the program, if any)."""
     with _open_lock:
         left = list(_open)
     for callback in left:
-        callback.close(uncaught if isinstance(uncaught, BaseException) else None)
+        if callback.early_stopped():
+            callback.close()
 
 
-# Registered after the session's own exit hook (imported above), so it runs before it:
-# the runs end while their session can still send.
-atexit.register(_end_open_runs)
+def _hook_exit() -> None:
+    # Registered once, after the first run started (which registers FrameworkRun's exit
+    # hook): exit hooks run last-registered first, so this one comes before it.
+    global _hooked
+    with _open_lock:
+        if _hooked:
+            return
+        _hooked = True
+    atexit.register(_end_early_stopped_runs)

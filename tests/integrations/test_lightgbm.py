@@ -215,9 +215,12 @@ def test_without_a_block_a_run_left_open_ends_at_exit_done_or_error_as_the_progr
     metrics_server: LocalServer, tmp_path: Path
 ) -> None:
     early = """
-        cb = SyvainLightGBMCallback("exit-early")
-        lgb.train(params, train, 50, valid_sets=[valid],
-                  callbacks=[cb, lgb.early_stopping(2, verbose=False)])
+        def score():  # the model and the callback are dropped when it returns
+            booster = lgb.train(params, train, 50, valid_sets=[valid], callbacks=[
+                SyvainLightGBMCallback("exit-early"), lgb.early_stopping(2, verbose=False)])
+            assert booster.best_iteration < 50
+            return booster.best_score
+        score()
     """
     failed = """
         def feval(preds, data):
