@@ -261,3 +261,66 @@ def test_a_rank_other_than_zero_sends_nothing(metrics_server: LocalServer, tmp_p
     with metrics_server.session() as session:
         assert sm.Experiment.list(session=session) == []
     assert list(tmp_path.iterdir()) == []  # nothing waits in the spool either
+
+
+EXIT_JOB = """
+import os, signal
+import numpy as np, keras
+import syvain_metrics as sm
+from syvain_metrics.integrations.keras import SyvainKerasCallback
+session = sm.Session({api_key!r}, host={url!r}, spool_dir={spool!r})
+net = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1)])
+net.compile(optimizer="sgd", loss="mse")
+x = np.ones((32, 4), dtype="float32")
+
+def stop(batch, logs):
+    if batch == 2:  # the fit's third batch: steps 1 and 2 are logged
+        if {how!r} == "raise":
+            raise RuntimeError("data loader failed at batch 2")
+        os.kill(os.getpid(), signal.SIGTERM)
+
+net.fit(x, x.sum(1), epochs=1, batch_size=8, verbose=0, callbacks=[
+    SyvainKerasCallback("keras-exit", session=session),
+    keras.callbacks.LambdaCallback(on_train_batch_begin=stop),
+])
+"""
+
+
+@pytest.mark.parametrize(
+    ("how", "status", "name", "detail"),
+    [
+        pytest.param("raise", 1, "RuntimeError", "data loader failed at batch 2", id="raised"),
+        pytest.param("sigterm", 143, "Terminated", "terminated by SIGTERM", id="sigterm"),
+    ],
+)
+def test_a_fit_that_ends_the_program_ends_the_run_error(
+    metrics_server: LocalServer, tmp_path: Path, how: str, status: int, name: str, detail: str
+) -> None:
+    job = EXIT_JOB.format(
+        api_key=metrics_server.api_key, url=metrics_server.url, spool=str(tmp_path), how=how
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(job)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env={**os.environ, "KERAS_BACKEND": "torch"},
+    )
+    assert done.returncode == status, done.stderr
+    with metrics_server.session() as session:
+        exp = sm.Experiment.list(session=session)[0].refresh()
+        assert (exp.slug, exp.status, exp.error_name, exp.error_detail) == (
+            "keras-exit",
+            "error",
+            name,
+            detail,
+        )
+        assert exp.metrics("batch/loss").steps == [1, 2]
+
+
+def test_keras_keeps_its_asynchronous_dispatch_with_the_callback() -> None:
+    # A callback with its own on_train_batch_end turns it off for the whole fit, unless it
+    # says it is safe: Keras's own bookkeeping tells.
+    callbacks = keras.callbacks.CallbackList([SyvainKerasCallback("keras-async")])
+    assert callbacks._async_train is True

@@ -272,3 +272,60 @@ def test_a_rank_other_than_zero_sends_nothing(metrics_server: LocalServer, tmp_p
     with metrics_server.session() as session:
         assert sm.Experiment.list(session=session) == []
     assert list(tmp_path.iterdir()) == []  # nothing waits in the spool either
+
+
+def test_a_worker_of_a_distributed_training_logs_nothing(
+    metrics_session: sm.Session, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from syvain_metrics.integrations import xgboost as integration
+
+    monkeypatch.setattr(integration.collective, "is_distributed", lambda: True)
+    monkeypatch.setattr(integration.collective, "get_rank", lambda: 1)
+    with SyvainXGBoostCallback("xgb-worker") as callback:
+        train(callback)
+    assert sm.Experiment.list() == []
+
+
+EXIT_JOB = """
+import numpy as np, xgboost as xgb
+import syvain_metrics as sm
+from syvain_metrics.integrations.xgboost import SyvainXGBoostCallback
+session = sm.Session({api_key!r}, host={url!r}, spool_dir={spool!r})
+x = np.random.default_rng(0).random((50, 4))
+dtrain = xgb.DMatrix(x, label=x.sum(1))
+calls = []
+
+def objective(predt, dtrain):
+    calls.append(1)
+    if len(calls) == 3:
+        raise ValueError("gradient overflow at round 2")
+    return predt - dtrain.get_label(), np.ones_like(predt)
+
+xgb.train({{"nthread": 1}}, dtrain, 5, evals=[(dtrain, "train")], obj=objective,
+          verbose_eval=False, callbacks=[SyvainXGBoostCallback("xgb-exit", session=session)])
+"""
+
+
+def test_training_that_ends_the_program_ends_the_run_error(
+    metrics_server: LocalServer, tmp_path: Path
+) -> None:
+    job = EXIT_JOB.format(
+        api_key=metrics_server.api_key, url=metrics_server.url, spool=str(tmp_path)
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(job)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 1, done.stderr
+    with metrics_server.session() as session:
+        exp = sm.Experiment.list(session=session)[0].refresh()
+        assert (exp.slug, exp.status, exp.error_name, exp.error_detail) == (
+            "xgb-exit",
+            "error",
+            "ValueError",
+            "gradient overflow at round 2",
+        )
+        assert exp.metrics("rmse", metadata={"eval_set": "train"}).steps == [0, 1]
