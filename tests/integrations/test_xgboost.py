@@ -41,7 +41,10 @@ def data() -> tuple[Any, Any, np.ndarray, np.ndarray]:
 def train(callback: Any, rounds: int = 5, **options: Any) -> Any:
     dtrain, dvalid, _, _ = data()
     options.setdefault("evals", [(dtrain, "train"), (dvalid, "valid")])
-    return xgb.train(PARAMS, dtrain, rounds, callbacks=[callback], verbose_eval=False, **options)
+    more = [options.pop("more")] if "more" in options else []
+    return xgb.train(
+        PARAMS, dtrain, rounds, callbacks=[callback, *more], verbose_eval=False, **options
+    )
 
 
 def stored(slug: str) -> sm.Experiment:
@@ -76,6 +79,21 @@ def test_each_eval_set_and_metric_is_a_series_at_the_round(metrics_session: sm.S
             assert rows.values == pytest.approx(history[where["eval_set"]][metric])
         assert len(exp.metrics(metric)) == 10  # each value once: 5 rounds x 2 sets
     assert sorted(c.metric_name for c in exp.catalog()) == ["mae", "rmse"]
+
+
+class StopAtRound(xgb.callback.TrainingCallback):
+    def after_iteration(self, model: Any, epoch: int, evals_log: Any) -> bool:
+        return bool(epoch == 2)
+
+
+def test_training_stopped_early_by_another_callback_ends_done(
+    metrics_session: sm.Session,
+) -> None:
+    booster = train(SyvainXGBoostCallback("xgb-stopped"), rounds=10, more=StopAtRound())
+    assert booster.num_boosted_rounds() == 3
+    exp = stored("xgb-stopped")
+    assert exp.status == "done"
+    assert exp.metrics("rmse", metadata=VALID).steps == [0, 1, 2]
 
 
 def test_cv_logs_the_mean_and_the_std_of_each_metric(metrics_session: sm.Session) -> None:
