@@ -40,6 +40,10 @@ from syvain_metrics.resources.folder import Folder
 
 logger = logging.getLogger("syvain_metrics")
 
+CV_STD_SUFFIX = "/std"
+"""The series of a cross-validation's standard deviation beside its mean (``rmse`` and
+``rmse/std``), for every boosting library alike."""
+
 HYPERPARAMETERS_NOTE = "hyperparameters"
 """The annotation that carries hyperparameters given after the run was created (the
 contract has no call that changes an experiment's metadata)."""

@@ -3,7 +3,7 @@
 Each (eval set, metric) pair is one series: the metric's name (``l2``, ``auc``, a custom
 ``feval``'s name) with the eval set as metadata (``{"eval_set": "valid_0"}``), at the
 iteration as step. ``lgb.cv`` reports a mean and a standard deviation over the folds: the
-mean is logged as the metric itself and the deviation as ``<metric>-stdv`` (same metadata).
+mean is logged as the metric itself and the deviation as ``<metric>/std`` (same metadata).
 The parameters are the run's hyperparameters.
 
 Example:
@@ -24,7 +24,7 @@ from typing import Any
 import lightgbm  # noqa: F401  (the framework this module is for: fail early without it)
 
 from syvain_metrics.client.session import Session
-from syvain_metrics.integrations.framework_run import FrameworkRun
+from syvain_metrics.integrations.framework_run import CV_STD_SUFFIX, FrameworkRun
 from syvain_metrics.resources.experiment import UNSET, Experiment
 from syvain_metrics.resources.folder import Folder
 
@@ -33,7 +33,6 @@ logger = logging.getLogger("syvain_metrics")
 EVAL_SET_KEY = "eval_set"
 """The metadata key naming the eval set of a series."""
 
-STDV_SUFFIX = "-stdv"
 """Appended to a metric's name for the standard deviation ``lgb.cv`` reports beside the mean."""
 
 _open: set[SyvainLightGBMCallback] = set()
@@ -65,7 +64,7 @@ def _rows(results: Any) -> list[tuple[str, dict[str, Any], float]]:
         metadata = {EVAL_SET_KEY: str(item[0])}
         rows.append((str(item[1]), metadata, item[2]))
         if len(item) > 4 and item[4] is not None:
-            rows.append((f"{item[1]}{STDV_SUFFIX}", metadata, item[4]))
+            rows.append((f"{item[1]}{CV_STD_SUFFIX}", metadata, item[4]))
     return rows
 
 

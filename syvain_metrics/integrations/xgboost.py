@@ -48,7 +48,7 @@ from xgboost import collective
 
 from syvain_metrics.client.session import Session
 from syvain_metrics.errors import MetricsValidationError
-from syvain_metrics.integrations.framework_run import FrameworkRun
+from syvain_metrics.integrations.framework_run import CV_STD_SUFFIX, FrameworkRun
 from syvain_metrics.resources.experiment import UNSET, Experiment
 from syvain_metrics.resources.folder import Folder
 
@@ -57,7 +57,6 @@ logger = logging.getLogger("syvain_metrics")
 EVAL_SET_KEY = "eval_set"
 """The event metadata key naming a value's evaluation set."""
 
-STD_SUFFIX = "/std"
 """Appended to a metric's name for its standard deviation over the folds of ``xgb.cv``."""
 
 _BOOSTER_PARAMS = (
@@ -148,7 +147,7 @@ def _last_values(metric: str, history: Any) -> dict[str, object]:
         return {}
     last = history[-1]
     if isinstance(last, tuple) and len(last) == 2:
-        return {metric: last[0], metric + STD_SUFFIX: last[1]}
+        return {metric: last[0], metric + CV_STD_SUFFIX: last[1]}
     return {metric: last}
 
 

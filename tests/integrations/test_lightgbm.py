@@ -89,7 +89,7 @@ def test_cv_logs_the_mean_as_the_metric_and_the_deviation_beside_it(
     exp = only("gbm-cv", metrics_session)
     assert exp.status == "done"  # the last iteration ended it: no block needed
     assert [v for _, v in series(exp, "l2", "valid")] == pytest.approx(results["valid l2-mean"])
-    stdv = series(exp, "l2-stdv", "valid")
+    stdv = series(exp, "l2/std", "valid")
     assert [s for s, _ in stdv] == [0, 1, 2, 3]
     assert [v for _, v in stdv] == pytest.approx(results["valid l2-stdv"])
 
