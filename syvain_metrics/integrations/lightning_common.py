@@ -34,6 +34,7 @@ from types import FrameType
 from typing import Any, ClassVar
 
 from syvain_metrics.client.session import Session
+from syvain_metrics.errors import MetricsValidationError
 from syvain_metrics.integrations.framework_run import FrameworkRun
 from syvain_metrics.resources.experiment import UNSET, Experiment
 from syvain_metrics.resources.experiment.termination import Terminated
@@ -79,6 +80,7 @@ class LoggerCore:
         flush_timeout: float | None = None,
     ) -> None:
         # Validated now, on every rank: a bad slug fails before training, not at step 0.
+        _check_system_metrics(system_metrics)
         self._options: dict[str, Any] = {
             "folder": folder,
             "description": description,
@@ -91,7 +93,7 @@ class LoggerCore:
         self._run = FrameworkRun(slug, experiment=experiment, **self._options)
         self._flush_timeout = flush_timeout
         self._trainer: weakref.ReferenceType[Any] | None = None
-        self._hyperparameters = False
+        self._hyperparameters: dict[str, Any] | None = None
 
     # -- what the thin classes expose -----------------------------------------------------
 
@@ -124,9 +126,12 @@ class LoggerCore:
     def core_hyperparams(self, params: Mapping[str, Any]) -> None:
         """Hyperparameters (already a plain mapping): the run's metadata, or an annotation
         once the run exists. Never raises into training."""
+        given = dict(params)
+        if given == self._hyperparameters:
+            return  # a later validate() or test() logs the same ones again
         try:
-            self._current_run().configure(dict(params))
-            self._hyperparameters = True
+            self._current_run().configure(given)
+            self._hyperparameters = given
         except Exception as error:  # an object of no known kind: training goes on
             logger.warning("syvain_metrics: hyperparameters not recorded (%s)", error)
 
@@ -152,7 +157,7 @@ class LoggerCore:
         if status == "finished":
             run.suspend(self._flush_timeout)
             return
-        if self._hyperparameters and not run.started and not run.ended:
+        if self._hyperparameters is not None and not run.started and not run.ended:
             run.start()  # a fit that logged no metrics still shows its run and hyperparameters
         if status == "success":
             run.end()
@@ -173,7 +178,7 @@ class LoggerCore:
         second ``fit()``), a new run lifecycle on the same experiment."""
         if self._run.ended:
             previous = self._run
-            if previous.max_step >= 0 or self._hyperparameters:
+            if previous.max_step >= 0 or self._hyperparameters is not None:
                 self._run = FrameworkRun(experiment=previous.experiment, **self._options)
             else:
                 self._run = FrameworkRun(previous.slug, **self._options)
@@ -199,6 +204,15 @@ class LoggerCore:
         if fitting and getattr(trainer, "ckpt_path", None) and step > 0:
             return int(step)
         return None
+
+
+def _check_system_metrics(value: object) -> None:
+    """``system_metrics``: ``True``/``False`` or a positive number of seconds."""
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if not (isinstance(value, bool) or (number and value > 0)):  # type: ignore[operator]
+        raise MetricsValidationError(
+            {"system_metrics": [f"Must be True, False or seconds > 0; got {value!r}."]}
+        )
 
 
 def _setup_probe() -> tuple[bool, Any]:
