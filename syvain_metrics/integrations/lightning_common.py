@@ -30,7 +30,6 @@ import logging
 import sys
 import weakref
 from collections.abc import Callable, Mapping
-from types import FrameType
 from typing import Any, ClassVar
 
 from syvain_metrics.client.session import Session
@@ -50,9 +49,6 @@ job restarted with the same slug finds them."""
 _SETUP_PROBE = "_call_setup_hook"
 """The Lightning function that reads ``logger.experiment`` during setup only to create it
 early (``_ = logger.experiment``), before the hyperparameters are logged."""
-
-_PROBE_DEPTH = 6
-"""How many callers up the probe is looked for (the property, the rank-zero wrapper, ...)."""
 
 
 class LoggerCore:
@@ -216,13 +212,12 @@ def _check_system_metrics(value: object) -> None:
 
 
 def _setup_probe() -> tuple[bool, Any]:
-    """Whether the caller is Lightning's setup reading ``logger.experiment``, and its
-    trainer."""
-    frame: FrameType | None = sys._getframe(1)
-    for _ in range(_PROBE_DEPTH):
-        frame = frame.f_back if frame is not None else None
-        if frame is None:
-            return False, None
-        if frame.f_code.co_name == _SETUP_PROBE:
-            return True, frame.f_locals.get("trainer")
-    return False, None
+    """Whether ``logger.experiment`` is being read by Lightning's setup itself (not by a hook
+    of the user's that it calls), and its trainer."""
+    frame = sys._getframe(2)  # the caller of core_experiment
+    # Above it: the property and Lightning's rank-zero wrapper, both named ``experiment``.
+    while frame is not None and frame.f_code.co_name == "experiment":
+        frame = frame.f_back  # type: ignore[assignment]
+    if frame is None or frame.f_code.co_name != _SETUP_PROBE:
+        return False, None
+    return True, frame.f_locals.get("trainer")

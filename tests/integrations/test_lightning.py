@@ -452,3 +452,31 @@ def test_a_slurm_requeue_sends_what_was_logged_and_leaves_the_run_running(
     assert exp.status == "running"
     assert exp.metrics("loss").steps == [40]
     assert exp.metadata["lr"] == 0.1
+
+
+def test_a_rank_lightning_sets_to_non_zero_makes_no_call(
+    metrics_session: sm.Session, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # DDP strategies set the rank themselves, whatever the launcher's environment says.
+    from lightning.pytorch.utilities import rank_zero_only
+
+    monkeypatch.setattr(rank_zero_only, "rank", 1)
+    logger = SyvainLogger("rank-1")
+    trainer(logger, max_steps=3).fit(Tiny(), loader())
+    assert not isinstance(logger.experiment, sm.Experiment)
+    assert logger.run.max_step == -1
+    assert sm.Experiment.list() == []
+
+
+def test_the_experiment_read_in_a_setup_hook_is_the_run(metrics_session: sm.Session) -> None:
+    seen: list[Any] = []
+
+    class Reads(L.Callback):  # type: ignore[misc,name-defined]
+        def setup(self, trainer: Any, module: Any, stage: str) -> None:
+            seen.append(trainer.logger.experiment)
+
+    trainer(SyvainLogger("setup-1"), max_steps=2, callbacks=[Reads()]).fit(Tiny(), loader())
+    (exp,) = seen
+    assert isinstance(exp, sm.Experiment)
+    assert exp.slug == "setup-1"
+    assert get("setup-1").status == "done"
