@@ -95,7 +95,12 @@ class LoggerCore:
 
     @property
     def core_version(self) -> str:
-        """The run's slug (Lightning's ``version``)."""
+        """The run's slug (Lightning's ``version``).
+
+        Example:
+            >>> LoggerCore("mlp-1").core_version
+            'mlp-1'
+        """
         return self._run.slug
 
     @property
@@ -111,7 +116,12 @@ class LoggerCore:
     def core_experiment(self, dummy: Callable[[], Any]) -> Any:
         """``logger.experiment``: the run's experiment, created on first use. Lightning's own
         early read during setup gets ``dummy()`` instead, so that the run is created later,
-        with the hyperparameters as its metadata."""
+        with the hyperparameters as its metadata.
+
+        Example:
+            >>> core.core_experiment(_DummyExperiment).slug  # doctest: +SKIP
+            'mlp-1'
+        """
         probe, trainer = _setup_probe()
         if probe:
             if trainer is not None:
@@ -121,7 +131,11 @@ class LoggerCore:
 
     def core_hyperparams(self, params: Mapping[str, Any]) -> None:
         """Hyperparameters (already a plain mapping): the run's metadata, or an annotation
-        once the run exists. Never raises into training."""
+        once the run exists. Never raises into training.
+
+        Example:
+            >>> LoggerCore("mlp-1").core_hyperparams({"lr": 0.1, "model": {"width": 64}})
+        """
         given = dict(params)
         if given == self._hyperparameters:
             return  # a later validate() or test() logs the same ones again
@@ -133,7 +147,11 @@ class LoggerCore:
 
     def core_metrics(self, metrics: Mapping[str, Any], step: int | None) -> None:
         """One ``log_metrics`` call: enqueued at Lightning's step; starts (or resumes) the
-        run at the first call of a fit."""
+        run at the first call of a fit.
+
+        Example:
+            >>> core.core_metrics({"train_loss": 0.5, "epoch": 0}, step=10)  # doctest: +SKIP
+        """
         run = self._current_run()
         if not run.started:
             run.start(resume_from=self._resume_step(step))
@@ -141,14 +159,22 @@ class LoggerCore:
 
     def core_graph(self, model: Any) -> None:
         """``log_graph(model)``, which Lightning calls at every fit's start: the module leads
-        to its trainer, which tells later whether the fit restarted from a checkpoint."""
+        to its trainer, which tells later whether the fit restarted from a checkpoint.
+
+        Example:
+            >>> core.core_graph(lightning_module)  # doctest: +SKIP
+        """
         trainer = getattr(model, "_trainer", None)
         if trainer is not None:
             self._keep_trainer(trainer)
 
     def core_finalize(self, status: str) -> None:
         """End of a fit: ``success`` -> ``done``; ``failed`` -> ``error`` with the exception
-        being handled; ``finished`` (SLURM requeue) -> send, stay ``running``."""
+        being handled; ``finished`` (SLURM requeue) -> send, stay ``running``.
+
+        Example:
+            >>> core.core_finalize("success")  # doctest: +SKIP
+        """
         run = self._run
         if status == "finished":
             run.suspend(self._flush_timeout)

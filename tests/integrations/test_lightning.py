@@ -361,10 +361,12 @@ class Sigterm(L.Callback):
 
 logger = SyvainLogger("child-1")
 fit = trainer(logger, callbacks=[Sigterm()])
+before = signal.getsignal(signal.SIGTERM)
 try:
     fit.fit(Tiny(), loader())
 except BaseException as error:
     print("raised", type(error).__name__, "received_sigterm", fit.received_sigterm, flush=True)
+    print("handler restored", signal.getsignal(signal.SIGTERM) == before, flush=True)
     raise
 print("finished at", fit.global_step, flush=True)
 """
@@ -410,6 +412,8 @@ def test_sigterm_mid_fit_ends_the_run_terminated_and_lightning_still_stops(
     # Lightning's own handling: the flag is set and the loop stops with SIGTERMException.
     assert "raised SIGTERMException received_sigterm True" in done.stdout, done.stderr
     assert "finished at" not in done.stdout
+    # The run's guard chained to Lightning's handler, and both are gone after the fit.
+    assert "handler restored True" in done.stdout
     with metrics_server.session(spool_dir=None) as reader:
         (exp,) = sm.Experiment.list(slug="child-1", session=reader)
         assert exp.status == "error"
