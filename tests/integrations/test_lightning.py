@@ -10,6 +10,7 @@ import re
 import signal
 import subprocess
 import sys
+import time
 from argparse import Namespace
 from pathlib import Path
 from typing import Any
@@ -113,7 +114,12 @@ def get(slug: str) -> sm.Experiment:
     """The run, once what the fit left on its way (a status behind an annotation) is applied."""
     from syvain_metrics.client.registry import get_session
 
-    get_session().flush(timeout=30)
+    session = get_session()
+    session.flush(timeout=30)
+    for _ in range(600):  # bounded: the sender applies what waited behind the events
+        if session.logs.sender.controls_pending() == 0:
+            break
+        time.sleep(0.05)
     (exp,) = sm.Experiment.list(slug=slug)
     return exp
 
