@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import math
 import secrets
 import threading
 from collections.abc import Mapping
@@ -58,6 +59,39 @@ def default_slug(framework: str) -> str:
     """
     now = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
     return f"{framework}-{now}-{secrets.token_hex(2)}"
+
+
+def check_options(*, system_metrics: object, flush_timeout: object, **flags: object) -> None:
+    """Refuse, before training starts, options of a callback that could only fail later.
+
+    Example:
+        >>> check_options(system_metrics=False, flush_timeout=None, log_batches=True)
+        >>> check_options(system_metrics=False, flush_timeout=-1)
+        Traceback (most recent call last):
+        syvain_metrics.errors.MetricsValidationError: ...
+    """
+    problems: dict[str, list[str]] = {}
+    for name, value in flags.items():
+        if not isinstance(value, bool):
+            problems[name] = [f"Must be True or False; got {value!r}."]
+    if not isinstance(system_metrics, bool) and not (
+        isinstance(system_metrics, int | float)
+        and math.isfinite(system_metrics)
+        and system_metrics > 0
+    ):
+        problems["system_metrics"] = [
+            f"Must be True, False or a number of seconds > 0; got {system_metrics!r}."
+        ]
+    if flush_timeout is not None and (
+        isinstance(flush_timeout, bool)
+        or not isinstance(flush_timeout, int | float)
+        or not flush_timeout >= 0
+    ):
+        problems["flush_timeout"] = [
+            f"Must be None or a number of seconds >= 0; got {flush_timeout!r}."
+        ]
+    if problems:
+        raise MetricsValidationError(problems)
 
 
 def _usable_items(values: Mapping[str, object]) -> list[tuple[str, object]]:
@@ -110,6 +144,7 @@ class FrameworkRun:
         system_metrics: bool | float = False,
         framework: str = "run",
     ) -> None:
+        check_options(system_metrics=system_metrics, flush_timeout=flush_timeout)
         if experiment is not None and slug is not None:
             raise MetricsValidationError({"slug": ["Give a slug or an experiment, not both."]})
         self._slug = slug if slug is not None else default_slug(framework)

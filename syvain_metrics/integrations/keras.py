@@ -37,7 +37,6 @@ Example:
 from __future__ import annotations
 
 import logging
-import math
 import threading
 from collections.abc import Mapping
 from types import TracebackType
@@ -46,8 +45,7 @@ from typing import Any
 import keras  # type: ignore[import-untyped]
 
 from syvain_metrics.client.session import Session
-from syvain_metrics.errors import MetricsValidationError
-from syvain_metrics.integrations.framework_run import FrameworkRun
+from syvain_metrics.integrations.framework_run import FrameworkRun, check_options
 from syvain_metrics.resources.experiment import UNSET, Experiment
 from syvain_metrics.resources.folder import Folder
 
@@ -73,39 +71,6 @@ class FitNotFinishedError(RuntimeError):
 
     def __init__(self) -> None:
         super().__init__("the fit stopped before its end (Keras called no on_train_end)")
-
-
-def check_options(*, system_metrics: object, flush_timeout: object, **flags: object) -> None:
-    """Refuse, before training starts, options of a callback that could only fail later.
-
-    Example:
-        >>> check_options(system_metrics=False, flush_timeout=None, log_batches=True)
-        >>> check_options(system_metrics=False, flush_timeout=-1)
-        Traceback (most recent call last):
-        syvain_metrics.errors.MetricsValidationError: ...
-    """
-    problems: dict[str, list[str]] = {}
-    for name, value in flags.items():
-        if not isinstance(value, bool):
-            problems[name] = [f"Must be True or False; got {value!r}."]
-    if not isinstance(system_metrics, bool) and not (
-        isinstance(system_metrics, int | float)
-        and math.isfinite(system_metrics)
-        and system_metrics > 0
-    ):
-        problems["system_metrics"] = [
-            f"Must be True, False or a number of seconds > 0; got {system_metrics!r}."
-        ]
-    if flush_timeout is not None and (
-        isinstance(flush_timeout, bool)
-        or not isinstance(flush_timeout, int | float)
-        or not flush_timeout >= 0
-    ):
-        problems["flush_timeout"] = [
-            f"Must be None or a number of seconds >= 0; got {flush_timeout!r}."
-        ]
-    if problems:
-        raise MetricsValidationError(problems)
 
 
 def _whole(value: Any) -> int | None:

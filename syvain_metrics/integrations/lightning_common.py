@@ -33,8 +33,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
 from syvain_metrics.client.session import Session
-from syvain_metrics.errors import MetricsValidationError
-from syvain_metrics.integrations.framework_run import FrameworkRun
+from syvain_metrics.integrations.framework_run import FrameworkRun, check_options
 from syvain_metrics.resources.experiment import UNSET, Experiment
 from syvain_metrics.resources.experiment.termination import Terminated
 from syvain_metrics.resources.folder import Folder
@@ -76,7 +75,7 @@ class LoggerCore:
         flush_timeout: float | None = None,
     ) -> None:
         # Validated now, on every rank: a bad slug fails before training, not at step 0.
-        _check_system_metrics(system_metrics)
+        check_options(system_metrics=system_metrics, flush_timeout=flush_timeout)
         self._options: dict[str, Any] = {
             "folder": folder,
             "description": description,
@@ -226,15 +225,6 @@ class LoggerCore:
         if fitting and getattr(trainer, "ckpt_path", None) and step > 0:
             return int(step)
         return None
-
-
-def _check_system_metrics(value: object) -> None:
-    """``system_metrics``: ``True``/``False`` or a positive number of seconds."""
-    number = isinstance(value, (int, float)) and not isinstance(value, bool)
-    if not (isinstance(value, bool) or (number and value > 0)):  # type: ignore[operator]
-        raise MetricsValidationError(
-            {"system_metrics": [f"Must be True, False or seconds > 0; got {value!r}."]}
-        )
 
 
 def _setup_probe() -> tuple[bool, Any]:

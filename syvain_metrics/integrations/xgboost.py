@@ -38,7 +38,6 @@ from __future__ import annotations
 import copy
 import json
 import logging
-import math
 from collections.abc import Mapping
 from types import TracebackType
 from typing import Any
@@ -47,8 +46,7 @@ import xgboost
 from xgboost import collective
 
 from syvain_metrics.client.session import Session
-from syvain_metrics.errors import MetricsValidationError
-from syvain_metrics.integrations.framework_run import CV_STD_SUFFIX, FrameworkRun
+from syvain_metrics.integrations.framework_run import CV_STD_SUFFIX, FrameworkRun, check_options
 from syvain_metrics.resources.experiment import UNSET, Experiment
 from syvain_metrics.resources.folder import Folder
 
@@ -86,28 +84,6 @@ class TrainingNotFinishedError(RuntimeError):
 
     def __init__(self) -> None:
         super().__init__("the training stopped before its end (XGBoost called no after_training)")
-
-
-def _check_options(system_metrics: object, flush_timeout: object) -> None:
-    problems: dict[str, list[str]] = {}
-    if not isinstance(system_metrics, bool) and not (
-        isinstance(system_metrics, int | float)
-        and math.isfinite(system_metrics)
-        and system_metrics > 0
-    ):
-        problems["system_metrics"] = [
-            f"Must be True, False or a number of seconds > 0; got {system_metrics!r}."
-        ]
-    if flush_timeout is not None and (
-        isinstance(flush_timeout, bool)
-        or not isinstance(flush_timeout, int | float)
-        or not flush_timeout >= 0
-    ):
-        problems["flush_timeout"] = [
-            f"Must be None or a number of seconds >= 0; got {flush_timeout!r}."
-        ]
-    if problems:
-        raise MetricsValidationError(problems)
 
 
 def _number(text: str) -> object:
@@ -188,7 +164,7 @@ class SyvainXGBoostCallback(xgboost.callback.TrainingCallback):
         flush_timeout: float | None = None,
     ) -> None:
         super().__init__()
-        _check_options(system_metrics, flush_timeout)
+        check_options(system_metrics=system_metrics, flush_timeout=flush_timeout)
         self._options: dict[str, Any] = {
             "folder": folder,
             "description": description,
