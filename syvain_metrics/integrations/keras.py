@@ -46,6 +46,7 @@ import keras  # type: ignore[import-untyped]
 
 from syvain_metrics.client.session import Session
 from syvain_metrics.integrations.framework_run import FrameworkRun, check_options
+from syvain_metrics.integrations.unfinished import UnfinishedRunError
 from syvain_metrics.resources.experiment import UNSET, Experiment
 from syvain_metrics.resources.folder import Folder
 
@@ -58,19 +59,6 @@ EPOCH_SERIES = "epoch"
 BATCH_WAIT_SECONDS = 2.0
 """The longest a failed fit's run waits, before it ends, for the batch values Keras's worker
 threads still hold (a batch's values are handed over after its step, off the main thread)."""
-
-
-class FitNotFinishedError(RuntimeError):
-    """The reason recorded for a fit that stopped without reaching its end and without an
-    exception to blame (one raised and caught before the callback could see it).
-
-    Example:
-        >>> str(FitNotFinishedError())
-        'the fit stopped before its end (Keras called no on_train_end)'
-    """
-
-    def __init__(self) -> None:
-        super().__init__("the fit stopped before its end (Keras called no on_train_end)")
 
 
 def _whole(value: Any) -> int | None:
@@ -268,7 +256,11 @@ class SyvainKerasCallback(keras.callbacks.Callback):  # type: ignore[misc]
             self._handed.wait_for(
                 lambda: self._ended_batches >= self._begun - 1, timeout=BATCH_WAIT_SECONDS
             )
-        self._run.end(error if error is not None else FitNotFinishedError())
+        self._run.end(
+            error
+            if error is not None
+            else UnfinishedRunError("the fit stopped before its end (Keras called no on_train_end)")
+        )
 
     def _iterations(self) -> int:
         optimizer = getattr(self.model, "optimizer", None)

@@ -25,6 +25,7 @@ import lightgbm  # noqa: F401  (the framework this module is for: fail early wit
 
 from syvain_metrics.client.session import Session
 from syvain_metrics.integrations.framework_run import CV_STD_SUFFIX, FrameworkRun
+from syvain_metrics.integrations.unfinished import UnfinishedRunError
 from syvain_metrics.resources.experiment import UNSET, Experiment
 from syvain_metrics.resources.folder import Folder
 
@@ -40,19 +41,6 @@ _open: set[SyvainLightGBMCallback] = set()
 ended outside a ``with`` block ends ``done`` then."""
 _open_lock = threading.Lock()
 _hooked = False
-
-
-class TrainingStoppedError(RuntimeError):
-    """The error of a run whose training stopped before its last iteration without early
-    stopping (an exception the program caught), seen when the callback trains again.
-
-    Example:
-        >>> str(TrainingStoppedError(4, 10))
-        'training stopped after iteration 4 of 10'
-    """
-
-    def __init__(self, iteration: int, end: int) -> None:
-        super().__init__(f"training stopped after iteration {iteration} of {end}")
 
 
 def _rows(results: Any) -> list[tuple[str, dict[str, Any], float]]:
@@ -195,7 +183,9 @@ class SyvainLightGBMCallback:
             self._finish(
                 None
                 if self.early_stopped()
-                else TrainingStoppedError(self._iteration_at[0] + 1, self._iteration_at[1])
+                else UnfinishedRunError(
+                    f"training stopped after iteration {self._iteration_at[0] + 1} of {self._iteration_at[1]}"
+                )
             )
         self._model = env.model
         resume: int | None = env.begin_iteration if env.begin_iteration > 0 else None

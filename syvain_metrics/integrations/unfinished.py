@@ -38,15 +38,19 @@ _uncaught: BaseException | None = None
 
 
 class UnfinishedRunError(RuntimeError):
-    """The reason recorded for a run still open at exit with no exception to blame.
+    """The reason recorded for a run that stopped before the framework's end with no
+    exception to blame (one raised and caught before the integration could see it), at exit
+    or when the integration trains again.
 
     Example:
         >>> str(UnfinishedRunError())
         'the process exited before the framework ended the run'
+        >>> str(UnfinishedRunError("training stopped after iteration 4 of 10"))
+        'training stopped after iteration 4 of 10'
     """
 
-    def __init__(self) -> None:
-        super().__init__(UNFINISHED_DETAIL)
+    def __init__(self, detail: str = UNFINISHED_DETAIL) -> None:
+        super().__init__(detail)
 
 
 def opened(run: Endable) -> None:

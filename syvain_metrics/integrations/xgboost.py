@@ -47,6 +47,7 @@ from xgboost import collective
 
 from syvain_metrics.client.session import Session
 from syvain_metrics.integrations.framework_run import CV_STD_SUFFIX, FrameworkRun, check_options
+from syvain_metrics.integrations.unfinished import UnfinishedRunError
 from syvain_metrics.resources.experiment import UNSET, Experiment
 from syvain_metrics.resources.folder import Folder
 
@@ -71,19 +72,6 @@ _BOOSTER_PARAMS = (
     "grow_policy",
 )
 """The tree parameters recorded with the run (of the ~25 a booster holds)."""
-
-
-class TrainingNotFinishedError(RuntimeError):
-    """The reason recorded for a training that stopped before its last round without an
-    exception to blame (one raised and caught before the callback could see it).
-
-    Example:
-        >>> str(TrainingNotFinishedError())
-        'the training stopped before its end (XGBoost called no after_training)'
-    """
-
-    def __init__(self) -> None:
-        super().__init__("the training stopped before its end (XGBoost called no after_training)")
 
 
 def _number(text: str) -> object:
@@ -308,4 +296,10 @@ class SyvainXGBoostCallback(xgboost.callback.TrainingCallback):
     def _end_unfinished(self, error: BaseException | None) -> None:
         run = self._run
         if run is not None and not run.ended and not self._silent:
-            run.end(error if error is not None else TrainingNotFinishedError())
+            run.end(
+                error
+                if error is not None
+                else UnfinishedRunError(
+                    "the training stopped before its end (XGBoost called no after_training)"
+                )
+            )

@@ -183,6 +183,22 @@ class SessionLogs:
                 waiting,
             )
 
+    def settle_controls(self, timeout: float) -> None:
+        """Before a listing of runs: wait up to ``timeout`` for the status changes and
+        annotations this process still holds for any run (behind their events), so the list
+        shows the status ``run()`` or an integration recorded just before. Never raises."""
+        sender = self._sender
+        if sender is None:
+            return
+        deadline = time.monotonic() + timeout
+        while sender.controls_pending() and not sender.stopped:
+            if time.monotonic() >= deadline:
+                logger.info(
+                    "syvain_metrics: listing runs while status changes are still on their way"
+                )
+                return
+            time.sleep(_CONTROL_POLL)
+
     def incomplete(
         self, settled: Settled | None, experiment_ids: Iterable[str] | None = None
     ) -> FlushError | None:

@@ -214,3 +214,15 @@ def test_a_run_the_framework_never_ended_is_ended_at_exit(
         exp = next(e for e in sm.Experiment.list(session=session) if e.slug == f"exit-{how}")
         assert (exp.status, exp.error_name, exp.error_detail) == ("error", name, detail)
         assert exp.metrics("loss").values == [1.0]
+
+
+def test_a_listing_right_after_the_end_shows_the_status_that_waited_behind_a_note(
+    metrics_session: sm.Session,
+) -> None:
+    for attempt in range(5):  # the status waits behind the NaN's annotation: a race, tried 5x
+        run = FrameworkRun(f"listed-{attempt}", framework="test")
+        run.log({"loss": 1.0}, step=0)
+        with pytest.warns(UserWarning, match="NaN"):
+            run.log({"loss": float("nan")}, step=1)
+        run.end()
+        assert stored(f"listed-{attempt}").status == "done"

@@ -58,6 +58,9 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("syvain_metrics")
 
+LIST_SETTLE_SECONDS = 5.0
+"""The longest ``Experiment.list()`` waits for status changes this process still holds."""
+
 
 class _Unset:
     def __repr__(self) -> str:
@@ -143,6 +146,8 @@ class Experiment(
             },
         )
         cut = query.pop("limit", None) if client_side else None
+        # A run that just ended may have its status waiting behind its last events.
+        bound.logs.settle_controls(min(bound.timeout, LIST_SETTLE_SECONDS))
 
         items = read_created(
             bound,
