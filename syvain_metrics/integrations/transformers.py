@@ -103,10 +103,17 @@ class SyvainCallback(TrainerCallback):
         }
         self._metadata = dict(metadata or {})
         self._given = experiment
-        self._base = slug if slug is not None else default_slug("transformers")
         # Built now so that bad arguments fail before training, creating nothing.
-        self._run = self._new_run(self._base, self._metadata)
+        self._run = FrameworkRun(
+            slug if slug is not None or experiment is not None else default_slug("transformers"),
+            experiment=experiment,
+            metadata=metadata,
+            framework="transformers",
+            **self._options,
+        )
+        self._base = self._run.slug
         self._began = False  # whether this process started the current run
+        self._ran = False  # whether this process started a run at all
         self._trials = 0
         self._train_depth = 0  # inside a wrapped train(), which ends the run itself
         self._step = -1
@@ -169,6 +176,7 @@ class SyvainCallback(TrainerCallback):
             self._run.configure(_hyperparameters(args, kwargs.get("model")))
             step = int(state.global_step or 0)
             self._run.start(resume_from=step if step > 0 else None)
+            self._ran = self._run.started  # False when the run could not start: no late logs
 
     def on_log(
         self,
@@ -185,8 +193,8 @@ class SyvainCallback(TrainerCallback):
         step = int(state.global_step)
         values = self._numbers(logs)
         with self._lock:
-            if not self._began:
-                return  # a log() outside train(), before any run: nothing to attach it to
+            if not self._ran:
+                return  # a log() before any train(): no run to attach it to
             if step != self._step:
                 self._step, self._at_step = step, {}
             if self._run.ended:
@@ -228,8 +236,8 @@ class SyvainCallback(TrainerCallback):
         slug = self._base[: SLUG_MAX - len(suffix)] + suffix
         metadata = dict(self._metadata)
         metadata["trial"] = name
-        if state.trial_params:
-            metadata["trial_params"] = dict(state.trial_params)
+        for key, value in (state.trial_params or {}).items():
+            metadata[f"trial_params.{key}"] = value  # flat, like the hyperparameters
         try:
             return FrameworkRun(slug, metadata=metadata, framework="transformers", **self._options)
         except Exception as error:  # a trial's parameters the metadata cannot hold
