@@ -33,17 +33,17 @@ def main() -> None:
         torch.manual_seed(0)
         config = BertConfig(
             vocab_size=8,
-            hidden_size=32,
-            num_hidden_layers=2,
+            hidden_size=16,
+            num_hidden_layers=1,
             num_attention_heads=2,
-            intermediate_size=64,
+            intermediate_size=32,
             id2label={0: "fewer ones", 1: "more ones"},
         )
         args = TrainingArguments(
             output_dir=out,
-            max_steps=40,
+            max_steps=30,
             learning_rate=3e-3,
-            per_device_train_batch_size=16,
+            per_device_train_batch_size=8,
             logging_steps=5,
             eval_strategy="steps",
             eval_steps=10,

@@ -413,4 +413,4 @@ def test_the_example_trains_with_the_callback() -> None:
     assert "Traceback" not in done.stderr
     lines = done.stdout.splitlines()
     assert lines[0].startswith("No SYVAIN_METRICS_API_KEY set: using a local server at http://127.0.0.1:")
-    assert any(line.startswith("hf-trainer-") and ": done," in line for line in lines)
+    assert any(line.startswith("hf-trainer-") and ": done, 6 loss and 3 eval_loss points" in line for line in lines)
