@@ -66,9 +66,14 @@ def main() -> None:
         loss = exp.metrics("loss")
         evals = exp.metrics("eval_loss")
         print(f"{exp.slug}: {exp.status}, {len(loss)} loss and {len(evals)} eval_loss points")
-        print(f"  loss {loss[0].value:.3f} at step {loss[0].step} -> {loss[-1].value:.3f} at step {loss[-1].step}")
-        print(f"  hyperparameters: learning_rate={exp.metadata['learning_rate']}, "
-              f"model.hidden_size={exp.metadata['model.hidden_size']}")
+        first, last = loss[0], loss[-1]
+        print(
+            f"  loss {first.value:.3f} at step {first.step} -> {last.value:.3f} at step {last.step}"
+        )
+        print(
+            f"  hyperparameters: learning_rate={exp.metadata['learning_rate']}, "
+            f"model.hidden_size={exp.metadata['model.hidden_size']}"
+        )
         show_in_dashboard(exp)
 
 

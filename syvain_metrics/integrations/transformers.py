@@ -241,8 +241,12 @@ class SyvainCallback(TrainerCallback):
         try:
             return FrameworkRun(slug, metadata=metadata, framework="transformers", **self._options)
         except Exception as error:  # a trial's parameters the metadata cannot hold
-            logger.warning("syvain_metrics: trial %s logged without its parameters: %s", name, error)
-            return FrameworkRun(slug, metadata=self._metadata, framework="transformers", **self._options)
+            logger.warning(
+                "syvain_metrics: trial %s logged without its parameters: %s", name, error
+            )
+            return FrameworkRun(
+                slug, metadata=self._metadata, framework="transformers", **self._options
+            )
 
     def _end(self, error: BaseException | None) -> None:
         with self._lock:

@@ -412,5 +412,38 @@ def test_the_example_trains_with_the_callback() -> None:
     assert done.returncode == 0, done.stderr
     assert "Traceback" not in done.stderr
     lines = done.stdout.splitlines()
-    assert lines[0].startswith("No SYVAIN_METRICS_API_KEY set: using a local server at http://127.0.0.1:")
-    assert any(line.startswith("hf-trainer-") and ": done, 6 loss and 3 eval_loss points" in line for line in lines)
+    assert lines[0].startswith(
+        "No SYVAIN_METRICS_API_KEY set: using a local server at http://127.0.0.1:"
+    )
+    assert any(
+        line.startswith("hf-trainer-") and ": done, 6 loss and 3 eval_loss points" in line
+        for line in lines
+    )
+
+
+def test_sigterm_mid_fit_ends_the_run_terminated(
+    metrics_server: LocalServer, tmp_path: Path
+) -> None:
+    done = run_script(
+        """
+        import os, signal
+
+        class Scheduler(transformers.TrainerCallback):
+            def on_step_end(self, args, state, control, **kwargs):
+                if state.global_step == 3:
+                    os.kill(os.getpid(), signal.SIGTERM)  # what a scheduler does
+
+        data = examples()
+        job = FailingTrainer(model=tiny_model(), args=arguments(tmp), train_dataset=data,
+                             eval_dataset=data[:8],
+                             callbacks=[SyvainCallback("bert-sigterm"), Scheduler()])
+        job.train()
+        """,
+        tmp_path,
+        subprocess_env(metrics_server, tmp_path),
+    )
+    assert done.returncode == 143, done.stderr[-3000:]
+    exp = by_slug("bert-sigterm", metrics_server.session())
+    assert exp.status == "error"
+    assert (exp.error_name, exp.error_detail) == ("Terminated", "terminated by SIGTERM")
+    assert [row.step for row in exp.metrics("loss")] == [1, 2]  # step 3 is never logged
