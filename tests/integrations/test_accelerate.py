@@ -283,3 +283,19 @@ def test_bad_arguments_fail_at_once_and_create_nothing(metrics_session: sm.Sessi
     with pytest.raises(sm.MetricsValidationError):
         SyvainTracker("c", metadata={"bad": math.nan})
     assert [exp.slug for exp in sm.Experiment.list()] == ["b"]
+
+
+def test_the_tracker_itself_keeps_other_processes_quiet(
+    metrics_session: sm.Session, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Called directly on a process that is not the main one (as end_training() calls
+    # finish() on every process), the tracker does nothing.
+    tracker = SyvainTracker("acc-not-main")
+    monkeypatch.setattr(accelerate.PartialState, "is_main_process", property(lambda _: False))
+    monkeypatch.setattr(accelerate.PartialState, "use_distributed", property(lambda _: True))
+    tracker.start()
+    tracker.store_init_configuration({"lr": 0.1})
+    tracker.log({"loss": 0.5}, step=0)
+    tracker.finish()
+    monkeypatch.undo()
+    assert sm.Experiment.list() == []
