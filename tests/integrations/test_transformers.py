@@ -447,3 +447,33 @@ def test_sigterm_mid_fit_ends_the_run_terminated(
     assert exp.status == "error"
     assert (exp.error_name, exp.error_detail) == ("Terminated", "terminated by SIGTERM")
     assert [row.step for row in exp.metrics("loss")] == [1, 2]  # step 3 is never logged
+
+
+def test_a_pruned_trial_ends_error(metrics_session: sm.Session, tmp_path: Path) -> None:
+    optuna = framework("optuna")
+    data = examples()
+    job = transformers.Trainer(
+        model_init=tiny_model,
+        args=arguments(tmp_path),
+        train_dataset=data,
+        eval_dataset=data[:8],
+        callbacks=[SyvainCallback("bert-pruned")],
+    )
+
+    class PruneTheFirst(optuna.pruners.BasePruner):  # type: ignore[misc]
+        def prune(self, study: Any, trial: Any) -> bool:
+            return bool(trial.number == 0)
+
+    job.hyperparameter_search(
+        hp_space=lambda trial: {"learning_rate": trial.suggest_float("learning_rate", 1e-4, 1e-2)},
+        backend="optuna",
+        n_trials=2,
+        pruner=PruneTheFirst(),  # asked at the first evaluation, step 3
+    )
+
+    pruned, kept = by_slug("bert-pruned-trial-0"), by_slug("bert-pruned-trial-1")
+    # transformers calls on_train_end before raising TrialPruned: the run still ends error.
+    assert (pruned.status, pruned.error_name) == ("error", "TrialPruned")
+    assert [row.step for row in pruned.metrics("eval_loss")] == [3]
+    assert kept.status == "done"
+    assert [row.step for row in kept.metrics("eval_loss")] == [3, 6]
