@@ -44,7 +44,8 @@ class SyvainTracker(GeneralTracker):  # type: ignore[misc]  # accelerate's base 
     ``resume_from=<step>``). ``experiment`` uses an existing experiment instead.
     ``folder``, ``description`` and ``metadata`` are used when the run is created;
     ``system_metrics`` samples CPU, memory and GPUs while it runs; ``flush_timeout`` bounds
-    the wait for the run's events at ``end_training()``. Bad arguments raise
+    the wait for the run's events at ``end_training()``. It writes through ``session`` or
+    the default session (``sm.connect()``). Bad arguments raise
     :class:`~syvain_metrics.MetricsValidationError` here, before training.
 
     Constructing it is cheap and creates nothing (``accelerate`` builds it on every

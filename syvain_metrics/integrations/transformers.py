@@ -54,8 +54,10 @@ class SyvainCallback(TrainerCallback):
     run, from the checkpoint's step). ``experiment`` uses an existing experiment instead.
     ``folder``, ``description`` and ``metadata`` are used when the run is created;
     ``system_metrics`` samples CPU, memory and GPUs while it trains; ``flush_timeout`` bounds
-    the wait for the run's events when training ends (the session's by default). Bad
-    arguments raise :class:`~syvain_metrics.MetricsValidationError` here, before training.
+    the wait for the run's events when training ends (the session's by default). It writes
+    through ``session`` or the default session (``sm.connect()``). Bad arguments raise
+    :class:`~syvain_metrics.MetricsValidationError` here, before training; nothing is
+    created before ``train()``.
 
     What it records:
 
