@@ -251,8 +251,11 @@ def test_a_nan_loss_is_annotated_and_training_goes_on(
 ) -> None:
     job = trainer(tmp_path, SyvainCallback("bert-nan"), logging_nan_inf_filter=False)
     job.nan_at = 3
-    with pytest.warns(UserWarning, match="NaN"):
+    with pytest.warns(UserWarning, match="NaN|non-finite") as caught:
         job.train()
+    told = [str(warning.message) for warning in caught]
+    assert any("loss became NaN at step 3" in message for message in told)
+    assert any("4 non-finite values of loss were not sent" in message for message in told)
 
     assert job.state.global_step == 6
     exp = by_slug("bert-nan")
