@@ -28,7 +28,8 @@ from accelerate.tracking import GeneralTracker, on_main_process  # type: ignore[
 
 from syvain_metrics.client.session import Session
 from syvain_metrics.integrations.framework_run import FrameworkRun
-from syvain_metrics.resources.experiment import UNSET, Experiment
+from syvain_metrics.resources.experiment import UNSET, Experiment, termination
+from syvain_metrics.resources.experiment.termination import Terminated
 from syvain_metrics.resources.folder import Folder
 
 __all__ = ["SyvainTracker"]
@@ -176,9 +177,15 @@ class SyvainTracker(GeneralTracker):  # type: ignore[misc]  # accelerate's base 
 
 
 def _uncaught() -> BaseException | None:
-    """The exception that ended the program (set before exit hooks run), if any."""
+    """The exception that ended the program (set before exit hooks run), if any; a SIGTERM
+    inside the run (its ``Terminated`` is a ``SystemExit``, which leaves no trace there)
+    counts as one."""
     error = getattr(sys, "last_value", None)
-    return error if isinstance(error, BaseException) else None
+    if isinstance(error, BaseException):
+        return error
+    if any(guard.signalled_in_block for guard in termination._installed):
+        return Terminated()
+    return None
 
 
 _LIVE: weakref.WeakSet[SyvainTracker] = weakref.WeakSet()

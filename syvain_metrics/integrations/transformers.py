@@ -30,7 +30,8 @@ from transformers import Trainer, TrainerCallback, TrainerControl, TrainerState,
 from syvain_metrics.client.session import Session
 from syvain_metrics.contract.limits import SLUG_MAX
 from syvain_metrics.integrations.framework_run import FrameworkRun, default_slug
-from syvain_metrics.resources.experiment import UNSET, Experiment
+from syvain_metrics.resources.experiment import UNSET, Experiment, termination
+from syvain_metrics.resources.experiment.termination import Terminated
 from syvain_metrics.resources.experiment.values import as_number, is_number
 from syvain_metrics.resources.folder import Folder
 
@@ -356,9 +357,15 @@ def _hyperparameters(args: TrainingArguments, model: Any) -> dict[str, Any]:
 
 
 def _uncaught() -> BaseException | None:
-    """The exception that ended the program (set before exit hooks run), if any."""
+    """The exception that ended the program (set before exit hooks run), if any; a SIGTERM
+    inside the run (its ``Terminated`` is a ``SystemExit``, which leaves no trace there)
+    counts as one."""
     error = getattr(sys, "last_value", None)
-    return error if isinstance(error, BaseException) else None
+    if isinstance(error, BaseException):
+        return error
+    if any(guard.signalled_in_block for guard in termination._installed):
+        return Terminated()
+    return None
 
 
 _LIVE: weakref.WeakSet[SyvainCallback] = weakref.WeakSet()

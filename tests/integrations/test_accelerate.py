@@ -177,6 +177,29 @@ def test_a_script_that_forgets_end_training_ends_done_at_exit(
     assert [row.step for row in exp.metrics("loss")] == [0, 1, 2]
 
 
+def test_sigterm_mid_loop_ends_the_run_terminated(
+    metrics_server: LocalServer, tmp_path: Path
+) -> None:
+    done = run_script(
+        """
+        import os, signal
+        accelerator = Accelerator(cpu=True, log_with=[SyvainTracker("acc-sigterm")])
+        accelerator.init_trackers("acc")
+        train(accelerator, range(3))
+        os.kill(os.getpid(), signal.SIGTERM)  # what a scheduler does
+        train(accelerator, range(3, 10))
+        accelerator.end_training()
+        """,
+        tmp_path,
+        subprocess_env(metrics_server, tmp_path),
+    )
+    assert done.returncode == 143, done.stderr[-3000:]
+    exp = by_slug("acc-sigterm", metrics_server.session())
+    assert exp.status == "error"
+    assert (exp.error_name, exp.error_detail) == ("Terminated", "terminated by SIGTERM")
+    assert [row.step for row in exp.metrics("loss")] == [0, 1, 2]
+
+
 def test_a_nan_loss_is_annotated_and_the_loop_goes_on(metrics_session: sm.Session) -> None:
     accelerator = accelerate.Accelerator(cpu=True, log_with=[SyvainTracker("acc-nan")])
     accelerator.init_trackers("acc")
