@@ -112,6 +112,8 @@ def test_a_loop_logs_every_value_once_at_its_step(metrics_session: sm.Session) -
     losses = train(accelerator, range(6))
     accelerator.log({"test_loss": 0.25})  # no step: the one after the largest so far
     accelerator.log({"grad": 1.0}, step=5, log_kwargs={"syvain": {"metadata": {"layer": "fc"}}})
+    # Text (which accelerate lets trackers take) costs only itself; nested values are flattened.
+    accelerator.log({"note": "warm", "eval": {"acc": 0.75, "name": "dev"}}, step=5)
     assert accelerator.get_tracker("syvain").tracker.slug == "acc-loop"
     accelerator.end_training()
 
@@ -123,7 +125,8 @@ def test_a_loop_logs_every_value_once_at_its_step(metrics_session: sm.Session) -
     assert [row.step for row in exp.metrics("epoch")] == [0, 1, 2, 3, 4, 5]  # once per step
     assert [(row.step, row.value) for row in exp.metrics("test_loss")] == [(6, 0.25)]
     assert [(row.step, row.metadata) for row in exp.metrics("grad")] == [(5, {"layer": "fc"})]
-    assert len(exp.metrics()) == 6 + 2 + 6 + 1 + 1
+    assert [(row.step, row.value) for row in exp.metrics("eval/acc")] == [(5, 0.75)]
+    assert len(exp.metrics()) == 6 + 2 + 6 + 1 + 1 + 1
 
 
 def test_constructing_the_tracker_creates_nothing(metrics_session: sm.Session) -> None:
