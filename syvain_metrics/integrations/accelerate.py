@@ -30,7 +30,6 @@ from syvain_metrics.client.session import Session
 from syvain_metrics.integrations.framework_run import FrameworkRun
 from syvain_metrics.resources.experiment import UNSET, Experiment, termination
 from syvain_metrics.resources.experiment.termination import Terminated
-from syvain_metrics.resources.experiment.values import as_number, is_number
 from syvain_metrics.resources.folder import Folder
 
 __all__ = ["SyvainTracker"]
@@ -98,7 +97,6 @@ class SyvainTracker(GeneralTracker):  # type: ignore[misc]  # accelerate's base 
         )
         self._resume_from = resume_from
         self._began = False
-        self._skipped: set[str] = set()
         _LIVE.add(self)
 
     @property
@@ -153,7 +151,7 @@ class SyvainTracker(GeneralTracker):  # type: ignore[misc]  # accelerate's base 
             >>> accelerator.log({"loss": 0.5, "acc": 0.9}, step=10)  # doctest: +SKIP
         """
         self._start()
-        self._run.log(self._numbers(values), step=step, metadata=kwargs.get("metadata"))
+        self._run.log(values, step=step, metadata=kwargs.get("metadata"))
 
     def finish(self) -> None:
         """End the run ``done`` (``end_training()`` calls it on every process: only the
@@ -165,29 +163,6 @@ class SyvainTracker(GeneralTracker):  # type: ignore[misc]  # accelerate's base 
         if self.main_process_only and not PartialState().is_main_process:
             return
         self._end(None)
-
-    def _numbers(self, values: Mapping[str, Any]) -> dict[str, Any]:
-        """The numbers of ``values`` (nested mappings kept, for the run to flatten): the text
-        ``accelerate`` also lets trackers take is left out, with one warning per name, instead
-        of failing the whole mapping."""
-        kept: dict[str, Any] = {}
-        for name, raw in values.items():
-            if isinstance(raw, Mapping):
-                inner = self._numbers(raw)
-                if inner:
-                    kept[name] = inner
-                continue
-            value = as_number(raw)
-            if is_number(value):
-                kept[name] = value
-            elif name not in self._skipped:
-                self._skipped.add(name)
-                logger.warning(
-                    "syvain_metrics: %r is not a number (%s); it is not logged",
-                    name,
-                    type(raw).__name__,
-                )
-        return kept
 
     def _start(self) -> None:
         self._began = True

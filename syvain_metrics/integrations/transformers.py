@@ -32,7 +32,6 @@ from syvain_metrics.contract.limits import SLUG_MAX
 from syvain_metrics.integrations.framework_run import FrameworkRun, default_slug
 from syvain_metrics.resources.experiment import UNSET, Experiment, termination
 from syvain_metrics.resources.experiment.termination import Terminated
-from syvain_metrics.resources.experiment.values import as_number, is_number
 from syvain_metrics.resources.folder import Folder
 
 __all__ = ["SyvainCallback"]
@@ -121,7 +120,6 @@ class SyvainCallback(TrainerCallback):
         self._train_depth = 0  # inside a wrapped train(), which ends the run itself
         self._step = -1
         self._at_step: dict[str, object] = {}  # what was logged at self._step
-        self._skipped: set[str] = set()
         self._lock = threading.RLock()
         _LIVE.add(self)
 
@@ -194,7 +192,7 @@ class SyvainCallback(TrainerCallback):
         if not state.is_world_process_zero or not logs:
             return
         step = int(state.global_step)
-        values = self._numbers(logs)
+        values = dict(logs)  # text among them is skipped by log(), with one warning per name
         with self._lock:
             if not self._ran:
                 return  # a log() before any train(): no run to attach it to
@@ -257,21 +255,6 @@ class SyvainCallback(TrainerCallback):
                 return  # never started here (another rank, or train() failed before its start)
             self._began = False
         self._run.end(error)
-
-    def _numbers(self, logs: Mapping[str, Any]) -> dict[str, object]:
-        values: dict[str, object] = {}
-        for name, raw in logs.items():
-            value = as_number(raw)
-            if is_number(value):
-                values[name] = value
-            elif name not in self._skipped:
-                self._skipped.add(name)
-                logger.warning(
-                    "syvain_metrics: %r is not a number (%s); it is not logged",
-                    name,
-                    type(raw).__name__,
-                )
-        return values
 
     def _log_late(self, values: dict[str, object], step: int) -> None:
         """Values logged after the run ended (``trainer.evaluate()`` after ``train()``): added
