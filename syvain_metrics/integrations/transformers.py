@@ -51,7 +51,8 @@ class SyvainCallback(TrainerCallback):
 
     ``slug`` names the run (a new ``transformers-<time>-<random>`` one when left out; give the
     same slug to a job resumed with ``train(resume_from_checkpoint=...)`` to continue the same
-    run, from the checkpoint's step). ``experiment`` uses an existing experiment instead.
+    run, from the checkpoint's step; another ``train()`` from step 0 in the same process makes
+    a new run, ``<slug>-2``). ``experiment`` uses an existing experiment instead.
     ``folder``, ``description`` and ``metadata`` are used when the run is created;
     ``system_metrics`` samples CPU, memory and GPUs while it trains; ``flush_timeout`` bounds
     the wait for the run's events when training ends (the session's by default). It writes
@@ -117,6 +118,7 @@ class SyvainCallback(TrainerCallback):
         self._began = False  # whether this process started the current run
         self._ran = False  # whether this process started a run at all
         self._trials = 0
+        self._again = 1  # train() calls from step 0 so far
         self._train_depth = 0  # inside a wrapped train(), which ends the run itself
         self._step = -1
         self._at_step: dict[str, object] = {}  # what was logged at self._step
@@ -228,9 +230,15 @@ class SyvainCallback(TrainerCallback):
         )
 
     def _next_run(self, state: TrainerState) -> FrameworkRun:
-        """The run of the next ``train()``: a trial's own run, or the same slug again."""
+        """The run of the next ``train()``: a trial's own run; the same run resumed when it
+        starts past step 0 (from a checkpoint); else a new one, ``<slug>-2``, ``-3``..., so
+        that a run stays one curve."""
         if not state.is_hyper_param_search:
-            return self._new_run(self._base, self._metadata)
+            if state.global_step or self._given is not None:
+                return self._new_run(self._base, self._metadata)
+            self._again += 1
+            suffix = f"-{self._again}"
+            return self._new_run(self._base[: SLUG_MAX - len(suffix)] + suffix, self._metadata)
         name = state.trial_name or f"trial-{self._trials}"
         self._trials += 1
         suffix = f"-{name}"

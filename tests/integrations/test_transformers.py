@@ -204,6 +204,19 @@ def test_evaluate_after_train_adds_to_the_finished_run(
     assert [row.step for row in exp.metrics("epoch")] == [1, 2, 3, 4, 5, 6]  # no repeat
 
 
+def test_a_second_train_from_step_0_is_a_new_run(
+    metrics_session: sm.Session, tmp_path: Path
+) -> None:
+    job = trainer(tmp_path, SyvainCallback("bert-twice"))
+    job.train()
+    job.train()  # from scratch again: its own curve
+
+    for slug in ("bert-twice", "bert-twice-2"):
+        exp = by_slug(slug)
+        assert exp.status == "done"
+        assert [row.step for row in exp.metrics("loss")] == [1, 2, 3, 4, 5, 6]
+
+
 def test_a_fit_that_raises_ends_error_with_the_values_before_it(
     metrics_session: sm.Session, tmp_path: Path
 ) -> None:
