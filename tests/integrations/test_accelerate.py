@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import os
+import socket
 import subprocess
 import sys
 import textwrap
@@ -63,6 +64,12 @@ def train(
         if step % 3 == 2:
             accelerator.log({"val_loss": value * 1.1, "epoch": 0}, step=step)
     return losses
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
 
 
 def subprocess_env(server: LocalServer, tmp_path: Path, **extra: str) -> dict[str, str]:
@@ -275,7 +282,7 @@ def test_torchrun_rank_1_sends_nothing(metrics_server: LocalServer, tmp_path: Pa
         "--master_addr",
         "127.0.0.1",
         "--master_port",
-        str(28500 + os.getpid() % 1000),
+        str(free_port()),
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert "rank 1 index 1 done" in done.stdout

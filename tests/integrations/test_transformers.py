@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import os
+import socket
 import subprocess
 import sys
 import textwrap
@@ -118,6 +119,12 @@ def wait_until(condition: Any, timeout: float = 30.0) -> None:
 
 def stored_points(exp: sm.Experiment) -> list[tuple[str, int, float]]:
     return [(row.name, row.step, row.value) for row in exp.metrics()]
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
 
 
 def subprocess_env(server: LocalServer, tmp_path: Path, **extra: str) -> dict[str, str]:
@@ -375,7 +382,7 @@ def test_torchrun_rank_1_sends_nothing(metrics_server: LocalServer, tmp_path: Pa
         "--master_addr",
         "127.0.0.1",
         "--master_port",
-        str(29500 + os.getpid() % 1000),
+        str(free_port()),
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert "rank 1 trained 4" in done.stdout
