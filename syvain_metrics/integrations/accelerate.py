@@ -16,10 +16,7 @@ Example:
 
 from __future__ import annotations
 
-import atexit
 import logging
-import sys
-import weakref
 from collections.abc import Mapping
 from typing import Any
 
@@ -28,8 +25,7 @@ from accelerate.tracking import GeneralTracker, on_main_process  # type: ignore[
 
 from syvain_metrics.client.session import Session
 from syvain_metrics.integrations.framework_run import FrameworkRun
-from syvain_metrics.resources.experiment import UNSET, Experiment, termination
-from syvain_metrics.resources.experiment.termination import Terminated
+from syvain_metrics.resources.experiment import UNSET, Experiment
 from syvain_metrics.resources.folder import Folder
 
 __all__ = ["SyvainTracker"]
@@ -52,10 +48,12 @@ class SyvainTracker(GeneralTracker):  # type: ignore[misc]  # accelerate's base 
     Constructing it is cheap and creates nothing (``accelerate`` builds it on every
     process); the run is created by ``init_trackers`` on the main process. A ``log()``
     without ``step`` logs at the step after the largest so far; a value repeated at one step
-    is stored once. ``end_training()`` ends the run ``done``. A program that raises instead
-    (accelerate has no exception hook) ends the run ``error`` with its uncaught exception
-    when the interpreter exits; one that exits cleanly without ``end_training()``, ``done``.
-    Nothing the service does raises into training.
+    is stored once. ``end_training()`` ends the run ``done``: call it (accelerate asks for
+    it too). A run left open (accelerate has no exception hook) is ended when the
+    interpreter exits: ``error`` with the program's uncaught exception ("terminated by
+    SIGTERM" after a SIGTERM), or ``error`` "the process exited before the framework ended
+    the run" when ``end_training()`` never came. Nothing the service does raises into
+    training.
 
     Example:
         >>> tracker = SyvainTracker("mlp-1", folder="vision")        # doctest: +SKIP
@@ -97,7 +95,6 @@ class SyvainTracker(GeneralTracker):  # type: ignore[misc]  # accelerate's base 
         )
         self._resume_from = resume_from
         self._began = False
-        _LIVE.add(self)
 
     @property
     def tracker(self) -> Experiment:
@@ -174,32 +171,3 @@ class SyvainTracker(GeneralTracker):  # type: ignore[misc]  # accelerate's base 
             return  # never started on this process: nothing to end
         self._began = False
         self._run.end(error)
-
-
-def _uncaught() -> BaseException | None:
-    """The exception that ended the program (set before exit hooks run), if any; a SIGTERM
-    inside the run (its ``Terminated`` is a ``SystemExit``, which leaves no trace there)
-    counts as one."""
-    error = getattr(sys, "last_value", None)
-    if isinstance(error, BaseException):
-        return error
-    if any(guard.signalled_in_block for guard in termination._installed):
-        return Terminated()
-    return None
-
-
-_LIVE: weakref.WeakSet[SyvainTracker] = weakref.WeakSet()
-
-
-def _end_runs_at_exit() -> None:
-    # Registered after the session's own exit hook, so it runs before that hook drains the
-    # pipeline: a run left running ends with the program's uncaught exception, if any.
-    error = _uncaught()
-    for tracker in list(_LIVE):
-        try:
-            tracker._end(error)
-        except Exception as failure:  # an exit hook must let the others run
-            logger.warning("syvain_metrics: ending a run at exit failed: %s", failure)
-
-
-atexit.register(_end_runs_at_exit)

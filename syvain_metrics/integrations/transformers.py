@@ -15,7 +15,6 @@ Example:
 
 from __future__ import annotations
 
-import atexit
 import functools
 import logging
 import sys
@@ -30,8 +29,7 @@ from transformers import Trainer, TrainerCallback, TrainerControl, TrainerState,
 from syvain_metrics.client.session import Session
 from syvain_metrics.contract.limits import SLUG_MAX
 from syvain_metrics.integrations.framework_run import FrameworkRun, default_slug
-from syvain_metrics.resources.experiment import UNSET, Experiment, termination
-from syvain_metrics.resources.experiment.termination import Terminated
+from syvain_metrics.resources.experiment import UNSET, Experiment
 from syvain_metrics.resources.folder import Folder
 
 __all__ = ["SyvainCallback"]
@@ -75,7 +73,7 @@ class SyvainCallback(TrainerCallback):
       the current ``train()`` is recorded at interpreter exit from the uncaught exception;
     - only the main process (``state.is_world_process_zero``) writes;
     - ``hyperparameter_search``: one run per trial, ``<slug>-<trial name>`` (or
-      ``<slug>-trial-<n>``), the trial's parameters in its metadata (``trial_params``);
+      ``<slug>-trial-<n>``), the trial's parameters in its metadata (``trial_params.<name>``);
       a pruned trial ends ``error`` (``TrialPruned``).
 
     Example:
@@ -123,7 +121,6 @@ class SyvainCallback(TrainerCallback):
         self._step = -1
         self._at_step: dict[str, object] = {}  # what was logged at self._step
         self._lock = threading.RLock()
-        _LIVE.add(self)
 
     # -- what users read --------------------------------------------------------------------
 
@@ -302,12 +299,6 @@ class SyvainCallback(TrainerCallback):
         setattr(watched_train, _WATCHED, callbacks)
         trainer.train = watched_train  # type: ignore[method-assign]
 
-    def _end_at_exit(self) -> None:
-        if self._began:
-            # No on_train_end came: train() raised (the uncaught exception says what) or
-            # the program left it some other way; either way the training did not finish.
-            self._end(_uncaught() or RuntimeError("the process exited during training"))
-
 
 def _same_at(logged: Mapping[str, object], name: str, value: object) -> bool:
     if name not in logged:
@@ -345,31 +336,3 @@ def _hyperparameters(args: TrainingArguments, model: Any) -> dict[str, Any]:
         except Exception as error:
             logger.warning("syvain_metrics: the model's config could not be read: %s", error)
     return values
-
-
-def _uncaught() -> BaseException | None:
-    """The exception that ended the program (set before exit hooks run), if any; a SIGTERM
-    inside the run (its ``Terminated`` is a ``SystemExit``, which leaves no trace there)
-    counts as one."""
-    error = getattr(sys, "last_value", None)
-    if isinstance(error, BaseException):
-        return error
-    if any(guard.signalled_in_block for guard in termination._installed):
-        return Terminated()
-    return None
-
-
-_LIVE: weakref.WeakSet[SyvainCallback] = weakref.WeakSet()
-
-
-def _end_runs_at_exit() -> None:
-    # Registered after the session's own exit hook, so it runs before that hook drains the
-    # pipeline: a run whose train() raised unwatched ends `error` with the uncaught exception.
-    for callback in list(_LIVE):
-        try:
-            callback._end_at_exit()
-        except Exception as error:  # an exit hook must let the others run
-            logger.warning("syvain_metrics: ending a run at exit failed: %s", error)
-
-
-atexit.register(_end_runs_at_exit)

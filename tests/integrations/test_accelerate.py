@@ -173,7 +173,7 @@ def test_an_uncaught_exception_ends_the_run_error_at_exit(
     assert [row.step for row in exp.metrics("val_loss")] == [2]
 
 
-def test_a_script_that_forgets_end_training_ends_done_at_exit(
+def test_a_script_that_forgets_end_training_ends_error_at_exit(
     metrics_server: LocalServer, tmp_path: Path
 ) -> None:
     done = run_script(
@@ -187,7 +187,9 @@ def test_a_script_that_forgets_end_training_ends_done_at_exit(
     )
     assert done.returncode == 0, done.stderr
     exp = by_slug("acc-no-end", metrics_server.session())
-    assert exp.status == "done"
+    # Without end_training() nothing says the loop finished: the run cannot be called done.
+    assert exp.status == "error"
+    assert exp.error_detail == "the process exited before the framework ended the run"
     assert [row.step for row in exp.metrics("loss")] == [0, 1, 2]
 
 
