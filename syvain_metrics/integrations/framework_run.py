@@ -37,7 +37,7 @@ from syvain_metrics.errors import MetricsValidationError
 from syvain_metrics.integrations import unfinished
 from syvain_metrics.resources.experiment import UNSET, Experiment
 from syvain_metrics.resources.experiment.values import as_number, as_step, flatten_metrics
-from syvain_metrics.resources.folder import Folder
+from syvain_metrics.resources.folder import Folder, folder_id_of
 
 logger = logging.getLogger("syvain_metrics")
 
@@ -145,6 +145,8 @@ class FrameworkRun:
         framework: str = "run",
     ) -> None:
         check_options(system_metrics=system_metrics, flush_timeout=flush_timeout)
+        if folder is not UNSET:
+            folder_id_of(folder)  # a Folder, an id or None
         if experiment is not None and slug is not None:
             raise MetricsValidationError({"slug": ["Give a slug or an experiment, not both."]})
         self._slug = slug if slug is not None else default_slug(framework)

@@ -112,6 +112,7 @@ def test_suspend_sends_everything_and_leaves_the_run_running(
         pytest.param({"slug": "x", "experiment": object()}, "slug", id="both"),
         pytest.param({"slug": "x", "system_metrics": -1}, "system_metrics", id="sampling"),
         pytest.param({"slug": "x", "flush_timeout": "soon"}, "flush_timeout", id="timeout"),
+        pytest.param({"slug": "x", "folder": 3}, "folder", id="folder"),
     ],
 )
 def test_bad_arguments_raise_before_training_and_create_nothing(
