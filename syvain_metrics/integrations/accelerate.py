@@ -56,7 +56,8 @@ class SyvainTracker(GeneralTracker):  # type: ignore[misc]  # accelerate's base 
     training.
 
     Example:
-        >>> tracker = SyvainTracker("mlp-1", folder="vision")        # doctest: +SKIP
+        >>> vision = sm.Folder.create('vision', exist_ok=True)  # doctest: +SKIP
+        >>> tracker = SyvainTracker("mlp-1", folder=vision)            # doctest: +SKIP
         >>> accelerator = Accelerator(log_with=[tracker])             # doctest: +SKIP
         >>> accelerator.init_trackers("mlp", config={"lr": 0.1})      # doctest: +SKIP
         >>> accelerator.log({"loss": 0.5}, step=0)                    # doctest: +SKIP

@@ -48,7 +48,8 @@ class SyvainLogger(LoggerCore, Logger):
     ``last_per_step=True``); ``trainer.test()`` after ``fit()`` logs to the same run.
 
     Example:
-        >>> logger = SyvainLogger("mnist-mlp", folder="mnist")            # doctest: +SKIP
+        >>> mnist = sm.Folder.create('mnist', exist_ok=True)  # doctest: +SKIP
+        >>> logger = SyvainLogger("mnist-mlp", folder=mnist)              # doctest: +SKIP
         >>> trainer = L.Trainer(logger=logger)                            # doctest: +SKIP
         >>> trainer.fit(model, loader)                                    # doctest: +SKIP
         >>> logger.experiment.metrics("train_loss").values[-1]           # doctest: +SKIP

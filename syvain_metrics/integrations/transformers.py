@@ -77,7 +77,8 @@ class SyvainCallback(TrainerCallback):
       a pruned trial ends ``error`` (``TrialPruned``).
 
     Example:
-        >>> callback = SyvainCallback("bert-tiny", folder="nlp")   # doctest: +SKIP
+        >>> nlp = sm.Folder.create('nlp', exist_ok=True)  # doctest: +SKIP
+        >>> callback = SyvainCallback("bert-tiny", folder=nlp)     # doctest: +SKIP
         >>> Trainer(model, args, callbacks=[callback]).train()     # doctest: +SKIP
         >>> callback.experiment.status                             # doctest: +SKIP
         'done'
