@@ -14,7 +14,8 @@ their value, dates by ``isoformat()``, tuples and sets as lists. What cannot tra
 — a non-finite number (kept as the text ``"nan"``, ``"inf"``), any other object (kept as its
 ``str()``), a value that would take the run's metadata past :data:`METADATA_BUDGET_BYTES`
 (left out) — is reported by one warning naming the keys; creating the run never fails
-because of its config.
+because of its config. The text of a key whose last word names a secret (``hub_token``,
+``api_key``, ``password``) is stored as ``***``.
 
 Example:
     >>> import argparse
@@ -31,6 +32,7 @@ import enum
 import json
 import math
 import os
+import re
 import sys
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
@@ -49,6 +51,16 @@ _DEPTH = 16
 
 _ARRAY_ITEMS = 1_000
 """numpy arrays and torch tensors up to this size become lists; larger ones, text."""
+
+_SECRET_KEY = re.compile(
+    r"(?:^|[._-])(?:token|secret|passwd|password|credentials?|api_?key|access_?key|"
+    r"private_?key|auth)$",
+    re.IGNORECASE,
+)
+"""A config key whose last word names a secret (``hub_token``, ``wandb.api_key``,
+``db.password``): its text value is stored as ``***``, like such options in argv."""
+
+MASKED = "***"
 
 _KINDS = "a dict, an argparse.Namespace, a dataclass, a pydantic model or an OmegaConf config"
 
@@ -224,6 +236,8 @@ def config_metadata(
             result.overridden.append(name)
             continue
         value = converter.value(raw)
+        if isinstance(value, str) and value and _SECRET_KEY.search(name):
+            value = MASKED  # a credential passed as a hyperparameter is not the run's to keep
         size = len(_compact({name: value}).encode("utf-8")) - 2 + (1 if result.values else 0)
         if used + size > budget:
             result.left_out.append(name)

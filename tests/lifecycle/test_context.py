@@ -70,6 +70,29 @@ def test_a_dict_config_is_flattened_with_dots_and_found_by_list_filters() -> Non
         assert set(table["model.width"]) == {512, 256}
 
 
+def test_secret_named_config_text_is_masked_and_look_alikes_are_kept() -> None:
+    config = {
+        "hub_token": "hf_secret_value",
+        "wandb": {"api_key": "0123abcd"},
+        "db.password": "hunter2",
+        "max_tokens": 512,  # a number, and not the secret's name
+        "pad_token_id": 0,
+        "monitor_key": "val_loss",
+        "tokenizer": "bpe",
+    }
+    stored = created_quietly("run-secrets", config=config)
+    assert stored == {
+        "hub_token": "***",
+        "wandb.api_key": "***",
+        "db.password": "***",
+        "max_tokens": 512,
+        "pad_token_id": 0,
+        "monitor_key": "val_loss",
+        "tokenizer": "bpe",
+    }
+    assert "hf_secret_value" not in json.dumps(sm.Experiment.list()[0].metadata)
+
+
 def _has_pandas() -> bool:
     try:
         import pandas  # noqa: F401
