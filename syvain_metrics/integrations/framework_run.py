@@ -171,6 +171,7 @@ class FrameworkRun:
         self._last: dict[str, tuple[int | None, Any]] = {}
         self._max_step = -1
         self._lock = threading.RLock()
+        self._lineage = (self.slug, 1)  # the first slug and this run's number after it
 
     # -- what the integrations read -------------------------------------------------------
 
@@ -318,6 +319,34 @@ class FrameworkRun:
                 block.__exit__(type(error), error, error.__traceback__)
         except Exception as failure:  # a FlushError, a session closed under the run
             logger.warning("syvain_metrics: the run %s ended with: %s", self.slug, failure)
+
+    def successor(self) -> FrameworkRun:
+        """A new run with the same options for a framework that trains again from scratch
+        with the same logger or callback: its slug is this one's with ``-2``, ``-3``, ...
+        (an experiment given as ``experiment=`` is followed by runs named after its slug).
+        A training that continues from a checkpoint continues this run instead (see
+        :meth:`start`'s ``resume_from``).
+
+        Example:
+            >>> FrameworkRun("gbm-1").successor().slug
+            'gbm-1-2'
+            >>> FrameworkRun("gbm-1").successor().successor().slug
+            'gbm-1-3'
+        """
+        base, number = self._lineage
+        follower = FrameworkRun(
+            f"{base}-{number + 1}",
+            folder=self._folder,
+            description=self._description,
+            metadata=self._metadata or None,
+            session=self._session,
+            flush_timeout=self._flush_timeout,
+            system_metrics=self._system_metrics,
+            framework=self._framework,
+        )
+        follower._config = dict(self._config)
+        follower._lineage = (base, number + 1)
+        return follower
 
     def suspend(self, timeout: float | None = None) -> None:
         """Send what is logged so far (waiting at most ``timeout`` seconds) and leave the run
