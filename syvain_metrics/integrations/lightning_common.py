@@ -33,6 +33,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
 from syvain_metrics.client.session import Session
+from syvain_metrics.context.config import config_metadata
 from syvain_metrics.integrations.framework_run import FrameworkRun, check_options
 from syvain_metrics.resources.experiment import UNSET, Experiment
 from syvain_metrics.resources.experiment.termination import Terminated
@@ -89,6 +90,8 @@ class LoggerCore:
         self._flush_timeout = flush_timeout
         self._trainer: weakref.ReferenceType[Any] | None = None
         self._hyperparameters: dict[str, Any] | None = None
+        self._restored_step: int | None = None  # the checkpoint's step of a resumed fit
+        self._refused = False  # the service refused the run: later stages stay quiet
 
     # -- what the thin classes expose -----------------------------------------------------
 
@@ -136,11 +139,13 @@ class LoggerCore:
             >>> LoggerCore("mlp-1").core_hyperparams({"lr": 0.1, "model": {"width": 64}})
         """
         given = dict(params)
-        if given == self._hyperparameters:
-            return  # a later validate() or test() logs the same ones again
         try:
+            # Compared flattened: values holding arrays or tensors have no truth value.
+            flat = config_metadata(given).values
+            if flat == self._hyperparameters:
+                return  # a later validate() or test() logs the same ones again
             self._current_run().configure(given)
-            self._hyperparameters = given
+            self._hyperparameters = flat
         except Exception as error:  # an object of no known kind: training goes on
             logger.warning("syvain_metrics: hyperparameters not recorded (%s)", error)
 
@@ -166,6 +171,8 @@ class LoggerCore:
         trainer = getattr(model, "_trainer", None)
         if trainer is not None:
             self._keep_trainer(trainer)
+            self._restored_step = None
+            self._note_restored_step(trainer)
 
     def core_finalize(self, status: str) -> None:
         """End of a fit: ``success`` -> ``done``; ``failed`` -> ``error`` with the exception
@@ -197,12 +204,16 @@ class LoggerCore:
     def _current_run(self) -> FrameworkRun:
         """The run of this fit: after an ended fit (``trainer.test()`` after ``fit()``, or a
         second ``fit()``), a new run lifecycle on the same experiment."""
-        if self._run.ended:
+        if self._run.ended and not self._refused:
             previous = self._run
-            if previous.max_step >= 0 or self._hyperparameters is not None:
-                self._run = FrameworkRun(experiment=previous.experiment, **self._options)
-            else:
-                self._run = FrameworkRun(previous.slug, **self._options)
+            try:
+                if previous.max_step >= 0 or self._hyperparameters is not None:
+                    self._run = FrameworkRun(experiment=previous.experiment, **self._options)
+                else:
+                    self._run = FrameworkRun(previous.slug, **self._options)
+            except Exception as error:  # its creation was refused: later stages log nothing
+                logger.warning("syvain_metrics: no run for this stage (%s)", error)
+                self._refused = True
         return self._run
 
     def _keep_trainer(self, trainer: Any) -> None:
@@ -212,18 +223,48 @@ class LoggerCore:
             self._trainer = None
 
     def _resume_step(self, step: int | None) -> int | None:
-        """The step to resume from when this fit restarted from a checkpoint, else ``None``.
-
-        Lightning restores its step counter from the checkpoint, so the first step logged is
-        where the restarted job continues. Without the trainer (a logger used outside a
+        """The step to resume from when this fit restarted from a checkpoint, else ``None``:
+        the checkpoint's step, read when Lightning restored it (the first step logged may be
+        later, with ``log_every_n_steps``). Without the trainer (a logger used outside a
         ``Trainer``), the run is only started: a rerun still reads as one curve."""
         trainer = self._trainer() if self._trainer is not None else None
-        if trainer is None or step is None:
+        if trainer is None or step is None or not _fitting_from_checkpoint(trainer):
             return None
-        state = getattr(trainer, "state", None)
-        fitting = str(getattr(getattr(state, "fn", None), "value", "")) == "fit"
-        if fitting and getattr(trainer, "ckpt_path", None) and step > 0:
-            return int(step)
+        restored = self._restored_step if self._restored_step is not None else step
+        return int(restored) if restored > 0 else None
+
+    def _note_restored_step(self, trainer: Any) -> None:
+        """Read the step a fit from a checkpoint restores, right after Lightning restores it
+        (``log_graph`` is called before, at the fit's start)."""
+        connector = getattr(trainer, "_checkpoint_connector", None)
+        restore = getattr(connector, "restore_training_state", None)
+        if not _fitting_from_checkpoint(trainer) or restore is None:
+            return
+        core = weakref.ref(self)
+
+        def restore_and_note() -> None:
+            try:
+                restore()
+            finally:
+                del connector.restore_training_state  # the class's own method again
+                noted = core()
+                if noted is not None:
+                    noted._restored_step = _trainer_step(trainer)
+
+        connector.restore_training_state = restore_and_note
+
+
+def _fitting_from_checkpoint(trainer: Any) -> bool:
+    state = getattr(trainer, "state", None)
+    fitting = str(getattr(getattr(state, "fn", None), "value", "")) == "fit"
+    return fitting and bool(getattr(trainer, "ckpt_path", None))
+
+
+def _trainer_step(trainer: Any) -> int | None:
+    """The restored global step (the step the next batch logs at)."""
+    try:
+        return int(trainer.global_step)
+    except Exception:
         return None
 
 

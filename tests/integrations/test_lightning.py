@@ -490,3 +490,56 @@ def test_the_experiment_read_in_a_setup_hook_is_the_run(metrics_session: sm.Sess
     assert isinstance(exp, sm.Experiment)
     assert exp.slug == "setup-1"
     assert get("setup-1").status == "done"
+
+
+def test_hyperparameters_holding_an_array_logged_twice_do_not_raise(
+    metrics_session: sm.Session,
+) -> None:
+    logger = SyvainLogger("array-hparams")
+    model = Tiny(weights=torch.ones(3))  # a tensor among the hyperparameters
+    fitting = trainer(logger, max_steps=3)
+    fitting.fit(model, loader())
+    # What a later stage (load_from_checkpoint + trainer.test) does: the same ones again.
+    logger.log_hyperparams({"lr": 0.05, "weights": torch.ones(3)})
+    logger.log_hyperparams({"lr": 0.05, "weights": torch.ones(3)})
+    fitting.fit(Tiny(weights=torch.ones(3)), loader())  # a second fit logs them again
+
+    exp = get("array-hparams")
+    assert exp.status == "done"
+    assert exp.metrics("train_loss").steps == [0, 1, 2]
+
+
+def test_a_refused_run_never_raises_in_a_stage_after_fit(metrics_server: LocalServer) -> None:
+    metrics_server.faults.fail_next("create_experiment", status=403, times=10**6)
+    with metrics_server.session(spool_dir=None) as session:
+        logger = SyvainLogger("refused-1", session=session)
+        logger.log_hyperparams({"lr": 0.1})
+        logger.log_metrics({"loss": 0.5}, step=0)
+        logger.finalize("success")
+        logger.log_metrics({"test_loss": 0.4}, step=1)  # trainer.test() after fit()
+        logger.log_hyperparams({"lr": 0.2})
+        logger.finalize("success")
+        metrics_server.faults.clear()
+        assert sm.Experiment.list(session=session) == []
+
+
+def test_a_fit_from_a_checkpoint_resumes_at_the_checkpoints_step(
+    metrics_session: sm.Session, tmp_path: Path
+) -> None:
+    saving = L.callbacks.ModelCheckpoint(
+        dirpath=tmp_path, every_n_train_steps=10, save_top_k=-1, filename="{step}"
+    )
+    first = trainer(
+        SyvainLogger("resume-sparse"),
+        enable_checkpointing=True,
+        callbacks=[saving],
+        log_every_n_steps=4,
+    )
+    first.fit(Tiny(), loader())
+    restarted = trainer(SyvainLogger("resume-sparse"), max_steps=30, log_every_n_steps=4)
+    restarted.fit(Tiny(), loader(), ckpt_path=tmp_path / "step=10.ckpt")
+
+    exp = get("resume-sparse")
+    assert exp.status == "done"
+    # The first step logged after the restart is 11, the checkpoint's step 10.
+    assert [note.text for note in exp.annotations()] == ["resumed from step 10"]
