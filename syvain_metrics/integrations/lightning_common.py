@@ -236,7 +236,7 @@ class LoggerCore:
     def _note_restored_step(self, trainer: Any) -> None:
         """Read the step a fit from a checkpoint restores, right after Lightning restores it
         (``log_graph`` is called before, at the fit's start)."""
-        connector = getattr(trainer, "_checkpoint_connector", None)
+        connector: Any = getattr(trainer, "_checkpoint_connector", None)
         restore = getattr(connector, "restore_training_state", None)
         if not _fitting_from_checkpoint(trainer) or restore is None:
             return
