@@ -18,23 +18,18 @@ import atexit
 import logging
 import threading
 from collections.abc import Mapping
-from types import TracebackType
 from typing import Any
 
 import lightgbm  # noqa: F401  (the framework this module is for: fail early without it)
 
 from syvain_metrics.client.session import Session
+from syvain_metrics.integrations.callback_common import EVAL_SET_KEY, ClosingBlock, run_for_training
 from syvain_metrics.integrations.framework_run import CV_STD_SUFFIX, FrameworkRun
 from syvain_metrics.integrations.unfinished import UnfinishedRunError
 from syvain_metrics.resources.experiment import UNSET, Experiment
 from syvain_metrics.resources.folder import Folder
 
 logger = logging.getLogger("syvain_metrics")
-
-EVAL_SET_KEY = "eval_set"
-"""The metadata key naming the eval set of a series."""
-
-"""Appended to a metric's name for the standard deviation ``lgb.cv`` reports beside the mean."""
 
 _open: set[SyvainLightGBMCallback] = set()
 """Callbacks whose run is open, for the interpreter's exit: a training that early stopping
@@ -56,13 +51,15 @@ def _rows(results: Any) -> list[tuple[str, dict[str, Any], float]]:
     return rows
 
 
-class SyvainLightGBMCallback:
+class SyvainLightGBMCallback(ClosingBlock):
     """Log LightGBM's evaluation results to one run: pass it in ``callbacks=[...]`` of
     ``lgb.train`` or ``lgb.cv``.
 
     The step is LightGBM's iteration, absolute even when training continues from
     ``init_model``: the same callback (or a new one with the same ``slug``) continues the same
-    run as one curve. The run ends ``done`` after the last iteration. LightGBM tells a callback
+    run as one curve. The same callback training again from scratch (iteration 0) after a
+    training that logged iterations starts a new run, ``<slug>-2`` (then ``-3``...), so that
+    two trainings never share steps. The run ends ``done`` after the last iteration. LightGBM tells a callback
     nothing when training stops early (early stopping, an exception in ``feval`` or
     ``fobj``): around a ``with`` block the run ends exactly (``done``, or ``error`` with the
     exception). Without one, a run left open keeps a reference to its model and ends when
@@ -153,16 +150,8 @@ class SyvainLightGBMCallback:
         with self._lock:
             self._finish(error)
 
-    def __enter__(self) -> SyvainLightGBMCallback:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close(exc)
+    def _end_open(self, error: BaseException | None) -> None:
+        self.close(error)
 
     # -- inside -----------------------------------------------------------------------------
 
@@ -189,9 +178,10 @@ class SyvainLightGBMCallback:
             )
         self._model = env.model
         resume: int | None = env.begin_iteration if env.begin_iteration > 0 else None
-        if self._run.ended:  # the same callback trains again (e.g. from ``init_model``)
-            self._run = self._successor()
-            resume = env.begin_iteration
+        previous = self._run
+        self._run = run_for_training(previous, resume, self._continued)
+        if self._run.slug != previous.slug:
+            self._configured = False  # a new training: its own parameters
         if not self._configured:
             self._configured = True
             self._run.configure(dict(env.params or {}))
@@ -211,9 +201,9 @@ class SyvainLightGBMCallback:
         best = getattr(self._model, "best_iteration", 0)
         return isinstance(best, int) and best > 0
 
-    def _successor(self) -> FrameworkRun:
-        """A run over the same experiment, for a callback that trains again after its run
-        ended (a run that could not be created stays a no-op)."""
+    def _continued(self) -> FrameworkRun:
+        """A run over the same experiment, for a callback that continues a training after
+        its run ended (a run that could not be created stays a no-op)."""
         ended = self._run
         try:
             return FrameworkRun(experiment=ended.experiment, **self._options)

@@ -38,25 +38,21 @@ from __future__ import annotations
 import copy
 import json
 import logging
+import sys
 from collections.abc import Mapping
-from types import TracebackType
 from typing import Any
 
 import xgboost
 from xgboost import collective
 
 from syvain_metrics.client.session import Session
+from syvain_metrics.integrations.callback_common import EVAL_SET_KEY, ClosingBlock, run_for_training
 from syvain_metrics.integrations.framework_run import CV_STD_SUFFIX, FrameworkRun, check_options
 from syvain_metrics.integrations.unfinished import UnfinishedRunError
 from syvain_metrics.resources.experiment import UNSET, Experiment
 from syvain_metrics.resources.folder import Folder
 
 logger = logging.getLogger("syvain_metrics")
-
-EVAL_SET_KEY = "eval_set"
-"""The event metadata key naming a value's evaluation set."""
-
-"""Appended to a metric's name for its standard deviation over the folds of ``xgb.cv``."""
 
 _BOOSTER_PARAMS = (
     "eta",
@@ -104,18 +100,19 @@ def booster_params(model: Any) -> dict[str, Any]:
     return params
 
 
-def _last_values(metric: str, history: Any) -> dict[str, object]:
-    """The round's value of one metric: ``{metric: value}``, or for ``xgb.cv``'s
-    ``(mean, std)``, ``{metric: mean, metric/std: std}``."""
-    if not history:
+def _round_values(metric: str, history: Any, index: int = -1) -> dict[str, object]:
+    """One round's value of one metric (the last by default): ``{metric: value}``, or for
+    ``xgb.cv``'s ``(mean, std)``, ``{metric: mean, metric/std: std}``."""
+    try:
+        value = history[index]
+    except (IndexError, KeyError, TypeError):
         return {}
-    last = history[-1]
-    if isinstance(last, tuple) and len(last) == 2:
-        return {metric: last[0], metric + CV_STD_SUFFIX: last[1]}
-    return {metric: last}
+    if isinstance(value, tuple) and len(value) == 2:
+        return {metric: value[0], metric + CV_STD_SUFFIX: value[1]}
+    return {metric: value}
 
 
-class SyvainXGBoostCallback(xgboost.callback.TrainingCallback):
+class SyvainXGBoostCallback(ClosingBlock, xgboost.callback.TrainingCallback):
     """Log every evaluation of every boosting round (``<metric>`` with the evaluation set as
     metadata; ``<metric>/std`` too under ``xgb.cv``) at the round's index; ``done`` after
     training. Never stops training.
@@ -127,6 +124,10 @@ class SyvainXGBoostCallback(xgboost.callback.TrainingCallback):
     ``system_metrics`` samples CPU, memory and GPUs during training; ``flush_timeout`` bounds
     the wait for the run's events at its end. Bad arguments raise
     :class:`~syvain_metrics.MetricsValidationError` here, before anything is created.
+
+    A callback that trains again: a training that continues a model (``xgb_model=``)
+    continues the same run; a training from scratch after one that logged rounds is a new
+    run, ``<slug>-2`` (then ``-3``...), so that two trainings never share steps.
 
     Nothing is created before training starts, so the callback can be copied and pickled
     (scikit-learn's ``clone`` deep-copies it): a deep copy of a callback without a ``slug``
@@ -168,6 +169,7 @@ class SyvainXGBoostCallback(xgboost.callback.TrainingCallback):
         self._experiment = experiment
         self._run: FrameworkRun | None = None
         self._offset = 0
+        self._rounds = 0  # rounds of the current training logged
         self._silent = False
 
     # -- copies -------------------------------------------------------------------------
@@ -179,7 +181,7 @@ class SyvainXGBoostCallback(xgboost.callback.TrainingCallback):
         twin.__dict__.update(self.__dict__)  # copy.copy would go through __getstate__
         twin._options = dict(self._options, metadata=copy.deepcopy(self._options["metadata"]))
         twin._run = None
-        twin._offset = 0
+        twin._offset = twin._rounds = 0
         twin._silent = False
         if not self._named:
             twin._slug = FrameworkRun(**twin._options).slug
@@ -195,7 +197,7 @@ class SyvainXGBoostCallback(xgboost.callback.TrainingCallback):
         state["_options"] = options
         state["_experiment"] = None  # found again by its slug (kept) where it is loaded
         state["_run"] = None
-        state["_offset"] = 0
+        state["_offset"] = state["_rounds"] = 0
         state["_silent"] = False
         return state
 
@@ -208,7 +210,8 @@ class SyvainXGBoostCallback(xgboost.callback.TrainingCallback):
 
     @property
     def slug(self) -> str:
-        """The run's slug.
+        """The run's slug (the last training's: ``<slug>-2`` for a second training from
+        scratch).
 
         Example:
             >>> SyvainXGBoostCallback("gbm-1").slug  # doctest: +SKIP
@@ -226,29 +229,11 @@ class SyvainXGBoostCallback(xgboost.callback.TrainingCallback):
         """
         return (self._run or self._new_run()).experiment
 
-    def __enter__(self) -> SyvainXGBoostCallback:
-        """Watch the trainings of a block: one that raises ends the run ``error``.
-
-        Example:
-            >>> with SyvainXGBoostCallback("gbm-1") as cb:  # doctest: +SKIP
-            ...     xgb.train(params, dtrain, 10, callbacks=[cb])
-        """
-        return self
-
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        error: BaseException | None,
-        trace: TracebackType | None,
-    ) -> None:
-        """End a run the block's training left open: ``error`` with the block's exception."""
-        self._end_unfinished(error)
-
     # -- XGBoost's hooks ----------------------------------------------------------------
 
     def before_training(self, model: Any) -> Any:
         """Start the run (resumed at the model's rounds when training continues a model)."""
-        self._end_unfinished(None)
+        self._end_open(None)
         self._silent = collective.is_distributed() and collective.get_rank() != 0
         if self._silent:
             return model  # only rank 0 logs: the others make no call at all
@@ -256,34 +241,46 @@ class SyvainXGBoostCallback(xgboost.callback.TrainingCallback):
             self._offset = int(model.num_boosted_rounds())
         except Exception:  # a model that cannot tell: count from 0
             self._offset = 0
-        run = self._run = self._new_run()
+        resume = self._offset if self._offset > 0 else None
+        if self._run is None:
+            run = self._new_run()
+        else:
+            run = run_for_training(self._run, resume, self._new_run)
+            if run.slug != self._slug:  # a training from scratch: the next run of the series
+                self._slug, self._experiment = run.slug, None
+        self._run = run
+        self._rounds = 0
         params = booster_params(model)
         if params:
             try:
                 run.configure(params)
             except Exception as error:  # never fail training over its parameters
                 logger.warning("syvain_metrics: the booster's parameters are left out: %s", error)
-        run.start(resume_from=self._offset if self._offset > 0 else None)
+        run.start(resume_from=resume)
         return model
 
     def after_iteration(self, model: Any, epoch: int, evals_log: Mapping[str, Any]) -> bool:
         """Log the round's value of each metric of each evaluation set; never stop."""
-        run = self._run
-        if run is None or self._silent:
+        if self._run is None or self._silent:
             return False
-        step = self._offset + epoch
-        for data_name, metrics in evals_log.items():
-            values: dict[str, object] = {}
-            for metric, history in metrics.items():
-                values.update(_last_values(str(metric), history))
-            if values:
-                run.log(values, step, metadata={EVAL_SET_KEY: str(data_name)})
+        self._log_round(epoch, evals_log, -1)
+        self._rounds = max(self._rounds, epoch + 1)
         return False
 
     def after_training(self, model: Any) -> Any:
-        """End the run ``done``."""
-        if self._run is not None and not self._silent:
-            self._run.end()
+        """Log the rounds not logged yet (a callback listed before this one that stops
+        training, such as ``EarlyStopping``, keeps XGBoost from calling this one at the last
+        round), then end the run ``done``."""
+        if self._run is None or self._silent:
+            return model
+        # XGBoost passes no evaluation log here: its callback container (the caller) holds it.
+        history = getattr(sys._getframe(1).f_locals.get("self"), "history", None)
+        if isinstance(history, Mapping):
+            rounds = max((len(h) for m in history.values() for h in m.values()), default=0)
+            for epoch in range(self._rounds, rounds):
+                self._log_round(epoch, history, epoch)
+            self._rounds = max(self._rounds, rounds)
+        self._run.end()
         return model
 
     # -- inside -------------------------------------------------------------------------
@@ -293,7 +290,16 @@ class SyvainXGBoostCallback(xgboost.callback.TrainingCallback):
             return FrameworkRun(experiment=self._experiment, **self._options)
         return FrameworkRun(self._slug, **self._options)
 
-    def _end_unfinished(self, error: BaseException | None) -> None:
+    def _log_round(self, epoch: int, evals_log: Mapping[str, Any], index: int) -> None:
+        assert self._run is not None
+        for data_name, metrics in evals_log.items():
+            values: dict[str, object] = {}
+            for metric, history in metrics.items():
+                values.update(_round_values(str(metric), history, index))
+            if values:
+                self._run.log(values, self._offset + epoch, metadata={EVAL_SET_KEY: str(data_name)})
+
+    def _end_open(self, error: BaseException | None) -> None:
         run = self._run
         if run is not None and not run.ended and not self._silent:
             run.end(

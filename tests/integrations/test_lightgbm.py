@@ -296,3 +296,18 @@ def test_an_iteration_of_an_unknown_shape_is_skipped_with_a_warning_not_raised(
     cb.close()
     metrics_session.flush()
     assert only("gbm-odd", metrics_session).status == "done"
+
+
+def test_a_second_training_from_scratch_is_the_next_run(metrics_session: Session) -> None:
+    train, valid = datasets()
+    cb = SyvainLightGBMCallback("gbm-again")
+    booster = lgb.train(PARAMS, train, 3, valid_sets=[valid], callbacks=[cb])
+    lgb.train(PARAMS, train, 2, valid_sets=[valid], init_model=booster, callbacks=[cb])
+    lgb.train(PARAMS, train, 2, valid_sets=[valid], callbacks=[cb])  # from scratch
+    metrics_session.flush()
+    assert cb.run.slug == "gbm-again-2"
+    first = only("gbm-again", metrics_session)
+    assert [step for step, _ in series(first, "l2", "valid_0")] == list(range(5))
+    second = only("gbm-again-2", metrics_session)
+    assert second.status == "done"
+    assert [step for step, _ in series(second, "l2", "valid_0")] == [0, 1]

@@ -199,11 +199,13 @@ def test_training_left_open_ends_error_when_the_callback_trains_again(
         train(callback, obj=failing_objective(2))  # caught: no block, no hook
     assert stored("xgb-retried").status == "running"
     train(callback, rounds=3)
-    exp = stored("xgb-retried")
+    failed = stored("xgb-retried")
+    assert failed.status == "error"
+    assert failed.metrics("rmse", metadata=TRAIN).steps == [0, 1]
+    # A fresh model: a training from scratch, the next run.
+    exp = stored("xgb-retried-2")
     assert exp.status == "done"
-    # A fresh model: the same rounds again, the later values kept by the one-curve read.
-    assert len(exp.metrics("rmse", metadata=TRAIN)) == 5
-    assert exp.metrics("rmse", metadata=TRAIN, last_per_step=True).steps == [0, 1, 2]
+    assert exp.metrics("rmse", metadata=TRAIN).steps == [0, 1, 2]
 
 
 def test_a_nan_metric_at_one_round_training_goes_on_and_is_annotated(
@@ -347,3 +349,41 @@ def test_training_that_ends_the_program_ends_the_run_error(
             "gradient overflow at round 2",
         )
         assert exp.metrics("rmse", metadata={"eval_set": "train"}).steps == [0, 1]
+
+
+def test_early_stopping_listed_before_the_callback_still_logs_the_last_round(
+    metrics_session: sm.Session,
+) -> None:
+    dtrain, dvalid, _, _ = data()
+    stopping = xgb.callback.EarlyStopping(rounds=1, data_name="valid")
+    history: dict[str, Any] = {}
+    params = {**PARAMS, "eta": 1.0, "max_depth": 6}  # overfits: valid stops improving soon
+    booster = xgb.train(
+        params,
+        dtrain,
+        50,
+        evals=[(dvalid, "valid")],
+        evals_result=history,
+        callbacks=[stopping, SyvainXGBoostCallback("xgb-stop-first")],
+        verbose_eval=False,
+    )
+    rounds = len(history["valid"]["rmse"])
+    assert rounds < 50  # early stopping did stop
+    exp = stored("xgb-stop-first")
+    assert exp.status == "done"
+    curve = exp.metrics("rmse", metadata=VALID)
+    assert curve.steps == list(range(rounds))
+    assert curve.values == pytest.approx(history["valid"]["rmse"])
+    assert booster is not None
+
+
+def test_a_second_training_from_scratch_is_the_next_run(metrics_session: sm.Session) -> None:
+    callback = SyvainXGBoostCallback("xgb-again")
+    first = train(callback, rounds=3)
+    train(callback, rounds=2, xgb_model=first)  # a continuation: the same run
+    train(callback, rounds=2)  # from scratch: the next run
+    assert callback.slug == "xgb-again-2"
+    assert stored("xgb-again").metrics("rmse", metadata=VALID).steps == [0, 1, 2, 3, 4]
+    again = stored("xgb-again-2")
+    assert again.status == "done"
+    assert again.metrics("rmse", metadata=VALID).steps == [0, 1]
