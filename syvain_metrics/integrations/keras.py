@@ -39,12 +39,12 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Mapping
-from types import TracebackType
 from typing import Any
 
 import keras  # type: ignore[import-untyped]
 
 from syvain_metrics.client.session import Session
+from syvain_metrics.integrations.callback_common import ClosingBlock, run_for_training
 from syvain_metrics.integrations.framework_run import FrameworkRun, check_options
 from syvain_metrics.integrations.unfinished import UnfinishedRunError
 from syvain_metrics.resources.experiment import UNSET, Experiment
@@ -74,7 +74,7 @@ def _whole(value: Any) -> int | None:
         return None
 
 
-class SyvainKerasCallback(keras.callbacks.Callback):  # type: ignore[misc]
+class SyvainKerasCallback(ClosingBlock, keras.callbacks.Callback):  # type: ignore[misc]
     """Log a Keras fit as one run: ``batch/<metric>`` every batch, ``epoch/<metric>`` and
     ``epoch`` every epoch, all at the optimizer's step; ``done`` at the end of the fit.
 
@@ -87,8 +87,11 @@ class SyvainKerasCallback(keras.callbacks.Callback):  # type: ignore[misc]
     logs epoch values only. Bad arguments raise
     :class:`~syvain_metrics.MetricsValidationError` here, before anything is created.
 
-    The callback may serve several fits (a fit continued with ``initial_epoch``): each one
-    continues the same run. Used as a context manager, it ends the run ``error`` with the
+    The callback may serve several fits: one that continues (the optimizer past step 0, or
+    ``initial_epoch > 0``) continues the same run; one from scratch after a fit that logged
+    steps (a fresh model) is a new run, ``<slug>-2`` (then ``-3``...), so that two fits never
+    share steps. Batch and epoch steps never go backwards, even when the optimizer skips an
+    update (a loss scale's NaN step). Used as a context manager, it ends the run ``error`` with the
     exception of a fit that raises (Keras calls no callback then).
 
     Example:
@@ -139,6 +142,7 @@ class SyvainKerasCallback(keras.callbacks.Callback):  # type: ignore[misc]
         self._offset = 0  # added to the optimizer's count when the optimizer was rebuilt
         self._base = 0  # the step before the current epoch's first batch
         self._first_epoch = True
+        self._last_batch_step = -1  # the largest batch step of this fit logged
 
     # -- what users read ----------------------------------------------------------------
 
@@ -162,44 +166,16 @@ class SyvainKerasCallback(keras.callbacks.Callback):  # type: ignore[misc]
         """
         return self._run.experiment
 
-    def __enter__(self) -> SyvainKerasCallback:
-        """Watch the fits of a block: one that raises ends the run ``error``.
-
-        Example:
-            >>> with SyvainKerasCallback("mlp-1") as cb:  # doctest: +SKIP
-            ...     model.fit(x, y, callbacks=[cb])
-        """
-        return self
-
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        error: BaseException | None,
-        trace: TracebackType | None,
-    ) -> None:
-        """End a run the block's fit left open: ``error`` with the block's exception."""
-        self._end_unfinished(error)
-
     # -- Keras's hooks ------------------------------------------------------------------
 
     def on_train_begin(self, logs: Mapping[str, Any] | None = None) -> None:
-        """Prepare the run of this fit (created and started at its first epoch)."""
-        self._end_unfinished(None)
-        if self._fits:
-            # A later fit continues the same run (a FrameworkRun serves one fit).
-            self._run = FrameworkRun(
-                None if self._given is not None else self._slug,
-                experiment=self._given,
-                **self._options,
-            )
+        """Prepare the run of this fit (chosen, created and started at its first epoch)."""
+        self._end_open(None)
         self._fits += 1
         self._begun = self._ended_batches = 0
         self._first_epoch = True
         self._offset = 0
-        try:
-            self._run.configure(self._hyperparameters())
-        except Exception as error:  # never fail the fit over its hyperparameters
-            logger.warning("syvain_metrics: the fit's hyperparameters are left out: %s", error)
+        self._last_batch_step = -1
 
     def on_epoch_begin(self, epoch: int, logs: Mapping[str, Any] | None = None) -> None:
         """Start (or resume) the run at the fit's first epoch; note where the epoch begins."""
@@ -210,8 +186,10 @@ class SyvainKerasCallback(keras.callbacks.Callback):  # type: ignore[misc]
             if iterations == 0 and epoch > 0 and isinstance(steps, int):
                 self._offset = epoch * steps  # a rebuilt optimizer counts from 0 again
             start = self._offset + iterations
-            self._run.start(resume_from=start if start > 0 else None)
-        self._base = self._offset + iterations
+            self._begin_run(start if start > 0 else None)
+        # Never behind a batch already logged: an optimizer that skipped an update (a loss
+        # scale's NaN step) counts fewer steps than batches.
+        self._base = max(self._offset + iterations, self._last_batch_step)
 
     def on_train_batch_begin(self, batch: int, logs: Mapping[str, Any] | None = None) -> None:
         """Count the batch: a fit that fails waits for the values of those before it."""
@@ -226,6 +204,7 @@ class SyvainKerasCallback(keras.callbacks.Callback):  # type: ignore[misc]
                 step = self._base + batch + 1
                 values = {BATCH_PREFIX + str(name): value for name, value in logs.items()}
                 with self._lock:
+                    self._last_batch_step = max(self._last_batch_step, step)
                     self._run.log(values, step)
         finally:
             with self._handed:
@@ -239,7 +218,9 @@ class SyvainKerasCallback(keras.callbacks.Callback):  # type: ignore[misc]
         }
         values[EPOCH_SERIES] = epoch
         with self._lock:
-            self._run.log(values, self._offset + self._iterations())
+            # At the epoch's last batch: the batches' step when the optimizer skipped updates.
+            step = max(self._offset + self._iterations(), self._last_batch_step)
+            self._run.log(values, step)
 
     def on_train_end(self, logs: Mapping[str, Any] | None = None) -> None:
         """End the run ``done``: the fit finished (or was stopped by a callback)."""
@@ -247,7 +228,27 @@ class SyvainKerasCallback(keras.callbacks.Callback):  # type: ignore[misc]
 
     # -- inside -------------------------------------------------------------------------
 
-    def _end_unfinished(self, error: BaseException | None) -> None:
+    def _begin_run(self, resume_from: int | None) -> None:
+        """Choose this fit's run (see the class), give it the fit's hyperparameters, start."""
+        if self._fits > 1:
+            self._run = run_for_training(self._run, resume_from, self._continued)
+            if self._run.slug != self._slug:  # the next run: continued later by its slug
+                self._slug, self._given = self._run.slug, None
+        try:
+            self._run.configure(self._hyperparameters())
+        except Exception as error:  # never fail the fit over its hyperparameters
+            logger.warning("syvain_metrics: the fit's hyperparameters are left out: %s", error)
+        self._run.start(resume_from=resume_from)
+
+    def _continued(self) -> FrameworkRun:
+        # A continued fit, after the run of the previous one ended: the same run again.
+        return FrameworkRun(
+            None if self._given is not None else self._slug,
+            experiment=self._given,
+            **self._options,
+        )
+
+    def _end_open(self, error: BaseException | None) -> None:
         if not self._fits or self._run.ended:
             return
         # Every batch begun before the last one finished its step, and its values are on

@@ -5,6 +5,7 @@ a service that is down."""
 
 from __future__ import annotations
 
+import math
 import os
 import subprocess
 import sys
@@ -324,3 +325,39 @@ def test_keras_keeps_its_asynchronous_dispatch_with_the_callback() -> None:
     # says it is safe: Keras's own bookkeeping tells.
     callbacks = keras.callbacks.CallbackList([SyvainKerasCallback("keras-async")])
     assert callbacks._async_train is True
+
+
+def test_a_second_fit_of_a_fresh_model_is_the_next_run(metrics_session: sm.Session) -> None:
+    callback = SyvainKerasCallback("keras-again")
+    net = model()
+    fit(net, callback, epochs=1)
+    fit(net, callback, epochs=2, initial_epoch=1)  # continues: the same run
+    fit(model(), callback, epochs=1)  # a fresh model from scratch: the next run
+    assert callback.slug == "keras-again-2"
+    assert stored("keras-again").metrics("epoch/loss").steps == [STEPS, 2 * STEPS]
+    again = stored("keras-again-2")
+    assert again.status == "done"
+    assert again.metrics("epoch/loss").steps == [STEPS]
+    assert again.metrics("batch/loss").steps == [1, 2, 3]
+
+
+def test_steps_stay_monotonic_when_the_optimizer_skips_an_update(
+    metrics_session: sm.Session,
+) -> None:
+    calls = {"count": 0}
+
+    def loss(y: Any, p: Any) -> Any:  # infinite at the second batch: its update is skipped
+        calls["count"] += 1
+        return keras.ops.mean((y - p) ** 2) * (math.inf if calls["count"] == 2 else 1.0)
+
+    keras.utils.set_random_seed(0)
+    net = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1)], name="tiny")
+    optimizer = keras.optimizers.LossScaleOptimizer(keras.optimizers.SGD(0.01))
+    net.compile(optimizer=optimizer, loss=loss, metrics=["mae"])
+    fit(net, SyvainKerasCallback("keras-skip"), epochs=2)
+    assert int(optimizer.iterations.value) == 2 * STEPS - 1  # one update skipped
+
+    exp = stored("keras-skip")
+    batches = exp.metrics("batch/mae").steps
+    assert batches == list(range(1, 2 * STEPS + 1))  # never twice, never backwards
+    assert exp.metrics("epoch").steps == [STEPS, 2 * STEPS]  # each epoch at its last batch
