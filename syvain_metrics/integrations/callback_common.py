@@ -9,10 +9,13 @@ Example:
 
 from __future__ import annotations
 
+import logging
 from types import TracebackType
 from typing import Any
 
 from syvain_metrics.integrations.framework_run import FrameworkRun
+
+logger = logging.getLogger("syvain_metrics")
 
 EVAL_SET_KEY = "eval_set"
 """The event metadata key naming a value's evaluation set (``{"eval_set": "valid"}``)."""
@@ -34,7 +37,10 @@ def run_for_training(previous: FrameworkRun, resume_from: int | None, again: Any
         True
     """
     if not resume_from and previous.max_step >= 0:
-        return previous.successor()
+        try:
+            return previous.successor()
+        except Exception as error:  # a slug too long for a suffix: the same run, warned
+            logger.warning("syvain_metrics: no next run after %s (%s)", previous.slug, error)
     if previous.ended:
         follower: FrameworkRun = again()
         return follower

@@ -28,7 +28,8 @@ from transformers import Trainer, TrainerCallback, TrainerControl, TrainerState,
 
 from syvain_metrics.client.session import Session
 from syvain_metrics.contract.limits import SLUG_MAX
-from syvain_metrics.integrations.framework_run import FrameworkRun, default_slug
+from syvain_metrics.integrations.callback_common import run_for_training
+from syvain_metrics.integrations.framework_run import FrameworkRun, _same, default_slug
 from syvain_metrics.resources.experiment import UNSET, Experiment
 from syvain_metrics.resources.folder import Folder
 
@@ -49,8 +50,10 @@ class SyvainCallback(TrainerCallback):
 
     ``slug`` names the run (a new ``transformers-<time>-<random>`` one when left out; give the
     same slug to a job resumed with ``train(resume_from_checkpoint=...)`` to continue the same
-    run, from the checkpoint's step; another ``train()`` from step 0 in the same process makes
-    a new run, ``<slug>-2``). ``experiment`` uses an existing experiment instead.
+    run, from the checkpoint's step; another ``train()`` from step 0 after one that logged
+    steps makes the next run, ``<slug>-2`` then ``-3``..., so that two trainings never share
+    steps). ``experiment`` uses an existing experiment instead (its next runs are named after
+    its slug).
     ``folder``, ``description`` and ``metadata`` are used when the run is created;
     ``system_metrics`` samples CPU, memory and GPUs while it trains; ``flush_timeout`` bounds
     the wait for the run's events when training ends (the session's by default). It writes
@@ -117,7 +120,6 @@ class SyvainCallback(TrainerCallback):
         self._began = False  # whether this process started the current run
         self._ran = False  # whether this process started a run at all
         self._trials = 0
-        self._again = 1  # train() calls from step 0 so far
         self._train_depth = 0  # inside a wrapped train(), which ends the run itself
         self._step = -1
         self._at_step: dict[str, object] = {}  # what was logged at self._step
@@ -232,11 +234,15 @@ class SyvainCallback(TrainerCallback):
         starts past step 0 (from a checkpoint); else a new one, ``<slug>-2``, ``-3``..., so
         that a run stays one curve."""
         if not state.is_hyper_param_search:
-            if state.global_step or self._given is not None:
-                return self._new_run(self._base, self._metadata)
-            self._again += 1
-            suffix = f"-{self._again}"
-            return self._new_run(self._base[: SLUG_MAX - len(suffix)] + suffix, self._metadata)
+            previous = self._run
+            run = run_for_training(
+                previous,
+                int(state.global_step or 0),
+                lambda: self._new_run(previous.slug, self._metadata),
+            )
+            if run.slug != previous.slug:  # the next run: continued later by its slug
+                self._given = None
+            return run
         name = state.trial_name or f"trial-{self._trials}"
         self._trials += 1
         suffix = f"-{name}"
@@ -302,10 +308,7 @@ class SyvainCallback(TrainerCallback):
 
 
 def _same_at(logged: Mapping[str, object], name: str, value: object) -> bool:
-    if name not in logged:
-        return False
-    seen = logged[name]
-    return bool(seen == value) or (seen != seen and value != value)
+    return name in logged and _same(logged[name], value)
 
 
 def _calling_trainer() -> Trainer | None:

@@ -500,3 +500,17 @@ def test_a_pruned_trial_ends_error(metrics_session: sm.Session, tmp_path: Path) 
     assert [row.step for row in pruned.metrics("eval_loss")] == [3]
     assert kept.status == "done"
     assert [row.step for row in kept.metrics("eval_loss")] == [3, 6]
+
+
+def test_a_second_train_into_a_given_experiment_is_the_next_run(
+    metrics_session: sm.Session, tmp_path: Path
+) -> None:
+    given = sm.Experiment.create("bert-given")
+    job = trainer(tmp_path, SyvainCallback(experiment=given))
+    job.train()
+    job.train()  # from scratch again: never the same steps twice in one run
+
+    for slug in ("bert-given", "bert-given-2"):
+        exp = by_slug(slug)
+        assert exp.status == "done"
+        assert [row.step for row in exp.metrics("loss")] == [1, 2, 3, 4, 5, 6]
