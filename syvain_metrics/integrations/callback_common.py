@@ -10,9 +10,12 @@ Example:
 from __future__ import annotations
 
 import logging
-from types import TracebackType
+import time
 from typing import Any
 
+from syvain_metrics.client.registry import get_session
+from syvain_metrics.client.session import Session
+from syvain_metrics.errors import FlushError
 from syvain_metrics.integrations.framework_run import FrameworkRun
 
 logger = logging.getLogger("syvain_metrics")
@@ -47,33 +50,59 @@ def run_for_training(previous: FrameworkRun, resume_from: int | None, again: Any
     return previous
 
 
-class ClosingBlock:
-    """A callback used as a context manager: a training of the block that raises ends the
-    run ``error`` with the exception (the frameworks call no hook then). A subclass defines
-    ``_end_open(error)``.
+SPOOLING_WAIT_SECONDS = 5.0
+"""The longest a trial's run waits, when it ends, for its last events to reach the spool on
+disk (the spooler writes them within a fraction of a second, whatever the service does)."""
+
+
+class TrialRun(FrameworkRun):
+    """The run of one trial of a sweep (Optuna, ``hyperparameter_search``): without a
+    ``flush_timeout`` and with a spool, it does not wait for the service when it ends. Its
+    events are safe on disk and ``done`` follows them, so that a slow or absent service
+    never adds the session's whole wait (30 s) to every trial. Without a spool, or with a
+    ``flush_timeout`` given, it waits like any run.
 
     Example:
-        >>> with callback:                                  # doctest: +SKIP
-        ...     model.fit(x, y, callbacks=[callback])
+        >>> TrialRun("sweep-trial-0", framework="optuna").slug
+        'sweep-trial-0'
     """
 
-    def __enter__(self) -> Any:
-        """Watch the trainings of a block.
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        given = kwargs.get("flush_timeout")
+        session = kwargs.get("session")
+        self._spooled_end = given is None and _has_spool(session)
+        if self._spooled_end:
+            kwargs["flush_timeout"] = 0.0
+        super().__init__(*args, **kwargs)
+
+    def end(self, error: BaseException | None = None) -> None:
+        """End the run once its events are on disk (see the class); never raises.
 
         Example:
-            >>> with callback as cb:  # doctest: +SKIP
-            ...     pass
+            >>> TrialRun("sweep-trial-0").end()
         """
-        return self
+        if self._spooled_end and self.started:
+            _wait_spooled(self)
+        super().end(error)
 
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        error: BaseException | None,
-        trace: TracebackType | None,
-    ) -> None:
-        """End a run the block's training left open: ``error`` with the block's exception."""
-        self._end_open(error)
 
-    def _end_open(self, error: BaseException | None) -> None:
-        raise NotImplementedError
+def _has_spool(session: Session | None) -> bool:
+    try:
+        return get_session(session).spool_dir is not None
+    except Exception:  # no session yet: the run's own start reports it
+        return False
+
+
+def _wait_spooled(run: FrameworkRun) -> None:
+    """Wait (at most :data:`SPOOLING_WAIT_SECONDS`) until the run's events are acknowledged
+    or safe in the spool on disk, whichever comes first."""
+    deadline = time.monotonic() + SPOOLING_WAIT_SECONDS
+    while True:
+        try:
+            run.experiment.flush(timeout=0.1)
+            return
+        except FlushError as error:
+            if error.spooled_safely or error.rejected or time.monotonic() >= deadline:
+                return
+        except Exception:  # never into training: the run's end reports what is left
+            return

@@ -4,7 +4,8 @@
 becomes a run ``<study>-trial-<number>`` in the study's folder, with the trial's parameters as
 its metadata (beside ``optuna.study``, ``optuna.trial`` and the direction), the intermediate
 values reported with ``trial.report`` as the objective's series at their steps, and the
-objective's value at the last step. ``COMPLETE`` ends the run ``done``, ``PRUNED`` ``error``
+objective's value one step after the last report (at step 0 without reports), so that no
+step holds two values. ``COMPLETE`` ends the run ``done``, ``PRUNED`` ``error``
 ("pruned at step N"), ``FAIL`` ``error``. Optuna passes a callback neither a failed trial's
 exception nor a trial whose exception ends ``optimize``: wrapping the objective with
 :meth:`SyvainOptunaCallback.track` records both, and logs each report as it happens.
@@ -34,6 +35,7 @@ from syvain_metrics.contract.limits import FOLDER_NAME_MAX, SLUG_MAX
 from syvain_metrics.contract.schemas.base import load_request
 from syvain_metrics.contract.schemas.folder import FolderCreateRequest
 from syvain_metrics.errors import MetricsValidationError
+from syvain_metrics.integrations.callback_common import TrialRun
 from syvain_metrics.integrations.framework_run import FrameworkRun
 from syvain_metrics.resources.experiment.values import flatten_metrics
 from syvain_metrics.resources.folder import Folder
@@ -89,7 +91,9 @@ class SyvainOptunaCallback:
     across the processes that share a study's storage). ``metric_name`` names the
     objective's series; a multi-objective study logs ``study.metric_names`` when set, else
     ``<metric_name>_0``, ``<metric_name>_1``... (or pass one name per objective). Nothing the
-    service does raises into ``optimize``. Bad arguments raise
+    service does raises into ``optimize``: without a ``flush_timeout``, a trial's run does
+    not wait for its events when it ends if the session has a spool (they wait there, and
+    ``done`` follows them), so a slow service costs no trial its whole wait. Bad arguments raise
     :class:`~syvain_metrics.MetricsValidationError` here.
 
     Example:
@@ -249,7 +253,8 @@ class SyvainOptunaCallback:
             for step, value in sorted(trial.intermediate_values.items()):
                 run.log({self._names[0]: value}, step)
         if trial.state == TrialState.COMPLETE and trial.values is not None:
-            run.log(self._values(study, trial.values), 0 if last is None else last)
+            # One step after the last report: a step never holds two values of one series.
+            run.log(self._values(study, trial.values), 0 if last is None else last + 1)
         run.start()
         run.end(self._error(trial, tracked, last))
 
@@ -348,7 +353,7 @@ def _holds(run: FrameworkRun, started: str) -> bool:
     return isinstance(about, Mapping) and about.get("started") == started
 
 
-class _Run(FrameworkRun):
+class _Run(TrialRun):
     """A trial's run, remembering which parameters its creation carried."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:

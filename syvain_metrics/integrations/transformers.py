@@ -28,7 +28,7 @@ from transformers import Trainer, TrainerCallback, TrainerControl, TrainerState,
 
 from syvain_metrics.client.session import Session
 from syvain_metrics.contract.limits import SLUG_MAX
-from syvain_metrics.integrations.callback_common import run_for_training
+from syvain_metrics.integrations.callback_common import TrialRun, run_for_training
 from syvain_metrics.integrations.framework_run import FrameworkRun, _same, default_slug
 from syvain_metrics.resources.experiment import UNSET, Experiment
 from syvain_metrics.resources.folder import Folder
@@ -77,7 +77,9 @@ class SyvainCallback(TrainerCallback):
     - only the main process (``state.is_world_process_zero``) writes;
     - ``hyperparameter_search``: one run per trial, ``<slug>-<trial name>`` (or
       ``<slug>-trial-<n>``), the trial's parameters in its metadata (``trial_params.<name>``);
-      a pruned trial ends ``error`` (``TrialPruned``).
+      a pruned trial ends ``error`` (``TrialPruned``); without a ``flush_timeout``, a trial's
+      run does not wait for its events when it ends if the session has a spool (``done``
+      follows them there), so a slow service costs no trial its whole wait.
 
     Example:
         >>> nlp = sm.Folder.create('nlp', exist_ok=True)  # doctest: +SKIP
@@ -252,12 +254,12 @@ class SyvainCallback(TrainerCallback):
         for key, value in (state.trial_params or {}).items():
             metadata[f"trial_params.{key}"] = value  # flat, like the hyperparameters
         try:
-            return FrameworkRun(slug, metadata=metadata, framework="transformers", **self._options)
+            return TrialRun(slug, metadata=metadata, framework="transformers", **self._options)
         except Exception as error:  # a trial's parameters the metadata cannot hold
             logger.warning(
                 "syvain_metrics: trial %s logged without its parameters: %s", name, error
             )
-            return FrameworkRun(
+            return TrialRun(
                 slug, metadata=self._metadata, framework="transformers", **self._options
             )
 

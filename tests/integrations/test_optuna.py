@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -61,7 +63,7 @@ def check_trials(study: Any, runs: dict[str, sm.Experiment], name: str) -> None:
         logged = values(run)
         if trial.state == optuna.trial.TrialState.COMPLETE:
             assert run.status == "done"
-            assert logged == [*reported, (3, trial.value)]  # the value at the last step
+            assert logged == [*reported, (4, trial.value)]  # the value after the last report
         else:
             assert logged == reported
     pruned = runs[f"{name}-trial-1"]
@@ -181,7 +183,7 @@ def test_parameters_suggested_after_the_first_report_are_annotated(
     assert "y" not in run.metadata  # the run was created at the first report
     notes = [(a.annotation, a.metadata) for a in run.annotations()]
     assert notes == [("hyperparameters", {"y": study.trials[0].params["y"]})]
-    assert values(run) == [(0, 1.0), (0, study.trials[0].value)]
+    assert values(run) == [(0, 1.0), (1, study.trials[0].value)]  # never two at one step
 
 
 def test_a_rank_other_than_zero_sends_nothing(
@@ -248,3 +250,42 @@ def test_the_optuna_sweep_notebook_runs_and_draws_its_figures(
     tables = [o["data"]["text/html"] for o in outputs if "text/html" in o.get("data", {})]
     assert any("trial-0" in table for table in tables)  # the runs table
     assert any("value:min" in table for table in tables)  # the summary
+
+
+def test_trial_runs_do_not_wait_for_a_service_that_is_down(
+    metrics_server: LocalServer, tmp_path: Path
+) -> None:
+    # The session would wait a minute for each run's events: a trial waits for none.
+    session = metrics_server.session(spool_dir=tmp_path, retry=FAST, flush_timeout=60)
+    metrics_server.faults.fail_next("ingest_metrics", times=10**6, status=503)
+    cb = SyvainOptunaCallback("down-sweep", session=session)
+    study = optuna.create_study(study_name="down-sweep")
+    done = threading.Event()
+
+    def optimize() -> None:
+        study.optimize(cb.track(objective), n_trials=4, catch=(ValueError,), callbacks=[cb])
+        done.set()
+
+    threading.Thread(target=optimize, daemon=True).start()
+    # A guard against a hang, not a measure: waiting for each trial would take 4 minutes.
+    assert done.wait(timeout=50)
+    with metrics_server.session(spool_dir=None) as reader:
+        (folder,) = sm.Folder.list(session=reader)
+        runs = {run.slug: run for run in sm.Experiment.list(folder=folder, session=reader)}
+        # Their events are still refused: ``done`` waits behind them (an error is recorded
+        # at once), and no value is stored yet.
+        statuses = [runs[f"down-sweep-trial-{n}"].status for n in range(4)]
+        assert statuses == ["running", "error", "error", "running"]
+        assert all(len(run.metrics("value")) == 0 for run in runs.values())
+
+    metrics_server.faults.clear()
+    session.flush(timeout=30)
+    for _ in range(600):  # bounded: the statuses follow the events
+        if session.logs.sender.controls_pending() == 0:
+            break
+        time.sleep(0.05)
+    session.close()
+    with metrics_server.session(spool_dir=None) as reader:
+        (folder,) = sm.Folder.list(session=reader)
+        runs = {run.slug: run for run in sm.Experiment.list(folder=folder, session=reader)}
+        check_trials(study, runs, "down-sweep")
