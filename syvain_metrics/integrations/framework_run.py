@@ -149,6 +149,7 @@ class FrameworkRun:
             folder_id_of(folder)  # a Folder, an id or None
         if experiment is not None and slug is not None:
             raise MetricsValidationError({"slug": ["Give a slug or an experiment, not both."]})
+        self._named = slug is not None or experiment is not None
         self._slug = slug if slug is not None else default_slug(framework)
         # Checked now, so that a bad slug or metadata fails before training, not at step 0.
         load_request(
@@ -348,6 +349,55 @@ class FrameworkRun:
         follower._lineage = (base, number + 1)
         return follower
 
+    def __getstate__(self) -> dict[str, Any]:
+        """What a copy in another process keeps: the options, the hyperparameters and the
+        slug (a run nobody named gets a new one), never the session, the experiment
+        object or a started run (scikit-learn's ``clone()``, ``GridSearchCV(n_jobs=...)``,
+        ray pickle callbacks).
+
+        Example:
+            >>> import pickle
+            >>> pickle.loads(pickle.dumps(FrameworkRun("gbm-1"))).slug
+            'gbm-1'
+        """
+        folder = self._folder
+        return {
+            "slug": self.slug if self._named else None,
+            "folder": None if folder is UNSET else folder_id_of(folder),
+            "folder_given": folder is not UNSET,
+            "description": self._description,
+            "metadata": self._metadata,
+            "flush_timeout": self._flush_timeout,
+            "system_metrics": self._system_metrics,
+            "framework": self._framework,
+            "config": self._config,
+        }
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(  # type: ignore[misc]
+            state["slug"],
+            folder=state["folder"] if state["folder_given"] else UNSET,
+            description=state["description"],
+            metadata=state["metadata"] or None,
+            flush_timeout=state["flush_timeout"],
+            system_metrics=state["system_metrics"],
+            framework=state["framework"],
+        )
+        self._config = dict(state["config"])
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> FrameworkRun:
+        """A copy in this process: like a pickled one, with the same session.
+
+        Example:
+            >>> import copy
+            >>> copy.deepcopy(FrameworkRun("gbm-1")).started
+            False
+        """
+        twin = FrameworkRun.__new__(FrameworkRun)
+        twin.__setstate__(self.__getstate__())
+        twin._session = self._session
+        return twin
+
     def suspend(self, timeout: float | None = None) -> None:
         """Send what is logged so far (waiting at most ``timeout`` seconds) and leave the run
         ``running``: for a job about to be requeued, which resumes the run later.
@@ -357,6 +407,7 @@ class FrameworkRun:
         """
         if self._experiment is None or self._broken:
             return
+        unfinished.closed(self)  # left running on purpose: the exit must not end it
         self._guarded("flush", self._experiment.flush, timeout)
 
     # -- inside -----------------------------------------------------------------------------
@@ -372,9 +423,17 @@ class FrameworkRun:
         )
         block.__enter__()
         self._block = block
+        if resume_from is not None:  # a step left out continues after the checkpoint's
+            self._max_step = max(self._max_step, resume_from - 1)
         unfinished.opened(self)
 
     def _log(
+        self, values: Mapping[str, object], step: int | None, metadata: Mapping[str, Any] | None
+    ) -> None:
+        with self._lock:  # frameworks log from several threads (Keras's batch callbacks)
+            self._log_locked(values, step, metadata)
+
+    def _log_locked(
         self, values: Mapping[str, object], step: int | None, metadata: Mapping[str, Any] | None
     ) -> None:
         step = as_step(step)
