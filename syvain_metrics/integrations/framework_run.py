@@ -45,6 +45,10 @@ CV_STD_SUFFIX = "/std"
 """The series of a cross-validation's standard deviation beside its mean (``rmse`` and
 ``rmse/std``), for every boosting library alike."""
 
+CHECKPOINT_SPOOL_SECONDS = 5.0
+"""The longest :meth:`FrameworkRun.checkpoint` waits for the spooler (a pass takes
+milliseconds; a disk that stalls longer costs the checkpoint this much at most)."""
+
 HYPERPARAMETERS_NOTE = "hyperparameters"
 """The annotation that carries hyperparameters given after the run was created (the
 contract has no call that changes an experiment's metadata)."""
@@ -348,6 +352,25 @@ class FrameworkRun:
         follower._config = dict(self._config)
         follower._lineage = (base, number + 1)
         return follower
+
+    def checkpoint(self, timeout: float = CHECKPOINT_SPOOL_SECONDS) -> None:
+        """The framework saved a checkpoint: wait (briefly) until every value logged so far
+        is in the spool on disk, so that a job killed now and resumed from that checkpoint
+        loses none of the steps before it. Nothing is sent or waited for on the network;
+        never raises.
+
+        Example:
+            >>> run.checkpoint()  # doctest: +SKIP
+        """
+        experiment = self._experiment
+        if experiment is None or self._broken or not self.started:
+            return
+        self._guarded("checkpoint", self._spool_now, experiment, timeout)
+
+    def _spool_now(self, experiment: Experiment, timeout: float) -> None:
+        bound = experiment._session or get_session(self._session)
+        if bound.spool_dir is not None and not bound.logs.spool_now(timeout):
+            logger.info("syvain_metrics: values logged before a checkpoint are not on disk yet")
 
     def __getstate__(self) -> dict[str, Any]:
         """What a copy in another process keeps: the options, the hyperparameters and the

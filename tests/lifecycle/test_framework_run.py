@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 import syvain_metrics as sm
+from syvain_metrics.client.sync import sync_spool
 from syvain_metrics.integrations import unfinished
 from syvain_metrics.integrations.framework_run import HYPERPARAMETERS_NOTE, FrameworkRun
 from syvain_metrics.testing import LocalServer
@@ -395,3 +396,36 @@ def test_a_run_nobody_references_is_ended_at_exit_not_by_the_collector(
     with metrics_server.session() as session:
         exp = next(e for e in sm.Experiment.list(session=session) if e.slug == "dropped")
         assert (exp.status, exp.error_name) == ("error", "UnfinishedRunError")
+
+
+KILLED_JOB = """
+import os, signal
+import syvain_metrics as sm
+from syvain_metrics.integrations.framework_run import FrameworkRun
+session = sm.Session({api_key!r}, host={url!r}, spool_dir={spool!r})
+run = FrameworkRun("killed", session=session, framework="test")
+run.start()
+for step in range(2_000):
+    run.log({{"loss": float(step)}}, step=step)
+run.checkpoint()  # the framework saved a checkpoint at step 2,000
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def test_values_logged_before_a_checkpoint_survive_a_sigkill(
+    metrics_server: LocalServer, tmp_path: Path
+) -> None:
+    # The service takes nothing before the kill: every value must come from the spool.
+    metrics_server.faults.fail_next("ingest_metrics", times=10**6, status=503)
+    job = KILLED_JOB.format(
+        api_key=metrics_server.api_key, url=metrics_server.url, spool=str(tmp_path)
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", job], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == -signal.SIGKILL, done.stderr
+    metrics_server.faults.clear()
+    sync_spool(tmp_path, api_key=metrics_server.api_key, host=metrics_server.url)
+    with metrics_server.session() as session:
+        exp = next(e for e in sm.Experiment.list(session=session) if e.slug == "killed")
+        assert exp.metrics("loss").steps == list(range(2_000))
