@@ -19,10 +19,7 @@ Example:
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
-import math
-import secrets
 import threading
 from collections.abc import Mapping
 from contextlib import AbstractContextManager
@@ -35,6 +32,8 @@ from syvain_metrics.contract.schemas.base import load_request
 from syvain_metrics.contract.schemas.experiment import ExperimentCreateRequest
 from syvain_metrics.errors import MetricsValidationError
 from syvain_metrics.integrations import unfinished
+from syvain_metrics.integrations.options import check_options as check_options
+from syvain_metrics.integrations.options import default_slug
 from syvain_metrics.resources.experiment import UNSET, Experiment
 from syvain_metrics.resources.experiment.values import as_number, as_step, flatten_metrics
 from syvain_metrics.resources.folder import Folder, folder_id_of
@@ -52,50 +51,6 @@ milliseconds; a disk that stalls longer costs the checkpoint this much at most).
 HYPERPARAMETERS_NOTE = "hyperparameters"
 """The annotation that carries hyperparameters given after the run was created (the
 contract has no call that changes an experiment's metadata)."""
-
-
-def default_slug(framework: str) -> str:
-    """A slug for a run nobody named: the framework, the time and four random characters.
-
-    Example:
-        >>> default_slug("lightning").startswith("lightning-")
-        True
-    """
-    now = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
-    return f"{framework}-{now}-{secrets.token_hex(2)}"
-
-
-def check_options(*, system_metrics: object, flush_timeout: object, **flags: object) -> None:
-    """Refuse, before training starts, options of a callback that could only fail later.
-
-    Example:
-        >>> check_options(system_metrics=False, flush_timeout=None, log_batches=True)
-        >>> check_options(system_metrics=False, flush_timeout=-1)
-        Traceback (most recent call last):
-        syvain_metrics.errors.MetricsValidationError: ...
-    """
-    problems: dict[str, list[str]] = {}
-    for name, value in flags.items():
-        if not isinstance(value, bool):
-            problems[name] = [f"Must be True or False; got {value!r}."]
-    if not isinstance(system_metrics, bool) and not (
-        isinstance(system_metrics, int | float)
-        and math.isfinite(system_metrics)
-        and system_metrics > 0
-    ):
-        problems["system_metrics"] = [
-            f"Must be True, False or a number of seconds > 0; got {system_metrics!r}."
-        ]
-    if flush_timeout is not None and (
-        isinstance(flush_timeout, bool)
-        or not isinstance(flush_timeout, int | float)
-        or not flush_timeout >= 0
-    ):
-        problems["flush_timeout"] = [
-            f"Must be None or a number of seconds >= 0; got {flush_timeout!r}."
-        ]
-    if problems:
-        raise MetricsValidationError(problems)
 
 
 def _usable_items(values: Mapping[str, object]) -> list[tuple[str, object]]:
