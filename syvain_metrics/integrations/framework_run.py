@@ -33,7 +33,7 @@ from syvain_metrics.contract.schemas.experiment import ExperimentCreateRequest
 from syvain_metrics.errors import MetricsValidationError
 from syvain_metrics.integrations import unfinished
 from syvain_metrics.integrations.options import check_options as check_options
-from syvain_metrics.integrations.options import default_slug
+from syvain_metrics.integrations.options import default_slug as default_slug
 from syvain_metrics.resources.experiment import UNSET, Experiment
 from syvain_metrics.resources.experiment.values import as_number, as_step, flatten_metrics
 from syvain_metrics.resources.folder import Folder, folder_id_of
