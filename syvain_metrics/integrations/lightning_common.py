@@ -1,0 +1,214 @@
+"""What ``SyvainLogger`` does, for both Lightning distributions, without importing either.
+
+``lightning`` (``lightning.pytorch``) and ``pytorch_lightning`` ship separate ``Logger``
+classes and separate rank-zero switches, so each gets its own thin logger class
+(:mod:`syvain_metrics.integrations.lightning`,
+:mod:`syvain_metrics.integrations.pytorch_lightning`): the class names its distribution's
+base class, decorators and exception type, and every method hands over to
+:class:`LoggerCore` here.
+
+What Lightning calls, and what the run does:
+
+* ``log_hyperparams(params)`` -> hyperparameters, flattened with dots, become the run's
+  metadata (the run is created at the first metrics, so they are part of its creation).
+* ``log_metrics(metrics, step)`` -> ``log()`` at Lightning's own step, enqueued only. The
+  ``epoch`` value Lightning adds to every call is stored once per step.
+* ``finalize("success")`` -> ``done``; ``finalize("failed")`` -> ``error`` with the exception
+  being handled (SIGTERM: "terminated by SIGTERM"); ``finalize("finished")`` (a SLURM
+  requeue) -> what is logged is sent, the run stays ``running`` for the requeued job.
+* A fit started from a checkpoint (``trainer.fit(..., ckpt_path=...)``) continues the run
+  through ``resume()``: one curve, read with ``last_per_step=True``.
+
+Example:
+    >>> from syvain_metrics.integrations.lightning import SyvainLogger   # doctest: +SKIP
+    >>> trainer = L.Trainer(logger=SyvainLogger("mnist-mlp"))             # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import weakref
+from collections.abc import Callable, Mapping
+from types import FrameType
+from typing import Any, ClassVar
+
+from syvain_metrics.client.session import Session
+from syvain_metrics.integrations.framework_run import FrameworkRun
+from syvain_metrics.resources.experiment import UNSET, Experiment
+from syvain_metrics.resources.experiment.termination import Terminated
+from syvain_metrics.resources.folder import Folder
+
+logger = logging.getLogger("syvain_metrics")
+
+LOGGER_NAME = "syvain"
+"""``SyvainLogger.name``: with ``version`` (the run's slug), where Lightning's
+``ModelCheckpoint`` puts checkpoints by default (``<root>/syvain/<slug>/checkpoints``), so a
+job restarted with the same slug finds them."""
+
+_SETUP_PROBE = "_call_setup_hook"
+"""The Lightning function that reads ``logger.experiment`` during setup only to create it
+early (``_ = logger.experiment``), before the hyperparameters are logged."""
+
+_PROBE_DEPTH = 6
+"""How many callers up the probe is looked for (the property, the rank-zero wrapper, ...)."""
+
+
+class LoggerCore:
+    """The behaviour of both ``SyvainLogger`` classes: one :class:`FrameworkRun` per fit.
+
+    Example:
+        >>> core = LoggerCore("mlp-1")
+        >>> core.core_version
+        'mlp-1'
+    """
+
+    sigterm_exception: ClassVar[type[BaseException] | None] = None
+    """The distribution's ``SIGTERMException`` (a ``SystemExit`` the loops raise after SIGTERM)."""
+
+    def __init__(
+        self,
+        slug: str | None = None,
+        *,
+        experiment: Experiment | None = None,
+        folder: Folder | str | None = UNSET,
+        description: str = "",
+        metadata: Mapping[str, Any] | None = None,
+        session: Session | None = None,
+        system_metrics: bool | float = False,
+        flush_timeout: float | None = None,
+    ) -> None:
+        # Validated now, on every rank: a bad slug fails before training, not at step 0.
+        self._options: dict[str, Any] = {
+            "folder": folder,
+            "description": description,
+            "metadata": metadata,
+            "session": session,
+            "system_metrics": system_metrics,
+            "flush_timeout": flush_timeout,
+            "framework": "lightning",
+        }
+        self._run = FrameworkRun(slug, experiment=experiment, **self._options)
+        self._flush_timeout = flush_timeout
+        self._trainer: weakref.ReferenceType[Any] | None = None
+        self._hyperparameters = False
+
+    # -- what the thin classes expose -----------------------------------------------------
+
+    @property
+    def core_version(self) -> str:
+        """The run's slug (Lightning's ``version``)."""
+        return self._run.slug
+
+    @property
+    def run(self) -> FrameworkRun:
+        """The :class:`FrameworkRun` of the current (or last) fit.
+
+        Example:
+            >>> LoggerCore("mlp-1").run.slug
+            'mlp-1'
+        """
+        return self._run
+
+    def core_experiment(self, dummy: Callable[[], Any]) -> Any:
+        """``logger.experiment``: the run's experiment, created on first use. Lightning's own
+        early read during setup gets ``dummy()`` instead, so that the run is created later,
+        with the hyperparameters as its metadata."""
+        probe, trainer = _setup_probe()
+        if probe:
+            if trainer is not None:
+                self._keep_trainer(trainer)
+            return dummy()
+        return self._current_run().experiment
+
+    def core_hyperparams(self, params: Mapping[str, Any]) -> None:
+        """Hyperparameters (already a plain mapping): the run's metadata, or an annotation
+        once the run exists. Never raises into training."""
+        try:
+            self._current_run().configure(dict(params))
+            self._hyperparameters = True
+        except Exception as error:  # an object of no known kind: training goes on
+            logger.warning("syvain_metrics: hyperparameters not recorded (%s)", error)
+
+    def core_metrics(self, metrics: Mapping[str, Any], step: int | None) -> None:
+        """One ``log_metrics`` call: enqueued at Lightning's step; starts (or resumes) the
+        run at the first call of a fit."""
+        run = self._current_run()
+        if not run.started:
+            run.start(resume_from=self._resume_step(step))
+        run.log(metrics, step)
+
+    def core_graph(self, model: Any) -> None:
+        """``log_graph(model)``, which Lightning calls at every fit's start: the module leads
+        to its trainer, which tells later whether the fit restarted from a checkpoint."""
+        trainer = getattr(model, "_trainer", None)
+        if trainer is not None:
+            self._keep_trainer(trainer)
+
+    def core_finalize(self, status: str) -> None:
+        """End of a fit: ``success`` -> ``done``; ``failed`` -> ``error`` with the exception
+        being handled; ``finished`` (SLURM requeue) -> send, stay ``running``."""
+        run = self._run
+        if status == "finished":
+            run.suspend(self._flush_timeout)
+            return
+        if self._hyperparameters and not run.started and not run.ended:
+            run.start()  # a fit that logged no metrics still shows its run and hyperparameters
+        if status == "success":
+            run.end()
+            return
+        error = sys.exc_info()[1]
+        if error is None:
+            error = RuntimeError(f"the Lightning fit ended with status {status!r}")
+        elif self.sigterm_exception is not None and isinstance(error, self.sigterm_exception):
+            # Lightning's SIGTERMException is a SystemExit without a code, which counts as a
+            # clean exit: the run was stopped, not finished.
+            error = Terminated()
+        run.end(error)
+
+    # -- inside -----------------------------------------------------------------------------
+
+    def _current_run(self) -> FrameworkRun:
+        """The run of this fit: after an ended fit (``trainer.test()`` after ``fit()``, or a
+        second ``fit()``), a new run lifecycle on the same experiment."""
+        if self._run.ended:
+            previous = self._run
+            if previous.max_step >= 0 or self._hyperparameters:
+                self._run = FrameworkRun(experiment=previous.experiment, **self._options)
+            else:
+                self._run = FrameworkRun(previous.slug, **self._options)
+        return self._run
+
+    def _keep_trainer(self, trainer: Any) -> None:
+        try:
+            self._trainer = weakref.ref(trainer)
+        except TypeError:
+            self._trainer = None
+
+    def _resume_step(self, step: int | None) -> int | None:
+        """The step to resume from when this fit restarted from a checkpoint, else ``None``.
+
+        Lightning restores its step counter from the checkpoint, so the first step logged is
+        where the restarted job continues. Without the trainer (a logger used outside a
+        ``Trainer``), the run is only started: a rerun still reads as one curve."""
+        trainer = self._trainer() if self._trainer is not None else None
+        if trainer is None or step is None:
+            return None
+        state = getattr(trainer, "state", None)
+        fitting = str(getattr(getattr(state, "fn", None), "value", "")) == "fit"
+        if fitting and getattr(trainer, "ckpt_path", None) and step > 0:
+            return int(step)
+        return None
+
+
+def _setup_probe() -> tuple[bool, Any]:
+    """Whether the caller is Lightning's setup reading ``logger.experiment``, and its
+    trainer."""
+    frame: FrameType | None = sys._getframe(1)
+    for _ in range(_PROBE_DEPTH):
+        frame = frame.f_back if frame is not None else None
+        if frame is None:
+            return False, None
+        if frame.f_code.co_name == _SETUP_PROBE:
+            return True, frame.f_locals.get("trainer")
+    return False, None
