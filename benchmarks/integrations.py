@@ -429,8 +429,9 @@ class Bench:
             run = Run("resume", "ours", 0, result, result["ready"])
             run.counted = self.one_curve(server.url, slug, killed, recorded(second), resume_step)
         run.note = (
-            f"SIGKILL at step ~{killed_step:,} (last line the killed fit recorded), last "
-            f"checkpoint at step {resume_step:,}; `syvain-metrics sync` exit {synced.returncode} "
+            f"SIGKILL at step ~{killed_step:,} (the last step the killed fit recorded), the last "
+            f"checkpoint at step {resume_step:,} ({killed_step - resume_step} steps before); "
+            f"`syvain-metrics sync` exit {synced.returncode} "
             f"in {sync_s:.1f} s: {said[:300]}"
         )
         self.runs.append(run)
@@ -471,6 +472,7 @@ class Bench:
                 got = list(zip(rows.steps, rows.values, strict=True))
                 steps = [s for s, _ in got]
                 checks["series"][metric] = {
+                    "missing": ranges(set(series) - set(steps)),
                     "points": len(got),
                     "expected": len(series),
                     "each_once": len(steps) == len(set(steps)),
@@ -482,6 +484,17 @@ class Bench:
             for c in checks["series"].values()
         )
         return checks
+
+
+def ranges(steps: set[int]) -> str:
+    """``{3, 4, 5, 9}`` as ``"3..5, 9"``."""
+    spans: list[list[int]] = []
+    for step in sorted(steps):
+        if spans and step == spans[-1][1] + 1:
+            spans[-1][1] = step
+        else:
+            spans.append([step, step])
+    return ", ".join(f"{a}..{b}" if a != b else f"{a}" for a, b in spans)
 
 
 # -- report ----------------------------------------------------------------------------------------
@@ -507,8 +520,8 @@ def report(bench: Bench, kinds: list[str]) -> None:
             f"{bench.args.rounds} interleaved round(s)\n"
         )
         print(
-            f"{'run':20} {'fit+close s':>11} {'loop s':>7} {'set-up s':>8} {'end s':>6} "
-            f"{'close s':>7}  {'what the server holds'}"
+            f"{'run':16} {'fit+close s':>11} {'loop s':>7} {'set-up s':>8} {'end s':>6} "
+            f"{'close s':>7} {'cpu s':>6}  {'what the server holds'}"
         )
         for run in runs:
             r, c = run.result, run.counted
@@ -519,28 +532,37 @@ def report(bench: Bench, kinds: list[str]) -> None:
                 else ""
             )
             print(
-                f"{run.kind + ' #' + str(run.round):20} {run.total:11.2f} {r['loop_s']:7.2f} "
-                f"{r['setup_s']:8.2f} {r['end_s']:6.2f} {r['close_s']:7.2f}  {held}"
+                f"{run.kind + ' #' + str(run.round):16} {run.total:11.2f} {r['loop_s']:7.2f} "
+                f"{r['setup_s']:8.2f} {r['end_s']:6.2f} {r['close_s']:7.2f} {r['cpu_s']:6.2f}  "
+                f"{held}"
             )
         median = {
-            kind: (
-                statistics.median(r.total for r in runs if r.kind == kind),
-                statistics.median(r.result["loop_s"] for r in runs if r.kind == kind),
-            )
+            kind: [
+                statistics.median(figure(r) for r in runs if r.kind == kind)
+                for figure in (
+                    lambda r: r.total,
+                    lambda r: float(r.result["loop_s"]),
+                    lambda r: float(r.result["cpu_s"]),
+                )
+            ]
             for kind in kinds
             if any(r.kind == kind for r in runs)
         }
-        base, base_loop = median.get("none", (float("nan"), float("nan")))
+        base, base_loop, base_cpu = median.get("none", [float("nan")] * 3)
         print(
-            f"\n{'median of rounds':20} {'fit+close s':>11} {'slowdown':>9} {'x none':>7} "
-            f"{'loop s':>7} {'loop slowdown':>13} {'ms/step':>8}"
+            f"\n{'median of rounds':16} {'fit+close s':>11} {'slowdown':>9} {'x none':>7} "
+            f"{'loop s':>7} {'loop':>7} {'ms/step':>8} {'cpu s':>6} {'cpu':>7}"
         )
-        for kind, (total, loop) in median.items():
+        for kind, (total, loop, cpu) in median.items():
             print(
-                f"{kind:20} {total:11.2f} {pct(total / base - 1):>9} {total / base:7.2f} "
-                f"{loop:7.2f} {pct(loop / base_loop - 1):>13} "
-                f"{1000 * loop / bench.args.steps:8.3f}"
+                f"{kind:16} {total:11.2f} {pct(total / base - 1):>9} {total / base:7.2f} "
+                f"{loop:7.2f} {pct(loop / base_loop - 1):>7} "
+                f"{1000 * loop / bench.args.steps:8.3f} {cpu:6.2f} {pct(cpu / base_cpu - 1):>7}"
             )
+        print(
+            "(slowdown: of the median fit+close against no logger's; loop: the same for the "
+            "loop alone; cpu: the fit's process only, not the server's nor wandb-core's)"
+        )
         if "ours" in median and "none" in median:
             ours = median["ours"][0] / base - 1
             print(
@@ -583,6 +605,7 @@ def report(bench: Bench, kinds: list[str]) -> None:
                     f"each step once {'yes' if s['each_once'] else 'NO'}, the right steps "
                     f"{'yes' if s['same_steps'] else 'NO'}, the right values "
                     f"{'yes' if s['right_values'] else 'NO'}"
+                    + (f"; missing steps {s['missing']}" if s["missing"] else "")
                 )
             print(f"  one curve: {'met' if c['one_curve'] else 'MISSED'}")
 

@@ -267,6 +267,7 @@ def run(args: argparse.Namespace) -> None:
     emit({"event": "ready", "versions": versions(args.kind), "threads": torch.get_num_threads()})
     gc.collect()  # a real script has run its full collections during set-up
     error = None
+    cpu = time.process_time()
     start = time.perf_counter()
     try:
         trainer.fit(model, train, val, ckpt_path=args.resume_from)
@@ -276,6 +277,7 @@ def run(args: argparse.Namespace) -> None:
     if close is not None:
         close()
     closed = time.perf_counter()
+    cpu = time.process_time() - cpu
     if recorder is not None:
         recorder.dump()
     emit(
@@ -286,6 +288,7 @@ def run(args: argparse.Namespace) -> None:
             "setup_s": marks.get("loop_start", start) - start,
             "end_s": fit_end - marks.get("loop_end", fit_end),
             "close_s": closed - fit_end,
+            "cpu_s": cpu,
             "steps": int(trainer.global_step) - int(marks.get("first_step", 0)),
             "last_step": int(trainer.global_step),
             "error": error,
