@@ -36,8 +36,8 @@ Fault scenarios (ours only; ``--skip-faults`` leaves them out):
 
 * outage: the ``serve`` process is SIGKILLed 2 s into the loop, stays down
   ``--outage-seconds`` (30), and a new one starts on the same port and database; the fit
-  (``--outage-steps``; by default sized from the main rounds to outlast the outage) goes on
-  through it. Counted: exceptions raised into the fit, values lost and duplicated, the
+  goes on through it and is told to stop ``--outage-tail`` (5) seconds after the server is
+  back. Counted: exceptions raised into the fit, values lost and duplicated, the
   warnings the SDK logged, the run's final status;
 * kill and resume: a fit with a ``ModelCheckpoint`` every ``--checkpoint-every`` steps (300)
   gets SIGKILL when it reports step ``--kill-at`` (2,500); ``syvain-metrics sync`` sends what
@@ -305,7 +305,14 @@ class Bench:
     def options(self, name: str, steps: int, url: str = UNUSED_HOST, **more: Any) -> list[str]:
         out = self.tmp / name
         options = ["--steps", str(steps), "--out", str(out), "--slug", f"bench-{name}"]
-        options += ["--host", url, "--api-key", API_KEY, "--spool-dir", str(self.tmp / "spool")]
+        options += [
+            "--host",
+            url,
+            "--api-key",
+            API_KEY,
+            "--spool-dir",
+            str(self.tmp / f"spool-{name}"),
+        ]
         for key, value in more.items():
             flag = "--" + key.replace("_", "-")
             options += [flag] if value is True else [flag, str(value)]
@@ -349,21 +356,11 @@ class Bench:
             for kind in kinds[shift:] + kinds[:shift]:
                 self.main_run(kind, round_no)
 
-    def outage_steps(self) -> int:
-        if self.args.outage_steps:
-            return int(self.args.outage_steps)
-        ours = [r.result for r in self.runs if r.kind == "ours"]
-        per_step = statistics.median(r["loop_s"] / r["steps"] for r in ours) if ours else 0.002
-        # Long enough to outlast the outage by 5 s even if steps run 25% faster.
-        return max(
-            self.args.steps, int(1.25 * (OUTAGE_AFTER + self.args.outage_seconds + 5) / per_step)
-        )
-
     def outage(self) -> Run:
-        steps, down_for = self.outage_steps(), float(self.args.outage_seconds)
-        progress(f"outage: ours ({steps:,} steps, the server down {down_for:g} s)")
+        down_for, tail = float(self.args.outage_seconds), float(self.args.outage_tail)
+        progress(f"outage: ours (the server down {down_for:g} s, the fit ends {tail:g} s later)")
         name = "outage"
-        record = self.tmp / f"{name}.rec"
+        record, stop = self.tmp / f"{name}.rec", self.tmp / f"{name}.stop"
         timeline: list[str] = []
 
         def during(worker: Fit) -> None:
@@ -376,21 +373,21 @@ class Bench:
             time.sleep(down_for)
             server.restart()
             up = time.monotonic()
+            time.sleep(tail)
+            stop.touch()  # the fit ends at its next 20th step
             timeline.append(
                 f"server SIGKILLed {down - at:.1f} s into the loop, back on the same port and "
-                f"database at +{up - at:.1f} s"
+                f"database at +{up - at:.1f} s, the fit told to stop at +{time.monotonic() - at:.1f} s"
             )
 
         with ServerProcess(self.tmp / f"{name}.sqlite") as server:
-            options = self.options(name, steps, server.url, record=record)
+            options = self.options(name, 10**8, server.url, record=record, stop_file=stop)
             begun = time.monotonic()
             result = self.fit("ours", name, options, during)
             took = time.monotonic() - begun
             run = Run("outage", "ours", 0, result, result["ready"])
             run.counted = count(server.url, f"bench-{name}", record, self.tmp / "reader")
         run.note = f"{timeline[0] if timeline else ''}; the worker ended after {took:.1f} s"
-        if result["loop_s"] < OUTAGE_AFTER + down_for:
-            run.note += " (the loop ended before the server came back: raise --outage-steps)"
         self.runs.append(run)
         return run
 
@@ -418,7 +415,7 @@ class Bench:
                 raise SystemExit("the killed fit left no checkpoint")
             resume_step = int(checkpoints[-1].stem.split("=")[1])
             sync = [sys.executable, "-m", "syvain_metrics.cli", "sync", "--spool-dir"]
-            sync += [str(self.tmp / "spool"), "--api-key", API_KEY, "--host", server.url]
+            sync += [str(self.tmp / f"spool-{name}"), "--api-key", API_KEY, "--host", server.url]
             begun = time.monotonic()
             synced = subprocess.run(sync, capture_output=True, text=True, check=False)
             sync_s = time.monotonic() - begun
@@ -521,7 +518,8 @@ def report(bench: Bench, kinds: list[str]) -> None:
         )
         print(
             f"{'run':16} {'fit+close s':>11} {'loop s':>7} {'set-up s':>8} {'end s':>6} "
-            f"{'close s':>7} {'cpu s':>6}  {'what the server holds'}"
+            f"{'close s':>7} {'cpu s':>6} {'logger s':>8} {'p50 us':>7} {'p99 us':>7}  "
+            "what the server holds"
         )
         for run in runs:
             r, c = run.result, run.counted
@@ -533,8 +531,9 @@ def report(bench: Bench, kinds: list[str]) -> None:
             )
             print(
                 f"{run.kind + ' #' + str(run.round):16} {run.total:11.2f} {r['loop_s']:7.2f} "
-                f"{r['setup_s']:8.2f} {r['end_s']:6.2f} {r['close_s']:7.2f} {r['cpu_s']:6.2f}  "
-                f"{held}"
+                f"{r['setup_s']:8.2f} {r['end_s']:6.2f} {r['close_s']:7.2f} {r['cpu_s']:6.2f} "
+                f"{r.get('logger_s', 0):8.2f} {r.get('logger_p50_us', 0):7.1f} "
+                f"{r.get('logger_p99_us', 0):7.1f}  {held}"
             )
         median = {
             kind: [
@@ -543,25 +542,28 @@ def report(bench: Bench, kinds: list[str]) -> None:
                     lambda r: r.total,
                     lambda r: float(r.result["loop_s"]),
                     lambda r: float(r.result["cpu_s"]),
+                    lambda r: float(r.result.get("logger_p50_us", 0)),
                 )
             ]
             for kind in kinds
             if any(r.kind == kind for r in runs)
         }
-        base, base_loop, base_cpu = median.get("none", [float("nan")] * 3)
+        base, base_loop, base_cpu, _ = median.get("none", [float("nan")] * 4)
         print(
             f"\n{'median of rounds':16} {'fit+close s':>11} {'slowdown':>9} {'x none':>7} "
-            f"{'loop s':>7} {'loop':>7} {'ms/step':>8} {'cpu s':>6} {'cpu':>7}"
+            f"{'loop s':>7} {'loop':>7} {'ms/step':>8} {'cpu s':>6} {'cpu':>7} {'p50 us':>7}"
         )
-        for kind, (total, loop, cpu) in median.items():
+        for kind, (total, loop, cpu, p50) in median.items():
             print(
                 f"{kind:16} {total:11.2f} {pct(total / base - 1):>9} {total / base:7.2f} "
                 f"{loop:7.2f} {pct(loop / base_loop - 1):>7} "
-                f"{1000 * loop / bench.args.steps:8.3f} {cpu:6.2f} {pct(cpu / base_cpu - 1):>7}"
+                f"{1000 * loop / bench.args.steps:8.3f} {cpu:6.2f} {pct(cpu / base_cpu - 1):>7} "
+                f"{p50:7.1f}"
             )
         print(
             "(slowdown: of the median fit+close against no logger's; loop: the same for the "
-            "loop alone; cpu: the fit's process only, not the server's nor wandb-core's)"
+            "loop alone; cpu: the fit's process only, not the server's nor wandb-core's; "
+            "p50 us: the training thread's time in log_metrics() + save() per call)"
         )
         if "ours" in median and "none" in median:
             ours = median["ours"][0] / base - 1
@@ -584,8 +586,10 @@ def report(bench: Bench, kinds: list[str]) -> None:
                 f"\noutage ({r['steps']:,} steps, server down {bench.args.outage_seconds:g} s): "
                 f"raised {raised}, lost {c['lost']}, duplicated {c['duplicated']} "
                 f"({c['stored']:,} rows for {c['logged']:,} logged); SDK warnings "
-                f"{r['warnings']}; run status {c['status']}; fit {r['fit_s']:.1f} s, "
-                f"close {r['close_s']:.1f} s -> {'met' if ok else 'MISSED'}"
+                f"{r['warnings']}; run status {c['status']}; loop {r['loop_s']:.1f} s, the "
+                f"fit's end {r['end_s']:.1f} s, close {r['close_s']:.1f} s; log_metrics() "
+                f"p50 / p99 {r['logger_p50_us']:.0f} / {r['logger_p99_us']:.0f} us "
+                f"-> {'met' if ok else 'MISSED'}"
             )
             print(f"  {run.note}")
             for said in r.get("first_warnings", []):
@@ -619,7 +623,9 @@ def main() -> None:
     parser.add_argument("--skip-main", action="store_true", help="only the fault scenarios")
     parser.add_argument("--mlflow-async", action="store_true", help="also MLflow, asynchronous")
     parser.add_argument("--outage-seconds", type=float, default=30.0)
-    parser.add_argument("--outage-steps", type=int, default=0, help="(default: from the rounds)")
+    parser.add_argument(
+        "--outage-tail", type=float, default=5.0, help="seconds the fit runs after (5)"
+    )
     parser.add_argument("--kill-at", type=int, default=2_500)
     parser.add_argument("--checkpoint-every", type=int, default=300)
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder")

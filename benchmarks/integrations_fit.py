@@ -177,18 +177,38 @@ class Recorder:
 
     def __init__(self, logger: Any, path: Path | None, live: bool) -> None:
         self.calls: list[tuple[int | None, Json]] = []
+        self.taken_ns: list[int] = []  # each log_metrics() + the save() Lightning calls after
         self.path = path
         self.file = path.open("w", buffering=1) if (path is not None and live) else None
-        original = logger.log_metrics
+        original, save = logger.log_metrics, logger.save
+        clock = time.perf_counter_ns
 
         def log_metrics(metrics: Json, step: int | None = None) -> None:
             self.calls.append((step, metrics))
             if self.file is not None:
                 self.file.write(json.dumps([step, {k: float(v) for k, v in metrics.items()}]))
                 self.file.write("\n")
+            self._began = clock()
             original(metrics=metrics, step=step)
 
+        def timed_save() -> None:
+            save()
+            if self._began is not None:  # Lightning also saves at other moments: not timed
+                self.taken_ns.append(clock() - self._began)
+                self._began = None
+
+        self._began: int | None = None
         logger.log_metrics = log_metrics
+        logger.save = timed_save
+
+    def timing(self) -> Json:
+        """The time the training thread spent in the logger per call: median, p99, total."""
+        taken = sorted(self.taken_ns) or [0]
+        return {
+            "logger_p50_us": taken[len(taken) // 2] / 1e3,
+            "logger_p99_us": taken[min(len(taken) - 1, int(len(taken) * 0.99))] / 1e3,
+            "logger_s": sum(taken) / 1e9,
+        }
 
     def dump(self) -> None:
         if self.path is None or self.file is not None:
@@ -201,6 +221,8 @@ class Recorder:
 def callbacks(args: argparse.Namespace, marks: Json) -> list[Any]:
     from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 
+    stop = Path(args.stop_file) if args.stop_file else None
+
     class Marks(Callback):
         """When the loop starts and ends; a line to the parent at ``--announce-step``."""
 
@@ -212,6 +234,8 @@ def callbacks(args: argparse.Namespace, marks: Json) -> list[Any]:
         def on_train_batch_end(self, trainer: Any, *rest: Any) -> None:
             if trainer.global_step == args.announce_step:
                 emit({"event": "step", "step": int(trainer.global_step)})
+            if stop is not None and trainer.global_step % 20 == 0 and stop.exists():
+                trainer.should_stop = True  # the parent says the fit has run long enough
 
         def on_train_end(self, trainer: Any, pl_module: Any) -> None:
             marks["loop_end"] = time.perf_counter()
@@ -295,6 +319,7 @@ def run(args: argparse.Namespace) -> None:
             "warnings": warned.count,
             "first_warnings": warned.first,
             "calls": len(recorder.calls) if recorder is not None else 0,
+            **(recorder.timing() if recorder is not None else {}),
         }
     )
 
@@ -328,6 +353,7 @@ def main() -> None:
     parser.add_argument("--checkpoint-every", type=int, default=0)
     parser.add_argument("--resume-from", help="a checkpoint to resume the fit from")
     parser.add_argument("--announce-step", type=int, default=-1)
+    parser.add_argument("--stop-file", help="stop the fit once this file exists")
     args = parser.parse_args()
     take_stdout()
     run(args)
