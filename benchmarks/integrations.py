@@ -46,7 +46,7 @@ Fault scenarios (ours only; ``--skip-faults`` leaves them out):
   0..N-1 each once, with the resumed fit's values where the two fits overlap and the killed
   fit's before.
 
-Run (from the repository root; about 12 minutes on 2 shared cores)::
+Run (from the repository root; 7 to 14 minutes on 2 shared cores, as loaded as they are)::
 
     python benchmarks/integrations.py
     python benchmarks/integrations.py --rounds 1 --steps 1000 --skip-peers --skip-faults
