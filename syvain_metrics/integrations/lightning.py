@@ -24,8 +24,7 @@ from typing import Any
 from lightning.fabric.loggers.logger import _DummyExperiment, rank_zero_experiment
 from lightning.fabric.utilities.logger import _convert_params, _sanitize_callable_params
 from lightning.pytorch.loggers.logger import Logger
-from lightning.pytorch.utilities import rank_zero_only
-from lightning.pytorch.utilities.exceptions import SIGTERMException
+from lightning.pytorch.utilities import exceptions, rank_zero_only
 
 from syvain_metrics.client.session import Session
 from syvain_metrics.integrations.lightning_common import LOGGER_NAME, LoggerCore
@@ -56,7 +55,8 @@ class SyvainLogger(LoggerCore, Logger):
         0.031
     """
 
-    sigterm_exception = SIGTERMException
+    # SIGTERMException: the SystemExit its loops raise after SIGTERM (absent from old releases).
+    sigterm_exception = getattr(exceptions, "SIGTERMException", None)
 
     def __init__(
         self,

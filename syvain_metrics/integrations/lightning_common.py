@@ -30,10 +30,10 @@ import logging
 import sys
 import weakref
 from collections.abc import Callable, Mapping
-from types import FrameType
 from typing import Any, ClassVar
 
 from syvain_metrics.client.session import Session
+from syvain_metrics.errors import MetricsValidationError
 from syvain_metrics.integrations.framework_run import FrameworkRun
 from syvain_metrics.resources.experiment import UNSET, Experiment
 from syvain_metrics.resources.experiment.termination import Terminated
@@ -49,9 +49,6 @@ job restarted with the same slug finds them."""
 _SETUP_PROBE = "_call_setup_hook"
 """The Lightning function that reads ``logger.experiment`` during setup only to create it
 early (``_ = logger.experiment``), before the hyperparameters are logged."""
-
-_PROBE_DEPTH = 6
-"""How many callers up the probe is looked for (the property, the rank-zero wrapper, ...)."""
 
 
 class LoggerCore:
@@ -79,6 +76,7 @@ class LoggerCore:
         flush_timeout: float | None = None,
     ) -> None:
         # Validated now, on every rank: a bad slug fails before training, not at step 0.
+        _check_system_metrics(system_metrics)
         self._options: dict[str, Any] = {
             "folder": folder,
             "description": description,
@@ -91,13 +89,18 @@ class LoggerCore:
         self._run = FrameworkRun(slug, experiment=experiment, **self._options)
         self._flush_timeout = flush_timeout
         self._trainer: weakref.ReferenceType[Any] | None = None
-        self._hyperparameters = False
+        self._hyperparameters: dict[str, Any] | None = None
 
     # -- what the thin classes expose -----------------------------------------------------
 
     @property
     def core_version(self) -> str:
-        """The run's slug (Lightning's ``version``)."""
+        """The run's slug (Lightning's ``version``).
+
+        Example:
+            >>> LoggerCore("mlp-1").core_version
+            'mlp-1'
+        """
         return self._run.slug
 
     @property
@@ -113,7 +116,12 @@ class LoggerCore:
     def core_experiment(self, dummy: Callable[[], Any]) -> Any:
         """``logger.experiment``: the run's experiment, created on first use. Lightning's own
         early read during setup gets ``dummy()`` instead, so that the run is created later,
-        with the hyperparameters as its metadata."""
+        with the hyperparameters as its metadata.
+
+        Example:
+            >>> core.core_experiment(_DummyExperiment).slug  # doctest: +SKIP
+            'mlp-1'
+        """
         probe, trainer = _setup_probe()
         if probe:
             if trainer is not None:
@@ -123,16 +131,27 @@ class LoggerCore:
 
     def core_hyperparams(self, params: Mapping[str, Any]) -> None:
         """Hyperparameters (already a plain mapping): the run's metadata, or an annotation
-        once the run exists. Never raises into training."""
+        once the run exists. Never raises into training.
+
+        Example:
+            >>> LoggerCore("mlp-1").core_hyperparams({"lr": 0.1, "model": {"width": 64}})
+        """
+        given = dict(params)
+        if given == self._hyperparameters:
+            return  # a later validate() or test() logs the same ones again
         try:
-            self._current_run().configure(dict(params))
-            self._hyperparameters = True
+            self._current_run().configure(given)
+            self._hyperparameters = given
         except Exception as error:  # an object of no known kind: training goes on
             logger.warning("syvain_metrics: hyperparameters not recorded (%s)", error)
 
     def core_metrics(self, metrics: Mapping[str, Any], step: int | None) -> None:
         """One ``log_metrics`` call: enqueued at Lightning's step; starts (or resumes) the
-        run at the first call of a fit."""
+        run at the first call of a fit.
+
+        Example:
+            >>> core.core_metrics({"train_loss": 0.5, "epoch": 0}, step=10)  # doctest: +SKIP
+        """
         run = self._current_run()
         if not run.started:
             run.start(resume_from=self._resume_step(step))
@@ -140,19 +159,27 @@ class LoggerCore:
 
     def core_graph(self, model: Any) -> None:
         """``log_graph(model)``, which Lightning calls at every fit's start: the module leads
-        to its trainer, which tells later whether the fit restarted from a checkpoint."""
+        to its trainer, which tells later whether the fit restarted from a checkpoint.
+
+        Example:
+            >>> core.core_graph(lightning_module)  # doctest: +SKIP
+        """
         trainer = getattr(model, "_trainer", None)
         if trainer is not None:
             self._keep_trainer(trainer)
 
     def core_finalize(self, status: str) -> None:
         """End of a fit: ``success`` -> ``done``; ``failed`` -> ``error`` with the exception
-        being handled; ``finished`` (SLURM requeue) -> send, stay ``running``."""
+        being handled; ``finished`` (SLURM requeue) -> send, stay ``running``.
+
+        Example:
+            >>> core.core_finalize("success")  # doctest: +SKIP
+        """
         run = self._run
         if status == "finished":
             run.suspend(self._flush_timeout)
             return
-        if self._hyperparameters and not run.started and not run.ended:
+        if self._hyperparameters is not None and not run.started and not run.ended:
             run.start()  # a fit that logged no metrics still shows its run and hyperparameters
         if status == "success":
             run.end()
@@ -173,7 +200,7 @@ class LoggerCore:
         second ``fit()``), a new run lifecycle on the same experiment."""
         if self._run.ended:
             previous = self._run
-            if previous.max_step >= 0 or self._hyperparameters:
+            if previous.max_step >= 0 or self._hyperparameters is not None:
                 self._run = FrameworkRun(experiment=previous.experiment, **self._options)
             else:
                 self._run = FrameworkRun(previous.slug, **self._options)
@@ -201,14 +228,22 @@ class LoggerCore:
         return None
 
 
+def _check_system_metrics(value: object) -> None:
+    """``system_metrics``: ``True``/``False`` or a positive number of seconds."""
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if not (isinstance(value, bool) or (number and value > 0)):  # type: ignore[operator]
+        raise MetricsValidationError(
+            {"system_metrics": [f"Must be True, False or seconds > 0; got {value!r}."]}
+        )
+
+
 def _setup_probe() -> tuple[bool, Any]:
-    """Whether the caller is Lightning's setup reading ``logger.experiment``, and its
-    trainer."""
-    frame: FrameType | None = sys._getframe(1)
-    for _ in range(_PROBE_DEPTH):
-        frame = frame.f_back if frame is not None else None
-        if frame is None:
-            return False, None
-        if frame.f_code.co_name == _SETUP_PROBE:
-            return True, frame.f_locals.get("trainer")
-    return False, None
+    """Whether ``logger.experiment`` is being read by Lightning's setup itself (not by a hook
+    of the user's that it calls), and its trainer."""
+    frame = sys._getframe(2)  # the caller of core_experiment
+    # Above it: the property and Lightning's rank-zero wrapper, both named ``experiment``.
+    while frame is not None and frame.f_code.co_name == "experiment":
+        frame = frame.f_back  # type: ignore[assignment]
+    if frame is None or frame.f_code.co_name != _SETUP_PROBE:
+        return False, None
+    return True, frame.f_locals.get("trainer")
