@@ -69,6 +69,15 @@ def _usable_items(values: Mapping[str, object]) -> list[tuple[str, object]]:
     return usable
 
 
+def _is_flat(values: Mapping[str, object]) -> bool:
+    """Whether no value of ``values`` is itself a mapping (numbers are checked first: fast)."""
+    for value in values.values():
+        kind = type(value)
+        if kind is not float and kind is not int and isinstance(value, Mapping):
+            return False
+    return True
+
+
 def _same(a: Any, b: Any) -> bool:
     return bool(a == b) or (a != a and b != b)  # NaN repeats are repeats too
 
@@ -414,24 +423,36 @@ class FrameworkRun:
     def _log_locked(
         self, values: Mapping[str, object], step: int | None, metadata: Mapping[str, Any] | None
     ) -> None:
-        step = as_step(step)
-        if step is None:
-            step = self._max_step + 1
+        if type(step) is not int:
+            step = as_step(step)
+            if step is None:
+                step = self._max_step + 1
         fresh: dict[str, object] = {}
+        last = self._last
         tags = repr(sorted(metadata.items())) if metadata else ""
-        for name, raw in _usable_items(values):
-            value = as_number(raw)
+        # A flat mapping (what frameworks pass) goes as it is: log() checks the names once.
+        pairs = values.items() if _is_flat(values) else _usable_items(values)
+        for name, raw in pairs:
+            kind = type(raw)
+            value = raw if kind is float or kind is int else as_number(raw)
             key = f"{name}\x00{tags}" if tags else name
-            seen = self._last.get(key)
+            seen = last.get(key)
             if seen is not None and seen[0] == step and _same(seen[1], value):
                 continue  # the same value reported twice at one step
-            self._last[key] = (step, value)
+            last[key] = (step, value)
             fresh[name] = value
         if isinstance(step, int) and step > self._max_step:
             self._max_step = step
         if fresh:
             assert self._experiment is not None
-            self._experiment.log(fresh, step=step, metadata=metadata)
+            try:
+                self._experiment.log(fresh, step=step, metadata=metadata)
+            except MetricsValidationError:
+                usable = dict(_usable_items(fresh))  # a bad name costs only its own value
+                if usable == fresh:
+                    raise  # the step or the metadata: nothing of the call can go
+                if usable:
+                    self._experiment.log(usable, step=step, metadata=metadata)
 
     def _annotate(self, text: str, metadata: dict[str, Any]) -> None:
         self.experiment._annotate_later(text, metadata)

@@ -429,3 +429,15 @@ def test_values_logged_before_a_checkpoint_survive_a_sigkill(
     with metrics_server.session() as session:
         exp = next(e for e in sm.Experiment.list(session=session) if e.slug == "killed")
         assert exp.metrics("loss").steps == list(range(2_000))
+
+
+def test_nested_mappings_are_flattened_and_repeats_found_through_them(
+    metrics_session: sm.Session,
+) -> None:
+    run = FrameworkRun("nested", framework="test")
+    run.log({"train": {"loss": 1.0}, "epoch": 0}, step=0)
+    run.log({"train/loss": 1.0, "valid": {"loss": 2.0}}, step=0)  # train/loss again: dropped
+    run.end()
+    exp = stored("nested")
+    assert exp.metrics("train/loss").values == [1.0]
+    assert exp.metrics("valid/loss").values == [2.0]
