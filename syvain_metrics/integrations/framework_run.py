@@ -19,10 +19,7 @@ Example:
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
-import math
-import secrets
 import threading
 from collections.abc import Mapping
 from contextlib import AbstractContextManager
@@ -35,6 +32,8 @@ from syvain_metrics.contract.schemas.base import load_request
 from syvain_metrics.contract.schemas.experiment import ExperimentCreateRequest
 from syvain_metrics.errors import MetricsValidationError
 from syvain_metrics.integrations import unfinished
+from syvain_metrics.integrations.options import check_options as check_options
+from syvain_metrics.integrations.options import default_slug as default_slug
 from syvain_metrics.resources.experiment import UNSET, Experiment
 from syvain_metrics.resources.experiment.values import as_number, as_step, flatten_metrics
 from syvain_metrics.resources.folder import Folder, folder_id_of
@@ -45,53 +44,13 @@ CV_STD_SUFFIX = "/std"
 """The series of a cross-validation's standard deviation beside its mean (``rmse`` and
 ``rmse/std``), for every boosting library alike."""
 
+CHECKPOINT_SPOOL_SECONDS = 5.0
+"""The longest :meth:`FrameworkRun.checkpoint` waits for the spooler (a pass takes
+milliseconds; a disk that stalls longer costs the checkpoint this much at most)."""
+
 HYPERPARAMETERS_NOTE = "hyperparameters"
 """The annotation that carries hyperparameters given after the run was created (the
 contract has no call that changes an experiment's metadata)."""
-
-
-def default_slug(framework: str) -> str:
-    """A slug for a run nobody named: the framework, the time and four random characters.
-
-    Example:
-        >>> default_slug("lightning").startswith("lightning-")
-        True
-    """
-    now = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
-    return f"{framework}-{now}-{secrets.token_hex(2)}"
-
-
-def check_options(*, system_metrics: object, flush_timeout: object, **flags: object) -> None:
-    """Refuse, before training starts, options of a callback that could only fail later.
-
-    Example:
-        >>> check_options(system_metrics=False, flush_timeout=None, log_batches=True)
-        >>> check_options(system_metrics=False, flush_timeout=-1)
-        Traceback (most recent call last):
-        syvain_metrics.errors.MetricsValidationError: ...
-    """
-    problems: dict[str, list[str]] = {}
-    for name, value in flags.items():
-        if not isinstance(value, bool):
-            problems[name] = [f"Must be True or False; got {value!r}."]
-    if not isinstance(system_metrics, bool) and not (
-        isinstance(system_metrics, int | float)
-        and math.isfinite(system_metrics)
-        and system_metrics > 0
-    ):
-        problems["system_metrics"] = [
-            f"Must be True, False or a number of seconds > 0; got {system_metrics!r}."
-        ]
-    if flush_timeout is not None and (
-        isinstance(flush_timeout, bool)
-        or not isinstance(flush_timeout, int | float)
-        or not flush_timeout >= 0
-    ):
-        problems["flush_timeout"] = [
-            f"Must be None or a number of seconds >= 0; got {flush_timeout!r}."
-        ]
-    if problems:
-        raise MetricsValidationError(problems)
 
 
 def _usable_items(values: Mapping[str, object]) -> list[tuple[str, object]]:
@@ -108,6 +67,15 @@ def _usable_items(values: Mapping[str, object]) -> list[tuple[str, object]]:
         except MetricsValidationError as error:
             logger.warning("syvain_metrics: a metric is left out: %s", error)
     return usable
+
+
+def _is_flat(values: Mapping[str, object]) -> bool:
+    """Whether no value of ``values`` is itself a mapping (numbers are checked first: fast)."""
+    for value in values.values():
+        kind = type(value)
+        if kind is not float and kind is not int and isinstance(value, Mapping):
+            return False
+    return True
 
 
 def _same(a: Any, b: Any) -> bool:
@@ -149,6 +117,7 @@ class FrameworkRun:
             folder_id_of(folder)  # a Folder, an id or None
         if experiment is not None and slug is not None:
             raise MetricsValidationError({"slug": ["Give a slug or an experiment, not both."]})
+        self._named = slug is not None or experiment is not None
         self._slug = slug if slug is not None else default_slug(framework)
         # Checked now, so that a bad slug or metadata fails before training, not at step 0.
         load_request(
@@ -348,6 +317,74 @@ class FrameworkRun:
         follower._lineage = (base, number + 1)
         return follower
 
+    def checkpoint(self, timeout: float = CHECKPOINT_SPOOL_SECONDS) -> None:
+        """The framework saved a checkpoint: wait (briefly) until every value logged so far
+        is in the spool on disk, so that a job killed now and resumed from that checkpoint
+        loses none of the steps before it. Nothing is sent or waited for on the network;
+        never raises.
+
+        Example:
+            >>> run.checkpoint()  # doctest: +SKIP
+        """
+        experiment = self._experiment
+        if experiment is None or self._broken or not self.started:
+            return
+        self._guarded("checkpoint", self._spool_now, experiment, timeout)
+
+    def _spool_now(self, experiment: Experiment, timeout: float) -> None:
+        bound = experiment._session or get_session(self._session)
+        if bound.spool_dir is not None and not bound.logs.spool_now(timeout):
+            logger.info("syvain_metrics: values logged before a checkpoint are not on disk yet")
+
+    def __getstate__(self) -> dict[str, Any]:
+        """What a copy in another process keeps: the options, the hyperparameters and the
+        slug (a run nobody named gets a new one), never the session, the experiment
+        object or a started run (scikit-learn's ``clone()``, ``GridSearchCV(n_jobs=...)``,
+        ray pickle callbacks).
+
+        Example:
+            >>> import pickle
+            >>> pickle.loads(pickle.dumps(FrameworkRun("gbm-1"))).slug
+            'gbm-1'
+        """
+        folder = self._folder
+        return {
+            "slug": self.slug if self._named else None,
+            "folder": None if folder is UNSET else folder_id_of(folder),
+            "folder_given": folder is not UNSET,
+            "description": self._description,
+            "metadata": self._metadata,
+            "flush_timeout": self._flush_timeout,
+            "system_metrics": self._system_metrics,
+            "framework": self._framework,
+            "config": self._config,
+        }
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(  # type: ignore[misc]
+            state["slug"],
+            folder=state["folder"] if state["folder_given"] else UNSET,
+            description=state["description"],
+            metadata=state["metadata"] or None,
+            flush_timeout=state["flush_timeout"],
+            system_metrics=state["system_metrics"],
+            framework=state["framework"],
+        )
+        self._config = dict(state["config"])
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> FrameworkRun:
+        """A copy in this process: like a pickled one, with the same session.
+
+        Example:
+            >>> import copy
+            >>> copy.deepcopy(FrameworkRun("gbm-1")).started
+            False
+        """
+        twin = FrameworkRun.__new__(FrameworkRun)
+        twin.__setstate__(self.__getstate__())
+        twin._session = self._session
+        return twin
+
     def suspend(self, timeout: float | None = None) -> None:
         """Send what is logged so far (waiting at most ``timeout`` seconds) and leave the run
         ``running``: for a job about to be requeued, which resumes the run later.
@@ -357,6 +394,7 @@ class FrameworkRun:
         """
         if self._experiment is None or self._broken:
             return
+        unfinished.closed(self)  # left running on purpose: the exit must not end it
         self._guarded("flush", self._experiment.flush, timeout)
 
     # -- inside -----------------------------------------------------------------------------
@@ -372,29 +410,49 @@ class FrameworkRun:
         )
         block.__enter__()
         self._block = block
+        if resume_from is not None:  # a step left out continues after the checkpoint's
+            self._max_step = max(self._max_step, resume_from - 1)
         unfinished.opened(self)
 
     def _log(
         self, values: Mapping[str, object], step: int | None, metadata: Mapping[str, Any] | None
     ) -> None:
-        step = as_step(step)
-        if step is None:
-            step = self._max_step + 1
+        with self._lock:  # frameworks log from several threads (Keras's batch callbacks)
+            self._log_locked(values, step, metadata)
+
+    def _log_locked(
+        self, values: Mapping[str, object], step: int | None, metadata: Mapping[str, Any] | None
+    ) -> None:
+        if type(step) is not int:
+            step = as_step(step)
+            if step is None:
+                step = self._max_step + 1
         fresh: dict[str, object] = {}
+        last = self._last
         tags = repr(sorted(metadata.items())) if metadata else ""
-        for name, raw in _usable_items(values):
-            value = as_number(raw)
+        # A flat mapping (what frameworks pass) goes as it is: log() checks the names once.
+        pairs = values.items() if _is_flat(values) else _usable_items(values)
+        for name, raw in pairs:
+            kind = type(raw)
+            value = raw if kind is float or kind is int else as_number(raw)
             key = f"{name}\x00{tags}" if tags else name
-            seen = self._last.get(key)
+            seen = last.get(key)
             if seen is not None and seen[0] == step and _same(seen[1], value):
                 continue  # the same value reported twice at one step
-            self._last[key] = (step, value)
+            last[key] = (step, value)
             fresh[name] = value
         if isinstance(step, int) and step > self._max_step:
             self._max_step = step
         if fresh:
             assert self._experiment is not None
-            self._experiment.log(fresh, step=step, metadata=metadata)
+            try:
+                self._experiment.log(fresh, step=step, metadata=metadata)
+            except MetricsValidationError:
+                usable = dict(_usable_items(fresh))  # a bad name costs only its own value
+                if usable == fresh:
+                    raise  # the step or the metadata: nothing of the call can go
+                if usable:
+                    self._experiment.log(usable, step=step, metadata=metadata)
 
     def _annotate(self, text: str, metadata: dict[str, Any]) -> None:
         self.experiment._annotate_later(text, metadata)

@@ -16,9 +16,9 @@ Example:
 from __future__ import annotations
 
 import atexit
+import os
 import sys
 import threading
-import weakref
 from types import TracebackType
 from typing import Protocol
 
@@ -31,7 +31,9 @@ class Endable(Protocol):
 
 UNFINISHED_DETAIL = "the process exited before the framework ended the run"
 
-_open: weakref.WeakSet[Endable] = weakref.WeakSet()
+# Held strongly: a run nobody references any more is still open, and is ended here (with
+# its own exception or UnfinishedRunError), not by the garbage collector closing its block.
+_open: set[Endable] = set()
 _lock = threading.Lock()
 _installed = False
 _uncaught: BaseException | None = None
@@ -81,6 +83,18 @@ def closed(run: Endable) -> None:
         _open.discard(run)
 
 
+def _forget_in_child() -> None:
+    """A forked child (a ``Pool`` worker, a ``DataLoader`` worker) did not start its parent's
+    runs: its exit must not end them."""
+    global _uncaught
+    _open.clear()
+    _uncaught = None
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_in_child)
+
+
 def end_open_runs() -> None:
     """End every run still open: ``error`` with the uncaught exception, or
     :class:`UnfinishedRunError`.
@@ -90,5 +104,12 @@ def end_open_runs() -> None:
     """
     with _lock:
         runs = list(_open)
+        _open.clear()
+    passed_on: BaseException | None = None
     for run in runs:
-        run.end(_uncaught if _uncaught is not None else UnfinishedRunError())
+        try:
+            run.end(_uncaught if _uncaught is not None else UnfinishedRunError())
+        except BaseException as signal_passed_on:  # a SIGTERM noted while ending: the others first
+            passed_on = passed_on or signal_passed_on
+    if passed_on is not None:
+        raise passed_on

@@ -183,6 +183,18 @@ class SessionLogs:
                 waiting,
             )
 
+    def spool_now(self, timeout: float) -> bool:
+        """Wait until the events logged so far are in the spool on disk (see
+        :meth:`~syvain_metrics.pipeline.spooler.Spooler.spool_now`); ``False`` when there is
+        no spool or the wait ran out.
+
+        Example:
+            >>> session.logs.spool_now(timeout=5.0)  # doctest: +SKIP
+            True
+        """
+        sender = self._sender
+        return False if sender is None else sender.spool_now(timeout)
+
     def settle_controls(self, timeout: float) -> None:
         """Before a listing of runs: wait up to ``timeout`` for the status changes and
         annotations this process still holds for any run (behind their events), so the list

@@ -58,6 +58,29 @@ class Spooler(SenderState):
             with self._changed:
                 self._changed.notify_all()
 
+    def spool_now(self, timeout: float) -> bool:
+        """Wait (at most ``timeout`` seconds) until every event queued before this call is
+        in the spool on disk — not sent, only safe from a SIGKILL of the process: what a
+        checkpoint needs, since a job resumed from it will not log those steps again.
+        Returns whether that happened in time.
+
+        Example:
+            >>> sender.spool_now(timeout=5.0)  # doctest: +SKIP
+            True
+        """
+        if not self._spooling or self.spool_dir is None:
+            return False
+        begun = self._passes
+        # A pass that began before this call may have taken the queue before the last put.
+        goal = begun + (3 if begun % 2 else 2)
+        self._bell.ring()
+        deadline = time.monotonic() + timeout
+        while self._passes < goal:
+            if not self._spooling or time.monotonic() >= deadline:
+                return False
+            time.sleep(0.001)
+        return True
+
     def _collect(self) -> None:
         if self.spool is None:
             self._health.create()  # first: this pass's events go to it

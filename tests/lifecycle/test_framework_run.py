@@ -5,15 +5,22 @@ local server; no framework needed."""
 
 from __future__ import annotations
 
+import copy
 import logging
+import os
+import pickle
+import signal
 import subprocess
 import sys
 import textwrap
+import threading
 from pathlib import Path
 
 import pytest
 
 import syvain_metrics as sm
+from syvain_metrics.client.sync import sync_spool
+from syvain_metrics.integrations import unfinished
 from syvain_metrics.integrations.framework_run import HYPERPARAMETERS_NOTE, FrameworkRun
 from syvain_metrics.testing import LocalServer
 
@@ -102,6 +109,8 @@ def test_suspend_sends_everything_and_leaves_the_run_running(
     run.suspend(timeout=10)
     exp = stored("requeued")
     assert (exp.status, exp.metrics("loss").values) == ("running", [1.0])
+    unfinished.end_open_runs()  # what the exit runs: a requeued job's run stays running
+    assert exp.refresh().status == "running"
 
 
 @pytest.mark.parametrize(
@@ -227,3 +236,208 @@ def test_a_listing_right_after_the_end_shows_the_status_that_waited_behind_a_not
             run.log({"loss": float("nan")}, step=1)
         run.end()
         assert stored(f"listed-{attempt}").status == "done"
+
+
+def test_a_slow_creation_waits_in_the_spool_instead_of_losing_the_run(
+    metrics_server: LocalServer, tmp_path: Path
+) -> None:
+    # The first try times out while the service is still creating; the next one finds the
+    # same key in progress: the creation is left to the sender, the run goes on.
+    metrics_server.faults.delay("create_experiment", seconds=8, times=1)
+    with metrics_server.session(spool_dir=tmp_path, timeout=0.5) as session:
+        run = FrameworkRun("slow", session=session, framework="test")
+        for step in range(100):
+            run.log({"loss": float(step)}, step=step)
+        run.end()
+        session.flush(timeout=30)
+        exp = next(e for e in sm.Experiment.list(session=session) if e.slug == "slow")
+        assert exp.status == "done"
+        assert exp.metrics("loss").steps == list(range(100))
+        assert [e.slug for e in sm.Experiment.list(session=session)] == ["slow"]
+
+
+def test_a_step_left_out_after_a_resume_continues_after_the_checkpoint(
+    metrics_session: sm.Session,
+) -> None:
+    first = FrameworkRun("resumed", framework="test")
+    for step in range(8):
+        first.log({"loss": 1.0}, step=step)
+    first.end()
+    again = FrameworkRun("resumed", framework="test")
+    again.start(resume_from=5)
+    again.log({"loss": 2.0})
+    again.log({"loss": 2.0})
+    again.end()
+    curve = stored("resumed").metrics("loss", last_per_step=True)
+    assert list(zip(curve.steps, curve.values, strict=True)) == [
+        *((step, 1.0) for step in range(5)),
+        (5, 2.0),
+        (6, 2.0),
+        (7, 1.0),
+    ]
+
+
+def test_threads_logging_without_steps_never_share_one(metrics_session: sm.Session) -> None:
+    run = FrameworkRun("threads", framework="test")
+    run.start()
+
+    def work() -> None:
+        for _ in range(2_000):
+            run.log({"loss": 1.0})
+
+    workers = [threading.Thread(target=work) for _ in range(2)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    run.end()
+    assert run.max_step == 3_999
+    assert sorted(stored("threads").metrics("loss").steps) == list(range(4_000))
+
+
+def test_copies_keep_the_options_and_never_the_live_run(metrics_session: sm.Session) -> None:
+    named = FrameworkRun("copied", framework="test", description="d", flush_timeout=5)
+    named.configure({"lr": 0.1})
+    named.log({"loss": 1.0}, step=0)
+    folder = sm.Folder.create("copies")
+    in_folder = FrameworkRun("in-folder", folder=folder, framework="test")
+    assert pickle.loads(pickle.dumps(in_folder))._folder == folder.id
+    for twin in (pickle.loads(pickle.dumps(named)), copy.deepcopy(named)):
+        assert (twin.slug, twin.started, twin.max_step) == ("copied", False, -1)
+        assert twin._config == {"lr": 0.1}
+    unnamed = FrameworkRun(framework="test")
+    assert (
+        copy.deepcopy(unnamed).slug != unnamed.slug
+    )  # copies of an unnamed run: runs of their own
+    named.end()
+
+
+def test_a_forked_child_that_exits_leaves_the_parents_run_running(
+    metrics_session: sm.Session,
+) -> None:
+    run = FrameworkRun("forked", framework="test")
+    run.log({"loss": 1.0}, step=0)
+    pid = os.fork()
+    if pid == 0:  # the child (a Pool or DataLoader worker) exits: what atexit would run
+        signal.alarm(20)  # bounded, whatever happens
+        try:
+            unfinished.end_open_runs()
+        finally:
+            os._exit(0)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert stored("forked").refresh().status == "running"
+    run.end()
+    assert stored("forked").status == "done"
+
+
+OFF_MAIN_JOB = """
+import os, signal, threading, time
+import syvain_metrics as sm
+from syvain_metrics.integrations.framework_run import FrameworkRun
+session = sm.Session({api_key!r}, host={url!r}, spool_dir={spool!r})
+run = FrameworkRun("off-main", session=session, framework="test")
+run.log({{"loss": 1.0}}, step=0)  # the run starts on the main thread
+ender = threading.Thread(target=run.end)
+ender.start()
+ender.join()
+print("ended", flush=True)
+os.kill(os.getpid(), signal.SIGTERM)
+time.sleep(10)
+print("still alive", flush=True)
+"""
+
+
+def test_sigterm_after_a_run_ended_off_the_main_thread_ends_the_process(
+    metrics_server: LocalServer, tmp_path: Path
+) -> None:
+    job = OFF_MAIN_JOB.format(
+        api_key=metrics_server.api_key, url=metrics_server.url, spool=str(tmp_path)
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", job], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.stdout.split() == ["ended"], done.stderr
+    assert done.returncode == -signal.SIGTERM
+    with metrics_server.session() as session:
+        exp = next(e for e in sm.Experiment.list(session=session) if e.slug == "off-main")
+        assert exp.status == "done"
+
+
+DROPPED_JOB = """
+import gc
+import syvain_metrics as sm
+from syvain_metrics.integrations.framework_run import FrameworkRun
+session = sm.Session({api_key!r}, host={url!r}, spool_dir={spool!r})
+
+def fit():
+    run = FrameworkRun("dropped", session=session, framework="test")
+    run.log({{"loss": 1.0}}, step=0)
+    raise ValueError("diverged")
+
+try:
+    fit()
+except ValueError:
+    pass  # caught: the run is referenced by nobody now
+gc.collect()
+"""
+
+
+def test_a_run_nobody_references_is_ended_at_exit_not_by_the_collector(
+    metrics_server: LocalServer, tmp_path: Path
+) -> None:
+    job = DROPPED_JOB.format(
+        api_key=metrics_server.api_key, url=metrics_server.url, spool=str(tmp_path)
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", job], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    with metrics_server.session() as session:
+        exp = next(e for e in sm.Experiment.list(session=session) if e.slug == "dropped")
+        assert (exp.status, exp.error_name) == ("error", "UnfinishedRunError")
+
+
+KILLED_JOB = """
+import os, signal
+import syvain_metrics as sm
+from syvain_metrics.integrations.framework_run import FrameworkRun
+session = sm.Session({api_key!r}, host={url!r}, spool_dir={spool!r})
+run = FrameworkRun("killed", session=session, framework="test")
+run.start()
+for step in range(2_000):
+    run.log({{"loss": float(step)}}, step=step)
+run.checkpoint()  # the framework saved a checkpoint at step 2,000
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def test_values_logged_before_a_checkpoint_survive_a_sigkill(
+    metrics_server: LocalServer, tmp_path: Path
+) -> None:
+    # The service takes nothing before the kill: every value must come from the spool.
+    metrics_server.faults.fail_next("ingest_metrics", times=10**6, status=503)
+    job = KILLED_JOB.format(
+        api_key=metrics_server.api_key, url=metrics_server.url, spool=str(tmp_path)
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", job], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == -signal.SIGKILL, done.stderr
+    metrics_server.faults.clear()
+    sync_spool(tmp_path, api_key=metrics_server.api_key, host=metrics_server.url)
+    with metrics_server.session() as session:
+        exp = next(e for e in sm.Experiment.list(session=session) if e.slug == "killed")
+        assert exp.metrics("loss").steps == list(range(2_000))
+
+
+def test_nested_mappings_are_flattened_and_repeats_found_through_them(
+    metrics_session: sm.Session,
+) -> None:
+    run = FrameworkRun("nested", framework="test")
+    run.log({"train": {"loss": 1.0}, "epoch": 0}, step=0)
+    run.log({"train/loss": 1.0, "valid": {"loss": 2.0}}, step=0)  # train/loss again: dropped
+    run.end()
+    exp = stored("nested")
+    assert exp.metrics("train/loss").values == [1.0]
+    assert exp.metrics("valid/loss").values == [2.0]

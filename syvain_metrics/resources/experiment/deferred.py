@@ -39,6 +39,7 @@ from syvain_metrics.client.control import find_by_slug, slug_taken
 from syvain_metrics.contract import operations
 from syvain_metrics.contract.schemas.annotation import AnnotationCreateRequest
 from syvain_metrics.contract.schemas.base import load_request
+from syvain_metrics.contract.schemas.envelope import IN_PROGRESS
 from syvain_metrics.errors import (
     ExperimentNotCreatedError,
     MetricsApiError,
@@ -60,6 +61,18 @@ logger = logging.getLogger("syvain_metrics")
 
 def _now_ms() -> int:
     return time.time_ns() // 1_000_000
+
+
+def _creation_waits(error: MetricsApiRequestError) -> bool:
+    """Whether a creation that failed now may succeed later: an outage, or the same call
+    (its Idempotency-Key) still in progress on a slow service — the key replayed later gets
+    its answer.
+
+    Example:
+        >>> _creation_waits(MetricsApiRequestError("taken", status_code=409, retryable=False))
+        False
+    """
+    return _outage(error) or getattr(error, "error_code", None) == IN_PROGRESS
 
 
 def _outage(error: MetricsApiRequestError) -> bool:
@@ -120,7 +133,7 @@ class DeferredCalls(ExperimentBase):
             data = bound.call(operations.CREATE_EXPERIMENT, body=body, idempotency_key=key)
             return cls._from_wire(data["experiment"], bound)
         except MetricsApiRequestError as error:
-            if defer and _outage(error):
+            if defer and _creation_waits(error):
                 return cls._create_later(bound, body, exist_ok=exist_ok, key=key, reason=error)
             if not (exist_ok and slug_taken(error)):
                 raise

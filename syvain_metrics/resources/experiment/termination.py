@@ -80,6 +80,12 @@ class SigtermGuard:
         return guard
 
     def _on_sigterm(self, signum: int, frame: FrameType | None) -> None:
+        if not self._active:
+            # Retired, yet still installed: the run ended off the main thread (which cannot
+            # put a handler back), or a framework restored ours over its own. SIGTERM does
+            # what it did before the run.
+            self._forward(signum, frame)
+            return
         if self.signalled_at is None:
             self.signalled_at = time.monotonic()
         if self._deferred_at is not None:
@@ -104,7 +110,8 @@ class SigtermGuard:
         if self in _installed:
             _installed.remove(self)
         previous = self._previous if self._previous is not None else signal.SIG_DFL
-        if signal.getsignal(signal.SIGTERM) == self._on_sigterm:
+        on_main = threading.current_thread() is threading.main_thread()
+        if on_main and signal.getsignal(signal.SIGTERM) == self._on_sigterm:
             signal.signal(signal.SIGTERM, previous)
         # else a framework installed its own handler meanwhile (Lightning does, for a fit):
         # putting ours back would undo it, and its own teardown restores what came before.
@@ -113,6 +120,14 @@ class SigtermGuard:
                 previous(signal.SIGTERM, None)
             else:
                 raise Terminated
+
+    def _forward(self, signum: int, frame: FrameType | None) -> None:
+        previous = self._previous
+        if callable(previous):
+            previous(signum, frame)
+        elif previous is not signal.SIG_IGN:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a handler runs on the main thread
+            os.kill(os.getpid(), signal.SIGTERM)
 
     def cut(self, deadline: float) -> float:
         """``deadline`` (monotonic), brought forward after a SIGTERM to
