@@ -9,9 +9,11 @@ Example:
 
 from __future__ import annotations
 
+import copy
 import logging
 import time
-from typing import Any
+from types import TracebackType
+from typing import Any, ClassVar
 
 from syvain_metrics.client.registry import get_session
 from syvain_metrics.client.session import Session
@@ -106,3 +108,89 @@ def _wait_spooled(run: FrameworkRun) -> None:
                 return
         except Exception:  # never into training: the run's end reports what is left
             return
+
+
+class ClosingBlock:
+    """A callback used as a context manager: a training of the block that raises ends the
+    run ``error`` with the exception (the frameworks call no hook then). A subclass defines
+    ``_end_open(error)``.
+
+    Example:
+        >>> with callback:                                  # doctest: +SKIP
+        ...     model.fit(x, y, callbacks=[callback])
+    """
+
+    def __enter__(self) -> Any:
+        """Watch the trainings of a block.
+
+        Example:
+            >>> with callback as cb:  # doctest: +SKIP
+            ...     pass
+        """
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        trace: TracebackType | None,
+    ) -> None:
+        """End a run the block's training left open: ``error`` with the block's exception."""
+        self._end_open(error)
+
+    def _end_open(self, error: BaseException | None) -> None:
+        raise NotImplementedError
+
+
+class Copyable:
+    """Pickling and deep copies for a callback that holds a :class:`FrameworkRun`, its
+    options and a few objects of this process only (locks, the model being trained): those
+    are made anew in the copy (``_fresh()``); a pickle leaves the session behind (the
+    default session of the process that loads it), and an experiment given as
+    ``experiment=`` travels by its slug. A deep copy in this process keeps both.
+    (``GridSearchCV(n_jobs=...)`` pickles callbacks; ray pickles the ``Trainer``.)
+
+    Example:
+        >>> import pickle
+        >>> pickle.loads(pickle.dumps(callback)).slug  # doctest: +SKIP
+        'gbm-1'
+    """
+
+    _shared: ClassVar[tuple[str, ...]] = ("_given",)
+    """Attributes that may hold an Experiment: kept as they are by a deep copy, dropped from
+    a pickle (the run keeps the slug)."""
+
+    def _fresh(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def __getstate__(self) -> dict[str, Any]:
+        """What a pickle holds: everything but the objects of this process."""
+        state = {k: v for k, v in self.__dict__.items() if k not in self._fresh()}
+        options = state.get("_options")
+        if isinstance(options, dict):
+            state["_options"] = dict(options, session=None)
+        for name in self._shared:
+            if name in state:
+                state[name] = None
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """A callback from a pickle, its locks made anew."""
+        self.__dict__.update(state)
+        self.__dict__.update(self._fresh())
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Any:
+        """A copy in this process: the same session and experiment, a run of its own."""
+        keep = [self.__dict__.get(name) for name in self._shared]
+        options = self.__dict__.get("_options")
+        if isinstance(options, dict):
+            keep.append(options.get("session"))
+        for value in keep:
+            if value is not None:
+                memo[id(value)] = value  # shared, not copied
+        twin = type(self).__new__(type(self))
+        fresh = self._fresh()
+        state = {k: v for k, v in self.__dict__.items() if k not in fresh}
+        twin.__dict__.update(copy.deepcopy(state, memo))
+        twin.__dict__.update(fresh)
+        return twin

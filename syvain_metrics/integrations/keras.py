@@ -44,7 +44,7 @@ from typing import Any
 import keras  # type: ignore[import-untyped]
 
 from syvain_metrics.client.session import Session
-from syvain_metrics.integrations.callback_common import ClosingBlock, run_for_training
+from syvain_metrics.integrations.callback_common import ClosingBlock, Copyable, run_for_training
 from syvain_metrics.integrations.framework_run import FrameworkRun, check_options
 from syvain_metrics.integrations.unfinished import UnfinishedRunError
 from syvain_metrics.resources.experiment import UNSET, Experiment
@@ -74,7 +74,7 @@ def _whole(value: Any) -> int | None:
         return None
 
 
-class SyvainKerasCallback(ClosingBlock, keras.callbacks.Callback):  # type: ignore[misc]
+class SyvainKerasCallback(ClosingBlock, Copyable, keras.callbacks.Callback):  # type: ignore[misc]
     """Log a Keras fit as one run: ``batch/<metric>`` every batch, ``epoch/<metric>`` and
     ``epoch`` every epoch, all at the optimizer's step; ``done`` at the end of the fit.
 
@@ -227,6 +227,16 @@ class SyvainKerasCallback(ClosingBlock, keras.callbacks.Callback):  # type: igno
         self._run.end()
 
     # -- inside -------------------------------------------------------------------------
+
+    def _fresh(self) -> dict[str, Any]:
+        # A copy serves its own fits: no lock, model or fit in progress of this one.
+        return {
+            "_lock": threading.Lock(),
+            "_handed": threading.Condition(),
+            "_model": None,
+            "_begun": 0,
+            "_ended_batches": 0,
+        }
 
     def _begin_run(self, resume_from: int | None) -> None:
         """Choose this fit's run (see the class), give it the fit's hyperparameters, start."""

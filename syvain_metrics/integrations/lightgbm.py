@@ -23,7 +23,12 @@ from typing import Any
 import lightgbm  # noqa: F401  (the framework this module is for: fail early without it)
 
 from syvain_metrics.client.session import Session
-from syvain_metrics.integrations.callback_common import EVAL_SET_KEY, ClosingBlock, run_for_training
+from syvain_metrics.integrations.callback_common import (
+    EVAL_SET_KEY,
+    ClosingBlock,
+    Copyable,
+    run_for_training,
+)
 from syvain_metrics.integrations.framework_run import CV_STD_SUFFIX, FrameworkRun
 from syvain_metrics.integrations.unfinished import UnfinishedRunError
 from syvain_metrics.resources.experiment import UNSET, Experiment
@@ -51,7 +56,7 @@ def _rows(results: Any) -> list[tuple[str, dict[str, Any], float]]:
     return rows
 
 
-class SyvainLightGBMCallback(ClosingBlock):
+class SyvainLightGBMCallback(ClosingBlock, Copyable):
     """Log LightGBM's evaluation results to one run: pass it in ``callbacks=[...]`` of
     ``lgb.train`` or ``lgb.cv``.
 
@@ -152,6 +157,10 @@ class SyvainLightGBMCallback(ClosingBlock):
 
     def _end_open(self, error: BaseException | None) -> None:
         self.close(error)
+
+    def _fresh(self) -> dict[str, Any]:
+        # A copy trains its own model: no lock, model or open training of this one.
+        return {"_lock": threading.RLock(), "_model": None, "_iteration_at": (0, 0)}
 
     # -- inside -----------------------------------------------------------------------------
 

@@ -28,7 +28,7 @@ from transformers import Trainer, TrainerCallback, TrainerControl, TrainerState,
 
 from syvain_metrics.client.session import Session
 from syvain_metrics.contract.limits import SLUG_MAX
-from syvain_metrics.integrations.callback_common import TrialRun, run_for_training
+from syvain_metrics.integrations.callback_common import Copyable, TrialRun, run_for_training
 from syvain_metrics.integrations.framework_run import FrameworkRun, _same, default_slug
 from syvain_metrics.resources.experiment import UNSET, Experiment
 from syvain_metrics.resources.folder import Folder
@@ -45,7 +45,7 @@ _WATCHED = "_syvain_metrics_callbacks"
 """The attribute of a wrapped ``trainer.train`` naming the callbacks it reports to."""
 
 
-class SyvainCallback(TrainerCallback):
+class SyvainCallback(Copyable, TrainerCallback):
     """Log a ``Trainer``'s training to a Syvain Metrics run.
 
     ``slug`` names the run (a new ``transformers-<time>-<random>`` one when left out; give the
@@ -221,6 +221,10 @@ class SyvainCallback(TrainerCallback):
         self._end(None)
 
     # -- inside -----------------------------------------------------------------------------
+
+    def _fresh(self) -> dict[str, Any]:
+        # A copy (a pickled Trainer, say) watches its own train(): no lock or depth of this one.
+        return {"_lock": threading.RLock(), "_train_depth": 0}
 
     def _new_run(self, slug: str, metadata: Mapping[str, Any]) -> FrameworkRun:
         return FrameworkRun(
