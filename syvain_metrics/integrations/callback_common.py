@@ -19,6 +19,8 @@ from syvain_metrics.client.registry import get_session
 from syvain_metrics.client.session import Session
 from syvain_metrics.errors import FlushError
 from syvain_metrics.integrations.framework_run import FrameworkRun
+from syvain_metrics.resources.experiment import UNSET
+from syvain_metrics.resources.folder import folder_id_of
 
 logger = logging.getLogger("syvain_metrics")
 
@@ -142,6 +144,10 @@ class ClosingBlock:
         raise NotImplementedError
 
 
+_LEFT_OUT = "\x00folder-left-out"
+"""A folder left out (``UNSET``), as a pickle carries it (``UNSET`` is this process's own)."""
+
+
 class Copyable:
     """Pickling and deep copies for a callback that holds a :class:`FrameworkRun`, its
     options and a few objects of this process only (locks, the model being trained): those
@@ -168,7 +174,12 @@ class Copyable:
         state = {k: v for k, v in self.__dict__.items() if k not in self._fresh()}
         options = state.get("_options")
         if isinstance(options, dict):
-            state["_options"] = dict(options, session=None)
+            options = dict(options, session=None)
+            if "folder" in options:
+                folder = options["folder"]
+                # Left out: "the service's default" again where it is loaded.
+                options["folder"] = _LEFT_OUT if folder is UNSET else folder_id_of(folder)
+            state["_options"] = options
         for name in self._shared:
             if name in state:
                 state[name] = None
@@ -176,15 +187,18 @@ class Copyable:
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         """A callback from a pickle, its locks made anew."""
+        options = state.get("_options")
+        if isinstance(options, dict) and options.get("folder") == _LEFT_OUT:
+            options["folder"] = UNSET
         self.__dict__.update(state)
         self.__dict__.update(self._fresh())
 
     def __deepcopy__(self, memo: dict[int, Any]) -> Any:
         """A copy in this process: the same session and experiment, a run of its own."""
-        keep = [self.__dict__.get(name) for name in self._shared]
+        keep: list[Any] = [UNSET, *(self.__dict__.get(name) for name in self._shared)]
         options = self.__dict__.get("_options")
         if isinstance(options, dict):
-            keep.append(options.get("session"))
+            keep.extend((options.get("session"), options.get("folder")))
         for value in keep:
             if value is not None:
                 memo[id(value)] = value  # shared, not copied

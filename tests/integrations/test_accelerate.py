@@ -3,8 +3,10 @@ real local server."""
 
 from __future__ import annotations
 
+import copy
 import math
 import os
+import pickle
 import socket
 import subprocess
 import sys
@@ -339,3 +341,18 @@ def test_the_tracker_itself_keeps_other_processes_quiet(
     tracker.finish()
     monkeypatch.undo()
     assert sm.Experiment.list() == []
+
+
+def test_the_tracker_pickles_and_deep_copies_with_its_options(metrics_session: sm.Session) -> None:
+    tracker = SyvainTracker("acc-copied", metadata={"team": "a"})
+    loaded = pickle.loads(pickle.dumps(tracker))
+    twin = copy.deepcopy(tracker)
+    assert loaded.tracker.slug == twin.tracker.slug == "acc-copied"
+    accelerator = accelerate.Accelerator(cpu=True, log_with=[twin])
+    accelerator.init_trackers("acc", config={"lr": 0.1})
+    accelerator.log({"loss": 0.5}, step=0)
+    accelerator.end_training()
+    exp = by_slug("acc-copied")
+    assert exp.status == "done"
+    assert exp.metadata["team"] == "a"
+    assert [row.step for row in exp.metrics("loss")] == [0]

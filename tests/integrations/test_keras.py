@@ -5,8 +5,10 @@ a service that is down."""
 
 from __future__ import annotations
 
+import copy
 import math
 import os
+import pickle
 import subprocess
 import sys
 import textwrap
@@ -361,3 +363,19 @@ def test_steps_stay_monotonic_when_the_optimizer_skips_an_update(
     batches = exp.metrics("batch/mae").steps
     assert batches == list(range(1, 2 * STEPS + 1))  # never twice, never backwards
     assert exp.metrics("epoch").steps == [STEPS, 2 * STEPS]  # each epoch at its last batch
+
+
+def test_the_callback_pickles_and_deep_copies_with_its_options(
+    metrics_session: sm.Session,
+) -> None:
+    callback = SyvainKerasCallback("keras-copied", metadata={"team": "a"})
+    net = model()
+    fit(net, callback, epochs=1)
+    loaded = pickle.loads(pickle.dumps(callback))
+    twin = copy.deepcopy(callback)
+    assert loaded.slug == twin.slug == "keras-copied"
+    fit(net, twin, epochs=2, initial_epoch=1)  # the copy continues the same run
+    exp = stored("keras-copied")
+    assert exp.metadata["team"] == "a"
+    assert exp.status == "done"
+    assert exp.metrics("epoch/loss").steps == [STEPS, 2 * STEPS]

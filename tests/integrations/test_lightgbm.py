@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import copy
 import math
 import os
+import pickle
 import subprocess
 import sys
 import textwrap
@@ -311,3 +313,21 @@ def test_a_second_training_from_scratch_is_the_next_run(metrics_session: Session
     second = only("gbm-again-2", metrics_session)
     assert second.status == "done"
     assert [step for step, _ in series(second, "l2", "valid_0")] == [0, 1]
+
+
+def test_the_callback_pickles_and_deep_copies_with_its_options(metrics_session: Session) -> None:
+    train, valid = datasets()
+    cb = SyvainLightGBMCallback("gbm-copied", metadata={"team": "a"})
+    with cb:
+        lgb.train(PARAMS, train, 2, valid_sets=[valid], callbacks=[cb])
+    # GridSearchCV(n_jobs=...) pickles the callbacks it is given; clone() deep-copies them.
+    loaded = pickle.loads(pickle.dumps(cb))
+    twin = copy.deepcopy(cb)
+    assert loaded.run.slug == twin.run.slug == "gbm-copied"
+    assert not twin.run.started
+    assert not loaded.run.started
+    lgb.train(PARAMS, train, 3, valid_sets=[valid], callbacks=[twin])  # its own new run
+    metrics_session.flush()
+    exp = only("gbm-copied", metrics_session)
+    assert exp.metadata["team"] == "a"
+    assert [step for step, _ in series(exp, "l2", "valid_0", last_per_step=True)] == [0, 1, 2]

@@ -3,8 +3,10 @@ against the real local server."""
 
 from __future__ import annotations
 
+import copy
 import math
 import os
+import pickle
 import socket
 import subprocess
 import sys
@@ -514,3 +516,18 @@ def test_a_second_train_into_a_given_experiment_is_the_next_run(
         exp = by_slug(slug)
         assert exp.status == "done"
         assert [row.step for row in exp.metrics("loss")] == [1, 2, 3, 4, 5, 6]
+
+
+def test_the_callback_pickles_and_deep_copies_with_its_options(
+    metrics_session: sm.Session, tmp_path: Path
+) -> None:
+    callback = SyvainCallback("bert-copied", metadata={"team": "a"})
+    loaded = pickle.loads(pickle.dumps(callback))  # ray pickles the Trainer and its callbacks
+    twin = copy.deepcopy(callback)
+    assert loaded.slug == twin.slug == "bert-copied"
+    trainer(tmp_path, twin).train()
+    exp = by_slug("bert-copied")
+    assert exp.status == "done"
+    assert exp.metadata["team"] == "a"
+    assert [row.step for row in exp.metrics("loss")] == [1, 2, 3, 4, 5, 6]
+    assert not callback._run.started  # the original is untouched
