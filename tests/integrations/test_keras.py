@@ -21,6 +21,7 @@ import pytest
 import syvain_metrics as sm
 from syvain_metrics.testing import LocalServer
 from tests.integrations.conftest import framework
+from tests.integrations.jobs import RANK_ONE, assert_nothing_sent, run_job
 
 keras = framework("keras")
 
@@ -249,21 +250,10 @@ def test_a_rank_other_than_zero_sends_nothing(metrics_server: LocalServer, tmp_p
     job = RANK_JOB.format(
         api_key=metrics_server.api_key, url=metrics_server.url, spool=str(tmp_path)
     )
-    env = {**os.environ, "RANK": "1", "LOCAL_RANK": "1", "WORLD_SIZE": "2"}
-    env["KERAS_BACKEND"] = "torch"
-    done = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(job)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-        env=env,
-    )
+    done = run_job(job, KERAS_BACKEND="torch", **RANK_ONE)
     assert done.returncode == 0, done.stderr
     assert "fit done" in done.stdout
-    with metrics_server.session() as session:
-        assert sm.Experiment.list(session=session) == []
-    assert list(tmp_path.iterdir()) == []  # nothing waits in the spool either
+    assert_nothing_sent(metrics_server, tmp_path)
 
 
 EXIT_JOB = """

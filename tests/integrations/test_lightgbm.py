@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import copy
 import math
-import os
 import pickle
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 from types import SimpleNamespace
@@ -19,13 +16,13 @@ import syvain_metrics as sm
 from syvain_metrics.client.session import Session
 from syvain_metrics.testing import LocalServer
 from tests.integrations.conftest import framework
+from tests.integrations.jobs import RANK_ONE, assert_nothing_sent, run_job
 
 lgb = framework("lightgbm")
 np = framework("numpy")
 
 from syvain_metrics.integrations.lightgbm import SyvainLightGBMCallback  # noqa: E402
 
-REPO = Path(__file__).resolve().parents[2]
 PARAMS = {"objective": "regression", "verbose": -1, "num_leaves": 4, "learning_rate": 0.3}
 FAST = sm.RetryPolicy(backoff_base=0.02, jitter=0)
 
@@ -204,13 +201,7 @@ def run_script(server: LocalServer, tmp_path: Path, body: str, **env: str) -> in
         params = {PARAMS!r}
         """
     ) + textwrap.dedent(body)
-    path = tmp_path / "job.py"
-    path.write_text(script)
-    environment = {**os.environ, "PYTHONPATH": str(REPO), **env}
-    done = subprocess.run(
-        [sys.executable, str(path)], env=environment, capture_output=True, timeout=120
-    )
-    return done.returncode
+    return run_job(script, **env).returncode
 
 
 def test_without_a_block_a_run_left_open_ends_at_exit_done_or_error_as_the_program(
@@ -249,9 +240,8 @@ def test_a_rank_other_than_zero_sends_nothing(metrics_server: LocalServer, tmp_p
             lgb.train(params, train, 5, valid_sets=[valid], callbacks=[cb])
         session.close()
     """
-    assert run_script(metrics_server, tmp_path, body, RANK="1", WORLD_SIZE="2") == 0
-    with metrics_server.session(spool_dir=None) as reader:
-        assert list(sm.Experiment.list(session=reader)) == []
+    assert run_script(metrics_server, tmp_path, body, **RANK_ONE) == 0
+    assert_nothing_sent(metrics_server)
 
 
 def test_bad_arguments_raise_before_training_and_create_nothing(

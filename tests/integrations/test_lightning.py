@@ -21,6 +21,8 @@ import syvain_metrics as sm
 from syvain_metrics.errors import MetricsValidationError
 from syvain_metrics.testing import LocalServer
 from tests.integrations.conftest import framework
+from tests.integrations.jobs import assert_nothing_sent
+from tests.package.test_examples import run_example
 
 torch = framework("torch")
 L = framework("lightning.pytorch")
@@ -406,9 +408,7 @@ def test_a_non_zero_rank_sends_nothing(metrics_server: LocalServer, tmp_path: Pa
     )
     assert done.returncode == 0, done.stderr
     assert "finished at 20" in done.stdout
-    with metrics_server.session(spool_dir=None) as reader:
-        assert len(sm.Experiment.list(session=reader)) == 0
-    assert list(tmp_path.iterdir()) == []
+    assert_nothing_sent(metrics_server, tmp_path)
 
 
 def test_sigterm_mid_fit_ends_the_run_terminated_and_lightning_still_stops(
@@ -429,24 +429,9 @@ def test_sigterm_mid_fit_ends_the_run_terminated_and_lightning_still_stops(
 
 
 def test_the_example_fits_and_logs_against_a_local_server() -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SYVAIN_METRICS_")}
-    env["PYTHONPATH"] = str(ROOT)
-    done = subprocess.run(
-        [sys.executable, str(EXAMPLES / "lightning_fit.py")],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=120,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
-    assert "Traceback" not in done.stderr
-    lines = done.stdout.splitlines()
-    assert lines[0].startswith(
-        "No SYVAIN_METRICS_API_KEY set: using a local server at http://127.0.0.1:"
-    )
+    printed = run_example("lightning_fit.py")
     assert re.search(
-        r"lightning-fit-[\w-]+: done, 200 train_loss points, val_loss at steps", done.stdout
+        r"lightning-fit-[\w-]+: done, 200 train_loss points, val_loss at steps", printed
     )
 
 

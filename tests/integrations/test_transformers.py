@@ -20,6 +20,7 @@ import pytest
 import syvain_metrics as sm
 from syvain_metrics.testing import LocalServer
 from tests.integrations.conftest import framework
+from tests.package.test_examples import run_example
 
 torch = framework("torch")
 transformers = framework("transformers")
@@ -425,21 +426,7 @@ def test_bad_arguments_fail_at_once_and_create_nothing(metrics_session: sm.Sessi
 
 
 def test_the_example_trains_with_the_callback() -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SYVAIN_METRICS_")}
-    done = subprocess.run(
-        [sys.executable, str(ROOT / "examples" / "hf_trainer.py")],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=120,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
-    assert "Traceback" not in done.stderr
-    lines = done.stdout.splitlines()
-    assert lines[0].startswith(
-        "No SYVAIN_METRICS_API_KEY set: using a local server at http://127.0.0.1:"
-    )
+    lines = run_example("hf_trainer.py").splitlines()
     assert any(
         line.startswith("hf-trainer-") and ": done, 6 loss and 3 eval_loss points" in line
         for line in lines

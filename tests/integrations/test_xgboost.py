@@ -7,7 +7,6 @@ and a service that is down."""
 from __future__ import annotations
 
 import copy
-import os
 import pickle
 import subprocess
 import sys
@@ -21,6 +20,7 @@ import pytest
 import syvain_metrics as sm
 from syvain_metrics.testing import LocalServer
 from tests.integrations.conftest import framework
+from tests.integrations.jobs import RANK_ONE, assert_nothing_sent, run_job
 
 xgb = framework("xgboost")
 
@@ -278,20 +278,10 @@ def test_a_rank_other_than_zero_sends_nothing(metrics_server: LocalServer, tmp_p
     job = RANK_JOB.format(
         api_key=metrics_server.api_key, url=metrics_server.url, spool=str(tmp_path)
     )
-    env = {**os.environ, "RANK": "1", "LOCAL_RANK": "1", "WORLD_SIZE": "2"}
-    done = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(job)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-        env=env,
-    )
+    done = run_job(job, **RANK_ONE)
     assert done.returncode == 0, done.stderr
     assert "training done" in done.stdout
-    with metrics_server.session() as session:
-        assert sm.Experiment.list(session=session) == []
-    assert list(tmp_path.iterdir()) == []  # nothing waits in the spool either
+    assert_nothing_sent(metrics_server, tmp_path)
 
 
 def test_a_worker_of_a_distributed_training_logs_nothing(
