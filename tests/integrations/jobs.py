@@ -4,10 +4,13 @@ checking that it sent nothing: shared by the integrations' tests."""
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
+from typing import Any
 
 import syvain_metrics as sm
 from syvain_metrics.testing import LocalServer
@@ -38,3 +41,51 @@ def assert_nothing_sent(server: LocalServer, spool: Path | None = None) -> None:
         assert sm.Experiment.list(session=reader) == []
     if spool is not None:
         assert list(spool.iterdir()) == []
+
+
+def run_file(script: Path, env: dict[str, str], *launcher: str) -> subprocess.CompletedProcess[str]:
+    """Run a script file, with ``python`` or through a launcher (``torchrun ...``)."""
+    return subprocess.run(
+        [*launcher, str(script)] if launcher else [sys.executable, str(script)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        check=False,
+    )
+
+
+def subprocess_env(server: LocalServer, tmp_path: Path, **extra: str) -> dict[str, str]:
+    """A child's environment: ``server`` as its service, a spool under ``tmp_path``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SYVAIN_METRICS_")}
+    env.update(
+        SYVAIN_METRICS_API_KEY=server.api_key,
+        SYVAIN_METRICS_HOST=server.url,
+        SYVAIN_METRICS_SPOOL_DIR=str(tmp_path / "spool"),
+        SYVAIN_METRICS_CAPTURE_ENV="0",
+        PYTHONPATH=str(ROOT),
+        MASTER_ADDR="127.0.0.1",
+    )
+    env.update(extra)
+    return env
+
+
+def free_port() -> int:
+    """A loopback port nobody listens on, for a launcher's rendezvous."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def by_slug(slug: str, session: sm.Session | None = None) -> sm.Experiment:
+    """The one experiment called ``slug``."""
+    (exp,) = sm.Experiment.list(slug=slug, session=session)
+    return exp
+
+
+def wait_until(condition: Any, timeout: float = 30.0) -> None:
+    """Poll ``condition`` until it holds (a bound against a hang, not a measure)."""
+    end = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < end, "the condition was never met"
+        time.sleep(0.02)

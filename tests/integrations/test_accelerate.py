@@ -5,13 +5,9 @@ from __future__ import annotations
 
 import copy
 import math
-import os
 import pickle
-import socket
-import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +16,7 @@ import pytest
 import syvain_metrics as sm
 from syvain_metrics.testing import LocalServer
 from tests.integrations.conftest import framework
+from tests.integrations.jobs import by_slug, free_port, run_file, subprocess_env, wait_until
 
 torch = framework("torch")
 accelerate = framework("accelerate")
@@ -28,18 +25,6 @@ from syvain_metrics.integrations.accelerate import SyvainTracker  # noqa: E402
 
 ROOT = Path(__file__).parents[2]
 FAST = sm.RetryPolicy(backoff_base=0.02, delivery_backoff_cap=0.2)
-
-
-def by_slug(slug: str, session: sm.Session | None = None) -> sm.Experiment:
-    (exp,) = sm.Experiment.list(slug=slug, session=session)
-    return exp
-
-
-def wait_until(condition: Any, timeout: float = 30.0) -> None:
-    end = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < end, "the condition was never met"
-        time.sleep(0.02)
 
 
 def train(
@@ -68,26 +53,6 @@ def train(
     return losses
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def subprocess_env(server: LocalServer, tmp_path: Path, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SYVAIN_METRICS_")}
-    env.update(
-        SYVAIN_METRICS_API_KEY=server.api_key,
-        SYVAIN_METRICS_HOST=server.url,
-        SYVAIN_METRICS_SPOOL_DIR=str(tmp_path / "spool"),
-        SYVAIN_METRICS_CAPTURE_ENV="0",
-        PYTHONPATH=str(ROOT),
-        MASTER_ADDR="127.0.0.1",
-    )
-    env.update(extra)
-    return env
-
-
 def run_script(body: str, tmp_path: Path, env: dict[str, str], *launcher: str) -> Any:
     script = tmp_path / "loop.py"
     script.write_text(
@@ -104,14 +69,7 @@ def run_script(body: str, tmp_path: Path, env: dict[str, str], *launcher: str) -
         )
         + textwrap.dedent(body)
     )
-    return subprocess.run(
-        [*launcher, str(script)] if launcher else [sys.executable, str(script)],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=120,
-        check=False,
-    )
+    return run_file(script, env, *launcher)
 
 
 def test_a_loop_logs_every_value_once_at_its_step(metrics_session: sm.Session) -> None:
