@@ -288,29 +288,39 @@ class SyvainCallback(Copyable, TrainerCallback):
         if watchers is not None:
             watchers.add(self)
             return
-        callbacks: weakref.WeakSet[SyvainCallback] = weakref.WeakSet([self])
+        trainer.train = _WatchedTrain(train, [self])  # type: ignore[method-assign]
 
-        @functools.wraps(train)
-        def watched_train(*args: Any, **kwargs: Any) -> Any:
-            reporting = list(callbacks)
-            for callback in reporting:
-                callback._train_depth += 1
-            try:
-                result = train(*args, **kwargs)
-            except BaseException as error:
-                for callback in reporting:
-                    callback._train_depth -= 1
-                    if callback._train_depth == 0:
-                        callback._end(error)
-                raise
+
+class _WatchedTrain:
+    """``Trainer.train`` wrapped so that the callbacks end their run with its exception (or
+    ``done`` when it returns). An object, not a closure, so that the ``Trainer`` still
+    pickles (ray does): a pickled one watches the same callbacks' copies."""
+
+    def __init__(self, train: Any, callbacks: list[SyvainCallback]) -> None:
+        functools.update_wrapper(self, train)
+        self._train = train
+        setattr(self, _WATCHED, weakref.WeakSet(callbacks))
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        reporting = list(getattr(self, _WATCHED))
+        for callback in reporting:
+            callback._train_depth += 1
+        try:
+            result = self._train(*args, **kwargs)
+        except BaseException as error:
             for callback in reporting:
                 callback._train_depth -= 1
                 if callback._train_depth == 0:
-                    callback._end(None)
-            return result
+                    callback._end(error)
+            raise
+        for callback in reporting:
+            callback._train_depth -= 1
+            if callback._train_depth == 0:
+                callback._end(None)
+        return result
 
-        setattr(watched_train, _WATCHED, callbacks)
-        trainer.train = watched_train  # type: ignore[method-assign]
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_WatchedTrain, (self._train, list(getattr(self, _WATCHED))))
 
 
 def _same_at(logged: Mapping[str, object], name: str, value: object) -> bool:

@@ -476,3 +476,28 @@ def test_the_callback_pickles_and_deep_copies_with_its_options(
     assert exp.metadata["team"] == "a"
     assert [row.step for row in exp.metrics("loss")] == [1, 2, 3, 4, 5, 6]
     assert not callback._run.started  # the original is untouched
+
+
+def test_a_trainer_carrying_the_callback_pickles_and_its_copy_trains(
+    metrics_server: LocalServer, tmp_path: Path
+) -> None:
+    # In a fresh process: a Trainer that already trained holds accelerate state that no
+    # pickle takes, with or without the callback.
+    done = run_script(
+        """
+        import pickle
+        data = examples()
+        job = transformers.Trainer(model=tiny_model(), args=arguments(tmp), train_dataset=data,
+                                   eval_dataset=data[:8], callbacks=[SyvainCallback("bert-shipped")])
+        shipped = pickle.loads(pickle.dumps(job))  # what ray does to send it to a worker
+        shipped.train()
+        sm.get_session().close()
+        """,
+        tmp_path,
+        subprocess_env(metrics_server, tmp_path),
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    with metrics_server.session(spool_dir=None) as reader:
+        exp = by_slug("bert-shipped", reader)
+        assert exp.status == "done"  # the copy's train() is watched: it ended the run
+        assert [row.step for row in exp.metrics("loss")] == [1, 2, 3, 4, 5, 6]
