@@ -8,6 +8,7 @@ import math
 import pickle
 import sys
 import textwrap
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -304,6 +305,53 @@ def test_hyperparameter_search_gives_one_run_per_trial(
         rates.add(rate)
         assert [row.step for row in exp.metrics("loss")] == [1, 2, 3, 4, 5, 6]
     assert len(rates) == 2
+
+
+def test_search_trials_do_not_wait_for_a_service_that_is_down(
+    metrics_server: LocalServer, tmp_path: Path
+) -> None:
+    framework("optuna")
+    # The session would wait a minute for each run's events: a trial waits for none.
+    session = metrics_server.session(
+        spool_dir=tmp_path / "spool", retry=sm.RetryPolicy(backoff_base=0.02), flush_timeout=60
+    )
+    metrics_server.faults.fail_next("ingest_metrics", times=10**6, status=503)
+    data = examples()
+    job = transformers.Trainer(
+        model_init=tiny_model,
+        args=arguments(tmp_path),
+        train_dataset=data,
+        eval_dataset=data[:8],
+        callbacks=[SyvainCallback("bert-down", session=session)],
+    )
+    finished = threading.Event()
+
+    def search() -> None:
+        job.hyperparameter_search(
+            hp_space=lambda trial: {"learning_rate": trial.suggest_float("lr", 1e-4, 1e-2)},
+            backend="optuna",
+            n_trials=3,
+            direction="minimize",
+        )
+        finished.set()
+
+    threading.Thread(target=search, daemon=True).start()
+    # A guard against a hang, not a measure: waiting for each trial would take 3 minutes.
+    assert finished.wait(timeout=100)
+    slugs = [f"bert-down-trial-{n}" for n in range(3)]
+    with metrics_server.session(spool_dir=None) as reader:
+        # Their events are still refused: ``done`` waits behind them in the spool.
+        assert [by_slug(slug, reader).status for slug in slugs] == ["running"] * 3
+
+    metrics_server.faults.clear()
+    session.flush(timeout=30)
+    wait_until(lambda: session.logs.sender.controls_pending() == 0)
+    session.close()
+    with metrics_server.session(spool_dir=None) as reader:
+        for slug in slugs:
+            exp = by_slug(slug, reader)
+            assert exp.status == "done"
+            assert [row.step for row in exp.metrics("loss")] == [1, 2, 3, 4, 5, 6]
 
 
 def test_only_the_main_process_writes(metrics_session: sm.Session, tmp_path: Path) -> None:
