@@ -35,7 +35,6 @@ Example:
 
 from __future__ import annotations
 
-import copy
 import json
 import logging
 import sys
@@ -46,7 +45,12 @@ import xgboost
 from xgboost import collective
 
 from syvain_metrics.client.session import Session
-from syvain_metrics.integrations.callback_common import EVAL_SET_KEY, ClosingBlock, run_for_training
+from syvain_metrics.integrations.callback_common import (
+    EVAL_SET_KEY,
+    ClosingBlock,
+    Copyable,
+    run_for_training,
+)
 from syvain_metrics.integrations.framework_run import CV_STD_SUFFIX, FrameworkRun, check_options
 from syvain_metrics.integrations.unfinished import UnfinishedRunError
 from syvain_metrics.resources.experiment import UNSET, Experiment
@@ -112,7 +116,7 @@ def _round_values(metric: str, history: Any, index: int = -1) -> dict[str, objec
     return {metric: value}
 
 
-class SyvainXGBoostCallback(ClosingBlock, xgboost.callback.TrainingCallback):
+class SyvainXGBoostCallback(ClosingBlock, Copyable, xgboost.callback.TrainingCallback):
     """Log every evaluation of every boosting round (``<metric>`` with the evaluation set as
     metadata; ``<metric>/std`` too under ``xgb.cv``) at the round's index; ``done`` after
     training. Never stops training.
@@ -174,37 +178,19 @@ class SyvainXGBoostCallback(ClosingBlock, xgboost.callback.TrainingCallback):
 
     # -- copies -------------------------------------------------------------------------
 
+    _shared = ("_experiment",)
+
+    def _fresh(self) -> dict[str, Any]:
+        # A copy trains on its own: nothing of this one's training.
+        return {"_run": None, "_offset": 0, "_rounds": 0, "_silent": False}
+
     def __deepcopy__(self, memo: dict[int, Any]) -> SyvainXGBoostCallback:
         """A callback with the same options and nothing of this one's training: its own run
         (under a new slug, unless a slug or an experiment was given)."""
-        twin = object.__new__(type(self))
-        twin.__dict__.update(self.__dict__)  # copy.copy would go through __getstate__
-        twin._options = dict(self._options, metadata=copy.deepcopy(self._options["metadata"]))
-        twin._run = None
-        twin._offset = twin._rounds = 0
-        twin._silent = False
+        twin: SyvainXGBoostCallback = super().__deepcopy__(memo)
         if not self._named:
             twin._slug = FrameworkRun(**twin._options).slug
         return twin
-
-    def __getstate__(self) -> dict[str, Any]:
-        """What travels in a pickle: the options, not the session nor a run in progress."""
-        state = dict(self.__dict__)
-        options = dict(self._options, session=None)
-        folder = options.pop("folder")
-        if folder is not UNSET:  # left out: "the service's default" again where it is loaded
-            options["folder"] = folder.id if isinstance(folder, Folder) else folder
-        state["_options"] = options
-        state["_experiment"] = None  # found again by its slug (kept) where it is loaded
-        state["_run"] = None
-        state["_offset"] = state["_rounds"] = 0
-        state["_silent"] = False
-        return state
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        """A callback from a pickle: its options, the folder left out if it was."""
-        state["_options"].setdefault("folder", UNSET)
-        self.__dict__.update(state)
 
     # -- what users read ----------------------------------------------------------------
 
