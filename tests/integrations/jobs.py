@@ -89,3 +89,18 @@ def wait_until(condition: Any, timeout: float = 30.0) -> None:
     while not condition():
         assert time.monotonic() < end, "the condition was never met"
         time.sleep(0.02)
+
+
+def torchrun_two() -> list[str]:
+    """The launcher of a two-process job on this machine, on a free loopback port."""
+    return [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_addr",
+        "127.0.0.1",
+        "--master_port",
+        str(free_port()),
+    ]

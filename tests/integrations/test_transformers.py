@@ -6,7 +6,6 @@ from __future__ import annotations
 import copy
 import math
 import pickle
-import sys
 import textwrap
 import threading
 from pathlib import Path
@@ -17,7 +16,13 @@ import pytest
 import syvain_metrics as sm
 from syvain_metrics.testing import LocalServer
 from tests.integrations.conftest import framework
-from tests.integrations.jobs import by_slug, free_port, run_file, subprocess_env, wait_until
+from tests.integrations.jobs import (
+    by_slug,
+    run_file,
+    subprocess_env,
+    torchrun_two,
+    wait_until,
+)
 from tests.package.test_examples import run_example
 
 torch = framework("torch")
@@ -383,15 +388,7 @@ def test_torchrun_rank_1_sends_nothing(metrics_server: LocalServer, tmp_path: Pa
         """,
         tmp_path,
         subprocess_env(metrics_server, tmp_path, SYVAIN_METRICS_RANKS="all"),
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc_per_node",
-        "2",
-        "--master_addr",
-        "127.0.0.1",
-        "--master_port",
-        str(free_port()),
+        *torchrun_two(),
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert "rank 1 trained 4" in done.stdout
