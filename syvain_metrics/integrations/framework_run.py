@@ -28,12 +28,12 @@ from typing import Any
 from syvain_metrics.client.registry import get_session
 from syvain_metrics.client.session import Session
 from syvain_metrics.context.config import as_mapping, config_metadata
+from syvain_metrics.contract.limits import SLUG_MAX
 from syvain_metrics.contract.schemas.base import load_request
 from syvain_metrics.contract.schemas.experiment import ExperimentCreateRequest
 from syvain_metrics.errors import MetricsValidationError
 from syvain_metrics.integrations import unfinished
-from syvain_metrics.integrations.options import check_options as check_options
-from syvain_metrics.integrations.options import default_slug as default_slug
+from syvain_metrics.integrations.options import check_options, default_slug
 from syvain_metrics.resources.experiment import UNSET, Experiment
 from syvain_metrics.resources.experiment.values import as_number, as_step, flatten_metrics
 from syvain_metrics.resources.folder import Folder, folder_id_of
@@ -303,8 +303,9 @@ class FrameworkRun:
             'gbm-1-3'
         """
         base, number = self._lineage
+        suffix = f"-{number + 1}"
         follower = FrameworkRun(
-            f"{base}-{number + 1}",
+            base[: SLUG_MAX - len(suffix)] + suffix,  # a slug at its longest still gets one
             folder=self._folder,
             description=self._description,
             metadata=self._metadata or None,

@@ -45,7 +45,8 @@ import keras  # type: ignore[import-untyped]
 
 from syvain_metrics.client.session import Session
 from syvain_metrics.integrations.callback_common import ClosingBlock, Copyable, run_for_training
-from syvain_metrics.integrations.framework_run import FrameworkRun, check_options
+from syvain_metrics.integrations.framework_run import FrameworkRun
+from syvain_metrics.integrations.options import check_options
 from syvain_metrics.integrations.unfinished import UnfinishedRunError
 from syvain_metrics.resources.experiment import UNSET, Experiment
 from syvain_metrics.resources.folder import Folder

@@ -146,6 +146,16 @@ class SyvainLogger(LoggerCore, Logger):
         """
         self.core_graph(model)
 
+    @rank_zero_only
+    def after_save_checkpoint(self, checkpoint_callback: Any) -> None:
+        """A checkpoint was saved: what was logged before it is made safe on disk (not sent),
+        so that a job killed now and resumed from that checkpoint loses no step.
+
+        Example:
+            >>> logger.after_save_checkpoint(checkpoint_callback)  # doctest: +SKIP
+        """
+        self.core_checkpoint()
+
     def save(self) -> None:
         """Nothing: Lightning calls this after every ``log_metrics``, and the events are
         already on their way.

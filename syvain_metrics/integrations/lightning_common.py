@@ -34,7 +34,8 @@ from typing import Any, ClassVar
 
 from syvain_metrics.client.session import Session
 from syvain_metrics.context.config import config_metadata
-from syvain_metrics.integrations.framework_run import FrameworkRun, check_options
+from syvain_metrics.integrations.framework_run import FrameworkRun
+from syvain_metrics.integrations.options import check_options
 from syvain_metrics.resources.experiment import UNSET, Experiment
 from syvain_metrics.resources.experiment.termination import Terminated
 from syvain_metrics.resources.folder import Folder
@@ -173,6 +174,15 @@ class LoggerCore:
             self._keep_trainer(trainer)
             self._restored_step = None
             self._note_restored_step(trainer)
+
+    def core_checkpoint(self) -> None:
+        """A checkpoint was saved: the values logged before it reach the spool on disk, so
+        a job killed now and resumed from it loses none of them.
+
+        Example:
+            >>> core.core_checkpoint()  # doctest: +SKIP
+        """
+        self._run.checkpoint()
 
     def core_finalize(self, status: str) -> None:
         """End of a fit: ``success`` -> ``done``; ``failed`` -> ``error`` with the exception

@@ -29,7 +29,8 @@ from transformers import Trainer, TrainerCallback, TrainerControl, TrainerState,
 from syvain_metrics.client.session import Session
 from syvain_metrics.contract.limits import SLUG_MAX
 from syvain_metrics.integrations.callback_common import Copyable, TrialRun, run_for_training
-from syvain_metrics.integrations.framework_run import FrameworkRun, _same, default_slug
+from syvain_metrics.integrations.framework_run import FrameworkRun, _same
+from syvain_metrics.integrations.options import default_slug
 from syvain_metrics.resources.experiment import UNSET, Experiment
 from syvain_metrics.resources.folder import Folder
 
@@ -210,6 +211,14 @@ class SyvainCallback(Copyable, TrainerCallback):
                 return
         if values:
             self._log_late(values, step)
+
+    def on_save(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
+    ) -> None:
+        """A checkpoint was saved: what was logged before it is made safe on disk (not sent),
+        so that a job killed now and resumed from that checkpoint loses no step."""
+        if state.is_world_process_zero and self._run.started:
+            self._run.checkpoint()
 
     def on_train_end(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any

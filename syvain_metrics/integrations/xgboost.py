@@ -51,7 +51,8 @@ from syvain_metrics.integrations.callback_common import (
     Copyable,
     run_for_training,
 )
-from syvain_metrics.integrations.framework_run import CV_STD_SUFFIX, FrameworkRun, check_options
+from syvain_metrics.integrations.framework_run import CV_STD_SUFFIX, FrameworkRun
+from syvain_metrics.integrations.options import check_options
 from syvain_metrics.integrations.unfinished import UnfinishedRunError
 from syvain_metrics.resources.experiment import UNSET, Experiment
 from syvain_metrics.resources.folder import Folder

@@ -18,10 +18,11 @@ from typing import Any
 import pytest
 
 import syvain_metrics as sm
+from syvain_metrics.client.sync import sync_spool
 from syvain_metrics.errors import MetricsValidationError
 from syvain_metrics.testing import LocalServer
 from tests.integrations.conftest import framework
-from tests.integrations.jobs import assert_nothing_sent
+from tests.integrations.jobs import assert_nothing_sent, by_slug, subprocess_env
 from tests.package.test_examples import run_example
 
 torch = framework("torch")
@@ -528,3 +529,57 @@ def test_a_fit_from_a_checkpoint_resumes_at_the_checkpoints_step(
     assert exp.status == "done"
     # The first step logged after the restart is 11, the checkpoint's step 10.
     assert [note.text for note in exp.annotations()] == ["resumed from step 10"]
+
+
+KILLED_AFTER_A_CHECKPOINT = """
+import os, signal
+import torch
+import lightning as L
+import syvain_metrics as sm
+from syvain_metrics.integrations.lightning import SyvainLogger
+from tests.integrations.test_lightning import Tiny, loader
+
+
+class KillAfterCheckpoint(L.Callback):
+    def on_save_checkpoint(self, trainer, module, checkpoint):
+        self.saving = trainer.global_step
+
+    def on_train_batch_start(self, trainer, module, batch, index):
+        if getattr(self, "saving", None) == 10:  # the step-10 checkpoint is written: killed
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+sm.connect()
+checkpoints = L.pytorch.callbacks.ModelCheckpoint(
+    dirpath={ckpt!r}, every_n_train_steps=10, save_top_k=-1
+)
+trainer = L.Trainer(
+    max_steps=40, log_every_n_steps=1, accelerator="cpu", enable_progress_bar=False,
+    enable_model_summary=False, callbacks=[checkpoints, KillAfterCheckpoint()],
+    logger=SyvainLogger("killed-fit"), limit_val_batches=0,
+)
+trainer.fit(Tiny(), loader())
+"""
+
+
+def test_a_fit_killed_right_after_a_checkpoint_keeps_every_step_before_it(
+    metrics_server: LocalServer, tmp_path: Path
+) -> None:
+    # The service takes nothing before the kill: every value comes from the spool.
+    metrics_server.faults.fail_next("ingest_metrics", times=10**6, status=503)
+    env = subprocess_env(metrics_server, tmp_path)
+    done = subprocess.run(
+        [sys.executable, "-c", KILLED_AFTER_A_CHECKPOINT.format(ckpt=str(tmp_path / "ckpt"))],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == -signal.SIGKILL, done.stderr
+    metrics_server.faults.clear()
+    sync_spool(tmp_path / "spool", api_key=metrics_server.api_key, host=metrics_server.url)
+    with metrics_server.session() as session:
+        exp = by_slug("killed-fit", session)
+        assert exp.metrics("train_loss").steps[:10] == list(range(10))
