@@ -91,6 +91,7 @@ class LoggerCore:
         self._flush_timeout = flush_timeout
         self._trainer: weakref.ReferenceType[Any] | None = None
         self._hyperparameters: dict[str, Any] | None = None
+        self._checkpoint_pending = False
         self._restored_step: int | None = None  # the checkpoint's step of a resumed fit
         self._refused = False  # the service refused the run: later stages stay quiet
 
@@ -161,6 +162,9 @@ class LoggerCore:
         if not run.started:
             run.start(resume_from=self._resume_step(step))
         run.log(metrics, step)
+        if self._checkpoint_pending:
+            self._checkpoint_pending = False
+            run.checkpoint()
 
     def core_graph(self, model: Any) -> None:
         """``log_graph(model)``, which Lightning calls at every fit's start: the module leads
@@ -183,6 +187,9 @@ class LoggerCore:
             >>> core.core_checkpoint()  # doctest: +SKIP
         """
         self._run.checkpoint()
+        # Lightning logs a batch's metrics after its batch-end callbacks, which save the
+        # checkpoint: that batch's values come next, and a resumed fit will not log them.
+        self._checkpoint_pending = True
 
     def core_finalize(self, status: str) -> None:
         """End of a fit: ``success`` -> ``done``; ``failed`` -> ``error`` with the exception
