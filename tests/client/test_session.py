@@ -496,12 +496,23 @@ def test_in_progress_gives_up_after_ten_polls(
 ) -> None:
     mocked.post(EXPERIMENTS_URL, json=in_progress_body(), status=409)
     with pytest.raises(sm.MetricsApiRequestError) as info:
-        sm.Experiment.create("run-1")
+        sm.Experiment.create("run-1", defer=False)
     assert info.value.status_code == 409
     assert info.value.error_code == IN_PROGRESS
     assert len(mocked.calls) == 11  # the first attempt and ten polls
     assert sleeps == [0.5] * 10
     assert len({header(c, "Idempotency-Key") for c in mocked.calls}) == 1
+
+
+def test_a_creation_still_in_progress_after_the_polls_waits_in_the_spool(
+    session: sm.Session, mocked: responses.RequestsMock, sleeps: list[float]
+) -> None:
+    # A slow service: the same key replayed later by the sender gets the creation's answer.
+    mocked.post(EXPERIMENTS_URL, json=in_progress_body(), status=409)
+    exp = sm.Experiment.create("run-1")
+    assert exp.id.startswith("pending-")
+    assert len(mocked.calls) == 11
+    session.logs.close(timeout=0)
 
 
 # -- broken 2xx answers -------------------------------------------------------------------
