@@ -74,3 +74,7 @@ hold every slot for long."""
 CLEANUP_INTERVAL_S = 2
 """How often deadlines and idle connections are checked (waitress' ``cleanup_interval``): a
 connection is closed up to this long after its deadline."""
+
+WAL_WAIT_SECONDS = 120.0
+"""How long opening a database file waits for another process that holds it (one bringing
+an old file to the current layout, say) before its change to WAL mode gives up."""

@@ -28,6 +28,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from syvain_metrics.server.errors import not_found
+from syvain_metrics.server.limits import WAL_WAIT_SECONDS
 from syvain_metrics.server.sql import register_functions
 from syvain_metrics.server.staging import STAGING_SLOTS, StagedBatch, StagingPool, StagingSlot
 from syvain_metrics.server.store.ids import create_private
@@ -43,6 +44,23 @@ if sys.platform != "win32":
     import fcntl
 
 log = logging.getLogger(__name__)
+
+
+def _enter_wal(db: sqlite3.Connection) -> None:
+    """``PRAGMA journal_mode=WAL``, waiting while another process holds the database: the
+    change needs the file to itself, and SQLite answers "database is locked" at once or
+    after its busy timeout, whatever the wait the other process needs (its layout step)."""
+    deadline = time.monotonic() + WAL_WAIT_SECONDS
+    pause = 0.01
+    while True:
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as error:
+            if "locked" not in str(error) or time.monotonic() >= deadline:
+                raise
+        time.sleep(pause)
+        pause = min(pause * 2, 0.5)
 
 
 class StoreBase:
@@ -97,7 +115,7 @@ class StoreBase:
         # holds up a write. In memory, everything shares the one connection.
         self._readers: list[sqlite3.Connection] | None = None
         if path != ":memory:":
-            self._db.execute("PRAGMA journal_mode=WAL")
+            _enter_wal(self._db)
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._readers = []
         # Writes touch index pages all over a large table: keep them in memory (64 MB).
