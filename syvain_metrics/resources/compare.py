@@ -4,11 +4,13 @@ reads several series in one answer.
 Example:
     >>> sm.compare([a.series("loss"), b.series("loss")])          # doctest: +SKIP
     <MetricRows 200 rows>
+    >>> sm.compare([a, b], "loss", metadata={"split": "valid"})  # doctest: +SKIP
+    <MetricRows 20 rows>
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -92,6 +94,64 @@ class Series:
         return series_param(loaded["series"][0])
 
 
+def series_of(
+    items: Iterable[Series] | Iterable[ExperimentBase],
+    names: Sequence[str],
+    metadata: Mapping[str, Any] | str | None,
+) -> list[Series]:
+    """What a compare reads: ``items`` as they are when they are series; when they are
+    experiments, each one's ``names`` metrics (narrowed by ``metadata``), run by run.
+
+    Example:
+        >>> series_of([Series("e1", "loss")], (), None)
+        [Series(experiment_id='e1', name='loss', metadata=None)]
+    """
+    # Imported here: the experiment package imports this module (for series()).
+    from syvain_metrics.resources.experiment.base import ExperimentBase
+
+    if isinstance(items, str | Series | ExperimentBase | Mapping) or not isinstance(
+        items, Iterable
+    ):
+        raise MetricsValidationError(
+            {"series": ["Must be a list of sm.Series, or a list of experiments with metric names."]}
+        )
+    listed = list(items)
+    if any(not isinstance(n, str) or not n for n in names):
+        raise MetricsValidationError(
+            {"names": ["Each name after the list must be a metric name: compare(runs, 'loss')."]}
+        )
+    runs = [item for item in listed if isinstance(item, ExperimentBase)]
+    if runs and len(runs) == len(listed):
+        if not names:
+            raise MetricsValidationError(
+                {"names": ["Name the metrics to compare: sm.compare([a, b], 'loss')."]}
+            )
+        return [Series(run, name, metadata=metadata) for run in runs for name in names]
+    if any(isinstance(item, str) for item in listed):
+        raise MetricsValidationError(
+            {
+                "series": [
+                    "Got a string: pass experiments (runs['<slug>'] of an ExperimentList, or "
+                    "sm.Experiment.list(slug='<slug>')[0]) or sm.Series, not slugs or ids."
+                ]
+            }
+        )
+    if runs or not all(isinstance(item, Series) for item in listed):
+        raise MetricsValidationError(
+            {"series": ["Each item must be an sm.Series, or each an experiment (not a mix)."]}
+        )
+    if names or metadata is not None:
+        raise MetricsValidationError(
+            {
+                "names": [
+                    "Metric names and metadata= go with experiments: a Series names its own "
+                    "metric and metadata."
+                ]
+            }
+        )
+    return listed  # type: ignore[return-value]
+
+
 def _compare_read(
     series: Sequence[Series], session: Session | None, options: ReadOptions
 ) -> tuple[Session, dict[str, Any], int | None]:
@@ -118,14 +178,19 @@ def _compare_read(
 
 @keyword_options(ReadOptions, before="progress")
 def compare(
-    series: Sequence[Series],
-    *,
+    series: Sequence[Series] | Sequence[ExperimentBase],
+    *names: str,
+    metadata: Mapping[str, Any] | str | None = None,
     progress: bool = False,
     session: Session | None = None,
     **options: Unpack[ReadKeywords],
 ) -> MetricRows:
     """Read several series (up to 64) in one answer; without ``limit``, every row.
 
+    ``series`` is a list of :class:`Series` (each one metric of one run, with its own
+    metadata filter), or a list of experiments followed by metric names: ``sm.compare([a,
+    b], "loss", "acc", metadata={"split": "valid"})`` reads each run's ``loss`` and
+    ``acc`` (``runs.compare("loss")`` reads more than 64 runs, in several reads).
     ``sort_by`` may also name ``"series"`` (the order of ``series``). ``progress=True``
     shows a progress bar of rows read (the ``progress`` extra: a widget in a notebook).
     ``last_per_step=True`` keeps only the row logged last at each step of each series.
@@ -138,7 +203,8 @@ def compare(
     check_flag("progress", progress)
     built = ReadOptions(**options)
     last_per_step = whole_read(built)
-    bound, params, limit_value = _compare_read(series, session, built)
+    items = series_of(series, names, metadata)
+    bound, params, limit_value = _compare_read(items, session, built)
     return read_rows(
         bound,
         operations.COMPARE_METRICS,
@@ -153,13 +219,15 @@ def compare(
 
 @keyword_options(ReadOptions, before="page_size")
 def iter_compare(
-    series: Sequence[Series],
-    *,
+    series: Sequence[Series] | Sequence[ExperimentBase],
+    *names: str,
+    metadata: Mapping[str, Any] | str | None = None,
     page_size: int | None = None,
     session: Session | None = None,
     **options: Unpack[ReadKeywords],
 ) -> Iterator[MetricRows]:
-    """:func:`compare`, one :class:`MetricRows` page at a time, in constant memory: for
+    """:func:`compare` (series, or experiments and metric names), one :class:`MetricRows`
+    page at a time, in constant memory: for
     histories larger than memory (``page.to_pandas()`` gives DataFrame chunks).
     ``page_size`` (default 20,000, or the session's if smaller) bounds the rows per page.
     ``last_per_step`` needs every row at once: it is refused here.
@@ -170,7 +238,8 @@ def iter_compare(
     """
     built = ReadOptions(**options)
     refuse_in_pages(built)
-    bound, params, limit_value = _compare_read(series, session, built)
+    items = series_of(series, names, metadata)
+    bound, params, limit_value = _compare_read(items, session, built)
     return iter_rows(
         bound, operations.COMPARE_METRICS, (), params, limit_value, check_page_size(page_size)
     )

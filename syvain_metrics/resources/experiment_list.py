@@ -13,20 +13,33 @@ Example:
 
 from __future__ import annotations
 
-import math
+import difflib
 from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, SupportsIndex, overload
 
-from syvain_metrics.client.registry import get_session
-from syvain_metrics.client.session import Session
 from syvain_metrics.contract.limits import MAX_COMPARE_SERIES
-from syvain_metrics.contract.schemas.options import check_flag
 from syvain_metrics.errors import MetricsValidationError
 from syvain_metrics.resources.compare import Series, compare
 from syvain_metrics.resources.lists import ResourceList
 from syvain_metrics.resources.metric import MetricRows
+from syvain_metrics.resources.summaries import (
+    SUMMARY_HOW,
+    summarize,
+    summarize_runs,
+    summary_column,
+)
 from syvain_metrics.tables.frames import require
 from syvain_metrics.tables.options import PlotKeywords, PlotOptions, keyword_options
+
+__all__ = [
+    "SUMMARY_HOW",
+    "ExperimentList",
+    "check_selection",
+    "metadata_value",
+    "selected",
+    "summarize",
+    "summary_column",
+]
 
 if TYPE_CHECKING:
     import pandas
@@ -36,22 +49,7 @@ if TYPE_CHECKING:
     from syvain_metrics.resources.experiment import Experiment
     from syvain_metrics.resources.experiment.base import ExperimentBase
 
-SUMMARY_HOW = ("last", "first", "min", "max", "mean", "count", "last_step")
-"""What a summary can compute per run and metric: the value of the last and first event
-(in step order, then client time), the smallest, largest and mean value, the number of
-events, and the step of the last event."""
-
 _MISSING: Any = object()
-
-
-def summary_column(name: str, how: str) -> str:
-    """The column (or key) of one summary value: ``"<metric>:<how>"``.
-
-    Example:
-        >>> summary_column("valid/acc", "max")
-        'valid/acc:max'
-    """
-    return f"{name}:{how}"
 
 
 def metadata_value(metadata: Mapping[str, Any], key: str) -> Any:
@@ -103,103 +101,6 @@ def selected(
         elif value != expected:
             return False
     return where is None or bool(where(experiment))
-
-
-def _names(names: str | Sequence[str]) -> list[str]:
-    listed = [names] if isinstance(names, str) else list(names)
-    if not listed or not all(isinstance(n, str) and n for n in listed):
-        raise MetricsValidationError({"names": ["Must be a metric name or a list of them."]})
-    return list(dict.fromkeys(listed))
-
-
-def _hows(how: str | Sequence[str]) -> list[str]:
-    listed = [how] if isinstance(how, str) else list(how)
-    unknown = [h for h in listed if h not in SUMMARY_HOW]
-    if not listed or unknown:
-        raise MetricsValidationError(
-            {"how": [f"Must be among {', '.join(SUMMARY_HOW)}; got {unknown or listed!r}."]}
-        )
-    return list(dict.fromkeys(listed))
-
-
-class _Accumulator:
-    __slots__ = ("count", "first", "last", "last_step", "max", "min", "total")
-
-    def __init__(self, value: float, step: Any) -> None:
-        self.first = self.last = self.min = self.max = self.total = value
-        self.count = 1
-        self.last_step = step
-
-    def add(self, value: float, step: Any) -> None:
-        self.last = value
-        self.last_step = step
-        self.count += 1
-        self.total += value
-        self.min = min(self.min, value)
-        self.max = max(self.max, value)
-
-    def get(self, how: str) -> float | int | None:
-        if how == "mean":
-            return self.total / self.count
-        if how == "last_step":
-            step = self.last_step
-            return (
-                None
-                if step is None or (isinstance(step, float) and math.isnan(step))
-                else int(step)
-            )
-        value: float | int = getattr(self, how)
-        return value
-
-
-def summarize(
-    runs: Sequence[ExperimentBase],
-    names: str | Sequence[str],
-    how: str | Sequence[str],
-    metadata: Mapping[str, Any] | str | None,
-    session: Session | None,
-    last_per_step: bool = False,
-) -> dict[str, dict[str, float | int | None]]:
-    """Per run id, ``{"<metric>:<how>": value}`` (``None`` where a run has no such event),
-    computed from one ``compare`` read per 64 (run, metric) series (with ``last_per_step``,
-    of the rows logged last at each step)."""
-    metric_names, hows = _names(names), _hows(how)
-    check_flag("last_per_step", last_per_step)
-    if not runs:
-        return {}
-    bound = get_session(session or next((r._session for r in runs if r._session), None))
-    series = [Series(run, name, metadata=metadata) for run in runs for name in metric_names]
-    found: dict[tuple[str, str], _Accumulator] = {}
-    for start in range(0, len(series), MAX_COMPARE_SERIES):
-        rows = compare(
-            series[start : start + MAX_COMPARE_SERIES],
-            session=bound,
-            last_per_step=last_per_step,
-        )
-        for run_id, name, value, step in zip(
-            rows.column("experiment_id"),
-            rows.column("metric_name"),
-            rows.column("metric_value"),
-            rows.column("step"),
-            strict=True,
-        ):
-            accumulator = found.get((run_id, name))
-            if accumulator is None:
-                found[(run_id, name)] = _Accumulator(value, step)
-            else:
-                accumulator.add(value, step)
-    out: dict[str, dict[str, float | int | None]] = {}
-    for run in runs:
-        values: dict[str, float | int | None] = {}
-        for name in metric_names:
-            accumulator = found.get((run.id, name))
-            for h in hows:
-                missing = 0 if h == "count" else None
-                values[summary_column(name, h)] = (
-                    missing if accumulator is None else accumulator.get(h)
-                )
-        out[run.id] = values
-    return out
 
 
 class ExperimentList(ResourceList["Experiment"]):
@@ -262,13 +163,22 @@ class ExperimentList(ResourceList["Experiment"]):
         metadata: Mapping[str, Any] | str | None = None,
         include_metadata: bool = True,
         last_per_step: bool = False,
+        combine: bool = False,
     ) -> pandas.DataFrame:
-        """One row per run (indexed by slug), one column ``"<metric>:<how>"`` per metric and
-        statistic (``how`` among :data:`SUMMARY_HOW`; ``None`` / 0 where a run lacks the
-        metric), after the run's ``status`` and metadata columns (``include_metadata``).
-        ``metadata`` narrows every metric to one series, as in ``exp.metrics()``.
-        ``last_per_step=True`` counts only the row logged last at each step of each series
-        (a run resumed from a checkpoint that logged steps again: one value per step).
+        """One row per run (indexed by slug), after the run's ``status`` and metadata
+        columns (``include_metadata``), one column per metric, sub-series and statistic
+        (``how`` among :data:`SUMMARY_HOW`; ``None`` / 0 where a run lacks it).
+
+        A sub-series is a metric with one set of event metadata: ``loss`` logged with
+        ``{"split": "train"}`` and ``{"split": "valid"}`` gives ``loss[split=train]:min``
+        and ``loss[split=valid]:min`` (keys sorted, joined with commas:
+        ``loss[split=valid,task=a]:last``); a metric logged without metadata keeps
+        ``loss:min``. ``metadata`` narrows every metric first, as in ``exp.metrics()``
+        (``{"split": "valid"}``: only the valid sub-series). ``combine=True`` gives one
+        ``loss:min`` over all of a metric's sub-series, says so in a ``UserWarning``, and
+        lists them in ``frame.attrs["combined"]`` (``{"loss": ["split=train",
+        "split=valid"]}``). ``last_per_step=True`` counts only the row logged last at each
+        step of each sub-series (a run resumed from a checkpoint: one value per step).
 
         Requests: one ``compare`` read per 64 (run, metric) pairs, so 5 runs and 2 metrics
         are one read; a read whose rows fit one page (50,000 rows by default) costs 2
@@ -276,23 +186,55 @@ class ExperimentList(ResourceList["Experiment"]):
         requests, whatever the number of runs up to 32 with 2 metrics. Needs ``pandas``.
 
         Example:
-            >>> runs.summary(["loss", "acc"], how=("last", "min"), metadata={"split": "valid"})  # doctest: +SKIP
+            >>> table = runs.summary(["loss", "acc"], how=("last", "min"))  # doctest: +SKIP
+            >>> runs[table["loss[split=valid]:min"].idxmin()]               # doctest: +SKIP
+            <Experiment sweep-adam-0.01 done id=...>
         """
         pd = require("pandas", "pandas")
-        values = summarize(self, names, how, metadata, None, last_per_step)
-        columns = [summary_column(n, h) for n in _names(names) for h in _hows(how)]
+        found = summarize_runs(self, names, how, metadata, None, last_per_step, combine)
+        fixed = ["status"] if include_metadata else []
         records = []
         for run in self:
             record: dict[str, Any] = {"slug": run.slug}
             if include_metadata:
                 row = run._frame_row()
                 record["status"] = row["status"]
-                record.update({k: v for k, v in row.items() if k not in self._columns})
-                record.pop("id", None)
-            record.update(values[run.id])
+                for key, value in row.items():
+                    if key not in self._columns and key != "id":
+                        record[key] = value
+                        if key not in fixed:
+                            fixed.append(key)
+            record.update(found.values[run.id])
             records.append(record)
-        frame = pd.DataFrame(records, columns=None if records else ["slug", *columns])
-        return frame.set_index("slug")
+        frame = pd.DataFrame(records, columns=["slug", *fixed, *found.columns])
+        frame = frame.set_index("slug")
+        if combine:
+            frame.attrs["combined"] = found.combined
+        return frame
+
+    @overload
+    def __getitem__(self, index: SupportsIndex) -> Experiment: ...
+    @overload
+    def __getitem__(self, index: slice) -> ExperimentList: ...
+    @overload
+    def __getitem__(self, index: str) -> Experiment: ...
+    def __getitem__(self, index: SupportsIndex | slice | str) -> Experiment | ExperimentList:
+        """A run by position, a slice of runs (an ``ExperimentList``), or the run with a
+        slug (``KeyError`` naming the closest slugs when none has it).
+
+        Example:
+            >>> runs["sweep-adam-0.01"].metadata["lr"]  # doctest: +SKIP
+            0.01
+        """
+        if not isinstance(index, str):
+            return super().__getitem__(index)
+        for run in self:
+            if run.slug == index:
+                return run
+        slugs = [run.slug for run in self if run.slug]
+        close = difflib.get_close_matches(index, slugs, n=3, cutoff=0.5)
+        hint = f"; the closest: {', '.join(close)}" if close else ""
+        raise KeyError(f"No run with the slug {index!r} among these {len(self)} experiments{hint}.")
 
     def compare(
         self,

@@ -162,18 +162,21 @@ def test_summary_has_one_row_per_run_and_the_right_values(
     assert table.loc["run-2", "status"] == "done"
     for index in range(5):
         row = table.loc[f"run-{index}"]
-        train_and_valid = [loss(index, s) for s in range(40)] + [
-            loss(index, s) + 0.1 for s in range(0, 40, 10)
-        ]
-        assert row["loss:count"] == 44
-        assert row["loss:min"] == pytest.approx(min(train_and_valid))
-        assert row["loss:max"] == pytest.approx(max(train_and_valid))
-        assert row["loss:mean"] == pytest.approx(sum(train_and_valid) / 44)
+        train = [loss(index, s) for s in range(40)]
+        valid = [loss(index, s) + 0.1 for s in range(0, 40, 10)]
+        for split, values in (("train", train), ("valid", valid)):
+            assert row[f"loss[split={split}]:count"] == len(values)
+            assert row[f"loss[split={split}]:min"] == pytest.approx(min(values))
+            assert row[f"loss[split={split}]:max"] == pytest.approx(max(values))
+            assert row[f"loss[split={split}]:mean"] == pytest.approx(sum(values) / len(values))
         assert row["acc:last"] == pytest.approx(39 / 40 * (index + 1) / 5)
         assert row["acc:last_step"] == 39
-    valid = runs.summary("loss", how="last", metadata={"split": "valid"}, include_metadata=False)
-    assert list(valid.columns) == ["loss:last"]
-    assert valid.loc["run-0", "loss:last"] == pytest.approx(loss(0, 30) + 0.1)
+    assert "loss:count" not in table.columns  # the splits are never mixed silently
+    valid_only = runs.summary(
+        "loss", how="last", metadata={"split": "valid"}, include_metadata=False
+    )
+    assert list(valid_only.columns) == ["loss[split=valid]:last"]
+    assert valid_only.loc["run-0", "loss[split=valid]:last"] == pytest.approx(loss(0, 30) + 0.1)
 
 
 def test_summary_reads_up_to_64_series_per_compare_read(
@@ -198,8 +201,8 @@ def test_experiment_summary_is_a_dict_and_a_missing_metric_is_none(
     run0 = runs[-1]
     got = run0.summary(["loss", "nope"], how=("min", "count"), metadata={"split": "train"})
     assert got == {
-        "loss:min": pytest.approx(loss(0, 39)),
-        "loss:count": 40,
+        "loss[split=train]:min": pytest.approx(loss(0, 39)),
+        "loss[split=train]:count": 40,
         "nope:min": None,
         "nope:count": 0,
     }
@@ -476,7 +479,7 @@ def test_the_readme_notebook_workflow_runs_as_written(no_default_session: None) 
         assert list(namespace["table"]["slug"]) == ["adam-0.01", "sgd-0.01", "sgd-0.1"]
         assert [r.slug for r in namespace["sgd"]] == ["sgd-0.01", "sgd-0.1"]
         summary = namespace["summary"]
-        assert summary.loc["sgd-0.1", "loss:min"] == pytest.approx(2 / (1 + 0.1 * 99))
+        assert summary.loc["sgd-0.1", "loss[split=train]:min"] == pytest.approx(2 / (1 + 0.1 * 99))
         assert isinstance(namespace["ax"], Axes)
         assert len(namespace["ax"].get_lines()) == 6  # raw and smoothed, per run
         assert namespace["wide"].shape == (100, 3)

@@ -256,19 +256,26 @@ class Experiment(
         *,
         metadata: Mapping[str, Any] | str | None = None,
         last_per_step: bool = False,
+        combine: bool = False,
     ) -> dict[str, float | int | None]:
-        """Summary values of this run's metrics: ``{"<metric>:<how>": value}`` for each
-        metric of ``names`` and statistic of ``how`` (among ``last``, ``first``, ``min``,
-        ``max``, ``mean``, ``count``, ``last_step``; ``None`` without events). One read of
-        every (narrowed) series at once: 2 requests while the rows fit one page.
-        ``last_per_step=True`` counts only the row logged last at each step (a resumed run).
+        """Summary values of this run's metrics, one key per metric, sub-series and
+        statistic of ``how`` (among ``last``, ``first``, ``min``, ``max``, ``mean``,
+        ``count``, ``last_step``): ``"loss[split=valid]:min"`` for the events logged with
+        ``{"split": "valid"}``, ``"loss:min"`` for those without metadata, or for a metric
+        without events (``None``; a count 0). ``metadata`` narrows first; ``combine=True``
+        gives one ``"loss:min"`` over every sub-series, with a ``UserWarning`` naming
+        them (:meth:`ExperimentList.summary`). One read of every (narrowed) series at once:
+        2 requests while the rows fit one page. ``last_per_step=True`` counts only the row
+        logged last at each step (a resumed run).
 
         Example:
             >>> exp.summary(["loss", "acc"], how=("last", "max"))  # doctest: +SKIP
-            {'loss:last': 0.12, 'loss:max': 2.3, 'acc:last': 0.91, 'acc:max': 0.93}
+            {'loss[split=train]:last': 0.12, 'loss[split=train]:max': 2.3, 'acc:last': 0.91, ...}
         """
         self._settle_logs()
-        return summarize([self], names, how, metadata, self._bind(), last_per_step)[self.id]
+        return summarize([self], names, how, metadata, self._bind(), last_per_step, combine)[
+            self.id
+        ]
 
     # -- state --------------------------------------------------------------------
 
