@@ -299,8 +299,9 @@ class MetricRows(Sequence[Metric]):
 
         ``wide=True``: one column per series (run, metric, metadata, named by the parts
         that differ: ``run-0 split=valid``), indexed by ``step`` (events without a step are
-        left out) or, with ``index="time"``, by client time; a position with several events
-        keeps the last in the rows' order.
+        left out), with ``index="time"`` (or ``"wall"``) by client time (UTC datetimes), or
+        with ``index="relative"`` by the time since each run's first row (timedeltas); a
+        position with several events keeps the last in the rows' order.
 
         ``last_per_step=True`` first keeps only the row logged last at each step of each
         series (:meth:`last_per_step`): a run resumed from a checkpoint gives one curve.

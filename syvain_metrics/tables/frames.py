@@ -53,6 +53,10 @@ def progress_bar(total: int | None, description: str, *, unit: str = "metric") -
     return tqdm(total=total, desc=description, unit=unit)
 
 
+WIDE_INDEXES = ("step", "time", "wall", "relative")
+"""The indexes of a wide frame: the step; the client time as UTC datetimes (``"time"``,
+or ``"wall"`` as plots name it); the time since each run's first row, as timedeltas."""
+
 SeriesKey = tuple[str, str, str]
 """One line of a plot or one column of a wide frame: (experiment slug, metric name, event
 metadata text)."""
@@ -193,14 +197,34 @@ def _add_experiment_columns(frame: Any, table: RowColumns) -> None:
 
 
 def _wide_frame(table: RowColumns, index: str) -> Any:
-    """One column per series (named by :func:`series_labels`), indexed by step or time."""
+    """One column per series (named by :func:`series_labels`), indexed by step, by client
+    time (``"time"`` or ``"wall"``: UTC datetimes) or by the time since each run's first
+    row (``"relative"``: timedeltas)."""
     pd = require("pandas", "pandas")
-    if index not in ("step", "time"):
-        raise MetricsValidationError({"index": ["Must be 'step' or 'time'."]})
+    if index not in WIDE_INDEXES:
+        raise MetricsValidationError(
+            {
+                "index": [
+                    "Must be 'step', 'time' or 'wall' (client time, UTC datetimes), or "
+                    f"'relative' (the time since each run's first row); got {index!r}."
+                ]
+            }
+        )
     keys = series_keys(table)
-    positions = (
-        table.column("step") if index == "step" else utc_times(table.column("client_timestamp_ms"))
-    )
+    positions: Any
+    if index == "step":
+        positions = table.column("step")
+    elif index == "relative":
+        times = table.column("client_timestamp_ms")
+        runs = table.column("experiment_id")
+        starts: dict[str, int] = {}
+        for run, ms in zip(runs, times, strict=True):
+            starts[run] = min(ms, starts.get(run, ms))
+        positions = pd.to_timedelta(
+            [ms - starts[run] for run, ms in zip(runs, times, strict=True)], unit="ms"
+        )
+    else:
+        positions = utc_times(table.column("client_timestamp_ms"))
     values = table.column("metric_value")
     groups: dict[SeriesKey, tuple[list[Any], list[float]]] = {}
     for key, position, value in zip(keys, positions, values, strict=True):
@@ -216,6 +240,6 @@ def _wide_frame(table: RowColumns, index: str) -> Any:
         columns[labels[key]] = column[~column.index.duplicated(keep="last")]
     frame = pd.concat(columns, axis=1) if columns else pd.DataFrame()
     frame = frame.sort_index()
-    frame.index.name = index
+    frame.index.name = {"wall": "time", "relative": "time since start"}.get(index, index)
     frame.columns.name = "series"
     return frame

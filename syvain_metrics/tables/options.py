@@ -109,7 +109,10 @@ class PlotOptions(_Options):
     x: str = field(
         default="step",
         metadata=_doc(
-            '"step" (events without a step are left out) or "time" (client time, a UTC date axis)'
+            '"step" (events without a step are left out), "relative" (client time since '
+            'each run\'s start, in ms, s, min, h or days as the span needs), "wall" (client '
+            'time, a UTC date axis) or "time" (relative for runs shorter than 2 days, else '
+            "wall)"
         ),
     )
     hue: str | None = field(

@@ -9,7 +9,6 @@ Example:
 
 from __future__ import annotations
 
-import datetime as dt
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
@@ -22,6 +21,7 @@ from syvain_metrics.tables.frames import (
     series_keys,
     series_labels,
 )
+from syvain_metrics.tables.time_axis import TimeAxis, check_x, format_time_axis, time_axis
 
 if TYPE_CHECKING:
     from syvain_metrics.resources.annotation import Annotation
@@ -103,30 +103,25 @@ def plot_rows(table: RowColumns, options: PlotOptions) -> Any:
     """Draw one line per (experiment, metric, metadata) series; returns the matplotlib axes
     (see :meth:`MetricRows.plot`)."""
     require("matplotlib", "plot")
-    import matplotlib.dates
     import matplotlib.pyplot as plt
 
-    mdates: Any = matplotlib.dates  # its locators and formatters are not annotated
-
-    x, hue, smooth, ax = options.x, options.hue, options.smooth, options.ax
-    if x == "client_timestamp":
-        x = "time"
-    if x not in ("step", "time"):
-        raise MetricsValidationError({"x": ["Must be 'step' or 'time'."]})
+    hue, smooth, ax = options.hue, options.smooth, options.ax
+    x = check_x(options.x)
     if smooth is not None and (
         isinstance(smooth, bool) or not isinstance(smooth, int | float) or not 0 <= smooth < 1
     ):
         raise MetricsValidationError({"smooth": ["Must be a weight from 0 up to (not) 1."]})
     axes = ax if ax is not None else plt.subplots(figsize=(8, 4.5))[1]
     keys = series_keys(table)
-    xs_column: Any = (
-        table.column("step")
-        if x == "step"
-        else [
-            dt.datetime.fromtimestamp(ms / 1000, tz=dt.timezone.utc)
-            for ms in table.column("client_timestamp_ms")
-        ]
-    )
+    axis: TimeAxis | None = None
+    times: list[int] = []
+    if x == "step":
+        xs_column: Any = table.column("step")
+    else:
+        times = table.column("client_timestamp_ms")
+        runs = table.column("experiment_id")
+        axis = time_axis(x, runs, times)
+        xs_column = list(map(axis.position, runs, times))
     groups: dict[SeriesKey, tuple[list[Any], list[float]]] = {}
     for key, x_value, y_value in zip(keys, xs_column, table.column("metric_value"), strict=True):
         if x_value is None:
@@ -159,12 +154,9 @@ def plot_rows(table: RowColumns, options: PlotOptions) -> Any:
             axes.plot(xs, ema(ys, float(smooth)), **style)
         else:
             axes.plot(xs, ys, **style)
-    _mark_annotations(axes, options.annotations, x)
-    if x == "time":
-        locator = mdates.AutoDateLocator()
-        axes.xaxis.set_major_locator(locator)
-        axes.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator, tz=dt.timezone.utc))
-        axes.set_xlabel("time (UTC)")
+    _mark_annotations(axes, options.annotations, axis)
+    if axis is not None:
+        format_time_axis(axes, axis, times)
     else:
         axes.set_xlabel("step")
     names = {key[1] for key in groups}
@@ -179,14 +171,17 @@ def plot_rows(table: RowColumns, options: PlotOptions) -> Any:
     return axes
 
 
-def _mark_annotations(axes: Any, annotations: Iterable[Annotation] | None, x: str) -> None:
+def _mark_annotations(
+    axes: Any, annotations: Iterable[Annotation] | None, axis: TimeAxis | None
+) -> None:
     """Annotations as dashed vertical lines with their text: at their creation time on a
-    time axis, at ``metadata["step"]`` on a step axis (those without one are skipped)."""
+    time axis (on a relative one, since their run's start; those of runs not drawn are
+    skipped), at ``metadata["step"]`` on a step axis (those without one are skipped)."""
     if annotations is None:
         return
     for note in annotations:
-        if x == "time":
-            where: Any = note.created_at
+        if axis is not None:
+            where: Any = axis.position(note.experiment_id, note.created_at_ms)
         else:
             step = (note.metadata or {}).get("step")
             where = step if isinstance(step, int | float) and not isinstance(step, bool) else None
