@@ -63,7 +63,8 @@ def test_a_two_second_run_is_drawn_in_seconds_since_its_start(
     axes = rows.plot(x="time")
     assert axes.get_xlabel() == "time since start (s)"
     ticks = visible_ticks(axes)
-    assert ticks[0] in ("0.0", "0.00") and ticks[-1] in ("2.0", "2.00")
+    assert ticks[0] in ("0.0", "0.00")
+    assert ticks[-1] in ("2.0", "2.00")
     assert len(set(ticks)) == len(ticks) >= 4  # distinct labels, not one repeated second
     (line,) = axes.get_lines()
     assert list(line.get_xdata()) == pytest.approx([2.0 * i / (POINTS - 1) for i in range(POINTS)])
@@ -79,7 +80,8 @@ def test_a_three_hour_run_is_drawn_in_hours(metrics_session: sm.Session) -> None
     axes = logged_over("three-hours", 3 * 3_600_000).metrics("loss").plot(x="time")
     assert axes.get_xlabel() == "time since start (h)"
     ticks = visible_ticks(axes)
-    assert ticks[0] == "0.0" and ticks[-1] == "3.0"
+    assert ticks[0] == "0.0"
+    assert ticks[-1] == "3.0"
     assert len(set(ticks)) == len(ticks) >= 4
 
 
@@ -89,12 +91,14 @@ def test_a_forty_day_run_is_drawn_on_dates_unless_asked(metrics_session: sm.Sess
     assert axes.get_xlabel() == "time (UTC)"
     ticks = visible_ticks(axes)
     # Concise dates: month names and days of the month, from late November into January.
-    assert "Dec" in ticks and "Jan" in ticks
+    assert "Dec" in ticks
+    assert "Jan" in ticks
     assert len(set(ticks)) == len(ticks) >= 4
     relative = run.metrics("loss").plot(x="relative")
     assert relative.get_xlabel() == "time since start (days)"
     days = visible_ticks(relative)
-    assert days[0] == "0" and days[-1] == "40"
+    assert days[0] == "0"
+    assert days[-1] == "40"
 
 
 def test_runs_started_at_different_times_share_the_relative_axis(
@@ -106,7 +110,8 @@ def test_runs_started_at_different_times_share_the_relative_axis(
     assert axes.get_xlabel() == "time since start (s)"
     starts = sorted(float(line.get_xdata()[0]) for line in axes.get_lines())
     ends = sorted(float(line.get_xdata()[-1]) for line in axes.get_lines())
-    assert starts == [0.0, 0.0] and ends == pytest.approx([30.0, 60.0])
+    assert starts == [0.0, 0.0]
+    assert ends == pytest.approx([30.0, 60.0])
 
 
 def test_annotations_sit_at_their_time_since_the_run_start(metrics_session: sm.Session) -> None:
@@ -125,17 +130,19 @@ def test_wide_frames_by_relative_time_align_runs(metrics_session: sm.Session) ->
     rows = sm.compare([early, late], "loss")
     wide = rows.to_pandas(wide=True, index="relative")
     assert wide.index.name == "time since start"
-    assert wide.index[0] == pd.Timedelta(0) and wide.index[-1] == pd.Timedelta(seconds=2)
+    assert wide.index[0] == pd.Timedelta(0)
+    assert wide.index[-1] == pd.Timedelta(seconds=2)
     assert wide.notna().all().all()  # both runs at every position
     by_clock = rows.to_pandas(wide=True, index="wall")
-    assert by_clock.index.name == "time" and len(by_clock) == 2 * POINTS
+    assert by_clock.index.name == "time"
+    assert len(by_clock) == 2 * POINTS
     assert by_clock.index.equals(rows.to_pandas(wide=True, index="time").index)
 
 
 def test_a_bad_x_or_index_is_a_clear_error(metrics_session: sm.Session) -> None:
     rows = logged_over("bad-axis", 2_000).metrics("loss")
-    with pytest.raises(sm.MetricsValidationError, match="'relative'.*'wall'.*got 'clock'"):
+    with pytest.raises(sm.MetricsValidationError, match=r"'relative'.*'wall'.*got 'clock'"):
         rows.plot(x="clock")
-    with pytest.raises(sm.MetricsValidationError, match="'relative'.*got 'elapsed'"):
+    with pytest.raises(sm.MetricsValidationError, match=r"'relative'.*got 'elapsed'"):
         rows.to_pandas(wide=True, index="elapsed")
     assert plt.get_fignums() == []  # refused before a figure was made
