@@ -1,11 +1,14 @@
 """The example notebooks run top to bottom in a real kernel (nbclient + ipykernel, the
-``dev`` extra), each against its own embedded local server: no cell raises, and the
-plots come out as PNG figures. They are stored without outputs."""
+``dev`` extra), each against its own embedded local server: no cell raises, the plots
+come out as PNG figures, and running every cell a second time in the same kernel raises
+nothing and stores nothing twice. They are stored without outputs."""
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -16,7 +19,29 @@ pytest.importorskip("waitress", reason="the notebooks' local server needs the 'l
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 NOTEBOOKS = sorted(EXAMPLES.glob("*.ipynb"))
-PNG_FIGURES = {"sweep.ipynb": 2, "compare_runs.ipynb": 3, "organize.ipynb": 0}
+PNG_FIGURES = {"sweep.ipynb": 3, "compare_runs.ipynb": 3, "organize.ipynb": 0}
+# A last cell per notebook, run after every cell ran twice: it prints, as JSON, the raw
+# rows (or folders) the test checks by itself, without the code the notebook shows.
+CHECKS = {
+    "sweep.ipynb": """
+import json
+print(json.dumps({
+    "best": best.slug,
+    "rows": {
+        run.slug: [[m.metadata.get("split"), m.step, m.value] for m in run.metrics("loss")]
+        for run in sm.Experiment.list(folder=sweep)
+    },
+}))
+""",
+    "compare_runs.ipynb": """
+import json
+print(json.dumps({run.slug: len(run.metrics()) for run in sm.Experiment.list()}))
+""",
+    "organize.ipynb": """
+import json
+print(json.dumps(sorted(folder.path_name for folder in sm.Folder.list())))
+""",
+}
 # Notebooks that need a training framework: run by that integration's tests instead
 # (tests/integrations/), since the core suite installs no framework.
 NEEDS_FRAMEWORK = {"optuna_sweep.ipynb": "optuna"}
@@ -50,6 +75,13 @@ def test_notebook_runs_without_errors_and_draws_png_figures(
     monkeypatch.setenv("SYVAIN_METRICS_SPOOL_DIR", str(tmp_path / "spool"))
     monkeypatch.delenv("MPLBACKEND", raising=False)
     book = nbformat.read(path, as_version=4)
+    cells = len(book.cells)
+    # Every cell again, in order, as a user re-running the notebook's cells would; then
+    # the check.
+    again = [
+        nbformat.v4.new_code_cell(cell.source) for cell in book.cells if cell.cell_type == "code"
+    ]
+    book.cells.extend([*again, nbformat.v4.new_code_cell(CHECKS[path.name])])
     client = nbclient.NotebookClient(
         book,
         timeout=120,
@@ -57,10 +89,46 @@ def test_notebook_runs_without_errors_and_draws_png_figures(
         resources={"metadata": {"path": str(tmp_path)}},
     )
     client.execute()  # raises CellExecutionError, naming the cell, if one fails
-    outputs = [output for cell in book.cells if cell.cell_type == "code" for output in cell.outputs]
-    assert not [o for o in outputs if o.output_type == "error"]
-    assert not [o for o in outputs if o.output_type == "stream" and o.name == "stderr"]
-    figures = [o for o in outputs if "image/png" in o.get("data", {})]
-    assert len(figures) == PNG_FIGURES[path.name]
-    tables = [o for o in outputs if "text/html" in o.get("data", {})]
-    assert tables, "objects and frames render as HTML"
+    first, second = book.cells[:cells], book.cells[cells:-1]
+    for run in (first, second):
+        outputs = [output for cell in run if cell.cell_type == "code" for output in cell.outputs]
+        assert not [o for o in outputs if o.output_type == "error"]
+        assert not [o for o in outputs if o.output_type == "stream" and o.name == "stderr"]
+        figures = [o for o in outputs if "image/png" in o.get("data", {})]
+        assert len(figures) == PNG_FIGURES[path.name]
+        tables = [o for o in outputs if "text/html" in o.get("data", {})]
+        assert tables, "objects and frames render as HTML"
+    (printed,) = [o.text for o in book.cells[-1].outputs if o.output_type == "stream"]
+    CHECKED[path.name](json.loads(printed))
+
+
+def check_sweep(found: dict[str, Any]) -> None:
+    """``best`` is the run with the lowest validation loss, and each run holds its 300
+    train and 12 valid values once."""
+    rows = found["rows"]
+    assert len(rows) == 5
+    lowest = {
+        slug: min(value for split, _, value in run if split == "valid")
+        for slug, run in rows.items()
+    }
+    assert found["best"] == min(lowest, key=lambda slug: lowest[slug])
+    for run in rows.values():
+        steps = [(split, step) for split, step, _ in run]
+        assert len(steps) == len(set(steps)) == 300 + 12
+
+
+def check_compare_runs(found: dict[str, int]) -> None:
+    """Each run holds its 400 train and 20 valid points once."""
+    assert found == {"baseline": 420, "wider": 420}
+
+
+def check_organize(found: list[str]) -> None:
+    """The renamed folder is not created again under its old name."""
+    assert found == ["projects", "projects/computer-vision", "projects/nlp"]
+
+
+CHECKED: dict[str, Any] = {
+    "sweep.ipynb": check_sweep,
+    "compare_runs.ipynb": check_compare_runs,
+    "organize.ipynb": check_organize,
+}
