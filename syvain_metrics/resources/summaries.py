@@ -61,7 +61,12 @@ def summary_column(name: str, how: str, subseries: str = "") -> str:
 
 
 def check_names(names: str | Sequence[str]) -> list[str]:
-    """The metric names of a summary, once each; a clear error for anything else."""
+    """The metric names of a summary, once each; a clear error for anything else.
+
+    Example:
+        >>> check_names(["loss", "acc", "loss"])
+        ['loss', 'acc']
+    """
     listed = [names] if isinstance(names, str) else list(names)
     if not listed or not all(isinstance(n, str) and n for n in listed):
         raise MetricsValidationError({"names": ["Must be a metric name or a list of them."]})
@@ -69,7 +74,12 @@ def check_names(names: str | Sequence[str]) -> list[str]:
 
 
 def check_hows(how: str | Sequence[str]) -> list[str]:
-    """The statistics of a summary, once each, among :data:`SUMMARY_HOW`."""
+    """The statistics of a summary, once each, among :data:`SUMMARY_HOW`.
+
+    Example:
+        >>> check_hows("min")
+        ['min']
+    """
     listed = [how] if isinstance(how, str) else list(how)
     unknown = [h for h in listed if h not in SUMMARY_HOW]
     if not listed or unknown:
@@ -140,7 +150,12 @@ def summarize_runs(
     """The summaries of ``runs``, from one ``compare`` read per 64 (run, metric) series
     (with ``last_per_step``, of the rows logged last at each step of each sub-series). Each
     sub-series found gets its columns; with ``combine``, each metric gets one set of
-    columns over all its sub-series, and a ``UserWarning`` names what was combined."""
+    columns over all its sub-series, and a ``UserWarning`` names what was combined.
+
+    Example:
+        >>> summarize_runs([], "loss", ("min", "count"), None, None).columns
+        ['loss:min', 'loss:count']
+    """
     metric_names, hows = check_names(names), check_hows(how)
     check_flag("last_per_step", last_per_step)
     check_flag("combine", combine)
@@ -227,7 +242,12 @@ def summarize(
 ) -> dict[str, dict[str, Value]]:
     """Per run id, ``{"<metric>[<sub-series>]:<how>": value}`` (see
     :func:`summarize_runs`): the columns of the sub-series that run has, and
-    ``"<metric>:<how>"`` (``None``, or 0 for a count) for a metric it lacks."""
+    ``"<metric>:<how>"`` (``None``, or 0 for a count) for a metric it lacks.
+
+    Example:
+        >>> summarize([exp], "loss", "min", None, None)[exp.id]  # doctest: +SKIP
+        {'loss[split=train]:min': 0.21, 'loss[split=valid]:min': 0.35}
+    """
     found = summarize_runs(
         runs, names, how, metadata, session, last_per_step, combine, stacklevel=4
     )
