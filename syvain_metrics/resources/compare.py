@@ -26,6 +26,7 @@ from syvain_metrics.contract.schemas.metric_query import (
 from syvain_metrics.contract.schemas.options import check_flag, check_page_size
 from syvain_metrics.errors import ExperimentNotCreatedError, MetricsValidationError
 from syvain_metrics.pipeline.control import is_pending_id
+from syvain_metrics.resources.base import Resource
 from syvain_metrics.resources.metric import (
     MetricRows,
     iter_rows,
@@ -95,7 +96,7 @@ class Series:
 
 
 def series_of(
-    items: Iterable[Series] | Iterable[ExperimentBase],
+    items: Iterable[Series] | Iterable[Resource],
     names: Sequence[str],
     metadata: Mapping[str, Any] | str | None,
 ) -> list[Series]:
@@ -178,7 +179,7 @@ def _compare_read(
 
 @keyword_options(ReadOptions, before="progress")
 def compare(
-    series: Sequence[Series] | Sequence[ExperimentBase],
+    series: Sequence[Series] | Sequence[Resource],
     *names: str,
     metadata: Mapping[str, Any] | str | None = None,
     progress: bool = False,
@@ -219,7 +220,7 @@ def compare(
 
 @keyword_options(ReadOptions, before="page_size")
 def iter_compare(
-    series: Sequence[Series] | Sequence[ExperimentBase],
+    series: Sequence[Series] | Sequence[Resource],
     *names: str,
     metadata: Mapping[str, Any] | str | None = None,
     page_size: int | None = None,

@@ -320,11 +320,13 @@ def test_plot_smooths_marks_annotations_and_draws_a_time_axis(
     assert len(marker) == 1  # the annotation at step 20
     assert any(t.get_text() == "lr drop" for t in axes.texts)
     assert axes.get_title() == "accuracy"
-    timed = rows.plot(x="time", annotations=run0.annotations())
+    timed = rows.plot(x="wall", annotations=run0.annotations())
     assert timed.get_xlabel() == "time (UTC)"
     first = timed.get_lines()[0].get_xdata()[0]
     assert isinstance(first, dt.datetime)
     assert first.tzinfo is not None
+    # A run of milliseconds: x="time" counts from its start (tests/tables/test_time_axes.py).
+    assert rows.plot(x="time").get_xlabel().startswith("time since start (")
     with pytest.raises(sm.MetricsValidationError, match="smooth"):
         rows.plot(smooth=1.5)
 

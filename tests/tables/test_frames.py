@@ -58,7 +58,7 @@ def test_plot_draws_one_line_per_series() -> None:
     # Labels name what differs between the lines; the event without a step has no place
     # on a step axis.
     assert labels == ["split=train", "split=train, lr=0.1"]
-    with pytest.raises(sm.MetricsValidationError, match="Must be 'step' or 'time'"):
+    with pytest.raises(sm.MetricsValidationError, match="Must be 'step', 'time'"):
         sm.MetricRows(some_rows()).plot(x="value")
 
 

@@ -31,8 +31,8 @@ PLOT = [item.name for item in dataclasses.fields(PlotOptions)]
     [
         (sm.Experiment.metrics, ["self", "name", "metadata", "step"], ["progress"], READ),
         (sm.Experiment.iter_metrics, ["self", "name", "metadata", "step"], ["page_size"], READ),
-        (sm.compare, ["series"], ["progress", "session"], READ),
-        (sm.iter_compare, ["series"], ["page_size", "session"], READ),
+        (sm.compare, ["series", "names", "metadata"], ["progress", "session"], READ),
+        (sm.iter_compare, ["series", "names", "metadata"], ["page_size", "session"], READ),
         (sm.MetricRows.plot, ["self"], [], PLOT),
         (sm.ExperimentList.plot, ["self", "name", "metadata"], [], PLOT),
     ],
