@@ -106,12 +106,15 @@ def selected(
 class ExperimentList(ResourceList["Experiment"]):
     """Experiments, as ``sm.Experiment.list()`` and ``folder.experiments`` return them: a
     ``list`` that also makes the runs table (:meth:`to_pandas`), picks runs by
-    hyperparameter (:meth:`where`), summarises their metrics (:meth:`summary`), reads one
-    metric of them all (:meth:`compare`) and plots it (:meth:`plot`).
+    hyperparameter (:meth:`where`) or by slug (``runs["lr0.03-bs64"]``), summarises their
+    metrics per sub-series (:meth:`summary`), reads one metric of them all
+    (:meth:`compare`) and plots it (:meth:`plot`).
 
     Example:
         >>> runs = sm.Experiment.list(search="sweep")              # doctest: +SKIP
         >>> runs.to_pandas().set_index("slug")[["status", "lr"]]   # doctest: +SKIP
+        >>> runs["sweep-adam-0.01"].status                          # doctest: +SKIP
+        'done'
     """
 
     _noun = "experiments"
