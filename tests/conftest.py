@@ -46,7 +46,7 @@ def _spool_in_a_temporary_directory(tmp_path_factory: pytest.TempPathFactory) ->
 
 
 @pytest.fixture(autouse=True)
-def _local_data_in_a_temporary_directory(
+def local_data_home(
     tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
 ) -> Path:
     """``start_local_server()`` and the examples keep their per-user data file under a
