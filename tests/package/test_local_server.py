@@ -275,3 +275,34 @@ def test_two_local_servers_on_one_host_keep_their_sign_ins_apart(tmp_path: Path)
     assert _opens_page(browser, second_run.url)
     assert _opens_page(browser, first_run.url)  # still signed in to the first
     assert len({cookie.name for cookie in browser.cookies}) == 2
+
+
+def test_in_a_notebook_kernel_the_first_cell_runs_again_and_bars_are_widgets(
+    local_data_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    nbformat = pytest.importorskip("nbformat", reason="the notebook tests need the 'dev' extra")
+    nbclient = pytest.importorskip("nbclient", reason="the notebook tests need the 'dev' extra")
+    pytest.importorskip("ipykernel", reason="the notebook tests need the 'dev' extra")
+    pytest.importorskip("ipywidgets", reason="the 'progress' extra brings ipywidgets")
+    monkeypatch.setenv("IPYTHONDIR", str(tmp_path / "ipython"))  # not the user's profile
+    cells = [
+        "import syvain_metrics as sm\nserver = sm.start_local_server()\nserver",
+        "exp = sm.Experiment.create('nb-run')\n"
+        "with exp.run():\n"
+        "    for step in range(5):\n"
+        "        exp.log('loss', 1 / (step + 1), step=step)",
+        "again = sm.start_local_server()\nprint(again is server, server.db)",
+        "rows = exp.metrics('loss', progress=True)\nprint(len(rows))",
+    ]
+    book = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in cells])
+    nbclient.NotebookClient(book, timeout=120, kernel_name="python3").execute()
+    first, _, again, read = (list(cell.outputs) for cell in book.cells)
+    key = (local_data_home / "local.sqlite.key").read_text().strip()  # the kernel's, inherited
+    [shown] = first
+    assert "/dashboard/login?token=" in shown["data"]["text/html"]
+    assert key not in str(book)
+    assert [o["text"] for o in again] == [f"True {local_data_home / 'local.sqlite'}\n"]
+    # tqdm.auto draws a widget (the 'progress' extra), not "IProgress not found" on stderr.
+    assert any("application/vnd.jupyter.widget-view+json" in o.get("data", {}) for o in read)
+    assert not [o for o in read if o.get("name") == "stderr"]
+    assert read[-1]["text"] == "5\n"
