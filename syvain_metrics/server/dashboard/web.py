@@ -240,6 +240,12 @@ class Dashboard:
         target = safe_next(request.args.get("next"))
         token = request.args.get("token")
         if token is None:
+            if request.headers.get("Sec-Fetch-Site") == "cross-site":
+                # A link from another site (a notebook's runs table) comes without the
+                # SameSite=Strict cookie, even from a signed-in browser: go on from here, a
+                # same-site navigation that carries it (and lands here again, same-origin
+                # now, only if the browser is not signed in).
+                return self._page(request, "moving_on.html", next=target)
             return self._page(request, "login.html", next=target, message=None)
         session_id = self.access.redeem(token)
         if session_id is None:
