@@ -79,6 +79,7 @@ class LocalServer:
 
     Attributes:
         url: the origin to connect to, e.g. ``http://127.0.0.1:54321``.
+        db: the database: a file's path, or ``":memory:"``.
         api_key: the accepted API key.
         faults: the fault switches (see :mod:`syvain_metrics.server.faults`).
         store: the SQLite store, for assertions on what was really written.

@@ -306,3 +306,15 @@ def test_in_a_notebook_kernel_the_first_cell_runs_again_and_bars_are_widgets(
     assert any("application/vnd.jupyter.widget-view+json" in o.get("data", {}) for o in read)
     assert not [o for o in read if o.get("name") == "stderr"]
     assert read[-1]["text"] == "5\n"
+
+
+def test_a_data_file_of_an_earlier_layout_is_brought_up_to_date(local_data_home: Path) -> None:
+    from syvain_metrics.server.store import SCHEMA_VERSION
+    from tests.server.test_migrations import KEY, _layout_database, _version
+
+    data = local_data_home / "local.sqlite"
+    _layout_database(data, "4")  # as an earlier release left it, its key kept beside it
+    (local_data_home / "local.sqlite.key").write_text(KEY + "\n")
+    sm.start_local_server()
+    assert _version(data) == SCHEMA_VERSION
+    assert sorted(e.slug for e in sm.Experiment.list()) == ["old-run", "other"]
