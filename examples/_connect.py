@@ -25,7 +25,8 @@ _started: list[LocalServer] = []
 @contextmanager
 def session_for_example() -> Iterator[sm.Session]:
     """Connect with ``SYVAIN_METRICS_API_KEY`` / ``SYVAIN_METRICS_HOST`` when set; otherwise
-    start an in-process local server (the ``local`` extra) and connect to it."""
+    start an in-process local server (the ``local`` extra) on the per-user data file, where
+    the runs stay after the example ends, and connect to it."""
     if os.environ.get("SYVAIN_METRICS_API_KEY"):
         session = sm.connect()
         print(f"Using {session.host} (from SYVAIN_METRICS_API_KEY).")
@@ -34,8 +35,9 @@ def session_for_example() -> Iterator[sm.Session]:
         return
     from syvain_metrics.testing import LocalServer
 
-    with LocalServer() as server:
+    with LocalServer.open() as server:
         print(f"No SYVAIN_METRICS_API_KEY set: using a local server at {server.url}.")
+        print(f"Its data stays in {server.db}.")
         session = server.session()
         sm.set_default_session(session)
         _started.append(server)

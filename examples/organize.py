@@ -6,6 +6,7 @@ Run it with ``python examples/organize.py`` (a local server is started when no
 
 from __future__ import annotations
 
+import secrets
 import time
 
 from _connect import session_for_example
@@ -15,10 +16,12 @@ import syvain_metrics as sm
 
 def main() -> None:
     with session_for_example() as session:
-        tag = time.strftime("%Y%m%d-%H%M%S")
+        # Unique per run: the local server keeps the runs of every earlier one.
+        tag = f"{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
         projects = sm.Folder.create(f"projects-{tag}", session=session)
         vision = projects.create_subfolder("vision")
-        nlp = projects.create_subfolder("nlp")
+        # Moved to the root below, where folder names are unique: the tag keeps it apart.
+        nlp = projects.create_subfolder(f"nlp-{tag}")
         print(f"created {vision.path_name} and {nlp.path_name}")
 
         run = vision.create_experiment(f"resnet-{tag}", description="ResNet-50 baseline")

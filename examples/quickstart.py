@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import random
+import secrets
 import time
 
 from _connect import session_for_example, show_in_dashboard
@@ -32,7 +33,8 @@ def train(exp: sm.Experiment, *, lr: float, seed: int) -> None:
 
 def main() -> None:
     with session_for_example() as session:
-        tag = time.strftime("%Y%m%d-%H%M%S")
+        # Unique per run: the local server keeps the runs of every earlier one.
+        tag = f"{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
         folder = sm.Folder.create(f"quickstart-{tag}", session=session)
         runs = [
             folder.create_experiment(f"quickstart-{tag}-lr{lr}", metadata={"lr": lr})

@@ -10,7 +10,9 @@ thread of your process, bound to a free loopback port before the constructor ret
         exp = sm.Experiment.create("run-1", session=session)
 
 In a notebook, one line starts a server that lives until the kernel ends (or
-``server.close()``) and makes its session the default::
+``server.close()``), keeps its runs in a per-user data file
+(:mod:`syvain_metrics.local_data`) and makes its session the default; running the cell again
+returns the same server::
 
     server = sm.start_local_server()
 
@@ -37,6 +39,9 @@ imports nothing heavy: the server (werkzeug, waitress) loads only when a
 from __future__ import annotations
 
 import atexit
+import html
+import logging
+import os
 import sys
 import threading
 import time
@@ -51,6 +56,8 @@ if TYPE_CHECKING:
 
 __all__ = ["LocalServer", "start_local_server"]
 
+logger = logging.getLogger("syvain_metrics")
+
 
 class LocalServer:
     """The local reference server, serving from a daemon thread of this process.
@@ -59,14 +66,20 @@ class LocalServer:
         db: a SQLite file, or ``":memory:"`` (the default).
         api_key: the API key it accepts; a random ``ak_local_...`` when ``None``. A database
             file that already has keys keeps them only as hashes: pass one of them again
-            (``ValueError`` without one).
+            (``ValueError`` without one), or keep it in ``key_file``.
         host: the interface to bind (loopback by default).
         port: the port; ``0`` picks a free one.
         threads: waitress worker threads.
         clock: seconds since the epoch, for the server's timestamps and expiries.
+        key_file: when ``api_key`` is ``None``, a file (0600) that keeps the API key as
+            text: read when it exists, else written with a new key, so every process on
+            the database uses the same key.
+        shared: other processes may serve the same database file at the same time (write
+            turns and dashboard sign-ins go through the file).
 
     Attributes:
         url: the origin to connect to, e.g. ``http://127.0.0.1:54321``.
+        db: the database: a file's path, or ``":memory:"``.
         api_key: the accepted API key.
         faults: the fault switches (see :mod:`syvain_metrics.server.faults`).
         store: the SQLite store, for assertions on what was really written.
@@ -82,18 +95,29 @@ class LocalServer:
 
     def __init__(
         self,
-        db: str = ":memory:",
+        db: str | os.PathLike[str] = ":memory:",
         api_key: str | None = None,
         *,
         host: str = "127.0.0.1",
         port: int = 0,
         threads: int = 8,
         clock: Callable[[], float] = time.time,
+        key_file: str | None = None,
+        shared: bool = False,
     ) -> None:
+        from syvain_metrics.local_data import kept_api_key
         from syvain_metrics.server import MetricsApp, Store, make_server
 
-        self.store: Store = Store(db, clock=clock)
-        known = self.store.use_api_keys([api_key] if api_key else [])
+        db = os.fspath(db)
+        self.db: str = db
+        self.store: Store = Store(db, clock=clock, shared=shared)
+        try:
+            if api_key is None and key_file is not None:
+                api_key = kept_api_key(key_file, self.store.has_stored_api_keys)
+            known = self.store.use_api_keys([api_key] if api_key else [])
+        except BaseException:
+            self.store.close()
+            raise
         if not known:
             self.store.close()
             raise ValueError(
@@ -119,6 +143,37 @@ class LocalServer:
         )
         self._thread.start()
 
+    @classmethod
+    def open(
+        cls, db: str | os.PathLike[str] | None = None, api_key: str | None = None, **options: Any
+    ) -> LocalServer:
+        """A server on a data file kept between processes: the per-user one by default
+        (:func:`syvain_metrics.local_data.default_database`, its directory made private), or
+        ``db`` (``":memory:"`` keeps nothing). A file's API key is kept beside it
+        (``<db>.key``) unless ``api_key`` is given, and several processes may serve the same
+        file at once. Other keyword arguments go to the constructor (``port=``, ...).
+
+        Example:
+            >>> with LocalServer.open() as server:  # doctest: +SKIP
+            ...     print(server.db)
+            /home/me/.local/share/syvain-metrics/local.sqlite
+        """
+        from pathlib import Path
+
+        from syvain_metrics import local_data
+
+        target = _database(db)
+        if target == ":memory:":
+            return cls(target, api_key, **options)
+        local_data.prepare_directory(Path(target))
+        return cls(
+            target,
+            api_key,
+            key_file=None if api_key else local_data.key_file(target),
+            shared=sys.platform != "win32",
+            **options,
+        )
+
     def __enter__(self) -> LocalServer:
         return self
 
@@ -127,6 +182,34 @@ class LocalServer:
 
     def __repr__(self) -> str:
         return f"<LocalServer {self.url}{' closed' if self._closed else ''}>"
+
+    def _repr_html_(self) -> str:
+        """What a notebook shows: a one-time sign-in link to the dashboard, the data file and
+        the URL (never the API key)."""
+        where = "in memory (lost when it closes)" if self.db == ":memory:" else self.db
+        lines = [
+            f"<b>Syvain Metrics local server</b> at <code>{html.escape(self.url)}</code>",
+            f"data: <code>{html.escape(where)}</code>",
+        ]
+        if self._closed:
+            lines.append("closed")
+        else:
+            link = html.escape(self.dashboard_link(), quote=True)
+            lines.append(
+                f"<a href='{link}' target='_blank' rel='noopener'>Open the dashboard</a> "
+                "(a one-time sign-in link: afterwards the runs' links open without signing in)"
+            )
+        return "<div>" + "<br>".join(lines) + "</div>"
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` was called.
+
+        Example:
+            >>> server.closed  # doctest: +SKIP
+            False
+        """
+        return self._closed
 
     def session(self, **kwargs: Any) -> Session:
         """A new :class:`~syvain_metrics.Session` connected to this server with its API key.
@@ -160,6 +243,13 @@ class LocalServer:
             http://127.0.0.1:54321/dashboard/login?token=...&next=/dashboard/experiments/...
         """
         return self.url + self.app.dashboard.login_path(api_key or self.api_key, page)
+
+    def _own_session(self, options: dict[str, Any]) -> Session:
+        """A session this server closes with itself: its default session."""
+        session = self.session(**options)
+        self._owned.append(session)
+        self.default_session = session
+        return session
 
     def add_organization(self, api_key: str | None = None) -> str:
         """Accept another API key, its own organization; returns the key.
@@ -205,32 +295,73 @@ class LocalServer:
             self.store.close()
 
 
-def start_local_server(db: str = ":memory:", **session_options: Any) -> LocalServer:
+def _database(db: str | os.PathLike[str] | None) -> str:
+    """``":memory:"``, or the absolute path of a database file (the per-user one for
+    ``None``): one name per database, whatever the working directory."""
+    if db is None:
+        from syvain_metrics.local_data import default_database
+
+        return str(default_database())
+    target = os.fspath(db)
+    return target if target == ":memory:" else os.path.abspath(target)
+
+
+_started: dict[str, LocalServer] = {}
+"""The servers :func:`start_local_server` started in this process, by database."""
+_started_lock = threading.Lock()
+
+
+def start_local_server(
+    db: str | os.PathLike[str] | None = None,
+    *,
+    api_key: str | None = None,
+    **session_options: Any,
+) -> LocalServer:
     """Start an embedded local server for a notebook or a REPL, in one line: it serves from
     a daemon thread until the kernel (or interpreter) ends or ``server.close()``, and its
     session (``server.default_session``) becomes the default, so ``sm.Experiment.create(...)``
-    needs no ``session=``. ``db`` may name a SQLite file to keep the runs between kernels;
-    keyword arguments go to the session (``timeout=``, ``spool_dir=``, ...).
+    needs no ``session=``.
 
-    Each call starts another server; closing one closes its session (after flushing its
-    ``log()`` events) and unsets it as the default.
+    Its runs are kept in the per-user data file (:func:`syvain_metrics.local_data.
+    default_database`, under ``$SYVAIN_METRICS_HOME`` when set), found again by the next
+    kernel; several kernels may use it at once. ``db`` names another SQLite file, or
+    ``":memory:"`` for a server that keeps nothing. A file's API key is kept beside it
+    (``<db>.key``, readable by you only) unless you pass ``api_key=``; other keyword
+    arguments go to the session (``timeout=``, ``spool_dir=``, ...).
+
+    Called again in the same process for the same ``db``, it returns the server already
+    running (its session made the default again; keyword arguments apply only when a server
+    starts), so running a notebook's first cell twice keeps everything. Closing a server
+    closes its session (after flushing its ``log()`` events) and unsets it as the default;
+    the next call starts a new one.
 
     Example:
         >>> server = sm.start_local_server()  # doctest: +SKIP
         >>> sm.Experiment.create("run-1")     # doctest: +SKIP
         <Experiment run-1 created id=...>
+        >>> sm.start_local_server() is server  # doctest: +SKIP
+        True
     """
     from syvain_metrics.client.registry import set_default_session
 
-    server = LocalServer(db)
-    try:
-        session = server.session(**session_options)
-    except BaseException:
-        server.close()
-        raise
-    server._owned.append(session)
-    server.default_session = session
-    set_default_session(session)
+    target = _database(db)
+    with _started_lock:
+        running = _started.get(target)
+        if running is not None and not running.closed:
+            logger.info("the local server of %s is already running at %s", target, running.url)
+            session = running.default_session
+            if session is None or session.closed:
+                session = running._own_session(session_options)
+            set_default_session(session)
+            return running
+        server = LocalServer.open(target, api_key)
+        try:
+            session = server._own_session(session_options)
+        except BaseException:
+            server.close()
+            raise
+        set_default_session(session)
+        _started[target] = server
     atexit.register(server.close)
     return server
 

@@ -46,6 +46,18 @@ def _spool_in_a_temporary_directory(tmp_path_factory: pytest.TempPathFactory) ->
 
 
 @pytest.fixture(autouse=True)
+def local_data_home(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> Path:
+    """``start_local_server()`` and the examples keep their per-user data file under a
+    temporary directory of this test (inherited by the processes it starts: scripts,
+    notebook kernels), never in the user's home."""
+    home = tmp_path_factory.mktemp("syvain-metrics-home")
+    monkeypatch.setenv("SYVAIN_METRICS_HOME", str(home))
+    return home
+
+
+@pytest.fixture(autouse=True)
 def _stop_senders_left_running() -> Iterator[None]:
     """Stop the log() senders a test left running, so none outlives its test (and its
     mocked or stopped server) or holds up the interpreter's exit."""

@@ -84,6 +84,55 @@ def test_signing_out_ends_only_that_session(app: MetricsApp) -> None:
     assert signed_in(kept)
 
 
+def test_each_port_of_a_host_has_a_session_cookie_of_its_own(app: MetricsApp) -> None:
+    # Browsers send a host's cookies to all its ports: two local servers on 127.0.0.1 would
+    # otherwise overwrite each other's sign-in.
+    first = Client(app)
+    reply = first.post(
+        "/dashboard/login", data={"api_key": KEY_A}, base_url="http://127.0.0.1:8765"
+    )
+    assert reply.headers["Set-Cookie"].startswith(f"{COOKIE_NAME}_8765=")
+    session_id = reply.headers["Set-Cookie"].split(";")[0].split("=", 1)[1]
+    assert first.get("/dashboard/", base_url="http://127.0.0.1:8765").status_code == 200
+    # The same browser on another port: that cookie is not this port's.
+    other = Client(app)
+    other.set_cookie(f"{COOKIE_NAME}_8765", session_id, domain="127.0.0.1")
+    assert other.get("/dashboard/", base_url="http://127.0.0.1:8766").status_code == 303
+    other.post("/dashboard/logout", base_url="http://127.0.0.1:8766")
+    assert first.get("/dashboard/", base_url="http://127.0.0.1:8765").status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("asked", "target"),
+    [
+        ("/dashboard/experiments/e1", "/dashboard/experiments/e1"),
+        ("https://evil.example/", "/dashboard/"),
+    ],
+)
+def test_the_login_page_reached_from_another_site_moves_on_by_itself(
+    app: MetricsApp, asked: str, target: str
+) -> None:
+    # A link from a notebook on another site comes without the SameSite=Strict cookie: the
+    # page goes on with a navigation of its own, which carries it.
+    browser = Client(app)
+    reply = browser.get(
+        "/dashboard/login", query_string={"next": asked}, headers={"Sec-Fetch-Site": "cross-site"}
+    )
+    assert reply.status_code == 200
+    text = reply.get_data(as_text=True)
+    assert f'<meta http-equiv="refresh" content="0; url={target}">' in text
+    assert 'name="api_key"' not in text
+    assert "Set-Cookie" not in reply.headers
+    # Reached from this site (or typed), it is the login form.
+    for fetched_from in ("same-origin", "none"):
+        plain = browser.get(
+            "/dashboard/login",
+            query_string={"next": asked},
+            headers={"Sec-Fetch-Site": fetched_from},
+        )
+        assert 'name="api_key"' in plain.get_data(as_text=True)
+
+
 # -- behind a reverse proxy --------------------------------------------------------------------
 
 FORWARDED = {

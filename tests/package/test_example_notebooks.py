@@ -73,6 +73,8 @@ def test_notebook_runs_without_errors_and_draws_png_figures(
     # A spool of its own: batches other tests' processes left behind would be announced
     # on stderr, as they are to a user who has some.
     monkeypatch.setenv("SYVAIN_METRICS_SPOOL_DIR", str(tmp_path / "spool"))
+    # start_local_server()'s data file: the test's own, never the user's home.
+    monkeypatch.setenv("SYVAIN_METRICS_HOME", str(tmp_path / "home"))
     monkeypatch.delenv("MPLBACKEND", raising=False)
     book = nbformat.read(path, as_version=4)
     cells = len(book.cells)

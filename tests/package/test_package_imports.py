@@ -7,8 +7,11 @@ the package do not pay for HTTP, schemas and resources up front.
 
 from __future__ import annotations
 
+import json
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -34,6 +37,40 @@ def test_every_public_name_resolves(name: str) -> None:
 
 def test_dir_lists_the_public_names_only() -> None:
     assert sorted(dir(sm)) == sorted(sm.__all__)
+
+
+def test_dir_star_import_and_tab_completion_show_the_public_api_only(tmp_path: Path) -> None:
+    # In a fresh interpreter whose submodules were loaded (as using the SDK does): they
+    # become attributes of the package, yet none is listed.
+    script = (
+        "import json, syvain_metrics as sm, syvain_metrics.testing, syvain_metrics.client\n"
+        "sm.Experiment\n"
+        "star = {}\n"
+        "exec('from syvain_metrics import *', star)\n"
+        "from IPython.core.completer import provisionalcompleter\n"
+        "from IPython.core.interactiveshell import InteractiveShell\n"
+        "shell = InteractiveShell.instance()\n"
+        "shell.run_cell('import syvain_metrics as sm')\n"
+        "with provisionalcompleter():\n"
+        "    tab = [c.text for c in shell.Completer.completions('sm.', 3)]\n"
+        "print(json.dumps([dir(sm), sorted(set(star) - {'__builtins__'}), tab]))\n"
+    )
+    pytest.importorskip("IPython", reason="tab completion is IPython's")
+    env = {**os.environ, "IPYTHONDIR": str(tmp_path / "ipython")}  # not the user's profile
+    out = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+        env=env,
+    ).stdout
+    listed, star, tab = json.loads(out.splitlines()[-1])
+    public = sorted(sm.__all__)
+    assert sorted(listed) == public
+    assert star == public
+    # IPython hides dunder names until "__" is typed.
+    assert sorted(tab) == [name for name in public if not name.startswith("__")]
 
 
 def test_an_unknown_name_is_an_attribute_error() -> None:

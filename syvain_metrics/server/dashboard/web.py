@@ -165,7 +165,7 @@ class Dashboard:
         if view is None:
             raise ApiError(404, "not_found", "No such page.")
         self._only(method, "GET", "HEAD")
-        org_id = self.access.organization(request.cookies.get(COOKIE_NAME))
+        org_id = self.access.organization(request.cookies.get(_cookie_name(request)))
         if org_id is None:
             if rest == "/data/chart":
                 raise ApiError(401, "unauthorized", "Sign in first.")
@@ -210,7 +210,10 @@ class Dashboard:
 
     def _page(self, request: Request, template: str, code: int = 200, **context: Any) -> Response:
         org_id = request.environ.get("syvain_metrics.org_id")
-        text = self._environment().get_template(template).render(org_id=org_id, **context)
+        # The header names the organization; its id stays in the tooltip.
+        org_name = self.store.organization(org_id).name if org_id else None
+        page = self._environment().get_template(template)
+        text = page.render(org_id=org_id, org_name=org_name, **context)
         return Response(text, status=code, content_type="text/html; charset=utf-8")
 
     def _error(self, request: Request, status: int, message: str) -> Response:
@@ -237,6 +240,12 @@ class Dashboard:
         target = safe_next(request.args.get("next"))
         token = request.args.get("token")
         if token is None:
+            if request.headers.get("Sec-Fetch-Site") == "cross-site":
+                # A link from another site (a notebook's runs table) comes without the
+                # SameSite=Strict cookie, even from a signed-in browser: go on from here, a
+                # same-site navigation that carries it (and lands here again, same-origin
+                # now, only if the browser is not signed in).
+                return self._page(request, "moving_on.html", next=target)
             return self._page(request, "login.html", next=target, message=None)
         session_id = self.access.redeem(token)
         if session_id is None:
@@ -264,10 +273,10 @@ class Dashboard:
 
     def _logout(self, request: Request) -> Response:
         self._same_origin(request)
-        self.access.sign_out(request.cookies.get(COOKIE_NAME))
+        self.access.sign_out(request.cookies.get(_cookie_name(request)))
         response = _redirect(f"{PREFIX}/login")
         response.delete_cookie(
-            COOKIE_NAME,
+            _cookie_name(request),
             path=PREFIX,
             secure=request.scheme == "https",
             httponly=True,
@@ -284,7 +293,7 @@ class Dashboard:
     @staticmethod
     def _with_session(request: Request, response: Response, session_id: str) -> Response:
         response.set_cookie(
-            COOKIE_NAME,
+            _cookie_name(request),
             session_id,
             max_age=SESSION_TTL_S,
             path=PREFIX,
@@ -348,6 +357,20 @@ class Dashboard:
         )
         body = json.dumps(data, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
         return Response(body, content_type="application/json")
+
+
+def _cookie_name(request: Request) -> str:
+    """The session cookie's name on this server. Browsers keep one cookie per host whatever
+    its port, so each port gets a name of its own: signing in to one local server then
+    neither ends nor reaches the session of another on the same host.
+
+    Example:
+        >>> from werkzeug.test import EnvironBuilder
+        >>> _cookie_name(Request(EnvironBuilder(base_url="http://127.0.0.1:8765").get_environ()))
+        'syvain_dashboard_8765'
+    """
+    _, _, port = request.host.rpartition(":")
+    return f"{COOKIE_NAME}_{port}" if port.isdigit() else COOKIE_NAME
 
 
 def _raw_path(request: Request) -> str:

@@ -99,6 +99,17 @@ class Credentials(StoreBase):
         """How many API keys this store accepts, the stored ones included."""
         return len(self._accepted)
 
+    def has_stored_api_keys(self) -> bool:
+        """Whether the database holds any API key (as its hash), accepted by this store or not.
+
+        Example:
+            >>> from syvain_metrics.server.store import Store
+            >>> Store().has_stored_api_keys()
+            False
+        """
+        with self._reading() as db:
+            return db.execute("SELECT 1 FROM api_keys LIMIT 1").fetchone() is not None
+
     def _org_for(self, db: sqlite3.Connection, key: str) -> str:
         digest = token_hash(key)
         found = db.execute("SELECT org_id FROM api_keys WHERE key_hash = ?", (digest,)).fetchone()
