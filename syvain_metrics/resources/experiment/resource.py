@@ -313,17 +313,22 @@ class Experiment(
         if timestamp_ms is not None:
             fields["timestamp_ms"] = timestamp_ms
         body = load_request(StatusUpdateRequest(), fields)
+        if status == "running":
+            self._arrived_finished = False  # entered by this process (on every rank)
         if not self._bind().is_main_process:
             return self  # checked first all the same: only rank 0 of a job changes the status
         return self._status_now_or_later(body)
 
     def start(self) -> Experiment:
-        """Mark the experiment ``running``.
+        """Mark the experiment ``running``. A run that has finished is refused, like
+        :meth:`run` without ``resume_from`` (:class:`~syvain_metrics.RunFinishedError`):
+        ``resume(step)`` continues it.
 
         Example:
             >>> exp.start().status  # doctest: +SKIP
             'running'
         """
+        self._refuse_finished()
         return self.set_status("running")
 
     def finish(self) -> Experiment:

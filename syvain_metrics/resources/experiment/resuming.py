@@ -66,7 +66,7 @@ class Resuming(Annotating):
 
     if TYPE_CHECKING:
 
-        def start(self) -> Any:
+        def set_status(self, status: str) -> Any:
             """Defined by :class:`~syvain_metrics.Experiment`."""
 
     def resume(self, step: int) -> Any:
@@ -97,7 +97,7 @@ class Resuming(Annotating):
         started_before = (
             is_pending_id(self.id) or self.status != "created" or self.started_at_ms is not None
         )
-        running = self.start()
+        running = self.set_status("running")  # a finished run too: continuing is a choice
         if started_before:
             self._record_resume(start)
         return running

@@ -14,6 +14,7 @@ Example:
 
 from __future__ import annotations
 
+import logging
 import math
 import numbers
 import reprlib
@@ -25,6 +26,8 @@ from syvain_metrics.contract.limits import METRIC_NAME_MAX
 from syvain_metrics.errors import MetricsValidationError
 
 Converter = Callable[[Any], Any]
+
+logger = logging.getLogger("syvain_metrics")
 
 
 class _NoValue:
@@ -207,3 +210,39 @@ def _flatten_into(out: list[tuple[str, Any]], prefix: str, metrics: Mapping[Any,
             _flatten_into(out, name + "/", value)
         else:
             out.append((name, value))
+
+
+def flatten_usable(values: Mapping[str, object]) -> list[tuple[str, object]]:
+    """:func:`flatten_metrics` for a framework's mapping: a name the contract refuses (too
+    long, empty, not a string) costs only its own value, with a warning, not the whole
+    mapping.
+
+    Example:
+        >>> flatten_usable({"loss": 0.5, "": 1.0})
+        [('loss', 0.5)]
+    """
+    try:
+        return flatten_metrics(values)
+    except MetricsValidationError:
+        pass
+    usable: list[tuple[str, object]] = []
+    for key, value in values.items():
+        try:
+            usable.extend(flatten_metrics({key: value}))
+        except MetricsValidationError as error:
+            logger.warning("syvain_metrics: a metric is left out: %s", error)
+    return usable
+
+
+def is_flat(values: Mapping[str, object]) -> bool:
+    """Whether no value of ``values`` is itself a mapping (numbers are checked first: fast).
+
+    Example:
+        >>> is_flat({"loss": 0.5}), is_flat({"train": {"loss": 0.5}})
+        (True, False)
+    """
+    for value in values.values():
+        kind = type(value)
+        if kind is not float and kind is not int and isinstance(value, Mapping):
+            return False
+    return True

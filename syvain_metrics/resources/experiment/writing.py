@@ -260,10 +260,18 @@ class MetricWriting(DeferredCalls):
         ``client_event_id`` yourself to make a re-run of the same code idempotent. Without
         ``timestamp_ms``, the event carries the time of the call (not of its delivery).
 
+        An experiment that came from the service finished (``done`` or ``error``: from
+        ``Experiment.create(..., exist_ok=True)``, ``get()`` or a list) and was not entered
+        since raises :class:`~syvain_metrics.RunFinishedError` before anything is queued
+        (a cell run again would store every value twice); a run this process ended takes
+        more values (an evaluation after ``run()``).
+
         Example:
             >>> exp.log("loss", 0.25, step=10, metadata={"split": "train"})  # doctest: +SKIP
             >>> exp.log({"loss": 0.25, "acc": np.float32(0.9)}, step=10)      # doctest: +SKIP
         """
+        if self._arrived_finished:
+            self._refuse_log()
         if type(name) is not str and isinstance(name, Mapping):
             self._log_many(name, value, step, metadata, timestamp_ms, client_event_id)
             return
