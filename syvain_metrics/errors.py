@@ -96,6 +96,22 @@ class MetricsApiRequestError(MetricsApiError):
         self.retry_after = retry_after
         self.field = field
 
+    def with_hint(self, hint: str) -> MetricsApiRequestError:
+        """The same error (class, status, code, field) with ``hint``, what to write instead,
+        added to its message.
+
+        Example:
+            >>> err = MetricsApiConflictError("HTTP 409: taken", status_code=409)
+            >>> hinted = err.with_hint("Choose another slug.")
+            >>> str(hinted), type(hinted).__name__, hinted.status_code
+            ('HTTP 409: taken. Choose another slug.', 'MetricsApiConflictError', 409)
+        """
+        message = str(self.args[0]) if self.args else ""
+        hinted: MetricsApiRequestError = _rebuild(
+            type(self), (f"{message.rstrip('.')}. {hint}",), dict(self.__dict__)
+        )
+        return hinted
+
 
 class MetricsApiNotFoundError(MetricsApiRequestError):
     """HTTP 404: the object does not exist, or not in this organization.
