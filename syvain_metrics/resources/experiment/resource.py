@@ -43,6 +43,7 @@ from syvain_metrics.resources.experiment.resuming import Resuming
 from syvain_metrics.resources.experiment.running import RunBlock, error_payload
 from syvain_metrics.resources.experiment.stand_in import StandInRun
 from syvain_metrics.resources.experiment.system_metrics import SystemSampling
+from syvain_metrics.resources.experiment.values import plain
 from syvain_metrics.resources.experiment.writing import MetricWriting
 from syvain_metrics.resources.experiment_list import (
     ExperimentList,
@@ -130,20 +131,23 @@ class Experiment(
             <ExperimentList 1: <Experiment mamba-run-001 running id=...>>
             >>> sm.Experiment.list(folder=sweep, metadata={"optimizer": "sgd"}).to_pandas()  # doctest: +SKIP
         """
+        metadata = plain(metadata)  # numpy scalars compare like the numbers stored
         check_selection(metadata, where)
         folder_id = UNSET if folder is UNSET else folder_id_of(folder)
         client_side = folder is not UNSET or metadata is not None or where is not None
         bound = get_session(session)
         query = load_request(
             ExperimentListQuery(),
-            {
-                "status": status,
-                "slug": slug,
-                "search": search,
-                "from": from_ms,
-                "to": to_ms,
-                "limit": limit,
-            },
+            plain(
+                {
+                    "status": status,
+                    "slug": slug,
+                    "search": search,
+                    "from": from_ms,
+                    "to": to_ms,
+                    "limit": limit,
+                }
+            ),
         )
         cut = query.pop("limit", None) if client_side else None
         # A run that just ended may have its status waiting behind its last events.
@@ -226,7 +230,7 @@ class Experiment(
         fields: dict[str, Any] = {
             "slug": slug,
             "description": description,
-            "metadata": creation_metadata(metadata, config, capture=capture_environment),
+            "metadata": creation_metadata(plain(metadata), config, capture=capture_environment),
         }
         if folder is not UNSET:
             fields["folder_id"] = folder_id_of(folder)

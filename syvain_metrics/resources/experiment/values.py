@@ -94,6 +94,88 @@ def _learn(kind: type, table: dict[type, Converter | None], *, step: bool) -> Co
     return convert
 
 
+_PLAIN_TYPES = (str, int, float, bool, type(None))
+_PLAIN_DEPTH = 64
+"""Nesting walked by :func:`plain` (deeper, or a structure that holds itself, is left to
+the schema's error)."""
+
+
+def _numpy_plain(value: Any) -> Any:
+    """A numpy scalar or 0-d array as the Python value it holds; anything else as it is. A
+    ``float32`` or ``float16`` gives the decimal it prints as (``np.float32(0.1)`` is 0.1,
+    not 0.10000000149011612): hyperparameters keep the value that was typed, and filters
+    by it match."""
+    numpy = sys.modules.get("numpy")
+    if numpy is None:
+        return value
+    if isinstance(value, numpy.ndarray):
+        if value.ndim != 0:
+            return value  # an array is not a scalar: left to the schema's error
+        value = value[()]
+    if isinstance(value, numpy.floating) and value.itemsize < 8:
+        return float(str(value))
+    if isinstance(value, numpy.bool_ | numpy.integer | numpy.floating):
+        return value.item()
+    return value
+
+
+def plain(value: Any, _depth: int = 0) -> Any:
+    """``value`` with every numpy scalar in it (``np.int64``, ``np.float32``, ``np.bool_``,
+    a 0-d array) as a Python number or bool, mappings, lists and tuples walked: what the
+    SDK's metadata, filters and options go through before they are checked. Returns
+    ``value`` itself when nothing in it changes (no copy); functions (filters) stay.
+
+    Example:
+        >>> plain({"lr": 0.1, "layers": (64, 64)})
+        {'lr': 0.1, 'layers': (64, 64)}
+        >>> plain({"bs": np.int64(32), "lr": np.float32(0.1), "ok": [np.bool_(True)]})  # doctest: +SKIP
+        {'bs': 32, 'lr': 0.1, 'ok': [True]}
+    """
+    kind = type(value)
+    if kind in _PLAIN_TYPES or _depth > _PLAIN_DEPTH:
+        return value
+    if isinstance(value, Mapping):
+        walked = {key: plain(item, _depth + 1) for key, item in value.items()}
+        same = all(walked[key] is item for key, item in value.items())
+        return value if same else walked
+    if kind is list or kind is tuple:
+        items = [plain(item, _depth + 1) for item in value]
+        if all(new is old for new, old in zip(items, value, strict=True)):
+            return value
+        return items if kind is list else tuple(items)
+    module = kind.__module__ or ""
+    if module == "numpy" or module.startswith("numpy."):
+        return _numpy_plain(value)
+    return value
+
+
+def plain_record(record: Any) -> Any:
+    """One metric of ``ingest()`` with numpy scalars as Python values: ``value`` and
+    ``step`` as ``log()`` converts them, ``timestamp_ms`` and ``metadata`` by
+    :func:`plain`. The record itself when nothing changes (a list is checked in place).
+
+    Example:
+        >>> plain_record({"name": "loss", "value": np.float32(0.5), "step": np.int64(3)})  # doctest: +SKIP
+        {'name': 'loss', 'value': 0.5, 'step': 3}
+    """
+    if type(record) is not dict:
+        return record  # a MetricPoint or a mapping: converted as a dict by the caller
+    changed: dict[str, Any] = {}
+    for key, item in record.items():
+        kind = type(item)
+        if kind in _PLAIN_TYPES:
+            continue
+        if key == "value":
+            new = as_number(item)
+        elif key == "step":
+            new = as_step(item)
+        else:
+            new = plain(item)
+        if new is not item:
+            changed[key] = new
+    return {**record, **changed} if changed else record
+
+
 def as_number(value: Any) -> Any:
     """``value`` as a Python number when it is a numpy scalar, a 0-d numpy array or a torch
     tensor of one element; anything else is returned as it is (for the schema to judge).
