@@ -194,7 +194,14 @@ class Experiment(
         With ``exist_ok=True`` an experiment that already has this slug is returned as it
         is (one more request to find it) instead of raising the service's 409, so a notebook
         cell that creates a run can be run again. Its description, metadata and folder are
-        the existing ones, not the arguments.
+        the existing ones, not the arguments. When that run has finished (``done`` or
+        ``error``), ``run()`` and ``log()`` refuse it before writing anything
+        (:class:`~syvain_metrics.RunFinishedError`, naming the choices): the cell run again
+        never stores its values twice. A taken slug without ``exist_ok`` raises the
+        service's 409, its message saying what to write instead.
+
+        Metadata values may be numpy scalars (``np.int64``, ``np.float32``, ``np.bool_``,
+        nested too): they are stored as Python numbers and bools.
 
         ``config`` (a dict, ``argparse.Namespace``, dataclass, pydantic model or OmegaConf
         config) is added to the metadata, nested keys joined with dots (``model.width``);

@@ -83,7 +83,10 @@ class Resuming(Annotating):
         checkpoint are stored twice; reads with ``last_per_step=True`` (``metrics()``,
         ``compare()``, ``summary()``, ``to_pandas()``, ``plot()``) keep the copy logged
         last, so the run reads as one curve. The annotation is best effort: failing to
-        record it is logged, never raised into the job.
+        record it is logged, never raised into the job. ``run(resume_from=0)`` logs a
+        finished run again from the start on purpose (what ``run()`` alone refuses): read
+        with ``last_per_step=True``, each step shows the value logged last, and steps the
+        new pass does not reach keep their old values.
 
         Example:
             >>> exp = sm.Experiment.create("run-1", exist_ok=True).resume(1000)  # doctest: +SKIP
