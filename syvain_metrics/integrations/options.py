@@ -12,13 +12,10 @@ import datetime as dt
 import logging
 import math
 import secrets
-from typing import TYPE_CHECKING
+from typing import Protocol, TypeVar
 
 from syvain_metrics.errors import MetricsApiError, MetricsValidationError
 from syvain_metrics.resources.experiment.base import FINISHED, ExperimentBase
-
-if TYPE_CHECKING:
-    from syvain_metrics.integrations.framework_run import FrameworkRun
 
 logger = logging.getLogger("syvain_metrics")
 
@@ -70,6 +67,29 @@ def check_options(*, system_metrics: object, flush_timeout: object, **flags: obj
         raise MetricsValidationError(problems)
 
 
+_Run = TypeVar("_Run", bound="Successive")
+
+
+class Successive(Protocol):
+    """A run that names its successor (a ``FrameworkRun``).
+
+    Example:
+        >>> sorted(name for name in vars(Successive) if not name.startswith("_"))
+        ['experiment', 'slug', 'successor']
+    """
+
+    @property
+    def slug(self) -> str:
+        """The run's slug."""
+
+    @property
+    def experiment(self) -> ExperimentBase:
+        """The run's experiment, created on first use."""
+
+    def successor(self: _Run) -> _Run:
+        """The next run, ``<slug>-2``, ``-3``..."""
+
+
 def finished(experiment: ExperimentBase) -> bool:
     """Whether a run has finished (``done`` or ``error``), as the object knows it: no request.
 
@@ -80,7 +100,7 @@ def finished(experiment: ExperimentBase) -> bool:
     return experiment._data.get("status") in FINISHED
 
 
-def next_free_run(run: FrameworkRun) -> FrameworkRun:
+def next_free_run(run: _Run) -> _Run:
     """The first of ``run``'s successors (``<slug>-2``, ``-3``...) whose experiment has not
     finished (created when missing), for a training from scratch into a run that has: a
     cell run again never stores its values twice. One warning names both runs.
