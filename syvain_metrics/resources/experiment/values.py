@@ -94,7 +94,7 @@ def _learn(kind: type, table: dict[type, Converter | None], *, step: bool) -> Co
     return convert
 
 
-_PLAIN_TYPES = (str, int, float, bool, type(None))
+_PLAIN_TYPES = frozenset((str, int, float, bool, type(None)))
 _PLAIN_DEPTH = 64
 """Nesting walked by :func:`plain` (deeper, or a structure that holds itself, is left to
 the schema's error)."""
@@ -119,6 +119,13 @@ def _numpy_plain(value: Any) -> Any:
     return value
 
 
+def _flat_plain(mapping: dict[Any, Any]) -> bool:
+    for item in mapping.values():  # noqa: SIM110 - a loop: no generator on ingest's path
+        if type(item) not in _PLAIN_TYPES:
+            return False
+    return True
+
+
 def plain(value: Any, _depth: int = 0) -> Any:
     """``value`` with every numpy scalar in it (``np.int64``, ``np.float32``, ``np.bool_``,
     a 0-d array) as a Python number or bool, mappings, lists and tuples walked: what the
@@ -134,6 +141,8 @@ def plain(value: Any, _depth: int = 0) -> Any:
     kind = type(value)
     if kind in _PLAIN_TYPES or _depth > _PLAIN_DEPTH:
         return value
+    if kind is dict and _flat_plain(value):
+        return value  # the common case: nothing to convert (no copy, few checks)
     if isinstance(value, Mapping):
         walked = {key: plain(item, _depth + 1) for key, item in value.items()}
         same = all(walked[key] is item for key, item in value.items())
@@ -163,7 +172,7 @@ def plain_record(record: Any) -> Any:
     changed: dict[str, Any] = {}
     for key, item in record.items():
         kind = type(item)
-        if kind in _PLAIN_TYPES:
+        if kind in _PLAIN_TYPES or (kind is dict and _flat_plain(item)):
             continue
         if key == "value":
             new = as_number(item)
