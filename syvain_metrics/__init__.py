@@ -40,6 +40,7 @@ if TYPE_CHECKING:
         PagingError,
         PartialIngestError,
         RejectedEvent,
+        RunFinishedError,
     )
     from syvain_metrics.resources.annotation import Annotation
     from syvain_metrics.resources.auth_status import AuthStatus, whoami
@@ -76,6 +77,7 @@ _LAZY: dict[str, str] = {
     "PagingError": "syvain_metrics.errors",
     "PartialIngestError": "syvain_metrics.errors",
     "RejectedEvent": "syvain_metrics.errors",
+    "RunFinishedError": "syvain_metrics.errors",
     "Annotation": "syvain_metrics.resources.annotation",
     "AuthStatus": "syvain_metrics.resources.auth_status",
     "whoami": "syvain_metrics.resources.auth_status",
@@ -138,6 +140,7 @@ __all__ = [
     "RankInfo",
     "RejectedEvent",
     "RetryPolicy",
+    "RunFinishedError",
     "Series",
     "Session",
     "SystemMetrics",

@@ -15,6 +15,7 @@ Every failure the SDK raises on purpose derives from :class:`MetricsApiError`::
     ├── FlushError                    log() events not all stored when flush() had to say so
     ├── ExperimentNotCreatedError     needs a run whose creation still waits in the spool
     ├── OfflineError                  needs the service, and the session is offline
+    ├── RunFinishedError              new logging into a finished run (also a ValueError)
     ├── MetricsApiResponseError       an answer that breaks the contract (or is too large)
     ├── PagingError                   a paged read cannot go on without losing rows
     ├── MetricsApiAuthError           credentials could not be resolved
@@ -94,6 +95,22 @@ class MetricsApiRequestError(MetricsApiError):
         self.retryable = retryable
         self.retry_after = retry_after
         self.field = field
+
+    def with_hint(self, hint: str) -> MetricsApiRequestError:
+        """The same error (class, status, code, field) with ``hint``, what to write instead,
+        added to its message.
+
+        Example:
+            >>> err = MetricsApiConflictError("HTTP 409: taken", status_code=409)
+            >>> hinted = err.with_hint("Choose another slug.")
+            >>> str(hinted), type(hinted).__name__, hinted.status_code
+            ('HTTP 409: taken. Choose another slug.', 'MetricsApiConflictError', 409)
+        """
+        message = str(self.args[0]) if self.args else ""
+        hinted: MetricsApiRequestError = _rebuild(
+            type(self), (f"{message.rstrip('.')}. {hint}",), dict(self.__dict__)
+        )
+        return hinted
 
 
 class MetricsApiNotFoundError(MetricsApiRequestError):
@@ -344,6 +361,31 @@ class OfflineError(MetricsApiError):
     """
 
 
+class RunFinishedError(MetricsApiError, ValueError):
+    """A run that has finished (status ``done`` or ``error``) was given new logging:
+    ``run()`` or ``start()`` without ``resume_from``, or ``log()`` on an experiment that came
+    finished from the service. Raised before anything is written, so a notebook cell run
+    again never stores its values twice. The message names the choices: a new run, resuming
+    it, or logging it again from the start and reading with ``last_per_step=True``. A
+    ``ValueError`` too, like writing to a closed file.
+
+    Attributes:
+        slug: the run's slug.
+        status: its status as the experiment object knows it (``done`` or ``error``).
+
+    Example:
+        >>> error = RunFinishedError("Run 'sgd-0.1' has already finished (done).",
+        ...                          slug="sgd-0.1", status="done")
+        >>> error.slug, isinstance(error, ValueError)
+        ('sgd-0.1', True)
+    """
+
+    def __init__(self, message: str, *, slug: str, status: str) -> None:
+        super().__init__(message)
+        self.slug = slug
+        self.status = status
+
+
 class MetricsApiResponseError(MetricsApiError):
     """A successful HTTP answer whose body breaks the contract.
 
@@ -420,4 +462,5 @@ __all__ = [
     "PagingError",
     "PartialIngestError",
     "RejectedEvent",
+    "RunFinishedError",
 ]

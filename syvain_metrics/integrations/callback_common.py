@@ -36,7 +36,9 @@ def run_for_training(previous: FrameworkRun, resume_from: int | None, again: Any
     ``previous.successor()`` (``<slug>-2``, ``-3``...): two trainings never share steps. A
     training that continues (``resume_from > 0``: a saved model, ``init_model``,
     ``initial_epoch``) continues the same run, through ``again()`` (a new run lifecycle on
-    the same slug) once ``previous`` has ended. Otherwise ``previous`` itself.
+    the same slug) once ``previous`` has ended; so does a training after one that entered
+    its run and logged nothing (its run holds no value to store twice). Otherwise
+    ``previous`` itself.
 
     Example:
         >>> first = FrameworkRun("gbm-1")
@@ -50,6 +52,8 @@ def run_for_training(previous: FrameworkRun, resume_from: int | None, again: Any
             logger.warning("syvain_metrics: no next run after %s (%s)", previous.slug, error)
     if previous.ended:
         follower: FrameworkRun = again()
+        if previous.entered and previous.max_step < 0:
+            follower.reopening()
         return follower
     return previous
 

@@ -33,9 +33,10 @@ from syvain_metrics.contract.schemas.base import load_request
 from syvain_metrics.contract.schemas.experiment import ExperimentCreateRequest
 from syvain_metrics.errors import MetricsValidationError
 from syvain_metrics.integrations import unfinished
-from syvain_metrics.integrations.options import check_options, default_slug
+from syvain_metrics.integrations.options import check_options, default_slug, next_free_run
+from syvain_metrics.integrations.options import finished as _finished
 from syvain_metrics.resources.experiment import UNSET, Experiment
-from syvain_metrics.resources.experiment.values import as_number, as_step, flatten_metrics
+from syvain_metrics.resources.experiment.values import as_number, as_step, flatten_usable, is_flat
 from syvain_metrics.resources.folder import Folder, folder_id_of
 
 logger = logging.getLogger("syvain_metrics")
@@ -53,31 +54,6 @@ HYPERPARAMETERS_NOTE = "hyperparameters"
 contract has no call that changes an experiment's metadata)."""
 
 
-def _usable_items(values: Mapping[str, object]) -> list[tuple[str, object]]:
-    """The flattened metrics; a name the contract refuses (too long, empty, not a string)
-    costs only its own value, with a warning, not the whole mapping."""
-    try:
-        return flatten_metrics(values)
-    except MetricsValidationError:
-        pass
-    usable: list[tuple[str, object]] = []
-    for key, value in values.items():
-        try:
-            usable.extend(flatten_metrics({key: value}))
-        except MetricsValidationError as error:
-            logger.warning("syvain_metrics: a metric is left out: %s", error)
-    return usable
-
-
-def _is_flat(values: Mapping[str, object]) -> bool:
-    """Whether no value of ``values`` is itself a mapping (numbers are checked first: fast)."""
-    for value in values.values():
-        kind = type(value)
-        if kind is not float and kind is not int and isinstance(value, Mapping):
-            return False
-    return True
-
-
 def _same(a: Any, b: Any) -> bool:
     return bool(a == b) or (a != a and b != b)  # NaN repeats are repeats too
 
@@ -88,8 +64,10 @@ class FrameworkRun:
 
     ``slug`` names the run (a new one per job when left out; pass the same slug to a job
     restarted from a checkpoint to continue the same run). ``experiment`` uses an existing
-    experiment instead. ``folder``, ``description`` and ``metadata`` are used when the run is
-    created; ``system_metrics`` samples CPU, memory and GPUs while it runs (see
+    experiment instead. A run that has finished is not trained into again from scratch: the
+    training goes to the next run that has not, ``<slug>-2``, ``-3``... (one warning says
+    so); a training resumed from a checkpoint continues it. ``folder``, ``description`` and
+    ``metadata`` are used when the run is created; ``system_metrics`` samples CPU, memory and GPUs while it runs (see
     ``exp.run()``). Bad arguments raise :class:`~syvain_metrics.MetricsValidationError` here,
     before training starts.
 
@@ -141,6 +119,9 @@ class FrameworkRun:
         self._max_step = -1
         self._lock = threading.RLock()
         self._lineage = (self.slug, 1)  # the first slug and this run's number after it
+        self._reopen = False
+        self._entered = False
+        self._held: list[tuple[str, dict[str, Any]]] = []  # notes before the run is chosen
 
     # -- what the integrations read -------------------------------------------------------
 
@@ -158,6 +139,11 @@ class FrameworkRun:
     def started(self) -> bool:
         """Whether the run has entered ``running`` (and not ended yet)."""
         return self._block is not None and not self._ended
+
+    @property
+    def entered(self) -> bool:
+        """Whether this run has entered its experiment (``running``) in this process."""
+        return self._entered
 
     @property
     def ended(self) -> bool:
@@ -318,6 +304,18 @@ class FrameworkRun:
         follower._lineage = (base, number + 1)
         return follower
 
+    def reopening(self) -> FrameworkRun:
+        """Let this run open a new lifecycle on its experiment although it has finished
+        (Lightning's ``test()`` after ``fit()`` in one process), instead of going to the
+        next free run. Returns the run.
+
+        Example:
+            >>> FrameworkRun("mlp-1").reopening().slug
+            'mlp-1'
+        """
+        self._reopen = True
+        return self
+
     def checkpoint(self, timeout: float = CHECKPOINT_SPOOL_SECONDS) -> None:
         """The framework saved a checkpoint: wait (briefly) until every value logged so far
         is in the spool on disk, so that a job killed now and resumed from that checkpoint
@@ -402,18 +400,31 @@ class FrameworkRun:
 
     def _enter(self, resume_from: int | None) -> None:
         experiment = self.experiment
+        reopen = _finished(experiment) and resume_from is None and self._reopen
+        if _finished(experiment) and not resume_from and not self._reopen:
+            follower = next_free_run(self)  # never into a finished run from scratch
+            self._slug, self._lineage = follower._slug, follower._lineage
+            experiment = self._experiment = follower.experiment
         bound = experiment._session or get_session(self._session)
         wait = bound.flush_timeout if self._flush_timeout is None else self._flush_timeout
-        block = experiment.run(
-            flush_timeout=wait,
-            resume_from=resume_from,
-            system_metrics=self._system_metrics,
-        )
+        block: AbstractContextManager[Experiment]
+        if reopen:  # this process's own choice: run() refuses a finished run
+            block = experiment._lifecycle(wait, None, self._system_metrics)
+        else:
+            block = experiment.run(
+                flush_timeout=wait,
+                resume_from=resume_from,
+                system_metrics=self._system_metrics,
+            )
         block.__enter__()
         self._block = block
+        self._entered = True
         if resume_from is not None:  # a step left out continues after the checkpoint's
             self._max_step = max(self._max_step, resume_from - 1)
         unfinished.opened(self)
+        held, self._held = self._held, []
+        for text, metadata in held:
+            experiment._annotate_later(text, metadata)
 
     def _log(
         self, values: Mapping[str, object], step: int | None, metadata: Mapping[str, Any] | None
@@ -432,7 +443,7 @@ class FrameworkRun:
         last = self._last
         tags = repr(sorted(metadata.items())) if metadata else ""
         # A flat mapping (what frameworks pass) goes as it is: log() checks the names once.
-        pairs = values.items() if _is_flat(values) else _usable_items(values)
+        pairs = values.items() if is_flat(values) else flatten_usable(values)
         for name, raw in pairs:
             kind = type(raw)
             value = raw if kind is float or kind is int else as_number(raw)
@@ -449,14 +460,18 @@ class FrameworkRun:
             try:
                 self._experiment.log(fresh, step=step, metadata=metadata)
             except MetricsValidationError:
-                usable = dict(_usable_items(fresh))  # a bad name costs only its own value
+                usable = dict(flatten_usable(fresh))  # a bad name costs only its own value
                 if usable == fresh:
                     raise  # the step or the metadata: nothing of the call can go
                 if usable:
                     self._experiment.log(usable, step=step, metadata=metadata)
 
     def _annotate(self, text: str, metadata: dict[str, Any]) -> None:
-        self.experiment._annotate_later(text, metadata)
+        experiment = self.experiment
+        if self._block is None and not self._entered and _finished(experiment):
+            self._held.append((text, metadata))  # for the run its start chooses
+            return
+        experiment._annotate_later(text, metadata)
 
     def _guarded(self, what: str, call: Any, *args: Any) -> None:
         """Run ``call``; a failure is logged once per kind and never reaches training. Bad

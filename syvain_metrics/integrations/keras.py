@@ -250,6 +250,8 @@ class SyvainKerasCallback(ClosingBlock, Copyable, keras.callbacks.Callback):  # 
         except Exception as error:  # never fail the fit over its hyperparameters
             logger.warning("syvain_metrics: the fit's hyperparameters are left out: %s", error)
         self._run.start(resume_from=resume_from)
+        if self._run.slug != self._slug:  # its slug had finished: the next free run
+            self._slug, self._given = self._run.slug, None
 
     def _continued(self) -> FrameworkRun:
         # A continued fit, after the run of the previous one ended: the same run again.

@@ -220,12 +220,14 @@ class LoggerCore:
 
     def _current_run(self) -> FrameworkRun:
         """The run of this fit: after an ended fit (``trainer.test()`` after ``fit()``, or a
-        second ``fit()``), a new run lifecycle on the same experiment."""
+        second ``fit()``), a new run lifecycle on the same experiment, although it has
+        finished: this process ended it, and each stage logs its own series."""
         if self._run.ended and not self._refused:
             previous = self._run
             try:
                 if previous.max_step >= 0 or self._hyperparameters is not None:
-                    self._run = FrameworkRun(experiment=previous.experiment, **self._options)
+                    again = FrameworkRun(experiment=previous.experiment, **self._options)
+                    self._run = again.reopening()
                 else:
                     self._run = FrameworkRun(previous.slug, **self._options)
             except Exception as error:  # its creation was refused: later stages log nothing

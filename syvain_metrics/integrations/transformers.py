@@ -183,6 +183,8 @@ class SyvainCallback(Copyable, TrainerCallback):
             step = int(state.global_step or 0)
             self._run.start(resume_from=step if step > 0 else None)
             self._ran = self._run.started  # False when the run could not start: no late logs
+            if self._given is not None and self._run.slug != self._given.slug:
+                self._given = None  # its run had finished: continued later by the new slug
 
     def on_log(
         self,

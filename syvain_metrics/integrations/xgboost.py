@@ -244,6 +244,8 @@ class SyvainXGBoostCallback(ClosingBlock, Copyable, xgboost.callback.TrainingCal
             except Exception as error:  # never fail training over its parameters
                 logger.warning("syvain_metrics: the booster's parameters are left out: %s", error)
         run.start(resume_from=resume)
+        if run.slug != self._slug:  # its slug had finished: the next free run, continued later
+            self._slug, self._experiment = run.slug, None
         return model
 
     def after_iteration(self, model: Any, epoch: int, evals_log: Mapping[str, Any]) -> bool:

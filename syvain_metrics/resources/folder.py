@@ -190,6 +190,12 @@ class Folder(Resource):
             data = bound.call(operations.CREATE_FOLDER, body=body)
         except MetricsApiRequestError as error:
             if not (exist_ok and is_conflict(error)):
+                if error.error_code == "folder_exists":
+                    raise error.with_hint(
+                        f"To get the existing folder, write sm.Folder.create({name!r}, "
+                        "exist_ok=True) with the same parent; for a new folder, choose "
+                        "another name."
+                    ) from None
                 raise
             existing = cls._existing(name, parent_id, bound)
             if existing is None:

@@ -100,20 +100,23 @@ def test_training_continued_from_init_model_continues_the_same_run_as_one_curve(
     cb = SyvainLightGBMCallback("gbm-more")
     booster = lgb.train(PARAMS, train, 3, valid_sets=[valid], callbacks=[cb])
     lgb.train(PARAMS, train, 2, valid_sets=[valid], init_model=booster, callbacks=[cb])
-    # a new process would make a new callback with the same slug: the same run again
+    # a new process would make a new callback with the same slug: a training from scratch
+    # goes to the next free run (the finished one is never logged twice), then continues it
     again = SyvainLightGBMCallback("gbm-more")
     longer = lgb.train(PARAMS, train, 5, valid_sets=[valid], callbacks=[again])
     lgb.train(PARAMS, train, 2, valid_sets=[valid], init_model=longer, callbacks=[again])
     metrics_session.flush()
-    exp = only("gbm-more", metrics_session)
+    assert again.run.slug == "gbm-more-2"
+    first = only("gbm-more", metrics_session)
+    assert [step for step, _ in series(first, "l2", "valid_0")] == list(range(5))
+    notes = [a.annotation for a in first.annotations()]
+    assert [n for n in notes if n.startswith("resumed")] == ["resumed from step 3"]
+    exp = only("gbm-more-2", metrics_session)
     assert exp.status == "done"
-    curve = series(exp, "l2", "valid_0", last_per_step=True)
+    curve = series(exp, "l2", "valid_0")
     assert [step for step, _ in curve] == list(range(7))
     notes = [a.annotation for a in exp.annotations()]
-    assert [n for n in notes if n.startswith("resumed")] == [
-        "resumed from step 3",
-        "resumed from step 5",
-    ]
+    assert [n for n in notes if n.startswith("resumed")] == ["resumed from step 5"]
 
 
 @pytest.mark.filterwarnings("ignore:syvain_metrics.:UserWarning")
@@ -318,6 +321,11 @@ def test_the_callback_pickles_and_deep_copies_with_its_options(metrics_session: 
     assert not loaded.run.started
     lgb.train(PARAMS, train, 3, valid_sets=[valid], callbacks=[twin])  # its own new run
     metrics_session.flush()
-    exp = only("gbm-copied", metrics_session)
+    assert twin.run.slug == "gbm-copied-2"  # "gbm-copied" has finished: the next free run
+    assert [step for step, _ in series(only("gbm-copied", metrics_session), "l2", "valid_0")] == [
+        0,
+        1,
+    ]
+    exp = only("gbm-copied-2", metrics_session)
     assert exp.metadata["team"] == "a"
-    assert [step for step, _ in series(exp, "l2", "valid_0", last_per_step=True)] == [0, 1, 2]
+    assert [step for step, _ in series(exp, "l2", "valid_0")] == [0, 1, 2]

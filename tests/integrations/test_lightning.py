@@ -274,6 +274,21 @@ def test_a_second_stage_after_fit_logs_to_the_same_run(metrics_session: sm.Sessi
     assert len(sm.Experiment.list()) == 1
 
 
+def test_a_cell_fitting_again_into_a_finished_run_goes_to_the_next_free_run(
+    metrics_session: sm.Session, caplog: pytest.LogCaptureFixture
+) -> None:
+    for _ in range(2):  # the notebook cell run twice: a new logger, the same slug
+        logger = SyvainLogger("cell-fit")
+        trainer(logger, max_steps=3).fit(Tiny(), loader())
+    assert logger.version == "cell-fit-2"
+    first, second = get("cell-fit"), get("cell-fit-2")
+    assert first.metrics("train_loss").steps == [0, 1, 2]  # untouched
+    assert second.metrics("train_loss").steps == [0, 1, 2]
+    assert (first.status, second.status) == ("done", "done")
+    told = [r for r in caplog.records if "has already finished" in r.getMessage()]
+    assert len(told) == 1
+
+
 def test_the_service_down_at_the_start_costs_nothing_and_loses_nothing(
     metrics_server: LocalServer, tmp_path: Path
 ) -> None:

@@ -156,11 +156,13 @@ def test_copies_and_pickles_carry_the_options_not_the_run(metrics_session: sm.Se
     assert twin.slug == "xgb-named"  # a slug the user gave is kept: the same run
     loaded = pickle.loads(pickle.dumps(named))
     assert loaded.slug == "xgb-named"
-    train(loaded, rounds=2)
-    exp = stored("xgb-named")
+    train(loaded, rounds=2)  # from scratch: "xgb-named" has finished, the next free run
+    assert loaded.slug == "xgb-named-2"
+    assert stored("xgb-named").metrics("rmse", metadata=TRAIN).steps == [0]  # untouched
+    exp = stored("xgb-named-2")
     assert exp.metadata["team"] == "a"
     assert exp.status == "done"
-    assert exp.metrics("rmse", metadata=TRAIN, last_per_step=True).steps == [0, 1]
+    assert exp.metrics("rmse", metadata=TRAIN).steps == [0, 1]
 
 
 class ObjectiveError(RuntimeError):

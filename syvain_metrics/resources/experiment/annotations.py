@@ -21,6 +21,7 @@ from syvain_metrics.contract.schemas.annotation import (
 from syvain_metrics.contract.schemas.base import load_request
 from syvain_metrics.resources.annotation import Annotation, AnnotationList
 from syvain_metrics.resources.experiment.deferred import DeferredCalls
+from syvain_metrics.resources.experiment.values import plain
 from syvain_metrics.resources.lists import read_created
 
 
@@ -39,7 +40,7 @@ class Annotating(DeferredCalls):
         """
         body = load_request(
             AnnotationCreateRequest(),
-            {"annotation": text, "metadata": {} if metadata is None else metadata},
+            {"annotation": text, "metadata": {} if metadata is None else plain(metadata)},
         )
         if self._defers_calls():
             return self._annotation_later(body)

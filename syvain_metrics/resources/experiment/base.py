@@ -17,6 +17,8 @@ import html
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from syvain_metrics.contract.limits import SLUG_MAX
+from syvain_metrics.errors import RunFinishedError
 from syvain_metrics.resources.base import Resource, ms_time, wire
 from syvain_metrics.resources.folder import Folder
 from syvain_metrics.tables.display import flatten
@@ -27,6 +29,35 @@ if TYPE_CHECKING:
 _TRAILING = ("id",)
 """Columns after the metadata ones in a runs table (a metadata key of that name is
 prefixed with ``metadata.``)."""
+
+FINISHED = ("done", "error")
+"""The statuses of a run that has finished: new logging into it is refused (see
+:func:`finished_error`)."""
+
+
+def finished_error(slug: str, status: str) -> RunFinishedError:
+    """The refusal of new logging into a finished run, naming the choices with its slug.
+
+    Example:
+        >>> print(finished_error("sgd-0.1", "done"))  # doctest: +NORMALIZE_WHITESPACE
+        Run 'sgd-0.1' has already finished (done). Logging the same code into it again would
+        store every value twice. Choose one: a new run: sm.Experiment.create('sgd-0.1-2', ...);
+        continue it: run.run(resume_from=<step>); or log it again from the start and let
+        readers see only the newest values: run.run(resume_from=0) and read with
+        last_per_step=True (the value logged last at each step; steps not logged again keep
+        their old values).
+    """
+    new = slug[: SLUG_MAX - 2] + "-2"  # a slug at its longest still gets one
+    return RunFinishedError(
+        f"Run {slug!r} has already finished ({status}). Logging the same code into it again "
+        "would store every value twice. Choose one: a new run: "
+        f"sm.Experiment.create({new!r}, ...); continue it: run.run(resume_from=<step>); or "
+        "log it again from the start and let readers see only the newest values: "
+        "run.run(resume_from=0) and read with last_per_step=True (the value logged last at "
+        "each step; steps not logged again keep their old values).",
+        slug=slug,
+        status=status,
+    )
 
 
 class ExperimentBase(Resource):
@@ -66,9 +97,35 @@ class ExperimentBase(Resource):
     last_heartbeat_at = ms_time("last_heartbeat_at_ms")
     last_event_at = ms_time("last_event_at_ms")
 
+    _arrived_finished: bool
+    """Whether this object came from the service finished (``done`` or ``error``) and this
+    process has not entered the run since: ``log()`` refuses it. A run this process ended
+    itself takes more values (an evaluation after ``run()``). A plain attribute: ``log()``
+    reads it on every call."""
+
     def __init__(self, data: Mapping[str, Any], *, session: Session | None) -> None:
         super().__init__(data, session=session)
         self._log_id = self._data.get("id", "")
+        self._arrived_finished = self._data.get("status") in FINISHED
+
+    def _update(self, data: Mapping[str, Any]) -> None:
+        known = "status" in self._data
+        super()._update(data)
+        if not known:  # ``Experiment.get``: the object's first look at the run
+            self._arrived_finished = self._data.get("status") in FINISHED
+
+    def _refuse_finished(self) -> None:
+        """Raise :class:`~syvain_metrics.RunFinishedError` when the run has finished, as
+        this object knows it (from the service, or because this process ended it)."""
+        status = self._data.get("status")
+        if status in FINISHED:
+            raise finished_error(self.slug, str(status))
+
+    def _refuse_log(self) -> None:
+        """``log()`` into a run that came finished and was not entered since: refused."""
+        if self._data.get("status") in FINISHED:
+            raise finished_error(self.slug, str(self._data.get("status")))
+        self._arrived_finished = False  # resumed elsewhere since: no longer finished
 
     @property
     def url(self) -> str:

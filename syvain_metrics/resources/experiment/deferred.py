@@ -75,6 +75,23 @@ def _creation_waits(error: MetricsApiRequestError) -> bool:
     return _outage(error) or getattr(error, "error_code", None) == IN_PROGRESS
 
 
+SLUG_TAKEN = "slug_exists"
+"""The service's error code for a slug another experiment has."""
+
+
+def _taken_hint(slug: str) -> str:
+    """What to write instead of creating a slug that is taken.
+
+    Example:
+        >>> _taken_hint("probe")
+        "To get the existing run, write sm.Experiment.create('probe', exist_ok=True); for a new run, choose another slug."
+    """
+    return (
+        f"To get the existing run, write sm.Experiment.create({slug!r}, exist_ok=True); "
+        "for a new run, choose another slug."
+    )
+
+
 def _outage(error: MetricsApiRequestError) -> bool:
     """Whether a failure says the service cannot be reached or cannot answer now (no
     connection, timeouts, 5xx, 408 or 429 after the retries): what a later try may get
@@ -136,6 +153,8 @@ class DeferredCalls(ExperimentBase):
             if defer and _creation_waits(error):
                 return cls._create_later(bound, body, exist_ok=exist_ok, key=key, reason=error)
             if not (exist_ok and slug_taken(error)):
+                if error.error_code == SLUG_TAKEN:
+                    raise error.with_hint(_taken_hint(str(body["slug"]))) from None
                 raise
         try:
             return cls._from_wire(find_by_slug(bound, str(body["slug"])), bound)

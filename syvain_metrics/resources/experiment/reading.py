@@ -16,6 +16,7 @@ from syvain_metrics.contract.schemas.metric_query import MetricsQuery
 from syvain_metrics.contract.schemas.options import check_flag, check_page_size
 from syvain_metrics.resources.compare import Series
 from syvain_metrics.resources.experiment.base import ExperimentBase
+from syvain_metrics.resources.experiment.values import plain
 from syvain_metrics.resources.metric import (
     MetricRows,
     iter_rows,
@@ -42,6 +43,7 @@ class MetricReading(ExperimentBase):
         """Validate a read's filters and options: the query and its limit."""
         schema = MetricsQuery()
         values = {**options.values(), "metric_name": name, "metadata": metadata, "step": step}
+        values = plain(values)  # numpy scalars as bounds, limits, steps or filter values
         query = load_request(schema, {key: values[key] for key in schema.fields})
         limit_value = query.pop("limit", None)
         self._settle_logs()

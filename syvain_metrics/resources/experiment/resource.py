@@ -43,6 +43,7 @@ from syvain_metrics.resources.experiment.resuming import Resuming
 from syvain_metrics.resources.experiment.running import RunBlock, error_payload
 from syvain_metrics.resources.experiment.stand_in import StandInRun
 from syvain_metrics.resources.experiment.system_metrics import SystemSampling
+from syvain_metrics.resources.experiment.values import plain
 from syvain_metrics.resources.experiment.writing import MetricWriting
 from syvain_metrics.resources.experiment_list import (
     ExperimentList,
@@ -130,20 +131,23 @@ class Experiment(
             <ExperimentList 1: <Experiment mamba-run-001 running id=...>>
             >>> sm.Experiment.list(folder=sweep, metadata={"optimizer": "sgd"}).to_pandas()  # doctest: +SKIP
         """
+        metadata = plain(metadata)  # numpy scalars compare like the numbers stored
         check_selection(metadata, where)
         folder_id = UNSET if folder is UNSET else folder_id_of(folder)
         client_side = folder is not UNSET or metadata is not None or where is not None
         bound = get_session(session)
         query = load_request(
             ExperimentListQuery(),
-            {
-                "status": status,
-                "slug": slug,
-                "search": search,
-                "from": from_ms,
-                "to": to_ms,
-                "limit": limit,
-            },
+            plain(
+                {
+                    "status": status,
+                    "slug": slug,
+                    "search": search,
+                    "from": from_ms,
+                    "to": to_ms,
+                    "limit": limit,
+                }
+            ),
         )
         cut = query.pop("limit", None) if client_side else None
         # A run that just ended may have its status waiting behind its last events.
@@ -190,7 +194,14 @@ class Experiment(
         With ``exist_ok=True`` an experiment that already has this slug is returned as it
         is (one more request to find it) instead of raising the service's 409, so a notebook
         cell that creates a run can be run again. Its description, metadata and folder are
-        the existing ones, not the arguments.
+        the existing ones, not the arguments. When that run has finished (``done`` or
+        ``error``), ``run()`` and ``log()`` refuse it before writing anything
+        (:class:`~syvain_metrics.RunFinishedError`, naming the choices): the cell run again
+        never stores its values twice. A taken slug without ``exist_ok`` raises the
+        service's 409, its message saying what to write instead.
+
+        Metadata values may be numpy scalars (``np.int64``, ``np.float32``, ``np.bool_``,
+        nested too): they are stored as Python numbers and bools.
 
         ``config`` (a dict, ``argparse.Namespace``, dataclass, pydantic model or OmegaConf
         config) is added to the metadata, nested keys joined with dots (``model.width``);
@@ -226,7 +237,7 @@ class Experiment(
         fields: dict[str, Any] = {
             "slug": slug,
             "description": description,
-            "metadata": creation_metadata(metadata, config, capture=capture_environment),
+            "metadata": creation_metadata(plain(metadata), config, capture=capture_environment),
         }
         if folder is not UNSET:
             fields["folder_id"] = folder_id_of(folder)
@@ -320,17 +331,22 @@ class Experiment(
         if timestamp_ms is not None:
             fields["timestamp_ms"] = timestamp_ms
         body = load_request(StatusUpdateRequest(), fields)
+        if status == "running":
+            self._arrived_finished = False  # entered by this process (on every rank)
         if not self._bind().is_main_process:
             return self  # checked first all the same: only rank 0 of a job changes the status
         return self._status_now_or_later(body)
 
     def start(self) -> Experiment:
-        """Mark the experiment ``running``.
+        """Mark the experiment ``running``. A run that has finished is refused, like
+        :meth:`run` without ``resume_from`` (:class:`~syvain_metrics.RunFinishedError`):
+        ``resume(step)`` continues it.
 
         Example:
             >>> exp.start().status  # doctest: +SKIP
             'running'
         """
+        self._refuse_finished()
         return self.set_status("running")
 
     def finish(self) -> Experiment:

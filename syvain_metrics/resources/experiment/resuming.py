@@ -66,7 +66,7 @@ class Resuming(Annotating):
 
     if TYPE_CHECKING:
 
-        def start(self) -> Any:
+        def set_status(self, status: str) -> Any:
             """Defined by :class:`~syvain_metrics.Experiment`."""
 
     def resume(self, step: int) -> Any:
@@ -83,7 +83,10 @@ class Resuming(Annotating):
         checkpoint are stored twice; reads with ``last_per_step=True`` (``metrics()``,
         ``compare()``, ``summary()``, ``to_pandas()``, ``plot()``) keep the copy logged
         last, so the run reads as one curve. The annotation is best effort: failing to
-        record it is logged, never raised into the job.
+        record it is logged, never raised into the job. ``run(resume_from=0)`` logs a
+        finished run again from the start on purpose (what ``run()`` alone refuses): read
+        with ``last_per_step=True``, each step shows the value logged last, and steps the
+        new pass does not reach keep their old values.
 
         Example:
             >>> exp = sm.Experiment.create("run-1", exist_ok=True).resume(1000)  # doctest: +SKIP
@@ -97,7 +100,7 @@ class Resuming(Annotating):
         started_before = (
             is_pending_id(self.id) or self.status != "created" or self.started_at_ms is not None
         )
-        running = self.start()
+        running = self.set_status("running")  # a finished run too: continuing is a choice
         if started_before:
             self._record_resume(start)
         return running

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any, TypeVar
 
 from syvain_metrics.contract.limits import DEFAULT_ERROR_NAME, ERROR_DETAIL_MAX, ERROR_NAME_MAX
@@ -63,14 +63,13 @@ def error_payload(error: BaseException | str | Mapping[str, Any] | None) -> dict
 class RunBlock(SystemSampling, Resuming):
     """``run()`` of an experiment: its status from entry to the end of the block."""
 
-    @contextmanager
     def run(
         self: _Run,
         *,
         flush_timeout: float | None = None,
         resume_from: int | None = None,
         system_metrics: bool | float = False,
-    ) -> Iterator[_Run]:
+    ) -> AbstractContextManager[_Run]:
         """Run a block as this experiment: ``running`` on entry; on leaving, wait for the
         block's ``log()`` events (up to ``flush_timeout``, by default the session's), then mark
         the run ``done`` after a clean exit (``sys.exit(0)`` included) or ``error`` with the
@@ -101,16 +100,37 @@ class RunBlock(SystemSampling, Resuming):
         interpreter's exit after it, take at most 10 s in all; the ``error`` status
         ("KeyboardInterrupt") waits in the spool when it cannot be applied by then.
 
+        A run that has finished (``done`` or ``error``, as this object knows it: from the
+        service, or because this process ended it) is refused without ``resume_from``:
+        :class:`~syvain_metrics.RunFinishedError` is raised before anything is written (a
+        notebook cell run again would store every value twice). Its message names the
+        choices: a new slug, ``resume_from=<step>`` to continue the run, or
+        ``resume_from=0`` to log it again and read with ``last_per_step=True``.
+
         Example:
             >>> with exp.run():                        # doctest: +SKIP
             ...     exp.log("loss", 0.5, step=0)
             >>> with exp.run(resume_from=500):         # doctest: +SKIP
             ...     exp.log("loss", 0.4, step=500)
         """
+        if resume_from is None:
+            self._refuse_finished()
+        return self._lifecycle(flush_timeout, resume_from, system_metrics)
+
+    @contextmanager
+    def _lifecycle(
+        self: _Run,
+        flush_timeout: float | None,
+        resume_from: int | None,
+        system_metrics: bool | float,
+    ) -> Iterator[_Run]:
+        """What :meth:`run` does, a finished run included: a new lifecycle on it (the
+        framework integrations' own choice, e.g. Lightning's ``test()`` after ``fit()``)."""
         wait = self._bind().flush_timeout if flush_timeout is None else flush_timeout
         sampler = self._system_sampler(system_metrics)  # refused before the run starts
         if resume_from is None:
             self._record_status("running", None, after_events=False, strict=True)
+            self._arrived_finished = False  # entered by this process: it may log
         else:
             self.resume(resume_from)
         guard = SigtermGuard.install()

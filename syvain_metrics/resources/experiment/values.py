@@ -14,6 +14,7 @@ Example:
 
 from __future__ import annotations
 
+import logging
 import math
 import numbers
 import reprlib
@@ -25,6 +26,8 @@ from syvain_metrics.contract.limits import METRIC_NAME_MAX
 from syvain_metrics.errors import MetricsValidationError
 
 Converter = Callable[[Any], Any]
+
+logger = logging.getLogger("syvain_metrics")
 
 
 class _NoValue:
@@ -89,6 +92,97 @@ def _learn(kind: type, table: dict[type, Converter | None], *, step: bool) -> Co
     if len(table) < _CACHE_LIMIT:
         table[kind] = convert
     return convert
+
+
+_PLAIN_TYPES = frozenset((str, int, float, bool, type(None)))
+_PLAIN_DEPTH = 64
+"""Nesting walked by :func:`plain` (deeper, or a structure that holds itself, is left to
+the schema's error)."""
+
+
+def _numpy_plain(value: Any) -> Any:
+    """A numpy scalar or 0-d array as the Python value it holds; anything else as it is. A
+    ``float32`` or ``float16`` gives the decimal it prints as (``np.float32(0.1)`` is 0.1,
+    not 0.10000000149011612): hyperparameters keep the value that was typed, and filters
+    by it match."""
+    numpy = sys.modules.get("numpy")
+    if numpy is None:
+        return value
+    if isinstance(value, numpy.ndarray):
+        if value.ndim != 0:
+            return value  # an array is not a scalar: left to the schema's error
+        value = value[()]
+    if isinstance(value, numpy.floating) and value.itemsize < 8:
+        return float(str(value))
+    if isinstance(value, numpy.bool_ | numpy.integer | numpy.floating):
+        return value.item()
+    return value
+
+
+def _flat_plain(mapping: dict[Any, Any]) -> bool:
+    for item in mapping.values():  # noqa: SIM110 - a loop: no generator on ingest's path
+        if type(item) not in _PLAIN_TYPES:
+            return False
+    return True
+
+
+def plain(value: Any, _depth: int = 0) -> Any:
+    """``value`` with every numpy scalar in it (``np.int64``, ``np.float32``, ``np.bool_``,
+    a 0-d array) as a Python number or bool, mappings, lists and tuples walked: what the
+    SDK's metadata, filters and options go through before they are checked. Returns
+    ``value`` itself when nothing in it changes (no copy); functions (filters) stay.
+
+    Example:
+        >>> plain({"lr": 0.1, "layers": (64, 64)})
+        {'lr': 0.1, 'layers': (64, 64)}
+        >>> plain({"bs": np.int64(32), "lr": np.float32(0.1), "ok": [np.bool_(True)]})  # doctest: +SKIP
+        {'bs': 32, 'lr': 0.1, 'ok': [True]}
+    """
+    kind = type(value)
+    if kind in _PLAIN_TYPES or _depth > _PLAIN_DEPTH:
+        return value
+    if kind is dict and _flat_plain(value):
+        return value  # the common case: nothing to convert (no copy, few checks)
+    if isinstance(value, Mapping):
+        walked = {key: plain(item, _depth + 1) for key, item in value.items()}
+        same = all(walked[key] is item for key, item in value.items())
+        return value if same else walked
+    if kind is list or kind is tuple:
+        items = [plain(item, _depth + 1) for item in value]
+        if all(new is old for new, old in zip(items, value, strict=True)):
+            return value
+        return items if kind is list else tuple(items)
+    module = kind.__module__ or ""
+    if module == "numpy" or module.startswith("numpy."):
+        return _numpy_plain(value)
+    return value
+
+
+def plain_record(record: Any) -> Any:
+    """One metric of ``ingest()`` with numpy scalars as Python values: ``value`` and
+    ``step`` as ``log()`` converts them, ``timestamp_ms`` and ``metadata`` by
+    :func:`plain`. The record itself when nothing changes (a list is checked in place).
+
+    Example:
+        >>> plain_record({"name": "loss", "value": np.float32(0.5), "step": np.int64(3)})  # doctest: +SKIP
+        {'name': 'loss', 'value': 0.5, 'step': 3}
+    """
+    if type(record) is not dict:
+        return record  # a MetricPoint or a mapping: converted as a dict by the caller
+    changed: dict[str, Any] = {}
+    for key, item in record.items():
+        kind = type(item)
+        if kind in _PLAIN_TYPES or (kind is dict and _flat_plain(item)):
+            continue
+        if key == "value":
+            new = as_number(item)
+        elif key == "step":
+            new = as_step(item)
+        else:
+            new = plain(item)
+        if new is not item:
+            changed[key] = new
+    return {**record, **changed} if changed else record
 
 
 def as_number(value: Any) -> Any:
@@ -207,3 +301,39 @@ def _flatten_into(out: list[tuple[str, Any]], prefix: str, metrics: Mapping[Any,
             _flatten_into(out, name + "/", value)
         else:
             out.append((name, value))
+
+
+def flatten_usable(values: Mapping[str, object]) -> list[tuple[str, object]]:
+    """:func:`flatten_metrics` for a framework's mapping: a name the contract refuses (too
+    long, empty, not a string) costs only its own value, with a warning, not the whole
+    mapping.
+
+    Example:
+        >>> flatten_usable({"loss": 0.5, "": 1.0})
+        [('loss', 0.5)]
+    """
+    try:
+        return flatten_metrics(values)
+    except MetricsValidationError:
+        pass
+    usable: list[tuple[str, object]] = []
+    for key, value in values.items():
+        try:
+            usable.extend(flatten_metrics({key: value}))
+        except MetricsValidationError as error:
+            logger.warning("syvain_metrics: a metric is left out: %s", error)
+    return usable
+
+
+def is_flat(values: Mapping[str, object]) -> bool:
+    """Whether no value of ``values`` is itself a mapping (numbers are checked first: fast).
+
+    Example:
+        >>> is_flat({"loss": 0.5}), is_flat({"train": {"loss": 0.5}})
+        (True, False)
+    """
+    for value in values.values():
+        kind = type(value)
+        if kind is not float and kind is not int and isinstance(value, Mapping):
+            return False
+    return True

@@ -41,6 +41,8 @@ from syvain_metrics.resources.experiment.values import (
     flatten_metrics,
     is_number,
     non_finite_kind,
+    plain,
+    plain_record,
 )
 from syvain_metrics.resources.point import MetricPoint
 from syvain_metrics.tables.frames import progress_bar
@@ -85,6 +87,7 @@ class MetricWriting(DeferredCalls):
         """Metrics as dicts, each with its ``client_event_id`` (derived when missing)."""
         items: list[Any] = []
         for item in metrics:
+            item = plain_record(item)
             if type(item) is dict and "client_event_id" in item:
                 items.append(item)  # the common case, without the ABC checks below
                 continue
@@ -115,7 +118,7 @@ class MetricWriting(DeferredCalls):
         copy of the whole input is made."""
         for start in range(0, len(items), _CHECK_WINDOW):
             window = [
-                m.to_dict() if isinstance(m, MetricPoint) else m
+                m.to_dict() if isinstance(m, MetricPoint) else plain_record(m)
                 for m in items[start : start + _CHECK_WINDOW]
             ]
             try:
@@ -260,10 +263,18 @@ class MetricWriting(DeferredCalls):
         ``client_event_id`` yourself to make a re-run of the same code idempotent. Without
         ``timestamp_ms``, the event carries the time of the call (not of its delivery).
 
+        An experiment that came from the service finished (``done`` or ``error``: from
+        ``Experiment.create(..., exist_ok=True)``, ``get()`` or a list) and was not entered
+        since raises :class:`~syvain_metrics.RunFinishedError` before anything is queued
+        (a cell run again would store every value twice); a run this process ended takes
+        more values (an evaluation after ``run()``).
+
         Example:
             >>> exp.log("loss", 0.25, step=10, metadata={"split": "train"})  # doctest: +SKIP
             >>> exp.log({"loss": 0.25, "acc": np.float32(0.9)}, step=10)      # doctest: +SKIP
         """
+        if self._arrived_finished:
+            self._refuse_log()
         if type(name) is not str and isinstance(name, Mapping):
             self._log_many(name, value, step, metadata, timestamp_ms, client_event_id)
             return
@@ -292,9 +303,9 @@ class MetricWriting(DeferredCalls):
         fields: dict[str, Any] = {"client_event_id": event_id, "name": name, "value": number}
         fields["step"] = index
         if metadata is not None:
-            fields["metadata"] = metadata
+            fields["metadata"] = plain(metadata)  # numpy scalars: off the fast path
         if timestamp_ms is not None:
-            fields["timestamp_ms"] = timestamp_ms
+            fields["timestamp_ms"] = plain(timestamp_ms)
         non_finite = non_finite_kind(number)
         if non_finite is not None:
             # Checked like any event (a bad name still raises), then counted, not sent.
@@ -399,7 +410,7 @@ class MetricWriting(DeferredCalls):
         """The shared fields of a mapping call, checked by the schema (for a precise error)
         and converted; metadata copied deep, once for every event of the call."""
         probe: dict[str, Any] = {"client_event_id": "sm-probe", "name": "probe", "value": 0.0}
-        probe.update(step=step, metadata=metadata, timestamp_ms=timestamp_ms)
+        probe.update(step=step, metadata=plain(metadata), timestamp_ms=plain(timestamp_ms))
         try:
             (event,) = self._prepare([probe])
         except MetricsValidationError as error:
