@@ -27,7 +27,7 @@ from syvain_metrics.server import wire
 from syvain_metrics.server.dashboard import charts
 from syvain_metrics.server.dashboard.series_cache import Key, Reduced, SeriesCache, first_event_ms
 from syvain_metrics.server.errors import ApiError
-from syvain_metrics.server.sql import SeriesFilter, canonical
+from syvain_metrics.server.sql import SeriesFilter
 from syvain_metrics.server.store import Store
 
 MAX_COMPARED_RUNS = 200
@@ -96,7 +96,7 @@ def _script_json(value: Any) -> Markup:
     survive as such, so no text can close the element."""
     text = json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
     text = text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
-    return Markup(text)  # noqa: S704 - escaped above, for a script element
+    return Markup(text)  # escaped above, for a script element
 
 
 def compare_page(store: Store, org_id: str, origin: str, ids: list[str]) -> dict[str, Any]:
@@ -157,8 +157,12 @@ def _reduce_run(
             "unplaced": unplaced,
             "x0": [s[3] - start for s in ordered],
             "x1": [s[4] - start for s in ordered],
-            "lo": [s[1] if single else _rounded(s[1]) for s, single in zip(ordered, one)],
-            "hi": [s[2] if single else _rounded(s[2]) for s, single in zip(ordered, one)],
+            "lo": [
+                s[1] if single else _rounded(s[1]) for s, single in zip(ordered, one, strict=True)
+            ],
+            "hi": [
+                s[2] if single else _rounded(s[2]) for s, single in zip(ordered, one, strict=True)
+            ],
             "n": counts,
         }
         points += item["points"]

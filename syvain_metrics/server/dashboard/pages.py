@@ -233,4 +233,3 @@ def experiment_ids(values: Iterable[str]) -> list[str]:
             f"A comparison holds at most {MAX_COMPARE_SERIES} experiments.",
         )
     return ids
-

@@ -150,13 +150,14 @@
     return String(Number(v.toPrecision(4)));
   }
 
-  var UNITS = [[86400000, "d"], [3600000, "h"], [60000, "min"], [1000, "s"], [1, "ms"]];
+  // [unit in ms, its name, the least span (in units) shown in it]
+  var UNITS = [[86400000, "d", 2], [3600000, "h", 2], [60000, "min", 2], [1000, "s", 1], [1, "ms", 0]];
 
   // Relative time: in the largest unit that still gives a few ticks (a 2 s run: 0 s, 0.5 s...).
   function relativeTicks(lo, hi, count) {
     var span = Math.max(1, hi - lo);
     var unit = UNITS[UNITS.length - 1];
-    for (var i = 0; i < UNITS.length; i++) { if (span / UNITS[i][0] >= 2) { unit = UNITS[i]; break; } }
+    for (var i = 0; i < UNITS.length; i++) { if (span / UNITS[i][0] >= UNITS[i][2]) { unit = UNITS[i]; break; } }
     return linearTicks(lo / unit[0], hi / unit[0], count).map(function (v) {
       return { at: v * unit[0], text: String(Number(v.toPrecision(6))) + " " + unit[1] };
     });
