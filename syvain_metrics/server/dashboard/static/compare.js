@@ -269,6 +269,7 @@
 
   function addAnswer(answer) {
     var metric = answer.metric;
+    var touched = new Set();
     answer.runs.forEach(function (entry) {
       entry.series.forEach(function (s) {
         var key = metric + "\u0000" + s.key;
@@ -283,8 +284,10 @@
         }
         s.run = entry.run;
         chart.series.push(prepare(s));
+        touched.add(chart);
       });
     });
+    return touched;
   }
 
   function load(k) {
@@ -309,7 +312,7 @@
         })
         .then(function (answer) {
           loaded[k][name] = answer;
-          if (kind() === k) { addAnswer(answer); layout(); }
+          if (kind() === k) layout(addAnswer(answer));
         }, function (error) { failed = error; })
         .then(one);
     }
@@ -592,7 +595,8 @@
     return Math.floor((gw - 12 * (cols - 1)) / cols) - 16;
   }
 
-  function layout() {
+  // Places and filters every chart; draws those in ``only`` (a Set of charts), or all.
+  function layout(only) {
     var regex = null;
     try { regex = state.filter ? new RegExp(state.filter, "i") : null; } catch (e) { regex = null; }
     ui.filter.classList.toggle("invalid", Boolean(state.filter) && regex === null);
@@ -612,13 +616,18 @@
       if (shown) shownCount += 1;
     });
     metaControls();
-    redraw();
+    redraw(only);
     ui.status.textContent = shownCount + " of " + keys.length + " charts · " +
       (runs.length - state.hidden.size) + " of " + runs.length + " runs shown";
   }
 
-  function redraw() {
-    charts.forEach(function (chart) { if (!chart.section.hidden) chart.draw(); });
+  // ``data-draws`` counts the draws that follow a change of data or of a control (a resize
+  // only redraws the same values at another size, and is not counted).
+  function redraw(only, resize) {
+    charts.forEach(function (chart) {
+      if (!chart.section.hidden && (!only || only.has(chart))) chart.draw();
+    });
+    if (resize) return;
     draws += 1;
     root.dataset.draws = String(draws);
     root.dataset.drawnAt = String(performance.now());
@@ -738,16 +747,18 @@
       setColor();
       changed();
     });
-    var resized = null;
-    window.addEventListener("resize", function () {
+    // The grid's width changes with the window, and when a scroll bar appears.
+    var resized = null, gridWidth = ui.grid.clientWidth;
+    new ResizeObserver(function () {
+      if (ui.grid.clientWidth === gridWidth) return;
+      gridWidth = ui.grid.clientWidth;
       clearTimeout(resized);
-      resized = setTimeout(redraw, 150);
-    });
+      resized = setTimeout(function () { redraw(null, true); }, 100);
+    }).observe(ui.grid);
     load(kind()).then(markReady);
   }
 
   function markReady() {
-    layout();
     root.dataset.state = "ready";
     root.dataset.readyAt = String(performance.now());
   }
