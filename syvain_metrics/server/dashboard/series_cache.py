@@ -43,8 +43,8 @@ Key = tuple[str, str, str, str, int]
 Reduced = tuple[str, int, int]
 """A run's series of one metric as JSON array items (text), its points and drawn points."""
 
-MAX_BYTES = 256 * 1024 * 1024
-"""The cache's size: about a dozen comparisons of 100 runs x 10 series."""
+MAX_BYTES = 64 * 1024 * 1024
+"""The cache's size: a comparison of 100 runs x 10 series at 300 px takes about 10 MB."""
 MAX_SCAN = 5_000_000
 """Past this many new events, entries are dropped rather than checked (a check reads them)."""
 

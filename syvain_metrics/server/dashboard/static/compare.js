@@ -188,7 +188,12 @@
       }
       step = months * 2629800000;
     }
-    return ticks.map(function (at) { return { at: at, text: wallText(at, step) }; });
+    // The first tick of a day's hours and minutes also says which day.
+    return ticks.map(function (at, i) {
+      var text = wallText(at, step);
+      if (i === 0 && step >= 6e4 && step < 864e5) text = wallText(at, 864e5) + " " + text;
+      return { at: at, text: text };
+    });
   }
 
   function wallText(ms, step) {
