@@ -10,7 +10,7 @@
   var HEIGHT = 230;
   var M = { left: 56, right: 12, top: 10, bottom: 26 };
   var MIN_CHART = 360;
-  var PARALLEL = 4;
+  var PARALLEL = 6;  // a browser's connections to one host
   var CATEGORICAL = ["#2f5bd3", "#e0692b", "#2c9a51", "#c9354a", "#7f53c1", "#8c5a3c",
     "#d35fb7", "#5f6b7a", "#a5a812", "#1fa7b8"];
   // Viridis, sampled: a sequential scale that stays readable in grey and for colour blindness.
@@ -236,6 +236,7 @@
   var pairs = new Map();  // "key=value" of event metadata -> count of charts
   var requestWidth = 0;
   var draws = 0;
+  var drawMs = 0;  // time spent drawing, for benchmarks
 
   function kind() { return state.x === "step" ? "step" : "time"; }
 
@@ -629,10 +630,14 @@
   // ``data-draws`` counts the draws that follow a change of data or of a control (a resize
   // only redraws the same values at another size, and is not counted).
   function redraw(only, resize) {
+    var began = performance.now();
     charts.forEach(function (chart) {
       if (!chart.section.hidden && (!only || only.has(chart))) chart.draw();
     });
+    drawMs += performance.now() - began;
+    root.dataset.drawMs = String(Math.round(drawMs));
     if (resize) return;
+    if (!root.dataset.firstAt && charts.size) root.dataset.firstAt = String(performance.now());
     draws += 1;
     root.dataset.draws = String(draws);
     root.dataset.drawnAt = String(performance.now());
