@@ -301,3 +301,29 @@ def test_colour_by_a_numeric_hyperparameter_follows_its_order(
     wait_ready(tab)
     assert tab.page.locator("#cmp-color").input_value() == "lr"
     assert math.isclose(tab.page.evaluate("window.syvainCompare.state().runs[0].t"), 0.5)
+
+
+def test_every_run_of_a_larger_sweep_is_drawn_as_its_own(
+    tab: Tab, metrics_server: LocalServer, metrics_session: sm.Session
+) -> None:
+    # More runs than one request of the page carries: each answer's runs land in place.
+    runs = []
+    for index in range(27):
+        exp = sm.Experiment.create(
+            f"r{index:02d}", metadata={"seed": index}, session=metrics_session
+        )
+        exp.ingest(
+            [
+                {"client_event_id": str(s), "name": "loss", "value": index * 10.0 + s, "step": s}
+                for s in range(4)
+            ],
+            sync=True,
+        )
+        runs.append(exp)
+    open_compare(tab, metrics_server, runs)
+    [chart] = charts(tab)
+    assert sorted(chart["runs"]) == list(range(27))
+    assert all(chart["drawn"][str(i)] == [i * 10.0 + s for s in range(4)] for i in range(27))
+    slugs = [r["slug"] for r in tab.page.evaluate("window.syvainCompare.state().runs")]
+    assert slugs == [f"r{i:02d}" for i in range(27)]
+    assert tab.errors == []
