@@ -308,7 +308,7 @@ def test_every_run_of_a_larger_sweep_is_drawn_as_its_own(
 ) -> None:
     # More runs than one request of the page carries: each answer's runs land in place.
     runs = []
-    for index in range(27):
+    for index in range(57):
         exp = sm.Experiment.create(
             f"r{index:02d}", metadata={"seed": index}, session=metrics_session
         )
@@ -322,8 +322,8 @@ def test_every_run_of_a_larger_sweep_is_drawn_as_its_own(
         runs.append(exp)
     open_compare(tab, metrics_server, runs)
     [chart] = charts(tab)
-    assert sorted(chart["runs"]) == list(range(27))
-    assert all(chart["drawn"][str(i)] == [i * 10.0 + s for s in range(4)] for i in range(27))
+    assert sorted(chart["runs"]) == list(range(57))
+    assert all(chart["drawn"][str(i)] == [i * 10.0 + s for s in range(4)] for i in range(57))
     slugs = [r["slug"] for r in tab.page.evaluate("window.syvainCompare.state().runs")]
-    assert slugs == [f"r{i:02d}" for i in range(27)]
+    assert slugs == [f"r{i:02d}" for i in range(57)]
     assert tab.errors == []

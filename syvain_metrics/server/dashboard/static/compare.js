@@ -11,7 +11,8 @@
   var M = { left: 56, right: 12, top: 10, bottom: 26 };
   var MIN_CHART = 360;
   var PARALLEL = 6;  // a browser's connections to one host
-  var CHUNK = 25;  // runs per request
+  var CHUNK = 50;  // runs per request
+  var DRAW_EVERY = 400;
   var CATEGORICAL = ["#2f5bd3", "#e0692b", "#2c9a51", "#c9354a", "#7f53c1", "#8c5a3c",
     "#d35fb7", "#5f6b7a", "#a5a812", "#1fa7b8"];
   // Viridis, sampled: a sequential scale that stays readable in grey and for colour blindness.
@@ -328,7 +329,7 @@
         .then(function (answer) {
           answer.runs.forEach(function (entry) { entry.run += job.from; });
           loaded[k][job.id] = answer;
-          if (kind() === k) layout(addAnswer(answer));
+          if (kind() === k) drawSoon(addAnswer(answer));
         }, function (error) { failed = error; })
         .then(one);
     }
@@ -338,6 +339,25 @@
       root.dataset.loadMs = String(Math.round(performance.now() - started));
       if (failed) ui.status.textContent = "Could not load every chart: " + failed.message;
     });
+  }
+
+  // While answers arrive, charts are drawn at most every DRAW_EVERY ms (each with the runs
+  // it has so far), and the next request goes out without waiting for any drawing.
+  var waiting = new Set(), timer = 0, lastDraw = -Infinity;
+  function drawSoon(touched) {
+    touched.forEach(function (chart) { waiting.add(chart); });
+    if (timer) return;
+    var delay = Math.max(0, lastDraw + DRAW_EVERY - performance.now());
+    timer = setTimeout(function () { requestAnimationFrame(drawWaiting); }, delay);
+  }
+
+  function drawWaiting() {
+    clearTimeout(timer);
+    timer = 0;
+    lastDraw = performance.now();
+    var only = waiting;
+    waiting = new Set();
+    if (only.size) layout(only);
   }
 
   function rebuild() {
@@ -623,11 +643,12 @@
     });
     order = keys;
     var shownCount = 0;
-    keys.forEach(function (key) {
+    keys.forEach(function (key, i) {
       var chart = charts.get(key);
       var shown = chart.shown(regex);
-      if (chart.section.parentNode !== ui.grid) ui.grid.appendChild(chart.section);
-      else ui.grid.appendChild(chart.section);  // keeps the sorted order
+      // Moved only when out of place: a moved canvas is painted again.
+      var here = ui.grid.children[i];
+      if (here !== chart.section) ui.grid.insertBefore(chart.section, here || null);
       chart.section.hidden = !shown;
       if (shown) shownCount += 1;
     });
@@ -779,6 +800,7 @@
   }
 
   function markReady() {
+    drawWaiting();
     root.dataset.state = "ready";
     root.dataset.readyAt = String(performance.now());
   }
