@@ -233,14 +233,27 @@ def test_login_link_list_experiment_compare(
     page.get_by_label("compare run-b").check()
     page.get_by_role("button", name="Compare selected").click()
     page.wait_for_url(re.compile(r".*/dashboard/compare\?experiments=.*"))
-    tab.wait_for_charts()
-    assert page.locator("select[name=metric]").input_value() == "loss"
-    labels = [p.get_attribute("data-label") for p in page.locator("path.series").all()]
-    assert sorted(labels) == ["run-a split=train", "run-a split=valid", "run-b split=train"]
-    text = tab.hover_tooltip("section.chart", 0.25)
+    page.wait_for_function("() => document.getElementById('compare').dataset.state === 'ready'")
+    slugs = [r["slug"] for r in page.evaluate("window.syvainCompare.state().runs")]
+    drawn = {
+        c["label"]: sorted(slugs[r] for r in c["runs"])
+        for c in page.evaluate("window.syvainCompare.charts()")
+    }
+    assert drawn == {
+        "accuracy": ["run-a"],
+        "loss[split=train]": ["run-a", "run-b"],
+        "loss[split=valid]": ["run-a"],
+        "test_accuracy": ["run-a"],
+    }
+    overlay = page.locator(".cmp-chart", has_text="loss[split=train]").locator(".cmp-over")
+    box = overlay.bounding_box()
+    assert box is not None
+    page.mouse.move(box["x"] + box["width"] * 0.25, box["y"] + box["height"] / 2)
+    page.locator("#cmp-tooltip").wait_for(state="visible")
+    text = page.locator("#cmp-tooltip").inner_text()
     step = int(re.search(r"step (\d+)", text).group(1))  # type: ignore[union-attr]
-    assert f"run-b split=train: {3 * step}\n" in text + "\n"
-    assert f"run-a split=train: {2 * step}\n" in text + "\n"
+    assert f"run-b: {3 * step}\n" in text + "\n"
+    assert f"run-a: {2 * step}\n" in text + "\n"
     page.screenshot(path=str(tmp_path / "compare.png"), full_page=True)
     assert tab.errors == []
     assert all(

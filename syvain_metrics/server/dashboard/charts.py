@@ -28,7 +28,7 @@ Example:
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any, Literal
 
 from syvain_metrics.server.sql import SeriesFilter, canonical
@@ -73,28 +73,9 @@ def chart_data(
     lo, hi, rows = store.metric_buckets(
         org_id, series, X_AXES[x], width, missing_field="experiments"
     )
-    grouped: dict[tuple[int, str], dict[int | None, list[Any]]] = {}
-    metadata_of: dict[tuple[int, str], dict[str, Any]] = {}
-    for index, metadata_json, bucket, count, low, high, first, last in rows:
-        metadata = json.loads(metadata_json)
-        key = (index, canonical(metadata))
-        metadata_of[key] = metadata
-        slices = grouped.setdefault(key, {})
-        seen = slices.get(bucket)
-        if seen is None:  # the same metadata written with its keys in another order
-            slices[bucket] = [count, float(low), float(high), first, last]
-        else:
-            seen[0] += count
-            seen[1], seen[2] = min(seen[1], float(low)), max(seen[2], float(high))
-            if first is not None:
-                seen[3], seen[4] = min(seen[3], first), max(seen[4], last)
     out = []
-    for key in sorted(grouped):
-        index, _ = key
-        slices = grouped[key]
-        unplaced = slices.pop(None, [0])[0]
-        ordered = [slices[b] for b in sorted(b for b in slices if b is not None)]
-        label = metadata_label(metadata_of[key])
+    for (index, _), metadata, ordered, unplaced in group_slices(rows):
+        label = metadata_label(metadata)
         if slugs is not None:
             label = f"{slugs[index]} {label}".strip()
         counts = [s[0] for s in ordered]
@@ -102,7 +83,7 @@ def chart_data(
             {
                 "label": label or "(no metadata)",
                 "experiment_id": experiment_ids[index],
-                "metadata": metadata_of[key],
+                "metadata": metadata,
                 "points": sum(counts) + unplaced,
                 "drawn": sum(1 if c == 1 else 2 for c in counts),
                 "unplaced": unplaced,
@@ -122,3 +103,49 @@ def chart_data(
         "drawn": sum(s["drawn"] for s in out),
         "series": out,
     }
+
+
+Slice = list[Any]
+"""One slice of a series: ``[count, lowest, highest, first x, last x]``."""
+
+
+def group_slices(
+    rows: Iterable[tuple[Any, ...]],
+) -> list[tuple[tuple[int, str], dict[str, Any], list[Slice], int]]:
+    """The store's bucket rows (:meth:`Store.metric_buckets`) as one entry per series, in
+    order of series index then metadata text: ``((index, metadata text), metadata, slices in
+    x order, points without an x)``. The same metadata written with its keys in another order
+    is one series.
+
+    Example:
+        >>> [(key, meta, slices, unplaced)] = group_slices(
+        ...     [(0, '{"split":"a"}', 0, 2, 1.0, 3.0, 0, 1), (0, '{"split":"a"}', None, 1, 2.0, 2.0, None, None)])
+        >>> key, meta, slices, unplaced
+        ((0, '{"split":"a"}'), {'split': 'a'}, [[2, 1.0, 3.0, 0, 1]], 1)
+    """
+    grouped: dict[tuple[int, str], dict[int | None, Slice]] = {}
+    metadata_of: dict[tuple[int, str], dict[str, Any]] = {}
+    parsed: dict[str, tuple[str, dict[str, Any]]] = {}  # few distinct texts, many rows
+    for index, metadata_json, bucket, count, low, high, first, last in rows:
+        known = parsed.get(metadata_json)
+        if known is None:
+            metadata = json.loads(metadata_json)
+            known = parsed[metadata_json] = (canonical(metadata), metadata)
+        key = (index, known[0])
+        metadata_of[key] = known[1]
+        slices = grouped.setdefault(key, {})
+        seen = slices.get(bucket)
+        if seen is None:
+            slices[bucket] = [count, float(low), float(high), first, last]
+        else:
+            seen[0] += count
+            seen[1], seen[2] = min(seen[1], float(low)), max(seen[2], float(high))
+            if first is not None:
+                seen[3], seen[4] = min(seen[3], first), max(seen[4], last)
+    out = []
+    for key in sorted(grouped):
+        slices = grouped[key]
+        unplaced = slices.pop(None, [0])[0]
+        ordered = [slices[b] for b in sorted(b for b in slices if b is not None)]
+        out.append((key, metadata_of[key], ordered, unplaced))
+    return out

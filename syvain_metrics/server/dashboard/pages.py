@@ -233,24 +233,3 @@ def experiment_ids(values: Iterable[str]) -> list[str]:
             f"A comparison holds at most {MAX_COMPARE_SERIES} experiments.",
         )
     return ids
-
-
-def compare_page(
-    store: Store, org_id: str, origin: str, ids: list[str], metric: str | None
-) -> dict[str, Any]:
-    """The compare page: the runs, the metrics any of them has, and the one to overlay
-    (by default the first metric every run has, else the first any run has)."""
-    experiments = [wire.experiment(store.get_experiment(org_id, e), origin) for e in ids]
-    names = [set(store.metric_names(org_id, e)) for e in ids]
-    every = sorted(set.union(*names))
-    common = sorted(set.intersection(*names))
-    if metric is None or metric not in every:
-        choices = common or every
-        metric = choices[0] if choices else None
-    return {
-        "experiments": experiments,
-        "metrics": every,
-        "common": common,
-        "metric": metric,
-        "experiment_ids": json.dumps(ids),
-    }

@@ -38,8 +38,9 @@ from werkzeug.wrappers import Request, Response
 
 from syvain_metrics._version import __version__
 from syvain_metrics.contract import operations
-from syvain_metrics.server.dashboard import charts, pages
+from syvain_metrics.server.dashboard import charts, compare, pages
 from syvain_metrics.server.dashboard.access import COOKIE_NAME, SESSION_TTL_S, Access
+from syvain_metrics.server.dashboard.series_cache import SeriesCache
 from syvain_metrics.server.errors import ApiError
 from syvain_metrics.server.store import Store
 
@@ -66,6 +67,8 @@ STATIC_FILES = {
     "dashboard.js": "text/javascript; charset=utf-8",
     "dashboard.css": "text/css; charset=utf-8",
     "favicon.svg": "image/svg+xml",
+    "compare.js": "text/javascript; charset=utf-8",
+    "compare.css": "text/css; charset=utf-8",
 }
 MAX_FORM_BYTES = 16 * 1024
 _SAFE_NEXT = re.compile(r"^/dashboard(/[^\\\s]*)?$")
@@ -97,6 +100,7 @@ class Dashboard:
     def __init__(self, store: Store) -> None:
         self.store = store
         self.access = Access(store)
+        self.series_cache = SeriesCache()
         self._templates: Environment | None = None
 
     # -- sign-in links ---------------------------------------------------------------------
@@ -156,6 +160,7 @@ class Dashboard:
             "/": self._list,
             "/compare": self._compare,
             "/data/chart": self._chart,
+            "/data/compare": self._compare_data,
         }
         view = views.get(rest)
         if view is None and rest.startswith("/experiments/"):
@@ -167,7 +172,7 @@ class Dashboard:
         self._only(method, "GET", "HEAD")
         org_id = self.access.organization(request.cookies.get(_cookie_name(request)))
         if org_id is None:
-            if rest == "/data/chart":
+            if rest.startswith("/data/"):
                 raise ApiError(401, "unauthorized", "Sign in first.")
             return _redirect(f"{PREFIX}/login?next={quote(_here(request), safe='/')}")
         request.environ["syvain_metrics.org_id"] = org_id
@@ -325,10 +330,22 @@ class Dashboard:
         return self._page(request, "experiment.html", **context)
 
     def _compare(self, request: Request, org_id: str) -> Response:
-        ids = pages.experiment_ids(request.args.getlist("experiments"))
-        metric = request.args.get("metric") or None
-        context = pages.compare_page(self.store, org_id, self._origin(request), ids, metric)
+        ids = compare.experiment_ids(request.args.getlist("experiments"))
+        context = compare.compare_page(self.store, org_id, self._origin(request), ids)
         return self._page(request, "compare.html", **context)
+
+    def _compare_data(self, request: Request, org_id: str) -> Response:
+        ids = compare.experiment_ids(request.args.getlist("experiments"))
+        body = compare.compare_data(
+            self.store,
+            self.series_cache,
+            org_id,
+            ids,
+            request.args.get("metric"),
+            request.args.get("x"),
+            request.args.get("width"),
+        )
+        return Response(body, content_type="application/json")
 
     def _chart(self, request: Request, org_id: str) -> Response:
         ids = pages.experiment_ids(request.args.getlist("experiments"))
