@@ -9,12 +9,13 @@ below it.
 Example:
     >>> colour(0.0), colour(1.0), colour(None)
     ('#440154', '#fde725', '#9aa3ad')
-    >>> numeric_axis([0.001, 0.1])[0]
-    (0.001, 0.1)
+    >>> numeric_axis([0.42, 0.7])[1]
+    [0.4, 0.45, 0.5, 0.55, 0.6, 0.65, 0.7]
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -78,11 +79,27 @@ def colour(fraction: float | None) -> str:
 
 
 def numeric_axis(values: Sequence[float]) -> tuple[tuple[float, float], list[float]]:
-    """The range of a numeric axis and its ticks (5, or 1 when every value is the same)."""
+    """The range of a numeric axis and its ticks: the values' range widened to round numbers
+    (1, 2, 2.5 or 5 times a power of ten apart, at most 7 ticks), so both ends are labelled;
+    the one value when every value is the same.
+
+    Example:
+        >>> numeric_axis([0.0003, 0.003])
+        ((0.0, 0.003), [0.0, 0.0005, 0.001, 0.0015, 0.002, 0.0025, 0.003])
+        >>> numeric_axis([32, 64])
+        ((30.0, 65.0), [30.0, 35.0, 40.0, 45.0, 50.0, 55.0, 60.0, 65.0])
+    """
     low, high = min(values), max(values)
     if low == high:
         return (low, high), [low]
-    return (low, high), [low + (high - low) * i / 4 for i in range(5)]
+    power = 10 ** math.floor(math.log10((high - low) / 10))
+    for step in (m * power * 10**k for k in range(4) for m in (1, 2, 2.5, 5)):
+        first = math.floor(low / step + 1e-9)
+        last = math.ceil(high / step - 1e-9)
+        if last - first <= 7:
+            break
+    ticks = [float(round(k * step, 12)) for k in range(first, last + 1)]
+    return (ticks[0], ticks[-1]), ticks
 
 
 def hyperparameters(experiments: Sequence[Mapping[str, Any]]) -> list[str]:

@@ -253,7 +253,9 @@ def runs_page(store: Store, org_id: str, origin: str, query: RunsQuery) -> dict[
     if query.sort:
         key = query.sort
         rows = sorted_rows(scoped, lambda e: _sort_value(e, key, cells, now), query.order)
-    meta_columns = pages.metadata_columns(experiments)
+    # Objects (a run's captured environment) make poor cells and cannot be filtered: left out.
+    objects = {k for e in experiments for k, v in e["metadata"].items() if isinstance(v, dict)}
+    meta_columns = [k for k in pages.metadata_columns(experiments) if k not in objects]
     return {
         "tree": pages.folder_tree(wire.folder(f) for f in store.list_folders(org_id)),
         "selected": selected,
