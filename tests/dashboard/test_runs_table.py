@@ -217,6 +217,13 @@ def test_sorting_by_a_metric_puts_numbers_in_order_and_empty_cells_last(
     # Metadata sorts as numbers too, and slugs as text.
     by_lr = browser.get(ascending.links["lr"])
     assert [float(v) for v in by_lr.column("lr")] == sorted(float(v) for v in by_lr.column("lr"))
+    # Sorting by a column the URL's col leaves out shows that column too.
+    shown = browser.get(f"/dashboard/?col=loss[split=train]:last&sort=metric:{LOSS_VALID_MIN}")
+    assert [h for h in shown.headers if h.startswith("loss")] == [
+        "loss[split=train]:last",
+        LOSS_VALID_MIN,
+    ]
+    assert shown.column(LOSS_VALID_MIN) == ascending.column(LOSS_VALID_MIN)
     by_slug = browser.get("/dashboard/?sort=slug&order=desc")
     assert by_slug.slugs == sorted(sweep["logged"], reverse=True)
 
@@ -300,7 +307,7 @@ def test_a_folder_page_includes_its_subfolders_runs_when_asked(
         ("col=loss", "is not '<metric>[<metadata>]:<how>'"),
         ("col=loss:median", "is not '<metric>[<metadata>]:<how>'"),
         ("sort=bogus", "sort is one of"),
-        ("col=loss[split=train]:last&sort=metric:loss[split=valid]:min", "Sort by a column"),
+        ("sort=metric:loss[split=valid]", "is not '<metric>[<metadata>]:<how>'"),
         ("meta.=1", "names its key"),
     ],
 )

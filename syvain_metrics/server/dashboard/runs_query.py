@@ -12,7 +12,8 @@ Query parameters:
   ``loss[split=valid]:min`` (repeat it; an empty ``col`` alone means none; without any
   ``col`` the table shows the first sub-series' last values);
 - ``sort``: ``slug``, ``status``, ``created``, ``duration``, ``folder``, ``meta:<key>`` or
-  ``metric:<column>``; ``order``: ``asc`` or ``desc``.
+  ``metric:<column>`` (that column is shown, whether ``col`` names it or not); ``order``:
+  ``asc`` or ``desc``.
 
 Example:
     >>> query = RunsQuery.parse({"col": ["loss[split=valid]:min"], "sort": ["metric:loss[split=valid]:min"]})
@@ -188,10 +189,7 @@ class RunsQuery:
         sort = one("sort") or None
         if sort is not None:
             if sort.startswith("metric:"):
-                column = sort[len("metric:") :]
-                split_column(column)
-                if column not in columns and "col" in args:
-                    raise _bad(f"Sort by a column the table shows: add {column!r} to col.")
+                split_column(sort[len("metric:") :])  # the table shows it, even if col does not
             elif not (sort in BUILT_IN_SORTS or (sort.startswith("meta:") and len(sort) > 5)):
                 raise _bad(
                     f"sort is one of {', '.join(BUILT_IN_SORTS)}, meta:<key> or "
