@@ -1,5 +1,6 @@
-"""Regenerate ``docs/dashboard-experiment.png`` and ``docs/dashboard-compare.png``, the
-README's pictures of an experiment page and of a sweep's compare page.
+"""Regenerate the README's pictures of the dashboard: an experiment page
+(``docs/dashboard-experiment.png``), a sweep's compare page (``docs/dashboard-compare.png``),
+and the runs table (``docs/dashboard-runs.png``, ``docs/dashboard-parallel.png``).
 
 Needs the ``dev`` extra and Debian's chromium (``apt-get install chromium``)::
 
@@ -64,6 +65,7 @@ def main() -> None:
         session.close()
     print(f"wrote {OUT}")
     compare_screenshot()
+    runs_screenshots()
 
 
 def compare_screenshot() -> None:
@@ -134,6 +136,86 @@ def compare_screenshot() -> None:
         browser.close()
         session.close()
     print(f"wrote {COMPARE_OUT}")
+
+
+RUNS_OUT = Path(__file__).with_name("dashboard-runs.png")
+PARALLEL_OUT = Path(__file__).with_name("dashboard-parallel.png")
+
+
+def _sweep(session: sm.Session) -> list[sm.Experiment]:
+    """A sweep of 12 runs (lr x batch size x optimizer) with train and valid loss."""
+    rng = random.Random(11)
+    folder = sm.Folder.create("sweeps", session=session)
+    sweep = folder.create_subfolder("lr-batch")
+    runs = []
+    for index, (lr, batch, optimizer) in enumerate(
+        (lr, batch, optimizer)
+        for optimizer in ("adamw", "sgd")
+        for lr in (0.0003, 0.001, 0.003)
+        for batch in (32, 64)
+    ):
+        exp = sweep.create_experiment(
+            f"{optimizer}-lr{lr}-bs{batch}",
+            metadata={"lr": lr, "batch_size": batch, "optimizer": optimizer, "seed": index},
+        )
+        # a loss floor that depends on the hyperparameters, as a sweep's would
+        floor = 0.3 + 4 * abs(math.log10(lr) + 3) ** 2 * 0.05 + (0.15 if optimizer == "sgd" else 0)
+        floor += 0.04 * (batch == 64)
+        with exp.run():
+            for step in range(0, 600, 2):
+                loss = 2.4 * math.exp(-step / 140) + floor + rng.uniform(0, 0.05)
+                exp.log("loss", loss, step=step, metadata={"split": "train"})
+                if step % 20 == 0:
+                    valid = loss + 0.08 + rng.uniform(0, 0.03)
+                    exp.log("loss", valid, step=step, metadata={"split": "valid"})
+                    exp.log("accuracy", 0.95 - 0.6 * (loss - 0.3) / 2.7, step=step)
+        runs.append(exp)
+    return runs
+
+
+def runs_screenshots() -> None:
+    """The runs table of a 12-run sweep sorted by the best validation loss, and the parallel
+    coordinates of its runs."""
+    with LocalServer() as server, sync_playwright() as driver:
+        session = server.session()
+        runs = _sweep(session)
+        columns = "&".join(
+            f"col={c}"
+            for c in (
+                "loss%5Bsplit%3Dvalid%5D%3Amin",
+                "loss%5Bsplit%3Dvalid%5D%3Alast",
+                "loss%5Bsplit%3Dtrain%5D%3Alast",
+                "accuracy%3Amax",
+            )
+        )
+        folder = runs[0].folder.folder_id
+        url = (
+            f"{server.url}/dashboard/?folder={folder}&{columns}"
+            "&sort=metric%3Aloss%5Bsplit%3Dvalid%5D%3Amin&order=asc"
+        )
+        browser = driver.chromium.launch(executable_path="/usr/bin/chromium", args=ARGS)
+        page = browser.new_page(viewport={"width": 1500, "height": 760})
+        page.goto(server.dashboard_link(url))
+        page.wait_for_url(url)
+        for slug in [r.slug for r in runs][:12:3]:
+            page.get_by_label(f"compare {slug}").check()
+        page.evaluate("window.scrollTo(0, 0)")
+        page.screenshot(path=str(RUNS_OUT), clip={"x": 0, "y": 0, "width": 1500, "height": 760})
+        print(f"wrote {RUNS_OUT}")
+        for slug in [r.slug for r in runs][:12]:  # every run in the parallel coordinates
+            page.get_by_label(f"compare {slug}").check()
+        page.get_by_role("button", name="Parallel coordinates").click()
+        page.wait_for_url("**/dashboard/parallel?**")
+        line = page.locator("svg.parallel path.run").first  # the lowest loss
+        x, y = line.evaluate(
+            "p => { const at = p.getPointAtLength(p.getTotalLength() * 0.6);"
+            " const m = p.getScreenCTM(); return [at.x * m.a + m.e, at.y * m.d + m.f]; }"
+        )
+        page.mouse.move(x, y)
+        page.screenshot(path=str(PARALLEL_OUT), clip={"x": 0, "y": 0, "width": 1500, "height": 760})
+        print(f"wrote {PARALLEL_OUT}")
+        browser.close()
+        session.close()
 
 
 if __name__ == "__main__":

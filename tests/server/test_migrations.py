@@ -31,6 +31,7 @@ LAYOUTS: dict[str, tuple[int, str, bool]] = {
     "3": (3, "experiment_id", True),
     "3_plain_keys": (3, "experiment_seq", False),
     "4": (4, "experiment_seq", True),
+    "5": (5, "experiment_seq", True),
 }
 HERE = Path(__file__).parent
 
@@ -244,5 +245,6 @@ def test_processes_opening_an_old_database_at_once_take_each_step_once(tmp_path:
         "layout 2 -> 3",
         "layout 3 -> 4",
         "layout 4 -> 5",
+        "layout 5 -> 6",
     ]
     assert _version(path) == SCHEMA_VERSION

@@ -1,4 +1,5 @@
-"""What each dashboard page shows, read from the store with the API's own read functions.
+"""What each dashboard page shows, read from the store with the API's own read functions
+(the list page's runs table is :mod:`~.runs_table`).
 
 Every read takes the visitor's organization id, so another organization's folder or
 experiment is not found (404), exactly as through the API.
@@ -18,12 +19,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from syvain_metrics.contract.limits import (
-    ANNOTATIONS_LIMIT,
-    EXPERIMENT_STATUSES,
-    EXPERIMENTS_LIMIT,
-    MAX_COMPARE_SERIES,
-)
+from syvain_metrics.contract.limits import ANNOTATIONS_LIMIT, MAX_COMPARE_SERIES
 from syvain_metrics.server import wire
 from syvain_metrics.server.errors import ApiError
 from syvain_metrics.server.store import Store
@@ -111,18 +107,6 @@ def folder_tree(folders: Iterable[Mapping[str, Any]]) -> list[FolderNode]:
     return sorted(roots, key=lambda n: (n.name, n.id))
 
 
-def _matches(experiment: Mapping[str, Any], status: str | None, text: str | None) -> bool:
-    if status is not None and experiment["status"] != status:
-        return False
-    if text:
-        needle = text.casefold()
-        return (
-            needle in experiment["slug"].casefold()
-            or needle in (experiment["description"] or "").casefold()
-        )
-    return True
-
-
 def metadata_columns(experiments: Iterable[Mapping[str, Any]]) -> list[str]:
     """The metadata keys to show as columns: the most common first, then by name; keys
     holding objects (such as a run's captured ``environment``) after every other, since a
@@ -143,44 +127,6 @@ def metadata_columns(experiments: Iterable[Mapping[str, Any]]) -> list[str]:
                 objects.add(key)
     ranked = sorted(counts, key=lambda key: (key in objects, -counts[key], key))
     return ranked[:MAX_METADATA_COLUMNS]
-
-
-def list_page(
-    store: Store,
-    org_id: str,
-    origin: str,
-    *,
-    folder_id: str | None,
-    status: str | None,
-    text: str | None,
-) -> dict[str, Any]:
-    """The list page: the folder tree and the (filtered) experiments of one folder, or of
-    every folder when ``folder_id`` is ``None``."""
-    if status is not None and status not in EXPERIMENT_STATUSES:
-        status = None
-    text = (text or "").strip() or None
-    limit = EXPERIMENTS_LIMIT[1]
-    selected = None
-    if folder_id is None:
-        found = store.list_experiments(org_id, limit=limit, status=status, search=text)
-        experiments = [wire.experiment(e, origin) for e in found]
-    else:
-        contents = wire.folder_contents(store.get_folder(org_id, folder_id), origin)
-        selected = contents["folder"]
-        experiments = [e for e in contents["experiments"] if _matches(e, status, text)]
-    now = store.now_ms()
-    return {
-        "tree": folder_tree(wire.folder(f) for f in store.list_folders(org_id)),
-        "selected": selected,
-        "experiments": experiments,
-        "truncated": folder_id is None and len(experiments) >= limit,
-        "limit": limit,
-        "columns": metadata_columns(experiments),
-        "statuses": EXPERIMENT_STATUSES,
-        "status": status,
-        "text": text or "",
-        "run_time": {e["id"]: run_time(e, now) for e in experiments},
-    }
 
 
 def key_state(key: Mapping[str, Any], now_ms: int) -> str:

@@ -38,8 +38,9 @@ from werkzeug.wrappers import Request, Response
 
 from syvain_metrics._version import __version__
 from syvain_metrics.contract import operations
-from syvain_metrics.server.dashboard import charts, compare, pages
+from syvain_metrics.server.dashboard import charts, compare, pages, parallel, runs_table
 from syvain_metrics.server.dashboard.access import COOKIE_NAME, SESSION_TTL_S, Access
+from syvain_metrics.server.dashboard.runs_query import RunsQuery
 from syvain_metrics.server.dashboard.series_cache import SeriesCache
 from syvain_metrics.server.errors import ApiError
 from syvain_metrics.server.store import Store
@@ -69,6 +70,8 @@ STATIC_FILES = {
     "favicon.svg": "image/svg+xml",
     "compare.js": "text/javascript; charset=utf-8",
     "compare.css": "text/css; charset=utf-8",
+    "runs.js": "text/javascript; charset=utf-8",
+    "runs.css": "text/css; charset=utf-8",
 }
 MAX_FORM_BYTES = 16 * 1024
 _SAFE_NEXT = re.compile(r"^/dashboard(/[^\\\s]*)?$")
@@ -159,6 +162,7 @@ class Dashboard:
         views: dict[str, Callable[[Request, str], Response]] = {
             "/": self._list,
             "/compare": self._compare,
+            "/parallel": self._parallel,
             "/data/chart": self._chart,
             "/data/compare": self._compare_data,
         }
@@ -208,6 +212,7 @@ class Dashboard:
                 folder_path=operations.dashboard_folder_path,
                 when=pages.when,
                 value_text=pages.value_text,
+                cell_text=runs_table.cell_text,
                 version=__version__,
             )
             self._templates = env
@@ -315,15 +320,15 @@ class Dashboard:
         return request.host_url.rstrip("/")
 
     def _list(self, request: Request, org_id: str) -> Response:
-        context = pages.list_page(
-            self.store,
-            org_id,
-            self._origin(request),
-            folder_id=request.args.get("folder") or None,
-            status=request.args.get("status") or None,
-            text=request.args.get("q"),
-        )
+        query = RunsQuery.parse({name: request.args.getlist(name) for name in request.args})
+        context = runs_table.runs_page(self.store, org_id, self._origin(request), query)
         return self._page(request, "list.html", **context)
+
+    def _parallel(self, request: Request, org_id: str) -> Response:
+        ids = parallel.parallel_ids(request.args.getlist("experiments"))
+        summary = request.args.get("summary") or None
+        context = parallel.parallel_page(self.store, org_id, self._origin(request), ids, summary)
+        return self._page(request, "parallel.html", **context)
 
     def _experiment(self, request: Request, org_id: str, *, experiment_id: str) -> Response:
         context = pages.experiment_page(self.store, org_id, self._origin(request), experiment_id)

@@ -32,6 +32,7 @@ from syvain_metrics.server.store.ingest import Ingest
 from syvain_metrics.server.store.logins import IDEMPOTENCY_TTL_MS, Logins
 from syvain_metrics.server.store.reads import Reads
 from syvain_metrics.server.store.schema import SCHEMA_VERSION, NewerLayoutError
+from syvain_metrics.server.store.summaries import SeriesSummary, Summaries
 
 __all__ = [
     "DEFAULT_INGESTION_KEY_TTL_MS",
@@ -40,6 +41,7 @@ __all__ = [
     "SCHEMA_VERSION",
     "NewerLayoutError",
     "Principal",
+    "SeriesSummary",
     "StagedBatch",
     "Store",
     "create_private",
@@ -48,7 +50,9 @@ __all__ = [
 ]
 
 
-class Store(Credentials, Logins, Folders, Annotations, Experiments, Ingest, Reads, StoreBase):
+class Store(
+    Credentials, Logins, Folders, Annotations, Experiments, Ingest, Reads, Summaries, StoreBase
+):
     """Every piece of server state, in one SQLite database (a file, or ``":memory:"``): one
     mixin per area over :class:`~syvain_metrics.server.store.base.StoreBase`, whose arguments
     (``path``, ``clock``, ``shared``) and errors it takes.

@@ -17,6 +17,9 @@ untouched. Versions:
   of the two a version-3 database lacks.
 - 5: dashboard logins kept in the database, where every process serving it sees them (some
   version-4 databases have them already).
+- 6: an index of events by sub-series and value (``events_by_series``): the dashboard's runs
+  table reads each sub-series' metadata, smallest and largest value with a few index seeks,
+  however many points it has.
 
 Example:
     >>> import sqlite3
@@ -32,7 +35,7 @@ from collections.abc import Callable
 
 from syvain_metrics.server.store.ids import token_hash
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 """``PRAGMA user_version`` of a database in this layout."""
 
 _LAYOUT_2 = """
@@ -85,6 +88,13 @@ CREATE INDEX IF NOT EXISTS events_by_step
     ON events (experiment_seq, step, client_timestamp_ms);
 CREATE INDEX IF NOT EXISTS events_by_time ON events (experiment_seq, client_timestamp_ms);
 """
+
+_SERIES_INDEX = """
+CREATE INDEX IF NOT EXISTS events_by_series
+    ON events (experiment_seq, metric_name, metadata_json, metric_value);
+"""
+"""Each sub-series (an experiment's metric and event metadata) with its values in order: the
+distinct metadata of a metric, and a sub-series' min and max, are each one seek."""
 
 _API_KEYS = """
 CREATE TABLE IF NOT EXISTS api_keys (
@@ -179,7 +189,7 @@ CREATE TABLE IF NOT EXISTS idempotency (
 );
 """
 
-SCHEMA = _OTHER_TABLES + _API_KEYS + _EVENTS + _DASHBOARD_LOGINS
+SCHEMA = _OTHER_TABLES + _API_KEYS + _EVENTS + _DASHBOARD_LOGINS + _SERIES_INDEX
 """Every table and index of the current layout (each ``IF NOT EXISTS``)."""
 
 DATA_TABLES = ("folders", "experiments", "events", "annotations", "ingestion_keys", "idempotency")
@@ -284,6 +294,11 @@ def _dashboard_logins(db: sqlite3.Connection) -> bool:
     return False
 
 
+def _events_by_series(db: sqlite3.Connection) -> bool:
+    _run(db, _SERIES_INDEX)
+    return False
+
+
 Step = Callable[[sqlite3.Connection], bool]
 """A step changes the layout inside the caller's transaction; ``True``: the pages it freed
 held secrets in plain text, and the database is to be vacuumed once it commits."""
@@ -293,6 +308,7 @@ STEPS: dict[int, Step] = {
     3: _api_keys_as_hashes,
     4: _events_by_experiment_seq,
     5: _dashboard_logins,
+    6: _events_by_series,
 }
 """Each step by the version it makes, run on a database of the version before it (layout
 1's version is 0)."""
