@@ -45,6 +45,18 @@ def _spool_in_a_temporary_directory(tmp_path_factory: pytest.TempPathFactory) ->
         yield root
 
 
+def service_setting(name: str) -> bool:
+    """An environment variable that points the SDK at a service or spool, which a child
+    process of a test gets from the test instead; ``SYVAIN_METRICS_HOME`` stays inherited,
+    so that no child writes the user's per-user data file.
+
+    Example:
+        >>> service_setting("SYVAIN_METRICS_HOST"), service_setting("SYVAIN_METRICS_HOME")
+        (True, False)
+    """
+    return name.startswith("SYVAIN_METRICS_") and name != "SYVAIN_METRICS_HOME"
+
+
 @pytest.fixture(autouse=True)
 def local_data_home(
     tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch

@@ -27,6 +27,7 @@ pytest.importorskip("jinja2", reason="the dashboard needs the 'local' extra")
 import syvain_metrics as sm
 from syvain_metrics.server import wire
 from syvain_metrics.testing import LocalServer
+from tests.conftest import service_setting as _service_setting
 
 CHROMIUM = os.environ.get("SYVAIN_METRICS_CHROMIUM", "/usr/bin/chromium")
 LAUNCH_ARGS = [
@@ -397,7 +398,7 @@ def test_a_large_metric_draws_reduced_and_says_so(
 
 
 def test_the_quickstart_prints_a_link_to_the_run_it_made(browser: Any, tmp_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SYVAIN_METRICS_")}
+    env = {k: v for k, v in os.environ.items() if not _service_setting(k)}
     env["SYVAIN_METRICS_SPOOL_DIR"] = str(tmp_path / "spool")
     controller, terminal = pty.openpty()  # a terminal on stdin: the example keeps serving
     process = subprocess.Popen(

@@ -14,6 +14,7 @@ from typing import Any
 
 import syvain_metrics as sm
 from syvain_metrics.testing import LocalServer
+from tests.conftest import service_setting as _service_setting
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -57,7 +58,7 @@ def run_file(script: Path, env: dict[str, str], *launcher: str) -> subprocess.Co
 
 def subprocess_env(server: LocalServer, tmp_path: Path, **extra: str) -> dict[str, str]:
     """A child's environment: ``server`` as its service, a spool under ``tmp_path``."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SYVAIN_METRICS_")}
+    env = {k: v for k, v in os.environ.items() if not _service_setting(k)}
     env.update(
         SYVAIN_METRICS_API_KEY=server.api_key,
         SYVAIN_METRICS_HOST=server.url,

@@ -21,6 +21,7 @@ import syvain_metrics as sm
 from syvain_metrics.client.sync import sync_spool
 from syvain_metrics.errors import MetricsValidationError
 from syvain_metrics.testing import LocalServer
+from tests.conftest import service_setting as _service_setting
 from tests.integrations.conftest import framework
 from tests.integrations.jobs import assert_nothing_sent, by_slug, subprocess_env
 from tests.package.test_examples import run_example
@@ -399,7 +400,7 @@ print("finished at", fit.global_step, flush=True)
 def run_child(
     server: LocalServer, *, sigterm_at: int = -1, **env: str
 ) -> subprocess.CompletedProcess[str]:
-    environ = {k: v for k, v in os.environ.items() if not k.startswith("SYVAIN_METRICS_")}
+    environ = {k: v for k, v in os.environ.items() if not _service_setting(k)}
     environ.update(
         SYVAIN_METRICS_API_KEY=server.api_key,
         SYVAIN_METRICS_HOST=server.url,

@@ -232,8 +232,8 @@ def test_the_optuna_sweep_notebook_runs_and_draws_its_figures(
     nbformat = framework("nbformat")
     nbclient = framework("nbclient")
     for name in list(os.environ):
-        if name.startswith("SYVAIN_METRICS_"):
-            monkeypatch.delenv(name)
+        if name.startswith("SYVAIN_METRICS_") and name != "SYVAIN_METRICS_HOME":
+            monkeypatch.delenv(name)  # the data file stays the test's own (tests/conftest.py)
     monkeypatch.setenv("SYVAIN_METRICS_SPOOL_DIR", str(tmp_path / "spool"))
     monkeypatch.delenv("MPLBACKEND", raising=False)
     book = nbformat.read(EXAMPLES / "optuna_sweep.ipynb", as_version=4)
