@@ -136,7 +136,7 @@ def test_blocks_over_the_api_after_replays_and_resets(
         + [{"client_event_id": "none", "name": "loss", "value": 7.0, "step": None}]
     )
     run.ingest(batch, sync=True)
-    run.ingest(batch[:5] + [{**batch[0], "value": 1e9}], sync=True)  # replayed: ignored
+    run.ingest([*batch[:5], {**batch[0], "value": 1e9}], sync=True)  # replayed: ignored
     store = metrics_server.store
     kept, expected = blocks_and_expected(store)
     assert kept == expected
