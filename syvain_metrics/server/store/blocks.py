@@ -38,7 +38,8 @@ GROUP BY metadata_json, slice
 ``:first``) is in slice ``floor(((j + 1) * slices - 1) / blocks)``."""
 
 _NO_STEP = """
-SELECT metadata_json, count(*), min(metric_value), max(metric_value) FROM events
+SELECT metadata_json, count(*), min(metric_value), max(metric_value)
+FROM events INDEXED BY events_by_metric_step
 WHERE experiment_seq = ? AND metric_name = ? AND step IS NULL GROUP BY metadata_json
 """
 
