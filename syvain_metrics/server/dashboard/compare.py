@@ -141,10 +141,9 @@ def _reduce_run(
         )
     else:
         series = [SeriesFilter(experiment_id=experiment_id, metric_name=metric)]
-        column = charts.X_AXES[x]
         _, _, rows = store.metric_buckets(
-            org_id, series, column, width, missing_field="experiments"
-        )  # type: ignore[arg-type]
+            org_id, series, "client_timestamp", width, missing_field="experiments"
+        )
     start = 0
     if x == "time":
         start = first_event_ms(store, [experiment_id]).get(experiment_id, 0)
