@@ -119,7 +119,9 @@ class Blocks(Reads):
                         "seq": seq,
                         "metric": metric_name,
                     }
-                    for metadata_json, piece, count, low, high, x0, x1 in db.execute(
+                    cursor = db.cursor()
+                    cursor.row_factory = None  # plain tuples: a Row object per row costs more
+                    for metadata_json, piece, count, low, high, x0, x1 in cursor.execute(
                         _SLICES, params
                     ):
                         rows.append(
