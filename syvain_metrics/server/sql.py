@@ -132,7 +132,7 @@ ADD_TO_BLOCKS = f"""
 INSERT INTO series_blocks
 SELECT experiment_seq, metric_name, metadata_json, step >> {BLOCK_BITS}, count(*),
     min(metric_value), max(metric_value), min(step), max(step)
-FROM events WHERE seq > :after AND step IS NOT NULL
+FROM events NOT INDEXED WHERE seq > :after AND step IS NOT NULL
 GROUP BY experiment_seq, metric_name, metadata_json, step >> {BLOCK_BITS}
 ON CONFLICT DO UPDATE SET
     count = count + excluded.count,
@@ -144,7 +144,8 @@ ON CONFLICT DO UPDATE SET
 """Add the events stored after sequence number ``:after`` to their blocks. Run in the
 transaction that stored them, with ``:after`` the highest ``seq`` before it: only rows
 actually inserted count (a repeated ``client_event_id`` inserts none), and an event's ``seq``
-is larger than any before it."""
+is larger than any before it. ``NOT INDEXED``: the new rows are a range of the table's own
+key; SQLite would otherwise read every event along an index in the GROUP BY's order."""
 
 HIGHEST_SEQ = "SELECT ifnull(max(seq), 0) FROM events"
 """The highest event sequence number stored: one seek at the end of the table."""
