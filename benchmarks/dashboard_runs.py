@@ -4,8 +4,10 @@ against the list page before it had any.
 A database file holds ``--runs`` runs (100; lr, batch size, optimizer and seed as metadata, in
 a folder with a subfolder) of ``--series`` sub-series (10: loss and accuracy in train and
 valid splits, and six more metrics) of ``--points`` points each (10,000): 10 million events by
-default. The events are written with one ``INSERT ... SELECT`` into the store's own table
-(the API would take minutes to carry them; the page reads the same rows either way).
+default. The events are written with one ``INSERT ... SELECT`` into the store's own table,
+run by run and series by series (the API would take many minutes to carry them, and so would
+an insert in logging order, step by step across runs; the page's index seeks read the same
+rows either way).
 
 Then, each in a process of its own, with the database built by the older code first:
 
@@ -93,7 +95,7 @@ def build(path: str, runs: int, series: int, points: int) -> dict[str, Any]:
         "SELECT x.seq, k.i || '/' || m.n, m.name, "
         "(1.0 + x.seq % 7) / (1 + k.i / 100.0) + (abs(random()) % 1000) / 10000.0, "
         f"k.i, m.meta, 1700000000000 + k.i * 10, 1700000000000 + k.i * 10 "
-        f"FROM k, experiments x, ({names}) m ORDER BY k.i, x.seq, m.n",
+        f"FROM k, experiments x, ({names}) m ORDER BY x.seq, m.n, k.i",
         (points,),
     )
     db.commit()

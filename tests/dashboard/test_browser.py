@@ -275,7 +275,7 @@ def test_markup_in_slugs_and_metadata_renders_as_text(
     page.goto(f"{metrics_server.url}/dashboard/")
     assert XSS_SLUG in page.locator("table.runs").inner_text()
     assert XSS_FOLDER in page.locator("nav.folders").inner_text()
-    assert page.locator("nav.folders img, table.runs img, main script").count() == 0
+    assert page.locator("nav.folders img, table.runs img, main script:not([src])").count() == 0
     assert page.evaluate("window.__xss") is None
     page.screenshot(path=str(tmp_path / "markup.png"), full_page=True)
     assert tab.errors == []

@@ -69,7 +69,7 @@ def test_the_readme_cell_run_twice_is_refused_before_anything_is_written(
         assert now.status == "done"
         assert now.updated_at_ms == earlier.updated_at_ms  # no status change, not even back
         assert now.done_at_ms == earlier.done_at_ms
-        assert now.summary("loss", how=("count",)) == {"loss:count": STEPS}
+        assert now.summary("loss", how=("count",)) == {"loss[split=train]:count": STEPS}
         assert now.annotations() == []
 
 

@@ -482,9 +482,24 @@ def test_the_readme_notebook_workflow_runs_as_written(no_default_session: None) 
         assert [r.slug for r in namespace["sgd"]] == ["sgd-0.01", "sgd-0.1"]
         summary = namespace["summary"]
         assert summary.loc["sgd-0.1", "loss[split=train]:min"] == pytest.approx(2 / (1 + 0.1 * 99))
+        # The lowest loss any run reaches, from the formula the cell logs, not from the SDK.
+        lowest = min(
+            ((2 / (1 + lr * 99)), f"{o}-{lr}")
+            for o, lr in [("sgd", 0.1), ("sgd", 0.01), ("adam", 0.01)]
+        )
+        assert namespace["best"].slug == lowest[1]
         assert isinstance(namespace["ax"], Axes)
         assert len(namespace["ax"].get_lines()) == 6  # raw and smoothed, per run
         assert namespace["wide"].shape == (100, 3)
+        server = namespace["server"]
+        # The cell run again: the same server, nothing stored twice, no status changed.
+        before = {r.slug: (r.status, r.updated_at_ms) for r in namespace["runs"]}
+        exec(compile(code, "README.md", "exec"), namespace)
+        assert namespace["server"] is server
+        again = namespace["runs"]
+        assert {r.slug: (r.status, r.updated_at_ms) for r in again} == before
+        counts = again.summary(["loss"], how=("count",))["loss[split=train]:count"]
+        assert counts.to_dict() == {slug: 100 for slug in before}
     finally:
         namespace["server"].close()
 

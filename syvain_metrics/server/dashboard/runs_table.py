@@ -151,11 +151,15 @@ def catalog_labels(
     """
     labels: dict[str, tuple[str, str]] = {}
     texts: dict[str, dict[str, list[str]]] = {}
+    known: dict[tuple[str, str], str] = {}  # runs of a sweep share their few sub-series
     for experiment_id, series in catalog.items():
         for name, text in series:
-            metadata = json.loads(text)
-            label = series_label(name, metadata if isinstance(metadata, dict) else {})
-            labels.setdefault(label, (name, canonical(metadata)))
+            label = known.get((name, text))
+            if label is None:
+                metadata = json.loads(text)
+                label = series_label(name, metadata if isinstance(metadata, dict) else {})
+                labels.setdefault(label, (name, canonical(metadata)))
+                known[(name, text)] = label
             texts.setdefault(experiment_id, {}).setdefault(label, []).append(text)
     names = {label: name for label, (name, _) in labels.items()}
     return sorted(labels, key=lambda label: labels[label]), texts, names

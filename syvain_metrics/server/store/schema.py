@@ -94,10 +94,14 @@ CREATE INDEX IF NOT EXISTS events_by_time ON events (experiment_seq, client_time
 
 _SERIES_INDEX = """
 CREATE INDEX IF NOT EXISTS events_by_series
-    ON events (experiment_seq, metric_name, metadata_json, metric_value);
+    ON events (experiment_seq, metric_name, metadata_json, metric_value)
+    WHERE metric_value IS NOT NULL;
 """
 """Each sub-series (an experiment's metric and event metadata) with its values in order: the
-distinct metadata of a metric, and a sub-series' min and max, are each one seek."""
+distinct metadata of a metric, and a sub-series' min and max, are each one seek. Every event
+has a value, so the index holds them all; its condition is there so that only a query that
+repeats it (the summaries') can use it: the charts' reads, which group slices of a step range
+by metadata, would otherwise take it for its order and scan whole series."""
 
 _API_KEYS = """
 CREATE TABLE IF NOT EXISTS api_keys (

@@ -35,23 +35,27 @@ WITH RECURSIVE names(name) AS (
     FROM names WHERE names.name IS NOT NULL
 ), series(name, meta) AS (
     SELECT name, (SELECT min(metadata_json) FROM events
-        WHERE experiment_seq = ?1 AND metric_name = names.name)
+        WHERE experiment_seq = ?1 AND metric_name = names.name AND metric_value IS NOT NULL)
     FROM names WHERE name IS NOT NULL
     UNION ALL SELECT series.name, (SELECT min(metadata_json) FROM events
         WHERE experiment_seq = ?1 AND metric_name = series.name
-        AND metadata_json > series.meta)
+        AND metadata_json > series.meta AND metric_value IS NOT NULL)
     FROM series WHERE series.meta IS NOT NULL
 )
 SELECT name, meta FROM series WHERE meta IS NOT NULL
 """
-"""An experiment's sub-series in (name, metadata text) order: a skip scan, one seek each."""
+"""An experiment's sub-series in (name, metadata text) order: a skip scan, one seek each
+(``metric_value IS NOT NULL``, true of every event, is the condition of ``events_by_series``:
+repeating it lets the query use that index)."""
 
 _SUMMARY = """
 SELECT
     (SELECT min(metric_value) FROM events
-        WHERE experiment_seq = ?1 AND metric_name = ?2 AND metadata_json = ?3),
+        WHERE experiment_seq = ?1 AND metric_name = ?2 AND metadata_json = ?3
+        AND metric_value IS NOT NULL),
     (SELECT max(metric_value) FROM events
-        WHERE experiment_seq = ?1 AND metric_name = ?2 AND metadata_json = ?3)
+        WHERE experiment_seq = ?1 AND metric_name = ?2 AND metadata_json = ?3
+        AND metric_value IS NOT NULL)
 """
 """One sub-series' min and max: each one seek of ``events_by_series``."""
 
