@@ -60,7 +60,8 @@ CREATE INDEX IF NOT EXISTS events_by_step
     ON events (experiment_seq, step, client_timestamp_ms);
 CREATE INDEX IF NOT EXISTS events_by_time ON events (experiment_seq, client_timestamp_ms);
 CREATE INDEX IF NOT EXISTS events_by_series
-    ON events (experiment_seq, metric_name, metadata_json, metric_value);
+    ON events (experiment_seq, metric_name, metadata_json, metric_value)
+    WHERE metric_value IS NOT NULL;
 CREATE TABLE IF NOT EXISTS settings (
     name TEXT PRIMARY KEY,
     value TEXT NOT NULL

@@ -162,9 +162,9 @@ class Reads(StoreBase):
             >>> lo, hi, rows = store.metric_buckets(org, [SeriesFilter(e, "loss")], "step", 800)  # doctest: +SKIP
         """
         column = "e.step" if x == "step" else "e.client_timestamp_ms"
-        # A series of one metric is read along its x: left to choose, SQLite would rather
-        # read the metric by sub-series (``events_by_series``, in the GROUP BY's order) and
-        # scan all of it for every slice.
+        # A series of one metric is read along its x, slice by slice: an index in the GROUP
+        # BY's order (by sub-series, as ``events_by_series`` of some version-6 databases is)
+        # would make each slice scan the whole metric.
         by_x = "events_by_metric_step" if x == "step" else "events_by_metric_time"
         along = f"INDEXED BY {by_x}" if all(s.metric_name for s in series) else ""
         # Each series' experiment is checked to be the organization's below, and a series
