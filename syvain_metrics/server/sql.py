@@ -103,6 +103,54 @@ VALUES ({", ".join("?" * len(EVENT_COLUMNS))})
 """Store one event (parameters in :data:`EVENT_COLUMNS` order): for the rare batch whose
 names or ids hold a NUL, which SQLite's JSON functions cannot read back."""
 
+BLOCK_BITS = 4
+"""A block is ``step >> BLOCK_BITS``: 16 steps. A 10,000-step series has 625 blocks, so a
+chart of a few hundred slices reads 2 or 3 blocks per slice (16 times fewer rows than
+points) and a slice can still be as narrow as 16 steps; longer blocks would make charts of
+shorter series fall back to reading points, shorter ones read more rows."""
+
+BLOCK_STEPS = 1 << BLOCK_BITS
+"""Steps per block."""
+
+SERIES_BLOCKS = """
+CREATE TABLE IF NOT EXISTS series_blocks (
+    experiment_seq INTEGER NOT NULL,
+    metric_name TEXT NOT NULL,
+    metadata_json TEXT NOT NULL,
+    block INTEGER NOT NULL,
+    count INTEGER NOT NULL,
+    min_value REAL NOT NULL,
+    max_value REAL NOT NULL,
+    min_step INTEGER NOT NULL,
+    max_step INTEGER NOT NULL,
+    PRIMARY KEY (experiment_seq, metric_name, metadata_json, block)
+) WITHOUT ROWID;
+"""
+"""The blocks of every sub-series, in (run, metric, metadata, block) order."""
+
+ADD_TO_BLOCKS = f"""
+INSERT INTO series_blocks
+SELECT experiment_seq, metric_name, metadata_json, step >> {BLOCK_BITS}, count(*),
+    min(metric_value), max(metric_value), min(step), max(step)
+FROM events NOT INDEXED WHERE seq > :after AND step IS NOT NULL
+GROUP BY experiment_seq, metric_name, metadata_json, step >> {BLOCK_BITS}
+ON CONFLICT DO UPDATE SET
+    count = count + excluded.count,
+    min_value = min(min_value, excluded.min_value),
+    max_value = max(max_value, excluded.max_value),
+    min_step = min(min_step, excluded.min_step),
+    max_step = max(max_step, excluded.max_step)
+"""
+"""Add the events stored after sequence number ``:after`` to their blocks. Run in the
+transaction that stored them, with ``:after`` the highest ``seq`` before it: only rows
+actually inserted count (a repeated ``client_event_id`` inserts none), and an event's ``seq``
+is larger than any before it. ``NOT INDEXED``: the new rows are a range of the table's own
+key; SQLite would otherwise read every event along an index in the GROUP BY's order."""
+
+HIGHEST_SEQ = "SELECT ifnull(max(seq), 0) FROM events"
+"""The highest event sequence number stored: one seek at the end of the table."""
+
+
 _BATCH = json.JSONEncoder(
     separators=(",", ":"), ensure_ascii=False, allow_nan=False, sort_keys=True, default=dict
 ).encode

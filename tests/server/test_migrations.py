@@ -32,8 +32,16 @@ LAYOUTS: dict[str, tuple[int, str, bool]] = {
     "3_plain_keys": (3, "experiment_seq", False),
     "4": (4, "experiment_seq", True),
     "5": (5, "experiment_seq", True),
+    "6": (6, "experiment_seq", True),
 }
 HERE = Path(__file__).parent
+BLOCK_KEY = "experiment_seq, metric_name, metadata_json, block"
+BLOCKS_OF_EVENTS = (
+    "SELECT experiment_seq, metric_name, metadata_json, step >> 4 AS block, count(*), "
+    "min(metric_value), max(metric_value), min(step), max(step) FROM events "
+    f"WHERE step IS NOT NULL GROUP BY {BLOCK_KEY} ORDER BY {BLOCK_KEY}"
+)
+"""Each sub-series' blocks of 16 steps, as a GROUP BY over the events gives them."""
 
 
 def _layout_database(path: Path, layout: str) -> None:
@@ -159,6 +167,11 @@ def test_a_database_of_an_earlier_layout_opens_and_reads_back(tmp_path: Path, la
     Store(str(fresh)).close()
     assert _shape(path) == _shape(fresh)  # the current layout, whatever it came from
     stored = sqlite3.connect(path)
+    # The events stored before have their blocks of steps (every layout's events have steps).
+    assert stored.execute(f"SELECT * FROM series_blocks ORDER BY {BLOCK_KEY}").fetchall() == (
+        stored.execute(BLOCKS_OF_EVENTS).fetchall()
+    )
+    assert stored.execute("SELECT sum(count) FROM series_blocks").fetchone() == (10,)
     assert stored.execute("SELECT key_hash FROM api_keys").fetchall() == [
         (hashlib.sha256(KEY.encode()).hexdigest(),)
     ]
@@ -246,5 +259,9 @@ def test_processes_opening_an_old_database_at_once_take_each_step_once(tmp_path:
         "layout 3 -> 4",
         "layout 4 -> 5",
         "layout 5 -> 6",
+        "layout 6 -> 7",
     ]
     assert _version(path) == SCHEMA_VERSION
+    stored = sqlite3.connect(path)
+    assert stored.execute("SELECT sum(count) FROM series_blocks").fetchone() == (50_010,)
+    stored.close()

@@ -135,9 +135,15 @@ def _rounded(value: float) -> float:
 def _reduce_run(
     store: Store, org_id: str, experiment_id: str, metric: str, x: str, width: int
 ) -> Reduced:
-    series = [SeriesFilter(experiment_id=experiment_id, metric_name=metric)]
-    column = charts.X_AXES[x]
-    _, _, rows = store.metric_buckets(org_id, series, column, width, missing_field="experiments")  # type: ignore[arg-type]
+    if x == "step":  # a long series' slices are summed from its blocks of steps
+        _, _, rows = store.step_buckets(
+            org_id, experiment_id, metric, width, missing_field="experiments"
+        )
+    else:
+        series = [SeriesFilter(experiment_id=experiment_id, metric_name=metric)]
+        _, _, rows = store.metric_buckets(
+            org_id, series, "client_timestamp", width, missing_field="experiments"
+        )
     start = 0
     if x == "time":
         start = first_event_ms(store, [experiment_id]).get(experiment_id, 0)

@@ -1,9 +1,10 @@
 """Reduced series kept between requests, dropped the moment their events change.
 
-Reducing a series reads every one of its points (:meth:`Store.metric_buckets`), about 1 µs
-each, so a comparison of 100 runs of 10 series of 10,000 points costs seconds. A finished
-sweep does not change, so each run's reduction of one metric is kept here, keyed by what
-shaped it (organization, run, metric, x axis, width).
+Reducing a long series by step reads its blocks of 16 steps (:meth:`Store.step_buckets`);
+by time, it reads every one of its points (:meth:`Store.metric_buckets`), about 1 µs each, so
+a comparison of 100 runs of 10 series of 10,000 points costs seconds. A finished sweep does
+not change, so each run's reduction of one metric is kept here, keyed by what shaped it
+(organization, run, metric, x axis, width).
 
 Events are only ever appended, each with a larger ``seq`` than any before it, and SQLite
 commits them one writer at a time. So an entry read when the table's highest ``seq`` was

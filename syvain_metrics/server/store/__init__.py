@@ -19,6 +19,7 @@ from __future__ import annotations
 from syvain_metrics.server.staging import StagedBatch
 from syvain_metrics.server.store.annotations import Annotations
 from syvain_metrics.server.store.base import StoreBase
+from syvain_metrics.server.store.blocks import Blocks
 from syvain_metrics.server.store.credentials import (
     DEFAULT_INGESTION_KEY_TTL_MS,
     ORGANIZATION_NAME,
@@ -30,7 +31,6 @@ from syvain_metrics.server.store.folders import Folders
 from syvain_metrics.server.store.ids import create_private, new_id, token_hash
 from syvain_metrics.server.store.ingest import Ingest
 from syvain_metrics.server.store.logins import IDEMPOTENCY_TTL_MS, Logins
-from syvain_metrics.server.store.reads import Reads
 from syvain_metrics.server.store.schema import SCHEMA_VERSION, NewerLayoutError
 from syvain_metrics.server.store.summaries import SeriesSummary, Summaries
 
@@ -51,7 +51,7 @@ __all__ = [
 
 
 class Store(
-    Credentials, Logins, Folders, Annotations, Experiments, Ingest, Reads, Summaries, StoreBase
+    Credentials, Logins, Folders, Annotations, Experiments, Ingest, Blocks, Summaries, StoreBase
 ):
     """Every piece of server state, in one SQLite database (a file, or ``":memory:"``): one
     mixin per area over :class:`~syvain_metrics.server.store.base.StoreBase`, whose arguments

@@ -19,6 +19,8 @@ from operator import itemgetter
 from typing import Any
 
 from syvain_metrics.server.sql import (
+    ADD_TO_BLOCKS,
+    HIGHEST_SEQ,
     INSERT_EVENT_ROW,
     INSERT_EVENTS,
     batch_json,
@@ -107,6 +109,7 @@ class Ingest(StoreBase):
         now, slot = staged.now, staged.slot
         with self._tx() as db:
             experiment_seq = self._experiment_row(db, org_id, experiment_id)["seq"]
+            after = int(db.execute(HIGHEST_SEQ).fetchone()[0])
             if staged.text is None:
                 db.executemany(
                     INSERT_EVENT_ROW,
@@ -138,6 +141,9 @@ class Ingest(StoreBase):
                         "path": staged.path,
                     },
                 )
+            # The rows just inserted, and only those (a repeated id inserts none), in the same
+            # transaction: the blocks always sum exactly the stored events.
+            db.execute(ADD_TO_BLOCKS, {"after": after})
             db.execute(
                 "UPDATE experiments SET updated_at_ms = ?, last_event_at_ms = ? WHERE id = ?",
                 (now, now, experiment_id),

@@ -20,6 +20,8 @@ untouched. Versions:
 - 6: an index of events by sub-series and value (``events_by_series``): the dashboard's runs
   table reads each sub-series' metadata, smallest and largest value with a few index seeks,
   however many points it has.
+- 7: sub-series summarized per block of 16 steps (``series_blocks``, kept with the events):
+  a chart of a long series reads its blocks instead of its points.
 
 Example:
     >>> import sqlite3
@@ -33,9 +35,10 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Callable
 
+from syvain_metrics.server.sql import ADD_TO_BLOCKS, SERIES_BLOCKS
 from syvain_metrics.server.store.ids import token_hash
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 """``PRAGMA user_version`` of a database in this layout."""
 
 _LAYOUT_2 = """
@@ -193,10 +196,18 @@ CREATE TABLE IF NOT EXISTS idempotency (
 );
 """
 
-SCHEMA = _OTHER_TABLES + _API_KEYS + _EVENTS + _DASHBOARD_LOGINS + _SERIES_INDEX
+SCHEMA = _OTHER_TABLES + _API_KEYS + _EVENTS + _DASHBOARD_LOGINS + _SERIES_INDEX + SERIES_BLOCKS
 """Every table and index of the current layout (each ``IF NOT EXISTS``)."""
 
-DATA_TABLES = ("folders", "experiments", "events", "annotations", "ingestion_keys", "idempotency")
+DATA_TABLES = (
+    "folders",
+    "experiments",
+    "events",
+    "series_blocks",
+    "annotations",
+    "ingestion_keys",
+    "idempotency",
+)
 """Tables :meth:`Store.reset` empties; organizations and API keys survive."""
 
 _EVENT_VALUES = (
@@ -303,6 +314,12 @@ def _events_by_series(db: sqlite3.Connection) -> bool:
     return False
 
 
+def _series_blocks(db: sqlite3.Connection) -> bool:
+    _run(db, SERIES_BLOCKS)
+    db.execute(ADD_TO_BLOCKS, {"after": 0})  # every event stored so far, in one pass
+    return False
+
+
 Step = Callable[[sqlite3.Connection], bool]
 """A step changes the layout inside the caller's transaction; ``True``: the pages it freed
 held secrets in plain text, and the database is to be vacuumed once it commits."""
@@ -313,6 +330,7 @@ STEPS: dict[int, Step] = {
     4: _events_by_experiment_seq,
     5: _dashboard_logins,
     6: _events_by_series,
+    7: _series_blocks,
 }
 """Each step by the version it makes, run on a database of the version before it (layout
 1's version is 0)."""
