@@ -269,3 +269,22 @@ def test_reopening_enters_a_run_this_process_ended(metrics_session: sm.Session) 
     exp = by_slug("fit-4")
     assert exp.status == "done"
     assert exp.metrics("test_loss").values == [0.5]
+
+
+def test_other_ranks_of_a_job_log_into_the_run_rank_zero_already_ended(
+    metrics_server: LocalServer, metrics_session: sm.Session, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    exp = sm.Experiment.create("ddp-run")
+    with exp.run():
+        exp.log("loss", 1.0, step=0)
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with metrics_server.session(spool_dir=None, ranks="all") as rank_one:
+        late = sm.Experiment.get(exp.id, session=rank_one)
+        assert late.status == "done"
+        late.log("loss", 2.0, step=1)  # arrived finished, yet not refused: not rank 0
+        with late.run():  # nor is run(): rank 0 owns the status
+            late.log("loss", 3.0, step=2)
+    stored = sm.Experiment.get(exp.id)
+    assert stored.status == "done"  # unchanged by rank 1
+    assert [row.step for row in stored.metrics("loss")] == [0, 1, 2]

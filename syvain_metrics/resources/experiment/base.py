@@ -116,16 +116,20 @@ class ExperimentBase(Resource):
 
     def _refuse_finished(self) -> None:
         """Raise :class:`~syvain_metrics.RunFinishedError` when the run has finished, as
-        this object knows it (from the service, or because this process ended it)."""
+        this object knows it (from the service, or because this process ended it). Only
+        the process that owns the run's status (rank 0 of a job) is refused: the other
+        ranks of a job log into the run rank 0 may already have ended."""
         status = self._data.get("status")
-        if status in FINISHED:
+        if status in FINISHED and self._bind().is_main_process:
             raise finished_error(self.slug, str(status))
 
     def _refuse_log(self) -> None:
-        """``log()`` into a run that came finished and was not entered since: refused."""
-        if self._data.get("status") in FINISHED:
-            raise finished_error(self.slug, str(self._data.get("status")))
-        self._arrived_finished = False  # resumed elsewhere since: no longer finished
+        """``log()`` into a run that came finished and was not entered since: refused (on
+        rank 0 of a job only, as :meth:`_refuse_finished`)."""
+        status = self._data.get("status")
+        if status in FINISHED and self._bind().is_main_process:
+            raise finished_error(self.slug, str(status))
+        self._arrived_finished = False  # resumed elsewhere since, or not rank 0
 
     @property
     def url(self) -> str:
