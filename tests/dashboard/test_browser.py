@@ -16,7 +16,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -59,23 +58,6 @@ def _missing() -> str | None:
     return None
 
 
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    missing = _missing()
-    if missing is not None:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{missing}: {INSTALL_HINT}")
-        pytest.skip(f"{missing}: {INSTALL_HINT}")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as driver:
-        launched = driver.chromium.launch(executable_path=CHROMIUM, args=LAUNCH_ARGS)
-        try:
-            yield launched
-        finally:
-            launched.close()
-
-
 class Tab:
     """A fresh browser context (no cookies) and its page, recording script errors and
     console errors (a Content-Security-Policy violation is one)."""
@@ -112,15 +94,6 @@ class Tab:
         tip = self.page.locator(f"{chart} .tooltip")
         tip.wait_for(state="visible", timeout=5_000)
         return str(tip.inner_text())
-
-
-@pytest.fixture
-def tab(browser: Any) -> Iterator[Tab]:
-    opened = Tab(browser)
-    try:
-        yield opened
-    finally:
-        opened.context.close()
 
 
 def _ingest(exp: sm.Experiment, rows: list[tuple[str, int, float, dict[str, Any]]]) -> None:

@@ -6,9 +6,7 @@ through pixels. Skips without chromium or playwright, fails under ``CI=true``
 from __future__ import annotations
 
 import math
-import os
 import re
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -17,38 +15,12 @@ pytest.importorskip("jinja2", reason="the dashboard needs the 'local' extra")
 
 import syvain_metrics as sm
 from syvain_metrics.testing import LocalServer
-from tests.dashboard.test_browser import CHROMIUM, INSTALL_HINT, LAUNCH_ARGS, Tab, _missing
+from tests.dashboard.test_browser import Tab
 
 T0 = 1_790_000_000_000
 LRS = {"lr-mid": 0.01, "lr-high": 0.1, "lr-low": 0.001}
 STEPS = 40
 EVERY_MS = 50  # 40 points over 1.95 s: a two-second run
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    missing = _missing()
-    if missing is not None:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{missing}: {INSTALL_HINT}")
-        pytest.skip(f"{missing}: {INSTALL_HINT}")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as driver:
-        launched = driver.chromium.launch(executable_path=CHROMIUM, args=LAUNCH_ARGS)
-        try:
-            yield launched
-        finally:
-            launched.close()
-
-
-@pytest.fixture
-def tab(browser: Any) -> Iterator[Tab]:
-    opened = Tab(browser)
-    try:
-        yield opened
-    finally:
-        opened.context.close()
 
 
 def value(run: int, step: int, split: str) -> float:

@@ -19,10 +19,7 @@ pytest.importorskip("jinja2", reason="the dashboard needs the 'local' extra")
 
 import syvain_metrics as sm
 from syvain_metrics.testing import LocalServer
-from tests.dashboard import test_browser
 from tests.dashboard.test_browser import Tab
-
-browser = test_browser.browser  # chromium: skipped without it, a failure under CI=true
 
 
 class Notebook:
@@ -50,15 +47,6 @@ class Notebook:
     def close(self) -> None:
         self.httpd.shutdown()
         self.httpd.server_close()
-
-
-@pytest.fixture
-def tab(browser: Any) -> Iterator[Tab]:
-    opened = Tab(browser)
-    try:
-        yield opened
-    finally:
-        opened.context.close()
 
 
 @pytest.fixture

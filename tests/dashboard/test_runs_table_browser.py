@@ -6,9 +6,7 @@ each."""
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -16,7 +14,7 @@ pytest.importorskip("jinja2", reason="the dashboard needs the 'local' extra")
 
 import syvain_metrics as sm
 from syvain_metrics.testing import LocalServer
-from tests.dashboard.test_browser import CHROMIUM, INSTALL_HINT, LAUNCH_ARGS, Tab, _missing
+from tests.dashboard.test_browser import Tab
 
 VALID_MIN = "loss[split=valid]:min"
 # (lr, optimizer, valid loss scale): created in this order, so newest first is not sorted
@@ -28,34 +26,6 @@ GRID = [
     (0.01, "sgd", 2.0),
     (0.001, "sgd", 100.0),
 ]
-
-
-@pytest.fixture(scope="module")
-def chromium() -> Iterator[Any]:
-    import os
-
-    missing = _missing()
-    if missing is not None:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{missing}: {INSTALL_HINT}")
-        pytest.skip(f"{missing}: {INSTALL_HINT}")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as driver:
-        launched = driver.chromium.launch(executable_path=CHROMIUM, args=LAUNCH_ARGS)
-        try:
-            yield launched
-        finally:
-            launched.close()
-
-
-@pytest.fixture
-def tab(chromium: Any) -> Iterator[Tab]:
-    opened = Tab(chromium)
-    try:
-        yield opened
-    finally:
-        opened.context.close()
 
 
 @pytest.fixture

@@ -24,7 +24,7 @@ from typing import Any
 from markupsafe import Markup
 
 from syvain_metrics.server import wire
-from syvain_metrics.server.dashboard import charts
+from syvain_metrics.server.dashboard import charts, pages
 from syvain_metrics.server.dashboard.series_cache import Key, Reduced, SeriesCache, first_event_ms
 from syvain_metrics.server.errors import ApiError
 from syvain_metrics.server.sql import SeriesFilter
@@ -48,17 +48,12 @@ def _bad(message: str) -> ApiError:
 def experiment_ids(values: Iterable[str]) -> list[str]:
     """The experiment ids a comparison asks for (repeated and/or comma-separated, in order,
     once each); 400 when there are none or more than a page may hold."""
-    ids: list[str] = []
-    for value in values:
-        for part in value.split(","):
-            part = part.strip()
-            if part and part not in ids:
-                ids.append(part)
-    if not ids:
-        raise _bad("Choose at least one experiment to compare.")
-    if len(ids) > MAX_COMPARED_RUNS:
-        raise _bad(f"A comparison holds at most {MAX_COMPARED_RUNS} experiments.")
-    return ids
+    return pages.id_list(
+        values,
+        most=MAX_COMPARED_RUNS,
+        empty="Choose at least one experiment to compare.",
+        too_many=f"A comparison holds at most {MAX_COMPARED_RUNS} experiments.",
+    )
 
 
 def series_label(metric: str, metadata: Mapping[str, Any]) -> str:

@@ -164,6 +164,22 @@ def experiment_ids(values: Iterable[str]) -> list[str]:
         >>> experiment_ids(["a,b", "a", "c"])
         ['a', 'b', 'c']
     """
+    return id_list(
+        values,
+        most=MAX_COMPARE_SERIES,
+        empty="Choose at least one experiment to compare.",
+        too_many=f"A comparison holds at most {MAX_COMPARE_SERIES} experiments.",
+    )
+
+
+def id_list(values: Iterable[str], *, most: int, empty: str, too_many: str) -> list[str]:
+    """Ids given repeated and/or comma-separated, in order, once each; 400 with ``empty`` when
+    there are none, with ``too_many`` when there are more than ``most``.
+
+    Example:
+        >>> id_list(["a,b", "a"], most=2, empty="none", too_many="too many")
+        ['a', 'b']
+    """
     ids: list[str] = []
     for value in values:
         for part in value.split(","):
@@ -171,11 +187,7 @@ def experiment_ids(values: Iterable[str]) -> list[str]:
             if part and part not in ids:
                 ids.append(part)
     if not ids:
-        raise ApiError(400, "validation_error", "Choose at least one experiment to compare.")
-    if len(ids) > MAX_COMPARE_SERIES:
-        raise ApiError(
-            400,
-            "validation_error",
-            f"A comparison holds at most {MAX_COMPARE_SERIES} experiments.",
-        )
+        raise ApiError(400, "validation_error", empty)
+    if len(ids) > most:
+        raise ApiError(400, "validation_error", too_many)
     return ids

@@ -20,6 +20,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from syvain_metrics.server import wire
+from syvain_metrics.server.dashboard import pages
 from syvain_metrics.server.dashboard.runs_query import plain, split_column
 from syvain_metrics.server.dashboard.runs_table import (
     Column,
@@ -54,17 +55,12 @@ def parallel_ids(values: Iterable[str]) -> list[str]:
         >>> parallel_ids(["a,b", "a"])
         ['a', 'b']
     """
-    ids: list[str] = []
-    for value in values:
-        for part in value.split(","):
-            part = part.strip()
-            if part and part not in ids:
-                ids.append(part)
-    if not ids:
-        raise _bad("Select at least one run to draw.")
-    if len(ids) > MAX_PARALLEL_RUNS:
-        raise _bad(f"A parallel-coordinates view holds at most {MAX_PARALLEL_RUNS} runs.")
-    return ids
+    return pages.id_list(
+        values,
+        most=MAX_PARALLEL_RUNS,
+        empty="Select at least one run to draw.",
+        too_many=f"A parallel-coordinates view holds at most {MAX_PARALLEL_RUNS} runs.",
+    )
 
 
 def colour(fraction: float | None) -> str:
