@@ -83,11 +83,15 @@ class IngestResult:
 class MetricWriting(DeferredCalls):
     """``ingest()``, ``log()``, ``flush()`` and ``pending_logs`` of an experiment."""
 
-    def _with_ids(self, metrics: Sequence[Mapping[str, Any] | MetricPoint]) -> list[Any]:
-        """Metrics as dicts, each with its ``client_event_id`` (derived when missing)."""
+    def _with_ids(
+        self, metrics: Sequence[Mapping[str, Any] | MetricPoint], convert: bool = True
+    ) -> list[Any]:
+        """Metrics as dicts, each with its ``client_event_id`` (derived when missing);
+        ``convert``: numpy scalars may be among them (:func:`plain_record`)."""
         items: list[Any] = []
         for item in metrics:
-            item = plain_record(item)
+            if convert:
+                item = plain_record(item)
             if type(item) is dict and "client_event_id" in item:
                 items.append(item)  # the common case, without the ABC checks below
                 continue
@@ -104,29 +108,39 @@ class MetricWriting(DeferredCalls):
             items.append(item)
         return items
 
-    def _prepare(self, metrics: Sequence[Mapping[str, Any] | MetricPoint]) -> list[dict[str, Any]]:
+    def _prepare(
+        self, metrics: Sequence[Mapping[str, Any] | MetricPoint], convert: bool = True
+    ) -> list[dict[str, Any]]:
         """Wire-ready metrics (validated, converted, ids given)."""
         try:
-            prepared: list[dict[str, Any]] = _BATCH.deserialize(self._with_ids(metrics))
+            prepared: list[dict[str, Any]] = _BATCH.deserialize(self._with_ids(metrics, convert))
         except ValidationError as error:
             raise MetricsValidationError(flatten_messages({"metrics": error.messages})) from None
         return prepared
 
     @staticmethod
-    def _check_all(items: Sequence[Any]) -> None:
+    def _check_all(items: Sequence[Any]) -> bool:
         """Validate every metric before anything is sent, a window at a time, in place: no
-        copy of the whole input is made."""
+        copy of the whole input is made. ``True`` when some record holds numpy scalars
+        (the requests' bodies convert them again; else they skip that pass)."""
+        converted = False
         for start in range(0, len(items), _CHECK_WINDOW):
+            originals = items[start : start + _CHECK_WINDOW]
             window = [
-                m.to_dict() if isinstance(m, MetricPoint) else plain_record(m)
-                for m in items[start : start + _CHECK_WINDOW]
+                m.to_dict() if isinstance(m, MetricPoint) else plain_record(m) for m in originals
             ]
+            if not converted:
+                converted = any(
+                    w is not m and not isinstance(m, MetricPoint)
+                    for w, m in zip(window, originals, strict=True)
+                )
             try:
                 check_metrics(window, offset=start)
             except ValidationError as error:
                 raise MetricsValidationError(
                     flatten_messages({"metrics": error.messages})
                 ) from None
+        return converted
 
     def ingest(
         self,
@@ -160,7 +174,7 @@ class MetricWriting(DeferredCalls):
         if isinstance(metrics, str | bytes | Mapping) or not isinstance(metrics, Iterable):
             raise MetricsValidationError({"metrics": ["Must be a list of metrics."]})
         items = metrics if isinstance(metrics, Sequence) else list(metrics)
-        self._check_all(items)
+        convert = self._check_all(items)
         bound = self._bind()
         reply = IngestReply()
         total = len(items)
@@ -170,7 +184,7 @@ class MetricWriting(DeferredCalls):
         bar = progress_bar(total, f"ingest {self.slug or self.id}") if progress else None
         try:
             for start in range(0, total, MAX_METRICS_PER_INGEST):
-                chunk = self._prepare(items[start : start + MAX_METRICS_PER_INGEST])
+                chunk = self._prepare(items[start : start + MAX_METRICS_PER_INGEST], convert)
                 try:
                     data = bound.call(
                         operations.INGEST_METRICS,
@@ -180,7 +194,7 @@ class MetricWriting(DeferredCalls):
                         body={"data": chunk},
                     )
                 except MetricsApiError as error:
-                    pending = chunk + self._prepare(items[start + len(chunk) :])
+                    pending = chunk + self._prepare(items[start + len(chunk) :], convert)
                     raise PartialIngestError(
                         f"Ingest stopped after {stored} of {total} metrics were stored; "
                         f"{total - stored} are in error.pending: {error}",
