@@ -83,11 +83,9 @@ class IngestResult:
 class MetricWriting(DeferredCalls):
     """``ingest()``, ``log()``, ``flush()`` and ``pending_logs`` of an experiment."""
 
-    def _with_ids(
-        self, metrics: Sequence[Mapping[str, Any] | MetricPoint], convert: bool = True
-    ) -> list[Any]:
-        """Metrics as dicts, each with its ``client_event_id`` (derived when missing);
-        ``convert``: numpy scalars may be among them (:func:`plain_record`)."""
+    def _with_ids(self, metrics: Sequence[Any], convert: bool = True) -> list[Any]:
+        """Metrics as dicts with ``client_event_id`` (derived when missing), numpy scalars
+        converted when ``convert``."""
         items: list[Any] = []
         for item in metrics:
             if convert:
@@ -108,9 +106,7 @@ class MetricWriting(DeferredCalls):
             items.append(item)
         return items
 
-    def _prepare(
-        self, metrics: Sequence[Mapping[str, Any] | MetricPoint], convert: bool = True
-    ) -> list[dict[str, Any]]:
+    def _prepare(self, metrics: Sequence[Any], convert: bool = True) -> list[dict[str, Any]]:
         """Wire-ready metrics (validated, converted, ids given)."""
         try:
             prepared: list[dict[str, Any]] = _BATCH.deserialize(self._with_ids(metrics, convert))
@@ -129,11 +125,9 @@ class MetricWriting(DeferredCalls):
             window = [
                 m.to_dict() if isinstance(m, MetricPoint) else plain_record(m) for m in originals
             ]
-            if not converted:
-                converted = any(
-                    w is not m and not isinstance(m, MetricPoint)
-                    for w, m in zip(window, originals, strict=True)
-                )
+            converted = converted or any(
+                w is not m and type(m) is dict for w, m in zip(window, originals, strict=True)
+            )
             try:
                 check_metrics(window, offset=start)
             except ValidationError as error:
